@@ -1,0 +1,345 @@
+"""Train the lecture's small cats-vs-dogs convnet (``python -m convert train``).
+
+The architecture is the lecture's, layer for layer, with Keras' default layer names.
+Augmentation runs in the input pipeline, not inside the model, so the saved model
+starts at ``conv2d`` exactly like the lecture's and its layer 1 is 148x148x32.
+
+Recipe (see ``models/MODEL_CARD.md`` for the numbers it gave):
+
+* every image goes through :func:`featapp.prepare_image`, the same function the app
+  uses, so training and inspection see identical pixels (150x150, stretched, bilinear);
+  pixels are scaled to [0, 1] by dividing by 255;
+* the book's augmentation: horizontal flips, rotations of up to 0.1 turn, zooms of up to
+  20 % and shifts of up to 10 %;
+* binary cross-entropy, AdamW with a linear warm-up then cosine decay, batch 32,
+  bfloat16 mixed precision on CPU (the weights stay float32, and every saved model is
+  a plain float32 model);
+* the best epoch is chosen on validation accuracy;
+* optionally (``--refit``) a final fit on train + validation for the chosen number of
+  epochs, with the same schedule; the test split is never looked at.
+
+The run folder keeps everything: ``best.keras`` (the best epoch so far, updated as it
+goes, so an interrupted run still leaves its best model), ``backup/`` (Keras'
+BackupAndRestore: run the same command again to resume), ``history.json``,
+``learning_curve.png`` and ``snapshots/`` (the network at chosen epochs, for watching
+features emerge).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from featapp.dataset import Dataset
+from featapp.images import InputSpec, prepare_image
+
+INPUT_SPEC = InputSpec(150, 150, 3)
+DEFAULT_SNAPSHOT_EPOCHS = (0, 1, 2, 5, 10)
+
+# Explicit names equal to the names Keras gives a fresh session, so that the names do
+# not drift when a process builds the model twice (Keras numbers layers per process).
+LAYER_NAMES = (
+    "conv2d", "max_pooling2d", "conv2d_1", "max_pooling2d_1", "conv2d_2", "max_pooling2d_2",
+    "conv2d_3", "max_pooling2d_3", "flatten", "dropout", "dense", "dense_1",
+)  # fmt: skip
+
+
+@dataclass
+class TrainConfig:
+    data_dir: str
+    out_dir: str
+    epochs: int = 90
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.02
+    warmup_epochs: int = 3
+    seed: int = 1337
+    mixed_precision: bool = True
+    refit: bool = False
+    limit_per_class: int | None = None
+    snapshot_epochs: tuple[int, ...] = field(default=DEFAULT_SNAPSHOT_EPOCHS)
+
+
+def build_model(dtype: str | None = None):
+    """The lecture's convnet: 4 x (Conv2D 3x3 relu + MaxPool 2x2), Flatten, Dropout 0.5,
+    Dense 512 relu, Dense 1 sigmoid = p(dog). Input 150x150x3 in [0, 1]."""
+    import keras
+    from keras import layers
+
+    # With mixed precision the classifier's output stays float32 for a stable loss.
+    head_dtype = "float32" if dtype == "mixed_bfloat16" else dtype
+    n = iter(LAYER_NAMES)
+    return keras.Sequential(
+        [
+            keras.Input(shape=(INPUT_SPEC.height, INPUT_SPEC.width, INPUT_SPEC.channels), name="input"),
+            layers.Conv2D(32, 3, activation="relu", name=next(n), dtype=dtype),
+            layers.MaxPooling2D(2, name=next(n), dtype=dtype),
+            layers.Conv2D(64, 3, activation="relu", name=next(n), dtype=dtype),
+            layers.MaxPooling2D(2, name=next(n), dtype=dtype),
+            layers.Conv2D(128, 3, activation="relu", name=next(n), dtype=dtype),
+            layers.MaxPooling2D(2, name=next(n), dtype=dtype),
+            layers.Conv2D(128, 3, activation="relu", name=next(n), dtype=dtype),
+            layers.MaxPooling2D(2, name=next(n), dtype=dtype),
+            layers.Flatten(name=next(n), dtype=dtype),
+            layers.Dropout(0.5, name=next(n), dtype=dtype),
+            layers.Dense(512, activation="relu", name=next(n), dtype=dtype),
+            layers.Dense(1, activation="sigmoid", name=next(n), dtype=head_dtype),
+        ],
+        name="cats_dogs_small",
+    )
+
+
+def float32_copy(model):
+    """A plain float32 model with ``model``'s weights: what gets saved and exported."""
+    copy = build_model("float32")
+    copy.set_weights([np.asarray(w, dtype=np.float32) for w in model.get_weights()])
+    return copy
+
+
+def load_split(dataset: Dataset, split: str, limit_per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """All images of a split as uint8 ``(N, 150, 150, 3)`` and labels ``(N,)``."""
+    images = dataset.images(split)
+    if limit_per_class is not None:
+        per_class: dict[int, int] = {}
+        kept = []
+        for image in images:
+            if per_class.get(image.label, 0) < limit_per_class:
+                per_class[image.label] = per_class.get(image.label, 0) + 1
+                kept.append(image)
+        images = kept
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        arrays = list(pool.map(lambda image: prepare_image(image.path, INPUT_SPEC), images))
+    return np.stack(arrays), np.array([image.label for image in images], dtype=np.float32)
+
+
+def augmentation():
+    """The book's augmentation for this model, applied to batches in [0, 1]."""
+    import keras
+    from keras import layers
+
+    return keras.Sequential(
+        [
+            layers.RandomFlip("horizontal"),
+            layers.RandomRotation(0.1, fill_mode="nearest"),
+            layers.RandomZoom(0.2, fill_mode="nearest"),
+            layers.RandomTranslation(0.1, 0.1, fill_mode="nearest"),
+        ],
+        name="augmentation",
+    )
+
+
+def make_datasets(x_train, y_train, x_val, y_val, batch_size: int, seed: int):
+    import tensorflow as tf
+
+    augment = augmentation()
+
+    def scale(x, y):
+        return tf.cast(x, tf.float32) / 255.0, y
+
+    def augment_batch(x, y):
+        return augment(x, training=True), y
+
+    train = (
+        tf.data.Dataset.from_tensor_slices((x_train, y_train))
+        .shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .map(scale, num_parallel_calls=tf.data.AUTOTUNE)
+        .map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    val = None
+    if x_val is not None:
+        val = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(128).map(scale).cache().prefetch(2)
+    return train, val
+
+
+def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
+    import keras
+
+    total = config.epochs * steps_per_epoch
+    warmup = min(config.warmup_epochs * steps_per_epoch, total // 2)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate / 10,
+        decay_steps=max(total - warmup, 1),
+        warmup_target=config.learning_rate,
+        warmup_steps=warmup,
+        alpha=0.01,
+    )
+
+
+def _callbacks(config: TrainConfig, run_dir: Path, with_validation: bool):
+    import keras
+
+    class SaveFloat32(keras.callbacks.Callback):
+        """Keep the best epoch and the snapshot epochs as float32 ``.keras`` files."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.best = -1.0
+            state = run_dir / "best.json"
+            if state.exists():
+                self.best = json.loads(state.read_text())["val_accuracy"]
+
+        def on_train_begin(self, logs=None):
+            if 0 in config.snapshot_epochs and not (run_dir / "snapshots" / "epoch_000.keras").exists():
+                self._snapshot(0, None)
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            done = epoch + 1
+            val = logs.get("val_accuracy")
+            if done in config.snapshot_epochs:
+                self._snapshot(done, val)
+            if with_validation and val is not None and val > self.best:
+                self.best = float(val)
+                _atomic_save(float32_copy(self.model), run_dir / "best.keras")
+                _atomic_write_text(run_dir / "best.json", json.dumps({"epoch": done, "val_accuracy": float(val)}))
+                print(f"\nEpoch {done}: val_accuracy improved to {val:.4f}; saved {run_dir / 'best.keras'}")
+
+        def _snapshot(self, epoch: int, val_accuracy: float | None) -> None:
+            folder = run_dir / "snapshots"
+            folder.mkdir(parents=True, exist_ok=True)
+            _atomic_save(float32_copy(self.model), folder / f"epoch_{epoch:03d}.keras")
+            index_path = folder / "index.json"
+            index = json.loads(index_path.read_text()) if index_path.exists() else {}
+            index[str(epoch)] = {"epoch": epoch, "val_accuracy": val_accuracy, "file": f"epoch_{epoch:03d}.keras"}
+            _atomic_write_text(index_path, json.dumps(index, indent=2, sort_keys=True))
+
+    class HistoryFile(keras.callbacks.Callback):
+        """Append each epoch to ``history.json`` so an interrupted run keeps its curve."""
+
+        def __init__(self, path: Path) -> None:
+            super().__init__()
+            self.path = path
+            self.started = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            history = json.loads(self.path.read_text()) if self.path.exists() else []
+            history = [row for row in history if row["epoch"] < epoch + 1]
+            row = {"epoch": epoch + 1, "seconds": round(time.monotonic() - self.started, 1)}
+            row.update({k: float(v) for k, v in (logs or {}).items()})
+            row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            history.append(row)
+            _atomic_write_text(self.path, json.dumps(history, indent=1))
+            self.started = time.monotonic()
+
+    return [
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
+        SaveFloat32() if with_validation or config.snapshot_epochs else None,
+        HistoryFile(run_dir / "history.json"),
+    ]
+
+
+def _atomic_save(model, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    model.save(tmp, include_optimizer=False) if path.suffix == ".h5" else model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _fit(config: TrainConfig, run_dir: Path, train_xy, val_xy, epochs: int, snapshots: bool):
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if config.mixed_precision else "float32")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model = build_model("mixed_bfloat16" if config.mixed_precision else "float32")
+    train_ds, val_ds = make_datasets(*train_xy, *(val_xy or (None, None)), config.batch_size, config.seed)
+    steps = int(np.ceil(len(train_xy[0]) / config.batch_size))
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=learning_rate_schedule(config, steps), weight_decay=config.weight_decay
+    )
+    model.compile(optimizer=optimizer, loss="binary_crossentropy", metrics=["accuracy"])
+    local = TrainConfig(**{**asdict(config), "snapshot_epochs": config.snapshot_epochs if snapshots else ()})
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        callbacks=[c for c in _callbacks(local, run_dir, val_ds is not None) if c is not None],
+        verbose=2 if os.environ.get("FEATAPP_TRAIN_QUIET") else 1,
+    )
+    keras.mixed_precision.set_global_policy("float32")
+    return model
+
+
+def plot_learning_curve(history: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_acc.plot(epochs, [row["accuracy"] for row in history], label="training")
+    if "val_accuracy" in history[0]:
+        ax_acc.plot(epochs, [row["val_accuracy"] for row in history], label="validation")
+        best = max(history, key=lambda row: row["val_accuracy"])
+        ax_acc.axvline(best["epoch"], color="grey", linestyle=":", label=f"best epoch {best['epoch']}")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
+    ax_acc.legend()
+    ax_loss.plot(epochs, [row["loss"] for row in history], label="training")
+    if "val_loss" in history[0]:
+        ax_loss.plot(epochs, [row["val_loss"] for row in history], label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="binary cross-entropy", title="Loss")
+    ax_loss.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def train(config: TrainConfig) -> Path:
+    """Run the recipe; returns the path of the final model (``model.keras`` in the run folder)."""
+    started = time.time()
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = Dataset(config.data_dir)
+    print(f"Reading and resizing images from {dataset.root} ...", flush=True)
+    train_xy = load_split(dataset, "train", config.limit_per_class)
+    val_xy = load_split(dataset, "validation", config.limit_per_class)
+    print(f"train: {len(train_xy[0])} images, validation: {len(val_xy[0])} images", flush=True)
+    _atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=2))
+
+    selection_dir = out / "selection"
+    _fit(config, selection_dir, train_xy, val_xy, config.epochs, snapshots=True)
+    history = json.loads((selection_dir / "history.json").read_text())
+    plot_learning_curve(history, selection_dir / "learning_curve.png", "Selection run: train vs. validation")
+    best = json.loads((selection_dir / "best.json").read_text())
+    print(f"Best epoch on validation: {best['epoch']} (val_accuracy {best['val_accuracy']:.4f})", flush=True)
+
+    final_source = selection_dir / "best.keras"
+    summary = {"selection": best, "refit": None}
+    if config.refit:
+        both = (np.concatenate([train_xy[0], val_xy[0]]), np.concatenate([train_xy[1], val_xy[1]]))
+        print(f"Final fit on train + validation ({len(both[0])} images) for {best['epoch']} epochs", flush=True)
+        refit_dir = out / "refit"
+        refit_config = TrainConfig(**{**asdict(config)})
+        model = _fit(refit_config, refit_dir, both, None, best["epoch"], snapshots=False)
+        _atomic_save(float32_copy(model), refit_dir / "final.keras")
+        refit_history = json.loads((refit_dir / "history.json").read_text())
+        plot_learning_curve(refit_history, refit_dir / "learning_curve.png", "Final fit on train + validation")
+        final_source = refit_dir / "final.keras"
+        summary["refit"] = {"epochs": best["epoch"], "images": len(both[0])}
+
+    final = out / "model.keras"
+    import shutil
+
+    shutil.copyfile(final_source, final)
+    summary["seconds"] = round(time.time() - started, 1)
+    summary["final_model"] = str(final)
+    _atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    print(f"Done in {summary['seconds'] / 60:.1f} min. Final model: {final}", flush=True)
+    return final

@@ -1,0 +1,168 @@
+"""Read an image folder in the Kaggle layout: ``root/<split>/<class>/<file>``.
+
+The shared cats-vs-dogs set has ``train``, ``validation`` and ``test`` splits, each
+with ``cats/`` and ``dogs/``. Classes are the sub-folder names in sorted order, so
+``cats`` is class 0 and ``dogs`` class 1, which is the order the model was trained in.
+
+The folder comes from an argument, else from ``FEATAPP_DATA_DIR``, else from
+``data/cats_vs_dogs`` in the repository (git-ignored). A missing or empty folder raises
+:class:`DatasetError` with a message that says how to get the data; nothing else in
+featapp needs a dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "DatasetError",
+    "Dataset",
+    "DatasetImage",
+    "resolve_data_dir",
+    "DATA_DIR_ENV",
+    "DEFAULT_DATA_DIR",
+    "IMAGE_SUFFIXES",
+]
+
+DATA_DIR_ENV = "FEATAPP_DATA_DIR"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "cats_vs_dogs"
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+
+_HOW_TO_GET_DATA = (
+    "Point featapp at a folder laid out as <split>/<class>/<image>, for example "
+    "cats_vs_dogs/train/cats/cat.1.jpg: pass it as an argument or set the "
+    f"{DATA_DIR_ENV} environment variable. The course's 4,000 Kaggle Dogs vs. Cats "
+    "photos in this layout are described in the README."
+)
+
+
+class DatasetError(ValueError):
+    """A dataset folder that is missing, empty or not in the expected layout."""
+
+
+@dataclass(frozen=True)
+class DatasetImage:
+    """One image of the dataset, with its true class."""
+
+    path: Path
+    split: str
+    class_name: str
+    label: int
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The dataset folder: the argument, else ``$FEATAPP_DATA_DIR``, else the default."""
+    if data_dir is not None and str(data_dir) != "":
+        return Path(data_dir).expanduser()
+    from_env = os.environ.get(DATA_DIR_ENV, "").strip()
+    if from_env:
+        return Path(from_env).expanduser()
+    return DEFAULT_DATA_DIR
+
+
+class Dataset:
+    """A folder of labelled images in the Kaggle layout.
+
+    >>> ds = Dataset("../shared/data/cats_vs_dogs")          # doctest: +SKIP
+    >>> [image.class_name for image in ds.sample("train", per_class=1)]  # doctest: +SKIP
+    ['cats', 'dogs']
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root = resolve_data_dir(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"No dataset folder at '{self.root}'. {_HOW_TO_GET_DATA}")
+        self.splits: tuple[str, ...] = tuple(
+            sorted(entry.name for entry in self.root.iterdir() if entry.is_dir() and self._classes_in(entry))
+        )
+        if not self.splits:
+            raise DatasetError(f"The folder '{self.root}' holds no images in <split>/<class>/ folders. {_HOW_TO_GET_DATA}")
+        self._cache: dict[str, list[DatasetImage]] = {}
+
+    @staticmethod
+    def _classes_in(split_dir: Path) -> list[str]:
+        return sorted(
+            entry.name
+            for entry in split_dir.iterdir()
+            if entry.is_dir() and any(_is_image(path) for path in entry.iterdir())
+        )
+
+    def classes(self, split: str) -> tuple[str, ...]:
+        """Class folder names of a split, in label order."""
+        return tuple(self._classes_in(self._split_dir(split)))
+
+    def _split_dir(self, split: str) -> Path:
+        if split not in self.splits:
+            raise DatasetError(
+                f"The dataset at '{self.root}' has no split '{split}'; it has: {', '.join(self.splits)}."
+            )
+        return self.root / split
+
+    def images(self, split: str) -> list[DatasetImage]:
+        """Every image of a split, sorted by class, then by file name (numbers in order)."""
+        if split not in self._cache:
+            split_dir = self._split_dir(split)
+            found = []
+            for label, class_name in enumerate(self._classes_in(split_dir)):
+                paths = sorted((p for p in (split_dir / class_name).iterdir() if _is_image(p)), key=_natural_key)
+                found.extend(DatasetImage(p, split, class_name, label) for p in paths)
+            self._cache[split] = found
+        return list(self._cache[split])
+
+    def sample(self, split: str = "train", per_class: int = 10, seed: int = 0) -> list[DatasetImage]:
+        """``per_class`` images of each class, the same for the same seed on every machine.
+
+        The default is the lecture's gallery: 10 cats, then 10 dogs.
+        """
+        rng = random.Random(seed)
+        chosen: list[DatasetImage] = []
+        by_class: dict[str, list[DatasetImage]] = {}
+        for image in self.images(split):
+            by_class.setdefault(image.class_name, []).append(image)
+        for class_name in sorted(by_class):
+            pool = by_class[class_name]
+            picked = rng.sample(range(len(pool)), min(per_class, len(pool)))
+            chosen.extend(pool[i] for i in sorted(picked))
+        return chosen
+
+    def fingerprint(self, split: str | None = None) -> str:
+        """A hash of the file list (relative paths and sizes), to key caches on."""
+        digest = hashlib.sha256()
+        for name in [split] if split else list(self.splits):
+            for image in self.images(name):
+                digest.update(f"{image.path.relative_to(self.root)}\0{image.path.stat().st_size}\n".encode())
+        return digest.hexdigest()
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _natural_key(path: Path) -> tuple:
+    parts: list[object] = []
+    digits = ""
+    text = ""
+    for char in path.name:
+        if char.isdigit():
+            if text:
+                parts.append(text)
+                text = ""
+            digits += char
+        else:
+            if digits:
+                parts.append(int(digits))
+                digits = ""
+            text += char
+    if digits:
+        parts.append(int(digits))
+    if text:
+        parts.append(text)
+    return tuple((0, p) if isinstance(p, int) else (1, p) for p in parts)

@@ -1,0 +1,366 @@
+"""Run a converted model in ONNX Runtime and read every layer's output.
+
+>>> model = load_model()                                   # doctest: +SKIP
+>>> model.provider                                         # doctest: +SKIP
+'cpu'
+>>> maps = model.activations(["cat.1.jpg"])                # doctest: +SKIP
+>>> maps["conv2d"].shape            # (images, channels, rows, cols)  # doctest: +SKIP
+(1, 32, 148, 148)
+
+Every spatial output is NCHW: ``maps[layer][i, c]`` is image ``i``'s 2-D map for
+channel ``c``, oriented like the photo (row 0 at the top). Vector outputs (flatten,
+dense) are ``(images, units)``. The layer geometry, class names and input size all come
+from the file's metadata (:mod:`featapp.metadata`), never from this code.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import sys
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from featapp.images import ImageSource, InputSpec, prepare_image
+from featapp.metadata import METADATA_KEY, LayerInfo, MetadataError, ModelSpec
+
+__all__ = [
+    "ModelError",
+    "FeatureModel",
+    "Prediction",
+    "load_model",
+    "cuda_usable",
+    "DEFAULT_MODEL_PATH",
+    "MODEL_ENV",
+    "PROVIDER_ENV",
+]
+
+MODEL_ENV = "FEATAPP_MODEL"
+PROVIDER_ENV = "FEATAPP_PROVIDER"
+THREADS_ENV = "FEATAPP_THREADS"
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "cats_dogs_small.onnx"
+
+_REBUILD_HINT = (
+    "Use the committed models/cats_dogs_small.onnx, or convert a Keras model with "
+    "'python -m convert export MODEL.keras --out MODEL.onnx' (see the README)."
+)
+
+
+class ModelError(RuntimeError):
+    """A model file that is missing, is not a converted featapp model, or cannot run."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Class probabilities for a batch: ``probabilities[i, k]`` is p(class k | image i)."""
+
+    probabilities: np.ndarray
+    class_names: tuple[str, ...]
+
+    @property
+    def indices(self) -> np.ndarray:
+        """The most likely class of each image."""
+        return self.probabilities.argmax(axis=1)
+
+    @property
+    def labels(self) -> list[str]:
+        """The most likely class name of each image."""
+        return [self.class_names[i] for i in self.indices]
+
+    @property
+    def confidences(self) -> np.ndarray:
+        """The probability of each image's most likely class."""
+        return self.probabilities.max(axis=1)
+
+
+def _load_cuda_driver() -> ctypes.CDLL | None:
+    names = ["nvcuda.dll"] if sys.platform == "win32" else ["libcuda.so.1", "libcuda.so"]
+    for name in names:
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    return None
+
+
+def cuda_usable() -> bool:
+    """True when ONNX Runtime has its CUDA provider *and* a GPU answers the driver.
+
+    Asking the driver directly, before ONNX Runtime tries CUDA, keeps a machine without
+    a GPU free of CUDA library errors in its log.
+    """
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    driver = _load_cuda_driver()
+    if driver is None:
+        return False
+    try:
+        if driver.cuInit(0) != 0:
+            return False
+        count = ctypes.c_int(0)
+        return driver.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    except (AttributeError, OSError):
+        return False
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class FeatureModel:
+    """A converted model in an ONNX Runtime session. Build it with :func:`load_model`."""
+
+    def __init__(self, path: Path, spec: ModelSpec, session, provider_note: str = "") -> None:
+        self.path = path
+        self.spec = spec
+        self._session = session
+        self.provider_note = provider_note
+        graph_outputs = [o.name for o in session.get_outputs()]
+        missing = [layer.name for layer in spec.layers if layer.name not in graph_outputs]
+        if missing:
+            raise ModelError(
+                f"'{path.name}' says it has layers {', '.join(missing)}, but its graph has no such outputs. "
+                f"The file and its metadata do not match. {_REBUILD_HINT}"
+            )
+        self._output_names = [layer.name for layer in spec.layers]
+
+    # -- what the model is -------------------------------------------------------------
+    @property
+    def input_spec(self) -> InputSpec:
+        """Input height, width and channels (1 = grayscale, 3 = RGB)."""
+        return self.spec.input
+
+    @property
+    def layers(self) -> tuple[LayerInfo, ...]:
+        """Every layer in order: name, kind, output shape, parameters, receptive field."""
+        return self.spec.layers
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.spec.layers]
+
+    def layer(self, name: str) -> LayerInfo:
+        """The layer called ``name``; :class:`KeyError` names the layers that exist."""
+        for layer in self.spec.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"no layer {name!r}; the layers are: {', '.join(self.layer_names)}")
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.spec.class_names
+
+    @property
+    def has_classifier(self) -> bool:
+        """False for models without a classifier head, such as training snapshots."""
+        return self.spec.has_classifier
+
+    @property
+    def provider(self) -> str:
+        """The execution provider that really runs: ``"cuda"`` or ``"cpu"``."""
+        return "cuda" if self._session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+
+    @property
+    def providers(self) -> list[str]:
+        """ONNX Runtime's own list of the providers in this session, in priority order."""
+        return list(self._session.get_providers())
+
+    @cached_property
+    def sha256(self) -> str:
+        """Hash of the ONNX file: the key for anything cached about this model."""
+        return _sha256(self.path)
+
+    def __repr__(self) -> str:
+        return (
+            f"FeatureModel('{self.path.name}', input={self.input_spec.height}x{self.input_spec.width}"
+            f"x{self.input_spec.channels}, layers={len(self.layers)}, provider={self.provider!r})"
+        )
+
+    # -- running it -------------------------------------------------------------------
+    def prepare(self, images: np.ndarray | Sequence[ImageSource] | ImageSource) -> np.ndarray:
+        """Images as the uint8 batch ``(N, H, W, C)`` this model takes.
+
+        Accepts such an array already, or a sequence of anything :func:`prepare_image`
+        accepts (Pillow images, paths, bytes). A single image is a batch of one.
+        """
+        spec = self.input_spec
+        expected = (spec.height, spec.width, spec.channels)
+        if isinstance(images, np.ndarray):
+            if images.ndim == 3:
+                images = images[np.newaxis]
+            if images.ndim != 4 or images.shape[1:] != expected:
+                raise ValueError(f"expected a uint8 array of shape (N, {', '.join(map(str, expected))}), got {images.shape}")
+            if images.dtype != np.uint8:
+                raise ValueError(f"expected uint8 pixels (0..255), got {images.dtype}")
+            return images
+        if isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike)) or not isinstance(images, Iterable):
+            images = [images]  # type: ignore[list-item]
+        arrays = [prepare_image(image, self) for image in images]  # type: ignore[union-attr]
+        if not arrays:
+            return np.zeros((0, *expected), dtype=np.uint8)
+        return np.stack(arrays)
+
+    def _scaled(self, batch: np.ndarray) -> np.ndarray:
+        scaled = batch.astype(np.float32) * np.float32(self.spec.input_scale)
+        if self.spec.input_offset:
+            scaled += np.float32(self.spec.input_offset)
+        return scaled
+
+    def activations(
+        self,
+        images: np.ndarray | Sequence[ImageSource] | ImageSource,
+        layers: Sequence[str] | None = None,
+        batch_size: int = 32,
+    ) -> "OrderedDict[str, np.ndarray]":
+        """Every layer's output (or just ``layers``'), in model order, as float32.
+
+        Maps are ``(N, channels, rows, cols)``; vectors ``(N, units)``. Images run in
+        chunks of ``batch_size``, so memory for the inputs stays bounded for large N.
+
+        >>> acts = model.activations(np.zeros((2, 150, 150, 3), np.uint8))  # doctest: +SKIP
+        >>> list(acts)[:2], acts["conv2d"].shape                            # doctest: +SKIP
+        (['conv2d', 'max_pooling2d'], (2, 32, 148, 148))
+        """
+        batch = self.prepare(images)
+        names = list(self._output_names) if layers is None else [self.layer(n).name for n in layers]
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        result: OrderedDict[str, np.ndarray] = OrderedDict()
+        count = len(batch)
+        for start in range(0, max(count, 1), batch_size):
+            chunk = batch[start : start + batch_size]
+            if not len(chunk):
+                break
+            outputs = self._session.run(names, {self.spec.input_name: self._scaled(chunk)})
+            for name, value in zip(names, outputs):
+                if name not in result:
+                    result[name] = np.empty((count, *value.shape[1:]), dtype=np.float32)
+                result[name][start : start + len(chunk)] = value
+        if count == 0:
+            for name in names:
+                layer = self.layer(name)
+                shape = (layer.channels, *layer.output_shape[:2]) if layer.is_spatial else layer.output_shape
+                result[name] = np.zeros((0, *shape), dtype=np.float32)
+        return result
+
+    def predict(self, images: np.ndarray | Sequence[ImageSource] | ImageSource, batch_size: int = 64) -> Prediction:
+        """Class probabilities and labels.
+
+        >>> model.predict(["dog.jpg"]).labels                  # doctest: +SKIP
+        ['dog']
+
+        Raises :class:`ModelError` for a model without a classifier (a trunk snapshot).
+        """
+        if not self.has_classifier:
+            raise ModelError(
+                f"'{self.path.name}' has no classifier (its last layer is {self.layers[-1].name}, "
+                f"{self.layers[-1].shape_text}); it can show feature maps but cannot predict a class."
+            )
+        last = self.layers[-1].name
+        scores = self.activations(images, layers=[last], batch_size=batch_size)[last]
+        if self.spec.output_activation == "sigmoid" and scores.shape[1] == 1:
+            positive = scores[:, 0].astype(np.float64)
+            probabilities = np.stack([1.0 - positive, positive], axis=1)
+        else:
+            probabilities = scores.astype(np.float64)
+        names = self.class_names if len(self.class_names) == probabilities.shape[1] else tuple(
+            f"class {i}" for i in range(probabilities.shape[1])
+        )
+        return Prediction(probabilities=probabilities, class_names=names)
+
+
+def _read_spec(session, path: Path) -> ModelSpec:
+    props = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in props:
+        raise ModelError(
+            f"'{path.name}' is an ONNX model, but not one converted for featapp: it has no "
+            f"'{METADATA_KEY}' metadata. {_REBUILD_HINT}"
+        )
+    try:
+        return ModelSpec.from_json(props[METADATA_KEY])
+    except MetadataError as err:
+        raise ModelError(f"'{path.name}': {err}") from None
+
+
+def _session_options(quiet: bool):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    threads = os.environ.get(THREADS_ENV, "").strip()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    options.log_severity_level = 3 if quiet else 2
+    return options
+
+
+def load_model(path: str | os.PathLike | None = None, provider: str = "auto") -> FeatureModel:
+    """Load a converted model into ONNX Runtime.
+
+    ``path`` defaults to ``$FEATAPP_MODEL``, then to the committed
+    ``models/cats_dogs_small.onnx``. ``provider`` is ``"auto"`` (CUDA when a GPU is
+    really usable, else CPU), ``"cpu"`` or ``"cuda"``; ``$FEATAPP_PROVIDER`` overrides
+    it. Check :attr:`FeatureModel.provider` for the one that runs.
+
+    >>> model = load_model(provider="cpu")                      # doctest: +SKIP
+    >>> model.input_spec, model.class_names                     # doctest: +SKIP
+    (InputSpec(height=150, width=150, channels=3), ('cat', 'dog'))
+    """
+    import onnxruntime as ort
+
+    if path is None or str(path) == "":
+        path = os.environ.get(MODEL_ENV, "").strip() or DEFAULT_MODEL_PATH
+    path = Path(path).expanduser()
+    provider = (os.environ.get(PROVIDER_ENV, "").strip() or provider).lower()
+    if provider not in ("auto", "cpu", "cuda"):
+        raise ModelError(f"Unknown provider '{provider}': use auto, cpu or cuda.")
+    if not path.is_file():
+        raise ModelError(f"No model file at '{path}'. {_REBUILD_HINT}")
+    note = ""
+    use_cuda = False
+    if provider == "cuda":
+        use_cuda = cuda_usable()
+        if not use_cuda:
+            note = "CUDA was asked for, but no usable GPU was found; running on the CPU."
+    elif provider == "auto":
+        use_cuda = cuda_usable()
+    if use_cuda and hasattr(ort, "preload_dlls"):
+        try:
+            ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels, when installed
+        except Exception:  # noqa: BLE001 - a failed preload just means CUDA may not start
+            pass
+    providers = (["CUDAExecutionProvider"] if use_cuda else []) + ["CPUExecutionProvider"]
+    try:
+        session = ort.InferenceSession(
+            str(path), sess_options=_session_options(quiet=not use_cuda), providers=providers
+        )
+    except Exception as err:  # noqa: BLE001 - ORT raises several types for a file it cannot load
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(
+            f"'{path.name}' is not a model ONNX Runtime can load ({first_line[:200]}). {_REBUILD_HINT}"
+        ) from None
+    spec = _read_spec(session, path)
+    if use_cuda and session.get_providers()[0] != "CUDAExecutionProvider":
+        note = "A GPU was found but ONNX Runtime's CUDA provider did not start (CUDA 13 or cuDNN 9 missing?); running on the CPU."
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or inputs[0].name != spec.input_name:
+        raise ModelError(f"'{path.name}' must have one input called '{spec.input_name}'. {_REBUILD_HINT}")
+    declared = [d if isinstance(d, int) else None for d in inputs[0].shape]
+    expected = [None, spec.input.height, spec.input.width, spec.input.channels]
+    if declared[1:] != expected[1:]:
+        raise ModelError(
+            f"'{path.name}' says its input is {spec.input.height}x{spec.input.width}x{spec.input.channels}, "
+            f"but its graph takes {inputs[0].shape}. The file and its metadata do not match. {_REBUILD_HINT}"
+        )
+    return FeatureModel(path, spec, session, provider_note=note)
