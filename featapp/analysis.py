@@ -690,11 +690,14 @@ def load_or_scan(
     cached = None if force else load_cached(model, dataset, split, cache_dir)
     if cached is not None:
         return cached
-    images = _images_of(dataset, split)
+    # Fingerprint first, then a fresh listing: a file added in between makes the next
+    # load see a changed dataset and scan again, never trust a list that missed it.
+    fingerprint = dataset.fingerprint(split)
+    images = _images_of(Dataset(dataset.root), split)
     if not images:
         raise DatasetError(f"The dataset at '{dataset.root}' has no images to scan.")
     stats = scan(model, images, batch_size=batch_size, progress=progress)
-    stats.dataset_fingerprint = dataset.fingerprint(split)
+    stats.dataset_fingerprint = fingerprint
     stats.split = split
     stats.save(path, relative_to=dataset.root)
     return stats
