@@ -127,55 +127,58 @@ def _load_model(args: argparse.Namespace):
     return model
 
 
-def _prepare_files(model, files: Sequence[str]) -> tuple[list[str], np.ndarray, int]:
-    """Decode each file; report bad ones on stderr. Returns good names, batch, failures."""
+def _prepare_files(model, files: Sequence[str]) -> tuple[list[str], np.ndarray, dict[str, str]]:
+    """Decode each file; report bad ones on stderr, one line each.
+
+    Returns the names that worked, their batch, and the reason for each that did not.
+    """
     from featapp.images import ImageError, prepare_image
 
-    names, arrays, failed = [], [], 0
+    names, arrays, failures = [], [], {}
     for name in files:
         try:
             arrays.append(prepare_image(name, model))
             names.append(name)
         except ImageError as err:
-            failed += 1
-            print(f"{name}: error: {' '.join(str(err).split())}", file=sys.stderr)
+            failures[name] = " ".join(str(err).split())
+            print(f"{name}: error: {failures[name]}", file=sys.stderr)
     spec = model.input_spec
     batch = np.stack(arrays) if arrays else np.zeros((0, spec.height, spec.width, spec.channels), np.uint8)
-    return names, batch, failed
+    return names, batch, failures
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     model = _load_model(args)
     if not model.has_classifier:
         raise _UserError(f"'{model.path.name}' has no classifier head, so it cannot predict a class.")
-    names, batch, failed = _prepare_files(model, args.images)
-    results = []
+    names, batch, failures = _prepare_files(model, args.images)
+    predicted = {}
     if len(batch):
         prediction = model.predict(batch)
         for name, probabilities, label, confidence in zip(
             names, prediction.probabilities, prediction.labels, prediction.confidences, strict=True
         ):
-            results.append(
-                {
-                    "file": name,
-                    "label": label,
-                    "probability": round(float(confidence), 6),
-                    "probabilities": {
-                        c: round(float(p), 6) for c, p in zip(prediction.class_names, probabilities, strict=True)
-                    },
-                }
-            )
+            predicted[name] = {
+                "file": name,
+                "label": label,
+                "probability": round(float(confidence), 6),
+                "probabilities": {
+                    c: round(float(p), 6) for c, p in zip(prediction.class_names, probabilities, strict=True)
+                },
+            }
     if args.json:
-        json.dump(results, sys.stdout, indent=2)
+        # Input order; a file that failed has an "error" instead of a prediction.
+        rows = [predicted.get(name) or {"file": name, "error": failures[name]} for name in args.images]
+        json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        width = max((len(r["file"]) for r in results), default=0)
-        for r in results:
-            others = ", ".join(f"{c} {p:.3f}" for c, p in r["probabilities"].items())
-            print(f"{r['file']:<{width}}  {r['label']:<8} {r['probability']:.3f}   ({others})")
-    if failed:
-        print(f"{failed} of {len(args.images)} files failed.", file=sys.stderr)
-    return 1 if failed else 0
+        width = max((len(name) for name in predicted), default=0)
+        for row in predicted.values():
+            others = ", ".join(f"{c} {p:.3f}" for c, p in row["probabilities"].items())
+            print(f"{row['file']:<{width}}  {row['label']:<8} {row['probability']:.3f}   ({others})")
+    if failures:
+        print(f"{len(failures)} of {len(args.images)} files failed.", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def cmd_activations(args: argparse.Namespace) -> int:
@@ -186,7 +189,7 @@ def cmd_activations(args: argparse.Namespace) -> int:
     clash = [name for name in model.layer_names if name in ACTIVATION_META_KEYS]
     if clash:
         raise _UserError(f"this model has layers called {', '.join(clash)}, which the .npz layout reserves.")
-    names, batch, failed = _prepare_files(model, args.images)
+    names, batch, failures = _prepare_files(model, args.images)
     if not len(batch):
         raise _UserError("none of the files could be read; nothing written.")
     _write_activations(model, names, batch, out, args.batch_size)
@@ -198,9 +201,9 @@ def cmd_activations(args: argparse.Namespace) -> int:
             else f"(N, {layer.channels})"
         )
         print(f"  {layer.name:<18} {layer.kind:<20} {layer.shape_text:<16} stored as {layout}")
-    if failed:
-        print(f"{failed} of {len(args.images)} files failed and are not in the file.", file=sys.stderr)
-    return 1 if failed else 0
+    if failures:
+        print(f"{len(failures)} of {len(args.images)} files failed and are not in the file.", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -412,7 +415,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     spec = model.spec
     colours = {1: "grayscale", 3: "RGB"}[model.input_spec.channels]
     print(f"Model:    {model.path} (sha256 {model.sha256[:16]}...)")
-    scaling = f"x{spec.input_scale:.6g}" + (f" {spec.input_offset:+g}" if spec.input_offset else "")
+    if abs(spec.input_scale - 1 / 255) < 1e-12 and not spec.input_offset:
+        scaling = "to 0..1 (x / 255)"
+    else:
+        scaling = f"x * {spec.input_scale:.6g}" + (f" {spec.input_offset:+g}" if spec.input_offset else "")
     print(
         f"Input:    {model.input_spec.height} x {model.input_spec.width} x {model.input_spec.channels} "
         f"({colours}), uint8 pixels scaled {scaling}"
@@ -485,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Look inside a small convnet: predictions, activations, neuron statistics, model info.",
         epilog="Run '%(prog)s COMMAND --help' for each command. Exit status: 0 ok, 1 failed, 2 wrong usage.",
+    )
+    parser.add_argument(
+        "--verbose", dest="verbose_everywhere", action="store_true", help="show full tracebacks for errors"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -559,6 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.verbose = args.verbose or args.verbose_everywhere
     logging.basicConfig(level=logging.WARNING, format="note: %(message)s", stream=sys.stderr)
     from featapp.analysis import StatsFileError
     from featapp.dataset import DatasetError

@@ -255,7 +255,11 @@ def test_a_changed_dataset_makes_the_cache_stale(tiny, dot_data, tmp_path):
     assert calls and len(stats) == 13 and extra in stats.paths
     assert stats.top_k("red", 0, k=1)[0].path == extra, "the all-white photo has the brightest red"
     # A photo replaced by another of a different size: same names, new fingerprint.
-    Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(extra)
+    load_or_scan(tiny, Dataset(dataset.root), "train", cache)
+    size_before = extra.stat().st_size
+    noise = np.random.default_rng(7).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(extra)
+    assert extra.stat().st_size != size_before
     assert load_cached(tiny, Dataset(dataset.root), "train", cache) is None
 
 
