@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, MutableMapping, Sequence
+from typing import Literal
 
 import numpy as np
 

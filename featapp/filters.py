@@ -117,7 +117,7 @@ def filter_pictures(filters: FirstLayerFilters, *, shared_scale: bool = False) -
     else:
         peaks = np.abs(weights).reshape(weights.shape[0], -1).max(axis=1)
     pictures = []
-    for weight, peak in zip(weights, peaks):
+    for weight, peak in zip(weights, peaks, strict=False):
         unit = weight / peak if peak > 0 else np.zeros_like(weight)
         picture = np.clip(np.round(127.5 + 127.5 * unit), 0, 255).astype(np.uint8)
         pictures.append(np.ascontiguousarray(picture.transpose(1, 2, 0)))

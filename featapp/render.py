@@ -29,8 +29,9 @@ from __future__ import annotations
 import base64
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import altair as alt
 import numpy as np
@@ -73,6 +74,7 @@ __all__ = [
     "enlarge",
     "map_picture",
     "layer_table",
+    "scaling_text",
     "MAX_CHART_CELLS",
 ]
 
@@ -270,10 +272,7 @@ def level_indices(values: np.ndarray, vr: ValueRange, scale: ColourScale) -> np.
         return np.zeros(values.shape, dtype=np.uint8)
     unit = (np.asarray(values, dtype=np.float64) - vr.low) / (vr.high - vr.low)
     unit = np.clip(np.nan_to_num(unit, nan=0.0), 0.0, 1.0)
-    if scale.discrete:
-        index = np.minimum(np.floor(unit * n), n - 1)
-    else:
-        index = np.round(unit * (n - 1))
+    index = np.minimum(np.floor(unit * n), n - 1) if scale.discrete else np.round(unit * (n - 1))
     return index.astype(np.uint8)
 
 
@@ -556,10 +555,7 @@ def make_tiles(
     tiles = []
     for channel in channels:
         values = maps[channel]
-        if mode == "per layer":
-            vr = layer_range
-        else:
-            vr = value_range(values, mode, fixed=fixed)
+        vr = layer_range if mode == "per layer" else value_range(values, mode, fixed=fixed)
         tiles.append(
             Tile(
                 channel=int(channel),
@@ -797,10 +793,14 @@ def outline_box(
     *,
     colour: tuple[int, int, int] = (214, 39, 40),
     thickness: int = 2,
+    pointer_below: int = 12,
 ) -> np.ndarray:
     """A copy of the photo (as RGB) with ``box = (top, left, bottom, right)`` (exclusive ends) outlined.
 
-    >>> out = outline_box(np.zeros((5, 5, 3), np.uint8), (1, 1, 4, 4), thickness=1)
+    A box smaller than ``pointer_below`` pixels (layer 1's fields are 3 x 3) is hard to
+    spot, so four short ticks point at it from outside; the box itself stays exact.
+
+    >>> out = outline_box(np.zeros((5, 5, 3), np.uint8), (1, 1, 4, 4), thickness=1, pointer_below=0)
     >>> (out[:, :, 0] > 0).astype(int).tolist()[2]
     [0, 1, 0, 1, 0]
     """
@@ -817,10 +817,32 @@ def outline_box(
     picture[bottom - t : bottom, left:right] = rgb
     picture[top:bottom, left : left + t] = rgb
     picture[top:bottom, right - t : right] = rgb
+    if max(bottom - top, right - left) < pointer_below:
+        gap, length = 3, 10
+        middle_row, middle_col = (top + bottom) // 2, (left + right) // 2
+        picture[max(0, top - gap - length) : max(0, top - gap), middle_col : middle_col + 1] = rgb
+        picture[min(height, bottom + gap) : min(height, bottom + gap + length), middle_col : middle_col + 1] = rgb
+        picture[middle_row : middle_row + 1, max(0, left - gap - length) : max(0, left - gap)] = rgb
+        picture[middle_row : middle_row + 1, min(width, right + gap) : min(width, right + gap + length)] = rgb
     return picture
 
 
 # -- the layer table ---------------------------------------------------------------------------
+
+
+def scaling_text(scale: float, offset: float = 0.0) -> str:
+    """How the model scales pixels, in words.
+
+    >>> scaling_text(1 / 255)
+    'x / 255 (0 to 1)'
+    >>> scaling_text(1 / 127.5, -1.0)
+    'x / 127.5 - 1 (-1 to 1)'
+    """
+    divisor = 1 / scale if scale else float("inf")
+    text = f"x / {divisor:.6g}" if math.isfinite(divisor) else f"x * {scale:g}"
+    if offset:
+        text += f" {'+' if offset > 0 else '-'} {abs(offset):g}"
+    return f"{text} ({_fmt(offset)} to {_fmt(255 * scale + offset)})"
 
 
 def layer_table(layers: Sequence[LayerInfo]) -> pd.DataFrame:

@@ -115,7 +115,7 @@ if snaps:
             strip.append((shared.snapshot_label(snapshot), shared.activations(snap_model, image)[layer.name][channel]))
     strip.append(("final model", values if view_label == "final model" else shared.activations(model, image)[layer.name][channel]))
     columns = st.columns(len(strip))
-    for column, (label, snap_values) in zip(columns, strip):
+    for column, (label, snap_values) in zip(columns, strip, strict=False):
         snap_range = render.value_range(snap_values, "per map")
         dead = " · dead" if render.is_constant(snap_values) else ""
         with column:

@@ -10,6 +10,10 @@ from featapp.images import ImageError
 from featapp.pages import shared
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
+# With MIME types in the list, the browser's file dialog still filters by them, and
+# Streamlit leaves every file that does arrive to featapp.prepare_image, whose refusals
+# are messages for students (an extension check alone raises an exception instead).
+UPLOAD_ACCEPT = UPLOAD_TYPES + ["image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif"]
 UPLOAD_ERROR = "gallery.upload_error"
 COLUMNS = 5
 
@@ -140,7 +144,7 @@ st.caption(
 upload_col, camera_col = st.columns(2)
 with upload_col:
     st.file_uploader(
-        "Upload a photo", type=UPLOAD_TYPES, key="gallery_upload", on_change=_take_photo, args=("gallery_upload", "upload")
+        "Upload a photo", type=UPLOAD_ACCEPT, key="gallery_upload", on_change=_take_photo, args=("gallery_upload", "upload")
     )
 with camera_col:
     if st.toggle("Use the camera", key="gallery_camera_on"):

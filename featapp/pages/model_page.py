@@ -24,11 +24,12 @@ st.markdown(
 colour_text = "RGB" if spec.channels == 3 else "grayscale"
 classes = ", ".join(model.class_names) if model.has_classifier else "none (no classifier)"
 st.markdown(
-    f"**Input:** {spec.height} x {spec.width} x {spec.channels} ({colour_text}), pixel values scaled by "
-    f"{model.spec.input_scale:.6g}. **Classes:** {classes}. **Layers:** {len(model.layers)}. "
+    f"**Input:** {spec.height} x {spec.width} x {spec.channels} ({colour_text}), pixel values "
+    f"{render.scaling_text(model.spec.input_scale, model.spec.input_offset)}. **Classes:** {classes}. **Layers:** {len(model.layers)}. "
     f"**File:** `{model.path.name}` (sha256 `{model.sha256[:12]}`)."
 )
-st.dataframe(render.layer_table(model.layers), hide_index=True, width="stretch")
+table = render.layer_table(model.layers)
+st.dataframe(table, hide_index=True, width="stretch", height=36 * (len(table) + 1) + 4)
 st.caption(
     "Output shape is per image, channels last, as Keras prints it. Receptive field: how many input pixels one "
     "cell of the layer's map can see. Jump: how many input pixels apart two neighbouring cells are."
@@ -94,7 +95,7 @@ else:
 # -- downloads ------------------------------------------------------------------------------------------------------
 st.subheader("Downloads")
 view_layer = st.session_state.get(shared.LAYER)
-layer = model.layer(view_layer) if view_layer in model.layer_names else next((l for l in model.layers if l.is_spatial), None)
+layer = model.layer(view_layer) if view_layer in model.layer_names else next((item for item in model.layers if item.is_spatial), None)
 outputs = shared.activations(model, image)
 scale = render.COLOUR_SCALES.get(st.session_state.get(shared.COLOURS, "blues4"), render.LECTURE_BLUES)
 download_cols = st.columns(3)

@@ -84,7 +84,7 @@ st.subheader(f"Layer {layer_number} ({layer.name}), channel {channel + 1}: the i
 if data is not None and source == "gallery" and gallery_items:
     maps = shared.gallery_layer(model, gallery_pixels, layer.name)[:, channel]
     ranked = rank_by_activation(maps, layer.receptive_field, input_hw, by=rank_by)
-    vr = render.value_range(maps, "per layer")
+    vr = render.shared_range(maps)
     st.caption(
         f"The gallery's {len(gallery_items)} photos (seed {st.session_state.get(shared.SEED, 0)}), strongest first. "
         f"All maps share one scale: {render.describe_range(vr, scale)}"
@@ -101,7 +101,7 @@ elif data is not None and source == "dataset":
     scan_split = shared.synced(
         st.selectbox, "Split to scan", key="neuron_split", shared=SCAN_SPLIT, default=shared.default_split(data), options=splits
     )
-    stats = analysis.load_cached(model, data, split=scan_split)
+    stats = shared.neuron_stats(model, data, scan_split)
     if stats is None:
         count = len(data.images(scan_split))
         st.info(
@@ -163,7 +163,7 @@ with right_col:
 pair = [_pixels_of(first), _pixels_of(second)]
 pair_maps = [shared.activations(model, photo)[layer.name][channel] for photo in pair]
 pair_range = render.shared_range(*pair_maps)
-for column, photo, values in zip((left_col, right_col), pair, pair_maps):
+for column, photo, values in zip((left_col, right_col), pair, pair_maps, strict=False):
     with column:
         shared.show_image(render.enlarge(photo.array, 2), caption=photo.title, width=300)
         st.altair_chart(
