@@ -45,14 +45,16 @@ copy, owned by the caller.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Union
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -90,10 +92,7 @@ _OPEN_FORMATS = tuple(name for name in SUPPORTED_FORMATS if name != "MPO")
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 _FORMATS_HINT = "Use a JPEG, PNG, WebP, GIF, BMP or TIFF file."
-_TRUNCATED = (
-    "The {what} seems to be cut off (truncated): only part of the image is there. "
-    "Download or copy it again."
-)
+_TRUNCATED = "The {what} seems to be cut off (truncated): only part of the image is there. Download or copy it again."
 _DAMAGED = "The {what} is damaged and cannot be read. " + _FORMATS_HINT
 
 # Pixel budget of one strip when high-bit-depth images are scaled to 8 bits, so the
@@ -129,7 +128,7 @@ class HasInputSpec(Protocol):
     def input_spec(self) -> InputSpec: ...
 
 
-ImageSource = Union[bytes, bytearray, memoryview, str, os.PathLike, Image.Image, io.IOBase]
+ImageSource = bytes | bytearray | memoryview | str | os.PathLike | Image.Image | io.IOBase
 
 # -- recognising what a file is ------------------------------------------------------
 
@@ -335,8 +334,7 @@ def _bomb_error(err: Exception, max_pixels: int) -> ImageError:
     found = re.search(r"\((\d+) pixels\)", str(err))
     declared = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "an enormous size"
     return ImageError(
-        f"The image declares {declared}; the limit is {max_pixels / 1e6:.0f} megapixels. "
-        "Resize it and try again."
+        f"The image declares {declared}; the limit is {max_pixels / 1e6:.0f} megapixels. Resize it and try again."
     )
 
 
@@ -504,10 +502,8 @@ def _from_pillow(source: Image.Image, max_pixels: int) -> Image.Image:
     except Exception as err:  # noqa: BLE001 - a lazily opened file is still untrusted bytes
         raise _decode_error(err, source.format) from None
     finally:
-        try:
+        with contextlib.suppress(Exception):  # restoring the caller's frame is best effort
             source.seek(frame)
-        except Exception:  # noqa: BLE001, S110 - restoring the caller's frame is best effort
-            pass
     return first
 
 

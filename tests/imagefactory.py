@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from PIL import Image
@@ -132,12 +132,7 @@ def png_stream(width: int, height: int, bands: int = 3, row: Iterable[int] | Non
     parts = [compressor.compress(line) for _ in range(height)]
     parts.append(compressor.flush())
     ihdr = struct.pack(">IIBBBBB", width, height, 8, _COLOUR_TYPES[bands], 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _chunk(b"IHDR", ihdr)
-        + _chunk(b"IDAT", b"".join(parts))
-        + _chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", b"".join(parts)) + _chunk(b"IEND", b"")
 
 
 def png_declaring(width: int, height: int) -> bytes:

@@ -470,7 +470,9 @@ def test_out_of_range_orientation_is_ignored():
 @pytest.mark.parametrize("size", [(1, 1), (10000, 40), (40, 10000), (150, 150), (3, 7)])
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_extreme_sizes(size, fmt):
-    data = factory.encode(factory.uniform("RGB", size, (30, 120, 210)), fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    data = factory.encode(
+        factory.uniform("RGB", size, (30, 120, 210)), fmt, **({"quality": 95} if fmt == "JPEG" else {})
+    )
     array = prepared(data)
     assert np.abs(array.astype(int) - (30, 120, 210)).max() <= 3
 
@@ -514,7 +516,11 @@ def test_other_model_sizes(channels):
     [("BMP", {}), ("TIFF", {}), ("TIFF", {"compression": "tiff_lzw"}), ("WEBP", {"lossless": True}), ("GIF", {})],
 )
 def test_other_supported_formats(fmt, options):
-    assert only_colour(prepared(factory.encode(factory.uniform("RGB", (30, 20), (0, 0, 0)), fmt, **options))) == (0, 0, 0)
+    assert only_colour(prepared(factory.encode(factory.uniform("RGB", (30, 20), (0, 0, 0)), fmt, **options))) == (
+        0,
+        0,
+        0,
+    )
 
 
 def test_16_bit_and_cmyk_tiff():
@@ -613,7 +619,11 @@ def test_wrong_source_types_are_refused_clearly(tmp_path):
 
 
 def test_a_model_object_gives_the_input_spec(model):
-    assert prepared(factory.encode(factory.uniform("RGB", (9, 9), (1, 1, 1)), "PNG"), model.input_spec).shape == (150, 150, 3)
+    assert prepared(factory.encode(factory.uniform("RGB", (9, 9), (1, 1, 1)), "PNG"), model.input_spec).shape == (
+        150,
+        150,
+        3,
+    )
     assert prepare_image(factory.encode(factory.uniform("RGB", (9, 9), (1, 1, 1)), "PNG"), model).shape == (150, 150, 3)
 
 
@@ -659,7 +669,7 @@ def test_training_reads_images_through_prepare_image(dataset):
     chosen = [image for image in dataset.images("validation") if image.label == 0][:2]
     chosen += [image for image in dataset.images("validation") if image.label == 1][:2]
     assert labels.tolist() == [0, 0, 1, 1]
-    for array, image in zip(arrays, chosen):
+    for array, image in zip(arrays, chosen, strict=True):
         np.testing.assert_array_equal(array, prepare_image(image.path, SPEC))
 
 
