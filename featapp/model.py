@@ -132,12 +132,8 @@ class FeatureModel:
         _check_graph_matches(path, spec, session)
         self._output_names = [layer.name for layer in spec.layers]
         self._output_shapes = {layer.name: _nchw_shape(layer) for layer in spec.layers}
-        # uint8 -> float32 by table lookup: one pass, no float64 or temporary copies, and
-        # the same float32 arithmetic as x * scale + offset.
-        table = np.arange(256, dtype=np.float32) * np.float32(spec.input_scale)
-        if spec.input_offset:
-            table += np.float32(spec.input_offset)
-        self._pixel_table = table
+        self._scale = np.float32(spec.input_scale)
+        self._offset = np.float32(spec.input_offset)
 
     # -- what the model is -------------------------------------------------------------
     @property
@@ -240,8 +236,14 @@ class FeatureModel:
             raise ImageError(f"Expected uint8 pixels (0..255), got {batch.dtype}.{hint}")
 
     def _scaled(self, batch: np.ndarray) -> np.ndarray:
-        """uint8 pixels to the float32 input the graph takes (``x * scale + offset``)."""
-        return np.take(self._pixel_table, batch)
+        """uint8 pixels to the float32 input the graph takes (``x * scale + offset``).
+
+        One pass that casts and multiplies in float32, with no temporary copy.
+        """
+        scaled = np.multiply(batch, self._scale, dtype=np.float32)
+        if self._offset:
+            scaled += self._offset
+        return scaled
 
     def _select(self, layers: Sequence[str] | None) -> list[str]:
         if layers is None:

@@ -43,6 +43,8 @@ class TinyNet:
     head: str | None = "sigmoid"  # "sigmoid" (1 unit), "softmax" (len(class_names) units) or None
     class_names: tuple[str, ...] = ("cat", "dog")
     seed: int = 0
+    input_scale: float = 1 / 255
+    input_offset: float = 0.0
     weights: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -103,6 +105,8 @@ class TinyNet:
             layers=with_receptive_fields(layers, (self.height, self.width)),
             output_activation=self.head,
             class_names=self.class_names if self.head else (),
+            input_scale=self.input_scale,
+            input_offset=self.input_offset,
             source_file="tiny.keras",
         )
 
@@ -203,7 +207,7 @@ def build(
 
 def reference(net: TinyNet, batch: np.ndarray) -> dict[str, np.ndarray]:
     """The same network in plain numpy (loops over the kernel): NCHW maps, vectors."""
-    x = np.transpose(batch.astype(np.float64) / 255.0, (0, 3, 1, 2))
+    x = np.transpose(batch.astype(np.float64) * net.input_scale + net.input_offset, (0, 3, 1, 2))
     found: dict[str, np.ndarray] = {}
     for index, conv in enumerate(net.convs):
         name = _conv_name(index)

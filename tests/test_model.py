@@ -248,6 +248,7 @@ OTHER_NETS = {
         height=33, width=17, channels=1, convs=(tiny.Conv(3), tiny.Conv(4, 3, 2), tiny.Conv(2, 1)), pool=False
     ),
     "trunk-only": tiny.TinyNet(height=16, width=16, channels=3, head=None),
+    "scaled-to-minus-1-plus-1": tiny.TinyNet(height=18, width=18, channels=3, input_scale=2 / 255, input_offset=-1.0),
 }
 
 
