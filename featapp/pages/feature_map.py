@@ -74,7 +74,7 @@ with photo_col:
         box = receptive_box(layer.receptive_field, selected[0], selected[1], (spec.height, spec.width))
         picture = render.outline_box(picture, box)
         caption += " · red box: what the chosen cell sees"
-    shared.show_image(render.enlarge(picture, 3), caption=caption, width=PICTURE_PX)
+    shared.show_image(render.enlarge(picture, 3), caption=caption, width=PICTURE_PX, output_format="PNG")
 
 if selected is not None:
     top, left, bottom, right = box
@@ -119,4 +119,4 @@ if snaps:
         snap_range = render.value_range(snap_values, "per map")
         dead = " · dead" if render.is_constant(snap_values) else ""
         with column:
-            st.image(render.map_picture(snap_values, snap_range, scale), caption=f"{label}{dead}", width="stretch")
+            st.image(render.map_picture(snap_values, snap_range, scale), caption=f"{label}{dead}", width="stretch", output_format="PNG")

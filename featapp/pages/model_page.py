@@ -57,6 +57,7 @@ else:
         [p[:, :, 0] if p.shape[2] == 1 else p for p in pictures],
         caption=[str(i + 1) for i in range(len(pictures))],
         width=FILTER_PX,
+        output_format="PNG",
     )
 
 # -- prediction and occlusion -----------------------------------------------------------------------------------

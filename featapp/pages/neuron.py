@@ -36,8 +36,8 @@ def _show_ranked(entries, scale, vr, score_name: str) -> None:
             key, title, label, pixels, values, box, value = entries[start + offset]
             with column:
                 picture = render.outline_box(pixels, box) if box is not None else pixels
-                shared.show_image(render.enlarge(picture, 2), caption=f"#{start + offset + 1} {title}", width="stretch")
-                st.image(render.map_picture(values, vr, scale), caption=f"{score_name} {value:.3g}", width="stretch")
+                shared.show_image(render.enlarge(picture, 2), caption=f"#{start + offset + 1} {title}", width="stretch", output_format="PNG")
+                st.image(render.map_picture(values, vr, scale), caption=f"{score_name} {value:.3g}", width="stretch", output_format="PNG")
                 st.button("Look inside", key=f"neuron_use_{key}", on_click=_use, args=(pixels, title, label))
 
 
