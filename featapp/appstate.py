@@ -203,8 +203,10 @@ def gallery_caption(
         score = f"p({class_names[1]}) {probabilities[1]:.2f}"
     else:
         score = f"{class_names[best]} {probabilities[best]:.2f}"
-    wrong = None if classes_of_folders is None or true_folder not in classes_of_folders else (
-        classes_of_folders[true_folder] != best
+    wrong = (
+        None
+        if classes_of_folders is None or true_folder not in classes_of_folders
+        else (classes_of_folders[true_folder] != best)
     )
     mark = "❌ " if wrong else ""
     return f"{mark}{true_folder} · {score}", wrong

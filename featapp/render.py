@@ -114,8 +114,17 @@ VIRIDIS = ColourScale(
     # matplotlib's viridis sampled at 11 points; linear between them is within a few
     # levels of the full table, and the legend uses exactly these colours.
     (
-        "#440154", "#482475", "#414487", "#355f8d", "#2a788e", "#21918c",
-        "#22a884", "#44bf70", "#7ad151", "#bddf26", "#fde725",
+        "#440154",
+        "#482475",
+        "#414487",
+        "#355f8d",
+        "#2a788e",
+        "#21918c",
+        "#22a884",
+        "#44bf70",
+        "#7ad151",
+        "#bddf26",
+        "#fde725",
     ),
     levels=None,
 )
@@ -235,9 +244,7 @@ def describe_range(vr: ValueRange, scale: ColourScale) -> str:
     'Constant map: every cell is 0 (a dead channel for this image), drawn in one colour.'
     """
     if vr.constant:
-        return (
-            f"Constant map: every cell is {_fmt(vr.low)} (a dead channel for this image), drawn in one colour."
-        )
+        return f"Constant map: every cell is {_fmt(vr.low)} (a dead channel for this image), drawn in one colour."
     where = {
         "per map": "this map's own minimum and maximum",
         "per layer": "the minimum and maximum over all channels of this layer for this image",
@@ -338,8 +345,10 @@ def _cell_frame(values: np.ndarray, block: int) -> pd.DataFrame:
     # Pad with -inf to whole blocks, so the strongest cell of an edge block is a real one.
     padded = np.full((block_rows * block, block_cols * block), -np.inf, dtype=np.float32)
     padded[:rows, :cols] = values
-    blocks = padded.reshape(block_rows, block, block_cols, block).transpose(0, 2, 1, 3).reshape(
-        block_rows, block_cols, block * block
+    blocks = (
+        padded.reshape(block_rows, block, block_cols, block)
+        .transpose(0, 2, 1, 3)
+        .reshape(block_rows, block_cols, block * block)
     )
     flat = blocks.argmax(axis=2)
     r0 = np.arange(block_rows)[:, None] * block

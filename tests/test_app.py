@@ -90,7 +90,8 @@ def charts(at: AppTest) -> list[tuple[dict, dict]]:
     found = []
     for chart in at.get("vega_lite_chart"):
         data = {
-            d.name: pa.ipc.open_stream(d.data.data).read_all().to_pandas().to_dict("records") for d in chart.proto.datasets
+            d.name: pa.ipc.open_stream(d.data.data).read_all().to_pandas().to_dict("records")
+            for d in chart.proto.datasets
         }
         found.append((json.loads(chart.proto.spec), data))
     return found
@@ -150,9 +151,9 @@ def test_gallery_shows_twenty_labelled_photos_with_predictions(app_env, model, d
     assert sum("cats" in c for c in photo_captions) == 10 and sum("dogs" in c for c in photo_captions) == 10
     sample = dataset.sample("test", per_class=10, seed=0)
     probabilities = model.predict([item.path for item in sample]).probabilities
-    wrong = [item.label != int(p.argmax()) for item, p in zip(sample, probabilities)]
+    wrong = [item.label != int(p.argmax()) for item, p in zip(sample, probabilities, strict=True)]
     assert [c.startswith("❌") for c in photo_captions] == wrong
-    for caption, p in zip(photo_captions, probabilities):
+    for caption, p in zip(photo_captions, probabilities, strict=True):
         assert caption.endswith(f"p({positive}) {p[1]:.2f}")
     text = main_text(at)
     assert f"**{20 - sum(wrong)} of 20** right" in text
@@ -206,7 +207,9 @@ def test_a_good_upload_becomes_the_current_image(app_env, model):
     expected = model.activations(prepare_image(imagefactory.encode(Image.fromarray(stripes), "PNG"), model))
     layer = model.layers[0].name
     values = expected[layer][0, 0]
-    assert np.array_equal(heatmap_picture(at), render.colourise(values, render.value_range(values, "per map"), render.LECTURE_BLUES))
+    assert np.array_equal(
+        heatmap_picture(at), render.colourise(values, render.value_range(values, "per map"), render.LECTURE_BLUES)
+    )
     assert not np.array_equal(heatmap_picture(at), default_map)
 
 
@@ -216,7 +219,11 @@ BAD_FILES = {
     "SVG drawing": (("cat.png", imagefactory.SVG, "image/png"), "SVG"),
     "empty file": (("empty.png", b"", "image/png"), "empty"),
     "truncated JPEG": (
-        ("cut.jpg", imagefactory.encode(Image.fromarray(np.full((300, 300, 3), 90, np.uint8)), "JPEG")[:300], "image/jpeg"),
+        (
+            "cut.jpg",
+            imagefactory.encode(Image.fromarray(np.full((300, 300, 3), 90, np.uint8)), "JPEG")[:300],
+            "image/jpeg",
+        ),
         "cut off|damaged",
     ),
     "decompression bomb": (("bomb.png", imagefactory.png_stream(12000, 12000, bands=1), "image/png"), "megapixels"),
@@ -353,8 +360,9 @@ def test_a_chosen_cell_outlines_its_receptive_field(app_env, model):
     at.run()
     assert_clean(at)
     field = layer.receptive_field
-    top, left = round(field.offset[0] + 10 * field.jump[0] - (field.size[0] - 1) / 2), round(
-        field.offset[1] + 20 * field.jump[1] - (field.size[1] - 1) / 2
+    top, left = (
+        round(field.offset[0] + 10 * field.jump[0] - (field.size[0] - 1) / 2),
+        round(field.offset[1] + 20 * field.jump[1] - (field.size[1] - 1) / 2),
     )
     text = main_text(at)
     assert "row 11, column 21" in text
@@ -541,7 +549,9 @@ def test_training_snapshots_on_feature_map_grid_and_model_pages(app_env, monkeyp
     assert np.array_equal(heatmap_picture(at), expected_picture(random_maps[0]))
     assert not np.array_equal(heatmap_picture(at), final_picture)
     strip = [c for c in captions(at) if c.startswith(("epoch", "final"))]
-    assert strip[0].startswith("epoch 0") and strip[1].startswith("epoch 3 (best): 53%") and strip[2].startswith("final")
+    assert (
+        strip[0].startswith("epoch 0") and strip[1].startswith("epoch 3 (best): 53%") and strip[2].startswith("final")
+    )
     assert "noise-like" in main_text(at)
     go(at, "layer_grid")  # the choice carries over
     assert at.select_slider(key="layer_grid_snapshot").value == epoch0
@@ -563,8 +573,15 @@ def test_a_damaged_snapshot_index_is_reported_not_fatal(app_env, monkeypatch):
 
 
 def test_another_model_grayscale_other_size_other_classes(app_env, monkeypatch):
-    net = TinyNet(height=40, width=32, channels=1, convs=(Conv(4), Conv(6)), head="softmax",
-                  class_names=("circle", "square", "triangle"), seed=4)
+    net = TinyNet(
+        height=40,
+        width=32,
+        channels=1,
+        convs=(Conv(4), Conv(6)),
+        head="softmax",
+        class_names=("circle", "square", "triangle"),
+        seed=4,
+    )
     monkeypatch.setenv("FEATAPP_MODEL", str(build(net, app_env / "shapes.onnx")))
     at = open_app()
     assert "do not match the model's classes" in main_text(at)

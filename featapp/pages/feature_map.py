@@ -49,7 +49,11 @@ layer_maps = shared.activations(view_model, image)[layer.name]
 values = layer_maps[channel]
 vr = render.value_range(values, mode, layer_values=layer_maps, fixed=fixed)
 cell = st.session_state.get(shared.CELL)
-selected = (cell[1], cell[2]) if cell and cell[0] == layer.name and cell[1] < values.shape[0] and cell[2] < values.shape[1] else None
+selected = (
+    (cell[1], cell[2])
+    if cell and cell[0] == layer.name and cell[1] < values.shape[0] and cell[2] < values.shape[1]
+    else None
+)
 
 photo_col, map_col = st.columns([1, 1.4])
 with map_col:
@@ -113,10 +117,20 @@ if snaps:
             continue
         if layer.name in snap_model.layer_names and shared.spec_key(snap_model.input_spec) == shared.spec_key(spec):
             strip.append((shared.snapshot_label(snapshot), shared.activations(snap_model, image)[layer.name][channel]))
-    strip.append(("final model", values if view_label == "final model" else shared.activations(model, image)[layer.name][channel]))
+    strip.append(
+        (
+            "final model",
+            values if view_label == "final model" else shared.activations(model, image)[layer.name][channel],
+        )
+    )
     columns = st.columns(len(strip))
     for column, (label, snap_values) in zip(columns, strip, strict=False):
         snap_range = render.value_range(snap_values, "per map")
         dead = " · dead" if render.is_constant(snap_values) else ""
         with column:
-            st.image(render.map_picture(snap_values, snap_range, scale), caption=f"{label}{dead}", width="stretch", output_format="PNG")
+            st.image(
+                render.map_picture(snap_values, snap_range, scale),
+                caption=f"{label}{dead}",
+                width="stretch",
+                output_format="PNG",
+            )

@@ -67,9 +67,7 @@ try:
     data = shared.dataset()
 except DatasetError as err:
     data = None
-    st.info(
-        f"{err}\n\nWithout a dataset you can still use the probes, your own photos and the camera below."
-    )
+    st.info(f"{err}\n\nWithout a dataset you can still use the probes, your own photos and the camera below.")
 
 if data is not None:
     splits = list(data.splits)
@@ -79,13 +77,24 @@ if data is not None:
     split_col, seed_col, button_col = st.columns([2, 2, 2], vertical_alignment="bottom")
     with split_col:
         split = shared.synced(
-            st.selectbox, "Split", key="gallery_split", shared=shared.SPLIT, default=splits[0], options=splits,
+            st.selectbox,
+            "Split",
+            key="gallery_split",
+            shared=shared.SPLIT,
+            default=splits[0],
+            options=splits,
             help="The test photos were never seen in training, so the model's answers there are honest.",
         )
     with seed_col:
         seed = shared.synced(
-            st.number_input, "Sample seed", key="gallery_seed", shared=shared.SEED, default=0,
-            min_value=0, max_value=9_999, step=1,
+            st.number_input,
+            "Sample seed",
+            key="gallery_seed",
+            shared=shared.SEED,
+            default=0,
+            min_value=0,
+            max_value=9_999,
+            step=1,
         )
     with button_col:
         st.button("🎲 New random sample", on_click=_new_sample)
@@ -110,7 +119,9 @@ if data is not None:
             wrong_count += bool(wrong)
             with column:
                 shared.show_image(pixels[index], caption=caption, width="stretch")
-                st.button("Look inside", key=f"gallery_use_{index}", on_click=_choose_gallery, args=(index, split, seed))
+                st.button(
+                    "Look inside", key=f"gallery_use_{index}", on_click=_choose_gallery, args=(index, split, seed)
+                )
     if prediction is None:
         st.caption("This model has no classifier, so there are no predictions to show.")
     elif folders is None:
@@ -133,7 +144,9 @@ for start in range(0, len(probe_list), COLUMNS):
         probe = probe_list[index]
         with column:
             shared.show_image(probe.image, caption=probe.title, width="stretch")
-            st.button("Look inside", key=f"probe_use_{index}", on_click=_choose_probe, args=(index,), help=probe.description)
+            st.button(
+                "Look inside", key=f"probe_use_{index}", on_click=_choose_probe, args=(index,), help=probe.description
+            )
 
 # -- your own photo -----------------------------------------------------------------------------------------
 st.subheader("Your own photo")
@@ -144,7 +157,11 @@ st.caption(
 upload_col, camera_col = st.columns(2)
 with upload_col:
     st.file_uploader(
-        "Upload a photo", type=UPLOAD_ACCEPT, key="gallery_upload", on_change=_take_photo, args=("gallery_upload", "upload")
+        "Upload a photo",
+        type=UPLOAD_ACCEPT,
+        key="gallery_upload",
+        on_change=_take_photo,
+        args=("gallery_upload", "upload"),
     )
 with camera_col:
     if st.toggle("Use the camera", key="gallery_camera_on"):

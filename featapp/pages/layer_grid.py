@@ -8,7 +8,11 @@ from featapp.pages import shared
 GOTO = "grid.goto_feature_map"
 NONCE = "grid.chart_nonce"
 FIRST, LAST, ORDER = "grid.first", "grid.last", "grid.order"
-ORDERS = {"index": "channel number", "mean": "mean activation (strongest first)", "max": "max activation (strongest first)"}
+ORDERS = {
+    "index": "channel number",
+    "mean": "mean activation (strongest first)",
+    "max": "max activation (strongest first)",
+}
 VECTOR_BARS = 600
 
 if st.session_state.pop(GOTO, False):
@@ -59,12 +63,36 @@ if layer.is_spatial:
         st.session_state[FIRST] = min(max(int(st.session_state.get(FIRST, 1)), 1), count)
         st.session_state[LAST] = min(max(int(st.session_state.get(LAST, count)), 1), count)
         with first_col:
-            first = shared.synced(st.number_input, "From channel", key="layer_grid_first", shared=FIRST, default=1, min_value=1, max_value=count, step=1)
+            first = shared.synced(
+                st.number_input,
+                "From channel",
+                key="layer_grid_first",
+                shared=FIRST,
+                default=1,
+                min_value=1,
+                max_value=count,
+                step=1,
+            )
         with last_col:
-            last = shared.synced(st.number_input, "To channel", key="layer_grid_last", shared=LAST, default=count, min_value=1, max_value=count, step=1)
+            last = shared.synced(
+                st.number_input,
+                "To channel",
+                key="layer_grid_last",
+                shared=LAST,
+                default=count,
+                min_value=1,
+                max_value=count,
+                step=1,
+            )
         order = shared.synced(
-            st.radio, "Order", key="layer_grid_order", shared=ORDER, default="index", options=list(ORDERS),
-            format_func=lambda k: ORDERS[k], horizontal=True,
+            st.radio,
+            "Order",
+            key="layer_grid_order",
+            shared=ORDER,
+            default="index",
+            options=list(ORDERS),
+            format_func=lambda k: ORDERS[k],
+            horizontal=True,
         )
     if first > last:
         st.error(f"'From channel' ({first}) is after 'To channel' ({last}); showing channels {last} to {first}.")
@@ -89,7 +117,9 @@ if layer.is_spatial:
     elif mode == "fixed":
         st.caption(render.describe_range(render.value_range(output, "fixed", fixed=fixed), scale))
     else:
-        st.caption("Each tile is scaled to its own minimum and maximum (hover a tile for its numbers), as in the lecture.")
+        st.caption(
+            "Each tile is scaled to its own minimum and maximum (hover a tile for its numbers), as in the lecture."
+        )
     if dead:
         listed = ", ".join(str(c) for c in dead[:40]) + (" ..." if len(dead) > 40 else "")
         st.warning(

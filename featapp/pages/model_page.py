@@ -45,7 +45,10 @@ except ModelError as err:
     st.info(str(err))
 else:
     rows, cols = filters.kernel
-    pictures = [render.enlarge(p, max(1, FILTER_PX // max(rows, cols))) for p in filter_pictures(filters, shared_scale=shared_scale)]
+    pictures = [
+        render.enlarge(p, max(1, FILTER_PX // max(rows, cols)))
+        for p in filter_pictures(filters, shared_scale=shared_scale)
+    ]
     st.markdown(
         f"{filters.count} filters of {rows} x {cols} pixels x {filters.weights.shape[1]} colour channel"
         f"{'s' if filters.weights.shape[1] > 1 else ''} ({filter_label}). Grey is a weight of 0; lighter means "
@@ -96,7 +99,11 @@ else:
 # -- downloads ------------------------------------------------------------------------------------------------------
 st.subheader("Downloads")
 view_layer = st.session_state.get(shared.LAYER)
-layer = model.layer(view_layer) if view_layer in model.layer_names else next((item for item in model.layers if item.is_spatial), None)
+layer = (
+    model.layer(view_layer)
+    if view_layer in model.layer_names
+    else next((item for item in model.layers if item.is_spatial), None)
+)
 outputs = shared.activations(model, image)
 scale = render.COLOUR_SCALES.get(st.session_state.get(shared.COLOURS, "blues4"), render.LECTURE_BLUES)
 download_cols = st.columns(3)

@@ -36,8 +36,18 @@ def _show_ranked(entries, scale, vr, score_name: str) -> None:
             key, title, label, pixels, values, box, value = entries[start + offset]
             with column:
                 picture = render.outline_box(pixels, box) if box is not None else pixels
-                shared.show_image(render.enlarge(picture, 2), caption=f"#{start + offset + 1} {title}", width="stretch", output_format="PNG")
-                st.image(render.map_picture(values, vr, scale), caption=f"{score_name} {value:.3g}", width="stretch", output_format="PNG")
+                shared.show_image(
+                    render.enlarge(picture, 2),
+                    caption=f"#{start + offset + 1} {title}",
+                    width="stretch",
+                    output_format="PNG",
+                )
+                st.image(
+                    render.map_picture(values, vr, scale),
+                    caption=f"{score_name} {value:.3g}",
+                    width="stretch",
+                    output_format="PNG",
+                )
                 st.button("Look inside", key=f"neuron_use_{key}", on_click=_use, args=(pixels, title, label))
 
 
@@ -59,12 +69,23 @@ with controls_left:
     channel = shared.pick_channel(layer, key="neuron_channel")
 with controls_right:
     source = shared.synced(
-        st.radio, "Rank", key="neuron_source", shared=SOURCE, default="gallery", options=list(SOURCES),
+        st.radio,
+        "Rank",
+        key="neuron_source",
+        shared=SOURCE,
+        default="gallery",
+        options=list(SOURCES),
         format_func=lambda k: SOURCES[k],
     )
     rank_by = shared.synced(
-        st.radio, "by", key="neuron_rank_by", shared=RANK_BY, default="max", options=list(RANKINGS),
-        format_func=lambda k: RANKINGS[k], horizontal=True,
+        st.radio,
+        "by",
+        key="neuron_rank_by",
+        shared=RANK_BY,
+        default="max",
+        options=list(RANKINGS),
+        format_func=lambda k: RANKINGS[k],
+        horizontal=True,
     )
     scale = shared.pick_colours(key="neuron_colours")
 
@@ -73,11 +94,17 @@ try:
     data = shared.dataset()
 except DatasetError as err:
     data = None
-    st.info(f"{err}\n\nWithout a dataset there are no photos to rank; the comparison below still works for the current image.")
+    st.info(
+        f"{err}\n\nWithout a dataset there are no photos to rank; the comparison below still works for the current image."
+    )
 
 gallery_items, gallery_pixels = ([], None)
 if data is not None:
-    split = st.session_state.get(shared.SPLIT) if st.session_state.get(shared.SPLIT) in data.splits else shared.default_split(data)
+    split = (
+        st.session_state.get(shared.SPLIT)
+        if st.session_state.get(shared.SPLIT) in data.splits
+        else shared.default_split(data)
+    )
     gallery_items, gallery_pixels = shared.gallery(model, data, split, int(st.session_state.get(shared.SEED, 0)))
 
 st.subheader(f"Layer {layer_number} ({layer.name}), channel {channel + 1}: the images it likes most")
@@ -92,14 +119,29 @@ if data is not None and source == "gallery" and gallery_items:
     entries = []
     for hit in ranked:
         item = gallery_items[hit.index]
-        entries.append((f"g{hit.index}", item.name, item.class_name, gallery_pixels[hit.index], maps[hit.index], hit.box, hit.value))
+        entries.append(
+            (
+                f"g{hit.index}",
+                item.name,
+                item.class_name,
+                gallery_pixels[hit.index],
+                maps[hit.index],
+                hit.box,
+                hit.value,
+            )
+        )
     _show_ranked(entries, scale, vr, rank_by)
 elif data is not None and source == "dataset":
     from featapp import analysis
 
     splits = list(data.splits)
     scan_split = shared.synced(
-        st.selectbox, "Split to scan", key="neuron_split", shared=SCAN_SPLIT, default=shared.default_split(data), options=splits
+        st.selectbox,
+        "Split to scan",
+        key="neuron_split",
+        shared=SCAN_SPLIT,
+        default=shared.default_split(data),
+        options=splits,
     )
     stats = shared.neuron_stats(model, data, scan_split)
     if stats is None:
@@ -159,14 +201,14 @@ options = list(choices)
 with left_col:
     first = st.selectbox("Left", options, format_func=lambda k: choices[k], key="neuron_compare_left")
 with right_col:
-    second = st.selectbox("Right", options, index=min(1, len(options) - 1), format_func=lambda k: choices[k], key="neuron_compare_right")
+    second = st.selectbox(
+        "Right", options, index=min(1, len(options) - 1), format_func=lambda k: choices[k], key="neuron_compare_right"
+    )
 pair = [_pixels_of(first), _pixels_of(second)]
 pair_maps = [shared.activations(model, photo)[layer.name][channel] for photo in pair]
 pair_range = render.shared_range(*pair_maps)
 for column, photo, values in zip((left_col, right_col), pair, pair_maps, strict=False):
     with column:
         shared.show_image(render.enlarge(photo.array, 2), caption=photo.title, width=300)
-        st.altair_chart(
-            render.heatmap_chart(values, pair_range, scale, width_px=300, selection=None), width="content"
-        )
+        st.altair_chart(render.heatmap_chart(values, pair_range, scale, width_px=300, selection=None), width="content")
 st.caption(render.describe_range(pair_range, scale))

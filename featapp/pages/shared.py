@@ -267,7 +267,9 @@ def gallery_prediction(model: FeatureModel, pixels: np.ndarray) -> Prediction | 
 
 
 @st.cache_data(max_entries=GALLERY_LAYER_CACHE, show_spinner=False)
-def _gallery_layer(model_sha: str, sample_key: str, layer: str, _model: FeatureModel, _pixels: np.ndarray) -> np.ndarray:
+def _gallery_layer(
+    model_sha: str, sample_key: str, layer: str, _model: FeatureModel, _pixels: np.ndarray
+) -> np.ndarray:
     return _model.activations(_pixels, layers=[layer])[layer]
 
 
@@ -444,11 +446,17 @@ def pick_scaling(*, key: str, per_map_label: str | None = None) -> tuple[str, tu
         return mode, None
     low_col, high_col = st.columns(2)
     with low_col:
-        low = synced(st.number_input, "Range from", key=f"{key}_low", shared=FIXED_LOW, default=0.0, step=0.1, format="%.3f")
+        low = synced(
+            st.number_input, "Range from", key=f"{key}_low", shared=FIXED_LOW, default=0.0, step=0.1, format="%.3f"
+        )
     with high_col:
-        high = synced(st.number_input, "Range to", key=f"{key}_high", shared=FIXED_HIGH, default=1.0, step=0.1, format="%.3f")
+        high = synced(
+            st.number_input, "Range to", key=f"{key}_high", shared=FIXED_HIGH, default=1.0, step=0.1, format="%.3f"
+        )
     if not high > low:
-        st.error(f"The range must go from a lower to a higher value (you set {low:g} to {high:g}); showing each map per map.")
+        st.error(
+            f"The range must go from a lower to a higher value (you set {low:g} to {high:g}); showing each map per map."
+        )
         return "per map", None
     return mode, (float(low), float(high))
 
@@ -525,8 +533,7 @@ def pick_snapshot(model: FeatureModel, *, key: str, layer: str | None = None) ->
         return model, "final model"
     if layer is not None and layer not in snap_model.layer_names:
         st.info(
-            f"Layer {layer} is not in the snapshots (they keep only the convolutional layers); "
-            "showing the final model."
+            f"Layer {layer} is not in the snapshots (they keep only the convolutional layers); showing the final model."
         )
         return model, "final model"
     return snap_model, snapshot_label(snapshot)
