@@ -60,8 +60,9 @@ with map_col:
     title = f"Layer {model.layer_names.index(layer.name) + 1} ({layer.name}), channel {channel + 1}"
     if view_label != "final model":
         title += f", {view_label}"
-    chart = render.heatmap_chart(values, vr, scale, width_px=PICTURE_PX, title=title, selected_cell=selected)
-    st.altair_chart(chart, on_select=partial(_on_cell, layer.name), key=HEATMAP_KEY, width="content")
+    st.markdown(f"**{title}**")
+    chart = render.heatmap_chart(values, vr, scale, width_px=PICTURE_PX, selected_cell=selected)
+    st.vega_lite_chart(chart, on_select=partial(_on_cell, layer.name), key=HEATMAP_KEY, width="content")
     st.caption(render.describe_range(vr, scale))
     if render.is_constant(values):
         st.warning(
@@ -78,7 +79,7 @@ with photo_col:
         box = receptive_box(layer.receptive_field, selected[0], selected[1], (spec.height, spec.width))
         picture = render.outline_box(picture, box)
         caption += " · red box: what the chosen cell sees"
-    shared.show_image(render.enlarge(picture, 3), caption=caption, width=PICTURE_PX, output_format="PNG")
+    st.image(render.png_bytes(render.enlarge(picture, 3)), caption=caption, width=PICTURE_PX)
 
 if selected is not None:
     top, left, bottom, right = box
@@ -94,7 +95,7 @@ else:
 
 st.download_button(
     "Download this map (PNG)",
-    data=render.png_bytes(render.map_picture(values, vr, scale, min_px=300)),
+    data=lambda: render.png_bytes(render.map_picture(values, vr, scale, min_px=300)),  # made on click
     file_name=f"{layer.name}_channel{channel + 1}.png",
     mime="image/png",
 )
