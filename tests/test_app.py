@@ -635,3 +635,16 @@ print("LOADED", loaded)
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "LOADED []" in result.stdout
+
+
+def test_config_limits_uploads_and_needs_no_internet():
+    import toml  # Streamlit's own TOML reader (tomllib is Python 3.11+)
+
+    config = toml.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
+    assert config["server"]["maxUploadSize"] == 10
+    assert config["browser"]["gatherUsageStats"] is False
+    sources = [APP, *(REPO_ROOT / path for path in PAGE_FILES.values()), REPO_ROOT / "featapp" / "pages" / "shared.py"]
+    for source in sources:
+        text = source.read_text(encoding="utf-8")
+        assert ":material/" not in text, f"{source.name} uses a Material icon (a font from the internet)"
+        assert "http://" not in text and "https://" not in text, f"{source.name} refers to the internet"

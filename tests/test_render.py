@@ -9,7 +9,7 @@ import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
-from altair.vegalite.v6.schema import load_schema
+from altair.vegalite.schema import load_schema  # the Vega-Lite version this Altair (and Streamlit) uses
 from PIL import Image
 
 from featapp import render
