@@ -638,9 +638,9 @@ print("LOADED", loaded)
 
 
 def test_config_limits_uploads_and_needs_no_internet():
-    import toml  # Streamlit's own TOML reader (tomllib is Python 3.11+)
+    import tomllib  # Python 3.11+, the version the project is verified on
 
-    config = toml.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
+    config = tomllib.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
     assert config["server"]["maxUploadSize"] == 10
     assert config["browser"]["gatherUsageStats"] is False
     sources = [APP, *(REPO_ROOT / path for path in PAGE_FILES.values()), REPO_ROOT / "featapp" / "pages" / "shared.py"]
