@@ -1,0 +1,605 @@
+"""The command line: ``python -m featapp COMMAND ...`` (``--help`` on each command).
+
+Commands:
+
+* ``predict IMAGE... [--json]``: label and probability per file.
+* ``activations IMAGE... --out acts.npz``: every layer's activations in one ``.npz``.
+* ``scan DATA_DIR [--split S]``: build the neuron statistics, with a progress bar.
+* ``top --layer L --channel C [--k 9] [--out grid.png]``: the images that excite a
+  channel most, with the input box that drove each one; optionally as a picture.
+* ``info``: the model's layers, input, classes and execution provider.
+
+Channels are counted **from 1** on the command line, as students say "channel 1 of
+layer 1"; the library (``acts["conv2d"][i, 0]``, ``stats.top_k("conv2d", 0)``) counts
+from 0. ``top`` prints both.
+
+Exit status: 0 when everything worked; 1 when any file or the command failed (each
+failure is one line on stderr, no traceback unless ``--verbose``); 2 for a wrong
+command line; 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import math
+import sys
+import tempfile
+import time
+import traceback
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+__all__ = ["main", "build_parser", "TextProgress", "ACTIVATION_META_KEYS"]
+
+PROG = "python -m featapp"
+
+ACTIVATION_META_KEYS = ("layer_names", "layer_kinds", "layer_shapes", "files", "images")
+"""Arrays in an ``activations`` file besides one array per layer (see ``activations --help``)."""
+
+_ACTIVATIONS_LAYOUT = """\
+The .npz file holds, for the N images that could be read:
+  <layer name>   float32, one array per layer: maps (N, channels, rows, cols), row 0 at
+                 the top, vectors (N, units) - the layout of featapp's model.activations
+  layer_names    the layer names in model order (like the lecture's layer_names)
+  layer_kinds    each layer's kind (Conv2D, MaxPooling2D, ...)
+  layer_shapes   each layer's output shape per image, channels last, as Keras prints it
+  files          the input files, in the order of the first axis
+  images         uint8 (N, height, width, channels): what the model saw
+Read it with:  acts = np.load("acts.npz"); acts["conv2d"][0, 0] is image 1's map of
+channel 1 of layer 1 (0-based indices in numpy)."""
+
+
+class _UserError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+class TextProgress:
+    """A plain-text progress bar for ``progress(done, total)`` callbacks.
+
+    On a terminal it redraws one line; otherwise (a log, a pipe) it prints a line at
+    every 10%, so logs stay short.
+
+    >>> bar = TextProgress("scanning", stream=sys.stdout, interactive=False)
+    >>> bar(5, 10)
+    scanning: 5/10 images (50%)
+    """
+
+    def __init__(self, label: str, stream: TextIO | None = None, interactive: bool | None = None) -> None:
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.interactive = self.stream.isatty() if interactive is None else interactive
+        self.started = time.perf_counter()
+        self._last_decile = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        fraction = done / total if total else 1.0
+        elapsed = time.perf_counter() - self.started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        if self.interactive:
+            filled = int(round(30 * fraction))
+            eta = (total - done) / rate if rate > 0 else 0.0
+            line = (
+                f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} "
+                f"{fraction:4.0%}  {rate:5.1f} images/s  {_duration(eta)} left "
+            )
+            self.stream.write(line)
+            if done >= total:
+                self.stream.write("\n")
+        else:
+            decile = int(fraction * 10)
+            if decile == self._last_decile and done < total:
+                return
+            self._last_decile = decile
+            self.stream.write(f"{self.label}: {done}/{total} images ({fraction:.0%})\n")
+        self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _error(message: str) -> None:
+    first = " ".join(str(message).split())
+    print(f"error: {first}", file=sys.stderr)
+
+
+# -- commands ----------------------------------------------------------------------------
+def _load_model(args: argparse.Namespace):
+    from featapp.model import load_model
+
+    model = load_model(args.model, provider=args.provider)
+    if model.provider_note:
+        print(f"note: {model.provider_note}", file=sys.stderr)
+    return model
+
+
+def _prepare_files(model, files: Sequence[str]) -> tuple[list[str], np.ndarray, dict[str, str]]:
+    """Decode each file; report bad ones on stderr, one line each.
+
+    Returns the names that worked, their batch, and the reason for each that did not.
+    """
+    from featapp.images import ImageError, prepare_image
+
+    names, arrays, failures = [], [], {}
+    for name in files:
+        try:
+            arrays.append(prepare_image(name, model))
+            names.append(name)
+        except ImageError as err:
+            failures[name] = " ".join(str(err).split())
+            print(f"{name}: error: {failures[name]}", file=sys.stderr)
+    spec = model.input_spec
+    batch = np.stack(arrays) if arrays else np.zeros((0, spec.height, spec.width, spec.channels), np.uint8)
+    return names, batch, failures
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    model = _load_model(args)
+    if not model.has_classifier:
+        raise _UserError(f"'{model.path.name}' has no classifier head, so it cannot predict a class.")
+    names, batch, failures = _prepare_files(model, args.images)
+    predicted = {}
+    if len(batch):
+        prediction = model.predict(batch)
+        for name, probabilities, label, confidence in zip(
+            names, prediction.probabilities, prediction.labels, prediction.confidences, strict=True
+        ):
+            predicted[name] = {
+                "file": name,
+                "label": label,
+                "probability": round(float(confidence), 6),
+                "probabilities": {
+                    c: round(float(p), 6) for c, p in zip(prediction.class_names, probabilities, strict=True)
+                },
+            }
+    if args.json:
+        # Input order; a file that failed has an "error" instead of a prediction.
+        rows = [predicted.get(name) or {"file": name, "error": failures[name]} for name in args.images]
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        width = max((len(name) for name in predicted), default=0)
+        for row in predicted.values():
+            others = ", ".join(f"{c} {p:.3f}" for c, p in row["probabilities"].items())
+            print(f"{row['file']:<{width}}  {row['label']:<8} {row['probability']:.3f}   ({others})")
+    if failures:
+        print(f"{len(failures)} of {len(args.images)} files failed.", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_activations(args: argparse.Namespace) -> int:
+    model = _load_model(args)
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise _UserError(f"--out must end in .npz, not '{out.name}'.")
+    clash = [name for name in model.layer_names if name in ACTIVATION_META_KEYS]
+    if clash:
+        raise _UserError(f"this model has layers called {', '.join(clash)}, which the .npz layout reserves.")
+    names, batch, failures = _prepare_files(model, args.images)
+    if not len(batch):
+        raise _UserError("none of the files could be read; nothing written.")
+    _write_activations(model, names, batch, out, args.batch_size)
+    print(f"Wrote {out}: {len(names)} images x {len(model.layers)} layers.")
+    for layer in model.layers:
+        layout = (
+            f"(N, {layer.channels}, {layer.output_shape[0]}, {layer.output_shape[1]})"
+            if layer.is_spatial
+            else f"(N, {layer.channels})"
+        )
+        print(f"  {layer.name:<18} {layer.kind:<20} {layer.shape_text:<16} stored as {layout}")
+    if failures:
+        print(f"{len(failures)} of {len(args.images)} files failed and are not in the file.", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _write_activations(model, names: list[str], batch: np.ndarray, out: Path, batch_size: int) -> None:
+    """Stream every layer to a memory-mapped .npy, then zip them into ``out`` atomically,
+    so memory stays bounded however many images there are."""
+    from featapp.cache import atomic_write
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    count = len(batch)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".featapp-acts-") as scratch:
+        maps: dict[str, np.ndarray] = {}
+        for start in range(0, count, batch_size):
+            outputs = model.activations(batch[start : start + batch_size], batch_size=batch_size)
+            for number, (name, value) in enumerate(outputs.items()):
+                if name not in maps:
+                    maps[name] = np.lib.format.open_memmap(
+                        Path(scratch) / f"{number}.npy", mode="w+", dtype=np.float32, shape=(count, *value.shape[1:])
+                    )
+                maps[name][start : start + len(value)] = value
+        for array in maps.values():
+            array.flush()  # type: ignore[attr-defined]
+        extras = {
+            "layer_names": np.array(model.layer_names),
+            "layer_kinds": np.array([layer.kind for layer in model.layers]),
+            "layer_shapes": np.array([layer.shape_text for layer in model.layers]),
+            "files": np.array(names),
+            "images": batch,
+        }
+
+        def write(handle) -> None:
+            with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+                for number, name in enumerate(maps):
+                    archive.write(Path(scratch) / f"{number}.npy", arcname=f"{name}.npy")
+                for key, array in extras.items():
+                    archive.writestr(f"{key}.npy", _npy_bytes(array))
+
+        atomic_write(out, write)
+        maps.clear()
+
+
+def _dataset(args: argparse.Namespace):
+    from featapp.dataset import Dataset
+
+    return Dataset(args.data_dir)
+
+
+def _check_split(dataset, split: str | None) -> None:
+    from featapp.dataset import DatasetError
+
+    if split is not None and split not in dataset.splits:
+        raise DatasetError(
+            f"The dataset at '{dataset.root}' has no split '{split}'; it has: {', '.join(dataset.splits)}."
+        )
+
+
+def _cache_dir(args: argparse.Namespace) -> Path | None:
+    return Path(args.cache_dir) if args.cache_dir else None
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from featapp.analysis import cache_path, load_cached, load_or_scan
+
+    model = _load_model(args)
+    dataset = _dataset(args)
+    _check_split(dataset, args.split)
+    path = cache_path(model, dataset, args.split, _cache_dir(args))
+    if not args.force:
+        cached = load_cached(model, dataset, args.split, _cache_dir(args))
+        if cached is not None:
+            print(f"Already scanned: {len(cached)} images, statistics in {path}. Use --force to scan again.")
+            return 0
+    started = time.perf_counter()
+    stats = load_or_scan(
+        model,
+        dataset,
+        args.split,
+        _cache_dir(args),
+        progress=TextProgress("scanning"),
+        batch_size=args.batch_size,
+        force=args.force,
+    )
+    seconds = time.perf_counter() - started
+    for skipped, why in stats.skipped:
+        print(f"{skipped}: skipped: {' '.join(why.split())}", file=sys.stderr)
+    rate = (len(stats) + len(stats.skipped)) / seconds if seconds > 0 else 0.0
+    size = path.stat().st_size / 1e6
+    print(
+        f"Scanned {len(stats)} images ({len(stats.skipped)} unreadable) in {_duration(seconds)} "
+        f"({rate:.1f} images/s). Statistics: {path} ({size:.1f} MB)."
+    )
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from featapp.analysis import load_cached, load_or_scan
+
+    model = _load_model(args)
+    try:
+        layer = model.layer(args.layer)
+    except KeyError:
+        raise _UserError(f"no layer '{args.layer}'; the layers are: {', '.join(model.layer_names)}.") from None
+    word = "channel" if layer.is_spatial else "unit"
+    if not 1 <= args.channel <= layer.channels:
+        raise _UserError(
+            f"{layer.name} has {word}s 1 to {layer.channels} (counted from 1); you asked for {word} {args.channel}."
+        )
+    dataset = _dataset(args)
+    _check_split(dataset, args.split)
+    stats = load_cached(model, dataset, args.split, _cache_dir(args))
+    if stats is None:
+        print("No neuron statistics for this model and dataset yet; scanning first (once).", file=sys.stderr)
+        stats = load_or_scan(
+            model, dataset, args.split, _cache_dir(args), progress=TextProgress("scanning"), batch_size=args.batch_size
+        )
+    try:
+        hits = stats.top_k(layer.name, args.channel - 1, k=args.k, by=args.by)
+    except ValueError as err:
+        raise _UserError(str(err)) from None
+    where = f"the {args.split} split" if args.split else "all splits"
+    print(
+        f"{layer.name} {word} {args.channel} (index {args.channel - 1}): top {len(hits)} of {len(stats)} images "
+        f"({where} of {dataset.root}) by {args.by if layer.is_spatial else 'value'}"
+    )
+    print(
+        f"{'rank':>4}  {'value':>9}  {'class':<8} {'cell (row, col)':<16} {'box (top, left, bottom, right)':<31} file"
+    )
+    for hit in hits:
+        cell = f"({hit.cell[0]}, {hit.cell[1]})" if hit.cell else "-"
+        box = "(" + ", ".join(map(str, hit.box)) + ")" if hit.box else "-"
+        print(f"{hit.rank + 1:>4}  {hit.value:>9.4f}  {hit.class_name:<8} {cell:<16} {box:<31} {hit.path}")
+    if args.out:
+        from featapp.images import ImageError
+
+        title = f"{layer.name} {word} {args.channel}: top {len(hits)} by {args.by if layer.is_spatial else 'value'}"
+        try:
+            picture = _top_grid(model, hits, title)
+        except ImageError as err:
+            raise _UserError(f"a top image can no longer be read ({err}); run scan again with --force.") from None
+        _save_png(picture, Path(args.out))
+        print(f"Saved {args.out}")
+    return 0
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType: the small bitmap font
+        return ImageFont.load_default()
+
+
+def _top_grid(model, hits, title: str):
+    """The top images as the model saw them, each with its receptive-field box."""
+    from PIL import Image, ImageDraw
+
+    from featapp.images import prepare_image
+
+    spec = model.input_spec
+    scale = max(1, 300 // max(spec.height, spec.width))
+    cell_w, cell_h = spec.width * scale, spec.height * scale
+    caption, header, gap = 22, 30, 6
+    columns = max(1, math.ceil(math.sqrt(len(hits))))
+    rows = max(1, math.ceil(len(hits) / columns))
+    canvas = Image.new(
+        "RGB", (gap + columns * (cell_w + gap), header + rows * (cell_h + caption + gap)), (255, 255, 255)
+    )
+    draw = ImageDraw.Draw(canvas)
+    draw.text((gap, 6), title, fill=(0, 0, 0), font=_font(16))
+    for number, hit in enumerate(hits):
+        pixels = prepare_image(hit.path, model)
+        picture = Image.fromarray(pixels[:, :, 0] if spec.channels == 1 else pixels).convert("RGB")
+        picture = picture.resize((cell_w, cell_h), Image.Resampling.NEAREST)
+        x = gap + (number % columns) * (cell_w + gap)
+        y = header + (number // columns) * (cell_h + caption + gap)
+        canvas.paste(picture, (x, y))
+        if hit.box:
+            top, left, bottom, right = hit.box
+            outline = [x + left * scale - 1, y + top * scale - 1, x + right * scale, y + bottom * scale]
+            draw.rectangle(outline, outline=(255, 220, 0), width=2)
+        draw.text(
+            (x, y + cell_h + 3), f"#{hit.rank + 1} {hit.class_name} {hit.value:.3f}", fill=(0, 0, 0), font=_font(14)
+        )
+    return canvas
+
+
+def _save_png(picture, out: Path) -> None:
+    from featapp.cache import atomic_write
+
+    if out.suffix.lower() != ".png":
+        raise _UserError(f"--out must end in .png, not '{out.name}'.")
+    atomic_write(out, lambda handle: picture.save(handle, format="PNG"))
+
+
+def _axes(pair) -> str:
+    if pair is None:
+        return "-"
+    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    model = _load_model(args)
+    spec = model.spec
+    colours = {1: "grayscale", 3: "RGB"}[model.input_spec.channels]
+    print(f"Model:    {model.path} (sha256 {model.sha256[:16]}...)")
+    if abs(spec.input_scale - 1 / 255) < 1e-12 and not spec.input_offset:
+        scaling = "to 0..1 (x / 255)"
+    else:
+        scaling = f"x * {spec.input_scale:.6g}" + (f" {spec.input_offset:+g}" if spec.input_offset else "")
+    print(
+        f"Input:    {model.input_spec.height} x {model.input_spec.width} x {model.input_spec.channels} "
+        f"({colours}), uint8 pixels scaled {scaling}"
+    )
+    if model.has_classifier:
+        output = f"{spec.output_activation} output"
+        if spec.output_activation == "sigmoid" and model.layers[-1].channels == 1 and len(model.class_names) == 2:
+            output += f" = p({model.class_names[1]})"
+        print(f"Classes:  {', '.join(model.class_names)} ({output})")
+    else:
+        print("Classes:  none (no classifier head)")
+    print(f"Provider: {model.provider} (ONNX Runtime: {', '.join(model.providers)})")
+    if model.provider_note:
+        print(f"          {model.provider_note}")
+    print()
+    header = f"{'#':>2}  {'layer':<18} {'kind':<20} {'output shape':<16} {'params':>10}  {'receptive field':>15}  {'jump':>4}"
+    print(header)
+    print("-" * len(header))
+    total = 0
+    for number, layer in enumerate(model.layers, start=1):
+        field = layer.receptive_field
+        total += layer.params
+        print(
+            f"{number:>2}  {layer.name:<18} {layer.kind:<20} {layer.shape_text:<16} {layer.params:>10,}  "
+            f"{_axes(field.size if field else None):>15}  {_axes(field.jump if field else None):>4}"
+        )
+    print(f"{'':>2}  {'total':<18} {'':<20} {'':<16} {total:>10,}")
+    print("Receptive field: input pixels one cell sees; jump: input pixels between neighbouring cells.")
+    return 0
+
+
+# -- the parser ----------------------------------------------------------------------------
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 up, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("model and output")
+    group.add_argument(
+        "--model", metavar="PATH", help="ONNX model file (default: $FEATAPP_MODEL, else the committed model)"
+    )
+    group.add_argument(
+        "--provider",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where the model runs: auto = CUDA if a GPU is usable, else CPU ($FEATAPP_PROVIDER overrides)",
+    )
+    group.add_argument("--verbose", action="store_true", help="show full tracebacks for errors")
+
+    data = argparse.ArgumentParser(add_help=False)
+    data_group = data.add_argument_group("neuron statistics")
+    data_group.add_argument(
+        "--split", metavar="S", help="only this split (train, validation, test); default: all splits"
+    )
+    data_group.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="where statistics are kept (default: $FEATAPP_CACHE_DIR, else ~/.cache/featapp)",
+    )
+    data_group.add_argument("--batch-size", type=_positive, default=32, help="images per model run (default 32)")
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Look inside a small convnet: predictions, activations, neuron statistics, model info.",
+        epilog="Run '%(prog)s COMMAND --help' for each command. Exit status: 0 ok, 1 failed, 2 wrong usage.",
+    )
+    parser.add_argument(
+        "--verbose", dest="verbose_everywhere", action="store_true", help="show full tracebacks for errors"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    predict = commands.add_parser(
+        "predict",
+        parents=[common],
+        help="label and probability for each image",
+        description="Print the predicted label and its probability for each image. A file that cannot be read "
+        "gets a one-line error and the others still run; the exit status is 1 if any file failed.",
+    )
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, WebP, GIF, BMP, TIFF)")
+    predict.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    predict.set_defaults(run=cmd_predict)
+
+    activations = commands.add_parser(
+        "activations",
+        parents=[common],
+        help="save every layer's activations for some images to a .npz file",
+        description="Run the images through the model and save every layer's output, like the lecture's "
+        "'features = activation_model.predict(images)'.",
+        epilog=_ACTIVATIONS_LAYOUT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    activations.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    activations.add_argument("--out", required=True, metavar="FILE.npz", help="where to write (written atomically)")
+    activations.add_argument("--batch-size", type=_positive, default=16, help="images per model run (default 16)")
+    activations.set_defaults(run=cmd_activations)
+
+    scan = commands.add_parser(
+        "scan",
+        parents=[common, data],
+        help="compute neuron statistics over a dataset (once; cached)",
+        description="Run every image of DATA_DIR (laid out as split/class/image) through the model once and "
+        "record, for every layer and channel, each image's max and mean activation and where the max is. "
+        "The result is cached, keyed by the model's hash and the dataset's file list, so 'top' is instant.",
+    )
+    scan.add_argument("data_dir", metavar="DATA_DIR", help="dataset folder, e.g. ../shared/data/cats_vs_dogs")
+    scan.add_argument("--force", action="store_true", help="scan again even if valid statistics are cached")
+    scan.set_defaults(run=cmd_scan)
+
+    top = commands.add_parser(
+        "top",
+        parents=[common, data],
+        help="the images that excite one channel most",
+        description="Print the K images whose activation in channel C of layer L is highest, with the input box "
+        "(receptive field of the strongest cell) that drove it; optionally save them as a picture. "
+        "Channels are counted from 1 ('channel 1' is the first; the library's index is C-1). "
+        "Scans the dataset first if it has not been scanned.",
+    )
+    top.add_argument("--layer", required=True, metavar="L", help="layer name, e.g. conv2d_2 (see 'info')")
+    top.add_argument("--channel", required=True, type=_positive, metavar="C", help="channel (or unit) number, from 1")
+    top.add_argument("--k", type=_positive, default=9, help="how many images (default 9)")
+    top.add_argument("--by", choices=("max", "mean"), default="max", help="rank by the map's max (default) or mean")
+    top.add_argument("--out", metavar="GRID.png", help="also save the images, with boxes, as a PNG")
+    top.add_argument(
+        "--data-dir", metavar="D", help="dataset folder (default: $FEATAPP_DATA_DIR, else data/cats_vs_dogs)"
+    )
+    top.set_defaults(run=cmd_top)
+
+    info = commands.add_parser(
+        "info",
+        parents=[common],
+        help="the model's layers, input, classes and provider",
+        description="Print the model's layer table (name, kind, output shape, parameters, receptive-field size and "
+        "jump), its input, classes and the execution provider that runs it.",
+    )
+    info.set_defaults(run=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.verbose = args.verbose or args.verbose_everywhere
+    logging.basicConfig(level=logging.WARNING, format="note: %(message)s", stream=sys.stderr)
+    from featapp.analysis import StatsFileError
+    from featapp.dataset import DatasetError
+    from featapp.images import ImageError
+    from featapp.model import ModelError
+
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (_UserError, ModelError, DatasetError, ImageError, StatsFileError) as err:
+        if args.verbose:
+            traceback.print_exc()
+        _error(str(err))
+        return 1
+    except OSError as err:
+        # Files the user named: a folder that cannot be written, a full disk.
+        if args.verbose:
+            traceback.print_exc()
+        where = f" '{err.filename}'" if err.filename else ""
+        _error(f"cannot use{where}: {err.strerror or err}")
+        return 1
+    except Exception as err:  # noqa: BLE001 - reported, not hidden: --verbose shows the traceback
+        if args.verbose:
+            raise
+        _error(
+            f"unexpected {type(err).__name__}: {err}. This is a bug in featapp; run again with --verbose for the traceback."
+        )
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
