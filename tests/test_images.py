@@ -711,4 +711,3 @@ def test_big_png_is_reduced_then_resized_as_documented(big_photo):
     # The early box reduce changes the result by rounding only, against a direct resize.
     direct = np.asarray(Image.fromarray(big_photo).resize((150, 150), Image.Resampling.BILINEAR))
     assert np.abs(array.astype(int) - direct).max() <= 3
-
