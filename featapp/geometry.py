@@ -22,8 +22,8 @@ row maps ``(size, jump, offset)`` to
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 __all__ = ["LayerGeometry", "ReceptiveField", "propagate", "receptive_box", "same_padding_before"]
 
@@ -89,11 +89,21 @@ def propagate(layers: Sequence[LayerGeometry], input_hw: tuple[int, int]) -> lis
     return fields
 
 
-def receptive_box(
-    field: ReceptiveField, row: int, col: int, input_hw: tuple[int, int]
-) -> tuple[int, int, int, int]:
+def receptive_box(field: ReceptiveField, row: int, col: int, input_hw: tuple[int, int]) -> tuple[int, int, int, int]:
     """Input box ``(top, left, bottom, right)`` seen by cell ``(row, col)``, clipped to
-    the image; ``bottom`` and ``right`` are exclusive, as in slicing."""
+    the image; ``bottom`` and ``right`` are exclusive, as in slicing.
+
+    >>> field = ReceptiveField(size=(46, 46), jump=(16, 16), offset=(22.5, 22.5))
+    >>> receptive_box(field, 6, 6, (150, 150))   # the last cell of the lecture's 7x7 layer
+    (96, 96, 142, 142)
+
+    Every input pixel that can change the cell lies in the box, and for plain stacks of
+    'valid' convolutions and poolings (the lecture's model) every pixel in the box can
+    change it (tested by brute force on the real model). It is a bounding box: dilated
+    kernels, and strides larger than kernels, leave pixels inside it that the cell never
+    sees; and at the bottom or right border it may hold fewer than ``jump`` pixels that a
+    strided 'valid' layer dropped before a 'same' layer padded there.
+    """
     bounds = []
     for axis, index in ((0, row), (1, col)):
         centre = field.offset[axis] + index * field.jump[axis]

@@ -15,19 +15,21 @@ from the file's metadata (:mod:`featapp.metadata`), never from this code.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
 import sys
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
+from PIL import Image
 
-from featapp.images import ImageSource, InputSpec, prepare_image
+from featapp.images import ImageError, ImageSource, InputSpec, prepare_image
 from featapp.metadata import METADATA_KEY, LayerInfo, MetadataError, ModelSpec
 
 __all__ = [
@@ -127,14 +129,11 @@ class FeatureModel:
         self.spec = spec
         self._session = session
         self.provider_note = provider_note
-        graph_outputs = [o.name for o in session.get_outputs()]
-        missing = [layer.name for layer in spec.layers if layer.name not in graph_outputs]
-        if missing:
-            raise ModelError(
-                f"'{path.name}' says it has layers {', '.join(missing)}, but its graph has no such outputs. "
-                f"The file and its metadata do not match. {_REBUILD_HINT}"
-            )
+        _check_graph_matches(path, spec, session)
         self._output_names = [layer.name for layer in spec.layers]
+        self._output_shapes = {layer.name: _nchw_shape(layer) for layer in spec.layers}
+        self._scale = np.float32(spec.input_scale)
+        self._offset = np.float32(spec.input_offset)
 
     # -- what the model is -------------------------------------------------------------
     @property
@@ -192,67 +191,108 @@ class FeatureModel:
     def prepare(self, images: np.ndarray | Sequence[ImageSource] | ImageSource) -> np.ndarray:
         """Images as the uint8 batch ``(N, H, W, C)`` this model takes.
 
-        Accepts such an array already, or a sequence of anything :func:`prepare_image`
-        accepts (Pillow images, paths, bytes). A single image is a batch of one.
+        Accepts such an array already (or one image ``(H, W, C)``), or a sequence of
+        anything :func:`prepare_image` accepts (Pillow images, paths, bytes, file
+        objects) or of prepared ``(H, W, C)`` arrays. A single image is a batch of one.
+        Raises :class:`~featapp.images.ImageError` (a ``ValueError``) for anything else.
+
+        >>> model.prepare(["cat.1.jpg", "dog.1.jpg"]).shape     # doctest: +SKIP
+        (2, 150, 150, 3)
         """
-        spec = self.input_spec
-        expected = (spec.height, spec.width, spec.channels)
         if isinstance(images, np.ndarray):
             if images.ndim == 3:
                 images = images[np.newaxis]
-            if images.ndim != 4 or images.shape[1:] != expected:
-                raise ValueError(f"expected a uint8 array of shape (N, {', '.join(map(str, expected))}), got {images.shape}")
-            if images.dtype != np.uint8:
-                raise ValueError(f"expected uint8 pixels (0..255), got {images.dtype}")
+            self._check_array(images, "(N, {h}, {w}, {c}) or one image ({h}, {w}, {c})")
             return images
-        if isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike)) or not isinstance(images, Iterable):
+        if _is_single_source(images):
             images = [images]  # type: ignore[list-item]
-        arrays = [prepare_image(image, self) for image in images]  # type: ignore[union-attr]
+        arrays = []
+        for item in images:  # type: ignore[union-attr]
+            if isinstance(item, np.ndarray):
+                self._check_array(item[np.newaxis] if item.ndim == 3 else item, "({h}, {w}, {c}) per image")
+                arrays.append(item)
+            else:
+                arrays.append(prepare_image(item, self))
         if not arrays:
-            return np.zeros((0, *expected), dtype=np.uint8)
+            spec = self.input_spec
+            return np.zeros((0, spec.height, spec.width, spec.channels), dtype=np.uint8)
         return np.stack(arrays)
 
+    def _check_array(self, batch: np.ndarray, wanted: str) -> None:
+        spec = self.input_spec
+        expected = (spec.height, spec.width, spec.channels)
+        wanted = wanted.format(h=spec.height, w=spec.width, c=spec.channels)
+        if batch.ndim != 4 or batch.shape[1:] != expected:
+            hint = ""
+            if batch.ndim == 4 and batch.shape[1] == spec.channels and batch.shape[2:] == expected[:2]:
+                hint = " It looks channels-first (NCHW); images are channels-last."
+            raise ImageError(
+                f"Expected uint8 images of shape {wanted} for this model, got an array of shape "
+                f"{tuple(batch.shape)}.{hint} Pass photos (paths, bytes, Pillow images) to resize them, "
+                "or use featapp.prepare_image."
+            )
+        if batch.dtype != np.uint8:
+            hint = " Scaled 0..1 floats? Use (array * 255).round().astype(np.uint8)." if batch.dtype.kind == "f" else ""
+            raise ImageError(f"Expected uint8 pixels (0..255), got {batch.dtype}.{hint}")
+
     def _scaled(self, batch: np.ndarray) -> np.ndarray:
-        scaled = batch.astype(np.float32) * np.float32(self.spec.input_scale)
-        if self.spec.input_offset:
-            scaled += np.float32(self.spec.input_offset)
+        """uint8 pixels to the float32 input the graph takes (``x * scale + offset``).
+
+        One pass that casts and multiplies in float32, with no temporary copy.
+        """
+        scaled = np.multiply(batch, self._scale, dtype=np.float32)
+        if self._offset:
+            scaled += self._offset
         return scaled
+
+    def _select(self, layers: Sequence[str] | None) -> list[str]:
+        if layers is None:
+            return list(self._output_names)
+        if isinstance(layers, str):
+            layers = [layers]
+        wanted = {self.layer(name).name for name in layers}
+        return [name for name in self._output_names if name in wanted]
 
     def activations(
         self,
         images: np.ndarray | Sequence[ImageSource] | ImageSource,
         layers: Sequence[str] | None = None,
         batch_size: int = 32,
-    ) -> "OrderedDict[str, np.ndarray]":
+    ) -> OrderedDict[str, np.ndarray]:
         """Every layer's output (or just ``layers``'), in model order, as float32.
 
         Maps are ``(N, channels, rows, cols)``; vectors ``(N, units)``. Images run in
-        chunks of ``batch_size``, so memory for the inputs stays bounded for large N.
+        chunks of ``batch_size``: ONNX Runtime writes each chunk's outputs straight into
+        the result arrays, so the extra memory is one chunk's working space, and the
+        result costs no copy.
 
         >>> acts = model.activations(np.zeros((2, 150, 150, 3), np.uint8))  # doctest: +SKIP
         >>> list(acts)[:2], acts["conv2d"].shape                            # doctest: +SKIP
         (['conv2d', 'max_pooling2d'], (2, 32, 148, 148))
         """
-        batch = self.prepare(images)
-        names = list(self._output_names) if layers is None else [self.layer(n).name for n in layers]
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        result: OrderedDict[str, np.ndarray] = OrderedDict()
+        batch = self.prepare(images)
+        names = self._select(layers)
         count = len(batch)
-        for start in range(0, max(count, 1), batch_size):
-            chunk = batch[start : start + batch_size]
-            if not len(chunk):
-                break
-            outputs = self._session.run(names, {self.spec.input_name: self._scaled(chunk)})
-            for name, value in zip(names, outputs):
-                if name not in result:
-                    result[name] = np.empty((count, *value.shape[1:]), dtype=np.float32)
-                result[name][start : start + len(chunk)] = value
-        if count == 0:
+        feed_name = self.spec.input_name
+        if count <= batch_size:
+            # One run: ONNX Runtime's own output arrays are the result.
+            if count == 0:
+                return OrderedDict((name, np.zeros((0, *self._output_shapes[name]), np.float32)) for name in names)
+            outputs = self._session.run(names, {feed_name: self._scaled(batch)})
+            return OrderedDict(zip(names, outputs, strict=True))
+        result = OrderedDict((name, np.empty((count, *self._output_shapes[name]), np.float32)) for name in names)
+        binding = self._session.io_binding()
+        for start in range(0, count, batch_size):
+            chunk = self._scaled(batch[start : start + batch_size])
+            binding.bind_cpu_input(feed_name, chunk)
             for name in names:
-                layer = self.layer(name)
-                shape = (layer.channels, *layer.output_shape[:2]) if layer.is_spatial else layer.output_shape
-                result[name] = np.zeros((0, *shape), dtype=np.float32)
+                target = result[name][start : start + len(chunk)]  # contiguous: slices of axis 0
+                binding.bind_output(name, "cpu", 0, np.float32, list(target.shape), target.ctypes.data)
+            self._session.run_with_iobinding(binding)
+            binding.clear_binding_inputs()
+            binding.clear_binding_outputs()
         return result
 
     def predict(self, images: np.ndarray | Sequence[ImageSource] | ImageSource, batch_size: int = 64) -> Prediction:
@@ -275,10 +315,64 @@ class FeatureModel:
             probabilities = np.stack([1.0 - positive, positive], axis=1)
         else:
             probabilities = scores.astype(np.float64)
-        names = self.class_names if len(self.class_names) == probabilities.shape[1] else tuple(
-            f"class {i}" for i in range(probabilities.shape[1])
+        names = (
+            self.class_names
+            if len(self.class_names) == probabilities.shape[1]
+            else tuple(f"class {i}" for i in range(probabilities.shape[1]))
         )
         return Prediction(probabilities=probabilities, class_names=names)
+
+
+def _is_single_source(images: object) -> bool:
+    """True for one image given on its own rather than in a sequence. File objects are
+    iterable (by lines), so they must be caught before the sequence test."""
+    return (
+        isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike, Image.Image))
+        or hasattr(images, "read")
+        or not isinstance(images, Iterable)
+    )
+
+
+def _nchw_shape(layer: LayerInfo) -> tuple[int, ...]:
+    """A layer's output shape per image as featapp returns it: (C, H, W) or (units,)."""
+    if layer.is_spatial:
+        rows, cols, channels = layer.output_shape
+        return (channels, rows, cols)
+    return tuple(layer.output_shape)
+
+
+def _check_graph_matches(path: Path, spec: ModelSpec, session) -> None:
+    """The metadata must describe this graph: one float input of the declared size, and
+    a float output per layer with the declared shape (batch dimension free)."""
+    mismatch = f"The file and its metadata do not match. {_REBUILD_HINT}"
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or inputs[0].name != spec.input_name:
+        raise ModelError(f"'{path.name}' must have one input called '{spec.input_name}'. {mismatch}")
+    declared = [d if isinstance(d, int) else None for d in inputs[0].shape]
+    expected = [spec.input.height, spec.input.width, spec.input.channels]
+    if len(declared) != 4 or declared[1:] != expected or inputs[0].type != "tensor(float)":
+        raise ModelError(
+            f"'{path.name}' says its input is {spec.input.height}x{spec.input.width}x{spec.input.channels} float, "
+            f"but its graph takes {inputs[0].type} {inputs[0].shape}. {mismatch}"
+        )
+    outputs = {output.name: output for output in session.get_outputs()}
+    missing = [layer.name for layer in spec.layers if layer.name not in outputs]
+    if missing:
+        raise ModelError(
+            f"'{path.name}' says it has layers {', '.join(missing)}, but its graph has no such outputs. {mismatch}"
+        )
+    for layer in spec.layers:
+        output = outputs[layer.name]
+        graph_shape = [d if isinstance(d, int) else None for d in output.shape]
+        wanted = _nchw_shape(layer)
+        shape_ok = len(graph_shape) == 1 + len(wanted) and all(
+            got is None or got == want for got, want in zip(graph_shape[1:], wanted, strict=True)
+        )
+        if output.type != "tensor(float)" or not shape_ok:
+            raise ModelError(
+                f"'{path.name}': layer '{layer.name}' should give float maps of {(None, *wanted)}, but the graph "
+                f"gives {output.type} {output.shape}. {mismatch}"
+            )
 
 
 def _read_spec(session, path: Path) -> ModelSpec:
@@ -300,6 +394,10 @@ def _session_options(quiet: bool):
     options = ort.SessionOptions()
     threads = os.environ.get(THREADS_ENV, "").strip()
     if threads:
+        if not threads.isdigit():
+            raise ModelError(
+                f"{THREADS_ENV} must be a whole number of threads (0 = ONNX Runtime decides), not {threads!r}."
+            )
         options.intra_op_num_threads = int(threads)
     options.log_severity_level = 3 if quiet else 2
     return options
@@ -322,9 +420,11 @@ def load_model(path: str | os.PathLike | None = None, provider: str = "auto") ->
     if path is None or str(path) == "":
         path = os.environ.get(MODEL_ENV, "").strip() or DEFAULT_MODEL_PATH
     path = Path(path).expanduser()
-    provider = (os.environ.get(PROVIDER_ENV, "").strip() or provider).lower()
-    if provider not in ("auto", "cpu", "cuda"):
-        raise ModelError(f"Unknown provider '{provider}': use auto, cpu or cuda.")
+    provider = os.environ.get(PROVIDER_ENV, "").strip() or provider
+    if not isinstance(provider, str) or provider.lower() not in ("auto", "cpu", "cuda"):
+        source = f" (from {PROVIDER_ENV})" if os.environ.get(PROVIDER_ENV, "").strip() else ""
+        raise ModelError(f"Unknown provider {provider!r}{source}: use auto, cpu or cuda.")
+    provider = provider.lower()
     if not path.is_file():
         raise ModelError(f"No model file at '{path}'. {_REBUILD_HINT}")
     note = ""
@@ -336,10 +436,10 @@ def load_model(path: str | os.PathLike | None = None, provider: str = "auto") ->
     elif provider == "auto":
         use_cuda = cuda_usable()
     if use_cuda and hasattr(ort, "preload_dlls"):
-        try:
-            ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels, when installed
-        except Exception:  # noqa: BLE001 - a failed preload just means CUDA may not start
-            pass
+        # CUDA/cuDNN from the nvidia-* wheels, when installed; a failed preload only
+        # means CUDA may not start, which the provider check below reports.
+        with contextlib.suppress(Exception):
+            ort.preload_dlls()
     providers = (["CUDAExecutionProvider"] if use_cuda else []) + ["CPUExecutionProvider"]
     try:
         session = ort.InferenceSession(
@@ -353,14 +453,4 @@ def load_model(path: str | os.PathLike | None = None, provider: str = "auto") ->
     spec = _read_spec(session, path)
     if use_cuda and session.get_providers()[0] != "CUDAExecutionProvider":
         note = "A GPU was found but ONNX Runtime's CUDA provider did not start (CUDA 13 or cuDNN 9 missing?); running on the CPU."
-    inputs = session.get_inputs()
-    if len(inputs) != 1 or inputs[0].name != spec.input_name:
-        raise ModelError(f"'{path.name}' must have one input called '{spec.input_name}'. {_REBUILD_HINT}")
-    declared = [d if isinstance(d, int) else None for d in inputs[0].shape]
-    expected = [None, spec.input.height, spec.input.width, spec.input.channels]
-    if declared[1:] != expected[1:]:
-        raise ModelError(
-            f"'{path.name}' says its input is {spec.input.height}x{spec.input.width}x{spec.input.channels}, "
-            f"but its graph takes {inputs[0].shape}. The file and its metadata do not match. {_REBUILD_HINT}"
-        )
     return FeatureModel(path, spec, session, provider_note=note)
