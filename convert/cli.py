@@ -175,8 +175,8 @@ def _parser() -> argparse.ArgumentParser:
 
     ranges = ", ".join(INPUT_RANGES)
     range_help = (
-        f"what the model's input expects: {ranges} (default 0..1, or 0..255 for a model that starts with its own "
-        "Rescaling layer)"
+        f"what the model's input expects: {ranges} (default 0..1, or 0..255 for a model that scales its input "
+        "with its own Rescaling layer)"
     )
     p = sub.add_parser("export", help="convert a Keras image classifier (.keras or .h5) to ONNX for featapp")
     p.add_argument("model", help="Keras model file (.keras or legacy .h5, Keras 2 or 3)")

@@ -75,7 +75,7 @@ _ACTIVATION_KINDS = {"ReLU": "relu", "Softmax": "softmax", "ELU": "elu", "LeakyR
 @dataclass
 class ExportOptions:
     """How to export. ``input_range`` is a key of :data:`INPUT_RANGES`; ``None`` means
-    ``"0..1"``, or ``"0..255"`` when the model starts with its own ``Rescaling`` layer."""
+    ``"0..1"``, or ``"0..255"`` when a ``Rescaling`` layer of the model reads its input."""
 
     class_names: tuple[str, ...] | None = None
     trunk: bool = False
@@ -424,7 +424,7 @@ def export_model(
         log(
             f"  left out {len(flat.dropped)} augmentation layer(s) that do nothing at inference: {', '.join(flat.dropped)}"
         )
-    default_range = "0..255" if flat.folded_rescaling else "0..1"
+    default_range = flat.default_input_range
     model_scaling = INPUT_RANGES[options.input_range or default_range]
     scale, offset = model_scaling
     if flat.folded_rescaling:
