@@ -112,11 +112,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from convert.evaluate import evaluate
     from convert.export import write_atomically
+    from featapp.dataset import Dataset
 
+    Dataset(args.data_dir).classes(args.split)  # fast refusals before TensorFlow loads
     if Path(args.model).suffix.lower() != ".onnx":
         from convert.inspect_keras import inspect_keras_file
 
         inspect_keras_file(args.model)
+        _log("Loading TensorFlow ...")
         _load_tensorflow(args.verbose)
     result = evaluate(
         args.model,
@@ -134,10 +137,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _snapshots(args: argparse.Namespace) -> int:
-    from convert.export_snapshots import export_snapshots
+    from convert.export_snapshots import export_snapshots, plan_snapshots
 
+    jobs = plan_snapshots(args.selection_dir, log=_log)  # fast refusals before TensorFlow loads
+    _log("Loading TensorFlow ...")
     _load_tensorflow(args.verbose)
-    export_snapshots(args.selection_dir, args.out, tolerance=args.tolerance, log=_log)
+    export_snapshots(args.selection_dir, args.out, tolerance=args.tolerance, log=_log, jobs=jobs)
     return 0
 
 
