@@ -54,9 +54,9 @@ class Evaluation:
         >>> print(Evaluation("m.onnx", "onnxruntime", "test", "d", ("cats", "dogs"), ((3, 1), (0, 4))).report())
         accuracy: 0.8750 (7 of 8 test images)
         confusion matrix (rows: true class, columns: predicted class):
-                   cats   dogs
-          cats        3      1
-          dogs        0      4
+                    cats   dogs
+          cats         3      1
+          dogs         0      4
         """
         width = max(6, *(len(name) for name in self.class_names)) + 1
         lines = [

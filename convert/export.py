@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from convert.errors import ConversionError
-from convert.flatten import FlatLayer, FlatModel, flatten_model
+from convert.flatten import FlatLayer, FlatModel, compute_in_float32, flatten_model
 from convert.inspect_keras import KerasFile, check_input_shapes, check_known_classes, inspect_keras_file
 from featapp.images import InputSpec
 from featapp.metadata import METADATA_KEY, LayerInfo, ModelSpec, with_receptive_fields
@@ -413,12 +413,17 @@ def export_model(
         output_count = 1
     if output_count != 1:
         raise ConversionError(f"'{name}' has {output_count} outputs; featapp needs a model with one classifier output.")
+    if options.trunk and options.class_names:
+        raise ConversionError("--class-names makes no sense with --trunk: a trunk has no classifier.")
     if options.input_range is not None and options.input_range not in INPUT_RANGES:
         raise ConversionError(f"unknown input range '{options.input_range}': use one of {', '.join(INPUT_RANGES)}.")
     _, height, width, channels = _input_shapes(model)[0]
     assert height is not None and width is not None and channels is not None
 
     log(f"Unpacking the layers of '{model.name}' (input {height}x{width}x{channels}) ...")
+    switched = compute_in_float32(model)
+    if switched:
+        log(f"  {len(switched)} layer(s) computed in half precision (mixed precision); exporting them in float32")
     flat = flatten_model(model, fold_rescaling=options.fold_rescaling)
     if flat.dropped:
         log(
@@ -453,10 +458,10 @@ def export_model(
                 f"the model's output comes from layer '{flat.layers[flat.output_index].name}', which is not its last layer."
             )
         output_activation, class_names = _class_names(infos[-1], options, log)
-    if options.trunk and options.class_names:
-        raise ConversionError("--class-names makes no sense with --trunk: a trunk has no classifier.")
 
     extra: dict[str, Any] = {"trunk": bool(options.trunk)}
+    if switched:
+        extra["float32_instead_of_mixed_precision"] = switched
     if flat.dropped:
         extra["dropped_layers"] = list(flat.dropped)
     if flat.folded_rescaling:

@@ -221,6 +221,40 @@ def _unique_names(layers: list[FlatLayer]) -> None:
             layer.name = f"{layer.name}_{seen[layer.name] + (layer.name == 'input')}"
 
 
+def _all_layers(model) -> list:
+    import keras
+
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found.extend(_all_layers(layer))
+    return found
+
+
+def compute_in_float32(model) -> list[str]:
+    """Switch layers that compute in float16/bfloat16 (a mixed-precision model) to float32.
+
+    Mixed precision keeps the weights in float32 and only computes in half precision, for
+    speed on GPUs; ONNX Runtime's CPU kernels have no half-precision convolutions, and
+    students should see the most precise maps. The weights stay as they are. Returns the
+    names of the switched layers. A model whose *weights* are half precision is refused.
+    """
+    switched = []
+    for layer in _all_layers(model):
+        policy = getattr(layer, "dtype_policy", None)
+        if policy is None or policy.compute_dtype in (None, "float32"):
+            continue
+        if policy.variable_dtype not in (None, "float32"):
+            raise ConversionError(
+                f"layer '{layer.name}' stores its weights as {policy.variable_dtype}; featapp needs a float32 model: "
+                "rebuild it with float32 layers and copy the weights in (set_weights) before saving."
+            )
+        layer.dtype_policy = "float32"
+        switched.append(layer.name)
+    return switched
+
+
 def flatten_model(model, fold_rescaling: bool = True) -> FlatModel:
     """Replay ``model`` on a new input called ``input`` and record every layer's output."""
     import keras

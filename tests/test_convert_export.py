@@ -330,6 +330,31 @@ def test_keras2_files_written_by_tf_keras(tmp_path):
                 assert len(spec.extra["dropped_layers"]) == 2 and spec.input_scale == pytest.approx(1 / 255)
 
 
+def test_mixed_precision_model_is_exported_in_float32(tmp_path):
+    from convert.flatten import compute_in_float32
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = lecture_like()
+        model.save(tmp_path / "mixed.keras")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    spec, lines = _export(tmp_path / "mixed.keras", tmp_path / "mixed.onnx")
+    assert "conv2d" in spec.extra["float32_instead_of_mixed_precision"]
+    assert any("half precision" in line for line in lines)
+    reference = keras.saving.load_model(tmp_path / "mixed.keras")
+    assert reference.get_layer("conv2d").dtype_policy.compute_dtype == "bfloat16"
+    images = uint8_images((32, 32, 3))
+    x = images.astype(np.float32) / 255
+    in_bfloat16 = keras.ops.convert_to_numpy(reference(x, training=False)).astype(np.float32)
+    compute_in_float32(reference)
+    in_float32 = keras.ops.convert_to_numpy(reference(x, training=False))
+    assert in_float32.dtype == np.float32
+    got = load_model(tmp_path / "mixed.onnx", provider="cpu").activations(images, layers=["dense_1"])["dense_1"]
+    assert np.allclose(got, in_float32, atol=1e-6)
+    assert np.allclose(got, in_bfloat16, atol=0.05)  # the same model, only computed more precisely
+
+
 def _multi_input():
     from keras import layers
 
