@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -121,12 +122,14 @@ def load_keras_file(info: KerasFile):
     try:
         if info.is_keras2:
             return load_keras2_file(info.path, info.container)
-        # Keras picks the reader by the file's extension, so give it the one that matches the content.
-        suffix = ".keras" if info.container == "zip" else ".h5"
+        # Keras picks the reader by the file's extension: give it one that matches the content.
+        suffixes = (".keras",) if info.container == "zip" else (".h5", ".hdf5")
+        if info.path.name.lower().endswith(suffixes):
+            return keras.saving.load_model(str(info.path), compile=False)
         with tempfile.TemporaryDirectory(prefix="featapp-load-") as folder:
-            link = Path(folder) / f"model{suffix}"
-            link.symlink_to(info.path.resolve())
-            return keras.saving.load_model(str(link), compile=False)
+            copy = Path(folder) / f"model{suffixes[0]}"
+            shutil.copyfile(info.path, copy)
+            return keras.saving.load_model(str(copy), compile=False)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, OSError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         raise ConversionError(f"Keras could not load '{info.path.name}' ({info.format_text}): {first}") from err

@@ -126,6 +126,18 @@ def test_legacy_h5_written_by_keras3(tmp_path):
     assert np.allclose(got, want, atol=1e-6)
 
 
+def test_files_are_read_by_their_content_not_their_name(tmp_path):
+    model = lecture_like()
+    model.save(tmp_path / "real.keras")
+    model.save(tmp_path / "real.h5")
+    (tmp_path / "real.keras").rename(tmp_path / "zip_named.h5")
+    (tmp_path / "real.h5").rename(tmp_path / "hdf5_named.model")
+    for name, kind in [("zip_named.h5", ".keras file"), ("hdf5_named.model", "HDF5")]:
+        spec, _ = _export(tmp_path / name, tmp_path / f"{name}.onnx")
+        assert kind in spec.extra["source_format"]
+        assert [layer.name for layer in spec.layers][-1] == "dense_1"
+
+
 def test_receptive_fields_match_what_the_network_really_sees(tmp_path):
     """Changing pixels outside a cell's receptive box never changes the cell; the box's corner pixel does."""
     model = grayscale_nonsquare()
