@@ -1,10 +1,25 @@
-"""Command line of the converter pipeline."""
+"""Command line of the converter pipeline.
+
+``python -m convert train DATA_DIR``        train the lecture's model
+``python -m convert evaluate MODEL``        accuracy and confusion matrix on a split
+``python -m convert export MODEL --out F``  Keras -> ONNX for featapp
+``python -m convert snapshots RUN/selection --out models/snapshots``
+
+``evaluate``, ``export`` and ``snapshots`` report a problem with their input as one
+line on stderr (``error: ...``) and exit with status 1; ``--verbose`` adds the
+traceback and TensorFlow's own log.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
+import traceback
+import warnings
+from collections.abc import Iterator
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -28,8 +43,122 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m convert", description=__doc__)
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+@contextlib.contextmanager
+def _quiet_stderr(verbose: bool) -> Iterator[None]:
+    """Hold back what TensorFlow's C++ side writes to stderr while it loads (CUDA probes,
+    absl notices); it is shown after all if the import fails, and always with --verbose."""
+    if verbose:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            capture.seek(0)
+            sys.stderr.write(capture.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _load_tensorflow(verbose: bool) -> None:
+    """Import TensorFlow, Keras and tf2onnx; without --verbose, only their errors are shown."""
+    if not verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        # Keras and TensorFlow warn about their own internals (deprecations, legacy
+        # arguments in old model files); nothing a user converting a model can act on.
+        for module in ("keras", "tensorflow", "tf2onnx", "tf_keras", "absl", "google"):
+            warnings.filterwarnings("ignore", module=rf"{module}(\.|$)")
+    with _quiet_stderr(verbose):
+        import keras  # noqa: F401
+        import tensorflow as tf
+        import tf2onnx
+
+    if not verbose:
+        import logging
+
+        tf.get_logger().setLevel(logging.ERROR)
+        tf2onnx.logging.set_level(logging.ERROR)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from convert.export import ExportOptions, export
+    from convert.inspect_keras import inspect_keras_file
+
+    inspect_keras_file(args.model)  # fast refusals before TensorFlow loads
+    _log("Loading TensorFlow ...")
+    _load_tensorflow(args.verbose)
+    options = ExportOptions(
+        class_names=tuple(args.class_names) if args.class_names else None,
+        trunk=args.trunk,
+        input_range=args.input_range,
+        tolerance=args.tolerance,
+    )
+    export(args.model, args.out, options, log=_log)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from convert.evaluate import evaluate
+    from convert.export import write_atomically
+    from featapp.dataset import Dataset
+
+    Dataset(args.data_dir).classes(args.split)  # fast refusals before TensorFlow loads
+    if Path(args.model).suffix.lower() != ".onnx":
+        from convert.inspect_keras import inspect_keras_file
+
+        inspect_keras_file(args.model)
+        _log("Loading TensorFlow ...")
+        _load_tensorflow(args.verbose)
+    result = evaluate(
+        args.model,
+        split=args.split,
+        data_dir=args.data_dir,
+        input_range=args.input_range,
+        limit_per_class=args.limit_per_class,
+        log=_log,
+    )
+    print(result.report(), flush=True)
+    if args.json:
+        write_atomically(Path(args.json), result.to_json().encode())
+        _log(f"Wrote {args.json}")
+    return 0
+
+
+def _snapshots(args: argparse.Namespace) -> int:
+    from convert.export_snapshots import export_snapshots, plan_snapshots
+
+    jobs = plan_snapshots(args.selection_dir, log=_log)  # fast refusals before TensorFlow loads
+    _log("Loading TensorFlow ...")
+    _load_tensorflow(args.verbose)
+    export_snapshots(args.selection_dir, args.out, tolerance=args.tolerance, log=_log, jobs=jobs)
+    return 0
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from convert.errors import ConversionError
+    from featapp.dataset import DatasetError
+    from featapp.images import ImageError
+    from featapp.model import ModelError
+
+    return (ConversionError, ModelError, DatasetError, ImageError)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from convert.export import INPUT_RANGES
+
+    parser = argparse.ArgumentParser(prog="python -m convert", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train the lecture's cats-vs-dogs convnet")
@@ -39,14 +168,74 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--bfloat16", action="store_true", help="train in bfloat16 mixed precision (fast only on CPUs with native bfloat16)")
+    p.add_argument(
+        "--bfloat16",
+        action="store_true",
+        help="train in bfloat16 mixed precision (fast only on CPUs with native bfloat16)",
+    )
     p.add_argument("--refit", action="store_true", help="after choosing the epoch, fit again on train+validation")
     p.add_argument("--limit-per-class", type=int, default=None, help="use only the first N images per class")
     p.add_argument("--snapshot-epochs", type=int, nargs="*", default=[0, 1, 2, 5, 10])
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_train, handles_errors=False)
 
-    args = parser.parse_args(argv)
-    return args.func(args)
+    ranges = ", ".join(INPUT_RANGES)
+    range_help = (
+        f"what the model's input expects: {ranges} (default 0..1, or 0..255 for a model that scales its input "
+        "with its own Rescaling layer)"
+    )
+    p = sub.add_parser("export", help="convert a Keras image classifier (.keras or .h5) to ONNX for featapp")
+    p.add_argument("model", help="Keras model file (.keras or legacy .h5, Keras 2 or 3)")
+    p.add_argument("--out", required=True, help="ONNX file to write (written only if verification passes)")
+    p.add_argument(
+        "--class-names",
+        nargs="+",
+        metavar="NAME",
+        help="class names in output order; for one sigmoid unit NEGATIVE POSITIVE (default: cat dog); "
+        "for softmax one per class (default: class 0, class 1, ...)",
+    )
+    p.add_argument("--trunk", action="store_true", help="export only the input through the last layer with 2-D maps")
+    p.add_argument("--input-range", choices=list(INPUT_RANGES), help=range_help)
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="largest error allowed in verification, relative to each layer's largest value (default 1e-4)",
+    )
+    p.add_argument("--verbose", action="store_true", help="show tracebacks and TensorFlow's log")
+    p.set_defaults(func=_export, handles_errors=True)
+
+    p = sub.add_parser("evaluate", help="accuracy and confusion matrix of a .keras/.h5 or .onnx model on a split")
+    p.add_argument("model", help="a Keras file (.keras/.h5) or a converted .onnx")
+    p.add_argument("--split", default="test", help="split folder to evaluate on (default: test)")
+    p.add_argument(
+        "--data-dir", default=None, help="dataset folder (default: $FEATAPP_DATA_DIR, else data/cats_vs_dogs)"
+    )
+    p.add_argument("--input-range", choices=list(INPUT_RANGES), help=range_help + "; Keras models only")
+    p.add_argument("--limit-per-class", type=int, default=None, help="use only the first N images of each class")
+    p.add_argument("--json", default=None, help="also write the result to this JSON file")
+    p.add_argument("--verbose", action="store_true", help="show tracebacks and TensorFlow's log")
+    p.set_defaults(func=_evaluate, handles_errors=True)
+
+    p = sub.add_parser("snapshots", help="export a training run's snapshots as trunk-only ONNX files")
+    p.add_argument("selection_dir", help="the run's selection folder, e.g. runs/cats_dogs_small/selection")
+    p.add_argument("--out", default="models/snapshots", help="output folder (default: models/snapshots)")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="as for export")
+    p.add_argument("--verbose", action="store_true", help="show tracebacks and TensorFlow's log")
+    p.set_defaults(func=_snapshots, handles_errors=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not args.handles_errors:
+        return args.func(args)
+    try:
+        return args.func(args)
+    except _user_errors() as err:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,43 +2,88 @@
 
 ``python -m convert export MODEL.keras --out MODEL.onnx``
 
-* Every layer's output is a graph output named after the layer; the input is ``input``.
-* 4-D outputs are NCHW (``outputs_as_nchw``): ONNX Runtime's convolutions are NCHW, so
-  the graph needs no transposes and runs faster; featapp returns maps in this layout.
+* The input is ``input``: float32 NHWC, ``uint8 pixels * input_scale + input_offset``.
+* Every layer's output is a graph output named after the layer (nested models are
+  unpacked, see :mod:`convert.flatten`); opset 17.
+* 4-D outputs are NCHW (:data:`featapp.metadata.SPATIAL_LAYOUT`): ONNX Runtime's
+  convolutions are NCHW, so the graph needs no transposes inside and runs faster, and
+  ``maps[i, c]`` is a 2-D map.
 * The featapp metadata (:mod:`featapp.metadata`) goes into ``metadata_props``.
-* Before writing, ONNX Runtime is compared with Keras on every output; the file is
-  written atomically, and only when they agree.
+* Before writing, ONNX Runtime is compared with Keras on every output, and the flat
+  graph with the original model; the file is written atomically, and only when all agree.
+
+From Python, for models with custom layers the command line cannot load::
+
+    model = keras.saving.load_model("model.keras", custom_objects={"MyLayer": MyLayer})
+    export_model(model, "model.onnx", ExportOptions(class_names=("cat", "dog")))
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import shutil
 import tempfile
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
+from convert.errors import ConversionError
+from convert.flatten import FlatLayer, FlatModel, compute_in_float32, flatten_model
+from convert.inspect_keras import KerasFile, check_input_shapes, check_known_classes, inspect_keras_file
 from featapp.images import InputSpec
 from featapp.metadata import METADATA_KEY, LayerInfo, ModelSpec, with_receptive_fields
 
+__all__ = [
+    "ConversionError",
+    "ExportOptions",
+    "INPUT_RANGES",
+    "OPSET",
+    "export",
+    "export_model",
+    "load_keras_file",
+    "verification_images",
+    "write_atomically",
+]
+
 OPSET = 17
 
+INPUT_RANGES: dict[str, tuple[float, float]] = {
+    "0..1": (1 / 255, 0.0),
+    "0..255": (1.0, 0.0),
+    "-1..1": (2 / 255, -1.0),
+}
+"""What the model's input expects, as ``(scale, offset)`` applied to uint8 pixels."""
 
-class ConversionError(Exception):
-    """A model that cannot be converted, with a one-line message for the user."""
+# Layers whose geometry featapp.geometry follows, and the config key of their window.
+_GEOMETRY_KEYS = {
+    "Conv2D": "kernel_size",
+    "SeparableConv2D": "kernel_size",
+    "DepthwiseConv2D": "kernel_size",
+    "MaxPooling2D": "pool_size",
+    "AveragePooling2D": "pool_size",
+}
+# Config keys of layers that move pixels in ways the receptive-field numbers cannot describe.
+_OPAQUE_KEYS = ("kernel_size", "pool_size", "strides", "size", "cropping", "padding", "target_shape", "height")
+_ACTIVATION_KINDS = {"ReLU": "relu", "Softmax": "softmax", "ELU": "elu", "LeakyReLU": "leaky_relu", "PReLU": "prelu"}
 
 
 @dataclass
 class ExportOptions:
+    """How to export. ``input_range`` is a key of :data:`INPUT_RANGES`; ``None`` means
+    ``"0..1"``, or ``"0..255"`` when a ``Rescaling`` layer of the model reads its input."""
+
     class_names: tuple[str, ...] | None = None
-    trunk_only: bool = False
-    input_scale: float = 1 / 255
-    input_offset: float = 0.0
-    extra: dict | None = None
-    verify_tolerance: float = 1e-4
+    trunk: bool = False
+    input_range: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    tolerance: float = 1e-4
+    fold_rescaling: bool = True
 
 
 def sha256_file(path: Path) -> str:
@@ -66,156 +111,262 @@ def converter_versions() -> dict[str, str]:
     }
 
 
-def load_keras_model(path: Path):
+# -- loading ------------------------------------------------------------------------------
+def load_keras_file(info: KerasFile):
+    """Load an inspected file with Keras 3, through a patched copy for Keras-2 files."""
     import keras
 
-    if not path.is_file():
-        raise ConversionError(f"No such file: {path}")
+    from convert.keras_compat import load_keras2_file
+
+    check_known_classes(info, is_known=lambda name: isinstance(getattr(keras.layers, name, None), type))
     try:
-        return keras.saving.load_model(str(path), compile=False)
-    except Exception as err:  # noqa: BLE001
-        raise ConversionError(f"'{path}' could not be loaded as a Keras model: {err}") from None
+        if info.is_keras2:
+            return load_keras2_file(info.path, info.container)
+        # Keras picks the reader by the file's extension: give it one that matches the content.
+        suffixes = (".keras",) if info.container == "zip" else (".h5", ".hdf5")
+        if info.path.name.lower().endswith(suffixes):
+            return keras.saving.load_model(str(info.path), compile=False)
+        with tempfile.TemporaryDirectory(prefix="featapp-load-") as folder:
+            copy = Path(folder) / f"model{suffixes[0]}"
+            shutil.copyfile(info.path, copy)
+            return keras.saving.load_model(str(copy), compile=False)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OSError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise ConversionError(f"Keras could not load '{info.path.name}' ({info.format_text}): {first}") from err
 
 
-def flat_layers(model) -> list:
-    """Layers in order, with nested models replaced by their own layers."""
-    import keras
+def _input_shapes(model) -> list[tuple[int | None, ...]]:
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if not inputs:
+        raise ConversionError(
+            f"'{model.name}' has no defined input (a Sequential model that was never built): "
+            "start it with keras.Input(shape=(height, width, channels)) and save it again."
+        )
+    return [tuple(None if d is None else int(d) for d in tensor.shape) for tensor in inputs]
 
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            found.extend(flat_layers(layer))
-        elif not isinstance(layer, keras.layers.InputLayer):
-            found.append(layer)
-    return found
 
-
-def _pair(value) -> tuple[int, int] | None:
+# -- describing the layers -------------------------------------------------------------------
+def _pair(value: Any) -> tuple[int, int] | None:
     if value is None:
         return None
-    if isinstance(value, int):
-        return (value, value)
+    if isinstance(value, (int, np.integer)):
+        return (int(value), int(value))
     return (int(value[0]), int(value[1]))
 
 
-def describe_layer(layer, output_shape: tuple[int, ...]) -> LayerInfo:
-    config = layer.get_config()
-    kernel = _pair(config.get("kernel_size") or config.get("pool_size"))
-    stride = _pair(config.get("strides")) if kernel else None
+def _config(op) -> dict[str, Any]:
+    try:
+        config = op.get_config()
+    except NotImplementedError:
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def describe_layer(layer: FlatLayer) -> tuple[LayerInfo, bool]:
+    """The layer's :class:`LayerInfo`, and whether its geometry is opaque to receptive fields."""
+    import keras
+
+    config = _config(layer.op)
+    kind = layer.kind
+    shape = tuple(layer.output.shape[1:])
+    if any(d is None for d in shape):
+        raise ConversionError(f"layer '{layer.name}' ({kind}) has an output of unknown size {shape}.")
+    channels_last = config.get("data_format", "channels_last") in (None, "channels_last")
+    kernel = stride = padding = dilation = None
+    key = _GEOMETRY_KEYS.get(kind)
+    if key and channels_last:
+        kernel = _pair(config.get(key))
+        stride = _pair(config.get("strides")) or kernel
+        padding = str(config.get("padding", "valid")).lower()
+        dilation = _pair(config.get("dilation_rate")) if key == "kernel_size" else None
+    opaque = len(shape) == 3 and kernel is None and any(k in config for k in _OPAQUE_KEYS)
     activation = config.get("activation")
-    return LayerInfo(
+    if not isinstance(activation, str):
+        activation = _ACTIVATION_KINDS.get(kind)
+    params = int(layer.op.count_params()) if isinstance(layer.op, keras.layers.Layer) and layer.op.built else 0
+    info = LayerInfo(
         name=layer.name,
-        kind=type(layer).__name__,
-        output_shape=tuple(int(d) for d in output_shape),
-        params=int(layer.count_params()),
+        kind=kind,
+        output_shape=tuple(int(d) for d in shape),
+        params=params,
         kernel=kernel,
         stride=stride,
-        padding=config.get("padding") if kernel else None,
-        activation=activation if isinstance(activation, str) else None,
+        padding=padding,
+        activation=activation,
+        dilation=dilation,
+    )
+    return info, opaque
+
+
+def describe_layers(flat: FlatModel, input_hw: tuple[int, int]) -> tuple[LayerInfo, ...]:
+    described = [describe_layer(layer) for layer in flat.layers]
+    opaque = {info.name for info, is_opaque in described if is_opaque}
+    return with_receptive_fields(
+        [info for info, _ in described], input_hw, inputs=[layer.inputs for layer in flat.layers], opaque=opaque
     )
 
 
-def build_activation_model(model, trunk_only: bool = False):
-    """A Keras model whose outputs are every (flattened) layer's output."""
-    import keras
+def _class_names(
+    last: LayerInfo, options: ExportOptions, log: Callable[[str], None]
+) -> tuple[str | None, tuple[str, ...]]:
+    activation = last.activation if not last.is_spatial and last.activation in ("sigmoid", "softmax") else None
+    given = tuple(options.class_names) if options.class_names else None
+    if activation is None:
+        if given:
+            raise ConversionError(
+                f"--class-names was given, but the last layer '{last.name}' ({last.kind}, activation "
+                f"{last.activation or 'none'}) is not a sigmoid or softmax classifier."
+            )
+        log(
+            f"Note: the last layer '{last.name}' has no sigmoid or softmax; the model will show feature maps, "
+            "but featapp will not predict classes with it."
+        )
+        return None, ()
+    units = last.channels
+    if activation == "sigmoid" and units == 1:
+        names = given or ("cat", "dog")
+        if len(names) != 2:
+            raise ConversionError(
+                f"the model ends in one sigmoid unit, so it needs 2 class names (negative, positive), not {len(names)}."
+            )
+        return activation, names
+    names = given or tuple(f"class {i}" for i in range(units))
+    if len(names) != units:
+        raise ConversionError(f"the model has {units} output classes, but {len(names)} class names were given.")
+    return activation, names
 
-    layers = flat_layers(model)
-    if trunk_only:
-        last_spatial = max(i for i, layer in enumerate(layers) if len(layer.output.shape) == 4)
-        layers = layers[: last_spatial + 1]
-    inputs = keras.Input(shape=model.inputs[0].shape[1:], name="input", dtype="float32")
-    x = inputs
-    outputs = []
-    for layer in layers:
-        x = layer(x)
-        outputs.append(x)
-    return keras.Model(inputs, outputs, name=f"{model.name}_activations"), layers
 
-
-def export(
-    keras_path: Path,
-    onnx_path: Path,
-    options: ExportOptions | None = None,
-    log: Callable[[str], None] = print,
-) -> ModelSpec:
-    import onnx
+# -- conversion ------------------------------------------------------------------------------
+def to_onnx(flat: FlatModel, count: int, input_shape: tuple[int, int, int], nchw: list[str]):
+    """The first ``count`` flat layers as an ONNX graph with one output per layer."""
     import tensorflow as tf
     import tf2onnx
 
-    options = options or ExportOptions()
-    keras_path, onnx_path = Path(keras_path), Path(onnx_path)
-    log(f"Loading {keras_path} ...")
-    model = load_keras_model(keras_path)
-    height, width, channels = (int(d) for d in model.inputs[0].shape[1:])
-    activation_model, layers = build_activation_model(model, options.trunk_only)
-    shapes = [tuple(int(d) for d in out.shape[1:]) for out in activation_model.outputs]
-    infos = [describe_layer(layer, shape) for layer, shape in zip(layers, shapes)]
-    infos = list(with_receptive_fields(infos, (height, width)))
-    last_activation = infos[-1].activation if not infos[-1].is_spatial else None
-    output_activation = last_activation if last_activation in ("sigmoid", "softmax") else None
-    class_names = options.class_names or (("cat", "dog") if output_activation == "sigmoid" else ())
-    spec = ModelSpec(
-        input=InputSpec(height, width, channels),
-        layers=tuple(infos),
-        input_scale=options.input_scale,
-        input_offset=options.input_offset,
-        output_activation=output_activation,
-        class_names=tuple(class_names),
-        source_file=keras_path.name,
-        source_sha256=sha256_file(keras_path),
-        versions=converter_versions(),
-        extra=dict(options.extra or {}),
-    )
+    activation_model = flat.keras_model(count)
+    names = flat.names[:count]
 
-    log(f"Converting {len(layers)} layers to ONNX (opset {OPSET}) ...")
-    signature = (tf.TensorSpec((None, height, width, channels), tf.float32, name="input"),)
-    nchw = [layer.name for layer, shape in zip(layers, shapes) if len(shape) == 3]
-    proto, _ = tf2onnx.convert.from_keras(
-        activation_model, input_signature=signature, opset=OPSET, outputs_as_nchw=nchw
-    )
-    output_names = [o.name for o in proto.graph.output]
-    for name in output_names:
-        if name not in {layer.name for layer in layers}:
-            raise ConversionError(f"tf2onnx named an output '{name}', which is not a layer name")
-    del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, spec.to_json()
-    onnx.checker.check_model(proto)
+    @tf.function
+    def activations(x):
+        outputs = activation_model(x, training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return dict(zip(names, outputs, strict=True))
 
-    log("Verifying ONNX Runtime against Keras on every output ...")
-    verify(activation_model, proto, [layer.name for layer in layers], (height, width, channels), options, log)
-
-    write_atomically(onnx_path, proto.SerializeToString())
-    log(f"Wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB)")
-    return spec
+    signature = [tf.TensorSpec((None, *input_shape), tf.float32, name="input")]
+    try:
+        proto, _ = tf2onnx.convert.from_function(
+            activations, input_signature=signature, opset=OPSET, outputs_as_nchw=nchw
+        )
+    except Exception as err:  # noqa: BLE001 - tf2onnx raises many types; the cause stays chained
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise ConversionError(f"tf2onnx could not convert the model: {first}") from err
+    # tf2onnx orders outputs by name; put them in layer order, and name the batch axis.
+    by_name = {output.name: output for output in proto.graph.output}
+    if set(by_name) != set(names) or [i.name for i in proto.graph.input] != ["input"]:
+        raise ConversionError(
+            f"tf2onnx produced inputs {[i.name for i in proto.graph.input]} and outputs {sorted(by_name)}, "
+            f"not 'input' and the layer names {names}."
+        )
+    ordered = [by_name[name] for name in names]
+    del proto.graph.output[:]
+    proto.graph.output.extend(ordered)
+    for value in [*proto.graph.input, *proto.graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    return proto
 
 
-def verify(activation_model, proto, names, shape, options: ExportOptions, log) -> None:
+def verification_images(height: int, width: int, channels: int, seed: int = 0) -> np.ndarray:
+    """uint8 test batch: uniform noise, two photo-like scenes (smooth shading, edges, texture), flat grey.
+
+    >>> verification_images(8, 6, 3).shape, verification_images(8, 6, 3).dtype
+    ((4, 8, 6, 3), dtype('uint8'))
+    """
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, 256, (height, width, channels))
+    yy, xx = np.mgrid[0:height, 0:width] / max(height, width, 1)
+    scenes = []
+    for k in range(2):
+        shade = np.stack([0.5 + 0.4 * np.sin(3 * xx + c + k) * np.cos(2 * yy - c) for c in range(channels)], axis=-1)
+        for _ in range(4):  # a few flat-coloured blobs with hard edges
+            cy, cx, ry, rx = rng.random(4) * [1, 1, 0.3, 0.3] + [0, 0, 0.05, 0.05]
+            inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+            shade[inside] = rng.random(channels)
+        texture = rng.normal(0, 0.03, shade.shape)
+        scenes.append(np.clip(shade + texture, 0, 1) * 255)
+    grey = np.full((height, width, channels), 128)
+    return np.stack([noise, *scenes, grey]).round().astype(np.uint8)
+
+
+def _relative_error(want: np.ndarray, got: np.ndarray) -> float:
+    # Scaled to the layer's own magnitude; the floor keeps an all-zero layer from dividing by zero.
+    scale = max(float(np.abs(want).max()), 1e-3)
+    return float(np.abs(want.astype(np.float64) - got.astype(np.float64)).max()) / scale
+
+
+def verify(
+    model,
+    flat: FlatModel,
+    proto,
+    names: list[str],
+    spec: ModelSpec,
+    model_scaling: tuple[float, float],
+    tolerance: float,
+    log: Callable[[str], None],
+) -> dict[str, float]:
+    """Compare ONNX Runtime with the flat Keras graph on every output, and the flat graph
+    with the original model on its output. Raises :class:`ConversionError` when they disagree."""
+    import keras
     import onnxruntime as ort
 
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    height, width, channels = shape
-    # Random noise, and a smooth image that looks more like a photo (gradients, blobs).
-    yy, xx = np.mgrid[0:height, 0:width] / max(height, width)
-    smooth = np.stack([np.sin(3 * xx + c) * np.cos(2 * yy - c) for c in range(channels)], axis=-1) * 0.5 + 0.5
-    batch = np.concatenate([rng.random((3, height, width, channels)), smooth[None]]).astype(np.float32)
-    expected = activation_model.predict(batch, verbose=0)
-    actual = session.run(names, {"input": batch})
-    for name, want, got in zip(names, expected, actual):
-        if want.ndim == 4:
-            want = np.transpose(want, (0, 3, 1, 2))
-        scale = max(float(np.abs(want).max()), 1e-6)
-        error = float(np.abs(want - got).max()) / scale
-        if error > options.verify_tolerance:
+    images = verification_images(spec.input.height, spec.input.width, spec.input.channels)
+    fed = images.astype(np.float32) * np.float32(spec.input_scale) + np.float32(spec.input_offset)
+    original_input = images.astype(np.float32) * np.float32(model_scaling[0]) + np.float32(model_scaling[1])
+    try:
+        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001 - ORT raises its own exception types; the cause stays chained
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise ConversionError(f"ONNX Runtime cannot run the converted graph ({first}); nothing written.") from err
+    got = dict(zip(names, session.run(names, {"input": fed}), strict=True))
+    reference = flat.keras_model()(fed, training=False)
+    reference = reference if isinstance(reference, (list, tuple)) else [reference]
+    want = {layer.name: keras.ops.convert_to_numpy(value) for layer, value in zip(flat.layers, reference, strict=True)}
+    errors: dict[str, float] = {}
+    for name in names:
+        expected = want[name]
+        if expected.ndim == 4:
+            expected = np.transpose(expected, (0, 3, 1, 2))
+        if got[name].shape != expected.shape:
             raise ConversionError(
-                f"ONNX Runtime and Keras disagree on layer '{name}' (relative error {error:.2e}); nothing written"
+                f"ONNX Runtime gives layer '{name}' the shape {got[name].shape}, Keras {expected.shape}; nothing written."
             )
-        log(f"  {name:20s} {str(got.shape[1:]):18s} max relative error {error:.1e}")
+        errors[name] = _relative_error(expected, got[name])
+        log(f"  {name:24s} {str(got[name].shape[1:]):18s} max error {errors[name]:.1e} of the layer's largest value")
+        if not errors[name] <= tolerance:
+            raise ConversionError(
+                f"ONNX Runtime and Keras disagree on layer '{name}' (error {errors[name]:.2e} of its largest value, "
+                f"tolerance {tolerance:.0e}); nothing written."
+            )
+    final = flat.layers[flat.output_index].name
+    with warnings.catch_warnings():
+        # Keras warns when a functional model saved with a list of inputs gets a bare tensor.
+        warnings.filterwarnings("ignore", message=".*structure", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Expected: ", category=UserWarning)
+        original = keras.ops.convert_to_numpy(model(original_input, training=False))
+    unpacked = _relative_error(original, want[final])
+    log(f"  unpacked graph vs the original model's output: max error {unpacked:.1e}")
+    if not unpacked <= tolerance:
+        raise ConversionError(
+            f"unpacking the model changed its output (error {unpacked:.2e}); this is a converter bug, please report it. "
+            "Nothing written."
+        )
+    return errors
 
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old file or none, never half a file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -223,7 +374,140 @@ def write_atomically(path: Path, data: bytes) -> None:
             tmp.write(data)
             tmp.flush()
             os.fsync(tmp.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp makes it private; a model file is for everyone to read
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+# -- the two entry points -----------------------------------------------------------------
+def export(
+    keras_path: str | os.PathLike,
+    onnx_path: str | os.PathLike,
+    options: ExportOptions | None = None,
+    log: Callable[[str], None] = print,
+) -> ModelSpec:
+    """Convert a ``.keras``/``.h5`` file; see the module docstring. Returns the metadata written."""
+    keras_path = Path(keras_path)
+    info = inspect_keras_file(keras_path)
+    log(f"Reading {keras_path} ({info.format_text}) ...")
+    model = load_keras_file(info)
+    return export_model(model, onnx_path, options, log, source=info)
+
+
+def export_model(
+    model,
+    onnx_path: str | os.PathLike,
+    options: ExportOptions | None = None,
+    log: Callable[[str], None] = print,
+    source: KerasFile | None = None,
+) -> ModelSpec:
+    """Convert an already loaded Keras 3 model (e.g. one with custom layers, loaded with ``custom_objects``)."""
+    import onnx
+
+    options = options or ExportOptions()
+    onnx_path = Path(onnx_path)
+    name = source.path.name if source else model.name
+    check_input_shapes(name, _input_shapes(model))
+    try:
+        output_count = len(model.outputs)
+    except (AttributeError, ValueError):
+        output_count = 1
+    if output_count != 1:
+        raise ConversionError(f"'{name}' has {output_count} outputs; featapp needs a model with one classifier output.")
+    if options.trunk and options.class_names:
+        raise ConversionError("--class-names makes no sense with --trunk: a trunk has no classifier.")
+    if options.input_range is not None and options.input_range not in INPUT_RANGES:
+        raise ConversionError(f"unknown input range '{options.input_range}': use one of {', '.join(INPUT_RANGES)}.")
+    _, height, width, channels = _input_shapes(model)[0]
+    assert height is not None and width is not None and channels is not None
+
+    log(f"Unpacking the layers of '{model.name}' (input {height}x{width}x{channels}) ...")
+    switched = compute_in_float32(model)
+    if switched:
+        log(f"  {len(switched)} layer(s) computed in half precision (mixed precision); exporting them in float32")
+    flat = flatten_model(model, fold_rescaling=options.fold_rescaling)
+    if flat.dropped:
+        log(
+            f"  left out {len(flat.dropped)} augmentation layer(s) that do nothing at inference: {', '.join(flat.dropped)}"
+        )
+    default_range = flat.default_input_range
+    model_scaling = INPUT_RANGES[options.input_range or default_range]
+    scale, offset = model_scaling
+    if flat.folded_rescaling:
+        layer_name, r_scale, r_offset = flat.folded_rescaling
+        scale, offset = model_scaling[0] * r_scale, model_scaling[1] * r_scale + r_offset
+        log(
+            f"  moved the leading Rescaling layer '{layer_name}' (x * {r_scale:.6g} + {r_offset:.6g}) into the input scaling"
+        )
+    log(
+        f"  input: uint8 pixels * {scale:.6g} + {offset:.6g} (the model expects {options.input_range or default_range})"
+    )
+
+    infos = describe_layers(flat, (height, width))
+    count = len(infos)
+    if options.trunk:
+        spatial = [i for i, info in enumerate(infos) if info.is_spatial]
+        if not spatial:
+            raise ConversionError(f"'{name}' has no layer with a 2-D feature map, so it has no trunk to export.")
+        count = spatial[-1] + 1
+        infos = infos[:count]
+        log(f"  trunk only: {count} layers, up to '{infos[-1].name}' ({infos[-1].shape_text})")
+        output_activation, class_names = None, ()
+    else:
+        if flat.output_index != count - 1:
+            raise ConversionError(
+                f"the model's output comes from layer '{flat.layers[flat.output_index].name}', which is not its last layer."
+            )
+        output_activation, class_names = _class_names(infos[-1], options, log)
+
+    extra: dict[str, Any] = {"trunk": bool(options.trunk)}
+    if switched:
+        extra["float32_instead_of_mixed_precision"] = switched
+    if flat.dropped:
+        extra["dropped_layers"] = list(flat.dropped)
+    if flat.folded_rescaling:
+        extra["folded_rescaling"] = {
+            "layer": flat.folded_rescaling[0],
+            "scale": flat.folded_rescaling[1],
+            "offset": flat.folded_rescaling[2],
+        }
+    if source:
+        extra["source_format"] = source.format_text
+    extra.update(options.extra)
+    spec = ModelSpec(
+        input=InputSpec(height, width, channels),
+        layers=tuple(infos),
+        input_scale=scale,
+        input_offset=offset,
+        output_activation=output_activation,
+        class_names=tuple(class_names),
+        source_file=source.path.name if source else "",
+        source_sha256=sha256_file(source.path) if source else "",
+        versions=converter_versions(),
+        extra=extra,
+    )
+
+    names = [info.name for info in infos]
+    nchw = [info.name for info in infos if info.is_spatial]
+    log(f"Converting {count} layers to ONNX (opset {OPSET}, maps as {spec.layout}) ...")
+    proto = to_onnx(flat, count, (height, width, channels), nchw)
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, spec.to_json()
+    onnx.checker.check_model(proto)
+
+    log(f"Verifying ONNX Runtime against Keras on every output ({len(verification_images(2, 2, 1))} test images) ...")
+    verify(model, flat, proto, names, spec, model_scaling, options.tolerance, log)
+
+    data = proto.SerializeToString()
+    write_atomically(onnx_path, data)
+    log(f"Wrote {onnx_path} ({_size_text(len(data))}, {sum(i.params for i in infos):,} parameters)")
+    return spec
+
+
+def _size_text(size: int) -> str:
+    if size < 1_000_000:
+        return f"{math.ceil(size / 1000)} kB"
+    return f"{size / 1e6:.1f} MB"
