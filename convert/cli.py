@@ -112,11 +112,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from convert.evaluate import evaluate
     from convert.export import write_atomically
+    from featapp.dataset import Dataset
 
+    Dataset(args.data_dir).classes(args.split)  # fast refusals before TensorFlow loads
     if Path(args.model).suffix.lower() != ".onnx":
         from convert.inspect_keras import inspect_keras_file
 
         inspect_keras_file(args.model)
+        _log("Loading TensorFlow ...")
         _load_tensorflow(args.verbose)
     result = evaluate(
         args.model,
@@ -134,10 +137,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _snapshots(args: argparse.Namespace) -> int:
-    from convert.export_snapshots import export_snapshots
+    from convert.export_snapshots import export_snapshots, plan_snapshots
 
+    jobs = plan_snapshots(args.selection_dir, log=_log)  # fast refusals before TensorFlow loads
+    _log("Loading TensorFlow ...")
     _load_tensorflow(args.verbose)
-    export_snapshots(args.selection_dir, args.out, tolerance=args.tolerance, log=_log)
+    export_snapshots(args.selection_dir, args.out, tolerance=args.tolerance, log=_log, jobs=jobs)
     return 0
 
 
@@ -175,8 +180,8 @@ def _parser() -> argparse.ArgumentParser:
 
     ranges = ", ".join(INPUT_RANGES)
     range_help = (
-        f"what the model's input expects: {ranges} (default 0..1, or 0..255 for a model that starts with its own "
-        "Rescaling layer)"
+        f"what the model's input expects: {ranges} (default 0..1, or 0..255 for a model that scales its input "
+        "with its own Rescaling layer)"
     )
     p = sub.add_parser("export", help="convert a Keras image classifier (.keras or .h5) to ONNX for featapp")
     p.add_argument("model", help="Keras model file (.keras or legacy .h5, Keras 2 or 3)")

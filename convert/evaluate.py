@@ -54,9 +54,9 @@ class Evaluation:
         >>> print(Evaluation("m.onnx", "onnxruntime", "test", "d", ("cats", "dogs"), ((3, 1), (0, 4))).report())
         accuracy: 0.8750 (7 of 8 test images)
         confusion matrix (rows: true class, columns: predicted class):
-                   cats   dogs
-          cats        3      1
-          dogs        0      4
+                    cats   dogs
+          cats         3      1
+          dogs         0      4
         """
         width = max(6, *(len(name) for name in self.class_names)) + 1
         lines = [
@@ -91,8 +91,8 @@ def _keras_predictor(path: Path, input_range: str | None, log: Callable[[str], N
     shapes = [tuple(None if d is None else int(d) for d in t.shape) for t in model.inputs]
     check_input_shapes(path.name, shapes)
     _, height, width, channels = shapes[0]
-    # The same rule as the exporter: a model that starts with Rescaling takes 0..255.
-    default_range = "0..255" if flatten_model(model).folded_rescaling else "0..1"
+    # The same rule as the exporter: a model that rescales its own input takes 0..255.
+    default_range = flatten_model(model).default_input_range
     scale, offset = INPUT_RANGES[input_range or default_range]
 
     def predict(batch: np.ndarray) -> np.ndarray:

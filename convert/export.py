@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from convert.errors import ConversionError
-from convert.flatten import FlatLayer, FlatModel, flatten_model
+from convert.flatten import FlatLayer, FlatModel, compute_in_float32, flatten_model
 from convert.inspect_keras import KerasFile, check_input_shapes, check_known_classes, inspect_keras_file
 from featapp.images import InputSpec
 from featapp.metadata import METADATA_KEY, LayerInfo, ModelSpec, with_receptive_fields
@@ -75,7 +76,7 @@ _ACTIVATION_KINDS = {"ReLU": "relu", "Softmax": "softmax", "ELU": "elu", "LeakyR
 @dataclass
 class ExportOptions:
     """How to export. ``input_range`` is a key of :data:`INPUT_RANGES`; ``None`` means
-    ``"0..1"``, or ``"0..255"`` when the model starts with its own ``Rescaling`` layer."""
+    ``"0..1"``, or ``"0..255"`` when a ``Rescaling`` layer of the model reads its input."""
 
     class_names: tuple[str, ...] | None = None
     trunk: bool = False
@@ -121,12 +122,14 @@ def load_keras_file(info: KerasFile):
     try:
         if info.is_keras2:
             return load_keras2_file(info.path, info.container)
-        # Keras picks the reader by the file's extension, so give it the one that matches the content.
-        suffix = ".keras" if info.container == "zip" else ".h5"
+        # Keras picks the reader by the file's extension: give it one that matches the content.
+        suffixes = (".keras",) if info.container == "zip" else (".h5", ".hdf5")
+        if info.path.name.lower().endswith(suffixes):
+            return keras.saving.load_model(str(info.path), compile=False)
         with tempfile.TemporaryDirectory(prefix="featapp-load-") as folder:
-            link = Path(folder) / f"model{suffix}"
-            link.symlink_to(info.path.resolve())
-            return keras.saving.load_model(str(link), compile=False)
+            copy = Path(folder) / f"model{suffixes[0]}"
+            shutil.copyfile(info.path, copy)
+            return keras.saving.load_model(str(copy), compile=False)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, OSError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         raise ConversionError(f"Keras could not load '{info.path.name}' ({info.format_text}): {first}") from err
@@ -413,18 +416,23 @@ def export_model(
         output_count = 1
     if output_count != 1:
         raise ConversionError(f"'{name}' has {output_count} outputs; featapp needs a model with one classifier output.")
+    if options.trunk and options.class_names:
+        raise ConversionError("--class-names makes no sense with --trunk: a trunk has no classifier.")
     if options.input_range is not None and options.input_range not in INPUT_RANGES:
         raise ConversionError(f"unknown input range '{options.input_range}': use one of {', '.join(INPUT_RANGES)}.")
     _, height, width, channels = _input_shapes(model)[0]
     assert height is not None and width is not None and channels is not None
 
     log(f"Unpacking the layers of '{model.name}' (input {height}x{width}x{channels}) ...")
+    switched = compute_in_float32(model)
+    if switched:
+        log(f"  {len(switched)} layer(s) computed in half precision (mixed precision); exporting them in float32")
     flat = flatten_model(model, fold_rescaling=options.fold_rescaling)
     if flat.dropped:
         log(
             f"  left out {len(flat.dropped)} augmentation layer(s) that do nothing at inference: {', '.join(flat.dropped)}"
         )
-    default_range = "0..255" if flat.folded_rescaling else "0..1"
+    default_range = flat.default_input_range
     model_scaling = INPUT_RANGES[options.input_range or default_range]
     scale, offset = model_scaling
     if flat.folded_rescaling:
@@ -453,10 +461,10 @@ def export_model(
                 f"the model's output comes from layer '{flat.layers[flat.output_index].name}', which is not its last layer."
             )
         output_activation, class_names = _class_names(infos[-1], options, log)
-    if options.trunk and options.class_names:
-        raise ConversionError("--class-names makes no sense with --trunk: a trunk has no classifier.")
 
     extra: dict[str, Any] = {"trunk": bool(options.trunk)}
+    if switched:
+        extra["float32_instead_of_mixed_precision"] = switched
     if flat.dropped:
         extra["dropped_layers"] = list(flat.dropped)
     if flat.folded_rescaling:

@@ -22,6 +22,7 @@ import json
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from convert.errors import ConversionError
@@ -70,14 +71,19 @@ def _previously_listed(out: Path) -> set[str]:
     return {n for n in names if isinstance(n, str) and re.fullmatch(r"epoch_\d{3,}\.onnx", n)}
 
 
-def export_snapshots(
-    selection_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    tolerance: float = 1e-4,
-    log: Callable[[str], None] = print,
-) -> list[Snapshot]:
-    """Export every snapshot and the best epoch of a run; returns what ``index.json`` lists."""
-    selection, out = Path(selection_dir), Path(out_dir)
+@dataclass(frozen=True)
+class SnapshotJob:
+    """One file to export: the network after ``epoch`` epochs, from ``source``."""
+
+    epoch: int
+    val_accuracy: float | None
+    source: Path
+    is_best: bool
+
+
+def plan_snapshots(selection_dir: str | os.PathLike, log: Callable[[str], None] = print) -> list[SnapshotJob]:
+    """What :func:`export_snapshots` will export, read from the run folder (no TensorFlow needed)."""
+    selection = Path(selection_dir)
     if not selection.is_dir():
         raise ConversionError(f"No such folder: '{selection}'.")
     jobs = {epoch: (accuracy, path) for epoch, accuracy, path in _run_snapshots(selection)}
@@ -94,18 +100,27 @@ def export_snapshots(
         log(f"Best epoch on validation: {best_epoch} (val_accuracy {best_accuracy:.4f})")
     else:
         log("No best.keras/best.json in the run yet: exporting the snapshots only.")
+    return [SnapshotJob(epoch, *jobs[epoch], is_best=epoch == best_epoch) for epoch in sorted(jobs)]
 
+
+def export_snapshots(
+    selection_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    tolerance: float = 1e-4,
+    log: Callable[[str], None] = print,
+    jobs: list[SnapshotJob] | None = None,
+) -> list[Snapshot]:
+    """Export every snapshot and the best epoch of a run; returns what ``index.json`` lists."""
+    out = Path(out_dir)
+    jobs = plan_snapshots(selection_dir, log) if jobs is None else jobs
     previous = _previously_listed(out)
-
     written: list[Snapshot] = []
-    for epoch in sorted(jobs):
-        accuracy, source = jobs[epoch]
-        target = out / f"epoch_{epoch:03d}.onnx"
-        is_best = epoch == best_epoch
-        log(f"\n== Snapshot epoch {epoch}{' (best)' if is_best else ''} from {source} ==")
-        extra = {"epoch": epoch, "val_accuracy": accuracy, "is_best": is_best}
-        export(source, target, ExportOptions(trunk=True, extra=extra, tolerance=tolerance), log=log)
-        written.append(Snapshot(epoch=epoch, val_accuracy=accuracy, path=target, is_best=is_best))
+    for job in jobs:
+        target = out / f"epoch_{job.epoch:03d}.onnx"
+        log(f"\n== Snapshot epoch {job.epoch}{' (best)' if job.is_best else ''} from {job.source} ==")
+        extra = {"epoch": job.epoch, "val_accuracy": job.val_accuracy, "is_best": job.is_best}
+        export(job.source, target, ExportOptions(trunk=True, extra=extra, tolerance=tolerance), log=log)
+        written.append(Snapshot(epoch=job.epoch, val_accuracy=job.val_accuracy, path=target, is_best=job.is_best))
 
     write_atomically(out / INDEX_FILE, index_json(written).encode())
     kept = {s.path.name for s in written}

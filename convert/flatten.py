@@ -61,6 +61,12 @@ class FlatModel:
     output_index: int  # the layer that gives the model's output
     dropped: list[str] = field(default_factory=list)
     folded_rescaling: tuple[str, float, float] | None = None  # (layer name, scale, offset)
+    rescales_input: bool = False  # a Rescaling layer reads the unscaled input: the model takes 0..255
+
+    @property
+    def default_input_range(self) -> str:
+        """``"0..255"`` for a model that scales its own input with a Rescaling layer, else ``"0..1"``."""
+        return "0..255" if self.rescales_input else "0..1"
 
     @property
     def names(self) -> list[str]:
@@ -71,7 +77,24 @@ class FlatModel:
         import keras
 
         chosen = self.layers if count is None else self.layers[:count]
-        return keras.Model(self.input, [layer.output for layer in chosen], name="featapp_activations")
+        # Keras wants unique operation names in a model, and nested models may repeat
+        # names ("conv" in two blocks). Rename such layers while the model is built, then
+        # give the user's layers their names back; the ONNX outputs use FlatLayer.name.
+        renamed = []
+        taken = {"input"}
+        for layer in self.layers:
+            op = layer.op
+            if any(op is other for other, _ in renamed):
+                continue
+            if op.name in taken:
+                renamed.append((op, op.name))
+                op.name = f"{op.name}__{len(renamed)}"
+            taken.add(op.name)
+        try:
+            return keras.Model(self.input, [layer.output for layer in chosen], name="featapp_activations")
+        finally:
+            for op, name in renamed:
+                op.name = name
 
 
 class _FoldConflict(Exception):
@@ -87,6 +110,7 @@ class _Tracer:
         self.unscaled_read = False
         self.dropped: list[str] = []
         self.folded: tuple[str, float, float] | None = None
+        self.rescales_input = False
 
     def run_model(self, model, inputs: list, inside: tuple[str, ...]):
         import keras
@@ -127,6 +151,8 @@ class _Tracer:
             self.dropped.append(op.name)
             return tensors[0]
         reads_unscaled = any(id(t) in self.unscaled for t in tensors)
+        if reads_unscaled and isinstance(op, keras.layers.Rescaling):
+            self.rescales_input = True
         if self._can_fold(op, tensors, reads_unscaled):
             scale, offset = float(np.ravel(op.scale)[0]), float(np.ravel(op.offset)[0])
             self.folded = (op.name, scale, offset)
@@ -195,6 +221,40 @@ def _unique_names(layers: list[FlatLayer]) -> None:
             layer.name = f"{layer.name}_{seen[layer.name] + (layer.name == 'input')}"
 
 
+def _all_layers(model) -> list:
+    import keras
+
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found.extend(_all_layers(layer))
+    return found
+
+
+def compute_in_float32(model) -> list[str]:
+    """Switch layers that compute in float16/bfloat16 (a mixed-precision model) to float32.
+
+    Mixed precision keeps the weights in float32 and only computes in half precision, for
+    speed on GPUs; ONNX Runtime's CPU kernels have no half-precision convolutions, and
+    students should see the most precise maps. The weights stay as they are. Returns the
+    names of the switched layers. A model whose *weights* are half precision is refused.
+    """
+    switched = []
+    for layer in _all_layers(model):
+        policy = getattr(layer, "dtype_policy", None)
+        if policy is None or policy.compute_dtype in (None, "float32"):
+            continue
+        if policy.variable_dtype not in (None, "float32"):
+            raise ConversionError(
+                f"layer '{layer.name}' stores its weights as {policy.variable_dtype}; featapp needs a float32 model: "
+                "rebuild it with float32 layers and copy the weights in (set_weights) before saving."
+            )
+        layer.dtype_policy = "float32"
+        switched.append(layer.name)
+    return switched
+
+
 def flatten_model(model, fold_rescaling: bool = True) -> FlatModel:
     """Replay ``model`` on a new input called ``input`` and record every layer's output."""
     import keras
@@ -222,5 +282,6 @@ def flatten_model(model, fold_rescaling: bool = True) -> FlatModel:
             output_index=output_index,
             dropped=tracer.dropped,
             folded_rescaling=tracer.folded,
+            rescales_input=tracer.rescales_input,
         )
     raise AssertionError("tracing without folding cannot conflict")

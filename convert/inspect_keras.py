@@ -271,6 +271,8 @@ def _custom_reason(entry: LayerEntry, path: Path) -> str | None:
     custom_module = module is not None and not (module == "keras" or module.startswith(("keras.", "tf_keras")))
     if custom_name or custom_module:
         origin = f" from module '{module}'" if module else ""
+        if entry.registered_name and entry.registered_name != entry.class_name:
+            origin += f", registered as '{entry.registered_name}'"
         if not entry.inside:
             return (
                 f"'{path.name}' is a custom model class ({entry.class_name}{origin}), a subclassed model whose layers "

@@ -27,7 +27,7 @@ Channels and units are 0-based here, as in ``acts["conv2d"][i, c]``.
 * a layer whose output equals an earlier layer's on every scanned image (dropout is the
   identity at inference, so it equals flatten) is stored once, as a reference.
 
-That is about 41 MB, one uncompressed ``.npz`` (loads in well under a second).
+That is about 40 MB, one uncompressed ``.npz`` (about 0.1 s to load).
 
 **The cache.** :func:`load_or_scan` keeps one file per model, dataset folder and split
 in :func:`featapp.cache.default_cache_dir`. Inside it records the format version, the

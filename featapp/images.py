@@ -340,10 +340,12 @@ def _bomb_error(err: Exception, max_pixels: int) -> ImageError:
 
 def _open(data: bytes, draft_side: int, max_pixels: int) -> Image.Image:
     """Open ``data`` lazily (header only) and check its declared size."""
-    what = _describe_unsupported(data[:1024])
+    fmt = _known_format(data[:16])
+    # A file that starts like a format we read goes to its decoder, even if its first
+    # kilobyte happens to look like text.
+    what = None if fmt else _describe_unsupported(data[:1024])
     if what is not None:
         raise ImageError(f"This file is {what}, not a photo this app can read. {_FORMATS_HINT}")
-    fmt = _known_format(data[:16])
     try:
         image = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
     except Image.DecompressionBombError as err:
@@ -524,10 +526,11 @@ def prepare_image(
     >>> spec = InputSpec(150, 150, 3)
     >>> prepare_image(Image.new("RGBA", (640, 480)), spec).shape
     (150, 150, 3)
-    >>> prepare_image(b"", spec)
-    Traceback (most recent call last):
-    ...
-    featapp.images.ImageError: The file is empty (0 bytes): there is no picture in it.
+    >>> try:
+    ...     prepare_image(b"", spec)
+    ... except ImageError as err:
+    ...     print(err)
+    The file is empty (0 bytes): there is no picture in it.
 
     Raises :class:`ImageError`, and only that, for anything that is not a usable image.
     """

@@ -103,7 +103,8 @@ class ModelSpec:
     ``epoch`` and ``val_accuracy`` (for training snapshots), ``is_best`` (the epoch
     chosen on validation), ``dropped_layers`` (augmentation layers left out because
     they do nothing at inference), ``folded_rescaling`` (a leading ``Rescaling``
-    layer moved into ``input_scale``/``input_offset``) and ``source_format``.
+    layer moved into ``input_scale``/``input_offset``), ``float32_instead_of_mixed_precision``
+    (layers of a mixed-precision model exported computing in float32) and ``source_format``.
 
     >>> spec = ModelSpec(InputSpec(8, 8, 1), (LayerInfo("conv2d", "Conv2D", (6, 6, 4)),))
     >>> ModelSpec.from_json(spec.to_json()) == spec

@@ -15,7 +15,7 @@ from featapp.analysis import NeuronStats, cache_path, load_cached, load_or_scan,
 from featapp.cache import default_cache_dir
 from featapp.dataset import Dataset, DatasetError
 from featapp.geometry import receptive_box
-from featapp.images import ImageError, prepare_image
+from featapp.images import ImageError, InputSpec, prepare_image
 from featapp.model import load_model
 from tests.tinymodel import build_tiny_model
 
@@ -54,6 +54,10 @@ def make_dot_dataset(root: Path, per_class: int = 6, seed: int = 0) -> dict[str,
 def dot_data(tmp_path):
     root = tmp_path / "dots"
     truth = make_dot_dataset(root)
+    first = root / next(iter(truth))
+    # The hand checks need lossless PNGs; if prepare_image cannot read them, say so
+    # here rather than through empty statistics further down.
+    prepare_image(first, InputSpec(SIZE, SIZE, 3))
     return Dataset(root), truth
 
 
@@ -276,7 +280,7 @@ def test_other_model_or_format_version_is_not_trusted(tiny, dot_data, tmp_path, 
     assert load_cached(tiny, dataset, "train", cache) is None
 
 
-def test_splits_are_cached_separately_and_all_splits_together(tiny, tmp_path):
+def test_splits_are_cached_separately_and_all_splits_together(tiny, tmp_path, dot_data):
     root = tmp_path / "two_splits"
     make_dot_dataset(root, per_class=2)
     shutil.copytree(root / "train", root / "test")

@@ -173,8 +173,10 @@ def _peak_rss_of(snippet: str) -> dict:
     """Run ``snippet`` in a fresh Python and return how much its peak RSS grew.
 
     The snippet gets ``data`` (bytes built before the baseline is taken) and must set
-    ``outcome``. ru_maxrss is the process's high-water mark, so any allocation during
-    the decode shows up even if it is freed at once.
+    ``outcome``. The peak is Linux's VmHWM, the high-water mark of this process's own
+    memory, so any allocation during the decode shows up even if it is freed at once.
+    Not ru_maxrss: Linux carries it over from the parent through fork and exec, so a
+    child of a big pytest process would start at the parent's peak and never grow.
     """
     setup, body = (textwrap.dedent(part).strip() for part in snippet.split("---\n"))
     code = "\n".join(
@@ -185,8 +187,12 @@ def _peak_rss_of(snippet: str) -> dict:
             "from featapp.images import ImageError, InputSpec, prepare_image",
             setup,
             "def peak_mb():",
-            "    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss",
-            "    return value / 2**20 if sys.platform == 'darwin' else value / 1024",
+            "    try:",
+            "        with open('/proc/self/status') as status:",
+            "            return next(int(l.split()[1]) / 1024 for l in status if l.startswith('VmHWM:'))",
+            "    except (OSError, StopIteration):",
+            "        value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss",
+            "        return value / 2**20 if sys.platform == 'darwin' else value / 1024",
             "before = peak_mb()",
             body,
             "print(json.dumps({'grew_mb': peak_mb() - before, 'outcome': outcome}))",

@@ -154,3 +154,11 @@ def test_real_photo_map(model, cat_photo):
     assert result.patch == 20 and result.stride == 10
     assert result.per_pixel().shape == photo.shape[:2]
     assert not (result.drop == 0).all(), "covering parts of a real photo changes the probability somewhere"
+
+
+def test_grayscale_model(tmp_path):
+    gray = load_model(build_tiny_model(tmp_path / "gray.onnx", height=32, width=32, channels=1), provider="cpu")
+    image = np.full((32, 32, 1), 200, np.uint8)
+    result = occlusion_sensitivity(gray, image, patch=8, stride=8, fill=128)
+    assert result.drop.shape == (4, 4) and result.class_name == "red"
+    assert np.allclose(result.drop, 64 * (200 - 128) / (255 * 32 * 32), atol=1e-6)

@@ -199,3 +199,14 @@ def test_real_model_layer_1_has_channels_that_prefer_horizontal_or_vertical_edge
     prefers_vertical = np.nonzero((to_vertical >= 2 * to_horizontal) & (to_vertical >= strong))[0]
     assert len(prefers_horizontal) >= 1, f"no channel of {first_map.name} prefers horizontal edges"
     assert len(prefers_vertical) >= 1, f"no channel of {first_map.name} prefers vertical edges"
+
+
+def test_a_grayscale_model_takes_its_probes(tmp_path):
+    from featapp.model import load_model
+    from tests.tinymodel import build_tiny_model
+
+    gray = load_model(build_tiny_model(tmp_path / "gray.onnx", height=32, width=40, channels=1), provider="cpu")
+    probes = probe_images(gray.input_spec)
+    means = gray.activations(np.stack([p.image for p in probes]))["red_mean"][:, 0]
+    # The model's mean brightness equals the probe's, so each probe arrived intact.
+    assert np.allclose(means, [p.image.mean() / 255 for p in probes], atol=1e-5)

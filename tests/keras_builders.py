@@ -1,0 +1,114 @@
+"""Tiny Keras models for the converter's tests, built in the test run (never trained).
+
+Layer names are given explicitly, so they do not depend on how many models this
+process built before (Keras numbers default names per process).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def lecture_like(shape=(32, 32, 3), activation: str = "relu"):
+    """The lecture's architecture in miniature: 2 x (Conv 3x3 + MaxPool 2), Flatten, Dropout, Dense, Dense sigmoid."""
+    import keras
+    from keras import layers
+
+    return keras.Sequential(
+        [
+            keras.Input(shape=shape),
+            layers.Conv2D(4, 3, activation=activation, name="conv2d"),
+            layers.MaxPooling2D(2, name="max_pooling2d"),
+            layers.Conv2D(8, 3, activation=activation, name="conv2d_1"),
+            layers.MaxPooling2D(2, name="max_pooling2d_1"),
+            layers.Flatten(name="flatten"),
+            layers.Dropout(0.5, name="dropout"),
+            layers.Dense(8, activation="relu", name="dense"),
+            layers.Dense(1, activation="sigmoid", name="dense_1"),
+        ],
+        name="tiny_lecture",
+    )
+
+
+def branchy(classes: int = 3):
+    """Functional, with a residual Add, a Concatenate of two poolings, BatchNorm, dilation and softmax."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((24, 24, 3), name="image")
+    x = layers.Conv2D(6, 3, padding="same", name="stem")(inputs)
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.ReLU(name="relu")(x)
+    branch = layers.SeparableConv2D(6, 3, padding="same", name="sep")(x)
+    branch = layers.Conv2D(6, 3, padding="same", dilation_rate=2, name="dilated")(branch)
+    x = layers.Add(name="add")([x, branch])
+    pooled = layers.Concatenate(name="concat")(
+        [layers.AveragePooling2D(2, name="avg")(x), layers.MaxPooling2D(2, name="max")(x)]
+    )
+    x = layers.GlobalAveragePooling2D(name="gap")(pooled)
+    outputs = layers.Dense(classes, activation="softmax", name="probs")(x)
+    model = keras.Model(inputs, outputs, name="branchy")
+    # Non-trivial BatchNorm statistics, so that folding them into the convolution matters.
+    bn = model.get_layer("bn")
+    rng = np.random.default_rng(1)
+    bn.set_weights([rng.uniform(0.5, 1.5, 6), rng.normal(0, 0.1, 6), rng.normal(0, 0.1, 6), rng.uniform(0.5, 2, 6)])
+    return model
+
+
+def nested_book_style():
+    """The book's 2nd-edition pattern: augmentation and Rescaling inside the model, a nested base model."""
+    import keras
+    from keras import layers
+
+    augmentation = keras.Sequential(
+        [layers.RandomFlip("horizontal", name="flip"), layers.RandomRotation(0.1, name="rotate")], name="augmentation"
+    )
+    base_in = keras.Input((28, 28, 3))
+    b = layers.Conv2D(4, 3, activation="relu", name="base_conv")(base_in)
+    b = layers.MaxPooling2D(2, name="base_pool")(b)
+    base = keras.Model(base_in, b, name="base")
+    inputs = keras.Input((28, 28, 3), name="pixels")
+    x = augmentation(inputs)
+    x = layers.Rescaling(1.0 / 255, name="rescaling")(x)
+    x = base(x)
+    x = layers.Conv2D(6, 3, activation="relu", name="head_conv")(x)
+    x = layers.Flatten(name="flatten")(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="p_dog")(x)
+    return keras.Model(inputs, outputs, name="book_style")
+
+
+def grayscale_nonsquare():
+    """64 x 48 x 1 input, 'same' padding with stride 2, then a 2 x 2 pooling; linear, so every pixel counts."""
+    import keras
+    from keras import layers
+
+    return keras.Sequential(
+        [
+            keras.Input(shape=(64, 48, 1)),
+            layers.Conv2D(4, 5, strides=2, padding="same", name="conv_s2"),
+            layers.Conv2D(4, 3, padding="same", name="conv_same"),
+            layers.MaxPooling2D(2, name="pool"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(2, activation="softmax", name="probs"),
+        ],
+        name="gray",
+    )
+
+
+def uint8_images(shape, count: int = 3, seed: int = 7) -> np.ndarray:
+    """Random uint8 images ``(count, *shape)``, not the exporter's own verification images."""
+    return np.random.default_rng(seed).integers(0, 256, (count, *shape)).astype(np.uint8)
+
+
+def keras_layer_outputs(model, names, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Outputs of the named (top-level) layers of ``model`` on ``x``, computed by Keras alone."""
+    import keras
+
+    probe = keras.Model(model.inputs, [model.get_layer(name).output for name in names])
+    values = probe(x, training=False)
+    values = values if isinstance(values, (list, tuple)) else [values]
+    return {name: keras.ops.convert_to_numpy(v) for name, v in zip(names, values, strict=True)}
+
+
+def nchw(array: np.ndarray) -> np.ndarray:
+    return np.transpose(array, (0, 3, 1, 2)) if array.ndim == 4 else array

@@ -1,0 +1,138 @@
+"""Training smoke test, and the whole pipeline after it, through the real commands:
+``train`` (one epoch on a handful of shared photos) -> ``evaluate`` (Keras) -> ``export``
+-> ``evaluate`` (ONNX) -> ``snapshots``. Nothing here trains a useful model; it checks
+that every command runs end to end and that what it writes is right.
+
+The tiny dataset is made of symbolic links to the shared photos in a temporary folder
+outside the repository (the photos are never copied).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LECTURE = {
+    "conv2d": [32, 148, 148],
+    "max_pooling2d": [32, 74, 74],
+    "conv2d_1": [64, 72, 72],
+    "max_pooling2d_1": [64, 36, 36],
+    "conv2d_2": [128, 34, 34],
+    "max_pooling2d_2": [128, 17, 17],
+    "conv2d_3": [128, 15, 15],
+    "max_pooling2d_3": [128, 7, 7],
+    "flatten": [6272],
+    "dropout": [6272],
+    "dense": [512],
+    "dense_1": [1],
+}
+
+
+def run_convert(*args: str | Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FEATAPP_TRAIN_QUIET": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "convert", *map(str, args)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert result.returncode == 0, f"{args[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(dataset, tmp_path_factory) -> Path:
+    """2 photos per class in each split, linked from the shared data set."""
+    root = tmp_path_factory.mktemp("tiny_cats_dogs")
+    for split in ("train", "validation", "test"):
+        for image in dataset.sample(split, per_class=2, seed=1):
+            target = root / split / image.class_name / image.path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(image.path.resolve())
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    run_convert("train", tiny_dataset, "--out", out, "--epochs", "1", "--snapshot-epochs", "0", "1")
+    return out
+
+
+@pytest.mark.slow
+def test_train_writes_model_history_curve_and_snapshots(run_dir):
+    selection = run_dir / "selection"
+    history = json.loads((selection / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"} <= set(history[0])
+    assert 0 <= history[0]["val_accuracy"] <= 1 and np.isfinite(history[0]["loss"])
+    with Image.open(selection / "learning_curve.png") as curve:
+        assert curve.format == "PNG" and curve.size[0] > 500
+        assert len(np.unique(np.asarray(curve.convert("L")))) > 10  # something was drawn
+    best = json.loads((selection / "best.json").read_text())
+    assert best == {"epoch": 1, "val_accuracy": history[0]["val_accuracy"]}
+    index = json.loads((selection / "snapshots" / "index.json").read_text())
+    assert index["0"] == {"epoch": 0, "val_accuracy": None, "file": "epoch_000.keras"}
+    assert index["1"]["val_accuracy"] == history[0]["val_accuracy"]
+    for name in ("epoch_000.keras", "epoch_001.keras"):
+        assert (selection / "snapshots" / name).stat().st_size > 1_000_000
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["selection"] == best and (run_dir / "model.keras").is_file()
+    assert json.loads((run_dir / "config.json").read_text())["epochs"] == 1
+
+
+@pytest.mark.slow
+def test_evaluate_export_and_evaluate_again(run_dir, tiny_dataset, tmp_path):
+    keras_json, onnx_json, onnx_path = tmp_path / "keras.json", tmp_path / "onnx.json", tmp_path / "model.onnx"
+    result = run_convert(
+        "evaluate", run_dir / "model.keras", "--data-dir", tiny_dataset, "--split", "test", "--json", keras_json
+    )
+    assert "accuracy:" in result.stdout and "confusion matrix" in result.stdout
+    result = run_convert("export", run_dir / "model.keras", "--out", onnx_path, "--class-names", "cat", "dog")
+    for step in ("Reading", "Unpacking", "Converting 12 layers", "Verifying", "Wrote"):
+        assert any(line.startswith(step) for line in result.stdout.splitlines()), step
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert {o.name: o.shape[1:] for o in session.get_outputs()} == LECTURE
+    run_convert("evaluate", onnx_path, "--data-dir", tiny_dataset, "--json", onnx_json)
+    by_keras, by_onnx = json.loads(keras_json.read_text()), json.loads(onnx_json.read_text())
+    assert by_keras["total"] == by_onnx["total"] == 4
+    assert by_keras["class_names"] == ["cats", "dogs"]
+    assert by_keras["confusion"] == by_onnx["confusion"]
+
+
+@pytest.mark.slow
+def test_snapshots_command_exports_trunks(run_dir, tmp_path, dataset):
+    from featapp.snapshots import load_snapshots
+
+    out = tmp_path / "snapshots"
+    (out).mkdir()
+    (out / "epoch_099.onnx").write_bytes(b"stale")
+    (out / "index.json").write_text(json.dumps({"schema": 1, "snapshots": [{"epoch": 99, "file": "epoch_099.onnx"}]}))
+    run_convert("snapshots", run_dir / "selection", "--out", out)
+    snapshots = load_snapshots(out)
+    history = json.loads((run_dir / "selection" / "history.json").read_text())
+    assert [(s.epoch, s.is_best) for s in snapshots] == [(0, False), (1, True)]  # best = epoch 1, not written twice
+    assert snapshots[1].val_accuracy == history[0]["val_accuracy"] and snapshots[0].val_accuracy is None
+    assert sorted(p.name for p in out.iterdir()) == ["epoch_000.onnx", "epoch_001.onnx", "index.json"]
+    photo = dataset.images("test")[0].path
+    first_maps = []
+    for snapshot in snapshots:
+        model = snapshot.load(provider="cpu")
+        assert model.layer_names == list(LECTURE)[:8] and not model.has_classifier
+        assert model.spec.extra["epoch"] == snapshot.epoch and model.spec.extra["is_best"] == snapshot.is_best
+        assert model.spec.extra["trunk"] is True
+        assert snapshot.path.stat().st_size < 1_100_000  # the trunk's 240,832 weights, under 1 MB of float32
+        first_maps.append(model.activations([photo], layers=["conv2d"])["conv2d"])
+    assert not np.array_equal(first_maps[0], first_maps[1])  # one epoch of training changed layer 1
