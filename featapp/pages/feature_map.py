@@ -54,6 +54,10 @@ selected = (
     if cell and cell[0] == layer.name and cell[1] < values.shape[0] and cell[2] < values.shape[1]
     else None
 )
+if layer.receptive_field is None:
+    # Geometry comes from the model's metadata; without it there is nothing true to draw on the photo.
+    st.caption("This model's file does not describe this layer's geometry, so the map cannot be placed on the photo.")
+    show_overlay, selected = False, None
 
 photo_col, map_col = st.columns([1, 1.4])
 with map_col:

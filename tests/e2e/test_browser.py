@@ -103,7 +103,10 @@ def app_url(tmp_path_factory, data_dir):
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: apt-get install -y chromium")
+        message = "Debian's chromium is missing: apt-get install -y chromium (.ci/run does)"
+        if os.environ.get("FEATAPP_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)  # in CI a missing browser is a failure
+        pytest.skip(message)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
