@@ -390,6 +390,7 @@ def heatmap_chart(
     selected_cell: tuple[int, int] | None = None,
     max_cells: int = MAX_CHART_CELLS,
     legend: bool = True,
+    legend_title: str = "activation",
 ) -> VegaLiteSpec:
     """One 2-D map as a Vega-Lite spec, oriented like the photo (row 1 at the top).
 
@@ -476,7 +477,7 @@ def heatmap_chart(
     }
     if not legend:
         return {**heat, "datasets": datasets, "config": {"view": {"strokeWidth": 0}}}
-    bar = legend_chart(vr, scale, height_px=height_px)
+    bar = legend_chart(vr, scale, height_px=height_px, title=legend_title)
     datasets.update(bar.pop("datasets"))
     bar.pop("config", None)
     return {"hconcat": [heat, bar], "spacing": 12, "datasets": datasets, "config": {"view": {"strokeWidth": 0}}}
@@ -496,7 +497,9 @@ LEGEND_TICKS = 5
 """Labels on a colour bar: both ends and three between (the four bins' edges for the Blues)."""
 
 
-def legend_chart(vr: ValueRange, scale: ColourScale, *, height_px: int = 300, width_px: int = 18) -> VegaLiteSpec:
+def legend_chart(
+    vr: ValueRange, scale: ColourScale, *, height_px: int = 300, width_px: int = 18, title: str = "activation"
+) -> VegaLiteSpec:
     """A colour bar drawn with exactly the palette and range the picture uses.
 
     Continuous scales get a smooth bar, the lecture's Blues four blocks with the bin
@@ -523,7 +526,7 @@ def legend_chart(vr: ValueRange, scale: ColourScale, *, height_px: int = 300, wi
         labels = pd.DataFrame({"y": ticks, "label": text})
     y_scale = {"nice": False, "zero": False}
     return {
-        "title": {"text": "activation", "fontSize": 11, "fontWeight": "normal", "anchor": "start"},
+        "title": {"text": title, "fontSize": 11, "fontWeight": "normal", "anchor": "start"},
         "layer": [
             {
                 "data": {"name": "legend"},

@@ -521,8 +521,9 @@ def test_occlusion_map_over_the_photo(app_env, model, first_photo):
     predicted = model.class_names[int(model.predict(first_photo[1]).indices[0])]
     assert f"Drop in p({predicted}) laid over the photo" in captions(at)
     assert any(m.value.startswith(f"**Drop in p({predicted})**") for m in at.main.markdown)
-    _, data = charts(at)[-1]
+    spec, data = charts(at)[-1]
     assert len(data["cells"]) <= render.MAX_CHART_CELLS  # the drop map, with its hover cells
+    assert spec["hconcat"][1]["title"]["text"] == f"drop in p({predicted})"
     at.run()  # computed once per image: shown again without asking
     assert f"Drop in p({predicted}) laid over the photo" in captions(at)
 

@@ -85,7 +85,9 @@ else:
         with map_col:
             st.markdown(f"**Drop in p({occ.class_name})** when each area is covered")
             st.vega_lite_chart(
-                render.heatmap_chart(drop, drop_range, scale, width_px=300, selection=None),
+                render.heatmap_chart(
+                    drop, drop_range, scale, width_px=300, selection=None, legend_title=f"drop in p({occ.class_name})"
+                ),
                 width="content",
             )
         with photo_col:
