@@ -6,9 +6,12 @@ Four numbers, each against the target from the app's issue (2-core machine, warm
 
 * **cold start**: ``streamlit run`` started -> the gallery page rendered in the browser
   (server start, imports, model load, the first 20 photos decoded and predicted); < 5 s.
-* **first heatmap**: a new browser tab opens the Feature map page of a warm server ->
-  the heatmap is drawn; < 2 s.
-* **channel change**: click "+" on the channel -> the heatmap's pixels change; < 300 ms.
+* **first heatmap**: a browser opens the Feature map page of a warm server -> the
+  heatmap is drawn; < 2 s. Measured twice: with a new browser profile (Streamlit's and
+  Vega's JavaScript downloaded and compiled) and with the browser's cache warm.
+* **channel change**: type another channel and press Enter -> the heatmap's pixels
+  change; < 300 ms. Only channels whose maps are not constant are used (two dead
+  channels look the same).
 * **128-map grid**: choose a 128-channel layer on the Layer grid page -> all 128 tiles
   are in the page with their new pictures; < 1 s.
 
@@ -45,7 +48,13 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-TARGETS = {"cold start": 5.0, "first heatmap": 2.0, "channel change": 0.3, "128-map grid": 1.0}
+TARGETS = {
+    "cold start": 5.0,
+    "first heatmap, new browser profile": 2.0,
+    "first heatmap, browser cache warm": 2.0,
+    "channel change": 0.3,
+    "128-map grid": 1.0,
+}
 
 CANVAS_SIGNATURE = """() => {
   const canvas = document.querySelector('[data-testid="stVegaLiteChart"] canvas');
@@ -111,10 +120,19 @@ def cold_start(browser, env: dict[str, str]) -> float:
         stop(process)
 
 
-def first_heatmap(browser, url: str) -> float:
+def first_heatmap(browser, url: str, reload: bool = False) -> float:
+    """Seconds from opening the Feature map page to its heatmap drawn.
+
+    A new browser profile downloads and compiles Streamlit's and Vega's JavaScript;
+    with ``reload`` the page is opened once first, so the browser's cache is warm (a
+    student coming back), and then opened again and timed.
+    """
     context = browser.new_context(viewport={"width": 1400, "height": 1100})
     page = context.new_page()
     try:
+        if reload:
+            page.goto(url + "/feature_map")
+            page.wait_for_function(CANVAS_SIGNATURE, polling="raf", timeout=120_000)
         start = time.perf_counter()
         page.goto(url + "/feature_map")
         page.wait_for_function(CANVAS_SIGNATURE, polling="raf", timeout=120_000)
@@ -123,29 +141,46 @@ def first_heatmap(browser, url: str) -> float:
         context.close()
 
 
-def channel_changes(browser, url: str, runs: int) -> list[float]:
+def channel_changes(browser, url: str, channels: list[int]) -> list[float]:
+    """Type each channel (1-based) into the channel box; time until the heatmap's pixels change.
+
+    ``channels`` must be channels whose maps differ from one to the next (two dead
+    channels look the same, and nothing would change on the screen).
+    """
     context = browser.new_context(viewport={"width": 1400, "height": 1100})
     page = context.new_page()
     try:
         page.goto(url + "/feature_map")
         page.wait_for_function(CANVAS_SIGNATURE, polling="raf", timeout=120_000)
         page.wait_for_timeout(1000)
-        step_up = page.locator('[data-testid="stNumberInputStepUp"]').first
+        box = page.locator('[data-testid="stNumberInput"] input').first
         times = []
-        for _ in range(runs):
+        for channel in channels:
+            box.fill(str(channel))
             page.evaluate(f"() => {{ window.__before = ({CANVAS_SIGNATURE})(); }}")
             start = time.perf_counter()
-            step_up.click()
+            box.press("Enter")
             page.wait_for_function(
                 f"() => {{ const now = ({CANVAS_SIGNATURE})(); return now !== null && now !== window.__before; }}",
                 polling="raf",
                 timeout=60_000,
             )
             times.append(time.perf_counter() - start)
-            page.wait_for_timeout(300)  # let the rerun settle before the next click
+            page.wait_for_timeout(300)  # let the rerun settle before the next change
         return times
     finally:
         context.close()
+
+
+def live_channels(model, data_dir: str) -> list[int]:
+    """Layer-1 channels (1-based) whose maps are not constant for the photo the app opens with."""
+    from featapp.dataset import Dataset
+    from featapp.images import prepare_image
+    from featapp.render import is_constant
+
+    first = Dataset(data_dir).sample("test", per_class=10, seed=0)[0]
+    maps = model.activations(prepare_image(first.path, model))[model.layers[0].name][0]
+    return [c + 1 for c in range(len(maps)) if not is_constant(maps[c])]
 
 
 def choose_layer(page, option: str) -> None:
@@ -227,8 +262,14 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 wait_healthy(url, process)
                 first_heatmap(browser, url)  # warms the server: model, gallery, activations
-                results["first heatmap"] = [first_heatmap(browser, url) for _ in range(max(3, args.runs // 2))]
-                results["channel change"] = channel_changes(browser, url, args.runs)
+                repeats = max(3, args.runs // 2)
+                results["first heatmap, new browser profile"] = [first_heatmap(browser, url) for _ in range(repeats)]
+                results["first heatmap, browser cache warm"] = [
+                    first_heatmap(browser, url, reload=True) for _ in range(repeats)
+                ]
+                live = live_channels(model, args.data)[1:]  # the app opens on channel 1
+                sequence = [live[i % len(live)] for i in range(args.runs)]
+                results["channel change"] = channel_changes(browser, url, sequence)
                 results["128-map grid"] = grid_switches(browser, url, args.runs, tuple(numbered))  # type: ignore[arg-type]
             finally:
                 stop(process)

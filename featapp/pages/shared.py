@@ -47,7 +47,7 @@ ACTIVATION_CACHE_IMAGES = max(1, int(_cache_images_text)) if _cache_images_text.
 ``$FEATAPP_CACHE_IMAGES`` changes it (read once, when the app starts)."""
 GALLERY_CACHE_SAMPLES = 4
 """Gallery samples (20 photos each, 1.35 MB of pixels) kept decoded."""
-GALLERY_LAYER_CACHE = 3
+GALLERY_LAYER_CACHE = 2
 """Layers of gallery activations kept (at most 56 MB each: layer 1 for 20 photos)."""
 
 GALLERY_SIZE = 20
