@@ -374,9 +374,12 @@ def test_a_chosen_cell_outlines_its_receptive_field(app_env, model):
     assert f"input rows {top + 1}-{top + field.size[0]} and columns {left + 1}-{left + field.size[1]}" in text
     assert any("red box" in c for c in captions(at))
     assert at.main.image[0].value != photo_before
-    spec, data = charts(at)[0]
-    outline = [v for v in views(spec) if isinstance(v["mark"], dict) and v["mark"].get("filled") is False]
-    assert len(outline) == 1
+    _, data = charts(at)[0]
+    assert len(data["outline"]) == 1 and data["outline"][0]["r0"] == 10 and data["outline"][0]["c0"] == 20
+    next(b for b in at.button if b.label == "Clear the chosen cell").click().run()
+    assert_clean(at)
+    assert at.session_state["view.cell"] is None and not charts(at)[0][1]["outline"]
+    assert "row 11, column 21" not in main_text(at)
 
 
 def test_overlay_changes_the_photo(app_env):

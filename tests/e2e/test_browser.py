@@ -238,7 +238,7 @@ def test_a_student_walks_through_the_app(app_url, page, dataset):
     photo_before = photo.get_attribute("src")
     box = chart.bounding_box()
     page.mouse.click(box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.45)
-    page.get_by_text("Click it again to clear").wait_for(timeout=SLOW)
+    page.get_by_role("button", name="Clear the chosen cell").wait_for(timeout=SLOW)
     wait_until(lambda: photo.get_attribute("src") != photo_before, 30, "the photo to show the box")
     page.wait_for_timeout(800)
     shot(page, "06_receptive_field")
