@@ -16,8 +16,11 @@ Recipe (see ``models/MODEL_CARD.md`` for the numbers it gave):
   native bfloat16, such as AVX512-BF16 or AMX; on the 2-core AMD EPYC used here a
   bfloat16 step took 6.4 s against 0.9 s in float32); every saved model is plain float32;
 * the best epoch is chosen on validation accuracy;
-* optionally (``--refit``) a final fit on train + validation for the chosen number of
-  epochs, with the same schedule; the test split is never looked at.
+* optionally (``--refit``) a final fit on train + validation, with the same schedule,
+  for the number of epochs where validation accuracy peaked once smoothed over
+  :data:`REFIT_SMOOTHING` epochs (1,000 validation photos make single epochs noisy by
+  about one point, so the raw best epoch is mostly chance); the test split is never
+  looked at.
 
 The run folder keeps everything: ``best.keras`` (the best epoch so far, updated as it
 goes, so an interrupted run still leaves its best model), ``backup/`` (Keras'
@@ -42,6 +45,8 @@ from featapp.images import InputSpec, prepare_image
 
 INPUT_SPEC = InputSpec(150, 150, 3)
 DEFAULT_SNAPSHOT_EPOCHS = (0, 1, 2, 5, 10)
+REFIT_SMOOTHING = 5
+"""Epochs in the centred moving average of validation accuracy that sets the refit's length."""
 
 # Explicit names equal to the names Keras gives a fresh session, so that the names do
 # not drift when a process builds the model twice (Keras numbers layers per process).
@@ -274,6 +279,19 @@ def _fit(config: TrainConfig, run_dir: Path, train_xy, val_xy, epochs: int, snap
     return model
 
 
+def smoothed_best_epoch(history: list[dict], window: int = REFIT_SMOOTHING) -> int:
+    """The epoch (1-based) where validation accuracy, averaged over a centred window of
+    ``window`` epochs (shorter at the ends), is highest; the earliest one on ties.
+
+    >>> smoothed_best_epoch([{"epoch": e, "val_accuracy": v} for e, v in enumerate([0.5, 0.9, 0.5, 0.7, 0.8, 0.8], 1)], 3)
+    6
+    """
+    values = [row["val_accuracy"] for row in history]
+    half = window // 2
+    smoothed = [np.mean(values[max(0, i - half) : i + half + 1]) for i in range(len(values))]
+    return int(history[int(np.argmax(smoothed))]["epoch"])
+
+
 def plot_learning_curve(history: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -325,15 +343,20 @@ def train(config: TrainConfig) -> Path:
     summary = {"selection": best, "refit": None}
     if config.refit:
         both = (np.concatenate([train_xy[0], val_xy[0]]), np.concatenate([train_xy[1], val_xy[1]]))
-        print(f"Final fit on train + validation ({len(both[0])} images) for {best['epoch']} epochs", flush=True)
+        refit_epochs = smoothed_best_epoch(history)
+        print(
+            f"Final fit on train + validation ({len(both[0])} images) for {refit_epochs} epochs "
+            f"(validation accuracy peaks there when smoothed over {REFIT_SMOOTHING} epochs)",
+            flush=True,
+        )
         refit_dir = out / "refit"
         refit_config = TrainConfig(**{**asdict(config)})
-        model = _fit(refit_config, refit_dir, both, None, best["epoch"], snapshots=False)
+        model = _fit(refit_config, refit_dir, both, None, refit_epochs, snapshots=False)
         _atomic_save(float32_copy(model), refit_dir / "final.keras")
         refit_history = json.loads((refit_dir / "history.json").read_text())
         plot_learning_curve(refit_history, refit_dir / "learning_curve.png", "Final fit on train + validation")
         final_source = refit_dir / "final.keras"
-        summary["refit"] = {"epochs": best["epoch"], "images": len(both[0])}
+        summary["refit"] = {"epochs": refit_epochs, "smoothing": REFIT_SMOOTHING, "images": len(both[0])}
 
     final = out / "model.keras"
     import shutil
