@@ -1,0 +1,153 @@
+"""Layer grid: every channel of a layer at once (the lecture's Figures 3 and 4)."""
+
+import streamlit as st
+
+from featapp import render
+from featapp.pages import shared
+
+GOTO = "grid.goto_feature_map"
+NONCE = "grid.chart_nonce"
+FIRST, LAST, ORDER = "grid.first", "grid.last", "grid.order"
+ORDERS = {
+    "index": "channel number",
+    "mean": "mean activation (strongest first)",
+    "max": "max activation (strongest first)",
+}
+VECTOR_BARS = 600
+
+if st.session_state.pop(GOTO, False):
+    shared.goto("feature_map")
+
+model = shared.model_or_error_page()
+image = shared.current_image(model)
+
+
+def _on_tile(layer_name: str, chart_key: str) -> None:
+    state = st.session_state.get(chart_key) or {}
+    points = (state.get("selection") or {}).get("tile") or []
+    if not points:
+        return
+    st.session_state[shared.LAYER] = layer_name
+    st.session_state[shared.CHANNEL] = int(points[0]["ch"]) + 1
+    st.session_state[shared.CELL] = None
+    st.session_state[GOTO] = True
+    # A fresh chart key next time, so coming back does not replay this click.
+    st.session_state[NONCE] = st.session_state.get(NONCE, 0) + 1
+
+
+st.title("🔲 Layer grid")
+st.markdown(
+    "All channels of one layer for the current image, side by side. In layer 1 most tiles still look like "
+    "the photo: each channel keeps the picture but stresses edges or colours. Deeper, the tiles get smaller "
+    "and more abstract, and more of them stay blank: those channels look for something this image does "
+    "not have. Click a tile to open it on the Feature map page."
+)
+
+controls_left, controls_mid, controls_right = st.columns([3, 4, 3])
+with controls_left:
+    layer = shared.pick_layer(model, key="layer_grid_layer", spatial_only=False)
+with controls_mid:
+    scale = shared.pick_colours(key="layer_grid_colours")
+    mode, fixed = shared.pick_scaling(key="layer_grid_scaling", per_map_label="per tile (each its own min to max)")
+with controls_right:
+    view_model, view_label = shared.pick_snapshot(model, key="layer_grid_snapshot", layer=layer.name)
+
+layer_number = model.layer_names.index(layer.name) + 1
+output = shared.activations(view_model, image)[layer.name]
+at = f" at {view_label}" if view_label != "final model" else ""
+
+if layer.is_spatial:
+    rows, cols, count = layer.output_shape
+    with controls_left:
+        first_col, last_col = st.columns(2)
+        st.session_state[FIRST] = min(max(int(st.session_state.get(FIRST, 1)), 1), count)
+        st.session_state[LAST] = min(max(int(st.session_state.get(LAST, count)), 1), count)
+        with first_col:
+            first = shared.synced(
+                st.number_input,
+                "From channel",
+                key="layer_grid_first",
+                shared=FIRST,
+                default=1,
+                min_value=1,
+                max_value=count,
+                step=1,
+            )
+        with last_col:
+            last = shared.synced(
+                st.number_input,
+                "To channel",
+                key="layer_grid_last",
+                shared=LAST,
+                default=count,
+                min_value=1,
+                max_value=count,
+                step=1,
+            )
+        order = shared.synced(
+            st.radio,
+            "Order",
+            key="layer_grid_order",
+            shared=ORDER,
+            default="index",
+            options=list(ORDERS),
+            format_func=lambda k: ORDERS[k],
+            horizontal=True,
+        )
+    if first > last:
+        st.error(f"'From channel' ({first}) is after 'To channel' ({last}); showing channels {last} to {first}.")
+        first, last = last, first
+    st.markdown(
+        f"**Layer {layer_number} ({layer.name}, {layer.kind}){at}.** For the current image its activation is "
+        f"`1 x {rows} x {cols} x {count}`: 1 image x {rows} rows x {cols} columns x {count} channels, as "
+        f"Keras prints it. (For the gallery's 20 photos at once it would be `20 x {rows} x {cols} x {count}`.)"
+    )
+    st.caption(
+        f"One tile is one channel: a {rows} x {cols} map of what that channel's filter found at each place "
+        f"of the image. Showing channels {first} to {last} ({last - first + 1} of {count}), ordered by {ORDERS[order]}."
+    )
+    ordered = render.order_channels(output, range(first - 1, last), order)
+    tiles = render.make_tiles(output, ordered, scale, mode, fixed=fixed)
+    chart_key = f"layer_grid_chart_{st.session_state.get(NONCE, 0)}"
+    chart = render.tile_grid_chart(tiles, map_aspect=rows / cols)
+    st.altair_chart(chart, on_select=lambda: _on_tile(layer.name, chart_key), key=chart_key, width="content")
+    dead = [tile.channel + 1 for tile in tiles if tile.dead]
+    if mode == "per layer":
+        st.caption(render.describe_range(render.value_range(output, "per layer"), scale))
+    elif mode == "fixed":
+        st.caption(render.describe_range(render.value_range(output, "fixed", fixed=fixed), scale))
+    else:
+        st.caption(
+            "Each tile is scaled to its own minimum and maximum (hover a tile for its numbers), as in the lecture."
+        )
+    if dead:
+        listed = ", ".join(str(c) for c in dead[:40]) + (" ..." if len(dead) > 40 else "")
+        st.warning(
+            f"**{len(dead)} of {len(tiles)}** channels shown are dead for this image (constant, usually all 0), "
+            f"framed in grey and labelled 'dead': {listed}."
+        )
+    else:
+        st.caption("No channel shown is dead (constant) for this image.")
+    st.download_button(
+        "Download this grid (PNG)",
+        data=render.grid_png(output, ordered, scale, mode, fixed=fixed),
+        file_name=f"{layer.name}_channels{first}-{last}.png",
+        mime="image/png",
+    )
+else:
+    units = layer.channels
+    st.markdown(
+        f"**Layer {layer_number} ({layer.name}, {layer.kind}){at}** is not a map but a list of numbers: its "
+        f"activation is `1 x {units}` for the current image (`20 x {units}` for the gallery's 20 photos). "
+        "Here every unit sees the whole image at once, so there is no picture to lay over the photo."
+    )
+    zeros = int((output == 0).sum())
+    st.caption(f"{zeros} of {units} units are exactly 0 for this image.")
+    if units <= VECTOR_BARS:
+        st.altair_chart(render.vector_chart(output, title=f"All {units} units"), width="content")
+    else:
+        strip, strip_range = render.vector_strip_chart(output, scale)
+        st.markdown(f"All {units} units as a strip, 128 per row (unit 1 at the top left):")
+        st.altair_chart(strip, width="content")
+        st.caption(render.describe_range(strip_range, scale))
+        st.altair_chart(render.vector_chart(output, title="The 40 strongest units", top=40), width="content")

@@ -1,0 +1,139 @@
+"""Model: the layer table, the first-layer filters, the prediction with occlusion, and downloads."""
+
+import streamlit as st
+
+from featapp import render
+from featapp.filters import filter_pictures
+from featapp.model import ModelError
+from featapp.pages import shared
+
+FILTER_PX = 48
+
+model = shared.model_or_error_page()
+image = shared.current_image(model)
+spec = model.input_spec
+
+st.title("🧠 Model")
+st.markdown(
+    "The network every page looks inside. Convolution layers hold the learned filters; each pooling layer "
+    "halves the map, so every cell of the next layer sees a larger part of the photo (its **receptive "
+    "field** grows). That is why layer 1 can only find edges and colours, while the last maps respond to "
+    "whole ears, eyes or fur."
+)
+
+colour_text = "RGB" if spec.channels == 3 else "grayscale"
+classes = ", ".join(model.class_names) if model.has_classifier else "none (no classifier)"
+st.markdown(
+    f"**Input:** {spec.height} x {spec.width} x {spec.channels} ({colour_text}), pixel values "
+    f"{render.scaling_text(model.spec.input_scale, model.spec.input_offset)}. **Classes:** {classes}. **Layers:** {len(model.layers)}. "
+    f"**File:** `{model.path.name}` (sha256 `{model.sha256[:12]}`)."
+)
+table = render.layer_table(model.layers)
+st.dataframe(table, hide_index=True, width="stretch", height=36 * (len(table) + 1) + 4)
+st.caption(
+    "Output shape is per image, channels last, as Keras prints it. Receptive field: how many input pixels one "
+    "cell of the layer's map can see. Jump: how many input pixels apart two neighbouring cells are."
+)
+
+# -- first-layer filters ---------------------------------------------------------------------------------------
+st.subheader("What layer 1 looks for: its filters")
+filter_model, filter_label = shared.pick_snapshot(model, key="model_snapshot")
+shared_scale = st.toggle("One scale for all filters (compare their strength)", key="model_filters_shared")
+try:
+    filters = shared.first_layer_filters(filter_model)
+except ModelError as err:
+    st.info(str(err))
+else:
+    rows, cols = filters.kernel
+    pictures = [
+        render.enlarge(p, max(1, FILTER_PX // max(rows, cols)))
+        for p in filter_pictures(filters, shared_scale=shared_scale)
+    ]
+    st.markdown(
+        f"{filters.count} filters of {rows} x {cols} pixels x {filters.weights.shape[1]} colour channel"
+        f"{'s' if filters.weights.shape[1] > 1 else ''} ({filter_label}). Grey is a weight of 0; lighter means "
+        "the filter adds that colour at that place, darker that it subtracts it. A filter that is light on one "
+        "side and dark on the other is an edge detector. Before training (epoch 0) they are random noise; "
+        "training turns them into edge and colour detectors."
+    )
+    st.image(
+        [p[:, :, 0] if p.shape[2] == 1 else p for p in pictures],
+        caption=[str(i + 1) for i in range(len(pictures))],
+        width=FILTER_PX,
+        output_format="PNG",
+    )
+
+# -- prediction and occlusion -----------------------------------------------------------------------------------
+st.subheader("The prediction, and what it depends on")
+prediction = shared.prediction(model, image)
+st.markdown(f"Current image: **{image.title}**. " + shared.prediction_text(prediction, model))
+if prediction is None:
+    st.info("Occlusion sensitivity needs a prediction, so it is unavailable for a model without a classifier.")
+else:
+    st.markdown(
+        "**Occlusion sensitivity:** cover one grey square of the photo at a time and watch how much the "
+        "probability of the predicted class drops. Where it drops most, the model was looking."
+    )
+    if shared.has_occlusion(model, image) or st.button("Compute the occlusion map (a few seconds)"):
+        with st.spinner("Covering the photo square by square..."):
+            occ = shared.occlusion(model, image)
+        shared.mark_occlusion(model, image)
+        drop = occ.per_pixel()
+        drop_range = render.value_range(drop, "per map")
+        scale = render.VIRIDIS
+        photo_col, legend_col = st.columns([1, 1])
+        with photo_col:
+            shared.show_image(
+                render.enlarge(render.overlay_pixels(image.array, drop, drop_range, scale), 2),
+                caption=f"Drop in p({occ.class_name}) when each area is covered",
+                width=300,
+            )
+        with legend_col:
+            st.altair_chart(render.legend_chart(drop_range, scale, height_px=240), width="content")
+            st.caption(
+                f"p({occ.class_name}) is {occ.base_probability:.2f} for the whole photo. A {occ.patch} x {occ.patch} "
+                f"grey square was moved in steps of {occ.stride} pixels. {render.describe_range(drop_range, scale)} "
+                "Negative values: covering that area made the model *more* sure."
+            )
+
+# -- downloads ------------------------------------------------------------------------------------------------------
+st.subheader("Downloads")
+view_layer = st.session_state.get(shared.LAYER)
+layer = (
+    model.layer(view_layer)
+    if view_layer in model.layer_names
+    else next((item for item in model.layers if item.is_spatial), None)
+)
+outputs = shared.activations(model, image)
+scale = render.COLOUR_SCALES.get(st.session_state.get(shared.COLOURS, "blues4"), render.LECTURE_BLUES)
+download_cols = st.columns(3)
+if layer is not None and layer.is_spatial:
+    channel = min(max(int(st.session_state.get(shared.CHANNEL, 1)), 1), layer.channels) - 1
+    values = outputs[layer.name][channel]
+    with download_cols[0]:
+        st.download_button(
+            f"Map: {layer.name}, channel {channel + 1} (PNG)",
+            data=render.png_bytes(render.map_picture(values, render.value_range(values, "per map"), scale, min_px=300)),
+            file_name=f"{layer.name}_channel{channel + 1}.png",
+            mime="image/png",
+        )
+    with download_cols[1]:
+        st.download_button(
+            f"Grid: all {layer.channels} channels of {layer.name} (PNG)",
+            data=render.grid_png(outputs[layer.name], range(layer.channels), scale, "per map"),
+            file_name=f"{layer.name}_grid.png",
+            mime="image/png",
+        )
+with download_cols[2]:
+    st.download_button(
+        "All activations of the current image (.npz)",
+        data=shared.activations_file(model, image),
+        file_name=f"activations_{image.key[:8]}.npz",
+        mime="application/octet-stream",
+    )
+st.caption(
+    "The map and grid are the layer and channel last chosen on the Feature map or Layer grid page, each map "
+    "scaled to its own range. The .npz file holds one array per layer (maps as channels x rows x columns) "
+    "and the input pixels; open it with `numpy.load`."
+)
+st.caption(shared.cache_summary(model))

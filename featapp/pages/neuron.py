@@ -1,0 +1,214 @@
+"""One neuron, many images: which photos make one channel fire most, and where (where the lecture goes next)."""
+
+import streamlit as st
+
+from featapp import render
+from featapp.appstate import CurrentImage, set_current
+from featapp.dataset import DatasetError
+from featapp.images import ImageError, prepare_image
+from featapp.pages import shared
+from featapp.ranking import rank_by_activation
+
+COLUMNS = 5
+SOURCE, RANK_BY, SCAN_SPLIT = "neuron.source", "neuron.rank_by", "neuron.split"
+SOURCES = {"gallery": "the gallery's photos", "dataset": "a whole dataset split (scanned once, then cached)"}
+RANKINGS = {"max": "strongest cell (max)", "mean": "whole map (mean)"}
+TOP_K = 10
+
+model = shared.model_or_error_page()
+image = shared.current_image(model)
+spec = model.input_spec
+input_hw = (spec.height, spec.width)
+
+
+def _use(array, title: str, label: str | None, source: str = "gallery") -> None:
+    set_current(st.session_state, CurrentImage.from_array(array, source, title, label))
+    st.session_state[shared.CELL] = None
+
+
+def _show_ranked(entries, scale, vr, score_name: str) -> None:
+    """Each entry: (key, title, label, pixels, map, box, value). Photo with the box, then its map."""
+    for start in range(0, len(entries), COLUMNS):
+        columns = st.columns(COLUMNS)
+        for offset, column in enumerate(columns):
+            if start + offset >= len(entries):
+                break
+            key, title, label, pixels, values, box, value = entries[start + offset]
+            with column:
+                picture = render.outline_box(pixels, box) if box is not None else pixels
+                shared.show_image(
+                    render.enlarge(picture, 2),
+                    caption=f"#{start + offset + 1} {title}",
+                    width="stretch",
+                    output_format="PNG",
+                )
+                st.image(
+                    render.map_picture(values, vr, scale),
+                    caption=f"{score_name} {value:.3g}",
+                    width="stretch",
+                    output_format="PNG",
+                )
+                st.button("Look inside", key=f"neuron_use_{key}", on_click=_use, args=(pixels, title, label))
+
+
+st.title("🎯 One neuron, many images")
+st.markdown(
+    "So far we looked at many channels for one image. Now turn it around: pick **one channel** and ask "
+    "*which images make it fire most, and where?* The red box on each photo is the part of the image the "
+    "strongest cell can see (its receptive field). If the top images share an eye, a fur texture or an "
+    "edge in the boxes, that is what this channel detects. This is the road the lecture points to next: "
+    "finding the inputs that maximise a neuron."
+)
+
+controls_left, controls_right = st.columns(2)
+with controls_left:
+    layer = shared.pick_layer(model, key="neuron_layer", spatial_only=True)
+    if layer is None:
+        st.info("This model has no layers with 2-D feature maps to rank by.")
+        st.stop()
+    channel = shared.pick_channel(layer, key="neuron_channel")
+with controls_right:
+    source = shared.synced(
+        st.radio,
+        "Rank",
+        key="neuron_source",
+        shared=SOURCE,
+        default="gallery",
+        options=list(SOURCES),
+        format_func=lambda k: SOURCES[k],
+    )
+    rank_by = shared.synced(
+        st.radio,
+        "by",
+        key="neuron_rank_by",
+        shared=RANK_BY,
+        default="max",
+        options=list(RANKINGS),
+        format_func=lambda k: RANKINGS[k],
+        horizontal=True,
+    )
+    scale = shared.pick_colours(key="neuron_colours")
+
+layer_number = model.layer_names.index(layer.name) + 1
+try:
+    data = shared.dataset()
+except DatasetError as err:
+    data = None
+    st.info(
+        f"{err}\n\nWithout a dataset there are no photos to rank; the comparison below still works for the current image."
+    )
+
+gallery_items, gallery_pixels = ([], None)
+if data is not None:
+    split = (
+        st.session_state.get(shared.SPLIT)
+        if st.session_state.get(shared.SPLIT) in data.splits
+        else shared.default_split(data)
+    )
+    gallery_items, gallery_pixels = shared.gallery(model, data, split, int(st.session_state.get(shared.SEED, 0)))
+
+st.subheader(f"Layer {layer_number} ({layer.name}), channel {channel + 1}: the images it likes most")
+if data is not None and source == "gallery" and gallery_items:
+    maps = shared.gallery_layer(model, gallery_pixels, layer.name)[:, channel]
+    ranked = rank_by_activation(maps, layer.receptive_field, input_hw, by=rank_by)
+    vr = render.shared_range(maps)
+    st.caption(
+        f"The gallery's {len(gallery_items)} photos (seed {st.session_state.get(shared.SEED, 0)}), strongest first. "
+        f"All maps share one scale: {render.describe_range(vr, scale)}"
+    )
+    entries = []
+    for hit in ranked:
+        item = gallery_items[hit.index]
+        entries.append(
+            (
+                f"g{hit.index}",
+                item.name,
+                item.class_name,
+                gallery_pixels[hit.index],
+                maps[hit.index],
+                hit.box,
+                hit.value,
+            )
+        )
+    _show_ranked(entries, scale, vr, rank_by)
+elif data is not None and source == "dataset":
+    from featapp import analysis
+
+    splits = list(data.splits)
+    scan_split = shared.synced(
+        st.selectbox,
+        "Split to scan",
+        key="neuron_split",
+        shared=SCAN_SPLIT,
+        default=shared.default_split(data),
+        options=splits,
+    )
+    stats = shared.neuron_stats(model, data, scan_split)
+    if stats is None:
+        count = len(data.images(scan_split))
+        st.info(
+            f"The {count} photos of the {scan_split} split have not been scanned with this model yet. A scan runs "
+            "every photo through the network once and keeps, for every channel, its strongest images; it is "
+            f"saved in {analysis.default_cache_dir()} and reused by everyone afterwards."
+        )
+        if st.button(f"Scan the {count} photos now", type="primary"):
+            bar = st.progress(0.0, text="Scanning...")
+
+            def _progress(done: int, total: int) -> None:
+                bar.progress(min(done / max(total, 1), 1.0), text=f"Scanned {done} of {total} photos")
+
+            stats = analysis.load_or_scan(model, data, split=scan_split, progress=_progress)
+            bar.empty()
+    if stats is not None:
+        hits = stats.top_k(layer.name, channel, k=TOP_K, by=rank_by)
+        entries, maps = [], []
+        for number, hit in enumerate(hits):
+            try:
+                pixels = prepare_image(hit.path, model)
+            except ImageError as err:
+                st.error(f"{hit.path.name} could not be read again: {err}")
+                continue
+            photo = CurrentImage.from_array(pixels, "gallery", hit.path.name, hit.class_name)
+            values = shared.activations(model, photo)[layer.name][channel]
+            maps.append(values)
+            entries.append((f"d{number}", hit.path.name, hit.class_name, pixels, values, hit.box, hit.value))
+        if entries:
+            vr = render.shared_range(*maps)
+            st.caption(
+                f"The top {len(entries)} of {len(stats.paths)} scanned photos ({scan_split}), strongest first. "
+                f"All maps share one scale: {render.describe_range(vr, scale)}"
+            )
+            _show_ranked(entries, scale, vr, rank_by)
+
+# -- compare two images on the same channel ---------------------------------------------------------------
+st.subheader("Compare two images on this channel")
+st.markdown("Both maps use **one** colour scale, so the same colour means the same activation in both.")
+choices = {"current": f"current image ({image.title})"}
+for index, item in enumerate(gallery_items):
+    choices[f"g{index}"] = f"{item.name} ({item.class_name})"
+
+
+def _pixels_of(choice: str) -> tuple:
+    if choice == "current":
+        return image
+    index = int(choice[1:])
+    item = gallery_items[index]
+    return CurrentImage.from_array(gallery_pixels[index], "gallery", item.name, item.class_name)
+
+
+left_col, right_col = st.columns(2)
+options = list(choices)
+with left_col:
+    first = st.selectbox("Left", options, format_func=lambda k: choices[k], key="neuron_compare_left")
+with right_col:
+    second = st.selectbox(
+        "Right", options, index=min(1, len(options) - 1), format_func=lambda k: choices[k], key="neuron_compare_right"
+    )
+pair = [_pixels_of(first), _pixels_of(second)]
+pair_maps = [shared.activations(model, photo)[layer.name][channel] for photo in pair]
+pair_range = render.shared_range(*pair_maps)
+for column, photo, values in zip((left_col, right_col), pair, pair_maps, strict=False):
+    with column:
+        shared.show_image(render.enlarge(photo.array, 2), caption=photo.title, width=300)
+        st.altair_chart(render.heatmap_chart(values, pair_range, scale, width_px=300, selection=None), width="content")
+st.caption(render.describe_range(pair_range, scale))

@@ -1,0 +1,544 @@
+"""The page edge: what every page shares. Cached models and activations, the current
+image, the sidebar, and the view (layer, channel, colours, snapshot) the pages agree on.
+
+Caching lives here and only here, so the library stays free of Streamlit:
+
+* ``st.cache_resource`` holds each ONNX Runtime session, one per model file per process.
+* ``st.cache_data`` holds one image's activations (all layers), keyed by the model's
+  hash and the image's content hash, shared by every session of the process and
+  bounded by :data:`ACTIVATION_CACHE_IMAGES` entries. For the lecture's model one image
+  is about 6.1 MB of float32 (see :func:`featapp.appstate.activation_bytes`), so the
+  cache holds at most about 195 MB.
+* The gallery's 20 photos, their predictions and one layer of their activations are
+  cached by sample; :data:`GALLERY_LAYER_CACHE` bounds the largest of these (layer 1
+  of 20 photos is 56 MB).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from featapp.appstate import CurrentImage, activation_bytes, get_current, set_current
+from featapp.dataset import Dataset, DatasetError, resolve_data_dir
+from featapp.images import InputSpec
+from featapp.metadata import LayerInfo
+from featapp.model import DEFAULT_MODEL_PATH, MODEL_ENV, FeatureModel, ModelError, Prediction, load_model
+from featapp.render import COLOUR_SCALES, SCALINGS, ColourScale
+
+PAGE_FILES = {
+    "gallery": "featapp/pages/gallery.py",
+    "feature_map": "featapp/pages/feature_map.py",
+    "layer_grid": "featapp/pages/layer_grid.py",
+    "neuron": "featapp/pages/neuron.py",
+    "model": "featapp/pages/model_page.py",
+}
+"""Page scripts, relative to ``streamlit_app.py`` (as ``st.Page`` and ``st.switch_page`` want them)."""
+
+ACTIVATION_CACHE_IMAGES = 32
+"""Images whose activations stay in memory (about 6.1 MB each for the lecture's model)."""
+GALLERY_CACHE_SAMPLES = 4
+"""Gallery samples (20 photos each, 1.35 MB of pixels) kept decoded."""
+GALLERY_LAYER_CACHE = 3
+"""Layers of gallery activations kept (at most 56 MB each: layer 1 for 20 photos)."""
+
+GALLERY_SIZE = 20
+FINAL = "final"
+"""The training-progress option that means "the full, final model"."""
+
+# Keys in st.session_state that the pages share (widgets mirror them; see synced()).
+LAYER = "view.layer"
+CHANNEL = "view.channel"  # 1-based, as students count channels
+COLOURS = "view.colours"
+SCALING = "view.scaling"
+FIXED_LOW = "view.fixed_low"
+FIXED_HIGH = "view.fixed_high"
+SNAPSHOT = "view.snapshot"
+CELL = "view.cell"  # (layer name, row, col), 0-based
+SEED = "gallery.seed"
+SPLIT = "gallery.split"
+
+SCALING_LABELS = {
+    "per map": "per map (its own min to max)",
+    "per layer": "per layer (all channels, this image)",
+    "fixed": "fixed (a range you set)",
+}
+
+
+# -- models --------------------------------------------------------------------------------------
+
+
+def main_model_path() -> Path:
+    """``$FEATAPP_MODEL``, else the committed model (the same rule as :func:`featapp.load_model`)."""
+    return Path(os.environ.get(MODEL_ENV, "").strip() or DEFAULT_MODEL_PATH).expanduser()
+
+
+@st.cache_resource(show_spinner=False, max_entries=12)
+def _model_at(path: str, mtime_ns: int, size: int) -> FeatureModel:
+    # mtime and size are in the key so a replaced file gets a fresh session.
+    return load_model(path)
+
+
+def model_at(path: str | os.PathLike) -> FeatureModel:
+    """The model in ``path``, loaded once per process. Raises :class:`ModelError`."""
+    resolved = Path(path).expanduser().resolve()
+    try:
+        stat = resolved.stat()
+    except OSError:
+        return load_model(resolved)  # raises ModelError with the "no model file" message
+    return _model_at(str(resolved), stat.st_mtime_ns, stat.st_size)
+
+
+def model_or_error_page() -> FeatureModel:
+    """The app's model, or an error page that says how to fix it (and the run stops)."""
+    try:
+        return model_at(main_model_path())
+    except ModelError as err:
+        st.title("featapp cannot start: the model file is missing or damaged")
+        st.error(str(err))
+        st.markdown(
+            "**How to fix it**\n\n"
+            "- Get the committed model back: `git checkout -- models/cats_dogs_small.onnx` "
+            "(a fresh `git clone` has it).\n"
+            f"- Or point the app at another converted model: set the environment variable `{MODEL_ENV}` "
+            "to its path (on Streamlit Community Cloud, put it in the app's secrets).\n"
+            "- To convert a Keras model: `python -m convert export MODEL.keras --out MODEL.onnx` "
+            "(see the README).\n\n"
+            "Then reload this page."
+        )
+        st.stop()
+        raise  # unreachable: st.stop() ends the run
+
+
+def spec_key(spec: InputSpec) -> tuple[int, int, int]:
+    return (spec.height, spec.width, spec.channels)
+
+
+# -- activations and predictions --------------------------------------------------------------------
+
+
+@st.cache_data(max_entries=ACTIVATION_CACHE_IMAGES, show_spinner=False)
+def _activations(model_sha: str, image_key: str, _model: FeatureModel, _image: np.ndarray) -> dict[str, np.ndarray]:
+    batch = _model.activations(_image[np.newaxis])
+    return {name: values[0] for name, values in batch.items()}
+
+
+def activations(model: FeatureModel, image: CurrentImage) -> dict[str, np.ndarray]:
+    """Every layer's output for one image: maps ``(C, H, W)``, vectors ``(units,)``."""
+    return _activations(model.sha256, image.key, model, image.array)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _prediction(model_sha: str, image_key: str, _model: FeatureModel, _image: np.ndarray) -> Prediction:
+    return _model.predict(_image[np.newaxis])
+
+
+def prediction(model: FeatureModel, image: CurrentImage) -> Prediction | None:
+    """The model's class probabilities for the image, or ``None`` for a model without a classifier."""
+    if not model.has_classifier:
+        return None
+    return _prediction(model.sha256, image.key, model, image.array)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _npz(model_sha: str, image_key: str, _model: FeatureModel, _image: CurrentImage) -> bytes:
+    from featapp.appstate import activations_npz
+
+    return activations_npz(_image, activations(_model, _image))
+
+
+def activations_file(model: FeatureModel, image: CurrentImage) -> bytes:
+    """The image's activations as ``.npz`` bytes (cached: compressing takes a moment)."""
+    return _npz(model.sha256, image.key, model, image)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _occlusion(model_sha: str, image_key: str, _model: FeatureModel, _image: np.ndarray):
+    from featapp.occlusion import occlusion_sensitivity
+
+    return occlusion_sensitivity(_model, _image)
+
+
+def occlusion(model: FeatureModel, image: CurrentImage):
+    """The image's occlusion-sensitivity map (:mod:`featapp.occlusion`), computed once per image."""
+    return _occlusion(model.sha256, image.key, model, image.array)
+
+
+def has_occlusion(model: FeatureModel, image: CurrentImage) -> bool:
+    """True when the occlusion map of this image is already computed (so it shows without asking)."""
+    return (model.sha256, image.key) in st.session_state.get("model.occlusion_done", set())
+
+
+def mark_occlusion(model: FeatureModel, image: CurrentImage) -> None:
+    st.session_state.setdefault("model.occlusion_done", set()).add((model.sha256, image.key))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _filters(model_sha: str, _path: str):
+    from featapp.filters import read_first_layer_filters
+
+    return read_first_layer_filters(_path)
+
+
+def first_layer_filters(model: FeatureModel):
+    """The model's first-layer filters (:mod:`featapp.filters`). Raises :class:`ModelError`."""
+    return _filters(model.sha256, str(model.path))
+
+
+@st.cache_resource(max_entries=2, ttl=3600, show_spinner=False)
+def _neuron_stats(model_sha: str, root: str, split: str, mtime_ns: int, _model: FeatureModel, _data: Dataset):
+    from featapp.analysis import load_cached
+
+    return load_cached(_model, _data, split=split)
+
+
+def neuron_stats(model: FeatureModel, data: Dataset, split: str):
+    """The scanned neuron statistics of a split (:mod:`featapp.analysis`), or ``None`` before a scan.
+
+    Kept in memory once loaded (about 41 MB for the lecture's model and 4,000 photos);
+    the cache file's time stamp is in the key, so a new scan is picked up.
+    """
+    from featapp.analysis import cache_path
+
+    path = cache_path(model, data, split)
+    mtime = path.stat().st_mtime_ns if path.is_file() else 0
+    return _neuron_stats(model.sha256, str(data.root), split, mtime, model, data)
+
+
+def cache_summary(model: FeatureModel) -> str:
+    per_image = activation_bytes(model.layers)
+    return (
+        f"Activations are cached for up to {ACTIVATION_CACHE_IMAGES} images, shared by everyone using this "
+        f"server: {per_image / 1e6:.1f} MB per image for this model, so at most "
+        f"{ACTIVATION_CACHE_IMAGES * per_image / 1e6:.0f} MB."
+    )
+
+
+# -- dataset and gallery ------------------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False, max_entries=4, ttl=600)
+def _dataset_at(root: str) -> Dataset:
+    return Dataset(root)
+
+
+def dataset() -> Dataset:
+    """The dataset folder (``$FEATAPP_DATA_DIR`` or ``data/cats_vs_dogs``). Raises :class:`DatasetError`."""
+    return _dataset_at(str(resolve_data_dir().resolve()))
+
+
+def default_split(data: Dataset) -> str:
+    """The test split when there is one (photos the model never trained on), else the first."""
+    return "test" if "test" in data.splits else data.splits[0]
+
+
+@st.cache_data(max_entries=GALLERY_CACHE_SAMPLES, show_spinner=False)
+def _gallery(root: str, split: str, seed: int, per_class: int, spec: tuple[int, int, int], _data: Dataset):
+    from featapp.images import prepare_image
+
+    items = _data.sample(split, per_class=per_class, seed=seed)
+    input_spec = InputSpec(*spec)
+    pixels = np.stack([prepare_image(item.path, input_spec) for item in items]) if items else None
+    return items, pixels
+
+
+def gallery(model: FeatureModel, data: Dataset, split: str, seed: int):
+    """The gallery sample: (dataset images, their pixels ``(N, H, W, C)``); 20 photos split over the classes."""
+    per_class = max(1, GALLERY_SIZE // max(1, len(data.classes(split))))
+    return _gallery(str(data.root), split, int(seed), per_class, spec_key(model.input_spec), data)
+
+
+@st.cache_data(max_entries=GALLERY_CACHE_SAMPLES * 2, show_spinner=False)
+def _gallery_prediction(model_sha: str, sample_key: str, _model: FeatureModel, _pixels: np.ndarray) -> Prediction:
+    return _model.predict(_pixels)
+
+
+def gallery_prediction(model: FeatureModel, pixels: np.ndarray) -> Prediction | None:
+    if not model.has_classifier:
+        return None
+    from featapp.appstate import image_key
+
+    return _gallery_prediction(model.sha256, image_key(pixels), model, pixels)
+
+
+@st.cache_data(max_entries=GALLERY_LAYER_CACHE, show_spinner=False)
+def _gallery_layer(
+    model_sha: str, sample_key: str, layer: str, _model: FeatureModel, _pixels: np.ndarray
+) -> np.ndarray:
+    return _model.activations(_pixels, layers=[layer])[layer]
+
+
+def gallery_layer(model: FeatureModel, pixels: np.ndarray, layer: str) -> np.ndarray:
+    """One layer's output for every gallery photo: ``(N, C, H, W)`` or ``(N, units)``."""
+    from featapp.appstate import image_key
+
+    return _gallery_layer(model.sha256, image_key(pixels), layer, model, pixels)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _probes(spec: tuple[int, int, int]) -> list:
+    from featapp.probes import probe_images
+
+    return probe_images(InputSpec(*spec))
+
+
+def probes(model: FeatureModel) -> list:
+    """The synthetic probe images at the model's input size (:mod:`featapp.probes`)."""
+    return _probes(spec_key(model.input_spec))
+
+
+# -- the current image ------------------------------------------------------------------------------
+
+
+def current_image(model: FeatureModel) -> CurrentImage:
+    """The image the pages look at; the first gallery photo (or first probe) until one is chosen."""
+    image = get_current(st.session_state)
+    if image is not None and image.fits(model.input_spec):
+        return image
+    image = _default_image(model)
+    set_current(st.session_state, image)
+    return image
+
+
+def _default_image(model: FeatureModel) -> CurrentImage:
+    try:
+        data = dataset()
+        split = default_split(data)
+        items, pixels = gallery(model, data, split, int(st.session_state.get(SEED, 0)))
+        if items:
+            item = items[0]
+            return CurrentImage.from_array(pixels[0], "gallery", f"{item.name} ({split})", item.class_name)
+    except DatasetError:
+        pass
+    probe = probes(model)[0]
+    return CurrentImage.from_array(probe.image, "probe", probe.title)
+
+
+def show_image(array: np.ndarray, **kwargs: Any) -> None:
+    """``st.image`` for uint8 pictures of 1 or 3 channels."""
+    st.image(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array, **kwargs)
+
+
+def prediction_text(pred: Prediction | None, model: FeatureModel) -> str:
+    from featapp.appstate import describe_prediction
+
+    if pred is None:
+        return (
+            f"No prediction: '{model.path.name}' has no classifier (a training snapshot keeps only the "
+            "convolutional layers). Its feature maps can still be explored."
+        )
+    return describe_prediction(pred.probabilities[0], pred.class_names)
+
+
+def sidebar(model: FeatureModel) -> None:
+    """Current image, its prediction, and where the model runs: on every page."""
+    image = current_image(model)
+    with st.sidebar:
+        st.markdown("**Current image**")
+        show_image(image.array, caption=f"{image.title} · {image.source_text}", width=180)
+        if image.true_label is not None:
+            st.caption(f"True label: {image.true_label}")
+        st.markdown(prediction_text(prediction(model, image), model))
+        st.caption(f"Model `{model.path.name}` runs on the **{model.provider.upper()}** (ONNX Runtime).")
+        if model.provider_note:
+            st.caption(model.provider_note)
+
+
+# -- the shared view -------------------------------------------------------------------------------------
+
+
+def _copy(widget_key: str, shared_key: str, convert: Callable[[Any], Any] | None = None) -> None:
+    value = st.session_state[widget_key]
+    st.session_state[shared_key] = convert(value) if convert else value
+
+
+def synced(widget: Callable[..., Any], label: str, *, key: str, shared: str, default: Any, **kwargs: Any) -> Any:
+    """A widget that shows, and writes back to, a value every page shares.
+
+    Streamlit forgets a widget's value when its page is left, so the shared value lives
+    under its own key; the widget is set from it before it is drawn, and copies each
+    change back (``on_change``).
+    """
+    if shared not in st.session_state:
+        st.session_state[shared] = default
+    st.session_state[key] = st.session_state[shared]
+    return widget(label, key=key, on_change=_copy, args=(key, shared), **kwargs)
+
+
+def layer_label(model: FeatureModel, layer: LayerInfo) -> str:
+    number = model.layer_names.index(layer.name) + 1
+    return f"{number} · {layer.name} ({layer.kind}, {layer.shape_text})"
+
+
+def pick_layer(model: FeatureModel, *, key: str, spatial_only: bool, label: str = "Layer") -> LayerInfo | None:
+    """A layer chooser (layers numbered from 1, as in the lecture); ``None`` if there is none to choose."""
+    layers = [layer for layer in model.layers if layer.is_spatial or not spatial_only]
+    if not layers:
+        return None
+    names = [layer.name for layer in layers]
+    if st.session_state.get(LAYER) not in names:
+        st.session_state[LAYER] = names[0]
+    chosen = synced(
+        st.selectbox,
+        label,
+        key=key,
+        shared=LAYER,
+        default=names[0],
+        options=names,
+        format_func=lambda name: layer_label(model, model.layer(name)),
+    )
+    return model.layer(chosen)
+
+
+def pick_channel(layer: LayerInfo, *, key: str, label: str | None = None) -> int:
+    """A channel chooser (1 to C); returns the 0-based index."""
+    count = layer.channels
+    current = int(st.session_state.get(CHANNEL, 1))
+    st.session_state[CHANNEL] = min(max(current, 1), count)
+    chosen = synced(
+        st.number_input,
+        label or f"Channel (1 to {count})",
+        key=key,
+        shared=CHANNEL,
+        default=1,
+        min_value=1,
+        max_value=count,
+        step=1,
+    )
+    return int(chosen) - 1
+
+
+def pick_colours(*, key: str) -> ColourScale:
+    chosen = synced(
+        st.radio,
+        "Colours",
+        key=key,
+        shared=COLOURS,
+        default="blues4",
+        options=list(COLOUR_SCALES),
+        format_func=lambda k: COLOUR_SCALES[k].label,
+        horizontal=True,
+    )
+    return COLOUR_SCALES[chosen]
+
+
+def pick_scaling(*, key: str, per_map_label: str | None = None) -> tuple[str, tuple[float, float] | None]:
+    """Scaling mode, and the fixed range when it is "fixed" (``None`` if the range is invalid)."""
+    labels = dict(SCALING_LABELS)
+    if per_map_label:
+        labels["per map"] = per_map_label
+    mode = synced(
+        st.radio,
+        "Scale",
+        key=key,
+        shared=SCALING,
+        default="per map",
+        options=list(SCALINGS),
+        format_func=lambda k: labels[k],
+        horizontal=True,
+    )
+    if mode != "fixed":
+        return mode, None
+    low_col, high_col = st.columns(2)
+    with low_col:
+        low = synced(
+            st.number_input, "Range from", key=f"{key}_low", shared=FIXED_LOW, default=0.0, step=0.1, format="%.3f"
+        )
+    with high_col:
+        high = synced(
+            st.number_input, "Range to", key=f"{key}_high", shared=FIXED_HIGH, default=1.0, step=0.1, format="%.3f"
+        )
+    if not high > low:
+        st.error(
+            f"The range must go from a lower to a higher value (you set {low:g} to {high:g}); showing each map per map."
+        )
+        return "per map", None
+    return mode, (float(low), float(high))
+
+
+# -- training snapshots -----------------------------------------------------------------------------------
+
+
+def snapshots_folder() -> Path:
+    """Where the snapshots are: ``$FEATAPP_SNAPSHOTS``, else ``models/snapshots`` (as :mod:`featapp.snapshots`)."""
+    from featapp.snapshots import DEFAULT_SNAPSHOTS_DIR, SNAPSHOTS_ENV
+
+    return Path(os.environ.get(SNAPSHOTS_ENV, "").strip() or DEFAULT_SNAPSHOTS_DIR).expanduser()
+
+
+def _read_snapshots() -> tuple[list, str | None]:
+    from featapp.snapshots import INDEX_FILE, load_snapshots
+
+    if not (snapshots_folder() / INDEX_FILE).is_file():
+        return [], None
+    try:
+        return list(load_snapshots(snapshots_folder())), None
+    except ModelError as err:
+        return [], str(err)
+
+
+def snapshots() -> list:
+    """The training snapshots (:func:`featapp.snapshots.load_snapshots`); empty when there are none.
+
+    No snapshot folder is normal (a model converted without them). A damaged index is
+    reported by :func:`pick_snapshot`, the control that would use it.
+    """
+    return _read_snapshots()[0]
+
+
+def snapshot_label(snapshot: Any) -> str:
+    return str(snapshot.label)
+
+
+def pick_snapshot(model: FeatureModel, *, key: str, layer: str | None = None) -> tuple[FeatureModel, str]:
+    """The "training progress" control: the model to show (a snapshot or the final one) and its label.
+
+    With no snapshots there is nothing to choose and the final model is used. A snapshot
+    that cannot show ``layer`` or takes other inputs falls back to the final model, and says so.
+    """
+    snaps, problem = _read_snapshots()
+    if problem:
+        st.warning(f"The training snapshots cannot be used: {problem}")
+    if not snaps:
+        return model, "final model"
+    by_id = {str(Path(s.path)): s for s in snaps}
+    options = list(by_id) + [FINAL]
+    if st.session_state.get(SNAPSHOT) not in options:
+        st.session_state[SNAPSHOT] = FINAL
+    chosen = synced(
+        st.select_slider,
+        "Training progress",
+        key=key,
+        shared=SNAPSHOT,
+        default=FINAL,
+        options=options,
+        format_func=lambda option: "final model" if option == FINAL else snapshot_label(by_id[option]),
+        help="See the same map as the network learned: from random weights (epoch 0) to the trained model.",
+    )
+    if chosen == FINAL:
+        return model, "final model"
+    snapshot = by_id[chosen]
+    try:
+        snap_model = model_at(snapshot.path)
+    except ModelError as err:
+        st.error(f"This snapshot cannot be loaded: {err} Showing the final model.")
+        return model, "final model"
+    if spec_key(snap_model.input_spec) != spec_key(model.input_spec):
+        st.warning("This snapshot takes a different input size than the model; showing the final model.")
+        return model, "final model"
+    if layer is not None and layer not in snap_model.layer_names:
+        st.info(
+            f"Layer {layer} is not in the snapshots (they keep only the convolutional layers); showing the final model."
+        )
+        return model, "final model"
+    return snap_model, snapshot_label(snapshot)
+
+
+def goto(page: str) -> None:
+    """Open another page (``page`` is a key of :data:`PAGE_FILES`)."""
+    st.switch_page(PAGE_FILES[page])

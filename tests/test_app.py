@@ -1,0 +1,629 @@
+"""The Streamlit app, run page by page with ``streamlit.testing.v1.AppTest``.
+
+Every test runs the real ``streamlit_app.py`` with the real model (or a model built in
+the test) and checks what is shown: texts, images, and the chart specs and data sent to
+the browser. Expected values are computed independently from the model, not copied
+from the app's output.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from featapp import render
+from featapp.dataset import Dataset
+from featapp.images import prepare_image
+from featapp.model import load_model
+from featapp.pages.shared import PAGE_FILES
+from featapp.probes import probe_images
+from tests import imagefactory
+from tests.appmodels import COMMITTED_MODEL, snapshot_folder, trunk_of
+from tests.modelfactory import Conv, TinyNet, build
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+APP = REPO_ROOT / "streamlit_app.py"
+TIMEOUT = 90
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app_env(monkeypatch, tmp_path, data_dir):
+    """The shared photos, a private cache folder, no snapshots and the committed model on the CPU."""
+    monkeypatch.setenv("FEATAPP_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("FEATAPP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("FEATAPP_SNAPSHOTS", str(tmp_path / "no-snapshots"))
+    monkeypatch.setenv("FEATAPP_PROVIDER", "cpu")
+    monkeypatch.delenv("FEATAPP_MODEL", raising=False)
+    return tmp_path
+
+
+def open_app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert_clean(at)
+    if page is not None:
+        go(at, page)
+    return at
+
+
+def go(at: AppTest, page: str) -> AppTest:
+    at.switch_page(PAGE_FILES[page]).run()
+    assert_clean(at)
+    return at
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def main_text(at: AppTest) -> str:
+    parts = []
+    for kind in ("title", "subheader", "markdown", "caption", "info", "warning", "error", "success"):
+        parts.extend(str(element.value) for element in getattr(at.main, kind))
+    return "\n".join(parts)
+
+
+def sidebar_text(at: AppTest) -> str:
+    return "\n".join(str(e.value) for kind in ("markdown", "caption") for e in getattr(at.sidebar, kind))
+
+
+def captions(at: AppTest) -> list[str]:
+    return [caption for image in at.main.image for caption in image.captions]
+
+
+def charts(at: AppTest) -> list[tuple[dict, dict]]:
+    """Each chart's Vega-Lite spec and its datasets (name -> rows), as sent to the browser."""
+    found = []
+    for chart in at.get("vega_lite_chart"):
+        data = {
+            d.name: pa.ipc.open_stream(d.data.data).read_all().to_pandas().to_dict("records")
+            for d in chart.proto.datasets
+        }
+        found.append((json.loads(chart.proto.spec), data))
+    return found
+
+
+def views(spec: dict) -> list[dict]:
+    found = []
+    for key in ("hconcat", "vconcat", "concat", "layer"):
+        for child in spec.get(key, []):
+            found.extend(views(child))
+    if "mark" in spec:
+        found.append(spec)
+    return found
+
+
+def rows_of(spec: dict, datasets: dict, mark: str) -> list[dict]:
+    view = next(v for v in views(spec) if (v["mark"] if isinstance(v["mark"], str) else v["mark"]["type"]) == mark)
+    return datasets[(view.get("data") or spec["data"])["name"]]
+
+
+def heatmap_picture(at: AppTest, index: int = 0) -> np.ndarray:
+    spec, data = charts(at)[index]
+    url = rows_of(spec, data, "image")[0]["url"]
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+
+
+def chart_title(at: AppTest, index: int = 0) -> str:
+    spec, _ = charts(at)[index]
+    return next(v for v in [spec, *spec.get("hconcat", [])] if "title" in v)["title"]
+
+
+def png_upload(array: np.ndarray, name: str = "upload.png") -> tuple[str, bytes, str]:
+    return name, imagefactory.encode(Image.fromarray(array), "PNG"), "image/png"
+
+
+def upload(at: AppTest, file: tuple[str, bytes, str]) -> AppTest:
+    at.file_uploader(key="gallery_upload").set_value(file).run()
+    assert_clean(at)
+    return at
+
+
+@pytest.fixture(scope="module")
+def first_photo(data_dir):
+    """What the app shows before anything is chosen: photo 1 of the default gallery (test split, seed 0)."""
+    item = Dataset(data_dir).sample("test", per_class=10, seed=0)[0]
+    return item, prepare_image(item.path, load_model(COMMITTED_MODEL, provider="cpu"))
+
+
+# -- gallery -------------------------------------------------------------------------------------------------
+
+
+def test_gallery_shows_twenty_labelled_photos_with_predictions(app_env, model, dataset):
+    at = open_app()
+    positive = model.class_names[1]
+    photo_captions = [c for c in captions(at) if f"p({positive})" in c]
+    assert len(photo_captions) == 20
+    assert sum("cats" in c for c in photo_captions) == 10 and sum("dogs" in c for c in photo_captions) == 10
+    sample = dataset.sample("test", per_class=10, seed=0)
+    probabilities = model.predict([item.path for item in sample]).probabilities
+    wrong = [item.label != int(p.argmax()) for item, p in zip(sample, probabilities, strict=True)]
+    assert [c.startswith("❌") for c in photo_captions] == wrong
+    for caption, p in zip(photo_captions, probabilities, strict=True):
+        assert caption.endswith(f"p({positive}) {p[1]:.2f}")
+    text = main_text(at)
+    assert f"**{20 - sum(wrong)} of 20** right" in text
+    assert "Sample seed **0**" in text
+
+
+def test_another_seed_shows_other_photos_and_names_the_seed(app_env):
+    at = open_app()
+    before = [image.value for image in at.main.image][:20]
+    at.number_input(key="gallery_seed").set_value(7).run()
+    assert_clean(at)
+    assert "Sample seed **7**" in main_text(at)
+    assert [image.value for image in at.main.image][:20] != before
+    at.button[[b.label for b in at.button].index("🎲 New random sample")].click().run()
+    seed = at.session_state["gallery.seed"]
+    assert f"Sample seed **{seed}**" in main_text(at)
+
+
+def test_choosing_a_gallery_photo_makes_it_current_on_every_page(app_env, dataset):
+    at = open_app()
+    chosen = dataset.sample("test", per_class=10, seed=0)[13]
+    at.button(key="gallery_use_13").click().run()
+    assert_clean(at)
+    assert chosen.name in sidebar_text(at) + " ".join(c for i in at.sidebar.image for c in i.captions)
+    assert f"Current image: **{chosen.name} (test)**" in main_text(at)
+    go(at, "feature_map")
+    assert any(chosen.name in c for c in captions(at))
+
+
+def test_probes_can_be_chosen(app_env, model):
+    at = open_app()
+    probes = probe_images(model.input_spec)
+    assert [b.key for b in at.button if b.key and b.key.startswith("probe_use_")] == [
+        f"probe_use_{i}" for i in range(len(probes))
+    ]
+    at.button(key="probe_use_1").click().run()
+    assert f"Current image: **{probes[1].title}** (synthetic probe)" in main_text(at)
+
+
+def test_a_good_upload_becomes_the_current_image(app_env, model):
+    at = open_app("feature_map")
+    default_map = heatmap_picture(at)
+    go(at, "gallery")
+    stripes = np.zeros((200, 300, 3), np.uint8)
+    stripes[:, ::20] = 255
+    upload(at, png_upload(stripes, "stripes.png"))
+    assert "Current image: **stripes.png** (your upload)" in main_text(at)
+    assert not at.error
+    go(at, "feature_map")
+    assert any("stripes.png" in c for c in captions(at))
+    expected = model.activations(prepare_image(imagefactory.encode(Image.fromarray(stripes), "PNG"), model))
+    layer = model.layers[0].name
+    values = expected[layer][0, 0]
+    assert np.array_equal(
+        heatmap_picture(at), render.colourise(values, render.value_range(values, "per map"), render.LECTURE_BLUES)
+    )
+    assert not np.array_equal(heatmap_picture(at), default_map)
+
+
+BAD_FILES = {
+    "text named .jpg": (("notes.jpg", imagefactory.TEXT, "image/jpeg"), "text file"),
+    "iPhone HEIC": (("IMG_0001.jpg", imagefactory.HEIC, "image/jpeg"), "HEIC"),
+    "SVG drawing": (("cat.png", imagefactory.SVG, "image/png"), "SVG"),
+    "empty file": (("empty.png", b"", "image/png"), "empty"),
+    "truncated JPEG": (
+        (
+            "cut.jpg",
+            imagefactory.encode(Image.fromarray(np.full((300, 300, 3), 90, np.uint8)), "JPEG")[:300],
+            "image/jpeg",
+        ),
+        "cut off|damaged",
+    ),
+    "decompression bomb": (("bomb.png", imagefactory.png_stream(12000, 12000, bands=1), "image/png"), "megapixels"),
+    "huge declared size": (("huge.png", imagefactory.png_declaring(60000, 60000), "image/png"), "megapixels"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_FILES))
+def test_a_bad_upload_gives_a_clear_error_and_the_session_goes_on(app_env, name):
+    (file, reason) = BAD_FILES[name]
+    at = open_app()
+    before = main_text(at).split("Current image:")[1]
+    upload(at, file)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and file[0] in errors[0]
+    assert any(word.lower() in errors[0].lower() for word in reason.split("|")), errors[0]
+    assert main_text(at).split("Current image:")[1] == before  # the current image did not change
+    go(at, "feature_map")  # and every page still works
+    go(at, "gallery")
+    upload(at, png_upload(np.full((60, 80, 3), 200, np.uint8), "fine.png"))
+    assert not at.error and "Current image: **fine.png**" in main_text(at)
+
+
+def test_a_file_with_another_extension_gets_the_same_clear_error(app_env):
+    at = open_app()
+    upload(at, ("notes.txt", imagefactory.TEXT, "text/plain"))
+    assert "notes.txt" in at.error[0].value and "text file" in at.error[0].value
+
+
+def test_camera_photo(app_env):
+    at = open_app()
+    at.toggle(key="gallery_camera_on").set_value(True).run()
+    photo = imagefactory.encode(Image.fromarray(np.full((480, 640, 3), (30, 60, 200), np.uint8)), "JPEG")
+    at.camera_input(key="gallery_camera").set_value(("photo.jpg", photo, "image/jpeg")).run()
+    assert_clean(at)
+    assert "Current image: **camera photo** (camera photo)" in main_text(at)
+
+
+def test_without_a_dataset_probes_uploads_and_pages_still_work(app_env, monkeypatch, model):
+    empty = app_env / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("FEATAPP_DATA_DIR", str(empty))
+    at = open_app()
+    info = " ".join(i.value for i in at.info)
+    assert "FEATAPP_DATA_DIR" in info and str(empty) in info
+    first_probe = probe_images(model.input_spec)[0]
+    assert f"Current image: **{first_probe.title}**" in main_text(at)
+    upload(at, png_upload(np.full((50, 50, 3), 10, np.uint8), "dark.png"))
+    assert "Current image: **dark.png**" in main_text(at)
+    for page in ("feature_map", "layer_grid", "model", "neuron"):
+        go(at, page)
+    assert "no photos to rank" in main_text(at) and len(charts(at)) == 2  # the comparison still works
+
+
+# -- feature map -----------------------------------------------------------------------------------------------
+
+
+def expected_picture(values: np.ndarray, scale=render.LECTURE_BLUES) -> np.ndarray:
+    return render.colourise(values, render.value_range(values, "per map"), scale)
+
+
+def test_feature_map_starts_at_layer_one_channel_one_and_follows_the_channel(app_env, model, first_photo):
+    at = open_app("feature_map")
+    layer = model.layers[0]
+    assert at.selectbox(key="feature_map_layer").value == layer.name
+    assert at.number_input(key="feature_map_channel").value == 1
+    assert chart_title(at) == f"Layer 1 ({layer.name}), channel 1"
+    maps = model.activations(first_photo[1])[layer.name][0]
+    assert np.array_equal(heatmap_picture(at), expected_picture(maps[0]))
+    assert heatmap_picture(at).shape[:2] == layer.output_shape[:2]  # rows x cols, like the photo
+    at.number_input(key="feature_map_channel").set_value(2).run()
+    assert chart_title(at) == f"Layer 1 ({layer.name}), channel 2"
+    assert np.array_equal(heatmap_picture(at), expected_picture(maps[1]))
+
+
+def test_feature_map_of_a_deeper_layer(app_env, model, first_photo):
+    at = open_app("feature_map")
+    spatial = [layer for layer in model.layers if layer.is_spatial]
+    deep = spatial[-2]
+    at.selectbox(key="feature_map_layer").set_value(deep.name).run()
+    at.number_input(key="feature_map_channel").set_value(deep.channels).run()
+    number = model.layer_names.index(deep.name) + 1
+    assert chart_title(at) == f"Layer {number} ({deep.name}), channel {deep.channels}"
+    values = model.activations(first_photo[1])[deep.name][0, deep.channels - 1]
+    if render.is_constant(values):
+        assert "dead" in main_text(at)
+    else:
+        assert np.array_equal(heatmap_picture(at), expected_picture(values))
+    spec, data = charts(at)[0]
+    cells = rows_of(spec, data, "rect")
+    assert len(cells) == deep.output_shape[0] * deep.output_shape[1]  # small maps: one hover cell per cell
+    cell = max(cells, key=lambda c: c["value"])
+    assert cell["value"] == pytest.approx(float(values.max()), abs=1e-3)
+
+
+def test_colours_and_scaling_are_true_in_the_legend(app_env, model, first_photo):
+    at = open_app("feature_map")
+    at.radio(key="feature_map_colours").set_value("viridis").run()
+    maps = model.activations(first_photo[1])[model.layers[0].name][0]
+    assert np.array_equal(heatmap_picture(at), expected_picture(maps[0], render.VIRIDIS))
+    at.radio(key="feature_map_scaling").set_value("per layer").run()
+    spec, data = charts(at)[0]
+    legend = views(spec)[-1]
+    assert legend["encoding"]["y"]["scale"]["domain"] == pytest.approx([float(maps.min()), float(maps.max())], rel=1e-5)
+    assert "all channels of this layer" in main_text(at)
+    at.radio(key="feature_map_scaling").set_value("fixed").run()
+    at.number_input(key="feature_map_scaling_low").set_value(0.5).run()
+    at.number_input(key="feature_map_scaling_high").set_value(0.25).run()
+    assert "lower to a higher value" in at.error[0].value
+    at.number_input(key="feature_map_scaling_high").set_value(2.0).run()
+    assert not at.error
+    spec, _ = charts(at)[0]
+    assert views(spec)[-1]["encoding"]["y"]["scale"]["domain"] == [0.5, 2.0]
+    assert "the range you set" in main_text(at)
+
+
+def test_a_dead_map_is_shown_as_dead(app_env, model):
+    at = open_app()
+    upload(at, png_upload(np.full((90, 120, 3), 128, np.uint8), "grey.png"))  # flat grey: every layer-1 map is constant
+    go(at, "feature_map")
+    warning = " ".join(w.value for w in at.warning)
+    assert "dead" in warning
+    assert "Constant map" in main_text(at)
+    picture = heatmap_picture(at)
+    assert np.all(picture == picture[0, 0])
+
+
+def test_a_chosen_cell_outlines_its_receptive_field(app_env, model):
+    at = open_app("feature_map")
+    photo_before = at.main.image[0].value
+    layer = model.layers[2]  # a convolution with a receptive field wider than 1 pixel
+    at.selectbox(key="feature_map_layer").set_value(layer.name).run()
+    at.session_state["view.cell"] = (layer.name, 10, 20)  # what a click on the map stores
+    at.run()
+    assert_clean(at)
+    field = layer.receptive_field
+    top, left = (
+        round(field.offset[0] + 10 * field.jump[0] - (field.size[0] - 1) / 2),
+        round(field.offset[1] + 20 * field.jump[1] - (field.size[1] - 1) / 2),
+    )
+    text = main_text(at)
+    assert "row 11, column 21" in text
+    assert f"input rows {top + 1}-{top + field.size[0]} and columns {left + 1}-{left + field.size[1]}" in text
+    assert any("red box" in c for c in captions(at))
+    assert at.main.image[0].value != photo_before
+    spec, data = charts(at)[0]
+    outline = [v for v in views(spec) if isinstance(v["mark"], dict) and v["mark"].get("filled") is False]
+    assert len(outline) == 1
+
+
+def test_overlay_changes_the_photo(app_env):
+    at = open_app("feature_map")
+    plain = at.main.image[0].value
+    at.toggle(key="feature_map_overlay").set_value(True).run()
+    assert_clean(at)
+    assert at.main.image[0].value != plain
+
+
+# -- layer grid ----------------------------------------------------------------------------------------------------
+
+
+def test_layer_grid_prints_the_shape_and_flags_dead_channels(app_env, model, first_photo):
+    at = open_app("layer_grid")
+    layer = model.layers[0]
+    rows, cols, count = layer.output_shape
+    text = main_text(at)
+    assert f"`1 x {rows} x {cols} x {count}`" in text and f"`20 x {rows} x {cols} x {count}`" in text
+    assert "One tile is one channel" in text
+    spec, data = charts(at)[0]
+    tiles = rows_of(spec, data, "image")
+    assert [t["ch"] for t in tiles] == list(range(count))
+    maps = model.activations(first_photo[1])[layer.name][0]
+    dead = [c + 1 for c in range(count) if render.is_constant(maps[c])]
+    assert [t["channel"] for t in tiles if t["status"] != "active"] == dead
+    if dead:
+        assert f"**{len(dead)} of {count}**" in text
+
+
+def test_layer_grid_range_and_order_of_a_deep_layer(app_env, model, first_photo):
+    at = open_app("layer_grid")
+    wide = next(layer for layer in model.layers if layer.is_spatial and layer.channels >= 64)
+    at.selectbox(key="layer_grid_layer").set_value(wide.name).run()
+    at.number_input(key="layer_grid_first").set_value(1).run()
+    at.number_input(key="layer_grid_last").set_value(40).run()
+    spec, data = charts(at)[0]
+    assert [t["ch"] for t in rows_of(spec, data, "image")] == list(range(40))
+    at.radio(key="layer_grid_order").set_value("max").run()
+    spec, data = charts(at)[0]
+    maps = model.activations(first_photo[1])[wide.name][0][:40]
+    expected = list(np.argsort(-maps.max(axis=(1, 2)), kind="stable"))
+    assert [t["ch"] for t in rows_of(spec, data, "image")] == expected
+    assert f"channels 1 to 40 (40 of {wide.channels})" in main_text(at)
+
+
+def test_layer_grid_shows_vector_layers_as_values(app_env, model, first_photo):
+    at = open_app("layer_grid")
+    vectors = [layer for layer in model.layers if not layer.is_spatial]
+    small = min(vectors, key=lambda layer: layer.channels)
+    wide = max(vectors, key=lambda layer: layer.channels)
+    acts = model.activations(first_photo[1])
+    at.selectbox(key="layer_grid_layer").set_value(small.name).run()
+    assert_clean(at)
+    assert f"`1 x {small.channels}`" in main_text(at)
+    spec, data = charts(at)[0]
+    bars = rows_of(spec, data, "bar")
+    assert [b["value"] for b in bars] == pytest.approx(acts[small.name][0].tolist(), abs=1e-6)
+    at.selectbox(key="layer_grid_layer").set_value(wide.name).run()
+    assert_clean(at)
+    assert f"`1 x {wide.channels}`" in main_text(at) and "128 per row" in main_text(at)
+    assert len(rows_of(*charts(at)[1], "bar")) == 40
+
+
+def test_clicking_a_tile_opens_it_on_the_feature_map_page(app_env, model):
+    at = open_app("layer_grid")
+    layer = model.layers[2]
+    # What the tile chart's click callback stores (the browser test clicks for real).
+    at.session_state["view.layer"] = layer.name
+    at.session_state["view.channel"] = 7
+    at.session_state["grid.goto_feature_map"] = True
+    at.run()
+    assert_clean(at)
+    assert at.title[0].value.endswith("Feature map")
+    assert at.number_input(key="feature_map_channel").value == 7
+    assert chart_title(at).startswith(f"Layer 3 ({layer.name}), channel 7")
+
+
+# -- one neuron, many images --------------------------------------------------------------------------------------------
+
+
+def test_gallery_ranked_by_one_channel(app_env, model, dataset):
+    at = open_app("neuron")
+    layer = model.layers[0]
+    sample = dataset.sample("test", per_class=10, seed=0)
+    maps = model.activations([item.path for item in sample])[layer.name][:, 0]
+    order = np.argsort(-maps.reshape(20, -1).max(axis=1), kind="stable")
+    ranked = [c for c in captions(at) if c.startswith("#")]
+    assert ranked == [f"#{rank + 1} {sample[i].name}" for rank, i in enumerate(order)]
+    assert f"max {maps[order[0]].max():.3g}" in captions(at)
+
+
+def test_scanning_a_small_dataset_ranks_its_photos(app_env, monkeypatch, dataset):
+    small = app_env / "small"
+    for item in dataset.sample("test", per_class=3, seed=5):
+        target = small / "test" / item.class_name / item.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(item.path)  # links, not copies: the shared photos stay where they are
+    monkeypatch.setenv("FEATAPP_DATA_DIR", str(small))
+    at = open_app("neuron")
+    at.radio(key="neuron_source").set_value("dataset").run()
+    assert "have not been scanned" in main_text(at)
+    scan = next(b for b in at.button if b.label.startswith("Scan the 6 photos"))
+    scan.click().run()
+    assert_clean(at)
+    assert len([c for c in captions(at) if c.startswith("#")]) == 6
+    assert list((app_env / "cache").glob("neurons-*.npz"))
+    at.run()  # the next visit reads the cache: no scan button
+    assert not [b for b in at.button if b.label.startswith("Scan")]
+
+
+def test_two_images_are_compared_on_one_scale(app_env):
+    at = open_app("neuron")
+    at.selectbox(key="neuron_compare_right").set_value("g5").run()
+    assert_clean(at)
+    compare = [(spec, data) for spec, data in charts(at)][-2:]
+    domains = [views(spec)[-1]["encoding"]["y"]["scale"]["domain"] for spec, _ in compare]
+    assert domains[0] == domains[1]
+    assert "over all the maps shown" in main_text(at)
+
+
+# -- model page ------------------------------------------------------------------------------------------------------------
+
+
+def test_model_page_lists_layers_filters_prediction_and_downloads(app_env, model):
+    at = open_app("model")
+    table = at.dataframe[0].value
+    assert list(table["layer"]) == model.layer_names
+    assert list(table["parameters"]) == [layer.params for layer in model.layers]
+    filters = at.main.image[0]
+    assert filters.captions == [str(i + 1) for i in range(model.layers[0].channels)]
+    assert "The model says" in main_text(at)
+    labels = [b.label for b in at.download_button]
+    assert any(label.endswith(".npz)") for label in labels) and sum("(PNG)" in label for label in labels) == 2
+
+
+@pytest.mark.slow
+def test_occlusion_map_over_the_photo(app_env, model, first_photo):
+    at = open_app("model")
+    next(b for b in at.button if b.label.startswith("Compute the occlusion map")).click().run()
+    assert_clean(at)
+    predicted = model.class_names[int(model.predict(first_photo[1]).indices[0])]
+    assert f"Drop in p({predicted})" in " ".join(captions(at))
+    at.run()  # computed once per image: shown again without asking
+    assert f"Drop in p({predicted})" in " ".join(captions(at))
+
+
+# -- other models, trunks and snapshots ------------------------------------------------------------------------------------
+
+
+def test_a_trunk_model_has_no_predictions_but_every_page_works(app_env, monkeypatch):
+    trunk = trunk_of(COMMITTED_MODEL, app_env / "trunk.onnx")
+    monkeypatch.setenv("FEATAPP_MODEL", str(trunk))
+    at = open_app()
+    assert "No prediction" in sidebar_text(at)
+    assert not any("p(" in c for c in captions(at))
+    assert "no classifier" in main_text(at)
+    for page in ("feature_map", "layer_grid", "neuron", "model"):
+        go(at, page)
+    assert "unavailable for a model without a classifier" in main_text(at)
+
+
+def test_training_snapshots_on_feature_map_grid_and_model_pages(app_env, monkeypatch, model, first_photo):
+    folder = snapshot_folder(app_env / "snapshots", {0: 11, 3: None}, best=3)
+    monkeypatch.setenv("FEATAPP_SNAPSHOTS", str(folder))
+    at = open_app("feature_map")
+    slider = at.select_slider(key="feature_map_snapshot")
+    assert slider.value == "final"
+    final_picture = heatmap_picture(at)
+    epoch0 = str(folder / "epoch_000.onnx")
+    slider.set_value(epoch0).run()
+    assert_clean(at)
+    assert chart_title(at) == f"Layer 1 ({model.layers[0].name}), channel 1, epoch 0 (initial weights)"
+    random_maps = load_model(epoch0, provider="cpu").activations(first_photo[1])[model.layers[0].name][0]
+    assert np.array_equal(heatmap_picture(at), expected_picture(random_maps[0]))
+    assert not np.array_equal(heatmap_picture(at), final_picture)
+    strip = [c for c in captions(at) if c.startswith(("epoch", "final"))]
+    assert (
+        strip[0].startswith("epoch 0") and strip[1].startswith("epoch 3 (best): 53%") and strip[2].startswith("final")
+    )
+    assert "noise-like" in main_text(at)
+    go(at, "layer_grid")  # the choice carries over
+    assert at.select_slider(key="layer_grid_snapshot").value == epoch0
+    assert "at epoch 0" in main_text(at)
+    go(at, "model")
+    random_filters = at.main.image[0].value
+    at.select_slider(key="model_snapshot").set_value("final").run()
+    assert at.main.image[0].value != random_filters
+
+
+def test_a_damaged_snapshot_index_is_reported_not_fatal(app_env, monkeypatch):
+    folder = app_env / "broken"
+    folder.mkdir()
+    (folder / "index.json").write_text("{not json", encoding="utf-8")
+    monkeypatch.setenv("FEATAPP_SNAPSHOTS", str(folder))
+    at = open_app("feature_map")
+    assert "snapshots cannot be used" in " ".join(w.value for w in at.warning)
+    assert charts(at)
+
+
+def test_another_model_grayscale_other_size_other_classes(app_env, monkeypatch):
+    net = TinyNet(
+        height=40,
+        width=32,
+        channels=1,
+        convs=(Conv(4), Conv(6)),
+        head="softmax",
+        class_names=("circle", "square", "triangle"),
+        seed=4,
+    )
+    monkeypatch.setenv("FEATAPP_MODEL", str(build(net, app_env / "shapes.onnx")))
+    at = open_app()
+    assert "do not match the model's classes" in main_text(at)
+    assert "dog" not in sidebar_text(at) and "The model says" in sidebar_text(at)
+    go(at, "feature_map")
+    assert chart_title(at) == "Layer 1 (conv2d), channel 1"
+    assert heatmap_picture(at).shape[:2] == (38, 30)
+    go(at, "layer_grid")
+    assert "`1 x 38 x 30 x 4`" in main_text(at)
+    go(at, "neuron")
+    go(at, "model")
+    text = main_text(at)
+    assert "40 x 32 x 1 (grayscale)" in text and "circle, square, triangle" in text
+    assert at.main.image[0].captions == ["1", "2", "3", "4"]
+
+
+@pytest.mark.parametrize("problem", ["missing", "corrupt"])
+def test_a_missing_or_corrupt_model_gives_a_fix_it_page(app_env, monkeypatch, problem):
+    path = app_env / "model.onnx"
+    if problem == "corrupt":
+        path.write_bytes(b"this is not an onnx model" * 100)
+    monkeypatch.setenv("FEATAPP_MODEL", str(path))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert_clean(at)
+    assert "cannot start" in at.title[0].value
+    assert ("No model file" if problem == "missing" else "not a model ONNX Runtime can load") in at.error[0].value
+    assert "FEATAPP_MODEL" in main_text(at)
+
+
+def test_the_app_never_imports_tensorflow(app_env):
+    script = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({str(APP)!r}, default_timeout={TIMEOUT}).run()
+for page in {list(PAGE_FILES.values())!r}:
+    at.switch_page(page).run()
+    assert not at.exception, page
+loaded = sorted(m for m in sys.modules if m == "tensorflow" or m.startswith(("tensorflow.", "keras", "tf2onnx")))
+print("LOADED", loaded)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "LOADED []" in result.stdout

@@ -1,0 +1,329 @@
+"""featapp.render: colours, ranges, pictures and chart specs, against hand-computed values."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from featapp import render
+from featapp.geometry import ReceptiveField
+from featapp.render import LECTURE_BLUES, VIRIDIS, ValueRange
+
+
+def decode_url(url: str) -> np.ndarray:
+    assert url.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+
+
+def hexes(colours: np.ndarray) -> list[str]:
+    return ["#" + "".join(f"{v:02x}" for v in row) for row in colours]
+
+
+def layers_of(spec: dict) -> list[dict]:
+    """Every single view of a (possibly concatenated or layered) Vega-Lite spec."""
+    found = []
+    for key in ("hconcat", "vconcat", "concat", "layer"):
+        for child in spec.get(key, []):
+            found.extend(layers_of(child))
+    if "mark" in spec:
+        found.append(spec)
+    return found
+
+
+def mark_type(view: dict) -> str:
+    mark = view["mark"]
+    return mark if isinstance(mark, str) else mark["type"]
+
+
+# -- palettes and ranges ------------------------------------------------------------------------------
+
+
+def test_palettes_end_on_their_stops():
+    assert hexes(render.palette(LECTURE_BLUES)) == list(LECTURE_BLUES.stops)
+    table = render.palette(VIRIDIS)
+    assert table.shape == (256, 3)
+    assert hexes(table[[0, -1]]) == [VIRIDIS.stops[0], VIRIDIS.stops[-1]]
+    # Viridis gets lighter from dark purple to yellow: luminance rises monotonically.
+    luminance = table @ np.array([0.299, 0.587, 0.114])
+    assert np.all(np.diff(luminance) > -1.0)
+
+
+def test_value_range_modes():
+    values = np.array([[1.0, 2.0], [3.0, 5.0]], np.float32)
+    layer = np.array([0.0, 10.0])
+    assert render.value_range(values, "per map") == ValueRange(1.0, 5.0, "per map")
+    assert render.value_range(values, "per layer", layer_values=layer) == ValueRange(0.0, 10.0, "per layer")
+    assert render.value_range(values, "fixed", fixed=(0, 4)) == ValueRange(0.0, 4.0, "fixed", clipped=True)
+    assert render.value_range(values, "fixed", fixed=(0, 9)).clipped is False
+    with pytest.raises(ValueError, match="low < high"):
+        render.value_range(values, "fixed", fixed=(2, 2))
+    with pytest.raises(ValueError, match="unknown scaling"):
+        render.value_range(values, "per galaxy")
+
+
+def test_four_level_bins_are_equal_quarters_of_the_range():
+    # Range 0..8: bins [0,2) [2,4) [4,6) [6,8]; the top edge belongs to the last bin.
+    values = np.array([0.0, 1.99, 2.0, 3.9, 4.0, 6.0, 7.99, 8.0, -1.0, 9.0])
+    indices = render.level_indices(values, ValueRange(0.0, 8.0, "fixed"), LECTURE_BLUES)
+    assert indices.tolist() == [0, 0, 1, 1, 2, 3, 3, 3, 0, 3]
+
+
+def test_continuous_scale_maps_ends_and_middle():
+    values = np.array([0.0, 0.5, 1.0])
+    assert render.level_indices(values, ValueRange(0.0, 1.0, "per map"), VIRIDIS).tolist() == [0, 128, 255]
+
+
+def test_constant_map_is_one_colour_and_said_to_be_dead():
+    values = np.full((5, 7), 0.0, np.float32)
+    vr = render.value_range(values, "per map")
+    assert vr.constant
+    assert render.is_constant(values)
+    picture = render.colourise(values, vr, VIRIDIS)
+    assert np.all(picture == picture[0, 0])
+    assert "Constant map" in render.describe_range(vr, VIRIDIS)
+    legend = render.legend_chart(vr, VIRIDIS).to_dict()
+    assert "constant 0" in str(legend)
+
+
+def test_describe_range_matches_what_is_drawn():
+    text = render.describe_range(ValueRange(0.0, 2.0, "per layer"), LECTURE_BLUES)
+    assert "0 to 2" in text and "all channels of this layer" in text and "4 equal bins of 0.5" in text
+    clipped = render.describe_range(ValueRange(0.0, 1.0, "fixed", clipped=True), VIRIDIS)
+    assert "outside this range" in clipped and "bins" not in clipped
+
+
+def test_shared_range_covers_every_map():
+    vr = render.shared_range(np.array([[1.0, 2.0]]), np.array([[-3.0, 0.5]]))
+    assert (vr.low, vr.high, vr.mode) == (-3.0, 2.0, "shared")
+
+
+# -- pictures -----------------------------------------------------------------------------------------
+
+
+def test_map_png_is_a_palette_png_with_the_exact_colours():
+    values = np.arange(12, dtype=np.float32).reshape(3, 4)
+    vr = render.value_range(values, "per map")
+    png = render.map_png(values, vr, LECTURE_BLUES)
+    image = Image.open(io.BytesIO(png))
+    assert image.mode == "P" and image.size == (4, 3)
+    assert np.array_equal(np.asarray(image.convert("RGB")), render.colourise(values, vr, LECTURE_BLUES))
+    # Row 0 is at the top: the smallest values (top-left) get the lightest blue.
+    assert hexes(np.asarray(image.convert("RGB"))[0, :1])[0] == LECTURE_BLUES.stops[0]
+    assert hexes(np.asarray(image.convert("RGB"))[2, 3:])[0] == LECTURE_BLUES.stops[3]
+
+
+def test_map_picture_enlarges_by_whole_factors():
+    values = np.eye(7, dtype=np.float32)
+    picture = render.map_picture(values, render.value_range(values, "per map"), VIRIDIS, min_px=20)
+    assert picture.shape == (21, 21, 3)  # factor 3: the smallest whole factor reaching 20 px
+    assert np.all(picture[0:3, 0:3] == picture[0, 0]) and not np.all(picture[0:3, 3:6] == picture[0, 0])
+
+
+def test_png_bytes_round_trip_gray_and_rgb():
+    gray = np.arange(6, dtype=np.uint8).reshape(2, 3, 1)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(render.png_bytes(gray)))), gray[:, :, 0])
+    rgb = np.random.default_rng(0).integers(0, 255, (4, 5, 3), dtype=np.uint8)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(render.png_bytes(rgb)))), rgb)
+
+
+# -- the heatmap chart ------------------------------------------------------------------------------------
+
+
+def test_small_heatmap_has_one_hover_cell_per_map_cell():
+    values = np.array([[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]], np.float32)
+    vr = render.value_range(values, "per map")
+    spec = render.heatmap_chart(values, vr, LECTURE_BLUES, title="t").to_dict()
+    views = layers_of(spec)
+    assert [mark_type(v) for v in views][:2] == ["image", "rect"]
+    image_view, cells_view = views[0], views[1]
+    assert image_view["mark"]["smooth"] is False
+    assert image_view["encoding"]["y"]["scale"]["reverse"] is True  # row 1 at the top, like the photo
+    cells = spec["datasets"][cells_view["data"]["name"]]
+    assert len(cells) == 6
+    by_position = {(c["r"], c["c"]): c for c in cells}
+    assert by_position[(1, 2)]["value"] == 5.0
+    assert by_position[(1, 2)]["row"] == 2 and by_position[(1, 2)]["column"] == 3  # 1-based in the tooltip
+    assert {t["field"] for t in cells_view["encoding"]["tooltip"]} == {"row", "column", "value"}
+    params = spec["params"]
+    assert params[0]["name"] == "cell" and params[0]["select"]["fields"] == ["r", "c"]
+    picture = decode_url(spec["datasets"][image_view["data"]["name"]][0]["url"])
+    assert np.array_equal(picture, render.colourise(values, vr, LECTURE_BLUES))
+
+
+def test_large_heatmap_answers_per_block_with_the_strongest_cell():
+    rng = np.random.default_rng(1)
+    values = rng.random((148, 148)).astype(np.float32)
+    values[100, 7] = 5.0
+    spec = render.heatmap_chart(values, render.value_range(values, "per map"), VIRIDIS).to_dict()
+    cells_view = layers_of(spec)[1]
+    cells = spec["datasets"][cells_view["data"]["name"]]
+    assert len(cells) <= render.MAX_CHART_CELLS
+    block = cells[0]["r1"] - cells[0]["r0"]
+    assert block == 3  # ceil(sqrt(148 * 148 / 2500))
+    for cell in cells[:: len(cells) // 50]:
+        patch = values[cell["r0"] : cell["r1"], cell["c0"] : cell["c1"]]
+        assert cell["value"] == pytest.approx(float(patch.max()), abs=1e-4)
+        assert values[cell["r"], cell["c"]] == patch.max()
+    winner = [c for c in cells if c["r0"] <= 100 < c["r1"] and c["c0"] <= 7 < c["c1"]][0]
+    assert (winner["r"], winner["c"], winner["value"]) == (100, 7, 5.0)
+    # Every cell of the map belongs to exactly one block.
+    covered = np.zeros(values.shape, int)
+    for cell in cells:
+        covered[cell["r0"] : cell["r1"], cell["c0"] : cell["c1"]] += 1
+    assert np.all(covered == 1)
+
+
+def test_selected_cell_is_outlined_and_legend_is_the_palette():
+    values = np.arange(16, dtype=np.float32).reshape(4, 4)
+    vr = ValueRange(0.0, 16.0, "fixed")
+    spec = render.heatmap_chart(values, vr, LECTURE_BLUES, selected_cell=(2, 1)).to_dict()
+    views = layers_of(spec)
+    outline = [v for v in views if mark_type(v) == "rect" and v["mark"].get("filled") is False]
+    assert len(outline) == 1
+    box = spec["datasets"][outline[0]["data"]["name"]][0]
+    assert (box["r0"], box["r1"], box["c0"], box["c1"]) == (2, 3, 1, 2)
+    legend = views[-1]
+    bands = spec["datasets"][legend["data"]["name"]]
+    assert [b["colour"] for b in bands] == list(LECTURE_BLUES.stops)
+    assert [b["y0"] for b in bands] == [0.0, 4.0, 8.0, 12.0]
+    assert legend["encoding"]["y"]["scale"]["domain"] == [0.0, 16.0]
+
+
+def test_continuous_legend_uses_the_palette_over_the_range():
+    vr = ValueRange(-1.0, 3.0, "per map")
+    spec = render.legend_chart(vr, VIRIDIS).to_dict()
+    bands = spec["datasets"][spec["data"]["name"]]
+    assert bands[0]["y0"] == -1.0 and bands[-1]["y1"] == 3.0
+    # Each band shows the colour the picture gives a value in the middle of that band.
+    middles = np.array([(b["y0"] + b["y1"]) / 2 for b in bands])
+    assert [b["colour"] for b in bands] == hexes(render.colourise(middles, vr, VIRIDIS))
+
+
+# -- grids ----------------------------------------------------------------------------------------------------
+
+
+def test_order_channels_by_index_mean_and_max():
+    maps = np.zeros((4, 2, 2), np.float32)
+    maps[0] = [[0, 9], [0, 0]]  # max 9, mean 2.25
+    maps[1] = [[3, 3], [3, 3]]  # max 3, mean 3
+    maps[2] = [[1, 1], [1, 1]]
+    maps[3] = [[3, 3], [3, 3]]  # ties with channel 1: index order kept
+    assert render.order_channels(maps, [0, 1, 2, 3], "index") == [0, 1, 2, 3]
+    assert render.order_channels(maps, [0, 1, 2, 3], "max") == [0, 1, 3, 2]
+    assert render.order_channels(maps, [0, 1, 2, 3], "mean") == [1, 3, 0, 2]
+    assert render.order_channels(maps, [2, 0], "max") == [0, 2]
+
+
+def test_tiles_flag_dead_channels_and_share_a_layer_range():
+    maps = np.zeros((3, 4, 4), np.float32)
+    maps[1] = np.arange(16).reshape(4, 4)
+    maps[2] = 2 * np.arange(16).reshape(4, 4)
+    tiles = render.make_tiles(maps, [0, 1, 2], VIRIDIS, "per layer")
+    assert [t.dead for t in tiles] == [True, False, False]
+    assert tiles[2].maximum == 30.0 and tiles[1].mean == pytest.approx(7.5)
+    # One range for the layer: channel 1's brightest cell (15) is mid-scale, channel 2's (30) the top.
+    top = render.palette(VIRIDIS)[255]
+    assert np.array_equal(decode_url(tiles[2].url)[3, 3], top)
+    assert not np.array_equal(decode_url(tiles[1].url)[3, 3], top)
+    # Per map, each tile reaches the top colour.
+    own = render.make_tiles(maps, [1, 2], VIRIDIS, "per map")
+    assert all(np.array_equal(decode_url(t.url)[3, 3], top) for t in own)
+
+
+def test_tile_grid_chart_places_every_tile_and_selects_by_channel():
+    maps = np.random.default_rng(2).random((40, 5, 5)).astype(np.float32)
+    maps[7] = 0.0
+    tiles = render.make_tiles(maps, range(40), LECTURE_BLUES, "per map")
+    spec = render.tile_grid_chart(tiles).to_dict()
+    views = layers_of(spec)
+    images = [v for v in views if mark_type(v) == "image"][0]
+    rows = spec["datasets"][images.get("data", spec.get("data"))["name"]]
+    assert [r["ch"] for r in rows] == list(range(40))
+    assert rows[7]["label"] == "8 dead" and rows[0]["label"] == "1"
+    assert spec["params"][0]["select"]["fields"] == ["ch"]
+    positions = {(r["x"], r["y"]) for r in rows}
+    assert len(positions) == 40  # no two tiles on top of each other
+    assert len({r["x"] for r in rows}) == render.grid_columns(40) == 8
+
+
+def test_grid_png_has_one_tile_per_channel():
+    maps = np.zeros((3, 2, 2), np.float32)
+    maps[1] = [[0, 1], [2, 3]]
+    png = render.grid_png(maps, [0, 1, 2], LECTURE_BLUES, "per map", columns=3, cell_px=10)
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    gap, label = 4, 12
+    assert image.shape == (gap + 20 + label + gap, 3 * (20 + gap) + gap, 3)
+    x1 = gap + (20 + gap)  # tile of channel 2 (index 1)
+    assert hexes(image[[gap + 5], [x1 + 5]])[0] == LECTURE_BLUES.stops[0]  # its 0 at the top left
+    assert hexes(image[[gap + 15], [x1 + 15]])[0] == LECTURE_BLUES.stops[3]  # its 3 at the bottom right
+
+
+def test_vector_charts():
+    values = np.array([0.0, 3.0, 1.0, 2.0], np.float32)
+    spec = render.vector_chart(values).to_dict()
+    rows = spec["datasets"][spec["data"]["name"]]
+    assert [r["unit"] for r in rows] == [1, 2, 3, 4] and [r["value"] for r in rows] == [0.0, 3.0, 1.0, 2.0]
+    top = render.vector_chart(values, top=2).to_dict()
+    assert [r["unit"] for r in top["datasets"][top["data"]["name"]]] == [2, 4]
+    strip, vr = render.vector_strip_chart(np.arange(300, dtype=np.float32), VIRIDIS, per_row=128)
+    image_view = layers_of(strip.to_dict())[0]
+    picture = decode_url(strip.to_dict()["datasets"][image_view["data"]["name"]][0]["url"])
+    assert picture.shape == (3, 128, 3) and (vr.low, vr.high) == (0.0, 299.0)
+
+
+# -- on the photo ---------------------------------------------------------------------------------------------------
+
+
+def test_overlay_follows_receptive_field_centres():
+    photo = np.zeros((40, 40, 3), np.uint8)
+    # A deep layer: 2 x 2 cells, 16 pixels apart, centred at 12.5 + 16 k (like max_pooling2d_3's 22.5 + 16 k).
+    field = ReceptiveField(size=(20, 20), jump=(16, 16), offset=(12.5, 12.5))
+    values = np.ones((2, 2), np.float32)
+    out = render.overlay_map(photo, values, field, ValueRange(0.0, 1.0, "fixed"), LECTURE_BLUES, alpha=1.0)
+    painted = np.any(out > 0, axis=2)
+    rows = np.where(painted.any(axis=1))[0]
+    # Cell centres 12.5 and 28.5, each covering +-8 pixels: rows 5..36 are painted, the edges keep the photo.
+    assert rows.min() == 5 and rows.max() == 36
+    assert not painted[0].any() and not painted[39].any()
+
+
+def test_overlay_on_layer_one_is_shifted_by_one_pixel():
+    photo = np.zeros((6, 6, 1), np.uint8)
+    field = ReceptiveField(size=(3, 3), jump=(1, 1), offset=(1.0, 1.0))
+    values = np.zeros((4, 4), np.float32)
+    values[0, 0] = 1.0
+    out = render.overlay_map(photo, values, field, ValueRange(0.0, 1.0, "fixed"), LECTURE_BLUES, alpha=1.0)
+    assert out.shape == (6, 6, 3)
+    assert hexes(out[[1], [1]])[0] == LECTURE_BLUES.stops[3]  # cell (0, 0) sits on pixel (1, 1)
+    assert np.all(out[0] == 0) and np.all(out[:, 5] == 0)
+
+
+def test_outline_box_draws_exact_edges_and_points_at_small_boxes():
+    photo = np.zeros((40, 40, 3), np.uint8)
+    out = render.outline_box(photo, (10, 12, 13, 15), thickness=1)
+    red = out[:, :, 0] > 0
+    assert red[10, 12:15].all() and red[12, 12:15].all() and red[10:13, 12].all() and red[10:13, 14].all()
+    assert not red[11, 13]  # inside the box stays the photo
+    assert red[0:7, 13].any() and red[16:26, 13].any()  # ticks above and below a 3 x 3 box
+    big = render.outline_box(photo, (5, 5, 30, 30), thickness=2)
+    assert not (big[0:5, :, 0] > 0).any()  # no ticks for a box that is easy to see
+
+
+def test_layer_table_of_the_committed_model(model):
+    table = render.layer_table(model.layers)
+    assert list(table["#"]) == list(range(1, len(model.layers) + 1))
+    first = table.iloc[0]
+    layer = model.layers[0]
+    assert first["layer"] == layer.name and first["output shape"] == layer.shape_text
+    assert first["receptive field"] == f"{layer.receptive_field.size[0]} x {layer.receptive_field.size[1]}"
+    vectors = table[[not layer.is_spatial for layer in model.layers]]
+    assert set(vectors["receptive field"]) == {"(not a map)"}
+
+
+def test_scaling_text():
+    assert render.scaling_text(1 / 255) == "x / 255 (0 to 1)"
+    assert render.scaling_text(1 / 127.5, -1.0) == "x / 127.5 - 1 (-1 to 1)"
