@@ -57,118 +57,134 @@ def _new_sample() -> None:
 
 st.title("🖼️ Gallery")
 st.markdown(
-    "Choose the image to look inside. Every other page shows what the network does with it. "
-    "As in the lecture's first figure, the model's answer is printed under each photo."
+    "Choose the image to look inside: a photo from the dataset, a synthetic probe, your own photo or the "
+    "camera. Every other page shows what the network does with it. As in the lecture's first figure, the "
+    "model's answer is printed under each photo."
 )
-
-# -- dataset photos -------------------------------------------------------------------------------------
-st.subheader("Photos from the dataset")
-try:
-    data = shared.dataset()
-except DatasetError as err:
-    data = None
-    st.info(f"{err}\n\nWithout a dataset you can still use the probes, your own photos and the camera below.")
-
-if data is not None:
-    splits = list(data.splits)
-    if st.session_state.get(shared.SPLIT) not in splits:
-        st.session_state[shared.SPLIT] = shared.default_split(data)
-    st.session_state.setdefault(shared.SEED, 0)
-    split_col, seed_col, button_col = st.columns([2, 2, 2], vertical_alignment="bottom")
-    with split_col:
-        split = shared.synced(
-            st.selectbox,
-            "Split",
-            key="gallery_split",
-            shared=shared.SPLIT,
-            default=splits[0],
-            options=splits,
-            help="The test photos were never seen in training, so the model's answers there are honest.",
-        )
-    with seed_col:
-        seed = shared.synced(
-            st.number_input,
-            "Sample seed",
-            key="gallery_seed",
-            shared=shared.SEED,
-            default=0,
-            min_value=0,
-            max_value=9_999,
-            step=1,
-        )
-    with button_col:
-        st.button("🎲 New random sample", on_click=_new_sample)
-    seed = int(seed)
-    items, pixels = shared.gallery(model, data, split, seed)
-    prediction = shared.gallery_prediction(model, pixels) if items else None
-    folders = match_classes(data.classes(split), model.class_names)
-    st.caption(
-        f"Sample seed **{seed}** from the {split} split: type this number in to see the same "
-        f"{len(items)} photos on any machine."
-    )
-    wrong_count = 0
-    for start in range(0, len(items), COLUMNS):
-        columns = st.columns(COLUMNS)
-        for offset, column in enumerate(columns):
-            index = start + offset
-            if index >= len(items):
-                break
-            item = items[index]
-            probabilities = None if prediction is None else prediction.probabilities[index]
-            caption, wrong = gallery_caption(item.class_name, probabilities, model.class_names, folders)
-            wrong_count += bool(wrong)
-            with column:
-                shared.show_image(pixels[index], caption=caption, width="stretch")
-                st.button(
-                    "Look inside", key=f"gallery_use_{index}", on_click=_choose_gallery, args=(index, split, seed)
-                )
-    if prediction is None:
-        st.caption("This model has no classifier, so there are no predictions to show.")
-    elif folders is None:
-        st.caption("The dataset's folders do not match the model's classes, so right and wrong are not marked.")
-    else:
-        st.markdown(
-            f"The model gets **{len(items) - wrong_count} of {len(items)}** right; the ones it gets wrong are marked ❌."
-        )
-
-# -- probes ---------------------------------------------------------------------------------------------------
-st.subheader("Probes")
-st.markdown("Simple synthetic pictures: each one asks a clear question, such as *which channels like vertical edges?*")
-probe_list = shared.probes(model)
-for start in range(0, len(probe_list), COLUMNS):
-    columns = st.columns(COLUMNS)
-    for offset, column in enumerate(columns):
-        index = start + offset
-        if index >= len(probe_list):
-            break
-        probe = probe_list[index]
-        with column:
-            shared.show_image(probe.image, caption=probe.title, width="stretch")
-            st.button(
-                "Look inside", key=f"probe_use_{index}", on_click=_choose_probe, args=(index,), help=probe.description
-            )
-
-# -- your own photo -----------------------------------------------------------------------------------------
-st.subheader("Your own photo")
-st.caption(
-    f"It is resized to {spec.width} x {spec.height} pixels, as the network expects. "
-    "Photos stay in this server's memory only; they are never saved."
-)
-upload_col, camera_col = st.columns(2)
-with upload_col:
-    st.file_uploader(
-        "Upload a photo",
-        type=UPLOAD_ACCEPT,
-        key="gallery_upload",
-        on_change=_take_photo,
-        args=("gallery_upload", "upload"),
-    )
-with camera_col:
-    if st.toggle("Use the camera", key="gallery_camera_on"):
-        st.camera_input("Take a photo", key="gallery_camera", on_change=_take_photo, args=("gallery_camera", "camera"))
+current = shared.current_image(model)
+notice_col, link_col = st.columns([3, 1], vertical_alignment="center")
+with notice_col:
+    st.success(f"Current image: **{current.title}** ({current.source_text}).")
+with link_col:
+    st.page_link(shared.PAGE_FILES["feature_map"], label="Look at its feature maps", icon="🔥")
 if st.session_state.get(UPLOAD_ERROR):
     st.error(st.session_state[UPLOAD_ERROR])
 
-current = shared.current_image(model)
-st.success(f"Current image: **{current.title}** ({current.source_text}).")
-st.page_link(shared.PAGE_FILES["feature_map"], label="Look at its feature maps", icon="🔥")
+dataset_tab, probes_tab, own_tab = st.tabs(["📷 Dataset photos", "🧪 Probes", "⬆️ Your photo or the camera"])
+
+
+# -- dataset photos --------------------------------------------------------------------------------------
+with dataset_tab:
+    try:
+        data = shared.dataset()
+    except DatasetError as err:
+        data = None
+        st.info(
+            f"{err}\n\nWithout a dataset you can still use the probes, your own photos and the camera (the other tabs)."
+        )
+
+    if data is not None:
+        splits = list(data.splits)
+        if st.session_state.get(shared.SPLIT) not in splits:
+            st.session_state[shared.SPLIT] = shared.default_split(data)
+        st.session_state.setdefault(shared.SEED, 0)
+        split_col, seed_col, button_col = st.columns([2, 2, 2], vertical_alignment="bottom")
+        with split_col:
+            split = shared.synced(
+                st.selectbox,
+                "Split",
+                key="gallery_split",
+                shared=shared.SPLIT,
+                default=splits[0],
+                options=splits,
+                help="The test photos were never seen in training, so the model's answers there are honest.",
+            )
+        with seed_col:
+            seed = shared.synced(
+                st.number_input,
+                "Sample seed",
+                key="gallery_seed",
+                shared=shared.SEED,
+                default=0,
+                min_value=0,
+                max_value=9_999,
+                step=1,
+            )
+        with button_col:
+            st.button("🎲 New random sample", on_click=_new_sample)
+        seed = int(seed)
+        items, pixels = shared.gallery(model, data, split, seed)
+        prediction = shared.gallery_prediction(model, pixels) if items else None
+        folders = match_classes(data.classes(split), model.class_names)
+        st.caption(
+            f"Sample seed **{seed}** from the {split} split: type this number in to see the same "
+            f"{len(items)} photos on any machine."
+        )
+        wrong_count = 0
+        for start in range(0, len(items), COLUMNS):
+            columns = st.columns(COLUMNS)
+            for offset, column in enumerate(columns):
+                index = start + offset
+                if index >= len(items):
+                    break
+                item = items[index]
+                probabilities = None if prediction is None else prediction.probabilities[index]
+                caption, wrong = gallery_caption(item.class_name, probabilities, model.class_names, folders)
+                wrong_count += bool(wrong)
+                with column:
+                    shared.show_image(pixels[index], caption=caption, width="stretch")
+                    st.button(
+                        "Look inside", key=f"gallery_use_{index}", on_click=_choose_gallery, args=(index, split, seed)
+                    )
+        if prediction is None:
+            st.caption("This model has no classifier, so there are no predictions to show.")
+        elif folders is None:
+            st.caption("The dataset's folders do not match the model's classes, so right and wrong are not marked.")
+        else:
+            st.markdown(
+                f"The model gets **{len(items) - wrong_count} of {len(items)}** right; the ones it gets wrong are marked ❌."
+            )
+
+# -- probes ----------------------------------------------------------------------------------------------
+with probes_tab:
+    st.markdown(
+        "Simple synthetic pictures: each one asks a clear question, such as *which channels like vertical edges?*"
+    )
+    probe_list = shared.probes(model)
+    for start in range(0, len(probe_list), COLUMNS):
+        columns = st.columns(COLUMNS)
+        for offset, column in enumerate(columns):
+            index = start + offset
+            if index >= len(probe_list):
+                break
+            probe = probe_list[index]
+            with column:
+                shared.show_image(probe.image, caption=probe.title, width="stretch")
+                st.button(
+                    "Look inside",
+                    key=f"probe_use_{index}",
+                    on_click=_choose_probe,
+                    args=(index,),
+                    help=probe.description,
+                )
+
+# -- your own photo --------------------------------------------------------------------------------------
+with own_tab:
+    st.caption(
+        f"It is resized to {spec.width} x {spec.height} pixels, as the network expects. "
+        "Photos stay in this server's memory only; they are never saved."
+    )
+    upload_col, camera_col = st.columns(2)
+    with upload_col:
+        st.file_uploader(
+            "Upload a photo",
+            type=UPLOAD_ACCEPT,
+            key="gallery_upload",
+            on_change=_take_photo,
+            args=("gallery_upload", "upload"),
+        )
+    with camera_col:
+        if st.toggle("Use the camera", key="gallery_camera_on"):
+            st.camera_input(
+                "Take a photo", key="gallery_camera", on_change=_take_photo, args=("gallery_camera", "camera")
+            )

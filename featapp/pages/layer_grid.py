@@ -14,6 +14,7 @@ ORDERS = {
     "max": "max activation (strongest first)",
 }
 VECTOR_BARS = 600
+GRID_PX = 880  # fits the main column of a 1400-pixel-wide window beside the sidebar
 
 if st.session_state.pop(GOTO, False):
     shared.goto("feature_map")
@@ -60,14 +61,16 @@ if layer.is_spatial:
     rows, cols, count = layer.output_shape
     with controls_left:
         first_col, last_col = st.columns(2)
-        st.session_state[FIRST] = min(max(int(st.session_state.get(FIRST, 1)), 1), count)
-        st.session_state[LAST] = min(max(int(st.session_state.get(LAST, count)), 1), count)
+        # The range is remembered per layer: a new layer starts with all its channels.
+        first_key, last_key = f"{FIRST}.{layer.name}", f"{LAST}.{layer.name}"
+        st.session_state[first_key] = min(max(int(st.session_state.get(first_key, 1)), 1), count)
+        st.session_state[last_key] = min(max(int(st.session_state.get(last_key, count)), 1), count)
         with first_col:
             first = shared.synced(
                 st.number_input,
                 "From channel",
                 key="layer_grid_first",
-                shared=FIRST,
+                shared=first_key,
                 default=1,
                 min_value=1,
                 max_value=count,
@@ -78,7 +81,7 @@ if layer.is_spatial:
                 st.number_input,
                 "To channel",
                 key="layer_grid_last",
-                shared=LAST,
+                shared=last_key,
                 default=count,
                 min_value=1,
                 max_value=count,
@@ -109,7 +112,7 @@ if layer.is_spatial:
     ordered = render.order_channels(output, range(first - 1, last), order)
     tiles = render.make_tiles(output, ordered, scale, mode, fixed=fixed)
     chart_key = f"layer_grid_chart_{st.session_state.get(NONCE, 0)}"
-    chart = render.tile_grid_chart(tiles, map_aspect=rows / cols)
+    chart = render.tile_grid_chart(tiles, map_aspect=rows / cols, width_px=GRID_PX)
     st.altair_chart(chart, on_select=lambda: _on_tile(layer.name, chart_key), key=chart_key, width="content")
     dead = [tile.channel + 1 for tile in tiles if tile.dead]
     if mode == "per layer":
@@ -144,10 +147,12 @@ else:
     zeros = int((output == 0).sum())
     st.caption(f"{zeros} of {units} units are exactly 0 for this image.")
     if units <= VECTOR_BARS:
-        st.altair_chart(render.vector_chart(output, title=f"All {units} units"), width="content")
+        st.altair_chart(render.vector_chart(output, title=f"All {units} units", width_px=GRID_PX - 80), width="content")
     else:
-        strip, strip_range = render.vector_strip_chart(output, scale)
+        strip, strip_range = render.vector_strip_chart(output, scale, width_px=GRID_PX - 80)
         st.markdown(f"All {units} units as a strip, 128 per row (unit 1 at the top left):")
         st.altair_chart(strip, width="content")
         st.caption(render.describe_range(strip_range, scale))
-        st.altair_chart(render.vector_chart(output, title="The 40 strongest units", top=40), width="content")
+        st.altair_chart(
+            render.vector_chart(output, title="The 40 strongest units", top=40, width_px=GRID_PX - 80), width="content"
+        )

@@ -81,20 +81,26 @@ else:
         drop = occ.per_pixel()
         drop_range = render.value_range(drop, "per map")
         scale = render.VIRIDIS
-        photo_col, legend_col = st.columns([1, 1])
+        map_col, photo_col = st.columns([1.3, 1])
+        with map_col:
+            st.altair_chart(
+                render.heatmap_chart(
+                    drop, drop_range, scale, width_px=300, selection=None, title=f"Drop in p({occ.class_name})"
+                ),
+                width="content",
+            )
         with photo_col:
             shared.show_image(
-                render.enlarge(render.overlay_pixels(image.array, drop, drop_range, scale), 2),
-                caption=f"Drop in p({occ.class_name}) when each area is covered",
+                render.enlarge(render.overlay_pixels(image.array, drop, drop_range, scale, alpha=0.45), 2),
+                caption=f"Drop in p({occ.class_name}) laid over the photo",
                 width=300,
             )
-        with legend_col:
-            st.altair_chart(render.legend_chart(drop_range, scale, height_px=240), width="content")
-            st.caption(
-                f"p({occ.class_name}) is {occ.base_probability:.2f} for the whole photo. A {occ.patch} x {occ.patch} "
-                f"grey square was moved in steps of {occ.stride} pixels. {render.describe_range(drop_range, scale)} "
-                "Negative values: covering that area made the model *more* sure."
-            )
+        st.caption(
+            f"p({occ.class_name}) is {occ.base_probability:.2f} for the whole photo. A {occ.patch} x {occ.patch} "
+            f"grey square was moved in steps of {occ.stride} pixels; each pixel shows the mean drop of the squares "
+            f"that covered it. {render.describe_range(drop_range, scale)} "
+            "Negative values: covering that area made the model *more* sure."
+        )
 
 # -- downloads ------------------------------------------------------------------------------------------------------
 st.subheader("Downloads")

@@ -114,7 +114,7 @@ if data is not None and source == "gallery" and gallery_items:
     vr = render.shared_range(maps)
     st.caption(
         f"The gallery's {len(gallery_items)} photos (seed {st.session_state.get(shared.SEED, 0)}), strongest first. "
-        f"All maps share one scale: {render.describe_range(vr, scale)}"
+        f"All maps share one scale. {render.describe_range(vr, scale)}"
     )
     entries = []
     for hit in ranked:
@@ -176,7 +176,7 @@ elif data is not None and source == "dataset":
             vr = render.shared_range(*maps)
             st.caption(
                 f"The top {len(entries)} of {len(stats.paths)} scanned photos ({scan_split}), strongest first. "
-                f"All maps share one scale: {render.describe_range(vr, scale)}"
+                f"All maps share one scale. {render.describe_range(vr, scale)}"
             )
             _show_ranked(entries, scale, vr, rank_by)
 

@@ -1,0 +1,286 @@
+"""End to end: ``streamlit run`` on 127.0.0.1, driven by Playwright in Debian's headless Chromium.
+
+One walk through the app as a student would take it: open it, pick a gallery photo,
+upload a photo (and a bad file), change layer and channel, click a cell, scrub the
+training snapshots, open the grid and click a tile. It checks that the heatmap and the
+grid really change in the browser and that no exception element ever appears.
+Screenshots go to ``test-artifacts/e2e/`` (git-ignored): look at them.
+
+Needs ``apt-get install -y chromium`` (never ``playwright install``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.e2e
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "e2e"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+EXCEPTION = '[data-testid="stException"]'
+SLOW = 90_000  # ms; the first run of each page computes and caches activations on a busy CPU
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_health(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"streamlit did not answer at {url} within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, data_dir):
+    from tests.appmodels import snapshot_folder
+
+    work = tmp_path_factory.mktemp("e2e")
+    snapshots = snapshot_folder(work / "snapshots", {0: 11, 3: None}, best=3)
+    port = free_port()
+    env = dict(
+        os.environ,
+        FEATAPP_DATA_DIR=str(data_dir),
+        FEATAPP_CACHE_DIR=str(work / "cache"),
+        FEATAPP_SNAPSHOTS=str(snapshots),
+        FEATAPP_PROVIDER="cpu",
+    )
+    env.pop("FEATAPP_MODEL", None)
+    log = (work / "streamlit.log").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+            "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+            "--browser.gatherUsageStats", "false",
+        ],
+        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_health(url, process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is missing: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    tab = context.new_page()
+    yield tab
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def no_exception(page) -> None:
+    assert page.locator(EXCEPTION).count() == 0, page.locator(EXCEPTION).first.inner_text()
+
+
+def wait_until(condition, timeout: float = 60, what: str = "the page to change"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def chart_pixels(page, index: int = 0) -> np.ndarray:
+    chart = page.locator('[data-testid="stVegaLiteChart"]').nth(index)
+    return np.asarray(Image.open(io.BytesIO(chart.screenshot())).convert("RGB"))
+
+
+def changed_from(before: np.ndarray):
+    def check(page, index: int = 0):
+        after = chart_pixels(page, index)
+        return after.shape != before.shape or not np.array_equal(after, before)
+
+    return check
+
+
+def tile_urls(page) -> list[str]:
+    return page.locator('[data-testid="stVegaLiteChart"] svg image').evaluate_all(
+        "nodes => nodes.map(n => n.getAttribute('href') || n.getAttribute('xlink:href'))"
+    )
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick ``option`` in the selectbox labelled ``label`` by typing it, as a keyboard user would."""
+    box = page.locator('[data-testid="stSelectbox"]', has=page.get_by_text(label, exact=True)).first
+    box.click()
+    page.keyboard.type(option)
+    page.keyboard.press("Enter")
+
+
+def open_page(page, name: str) -> None:
+    page.locator('[data-testid="stSidebarNavLink"]', has_text=name).first.click()
+    page.get_by_role("heading", name=name).first.wait_for(timeout=SLOW)
+
+
+def test_a_student_walks_through_the_app(app_url, page, dataset):
+    # 1. Open the app: the gallery with its 20 photos.
+    page.goto(app_url)
+    page.get_by_role("heading", name="Gallery").wait_for(timeout=SLOW)
+    looks = page.get_by_role("button", name="Look inside")
+    wait_until(lambda: looks.count() >= 20, SLOW / 1000, "the gallery's buttons")
+    page.get_by_text("right; the ones it gets wrong are marked").wait_for(timeout=SLOW)
+    shot(page, "01_gallery")
+    no_exception(page)
+
+    # 2. Pick a gallery photo: it becomes the current image in the sidebar.
+    chosen = dataset.sample("test", per_class=10, seed=0)[12]
+    looks.nth(12).click()
+    page.get_by_text(f"Current image: {chosen.name} (test)").wait_for(timeout=SLOW)
+    assert chosen.name in page.locator('[data-testid="stSidebar"]').inner_text()
+    no_exception(page)
+
+    # 3. A bad file gives a clear error, then a good photo is taken.
+    page.get_by_role("tab", name="Your photo or the camera").click()
+    uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+    uploader.set_input_files({"name": "broken.jpg", "mimeType": "image/jpeg", "buffer": b"not a photo at all"})
+    page.get_by_text("'broken.jpg' cannot be used").wait_for(timeout=SLOW)
+    page.get_by_text("'broken.jpg' cannot be used").scroll_into_view_if_needed()
+    shot(page, "02_bad_upload")
+    no_exception(page)
+    stripes = np.zeros((240, 320, 3), np.uint8)
+    stripes[:, ::24] = (255, 200, 0)
+    stripes[::30, :] = (0, 90, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(stripes).save(buffer, "PNG")
+    uploader.set_input_files({"name": "stripes.png", "mimeType": "image/png", "buffer": buffer.getvalue()})
+    page.get_by_text("Current image: stripes.png (your upload)").wait_for(timeout=SLOW)
+    shot(page, "03_upload")
+    no_exception(page)
+
+    # 4. The feature map of the upload: change the channel, then the layer.
+    open_page(page, "Feature map")
+    chart = page.locator('[data-testid="stVegaLiteChart"]').first
+    chart.wait_for(timeout=SLOW)
+    page.wait_for_timeout(1500)
+    first_map = chart_pixels(page)
+    shot(page, "04_feature_map")
+    page.locator('[data-testid="stNumberInputStepUp"]').first.click()
+    wait_until(lambda: changed_from(first_map)(page), 60, "the heatmap to show channel 2")
+    assert page.get_by_label("Channel (1 to 32)").input_value() == "2"
+    second_map = chart_pixels(page)
+    choose(page, "Layer", "3 · conv2d_1")
+    wait_until(lambda: changed_from(second_map)(page), 60, "the heatmap to show layer 3")
+    page.wait_for_timeout(800)
+    shot(page, "05_feature_map_layer3")
+    no_exception(page)
+
+    # 5. Click a cell: its receptive field is outlined on the photo.
+    photo = page.locator('[data-testid="stImage"] img').nth(1)  # [0] is the sidebar's
+    photo_before = photo.get_attribute("src")
+    box = chart.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.45)
+    page.get_by_text("Click it again to clear").wait_for(timeout=SLOW)
+    wait_until(lambda: photo.get_attribute("src") != photo_before, 30, "the photo to show the box")
+    page.wait_for_timeout(800)
+    shot(page, "06_receptive_field")
+    no_exception(page)
+
+    # 6. Training progress: the same map at epoch 0.
+    before_snapshot = chart_pixels(page)
+    page.locator("input[type=range][aria-label='Training progress']").focus()
+    page.keyboard.press("Home")
+    page.get_by_text("epoch 0 (initial weights)").first.wait_for(timeout=SLOW)
+    wait_until(lambda: changed_from(before_snapshot)(page), 60, "the heatmap at epoch 0")
+    page.get_by_role("heading", name="This map across training").wait_for(timeout=SLOW)
+    page.wait_for_timeout(800)
+    shot(page, "07_epoch0")
+    page.locator("input[type=range][aria-label='Training progress']").focus()
+    page.keyboard.press("End")
+    page.wait_for_timeout(1500)
+    no_exception(page)
+
+    # 7. The layer grid: tiles are pictures; another layer gives other pictures.
+    open_page(page, "Layer grid")
+    page.get_by_text("One tile is one channel").wait_for(timeout=SLOW)
+    wait_until(lambda: len(tile_urls(page)) == 64, SLOW / 1000, "64 tiles of layer 3")
+    layer3_tiles = tile_urls(page)
+    assert all(url.startswith("data:image/png;base64,") for url in layer3_tiles)
+    shot(page, "08_grid_layer3")
+    choose(page, "Layer", "6 · max_pooling2d_2")
+    wait_until(lambda: len(tile_urls(page)) == 128, SLOW / 1000, "the 128 tiles of layer 6")
+    assert set(tile_urls(page)).isdisjoint(layer3_tiles)
+    page.wait_for_timeout(800)
+    shot(page, "09_grid_layer6")
+    no_exception(page)
+
+    # 8. Clicking a tile opens that channel on the feature map page.
+    page.locator('[data-testid="stVegaLiteChart"] svg image').nth(4).click()
+    page.get_by_role("heading", name="Feature map").wait_for(timeout=SLOW)
+    wait_until(lambda: page.get_by_label("Channel (1 to 128)").count() == 1, 30, "the channel input of layer 6")
+    assert page.get_by_label("Channel (1 to 128)").input_value() == "5"
+    page.wait_for_timeout(1000)
+    shot(page, "10_tile_opened")
+    no_exception(page)
+
+    # 9. The last two pages render too.
+    open_page(page, "One neuron, many images")
+    page.get_by_text("the images it likes most").first.wait_for(timeout=SLOW)
+    page.wait_for_timeout(2000)
+    shot(page, "11_neuron")
+    no_exception(page)
+    open_page(page, "Model")
+    page.get_by_text("What layer 1 looks for").wait_for(timeout=SLOW)
+    page.get_by_role("button", name="Compute the occlusion map (a few seconds)").click()
+    page.get_by_text("Drop in p(").wait_for(timeout=SLOW)
+    page.wait_for_timeout(1000)
+    shot(page, "12_model")
+    no_exception(page)
