@@ -27,6 +27,7 @@ sampled unless ``--server-pid`` is given). Nothing leaves 127.0.0.1.
 
 Several apps side by side in one run (for before/after comparisons): ``--app before=DIR
 --app after=.`` starts one server per folder and runs every wave against each, in turn.
+Streamlit options may follow the folder: ``--app gc-on=.:--runner.postScriptGC=true``.
 
 Bounded: at most ``--max-sessions`` (60) sessions per wave, ``--wave-timeout`` seconds per
 wave, ``--timeout`` seconds per interaction.
@@ -144,7 +145,7 @@ class Server:
             return None
 
 
-def start_server(name: str, app_dir: Path, env_extra: dict[str, str], work: Path) -> Server:
+def start_server(name: str, app_dir: Path, flags: list[str], work: Path) -> Server:
     port = free_port()
     cache = work / f"cache-{name}"
     env = dict(os.environ)
@@ -156,14 +157,13 @@ def start_server(name: str, app_dir: Path, env_extra: dict[str, str], work: Path
             or str(REPO_ROOT.parent / "shared/data/cats_vs_dogs"),
         }
     )
-    env.update(env_extra)
     log_path = work / f"server-{name}.log"
     log = log_path.open("w")
     process = subprocess.Popen(
         [
             sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
             "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", *flags,
         ],
         cwd=app_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -193,12 +193,29 @@ def stop_server(server: Server) -> None:
 
 
 class Sampler(threading.Thread):
-    """Samples every server's RSS and CPU time every ``interval`` seconds."""
+    """Samples every server's RSS and CPU time every ``interval`` seconds, and adds up the
+    CPU time of this script's other descendants (the browser), process by process, so
+    that renderer processes that end with their context are still counted."""
 
     def __init__(self, servers: list[Server], started: float, interval: float = 0.5) -> None:
         super().__init__(daemon=True)
         self.servers, self.started, self.interval = servers, started, interval
         self.stopped = threading.Event()
+        self.client_cpu = 0.0
+        self._client_last: dict[int, float] = {}
+
+    def _sample_client(self) -> None:
+        servers = {server.pid for server in self.servers}
+        for child in psutil.Process().children(recursive=True):
+            if child.pid in servers:
+                continue
+            try:
+                times = child.cpu_times()
+            except psutil.Error:
+                continue
+            total = times.user + times.system
+            self.client_cpu += max(0.0, total - self._client_last.get(child.pid, 0.0))
+            self._client_last[child.pid] = total
 
     def run(self) -> None:
         while not self.stopped.is_set():
@@ -207,6 +224,7 @@ class Sampler(threading.Thread):
                 rss, cpu = server.rss_mb(), server.cpu_seconds()
                 if rss is not None:
                     server.samples.append((now, rss, cpu or 0.0))
+            self._sample_client()
             self.stopped.wait(self.interval)
 
 
@@ -414,6 +432,8 @@ def summarise(results: list[Result]) -> dict:
     return {
         "sessions": len(results),
         "errors": [error for result in results for error in result.errors],
+        "raw": by_step,
+        "interactions": sum(len(values) for values in by_step.values()),
         "steps": {
             name: {
                 "count": len(by_step[name]),
@@ -441,20 +461,6 @@ def rss_summary(server: Server, start: float, end: float, settle_end: float) -> 
     }
 
 
-def client_cpu_seconds() -> float:
-    """CPU time of this script's descendants other than the servers (the browser and its driver)."""
-    total = 0.0
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "streamlit" in " ".join(child.cmdline()):
-                continue
-            times = child.cpu_times()
-            total += times.user + times.system
-        except psutil.Error:
-            continue
-    return total
-
-
 async def main_async(args) -> dict:
     from playwright.async_api import async_playwright
 
@@ -468,8 +474,9 @@ async def main_async(args) -> dict:
         for spec in args.app or [f"current={REPO_ROOT}"]:
             if args.url:
                 break
-            name, _, folder = spec.partition("=")
-            servers.append(start_server(name, Path(folder).resolve(), {}, work))
+            name, _, rest = spec.partition("=")
+            folder, _, flags = rest.partition(":")
+            servers.append(start_server(name, Path(folder).resolve(), flags.split(",") if flags else [], work))
         report["servers"] = {s.name: {"url": s.url, "log": str(s.log_path)} for s in servers}
         sampler = Sampler(servers, started)
         sampler.start()
@@ -484,10 +491,10 @@ async def main_async(args) -> dict:
                     for server in servers if wave % 2 else list(reversed(servers)):
                         begin = time.monotonic() - started
                         server.marks.append((begin, f"{count} sessions"))
-                        client_before = client_cpu_seconds()
+                        client_before = sampler.client_cpu
                         results = await run_wave(browser, server, wave, count, args, plans)
                         end = time.monotonic() - started
-                        client_cpu = client_cpu_seconds() - client_before
+                        client_cpu = sampler.client_cpu - client_before
                         await asyncio.sleep(args.settle)
                         settle_end = time.monotonic() - started
                         summary = summarise(results)
@@ -543,38 +550,95 @@ def machine() -> dict:
     }
 
 
+def _merged(report: dict) -> dict[tuple[int, str], dict[str, list[float]]]:
+    """Latencies per (sessions, server) and interaction, repeated waves together."""
+    merged: dict[tuple[int, str], dict[str, list[float]]] = {}
+    for wave in report["waves"]:
+        steps = merged.setdefault((wave["count"], wave["server"]), {})
+        for name, values in wave["raw"].items():
+            steps.setdefault(name, []).extend(values)
+    return merged
+
+
 def markdown(report: dict) -> str:
+    servers = list(dict.fromkeys(wave["server"] for wave in report["waves"]))
+    counts = list(dict.fromkeys(wave["count"] for wave in report["waves"]))
+    merged = _merged(report)
     lines = [
         "# Load test: concurrent browser sessions against one `streamlit run`",
         "",
         f"Machine: {report['machine']['cpus']} CPUs, {report['machine']['memory_gb']} GB, Python "
-        f"{report['machine']['python']}; load average at start {report['machine']['load_average_at_start']}. "
+        f"{report['machine']['python']}; load average at start "
+        f"{', '.join(f'{v:.1f}' for v in report['machine']['load_average_at_start'])}. "
         "The browser (one Chromium, one context per session) runs on the same machine as the server, so "
-        "its CPU time is listed next to the server's: on 2 cores the two compete.",
-        f"Each session: {', '.join(INTERACTIONS)} (then feature map, channel, layer and grid again, "
-        f"{report['args']['rounds']} rounds in all). Latency: action to the updated element visible.",
+        "its CPU time is listed next to the server's: on 2 cores the two compete, and the latencies "
+        "include the browser's own work (drawing, and a fresh page load per context).",
         "",
-        "| server | sessions | interaction | n | p50 (s) | p95 (s) | max (s) |",
-        "|---|---|---|---|---|---|---|",
+        f"Each session: {', '.join(INTERACTIONS)}; then feature map, channel, layer and grid again "
+        f"({report['args']['rounds']} rounds in all). Latency: from the action to the updated element "
+        f"visible in the page, polled every {POLL_S * 1000:.0f} ms. Sessions start within "
+        f"{report['args']['ramp']:.0f} s of each other.",
+        "",
+        "## Latency per interaction (seconds)",
+        "",
+        "| sessions | interaction | n | " + " | ".join(f"{s} p50 | {s} p95" for s in servers) + " |",
+        "|---|---|---|" + "---|---|" * len(servers),
     ]
-    for wave in report["waves"]:
-        for name, step in wave["steps"].items():
-            lines.append(
-                f"| {wave['server']} | {wave['count']} | {name} | {step['count']} | {step['p50']:.2f} | "
-                f"{step['p95']:.2f} | {step['max']:.2f} |"
-            )
+    for count in counts:
+        for name in INTERACTIONS:
+            cells, n = [], 0
+            for server in servers:
+                values = merged.get((count, server), {}).get(name, [])
+                n = max(n, len(values))
+                cells += [f"{percentile(values, 50):.2f}", f"{percentile(values, 95):.2f}"] if values else ["-", "-"]
+            if n:
+                lines.append(f"| {count} | {name} | {n} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "| server | sessions | errors | RSS start (MB) | RSS peak (MB) | RSS after settling (MB) | server CPU (s) | browser CPU (s) | wave wall time (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "## Errors, memory and CPU per wave",
+        "",
+        "| server | sessions | errors | RSS start (MB) | RSS peak (MB) | RSS after settling (MB) | server CPU (s) "
+        "| server CPU per interaction (ms) | browser CPU (s) | wave wall time (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for wave in report["waves"]:
         rss = wave["rss"]
+        per = 1000 * rss["server_cpu_s"] / max(wave["interactions"], 1)
         lines.append(
             f"| {wave['server']} | {wave['count']} | {len(wave['errors'])} | {rss['start_mb']:.0f} | "
-            f"{rss['peak_mb']:.0f} | {rss['end_mb']:.0f} | {rss['server_cpu_s']:.0f} | {wave['client_cpu_s']:.0f} | "
-            f"{rss['wall_s']:.0f} |"
+            f"{rss['peak_mb']:.0f} | {rss['end_mb']:.0f} | {rss['server_cpu_s']:.1f} | {per:.0f} | "
+            f"{wave['client_cpu_s']:.0f} | {rss['wall_s']:.0f} |"
         )
+    lines.append(
+        f"\nRSS after settling: the last sample, {report['args']['settle']:.0f} s after the wave's browsers closed "
+        "(Streamlit keeps a closed session for `server.disconnectedSessionTTL`, 120 s by default)."
+    )
+    if len(servers) > 1:
+        base = servers[0]
+        lines += [
+            "",
+            f"## Side by side: each server against {base}",
+            "",
+            "| sessions | server | server CPU per interaction (ms) | ratio | median of the p50 ratios over interactions |",
+            "|---|---|---|---|---|",
+        ]
+        for count in counts:
+            cpu = {}
+            for server in servers:
+                waves = [w for w in report["waves"] if w["server"] == server and w["count"] == count]
+                cpu[server] = (
+                    1000 * sum(w["rss"]["server_cpu_s"] for w in waves) / max(sum(w["interactions"] for w in waves), 1)
+                )
+            for server in servers:
+                ratios = [
+                    percentile(merged[(count, server)][name], 50) / percentile(merged[(count, base)][name], 50)
+                    for name in INTERACTIONS
+                    if merged.get((count, server), {}).get(name) and merged.get((count, base), {}).get(name)
+                ]
+                lines.append(
+                    f"| {count} | {server} | {cpu[server]:.0f} | {cpu[server] / cpu[base]:.2f} | "
+                    f"{np.median(ratios):.2f} |"
+                )
     errors = [(wave["server"], wave["count"], error) for wave in report["waves"] for error in wave["errors"]]
     if errors:
         lines += ["", "Errors:", ""] + [f"- [{s}] {n} sessions: {e}" for s, n, e in errors[:30]]
@@ -620,8 +684,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[1], help="sessions per wave, e.g. 1 10 25 50")
     parser.add_argument("--rounds", type=int, default=2, help="feature map / channel / layer / grid rounds per session")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds one interaction may take")
-    parser.add_argument("--wave-timeout", type=float, default=900.0, help="seconds one wave may take")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds one interaction may take")
+    parser.add_argument("--wave-timeout", type=float, default=1200.0, help="seconds one wave may take")
     parser.add_argument(
         "--ramp", type=float, default=5.0, help="sessions start at random times within this many seconds"
     )
@@ -630,7 +694,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--url", help="an app already running (on 127.0.0.1) instead of starting one")
     parser.add_argument("--server-pid", type=int, help="with --url: the server's process id, to sample its RSS")
-    parser.add_argument("--app", action="append", metavar="NAME=DIR", help="start a server from DIR (repeatable)")
+    parser.add_argument(
+        "--app",
+        action="append",
+        metavar="NAME=DIR[:FLAGS]",
+        help="start a server from DIR, with streamlit options FLAGS (comma-separated); repeatable",
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/load.md")
     parser.add_argument("--screenshots", type=Path, help="save a screenshot of every session that fails here")
     parser.add_argument("--plot", type=Path, default=None, help="RSS plot (default: next to --out, load_rss.png)")
