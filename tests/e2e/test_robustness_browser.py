@@ -185,23 +185,50 @@ def test_browser_uploads_leave_no_trace_on_the_server(page, tmp_path, data_dir, 
     assert hits == {}, f"an upload reached the server's disk: {hits}"
 
 
-def test_a_file_over_the_upload_limit_is_refused_in_the_browser(page, tmp_path, data_dir):
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, data_dir):
+    with streamlit_server(tmp_path_factory.mktemp("server"), {"FEATAPP_DATA_DIR": str(data_dir)}) as (url, _):
+        yield url
+
+
+def open_gallery(page, url: str) -> str:
+    """Open the app; returns the current-image line."""
+    page.goto(url)
+    page.get_by_role("heading", name="Gallery").wait_for(timeout=SLOW)
+    return page.get_by_text("Current image:").first.inner_text()
+
+
+def test_a_file_over_the_upload_limit_is_refused_in_the_browser(page, app_url):
     big = factory.png(factory.noisy(2048, 1800, seed=3))  # about 11 MB, over the 10 MB limit
     assert len(big) > 10 * 2**20
-    with streamlit_server(tmp_path, {"FEATAPP_DATA_DIR": str(data_dir)}) as (url, _):
-        page.goto(url)
-        page.get_by_role("heading", name="Gallery").wait_for(timeout=SLOW)
-        current = page.get_by_text("Current image:").first.inner_text()
-        open_own_photo_tab(page)
-        upload_in_browser(page, "big-photo.png", big, "image/png")
-        # Streamlit's uploader refuses it before sending it: the limit comes from .streamlit/config.toml.
-        page.get_by_text("File must be 10.0MB or smaller").wait_for(timeout=SLOW)
-        no_exception(page)
-        assert page.get_by_text("Current image:").first.inner_text() == current
-        small = factory.encode(Image.fromarray(np.full((60, 80, 3), 200, np.uint8)), "PNG")
-        upload_in_browser(page, "fine.png", small, "image/png")
-        page.get_by_text("Current image: fine.png (your upload)").wait_for(timeout=SLOW)
-        no_exception(page)
+    current = open_gallery(page, app_url)
+    open_own_photo_tab(page)
+    upload_in_browser(page, "big-photo.png", big, "image/png")
+    # Streamlit's uploader refuses it before sending it: the limit comes from .streamlit/config.toml.
+    page.get_by_text("File must be 10.0MB or smaller").wait_for(timeout=SLOW)
+    no_exception(page)
+    assert page.get_by_text("Current image:").first.inner_text() == current
+    small = factory.encode(Image.fromarray(np.full((60, 80, 3), 200, np.uint8)), "PNG")
+    upload_in_browser(page, "fine.png", small, "image/png")
+    page.get_by_text("Current image: fine.png (your upload)").wait_for(timeout=SLOW)
+    no_exception(page)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="app bug: the upload's file name is shown as Markdown, so '*final*' loses its asterisks "
+    "(gallery.py's st.success/st.error and the sidebar caption; fix: escape the name)",
+)
+def test_a_file_name_is_shown_as_it_is(page, app_url):
+    name = "cat *final* [v2] $5.png"
+    open_gallery(page, app_url)
+    open_own_photo_tab(page)
+    photo = factory.encode(Image.fromarray(np.full((60, 80, 3), 90, np.uint8)), "PNG")
+    upload_in_browser(page, name, photo, "image/png")
+    page.get_by_text("(your upload)").first.wait_for(timeout=SLOW)
+    assert f"Current image: {name} (your upload)" in page.locator('[data-testid="stMain"]').inner_text()
+    assert f"{name} · your upload" in page.locator('[data-testid="stSidebar"]').inner_text()
 
 
 def _remove(path: Path) -> None:
