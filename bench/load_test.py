@@ -27,7 +27,8 @@ sampled unless ``--server-pid`` is given). Nothing leaves 127.0.0.1.
 
 Several apps side by side in one run (for before/after comparisons): ``--app before=DIR
 --app after=.`` starts one server per folder and runs every wave against each, in turn.
-Streamlit options may follow the folder: ``--app gc-on=.:--runner.postScriptGC=true``.
+Streamlit options and environment variables may follow the folder, comma-separated:
+``--app gc-on=.:--runner.postScriptGC=true`` or ``--app arenas=.:MALLOC_ARENA_MAX=2``.
 
 Bounded: at most ``--max-sessions`` (60) sessions per wave, ``--wave-timeout`` seconds per
 wave, ``--timeout`` seconds per interaction.
@@ -145,7 +146,11 @@ class Server:
             return None
 
 
-def start_server(name: str, app_dir: Path, flags: list[str], work: Path) -> Server:
+def start_server(name: str, app_dir: Path, options: list[str], work: Path) -> Server:
+    """``options``: streamlit flags (``--runner.postScriptGC=true``) and environment
+    variables (``MALLOC_ARENA_MAX=2``) for this server."""
+    flags = [option for option in options if option.startswith("--")]
+    env_extra = dict(option.split("=", 1) for option in options if not option.startswith("--"))
     port = free_port()
     cache = work / f"cache-{name}"
     env = dict(os.environ)
@@ -157,6 +162,7 @@ def start_server(name: str, app_dir: Path, flags: list[str], work: Path) -> Serv
             or str(REPO_ROOT.parent / "shared/data/cats_vs_dogs"),
         }
     )
+    env.update(env_extra)
     log_path = work / f"server-{name}.log"
     log = log_path.open("w")
     process = subprocess.Popen(
@@ -698,7 +704,8 @@ def parse_args(argv=None):
         "--app",
         action="append",
         metavar="NAME=DIR[:FLAGS]",
-        help="start a server from DIR, with streamlit options FLAGS (comma-separated); repeatable",
+        help="start a server from DIR, with FLAGS: comma-separated streamlit options (--x.y=z) and environment "
+        "variables (NAME=VALUE); repeatable",
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/load.md")
     parser.add_argument("--screenshots", type=Path, help="save a screenshot of every session that fails here")
