@@ -303,7 +303,7 @@ CASES: list[Case] = [
         "image/heic",
         lambda: factory.HEIC,
         ("HEIC", "iPhone"),
-        "refused (not supported): an HEIC/HEIF photo, with how to get a JPEG",
+        "refused (not supported): an HEIC/HEIF photo",
         covered={
             "library": f"{_TEST_IMAGES}::test_files_that_are_not_photos_are_refused_by_name[heic]",
             "app": "tests/test_app.py::BAD_FILES['iPhone HEIC']",
@@ -324,7 +324,7 @@ CASES: list[Case] = [
         "image/png",
         _over_the_upload_limit,
         None,
-        "app: refused, over the 10 MB upload limit; library and command line: a picture (their limit is 20 MB)",
+        "a picture (the limit there is 20 MB)",
         app_refusal=APP_LIMIT_WORDS,
     ),
     Case(
@@ -348,12 +348,27 @@ def cases_for(path: str) -> list[Case]:
 
 
 def markdown_table() -> str:
-    """The README's table: each case and what it gives (``python tests/uploadcorpus.py``)."""
-    rows = ["| File | What happens (library, command line, app) |", "|---|---|"]
+    """The README's table: each case and what it gives, with the real messages
+    (``python tests/uploadcorpus.py``)."""
+    from featapp.appstate import UPLOAD_MAX_BYTES
+    from featapp.images import ImageError, InputSpec, prepare_image
+
+    def result(case: Case, **limits) -> str:
+        try:
+            prepare_image(case.data(), InputSpec(150, 150, 3), **limits)
+        except ImageError as err:
+            return f"refused: {err}"
+        return case.outcome
+
+    rows = [
+        "| File | Case | Library and `featapp predict` | App upload (the message follows \"'FILE' cannot be used:\") |"
+    ]
+    rows.append("|---|---|---|---|")
     for case in CASES:
         if case.name == "jpeg-whole":
             continue
-        rows.append(f"| `{case.filename}` ({case.name}) | {case.outcome} |")
+        library, app = result(case), result(case, max_bytes=UPLOAD_MAX_BYTES)
+        rows.append(f"| `{case.filename}` | {case.name} | {library} | {'the same' if app == library else app} |")
     return "\n".join(rows)
 
 
