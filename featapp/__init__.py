@@ -1,31 +1,61 @@
 """featapp: look inside a convnet, layer by layer.
 
+The lecture's ``activation_model.predict(img_tensor)``, in ONNX Runtime:
+
 >>> import featapp
->>> model = featapp.load_model()                       # doctest: +SKIP
->>> acts = model.activations(["cat.1.jpg"])            # doctest: +SKIP
->>> acts["conv2d"][0, 0].shape   # image 0, channel 1 of layer 1   # doctest: +SKIP
+>>> model = featapp.load_model()                               # doctest: +SKIP
+>>> photo = featapp.prepare_image("cat.1700.jpg", model)       # doctest: +SKIP
+>>> acts = model.activations(photo)                            # doctest: +SKIP
+>>> acts["conv2d"][0, 0].shape   # image 0, channel 1 of layer 1  # doctest: +SKIP
 (148, 148)
+
+Everything a user can get wrong raises :class:`ImageError`, :class:`ModelError` or
+:class:`DatasetError`, with a message written for a student.
 """
 
+from featapp.analysis import NeuronHit, NeuronStats, StatsFileError, load_cached, load_or_scan, scan
+from featapp.cache import default_cache_dir
 from featapp.dataset import Dataset, DatasetError, DatasetImage
 from featapp.geometry import ReceptiveField, receptive_box
 from featapp.images import ImageError, InputSpec, prepare_image
 from featapp.metadata import LayerInfo, ModelSpec
 from featapp.model import FeatureModel, ModelError, Prediction, load_model
+from featapp.occlusion import OcclusionMap, occlusion_sensitivity
+from featapp.probes import Probe, probe, probe_images
+from featapp.snapshots import Snapshot, load_snapshots
 
 __all__ = [
+    # the model
     "load_model",
     "FeatureModel",
     "Prediction",
-    "ModelError",
-    "prepare_image",
-    "ImageError",
-    "InputSpec",
     "LayerInfo",
     "ModelSpec",
-    "ReceptiveField",
-    "receptive_box",
+    "ModelError",
+    # images
+    "prepare_image",
+    "InputSpec",
+    "ImageError",
+    "probe_images",
+    "probe",
+    "Probe",
+    # datasets and one neuron across many images
     "Dataset",
     "DatasetImage",
     "DatasetError",
+    "scan",
+    "load_or_scan",
+    "load_cached",
+    "NeuronStats",
+    "NeuronHit",
+    "StatsFileError",
+    "default_cache_dir",
+    # where a cell looks, and what the prediction depends on
+    "ReceptiveField",
+    "receptive_box",
+    "occlusion_sensitivity",
+    "OcclusionMap",
+    # features emerging over training
+    "load_snapshots",
+    "Snapshot",
 ]

@@ -33,7 +33,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import altair as alt
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
@@ -372,90 +371,120 @@ def _cell_frame(values: np.ndarray, block: int) -> pd.DataFrame:
     )
 
 
+VegaLiteSpec = dict
+"""A Vega-Lite spec as a plain dict, for ``st.vega_lite_chart``. Tables are pandas frames
+under ``"datasets"`` (Streamlit sends them as Arrow)."""
+
+
+def _q(field: str, **extra) -> dict:
+    return {"field": field, "type": "quantitative", **extra}
+
+
 def heatmap_chart(
     values: np.ndarray,
     vr: ValueRange,
     scale: ColourScale,
     *,
     width_px: int = 360,
-    title: str = "",
     selection: str | None = "cell",
     selected_cell: tuple[int, int] | None = None,
     max_cells: int = MAX_CHART_CELLS,
     legend: bool = True,
-) -> alt.TopLevelMixin:
-    """One 2-D map as an Altair chart, oriented like the photo (row 1 at the top).
+    legend_title: str = "activation",
+) -> VegaLiteSpec:
+    """One 2-D map as a Vega-Lite spec, oriented like the photo (row 1 at the top).
 
-    The map itself is one crisp picture (``mark_image``). On top lies a transparent
+    The map itself is one crisp picture (an ``image`` mark). On top lies a transparent
     layer of rectangles for hover and click: one per cell when the map has at most
     ``max_cells`` cells, else one per block of cells, and then the tooltip names the
-    block's strongest cell. ``selection`` names an Altair point selection on fields
-    ``r`` and ``c`` (0-based row and column of the clicked cell, or of the strongest
-    cell of the clicked block). ``selected_cell`` is outlined in red.
+    block's strongest cell. ``selection`` names a point selection on the fields ``r``
+    and ``c`` (0-based row and column of the clicked cell, or of the strongest cell of
+    the clicked block). ``selected_cell`` is outlined in red. With ``legend``, a colour
+    bar beside it shows exactly the palette and range of the picture.
 
-    >>> chart = heatmap_chart(np.eye(3), value_range(np.eye(3), "per map"), LECTURE_BLUES)
-    >>> [layer.mark.type for layer in chart.hconcat[0].layer]   # doctest: +SKIP
-    ['image', 'rect']
+    The spec depends only on the map's shape: values, colours and the outline travel in
+    the named datasets ``picture``, ``cells``, ``outline`` and ``legend``, so choosing
+    another channel of the same layer changes data, not the chart (the browser updates it
+    in place). It is written as a plain dict, the JSON Altair would produce, because
+    building the same chart from Altair objects took about 90 ms per update here.
+
+    >>> spec = heatmap_chart(np.eye(3), value_range(np.eye(3), "per map"), LECTURE_BLUES)
+    >>> [layer["mark"]["type"] for layer in spec["hconcat"][0]["layer"]]
+    ['image', 'rect', 'rect']
     """
     values = np.asarray(values, dtype=np.float32)
     rows, cols = values.shape
     height_px = max(1, round(width_px * rows / cols))
     block = max(1, math.ceil(math.sqrt(rows * cols / max_cells)))
-    x_scale = alt.Scale(domain=[0, cols], nice=False, zero=False)
-    y_scale = alt.Scale(domain=[0, rows], nice=False, zero=False, reverse=True)
-    x_axis = alt.Axis(title="column", values=_ticks(cols), labelExpr="datum.value")
-    y_axis = alt.Axis(title="row", values=_ticks(rows), labelExpr="datum.value")
-    picture = pd.DataFrame({"url": [data_url(map_png(values, vr, scale))], "x": [0], "y": [0]})
-    image_layer = (
-        alt.Chart(picture)
-        .mark_image(width=width_px, height=height_px, align="left", baseline="top", smooth=False, aspect=False)
-        .encode(x=alt.X("x:Q", scale=x_scale, axis=x_axis), y=alt.Y("y:Q", scale=y_scale, axis=y_axis), url="url:N")
-    )
-    cells = _cell_frame(values, block)
-    tooltip = [
-        alt.Tooltip("row:Q", title="row" if block == 1 else "row (strongest in block)"),
-        alt.Tooltip("column:Q", title="column" if block == 1 else "column (strongest in block)"),
-        alt.Tooltip("value:Q", title="value", format=".4g"),
-    ]
-    cell_layer = (
-        alt.Chart(cells)
-        .mark_rect(fill="#ffffff", fillOpacity=0.0, cursor="pointer")
-        .encode(
-            x=alt.X("c0:Q", scale=x_scale, axis=x_axis),
-            x2="c1:Q",
-            y=alt.Y("r0:Q", scale=y_scale, axis=y_axis),
-            y2="r1:Q",
-            tooltip=tooltip,
-        )
-    )
+    x_scale = {"domain": [0, cols], "nice": False, "zero": False}
+    y_scale = {"domain": [0, rows], "nice": False, "zero": False, "reverse": True}
+    x_axis = {"title": "column", "values": _ticks(cols)}
+    y_axis = {"title": "row", "values": _ticks(rows)}
+    image_layer = {
+        "data": {"name": "picture"},
+        "mark": {
+            "type": "image",
+            "width": width_px,
+            "height": height_px,
+            "align": "left",
+            "baseline": "top",
+            "smooth": False,
+            "aspect": False,
+        },
+        "encoding": {
+            "x": _q("x", scale=x_scale, axis=x_axis),
+            "y": _q("y", scale=y_scale, axis=y_axis),
+            "url": {"field": "url", "type": "nominal"},
+        },
+    }
+    strongest = "" if block == 1 else " (strongest in block)"
+    cell_layer: dict = {
+        "data": {"name": "cells"},
+        "mark": {"type": "rect", "fill": "#ffffff", "fillOpacity": 0, "cursor": "pointer"},
+        "encoding": {
+            "x": _q("c0", scale=x_scale, axis=x_axis),
+            "x2": {"field": "c1"},
+            "y": _q("r0", scale=y_scale, axis=y_axis),
+            "y2": {"field": "r1"},
+            "tooltip": [
+                _q("row", title="row" + strongest),
+                _q("column", title="column" + strongest),
+                _q("value", title="value", format=".4g"),
+            ],
+        },
+    }
     if selection:
-        cell_layer = cell_layer.add_params(alt.selection_point(name=selection, fields=["r", "c"], on="click"))
-    layers: list[alt.Chart] = [image_layer, cell_layer]
+        cell_layer["params"] = [{"name": selection, "select": {"type": "point", "fields": ["r", "c"], "on": "click"}}]
+    outline_layer = {
+        "data": {"name": "outline"},
+        "mark": {"type": "rect", "filled": False, "stroke": "#d62728", "strokeWidth": 2},
+        "encoding": {
+            "x": _q("c0", scale=x_scale),
+            "x2": {"field": "c1"},
+            "y": _q("r0", scale=y_scale),
+            "y2": {"field": "r1"},
+        },
+    }
+    outline = pd.DataFrame({"r0": [], "r1": [], "c0": [], "c1": []}, dtype=np.int64)
     if selected_cell is not None and 0 <= selected_cell[0] < rows and 0 <= selected_cell[1] < cols:
         r, c = selected_cell
-        mark = pd.DataFrame({"r0": [r], "r1": [r + 1], "c0": [c], "c1": [c + 1]})
-        layers.append(
-            alt.Chart(mark)
-            .mark_rect(filled=False, stroke="#d62728", strokeWidth=2)
-            .encode(
-                x=alt.X("c0:Q", scale=x_scale),
-                x2="c1:Q",
-                y=alt.Y("r0:Q", scale=y_scale),
-                y2="r1:Q",
-            )
-        )
-    heat = alt.layer(*layers).properties(width=width_px, height=height_px, **_title(title))
+        outline = pd.DataFrame({"r0": [r], "r1": [r + 1], "c0": [c], "c1": [c + 1]})
+    heat = {"layer": [image_layer, cell_layer, outline_layer], "width": width_px, "height": height_px}
+    datasets = {
+        "picture": pd.DataFrame({"url": [data_url(map_png(values, vr, scale))], "x": [0], "y": [0]}),
+        "cells": _cell_frame(values, block),
+        "outline": outline,
+    }
     if not legend:
-        return heat
-    return alt.hconcat(heat, legend_chart(vr, scale, height_px=height_px), spacing=12).configure_view(strokeWidth=0)
-
-
-def _title(title: str) -> dict:
-    return {"title": title} if title else {}
+        return {**heat, "datasets": datasets, "config": {"view": {"strokeWidth": 0}}}
+    bar = legend_chart(vr, scale, height_px=height_px, title=legend_title)
+    datasets.update(bar.pop("datasets"))
+    bar.pop("config", None)
+    return {"hconcat": [heat, bar], "spacing": 12, "datasets": datasets, "config": {"view": {"strokeWidth": 0}}}
 
 
 def _ticks(n: int) -> list[int]:
-    """Axis ticks at cell edges, labelled like 1-based row/column numbers."""
+    """Axis ticks at cell edges, at a round step (0, 50, 100 for 148 rows)."""
     step = max(1, round(n / 5))
     for nice in (1, 2, 5, 10, 20, 25, 50, 100, 200, 500):
         if nice >= step:
@@ -464,52 +493,65 @@ def _ticks(n: int) -> list[int]:
     return sorted(set([0] + list(range(step, n, step))))
 
 
-def legend_chart(vr: ValueRange, scale: ColourScale, *, height_px: int = 300, width_px: int = 18) -> alt.Chart:
+LEGEND_TICKS = 5
+"""Labels on a colour bar: both ends and three between (the four bins' edges for the Blues)."""
+
+
+def legend_chart(
+    vr: ValueRange, scale: ColourScale, *, height_px: int = 300, width_px: int = 18, title: str = "activation"
+) -> VegaLiteSpec:
     """A colour bar drawn with exactly the palette and range the picture uses.
 
-    Continuous scales get a smooth bar; the lecture's Blues four blocks with the bin
-    edges on the axis; a constant range a single block labelled with its value.
+    Continuous scales get a smooth bar, the lecture's Blues four blocks with the bin
+    edges labelled, a constant range a single block labelled with its value. Every number
+    comes from the datasets ``legend`` and ``legend_labels``, so the spec stays the same.
     """
     colours = palette(scale)
     if vr.constant:
-        frame = pd.DataFrame({"y0": [0.0], "y1": [1.0], "colour": [_rgb_to_hex(colours[0])], "label": [_fmt(vr.low)]})
-        base = alt.Chart(frame)
-        bar = base.mark_rect().encode(
-            y=alt.Y("y0:Q", axis=None, scale=alt.Scale(domain=[0, 1])),
-            y2="y1:Q",
-            color=alt.Color("colour:N", scale=None),
-        )
-        text = base.mark_text(align="left", dx=width_px / 2 + 4).encode(
-            y=alt.value(height_px / 2), text=alt.value(f"constant {_fmt(vr.low)}")
-        )
-        return alt.layer(bar, text).properties(width=width_px, height=height_px)
-    steps = scale.levels if scale.discrete else 64
-    edges = np.linspace(vr.low, vr.high, steps + 1)
-    if scale.discrete:
-        hexes = [_rgb_to_hex(c) for c in colours]
+        bands = pd.DataFrame({"y0": [0.0], "y1": [1.0], "colour": [_rgb_to_hex(colours[0])]})
+        labels = pd.DataFrame({"y": [0.5], "label": [f"constant {_fmt(vr.low)}"]})
     else:
-        middles = (np.arange(steps) + 0.5) / steps
-        hexes = [_rgb_to_hex(colours[int(round(m * (len(colours) - 1)))]) for m in middles]
-    frame = pd.DataFrame({"y0": edges[:-1], "y1": edges[1:], "colour": hexes})
-    axis_title = "activation"
-    if vr.clipped:
-        axis_title = "activation (clipped)"
-    axis = alt.Axis(
-        title=axis_title,
-        orient="right",
-        values=[float(e) for e in edges] if scale.discrete else alt.Undefined,
-        format=".3g",
-    )
-    return (
-        alt.Chart(frame)
-        .mark_rect()
-        .encode(
-            y=alt.Y("y0:Q", scale=alt.Scale(domain=[vr.low, vr.high], nice=False, zero=False), axis=axis),
-            y2="y1:Q",
-            color=alt.Color("colour:N", scale=None),
-        )
-        .properties(width=width_px, height=height_px)
-    )
+        steps = scale.levels if scale.discrete else 64
+        edges = np.linspace(vr.low, vr.high, steps + 1)
+        if scale.discrete:
+            hexes = [_rgb_to_hex(c) for c in colours]
+        else:
+            middles = (np.arange(steps) + 0.5) / steps
+            hexes = [_rgb_to_hex(colours[int(round(m * (len(colours) - 1)))]) for m in middles]
+        bands = pd.DataFrame({"y0": edges[:-1], "y1": edges[1:], "colour": hexes})
+        ticks = np.linspace(vr.low, vr.high, LEGEND_TICKS)
+        text = [_fmt(float(t)) for t in ticks]
+        if vr.clipped:
+            text[0], text[-1] = "≤ " + text[0], "≥ " + text[-1]
+        labels = pd.DataFrame({"y": ticks, "label": text})
+    y_scale = {"nice": False, "zero": False}
+    return {
+        "title": {"text": title, "fontSize": 11, "fontWeight": "normal", "anchor": "start"},
+        "layer": [
+            {
+                "data": {"name": "legend"},
+                "mark": {"type": "rect"},
+                "encoding": {
+                    "y": _q("y0", scale=y_scale, axis=None),
+                    "y2": {"field": "y1"},
+                    "color": {"field": "colour", "type": "nominal", "scale": None},
+                },
+            },
+            {
+                "data": {"name": "legend_labels"},
+                "mark": {"type": "text", "align": "left", "baseline": "middle", "dx": 4, "fontSize": 10},
+                "encoding": {
+                    "x": {"value": width_px},
+                    "y": _q("y", scale=y_scale, axis=None),
+                    "text": {"field": "label", "type": "nominal"},
+                },
+            },
+        ],
+        "width": width_px,
+        "height": height_px,
+        "datasets": {"legend": bands, "legend_labels": labels},
+        "config": {"view": {"strokeWidth": 0}},
+    }
 
 
 # -- grids of tiles -----------------------------------------------------------------------------
@@ -592,12 +634,13 @@ def tile_grid_chart(
     width_px: int = 960,
     map_aspect: float = 1.0,
     selection: str | None = "tile",
-) -> alt.LayerChart:
+) -> VegaLiteSpec:
     """A grid of channel tiles as one chart of pictures, with a label under each tile.
 
-    Dead (constant) channels get a grey frame and "dead" in their label. Clicking a
-    tile selects it: the selection ``selection`` has the field ``ch`` (0-based channel).
-    ``map_aspect`` is rows / columns of one map.
+    Dead (constant) channels get a grey dashed frame and "dead" in their label. Clicking
+    a tile selects it: the selection ``selection`` has the field ``ch`` (0-based
+    channel). ``map_aspect`` is rows / columns of one map. Everything that changes with
+    the channels is in the dataset ``tiles``.
     """
     count = len(tiles)
     columns = columns or grid_columns(count)
@@ -630,36 +673,85 @@ def tile_grid_chart(
                 "status": "dead (constant)" if tile.dead else "active",
             }
         )
-    frame = pd.DataFrame.from_records(records)
-    x_scale = alt.Scale(domain=[0, total_w], nice=False, zero=False)
-    y_scale = alt.Scale(domain=[0, total_h], nice=False, zero=False, reverse=True)
-    x = alt.X("x:Q", scale=x_scale, axis=None)
-    y = alt.Y("y:Q", scale=y_scale, axis=None)
-    tooltip = [
-        alt.Tooltip("channel:Q"),
-        alt.Tooltip("min:Q", format=".4g"),
-        alt.Tooltip("mean:Q", format=".4g"),
-        alt.Tooltip("max:Q", format=".4g"),
-        alt.Tooltip("status:N"),
-    ]
-    base = alt.Chart(frame)
-    images = base.mark_image(
-        width=tile_w, height=tile_h, align="left", baseline="top", smooth=False, aspect=False, cursor="pointer"
-    ).encode(x=x, y=y, url="url:N", tooltip=tooltip)
+    frame = pd.DataFrame.from_records(
+        records,
+        columns=[
+            "ch",
+            "channel",
+            "url",
+            "x",
+            "y",
+            "x2",
+            "y2",
+            "label_y",
+            "label_x",
+            "label",
+            "min",
+            "mean",
+            "max",
+            "status",
+        ],
+    )
+    x_scale = {"domain": [0, total_w], "nice": False, "zero": False}
+    y_scale = {"domain": [0, total_h], "nice": False, "zero": False, "reverse": True}
+    images: dict = {
+        "data": {"name": "tiles"},
+        "mark": {
+            "type": "image",
+            "width": tile_w,
+            "height": tile_h,
+            "align": "left",
+            "baseline": "top",
+            "smooth": False,
+            "aspect": False,
+            "cursor": "pointer",
+        },
+        "encoding": {
+            "x": _q("x", scale=x_scale, axis=None),
+            "y": _q("y", scale=y_scale, axis=None),
+            "url": {"field": "url", "type": "nominal"},
+            "tooltip": [
+                _q("channel"),
+                _q("min", format=".4g"),
+                _q("mean", format=".4g"),
+                _q("max", format=".4g"),
+                {"field": "status", "type": "nominal"},
+            ],
+        },
+    }
     if selection:
-        images = images.add_params(alt.selection_point(name=selection, fields=["ch"], on="click"))
-    frames = (
-        base.transform_filter(alt.datum.status != "active")
-        .mark_rect(filled=False, stroke="#7f7f7f", strokeWidth=2, strokeDash=[4, 2])
-        .encode(x=x, x2="x2:Q", y=y, y2="y2:Q")
-    )
-    labels = base.mark_text(baseline="top", fontSize=10).encode(
-        x=alt.X("label_x:Q", scale=x_scale, axis=None),
-        y=alt.Y("label_y:Q", scale=y_scale, axis=None),
-        text="label:N",
-        color=alt.condition(alt.datum.status == "active", alt.value("#333333"), alt.value("#b22222")),
-    )
-    return alt.layer(images, frames, labels).properties(width=total_w, height=total_h).configure_view(strokeWidth=0)
+        images["params"] = [{"name": selection, "select": {"type": "point", "fields": ["ch"], "on": "click"}}]
+    frames = {
+        "data": {"name": "tiles"},
+        "transform": [{"filter": "datum.status !== 'active'"}],
+        "mark": {"type": "rect", "filled": False, "stroke": "#7f7f7f", "strokeWidth": 2, "strokeDash": [4, 2]},
+        "encoding": {
+            "x": _q("x", scale=x_scale, axis=None),
+            "x2": {"field": "x2"},
+            "y": _q("y", scale=y_scale, axis=None),
+            "y2": {"field": "y2"},
+        },
+    }
+    labels = {
+        "data": {"name": "tiles"},
+        "mark": {"type": "text", "baseline": "top", "fontSize": 10},
+        "encoding": {
+            "x": _q("label_x", scale=x_scale, axis=None),
+            "y": _q("label_y", scale=y_scale, axis=None),
+            "text": {"field": "label", "type": "nominal"},
+            "color": {
+                "condition": {"test": "datum.status === 'active'", "value": "#333333"},
+                "value": "#b22222",
+            },
+        },
+    }
+    return {
+        "layer": [images, frames, labels],
+        "width": total_w,
+        "height": total_h,
+        "datasets": {"tiles": frame},
+        "config": {"view": {"strokeWidth": 0}},
+    }
 
 
 def grid_png(
@@ -706,29 +798,38 @@ def grid_png(
 # -- vectors (flatten, dense) -----------------------------------------------------------------
 
 
-def vector_chart(values: np.ndarray, *, title: str = "", top: int | None = None, width_px: int = 720) -> alt.Chart:
+def vector_chart(values: np.ndarray, *, title: str = "", top: int | None = None, width_px: int = 720) -> VegaLiteSpec:
     """A vector of unit values as bars (unit numbers from 1). ``top`` keeps only the strongest units."""
     values = np.asarray(values, dtype=np.float32).reshape(-1)
     units = np.arange(values.size)
     if top is not None and top < values.size:
         units = np.argsort(-values, kind="stable")[:top]
     frame = pd.DataFrame({"unit": units + 1, "value": values[units].astype(float)})
-    sort = alt.Undefined if top is None else "-y"
-    return (
-        alt.Chart(frame)
-        .mark_bar(color="#2171b5")
-        .encode(
-            x=alt.X("unit:O", sort=sort, axis=alt.Axis(labels=frame.shape[0] <= 64, title="unit")),
-            y=alt.Y("value:Q", title="activation"),
-            tooltip=[alt.Tooltip("unit:Q"), alt.Tooltip("value:Q", format=".4g")],
-        )
-        .properties(width=width_px, height=180, **_title(title))
-    )
+    spec: dict = {
+        "data": {"name": "units"},
+        "mark": {"type": "bar", "color": "#2171b5"},
+        "encoding": {
+            "x": {
+                "field": "unit",
+                "type": "ordinal",
+                "sort": None if top is None else "-y",
+                "axis": {"labels": bool(frame.shape[0] <= 64), "title": "unit"},
+            },
+            "y": _q("value", title="activation"),
+            "tooltip": [_q("unit"), _q("value", format=".4g")],
+        },
+        "width": width_px,
+        "height": 180,
+        "datasets": {"units": frame},
+    }
+    if title:
+        spec["title"] = title
+    return spec
 
 
 def vector_strip_chart(
     values: np.ndarray, scale: ColourScale, *, per_row: int = 128, width_px: int = 960
-) -> tuple[alt.TopLevelMixin, ValueRange]:
+) -> tuple[VegaLiteSpec, ValueRange]:
     """A long vector as a picture: units in rows of ``per_row``, unit 1 at the top left."""
     values = np.asarray(values, dtype=np.float32).reshape(-1)
     per_row = max(1, min(per_row, values.size))

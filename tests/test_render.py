@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import io
 
+import jsonschema
 import numpy as np
+import pandas as pd
 import pytest
+from altair.vegalite.schema import load_schema  # the Vega-Lite version this Altair (and Streamlit) uses
 from PIL import Image
 
 from featapp import render
@@ -21,6 +24,24 @@ def decode_url(url: str) -> np.ndarray:
 
 def hexes(colours: np.ndarray) -> list[str]:
     return ["#" + "".join(f"{v:02x}" for v in row) for row in colours]
+
+
+VEGA_LITE = jsonschema.Draft7Validator(load_schema())
+
+
+def valid(spec: dict) -> dict:
+    """``spec`` checked against the Vega-Lite schema Altair ships (tables as records), returned as is."""
+    plain = dict(spec)
+    plain["datasets"] = {name: frame.to_dict("records") for name, frame in spec.get("datasets", {}).items()}
+    errors = sorted(VEGA_LITE.iter_errors(plain), key=lambda e: list(e.path))
+    assert not errors, [f"{list(e.path)}: {e.message[:200]}" for e in errors[:5]]
+    return spec
+
+
+def records(spec: dict, view: dict) -> list[dict]:
+    frame = spec["datasets"][view["data"]["name"]]
+    assert isinstance(frame, pd.DataFrame)
+    return frame.to_dict("records")
 
 
 def layers_of(spec: dict) -> list[dict]:
@@ -85,8 +106,8 @@ def test_constant_map_is_one_colour_and_said_to_be_dead():
     picture = render.colourise(values, vr, VIRIDIS)
     assert np.all(picture == picture[0, 0])
     assert "Constant map" in render.describe_range(vr, VIRIDIS)
-    legend = render.legend_chart(vr, VIRIDIS).to_dict()
-    assert "constant 0" in str(legend)
+    legend = valid(render.legend_chart(vr, VIRIDIS))
+    assert legend["datasets"]["legend_labels"]["label"].tolist() == ["constant 0"]
 
 
 def test_describe_range_matches_what_is_drawn():
@@ -136,31 +157,41 @@ def test_png_bytes_round_trip_gray_and_rgb():
 def test_small_heatmap_has_one_hover_cell_per_map_cell():
     values = np.array([[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]], np.float32)
     vr = render.value_range(values, "per map")
-    spec = render.heatmap_chart(values, vr, LECTURE_BLUES, title="t").to_dict()
+    spec = valid(render.heatmap_chart(values, vr, LECTURE_BLUES))
     views = layers_of(spec)
     assert [mark_type(v) for v in views][:2] == ["image", "rect"]
     image_view, cells_view = views[0], views[1]
     assert image_view["mark"]["smooth"] is False
     assert image_view["encoding"]["y"]["scale"]["reverse"] is True  # row 1 at the top, like the photo
-    cells = spec["datasets"][cells_view["data"]["name"]]
+    cells = records(spec, cells_view)
     assert len(cells) == 6
     by_position = {(c["r"], c["c"]): c for c in cells}
     assert by_position[(1, 2)]["value"] == 5.0
     assert by_position[(1, 2)]["row"] == 2 and by_position[(1, 2)]["column"] == 3  # 1-based in the tooltip
     assert {t["field"] for t in cells_view["encoding"]["tooltip"]} == {"row", "column", "value"}
-    params = spec["params"]
+    params = cells_view["params"]
     assert params[0]["name"] == "cell" and params[0]["select"]["fields"] == ["r", "c"]
-    picture = decode_url(spec["datasets"][image_view["data"]["name"]][0]["url"])
+    picture = decode_url(records(spec, image_view)[0]["url"])
     assert np.array_equal(picture, render.colourise(values, vr, LECTURE_BLUES))
+
+
+def test_heatmap_spec_depends_only_on_the_map_shape():
+    """Another channel of the same layer changes data, not the chart: the browser updates it in place."""
+    rng = np.random.default_rng(3)
+    first, second = rng.random((2, 30, 40)).astype(np.float32)
+    one = render.heatmap_chart(first, render.value_range(first, "per map"), LECTURE_BLUES, selected_cell=(1, 2))
+    two = render.heatmap_chart(second, ValueRange(-5.0, 9.0, "fixed", clipped=True), VIRIDIS)
+    assert {k: v for k, v in one.items() if k != "datasets"} == {k: v for k, v in two.items() if k != "datasets"}
+    assert not one["datasets"]["picture"].equals(two["datasets"]["picture"])
 
 
 def test_large_heatmap_answers_per_block_with_the_strongest_cell():
     rng = np.random.default_rng(1)
     values = rng.random((148, 148)).astype(np.float32)
     values[100, 7] = 5.0
-    spec = render.heatmap_chart(values, render.value_range(values, "per map"), VIRIDIS).to_dict()
+    spec = valid(render.heatmap_chart(values, render.value_range(values, "per map"), VIRIDIS))
     cells_view = layers_of(spec)[1]
-    cells = spec["datasets"][cells_view["data"]["name"]]
+    cells = records(spec, cells_view)
     assert len(cells) <= render.MAX_CHART_CELLS
     block = cells[0]["r1"] - cells[0]["r0"]
     assert block == 3  # ceil(sqrt(148 * 148 / 2500))
@@ -180,23 +211,24 @@ def test_large_heatmap_answers_per_block_with_the_strongest_cell():
 def test_selected_cell_is_outlined_and_legend_is_the_palette():
     values = np.arange(16, dtype=np.float32).reshape(4, 4)
     vr = ValueRange(0.0, 16.0, "fixed")
-    spec = render.heatmap_chart(values, vr, LECTURE_BLUES, selected_cell=(2, 1)).to_dict()
+    spec = valid(render.heatmap_chart(values, vr, LECTURE_BLUES, selected_cell=(2, 1)))
     views = layers_of(spec)
     outline = [v for v in views if mark_type(v) == "rect" and v["mark"].get("filled") is False]
     assert len(outline) == 1
-    box = spec["datasets"][outline[0]["data"]["name"]][0]
+    box = records(spec, outline[0])[0]
     assert (box["r0"], box["r1"], box["c0"], box["c1"]) == (2, 3, 1, 2)
-    legend = views[-1]
-    bands = spec["datasets"][legend["data"]["name"]]
+    bands = spec["datasets"]["legend"].to_dict("records")
     assert [b["colour"] for b in bands] == list(LECTURE_BLUES.stops)
-    assert [b["y0"] for b in bands] == [0.0, 4.0, 8.0, 12.0]
-    assert legend["encoding"]["y"]["scale"]["domain"] == [0.0, 16.0]
+    assert [b["y0"] for b in bands] == [0.0, 4.0, 8.0, 12.0] and bands[-1]["y1"] == 16.0
+    assert spec["datasets"]["legend_labels"]["label"].tolist() == ["0", "4", "8", "12", "16"]  # the bin edges
+    unselected = render.heatmap_chart(values, vr, LECTURE_BLUES)
+    assert unselected["datasets"]["outline"].empty
 
 
 def test_continuous_legend_uses_the_palette_over_the_range():
     vr = ValueRange(-1.0, 3.0, "per map")
-    spec = render.legend_chart(vr, VIRIDIS).to_dict()
-    bands = spec["datasets"][spec["data"]["name"]]
+    spec = valid(render.legend_chart(vr, VIRIDIS))
+    bands = spec["datasets"]["legend"].to_dict("records")
     assert bands[0]["y0"] == -1.0 and bands[-1]["y1"] == 3.0
     # Each band shows the colour the picture gives a value in the middle of that band.
     middles = np.array([(b["y0"] + b["y1"]) / 2 for b in bands])
@@ -238,13 +270,13 @@ def test_tile_grid_chart_places_every_tile_and_selects_by_channel():
     maps = np.random.default_rng(2).random((40, 5, 5)).astype(np.float32)
     maps[7] = 0.0
     tiles = render.make_tiles(maps, range(40), LECTURE_BLUES, "per map")
-    spec = render.tile_grid_chart(tiles).to_dict()
+    spec = valid(render.tile_grid_chart(tiles))
     views = layers_of(spec)
     images = [v for v in views if mark_type(v) == "image"][0]
-    rows = spec["datasets"][images.get("data", spec.get("data"))["name"]]
+    rows = records(spec, images)
     assert [r["ch"] for r in rows] == list(range(40))
     assert rows[7]["label"] == "8 dead" and rows[0]["label"] == "1"
-    assert spec["params"][0]["select"]["fields"] == ["ch"]
+    assert images["params"][0]["select"]["fields"] == ["ch"]
     positions = {(r["x"], r["y"]) for r in rows}
     assert len(positions) == 40  # no two tiles on top of each other
     assert len({r["x"] for r in rows}) == render.grid_columns(40) == 8
@@ -264,14 +296,14 @@ def test_grid_png_has_one_tile_per_channel():
 
 def test_vector_charts():
     values = np.array([0.0, 3.0, 1.0, 2.0], np.float32)
-    spec = render.vector_chart(values).to_dict()
-    rows = spec["datasets"][spec["data"]["name"]]
+    spec = valid(render.vector_chart(values, title="all"))
+    rows = records(spec, spec)
     assert [r["unit"] for r in rows] == [1, 2, 3, 4] and [r["value"] for r in rows] == [0.0, 3.0, 1.0, 2.0]
-    top = render.vector_chart(values, top=2).to_dict()
-    assert [r["unit"] for r in top["datasets"][top["data"]["name"]]] == [2, 4]
+    top = valid(render.vector_chart(values, top=2))
+    assert [r["unit"] for r in records(top, top)] == [2, 4]
     strip, vr = render.vector_strip_chart(np.arange(300, dtype=np.float32), VIRIDIS, per_row=128)
-    image_view = layers_of(strip.to_dict())[0]
-    picture = decode_url(strip.to_dict()["datasets"][image_view["data"]["name"]][0]["url"])
+    image_view = layers_of(valid(strip))[0]
+    picture = decode_url(records(strip, image_view)[0]["url"])
     assert picture.shape == (3, 128, 3) and (vr.low, vr.high) == (0.0, 299.0)
 
 

@@ -9,7 +9,7 @@ from featapp.geometry import receptive_box
 from featapp.model import ModelError
 from featapp.pages import shared
 
-HEATMAP_KEY = "feature_map_chart"
+HEATMAP_NONCE = "feature_map.chart_nonce"
 PICTURE_PX = 360
 
 model = shared.model_or_error_page()
@@ -17,8 +17,18 @@ image = shared.current_image(model)
 spec = model.input_spec
 
 
+def _chart_key() -> str:
+    # A new key gives a fresh chart, whose own selection is empty again.
+    return f"feature_map_chart_{st.session_state.get(HEATMAP_NONCE, 0)}"
+
+
+def _clear_cell() -> None:
+    st.session_state[shared.CELL] = None
+    st.session_state[HEATMAP_NONCE] = st.session_state.get(HEATMAP_NONCE, 0) + 1
+
+
 def _on_cell(layer_name: str) -> None:
-    state = st.session_state.get(HEATMAP_KEY) or {}
+    state = st.session_state.get(_chart_key()) or {}
     points = (state.get("selection") or {}).get("cell") or []
     st.session_state[shared.CELL] = (layer_name, int(points[0]["r"]), int(points[0]["c"])) if points else None
 
@@ -54,14 +64,19 @@ selected = (
     if cell and cell[0] == layer.name and cell[1] < values.shape[0] and cell[2] < values.shape[1]
     else None
 )
+if layer.receptive_field is None:
+    # Geometry comes from the model's metadata; without it there is nothing true to draw on the photo.
+    st.caption("This model's file does not describe this layer's geometry, so the map cannot be placed on the photo.")
+    show_overlay, selected = False, None
 
 photo_col, map_col = st.columns([1, 1.4])
 with map_col:
     title = f"Layer {model.layer_names.index(layer.name) + 1} ({layer.name}), channel {channel + 1}"
     if view_label != "final model":
         title += f", {view_label}"
-    chart = render.heatmap_chart(values, vr, scale, width_px=PICTURE_PX, title=title, selected_cell=selected)
-    st.altair_chart(chart, on_select=partial(_on_cell, layer.name), key=HEATMAP_KEY, width="content")
+    st.markdown(f"**{title}**")
+    chart = render.heatmap_chart(values, vr, scale, width_px=PICTURE_PX, selected_cell=selected)
+    st.vega_lite_chart(chart, on_select=partial(_on_cell, layer.name), key=_chart_key(), width="content")
     st.caption(render.describe_range(vr, scale))
     if render.is_constant(values):
         st.warning(
@@ -78,7 +93,7 @@ with photo_col:
         box = receptive_box(layer.receptive_field, selected[0], selected[1], (spec.height, spec.width))
         picture = render.outline_box(picture, box)
         caption += " · red box: what the chosen cell sees"
-    shared.show_image(render.enlarge(picture, 3), caption=caption, width=PICTURE_PX, output_format="PNG")
+    st.image(render.png_bytes(render.enlarge(picture, 3)), caption=caption, width=PICTURE_PX)
 
 if selected is not None:
     top, left, bottom, right = box
@@ -87,14 +102,15 @@ if selected is not None:
         f"Cell **row {selected[0] + 1}, column {selected[1] + 1}** has value **{float(values[selected]):.4g}**. "
         f"It sees input rows {top + 1}-{bottom} and columns {left + 1}-{right} "
         f"(its receptive field is {field.size[0]} x {field.size[1]} pixels; neighbouring cells are "
-        f"{field.jump[0]} pixel{'s' if field.jump[0] > 1 else ''} apart). Click it again to clear."
+        f"{field.jump[0]} pixel{'s' if field.jump[0] > 1 else ''} apart)."
     )
+    st.button("Clear the chosen cell", on_click=_clear_cell)
 else:
     st.caption("Click a cell of the map to outline, on the photo, the pixels that cell can see.")
 
 st.download_button(
     "Download this map (PNG)",
-    data=render.png_bytes(render.map_picture(values, vr, scale, min_px=300)),
+    data=lambda: render.png_bytes(render.map_picture(values, vr, scale, min_px=300)),  # made on click
     file_name=f"{layer.name}_channel{channel + 1}.png",
     mime="image/png",
 )

@@ -113,7 +113,7 @@ if layer.is_spatial:
     tiles = render.make_tiles(output, ordered, scale, mode, fixed=fixed)
     chart_key = f"layer_grid_chart_{st.session_state.get(NONCE, 0)}"
     chart = render.tile_grid_chart(tiles, map_aspect=rows / cols, width_px=GRID_PX)
-    st.altair_chart(chart, on_select=lambda: _on_tile(layer.name, chart_key), key=chart_key, width="content")
+    st.vega_lite_chart(chart, on_select=lambda: _on_tile(layer.name, chart_key), key=chart_key, width="content")
     dead = [tile.channel + 1 for tile in tiles if tile.dead]
     if mode == "per layer":
         st.caption(render.describe_range(render.value_range(output, "per layer"), scale))
@@ -133,7 +133,7 @@ if layer.is_spatial:
         st.caption("No channel shown is dead (constant) for this image.")
     st.download_button(
         "Download this grid (PNG)",
-        data=render.grid_png(output, ordered, scale, mode, fixed=fixed),
+        data=lambda: render.grid_png(output, ordered, scale, mode, fixed=fixed),  # made on click
         file_name=f"{layer.name}_channels{first}-{last}.png",
         mime="image/png",
     )
@@ -147,12 +147,14 @@ else:
     zeros = int((output == 0).sum())
     st.caption(f"{zeros} of {units} units are exactly 0 for this image.")
     if units <= VECTOR_BARS:
-        st.altair_chart(render.vector_chart(output, title=f"All {units} units", width_px=GRID_PX - 80), width="content")
+        st.vega_lite_chart(
+            render.vector_chart(output, title=f"All {units} units", width_px=GRID_PX - 80), width="content"
+        )
     else:
         strip, strip_range = render.vector_strip_chart(output, scale, width_px=GRID_PX - 80)
         st.markdown(f"All {units} units as a strip, 128 per row (unit 1 at the top left):")
-        st.altair_chart(strip, width="content")
+        st.vega_lite_chart(strip, width="content")
         st.caption(render.describe_range(strip_range, scale))
-        st.altair_chart(
+        st.vega_lite_chart(
             render.vector_chart(output, title="The 40 strongest units", top=40, width_px=GRID_PX - 80), width="content"
         )

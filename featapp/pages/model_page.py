@@ -83,9 +83,10 @@ else:
         scale = render.VIRIDIS
         map_col, photo_col = st.columns([1.3, 1])
         with map_col:
-            st.altair_chart(
+            st.markdown(f"**Drop in p({occ.class_name})** when each area is covered")
+            st.vega_lite_chart(
                 render.heatmap_chart(
-                    drop, drop_range, scale, width_px=300, selection=None, title=f"Drop in p({occ.class_name})"
+                    drop, drop_range, scale, width_px=300, selection=None, legend_title=f"drop in p({occ.class_name})"
                 ),
                 width="content",
             )
@@ -119,21 +120,23 @@ if layer is not None and layer.is_spatial:
     with download_cols[0]:
         st.download_button(
             f"Map: {layer.name}, channel {channel + 1} (PNG)",
-            data=render.png_bytes(render.map_picture(values, render.value_range(values, "per map"), scale, min_px=300)),
+            data=lambda: render.png_bytes(
+                render.map_picture(values, render.value_range(values, "per map"), scale, min_px=300)
+            ),
             file_name=f"{layer.name}_channel{channel + 1}.png",
             mime="image/png",
         )
     with download_cols[1]:
         st.download_button(
             f"Grid: all {layer.channels} channels of {layer.name} (PNG)",
-            data=render.grid_png(outputs[layer.name], range(layer.channels), scale, "per map"),
+            data=lambda: render.grid_png(outputs[layer.name], range(layer.channels), scale, "per map"),
             file_name=f"{layer.name}_grid.png",
             mime="image/png",
         )
 with download_cols[2]:
     st.download_button(
         "All activations of the current image (.npz)",
-        data=shared.activations_file(model, image),
+        data=lambda: shared.activations_file(model, image),
         file_name=f"activations_{image.key[:8]}.npz",
         mime="application/octet-stream",
     )

@@ -210,5 +210,7 @@ pair_range = render.shared_range(*pair_maps)
 for column, photo, values in zip((left_col, right_col), pair, pair_maps, strict=False):
     with column:
         shared.show_image(render.enlarge(photo.array, 2), caption=photo.title, width=300)
-        st.altair_chart(render.heatmap_chart(values, pair_range, scale, width_px=300, selection=None), width="content")
+        st.vega_lite_chart(
+            render.heatmap_chart(values, pair_range, scale, width_px=300, selection=None), width="content"
+        )
 st.caption(render.describe_range(pair_range, scale))

@@ -40,11 +40,14 @@ PAGE_FILES = {
 }
 """Page scripts, relative to ``streamlit_app.py`` (as ``st.Page`` and ``st.switch_page`` want them)."""
 
-ACTIVATION_CACHE_IMAGES = 32
-"""Images whose activations stay in memory (about 6.1 MB each for the lecture's model)."""
+CACHE_IMAGES_ENV = "FEATAPP_CACHE_IMAGES"
+_cache_images_text = os.environ.get(CACHE_IMAGES_ENV, "").strip()
+ACTIVATION_CACHE_IMAGES = max(1, int(_cache_images_text)) if _cache_images_text.isdigit() else 32
+"""Images whose activations stay in memory (about 6.1 MB each for the lecture's model);
+``$FEATAPP_CACHE_IMAGES`` changes it (read once, when the app starts)."""
 GALLERY_CACHE_SAMPLES = 4
 """Gallery samples (20 photos each, 1.35 MB of pixels) kept decoded."""
-GALLERY_LAYER_CACHE = 3
+GALLERY_LAYER_CACHE = 2
 """Layers of gallery activations kept (at most 56 MB each: layer 1 for 20 photos)."""
 
 GALLERY_SIZE = 20

@@ -1,0 +1,305 @@
+"""Browser timings of the app: Playwright driving Debian's headless Chromium against ``streamlit run``.
+
+    python bench/bench_browser.py [--runs 10] [--out bench/results/browser.md]
+
+Four numbers, each against the target from the app's issue (2-core machine, warm):
+
+* **cold start**: ``streamlit run`` started -> the gallery page rendered in the browser
+  (server start, imports, model load, the first 20 photos decoded and predicted); < 5 s.
+* **first heatmap**: a browser opens the Feature map page of a warm server -> the
+  heatmap is drawn; < 2 s. Measured twice: with a new browser profile (Streamlit's and
+  Vega's JavaScript downloaded and compiled) and with the browser's cache warm.
+* **channel change**: type another channel and press Enter -> the heatmap's pixels
+  change; < 300 ms. Only channels whose maps are not constant are used (two dead
+  channels look the same).
+* **128-map grid**: choose a 128-channel layer on the Layer grid page -> all 128 tiles
+  are in the page with their new pictures; < 1 s.
+
+"Drawn" is checked in the page itself (the chart canvas's pixels or the grid's image
+sources), polled every animation frame, so the numbers include the server's rerun, the
+websocket, React and Vega. Run it on an idle machine: the numbers are only as good as
+the machine is quiet (the load average at the start is printed with the results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TARGETS = {
+    "cold start": 5.0,
+    "first heatmap, new browser profile": 2.0,
+    "first heatmap, browser cache warm": 2.0,
+    "channel change": 0.3,
+    "128-map grid": 1.0,
+}
+
+CANVAS_SIGNATURE = """() => {
+  const canvas = document.querySelector('[data-testid="stVegaLiteChart"] canvas');
+  if (!canvas || canvas.width === 0) return null;
+  return canvas.toDataURL();
+}"""
+TILE_SOURCES = """() => Array.from(document.querySelectorAll('[data-testid="stVegaLiteChart"] svg image'))
+  .map(n => n.getAttribute('href') || n.getAttribute('xlink:href')).join('|')"""
+TILE_COUNT = """() => document.querySelectorAll('[data-testid="stVegaLiteChart"] svg image').length"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(port: int, env: dict[str, str]) -> subprocess.Popen:
+    command = [
+        sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+        "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("streamlit exited early")
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError("streamlit did not start")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def cold_start(browser, env: dict[str, str]) -> float:
+    """Seconds from launching ``streamlit run`` to the gallery rendered in a browser tab."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    start = time.perf_counter()
+    process = start_server(port, env)
+    try:
+        wait_healthy(url, process)
+        page.goto(url)
+        page.get_by_text("right; the ones it gets wrong are marked").wait_for(timeout=120_000)
+        return time.perf_counter() - start
+    finally:
+        context.close()
+        stop(process)
+
+
+def first_heatmap(browser, url: str, reload: bool = False) -> float:
+    """Seconds from opening the Feature map page to its heatmap drawn.
+
+    A new browser profile downloads and compiles Streamlit's and Vega's JavaScript;
+    with ``reload`` the page is opened once first, so the browser's cache is warm (a
+    student coming back), and then opened again and timed.
+    """
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    try:
+        if reload:
+            page.goto(url + "/feature_map")
+            page.wait_for_function(CANVAS_SIGNATURE, polling="raf", timeout=120_000)
+        start = time.perf_counter()
+        page.goto(url + "/feature_map")
+        page.wait_for_function(CANVAS_SIGNATURE, polling="raf", timeout=120_000)
+        return time.perf_counter() - start
+    finally:
+        context.close()
+
+
+def channel_changes(browser, url: str, channels: list[int]) -> list[float]:
+    """Type each channel (1-based) into the channel box; time until the heatmap's pixels change.
+
+    ``channels`` must be channels whose maps differ from one to the next (two dead
+    channels look the same, and nothing would change on the screen).
+    """
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    try:
+        page.goto(url + "/feature_map")
+        page.wait_for_function(CANVAS_SIGNATURE, polling="raf", timeout=120_000)
+        page.wait_for_timeout(1000)
+        box = page.locator('[data-testid="stNumberInput"] input').first
+        times = []
+        for channel in channels:
+            box.fill(str(channel))
+            page.evaluate(f"() => {{ window.__before = ({CANVAS_SIGNATURE})(); }}")
+            start = time.perf_counter()
+            box.press("Enter")
+            page.wait_for_function(
+                f"() => {{ const now = ({CANVAS_SIGNATURE})(); return now !== null && now !== window.__before; }}",
+                polling="raf",
+                timeout=60_000,
+            )
+            times.append(time.perf_counter() - start)
+            page.wait_for_timeout(300)  # let the rerun settle before the next change
+        return times
+    finally:
+        context.close()
+
+
+def live_channels(model, data_dir: str) -> list[int]:
+    """Layer-1 channels (1-based) whose maps are not constant for the photo the app opens with."""
+    from featapp.dataset import Dataset
+    from featapp.images import prepare_image
+    from featapp.render import is_constant
+
+    first = Dataset(data_dir).sample("test", per_class=10, seed=0)[0]
+    maps = model.activations(prepare_image(first.path, model))[model.layers[0].name][0]
+    return [c + 1 for c in range(len(maps)) if not is_constant(maps[c])]
+
+
+def choose_layer(page, option: str) -> None:
+    box = page.locator('[data-testid="stSelectbox"]').first
+    box.click()
+    page.keyboard.type(option)
+    page.keyboard.press("Enter")
+
+
+def grid_switches(browser, url: str, runs: int, layers: tuple[str, str]) -> list[float]:
+    """Alternate between two 128-channel layers; time until the 128 new tiles are in the page."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    try:
+        page.goto(url + "/layer_grid")
+        page.wait_for_function(f"() => ({TILE_COUNT})() > 0", polling="raf", timeout=120_000)
+        for layer in layers:  # warm both layers once
+            choose_layer(page, layer)
+            page.wait_for_function(f"() => ({TILE_COUNT})() === 128", polling="raf", timeout=120_000)
+            page.wait_for_timeout(500)
+        times = []
+        for run in range(runs):
+            page.evaluate(f"() => {{ window.__before = ({TILE_SOURCES})(); }}")
+            start = time.perf_counter()
+            choose_layer(page, layers[run % 2])
+            page.wait_for_function(
+                f"() => ({TILE_COUNT})() === 128 && ({TILE_SOURCES})() !== window.__before",
+                polling="raf",
+                timeout=60_000,
+            )
+            times.append(time.perf_counter() - start)
+            page.wait_for_timeout(300)
+        return times
+    finally:
+        context.close()
+
+
+def summary(name: str, values: list[float]) -> str:
+    target = TARGETS[name]
+    median = statistics.median(values)
+    verdict = "meets" if median < target else "misses"
+    return (
+        f"| {name} | {len(values)} | {median * 1000:.0f} | {min(values) * 1000:.0f} | {max(values) * 1000:.0f} "
+        f"| < {target * 1000:.0f} | {verdict} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=10, help="repetitions of the warm measurements (default 10)")
+    parser.add_argument("--cold-runs", type=int, default=3, help="cold starts (default 3)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "browser.md")
+    parser.add_argument(
+        "--data", default=os.environ.get("FEATAPP_DATA_DIR", str(REPO_ROOT.parent / "shared" / "data" / "cats_vs_dogs"))
+    )
+    args = parser.parse_args(argv)
+
+    from playwright.sync_api import sync_playwright
+
+    from featapp.model import load_model
+
+    model = load_model(provider="cpu")
+    wide = [layer for layer in model.layers if layer.is_spatial and layer.channels == 128]
+    if len(wide) < 2:
+        parser.error("the model needs two layers of 128 channels for the grid benchmark")
+    numbered = [f"{model.layer_names.index(layer.name) + 1} · {layer.name}" for layer in wide[-2:]]
+
+    env = dict(os.environ, FEATAPP_DATA_DIR=args.data, FEATAPP_PROVIDER=os.environ.get("FEATAPP_PROVIDER", "cpu"))
+    env["FEATAPP_CACHE_DIR"] = tempfile.mkdtemp(prefix="featapp-bench-")
+    load_before = os.getloadavg()
+    results: dict[str, list[float]] = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            results["cold start"] = [cold_start(browser, env) for _ in range(args.cold_runs)]
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            process = start_server(port, env)
+            try:
+                wait_healthy(url, process)
+                first_heatmap(browser, url)  # warms the server: model, gallery, activations
+                repeats = max(3, args.runs // 2)
+                results["first heatmap, new browser profile"] = [first_heatmap(browser, url) for _ in range(repeats)]
+                results["first heatmap, browser cache warm"] = [
+                    first_heatmap(browser, url, reload=True) for _ in range(repeats)
+                ]
+                live = live_channels(model, args.data)[1:]  # the app opens on channel 1
+                sequence = [live[i % len(live)] for i in range(args.runs)]
+                results["channel change"] = channel_changes(browser, url, sequence)
+                results["128-map grid"] = grid_switches(browser, url, args.runs, tuple(numbered))  # type: ignore[arg-type]
+            finally:
+                stop(process)
+            chromium_version = browser.version
+        finally:
+            browser.close()
+
+    import streamlit
+
+    lines = [
+        "# Browser timings (bench/bench_browser.py)",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {load_before[0]:.2f} "
+        f"at the start; Python {platform.python_version()}, Streamlit {streamlit.__version__}, "
+        f"Chromium {chromium_version}; model `{model.path.name}` on the {model.provider.upper()}.",
+        "",
+        "Times in milliseconds, from the user's action to the result drawn in the page.",
+        "",
+        "| measurement | runs | median | min | max | target | median vs target |",
+        "|---|---|---|---|---|---|---|",
+        *(summary(name, values) for name, values in results.items()),
+        "",
+        f"The grid switches alternate between {numbered[0]} and {numbered[1]} (128 maps each).",
+        "",
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines), encoding="utf-8")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
