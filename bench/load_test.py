@@ -302,8 +302,10 @@ def layer_plans(rounds: int, sessions: int) -> list[list[tuple[str, int, str]]]:
     return plans
 
 
-async def new_context(browser):
+async def new_context(browser, timeout_s: float):
     context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(timeout_s * 1000)  # clicks and page loads too, not Playwright's 30 s
+    context.set_default_navigation_timeout(timeout_s * 1000)
     await context.add_init_script(DRAW_COUNTER)
     return context
 
@@ -449,7 +451,7 @@ async def student(
 
 async def run_wave(browser, server: Server, wave: int, count: int, args, plans) -> list[Result]:
     per_context = max(1, args.sessions_per_context)
-    contexts = [await new_context(browser) for _ in range(0, count, per_context)]
+    contexts = [await new_context(browser, args.timeout) for _ in range(0, count, per_context)]
 
     async def one(session: int) -> Result:
         await asyncio.sleep(random.Random(session).uniform(0, args.ramp))
