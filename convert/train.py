@@ -24,7 +24,7 @@ Recipe (see ``models/MODEL_CARD.md`` for the numbers it gave):
 
 The run folder keeps everything: ``best.keras`` (the best epoch so far, updated as it
 goes, so an interrupted run still leaves its best model), ``backup/`` (Keras'
-BackupAndRestore: run the same command again to resume), ``history.json``,
+BackupAndRestore, written atomically: run the same command again to resume), ``history.json``,
 ``learning_curve.png`` and ``snapshots/`` (the network at chosen epochs, for watching
 features emerge).
 """
@@ -236,21 +236,57 @@ def _callbacks(config: TrainConfig, run_dir: Path, with_validation: bool):
             self.started = time.monotonic()
 
     return [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
+        atomic_backup_and_restore(run_dir / "backup"),
         SaveFloat32() if with_validation or config.snapshot_epochs else None,
         HistoryFile(run_dir / "history.json"),
     ]
 
 
+def atomic_backup_and_restore(backup_dir: Path):
+    """Keras' ``BackupAndRestore`` (resume an interrupted run), writing its files atomically.
+
+    Keras writes ``latest.weights.h5`` in place: a run killed while it writes (Ctrl+C
+    twice, an out-of-memory kill, a closed laptop lid on a laptop that then powers off)
+    leaves a truncated file, and every later resume stops with ``OSError: Unable to
+    synchronously open file``. Here the weights and the epoch go to temporary files that
+    are renamed over the old ones, weights first: a kill between the two renames makes
+    the resume repeat one epoch rather than skip one.
+    """
+    import keras
+
+    class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+        def _save_model(self) -> None:
+            folder = Path(self.backup_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            weights_tmp = folder / ".latest.tmp.weights.h5"  # Keras insists on the .weights.h5 ending
+            self.model.save_weights(filepath=str(weights_tmp), overwrite=True)
+            _fsync(weights_tmp)
+            metadata_tmp = folder / ".training_metadata.json.tmp"
+            metadata_tmp.write_text(json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+            _fsync(metadata_tmp)
+            os.replace(weights_tmp, self._weights_path)
+            os.replace(metadata_tmp, self._training_metadata_path)
+
+    return AtomicBackupAndRestore(str(backup_dir), delete_checkpoint=False)
+
+
+def _fsync(path: Path) -> None:
+    # On disk before the rename, so a power cut cannot leave a renamed but empty file.
+    with open(path, "rb+") as written:
+        os.fsync(written.fileno())
+
+
 def _atomic_save(model, path: Path) -> None:
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     model.save(tmp, include_optimizer=False) if path.suffix == ".h5" else model.save(tmp)
+    _fsync(tmp)
     os.replace(tmp, path)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
+    _fsync(tmp)
     os.replace(tmp, path)
 
 

@@ -219,7 +219,8 @@ def _write_activations(model, names: list[str], batch: np.ndarray, out: Path, ba
 
     out.parent.mkdir(parents=True, exist_ok=True)
     count = len(batch)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".featapp-acts-") as scratch:
+    # Named like the other temporary files (.gitignore has .*.tmp*): a killed run leaves it behind.
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.", suffix=".scratch.tmp") as scratch:
         maps: dict[str, np.ndarray] = {}
         for start in range(0, count, batch_size):
             outputs = model.activations(batch[start : start + batch_size], batch_size=batch_size)

@@ -20,6 +20,8 @@ Policy, in order:
    box filter (``Image.reduce``; premultiplied for transparency), so the steps below
    work on a small copy. With draft mode this is one rule for every format: big
    pictures are box-reduced to no less than twice the model size before the resize.
+   Pictures over :data:`LARGE_DECODE_PIXELS` (4 megapixels) at full size are decoded
+   and shrunk one at a time per process, so many large uploads at once cannot add up.
 4. **EXIF orientation** is applied (tag 1-8, also when stored in XMP), so a phone
    photo taken sideways stands upright. An unreadable EXIF block is ignored, not fatal.
 5. **Mode conversion** to the model's channels (1 = grayscale, 3 = RGB). Transparent
@@ -50,6 +52,7 @@ import io
 import math
 import os
 import re
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,6 +71,8 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "TRANSPARENCY_BACKGROUND",
     "SUPPORTED_FORMATS",
+    "LARGE_DECODE_PIXELS",
+    "MAX_LARGE_DECODES",
 ]
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
@@ -98,6 +103,19 @@ _DAMAGED = "The {what} is damaged and cannot be read. " + _FORMATS_HINT
 # Pixel budget of one strip when high-bit-depth images are scaled to 8 bits, so the
 # temporary float copy stays small whatever the image size.
 _STRIP_PIXELS = 1 << 20
+
+LARGE_DECODE_PIXELS = 4_000_000
+"""Pictures with more pixels than this at full size (after JPEG draft scaling) are decoded
+one at a time per process (see :data:`MAX_LARGE_DECODES`)."""
+
+MAX_LARGE_DECODES = 1
+"""How many large pictures one process decodes at once. Decoding, mode conversion and the
+early shrink of a large picture take 2-5 times its pixels: about 300 MB for a 40-megapixel
+RGBA PNG, which can be a 165 KB file. In the app a whole class shares one process, so
+without this limit a few such uploads at the same moment would multiply that (four took
+1.1 GB). Smaller pictures, and phone JPEGs, which libjpeg shrinks while decoding, never wait."""
+
+_large_decodes = threading.BoundedSemaphore(MAX_LARGE_DECODES)
 
 
 class ImageError(ValueError):
@@ -542,16 +560,22 @@ def prepare_image(
     if isinstance(source, Image.Image):
         fmt = source.format
         image = _from_pillow(source, max_pixels)
+        full_size = contextlib.nullcontext()  # the caller holds its pixels already
     else:
         data = _read_bytes(source, max_bytes)
         fmt = _known_format(data[:16])
-        image = _load_first_frame(_open(data, min_side, max_pixels), fmt)
-    orientation = _orientation(image)
-    try:
-        image = _normalise_mode(image)
-    except MemoryError:
-        raise _decode_error(MemoryError(), fmt) from None
-    image = _shrink(image, min_side)
+        image = _open(data, min_side, max_pixels)
+        large = image.width * image.height > LARGE_DECODE_PIXELS
+        full_size = _large_decodes if large else contextlib.nullcontext()
+    with full_size:  # everything that works on the picture at full size
+        if not isinstance(source, Image.Image):
+            image = _load_first_frame(image, fmt)
+        orientation = _orientation(image)
+        try:
+            image = _normalise_mode(image)
+        except MemoryError:
+            raise _decode_error(MemoryError(), fmt) from None
+        image = _shrink(image, min_side)
     if orientation != 1:
         image = image.transpose(_TRANSPOSE_FOR_ORIENTATION[orientation])
     image = _flatten(image, spec.channels)

@@ -24,6 +24,8 @@ __all__ = [
     "png_stream",
     "png_declaring",
     "animation",
+    "noisy",
+    "with_marker",
     "uniform",
     "SVG",
     "HTML",
@@ -124,14 +126,17 @@ def png(array: np.ndarray) -> bytes:
     )
 
 
-def png_stream(width: int, height: int, bands: int = 3, row: Iterable[int] | None = None) -> bytes:
-    """A ``width`` x ``height`` 8-bit PNG whose rows are all the same (default black),
-    compressed row by row: it is tiny on disk and huge when decoded."""
-    line = bytes([0]) + (bytes(row) if row is not None else bytes(width * bands))
+def png_stream(width: int, height: int, bands: int = 3, row: Iterable[int] | None = None, bit_depth: int = 8) -> bytes:
+    """A ``width`` x ``height`` PNG (8 or 16 bits) whose rows are all the same (default
+    black), compressed row by row: it is tiny on disk and huge when decoded. ``row``
+    gives the row's samples (0-255, or 0-65535 for 16 bits)."""
+    sample = np.dtype(">u2") if bit_depth == 16 else np.dtype(np.uint8)
+    samples = np.zeros(width * bands, sample) if row is None else np.asarray(list(row), dtype=sample)
+    line = bytes([0]) + samples.tobytes()
     compressor = zlib.compressobj(9)
     parts = [compressor.compress(line) for _ in range(height)]
     parts.append(compressor.flush())
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, _COLOUR_TYPES[bands], 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, _COLOUR_TYPES[bands], 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", b"".join(parts)) + _chunk(b"IEND", b"")
 
 
@@ -154,3 +159,22 @@ def animation(fmt: str, colours: list[tuple[int, int, int]], size: tuple[int, in
     if fmt.upper() == "WEBP":
         options["lossless"] = True
     return encode(frames[0], fmt, **options)
+
+
+def noisy(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """Uniform RGB noise: every byte of its JPEG or PNG carries picture data, so a cut
+    anywhere in the file loses pixels."""
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def with_marker(data: bytes, marker: bytes) -> bytes:
+    """``data`` (a PNG or a JPEG) with ``marker`` stored in it where no decoder looks at
+    it: a PNG ``tEXt`` chunk after the header, or a JPEG comment (COM) segment after the
+    start marker. Tests search files and logs for the marker to prove an upload's bytes
+    were not written anywhere."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        end_of_ihdr = 8 + 8 + 13 + 4
+        return data[:end_of_ihdr] + _chunk(b"tEXt", b"Comment\x00" + marker) + data[end_of_ihdr:]
+    if data.startswith(b"\xff\xd8"):
+        return data[:2] + b"\xff\xfe" + struct.pack(">H", len(marker) + 2) + marker + data[2:]
+    raise ValueError("with_marker takes PNG or JPEG bytes")

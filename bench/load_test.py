@@ -1,0 +1,786 @@
+"""Many students at once: N concurrent browser sessions against one ``streamlit run``.
+
+Each session is a real browser context (Playwright driving Debian's ``/usr/bin/chromium``,
+one browser, one context per student). A session does what a student does in the first
+minutes of the lecture:
+
+1. ``open``: open the app and wait for the gallery's 20 photos;
+2. ``pick_gallery``: choose a gallery photo (session ``i`` takes photo ``i % 20``) and wait
+   for it to become the current image;
+3. ``upload``: upload a photo made for this session (a PNG nobody else uploads) and wait
+   for it to become the current image;
+4. ``open_feature_map``: open the Feature map page and wait for its heatmap;
+5. ``change_channel``: step the channel up and wait for the heatmap titled with it;
+6. ``change_layer``: choose another layer and wait for its heatmap;
+7. ``open_grid``: open the Layer grid and wait for all of that layer's tiles;
+
+then steps 4-7 again for ``--rounds`` - 1 more rounds (other layers and channels).
+Latency is the time from the action to the updated element being visible in the page.
+Any timeout, exception element or page error counts as an error (there must be none).
+
+The server's resident memory (RSS) is sampled every half second, during the sessions and
+for ``--settle`` seconds after they close, to show whether memory levels off. The server
+is started here on a free port of 127.0.0.1 (or given with ``--url``, then its RSS is not
+sampled unless ``--server-pid`` is given). Nothing leaves 127.0.0.1.
+
+    .venv/bin/python bench/load_test.py --sessions 1 10 25 50 --out bench/results/load.md
+
+Several apps side by side in one run (for before/after comparisons): ``--app before=DIR
+--app after=.`` starts one server per folder and runs every wave against each, in turn.
+Streamlit options and environment variables may follow the folder, comma-separated:
+``--app gc-on=.:--runner.postScriptGC=true`` or ``--app arenas=.:MALLOC_ARENA_MAX=2``.
+
+Bounded: at most ``--max-sessions`` (60) sessions per wave, ``--wave-timeout`` seconds per
+wave, ``--timeout`` seconds per interaction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # Many contexts in one browser: keep background tabs running at full speed.
+    "--disable-renderer-backgrounding",
+    "--disable-background-timer-throttling",
+    "--disable-backgrounding-occluded-windows",
+]
+EXCEPTION = '[data-testid="stException"]'
+CHART = '[data-testid="stVegaLiteChart"]'
+# A heatmap with thousands of hover cells is drawn on a canvas (Streamlit's rule for charts
+# of more than 2,000 marks), a smaller one as SVG. On a canvas the title is not in the page's
+# text, so a change is seen in the pixels: a hash of every 7th pixel (about 1 ms in the
+# browser); in SVG, a hash of the title and the map picture's data URL. None: no heatmap
+# on the page (yet), or a canvas with nothing drawn on it.
+CANVAS_SIGNATURE = """() => {
+    const chart = document.querySelector('[data-testid="stVegaLiteChart"]');
+    if (!chart) return null;
+    let hash = 0;
+    const mix = (value) => { hash = (hash * 31 + value) >>> 0; };
+    const canvas = chart.querySelector('canvas');
+    if (canvas) {
+        if (!canvas.width) return null;
+        const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+        let ink = 0;
+        for (let i = 0; i < pixels.length; i += 28) {
+            mix(pixels[i] + 3 * pixels[i + 1] + 7 * pixels[i + 2] + 11 * pixels[i + 3]);
+            if (pixels[i + 3] > 0 && pixels[i] < 200) ink++;
+        }
+        return ink > 100 ? 'canvas:' + canvas.width + 'x' + canvas.height + ':' + hash : null;
+    }
+    const svg = chart.querySelector('svg');
+    if (!svg) return null;
+    const pictures = [...svg.querySelectorAll('image')].map(n => n.getAttribute('href') || n.getAttribute('xlink:href') || '');
+    if (!pictures.some(url => url.length > 100)) return null;
+    for (const text of [svg.textContent, ...pictures]) for (let i = 0; i < text.length; i++) mix(text.charCodeAt(i));
+    return 'svg:' + hash;
+}"""
+# Injected into every page: counts drawing on canvases and changes inside charts, so the
+# test can wait for a chart to be redrawn without polling its pixels (in-page checks every
+# 50 ms cost next to nothing; reading the pixels costs 3-10 ms per look).
+DRAW_COUNTER = """(() => {
+    const counter = window.__featappDraws = {draws: 0, last: 0};
+    const mark = () => { counter.draws++; counter.last = performance.now(); };
+    const proto = CanvasRenderingContext2D.prototype;
+    for (const name of ['drawImage', 'fillRect', 'fillText', 'fill', 'stroke', 'putImageData', 'clearRect']) {
+        const original = proto[name];
+        proto[name] = function (...args) { mark(); return original.apply(this, args); };
+    }
+    new MutationObserver((records) => {
+        for (const record of records) {
+            const node = record.target.nodeType === 1 ? record.target : record.target.parentElement;
+            if (node && node.closest && node.closest('[data-testid="stVegaLiteChart"]')) { mark(); return; }
+        }
+    }).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
+})();"""
+QUIET_MS = 150
+"""A chart counts as drawn when nothing was drawn for this long (vega draws the map's
+picture, an image mark, a moment after the axes)."""
+INTERACTIONS = ("open", "pick_gallery", "upload", "open_feature_map", "change_channel", "change_layer", "open_grid")
+MAX_SESSIONS = 60
+
+
+# -- the server ------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    process: subprocess.Popen | None = None
+    pid: int | None = None
+    log_path: Path | None = None
+    samples: list[tuple[float, float, float]] = field(default_factory=list)  # (time, rss MB, cpu seconds)
+    marks: list[tuple[float, str]] = field(default_factory=list)
+
+    def rss_mb(self) -> float | None:
+        if self.pid is None:
+            return None
+        try:
+            return psutil.Process(self.pid).memory_info().rss / 2**20
+        except psutil.Error:
+            return None
+
+    def cpu_seconds(self) -> float | None:
+        if self.pid is None:
+            return None
+        try:
+            times = psutil.Process(self.pid).cpu_times()
+            return times.user + times.system
+        except psutil.Error:
+            return None
+
+
+def start_server(name: str, app_dir: Path, options: list[str], work: Path) -> Server:
+    """``options``: streamlit flags (``--runner.postScriptGC=true``) and environment
+    variables (``MALLOC_ARENA_MAX=2``) for this server."""
+    flags = [option for option in options if option.startswith("--")]
+    env_extra = dict(option.split("=", 1) for option in options if not option.startswith("--"))
+    port = free_port()
+    cache = work / f"cache-{name}"
+    env = dict(os.environ)
+    env.update(
+        {
+            "FEATAPP_PROVIDER": "cpu",
+            "FEATAPP_CACHE_DIR": str(cache),
+            "FEATAPP_DATA_DIR": os.environ.get("FEATAPP_DATA_DIR")
+            or str(REPO_ROOT.parent / "shared/data/cats_vs_dogs"),
+        }
+    )
+    env.update(env_extra)
+    log_path = work / f"server-{name}.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+            "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", *flags,
+        ],
+        cwd=app_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    server = Server(name, f"http://127.0.0.1:{port}", process, process.pid, log_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit ({name}) exited with {process.returncode}; see {log_path}")
+        try:
+            with urllib.request.urlopen(server.url + "/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return server
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"streamlit ({name}) did not answer within 120 s; see {log_path}")
+
+
+def stop_server(server: Server) -> None:
+    if server.process is None:
+        return
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        server.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+class Sampler(threading.Thread):
+    """Samples every server's RSS and CPU time every ``interval`` seconds, and adds up the
+    CPU time of this script's other descendants (the browser), process by process, so
+    that renderer processes that end with their context are still counted."""
+
+    def __init__(self, servers: list[Server], started: float, interval: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.servers, self.started, self.interval = servers, started, interval
+        self.stopped = threading.Event()
+        self.client_cpu = 0.0
+        self._client_last: dict[int, float] = {}
+
+    def _sample_client(self) -> None:
+        servers = {server.pid for server in self.servers}
+        for child in psutil.Process().children(recursive=True):
+            if child.pid in servers:
+                continue
+            try:
+                times = child.cpu_times()
+            except psutil.Error:
+                continue
+            total = times.user + times.system
+            self.client_cpu += max(0.0, total - self._client_last.get(child.pid, 0.0))
+            self._client_last[child.pid] = total
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            now = time.monotonic() - self.started
+            for server in self.servers:
+                rss, cpu = server.rss_mb(), server.cpu_seconds()
+                if rss is not None:
+                    server.samples.append((now, rss, cpu or 0.0))
+            self._sample_client()
+            self.stopped.wait(self.interval)
+
+
+# -- one student -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    server: str
+    wave: int
+    session: int
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def student_photo(session: int) -> bytes:
+    """A 480 x 640 photo-like PNG that only this session uploads (so no cache can help it)."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(session)
+    rows, cols = np.mgrid[0:480, 0:640].astype(np.float32)
+    centre = rng.uniform(100, 380), rng.uniform(100, 540)
+    radius = np.hypot(rows - centre[0], cols - centre[1])
+    red = 127 + 120 * np.sin(radius / rng.uniform(8, 40))
+    green = cols / 640 * 255
+    blue = 127 + 120 * np.cos(rows / rng.uniform(8, 40))
+    pixels = np.stack([red, green, blue], axis=-1).round().clip(0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def layer_plans(rounds: int, sessions: int) -> list[list[tuple[str, int, str]]]:
+    """Per session, per round: (the layer's label to type, its channels, its name).
+
+    Spatial layers other than layer 1, a different one each round and for neighbouring sessions."""
+    from featapp.model import load_model
+
+    model = load_model(provider="cpu")
+    spatial = [(number + 1, layer) for number, layer in enumerate(model.layers) if layer.is_spatial][1:]
+    plans = []
+    for session in range(sessions):
+        plan = []
+        for round_ in range(rounds):
+            number, layer = spatial[(session + round_ * 3) % len(spatial)]
+            plan.append((f"{number} · {layer.name}", layer.channels, layer.name))
+        plans.append(plan)
+    return plans
+
+
+async def new_context(browser, timeout_s: float):
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(timeout_s * 1000)  # clicks and page loads too, not Playwright's 30 s
+    context.set_default_navigation_timeout(timeout_s * 1000)
+    await context.add_init_script(DRAW_COUNTER)
+    return context
+
+
+async def student(
+    context, server: Server, wave: int, session: int, timeout_s: float, plan, shots: Path | None
+) -> Result:
+    """One student in its own tab of ``context``: a Streamlit session of its own (sessions
+    belong to a tab's websocket, not to the browser's cookies)."""
+    from playwright.async_api import Error as PlaywrightError
+
+    result = Result(server.name, wave, session)
+    timeout_ms = timeout_s * 1000
+    page = await context.new_page()
+    page_errors: list[str] = []
+    page.on("pageerror", lambda error: page_errors.append(str(error)[:200]))
+
+    async def step(name: str, act, done) -> None:
+        """Time ``act`` until ``done`` sees its result."""
+        started = time.perf_counter()
+        await act()
+        await done()
+        result.latencies.setdefault(name, []).append(time.perf_counter() - started)
+        await check_page(name)
+
+    async def check_page(name: str) -> None:
+        if await page.locator(EXCEPTION).count():
+            raise RuntimeError(
+                f"exception element after {name}: {(await page.locator(EXCEPTION).first.inner_text())[:200]}"
+            )
+        if page_errors:
+            raise RuntimeError(f"page error after {name}: {page_errors[0]}")
+
+    async def wait_text(text: str) -> None:
+        await page.get_by_text(text).first.wait_for(timeout=timeout_ms)
+
+    async def signature() -> str | None:
+        return await page.evaluate(CANVAS_SIGNATURE)
+
+    async def heatmap_step(name: str, act, what: str) -> None:
+        """Time ``act`` until the heatmap has been redrawn with a picture other than before:
+        the time of its last drawing call, in the page's own clock."""
+        before = await signature()
+        draws, page_started = await page.evaluate("() => [window.__featappDraws.draws, performance.now()]")
+        deadline = time.monotonic() + timeout_s
+        await act()
+        while True:
+            remaining_ms = (deadline - time.monotonic()) * 1000
+            if remaining_ms <= 0:
+                raise TimeoutError(f"the heatmap did not show {what} within {timeout_s} s")
+            await page.wait_for_function(
+                f"n => window.__featappDraws.draws > n && performance.now() - window.__featappDraws.last > {QUIET_MS}",
+                arg=draws,
+                polling=50,
+                timeout=remaining_ms,
+            )
+            now = await signature()
+            draws, last = await page.evaluate("() => [window.__featappDraws.draws, window.__featappDraws.last]")
+            if now is not None and now != before:
+                break
+        result.latencies.setdefault(name, []).append((last - page_started) / 1000)
+        await check_page(name)
+
+    async def wait_tiles(count: int) -> None:
+        await page.wait_for_function(
+            """n => document.querySelectorAll('[data-testid="stVegaLiteChart"] svg image').length === n
+                   && document.body.innerText.includes('One tile is one channel')""",
+            arg=count,
+            polling=50,
+            timeout=timeout_ms,
+        )
+
+    async def nav(name: str) -> None:
+        await page.locator('[data-testid="stSidebarNavLink"]', has_text=name).first.click()
+
+    try:
+        looks = page.get_by_role("button", name="Look inside")
+
+        async def gallery_ready() -> None:
+            await page.get_by_role("heading", name="Gallery").wait_for(timeout=timeout_ms)
+            deadline = time.monotonic() + timeout_s
+            while await looks.count() < 20:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the gallery's 20 photos did not appear")
+                await asyncio.sleep(0.05)
+            await wait_text("right; the ones it gets wrong are marked")
+
+        await step("open", lambda: page.goto(server.url), gallery_ready)
+        index = 1 + session % 19  # photo 0 is the current image when the app opens
+        before = await page.get_by_text("Current image:").first.inner_text()
+
+        async def gallery_photo_current() -> None:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                now = await page.get_by_text("Current image:").first.inner_text()
+                if now != before and "(test)" in now:
+                    return
+                await asyncio.sleep(0.05)
+            raise TimeoutError("the chosen gallery photo did not become the current image")
+
+        await step("pick_gallery", lambda: looks.nth(index).click(), gallery_photo_current)
+        current_before = await page.get_by_text("Current image:").first.inner_text()
+
+        await page.get_by_role("tab", name="Your photo or the camera").click()
+        uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+        filename = f"student-{wave}-{session}.png"
+        photo = student_photo(session + 1000 * wave)
+        await step(
+            "upload",
+            lambda: uploader.set_input_files({"name": filename, "mimeType": "image/png", "buffer": photo}),
+            lambda: wait_text(f"Current image: {filename} (your upload)"),
+        )
+        if current_before.endswith(f"{filename} (your upload)."):
+            raise RuntimeError("the upload did not change the current image")
+
+        for label, channels, layer_name in plan:
+            await heatmap_step("open_feature_map", lambda: nav("Feature map"), "the page")
+            await heatmap_step(
+                "change_channel", lambda: page.locator('[data-testid="stNumberInputStepUp"]').first.click(), "a channel"
+            )
+
+            async def choose(label=label) -> None:
+                box = page.locator('[data-testid="stSelectbox"]', has=page.get_by_text("Layer", exact=True)).first
+                await box.click()
+                await page.keyboard.type(label)
+                await page.keyboard.press("Enter")
+
+            await heatmap_step("change_layer", choose, f"layer {layer_name}")
+            await step("open_grid", lambda: nav("Layer grid"), lambda n=channels: wait_tiles(n))
+    except (PlaywrightError, TimeoutError, RuntimeError, AssertionError) as error:
+        result.errors.append(f"{type(error).__name__}: {str(error).splitlines()[0][:300]}")
+        if shots is not None:
+            with contextlib.suppress(PlaywrightError):
+                shots.mkdir(parents=True, exist_ok=True)
+                await page.screenshot(path=str(shots / f"error-{server.name}-wave{wave}-session{session}.png"))
+    finally:
+        await page.close()
+    return result
+
+
+# -- waves -------------------------------------------------------------------------------------------------
+
+
+async def run_wave(browser, server: Server, wave: int, count: int, args, plans) -> list[Result]:
+    per_context = max(1, args.sessions_per_context)
+    contexts = [await new_context(browser, args.timeout) for _ in range(0, count, per_context)]
+
+    async def one(session: int) -> Result:
+        await asyncio.sleep(random.Random(session).uniform(0, args.ramp))
+        context = contexts[session // per_context]
+        return await student(context, server, wave, session, args.timeout, plans[session], args.screenshots)
+
+    tasks = [asyncio.create_task(one(session)) for session in range(count)]
+    done, pending = await asyncio.wait(tasks, timeout=args.wave_timeout)
+    for context in contexts:
+        await context.close()
+    results = [task.result() for task in done]
+    for task in pending:
+        task.cancel()
+        results.append(Result(server.name, wave, -1, errors=[f"wave timeout after {args.wave_timeout} s"]))
+    return results
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def summarise(results: list[Result]) -> dict:
+    by_step: dict[str, list[float]] = {}
+    for result in results:
+        for name, values in result.latencies.items():
+            by_step.setdefault(name, []).extend(values)
+    return {
+        "sessions": len(results),
+        "errors": [error for result in results for error in result.errors],
+        "raw": by_step,
+        "interactions": sum(len(values) for values in by_step.values()),
+        "steps": {
+            name: {
+                "count": len(by_step[name]),
+                "p50": percentile(by_step[name], 50),
+                "p95": percentile(by_step[name], 95),
+                "max": max(by_step[name]),
+            }
+            for name in INTERACTIONS
+            if name in by_step
+        },
+    }
+
+
+def rss_summary(server: Server, start: float, end: float, settle_end: float) -> dict:
+    during = [rss for t, rss, _ in server.samples if start <= t <= end]
+    after = [rss for t, rss, _ in server.samples if end < t <= settle_end]
+    before = [rss for t, rss, _ in server.samples if t < start]
+    cpu = [c for t, _, c in server.samples if start <= t <= end]
+    return {
+        "start_mb": before[-1] if before else (during[0] if during else float("nan")),
+        "peak_mb": max(during) if during else float("nan"),
+        "end_mb": after[-1] if after else (during[-1] if during else float("nan")),
+        "server_cpu_s": (cpu[-1] - cpu[0]) if len(cpu) > 1 else float("nan"),
+        "wall_s": end - start,
+    }
+
+
+async def main_async(args) -> dict:
+    from playwright.async_api import async_playwright
+
+    work = Path(tempfile.mkdtemp(prefix="featapp-load-"))
+    servers: list[Server] = []
+    started = time.monotonic()
+    report: dict = {"waves": [], "machine": machine(), "args": vars(args) | {"out": str(args.out)}}
+    try:
+        if args.url:
+            servers.append(Server("given", args.url.rstrip("/"), pid=args.server_pid))
+        for spec in args.app or [f"current={REPO_ROOT}"]:
+            if args.url:
+                break
+            name, _, rest = spec.partition("=")
+            folder, _, flags = rest.partition(":")
+            servers.append(start_server(name, Path(folder).resolve(), flags.split(",") if flags else [], work))
+        report["servers"] = {s.name: {"url": s.url, "log": str(s.log_path)} for s in servers}
+        sampler = Sampler(servers, started)
+        sampler.start()
+        plans = layer_plans(args.rounds, max(args.sessions))
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            try:
+                for server in servers:  # warm-up: one session per server, not measured
+                    warm = await run_wave(browser, server, 0, 1, args, plans)
+                    report["warmup_errors"] = [e for r in warm for e in r.errors]
+                for wave, count in enumerate(args.sessions, start=1):
+                    for server in servers if wave % 2 else list(reversed(servers)):
+                        begin = time.monotonic() - started
+                        server.marks.append((begin, f"{count} sessions"))
+                        client_before = sampler.client_cpu
+                        results = await run_wave(browser, server, wave, count, args, plans)
+                        end = time.monotonic() - started
+                        client_cpu = sampler.client_cpu - client_before
+                        await asyncio.sleep(args.settle)
+                        settle_end = time.monotonic() - started
+                        summary = summarise(results)
+                        summary.update(
+                            server=server.name,
+                            wave=wave,
+                            count=count,
+                            rss=rss_summary(server, begin, end, settle_end),
+                            client_cpu_s=client_cpu,
+                            window=(begin, end, settle_end),
+                        )
+                        report["waves"].append(summary)
+                        print(format_wave(summary), flush=True)
+            finally:
+                await browser.close()
+        sampler.stopped.set()
+        sampler.join()
+        report["samples"] = {s.name: s.samples for s in servers}
+        report["marks"] = {s.name: s.marks for s in servers}
+        for server in servers:
+            if server.log_path:
+                text = server.log_path.read_text(errors="replace")
+                report.setdefault("server_log_problems", {})[server.name] = [
+                    line for line in text.splitlines() if "Traceback" in line or "Error" in line or "Exception" in line
+                ][:20]
+    finally:
+        for server in servers:
+            stop_server(server)
+    return report
+
+
+def format_wave(summary: dict) -> str:
+    rss = summary["rss"]
+    parts = [
+        f"[{summary['server']}] {summary['count']} sessions: errors {len(summary['errors'])}",
+        f"RSS start {rss['start_mb']:.0f} / peak {rss['peak_mb']:.0f} / end {rss['end_mb']:.0f} MB",
+        f"server CPU {rss['server_cpu_s']:.0f} s, browser CPU {summary['client_cpu_s']:.0f} s in {rss['wall_s']:.0f} s",
+    ]
+    for name, step in summary["steps"].items():
+        parts.append(f"  {name:<17} n={step['count']:<4} p50 {step['p50']:.2f} s  p95 {step['p95']:.2f} s")
+    for error in summary["errors"][:5]:
+        parts.append(f"  error: {error}")
+    return "\n".join(parts)
+
+
+def machine() -> dict:
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average_at_start": os.getloadavg(),
+        "platform": platform.platform(),
+    }
+
+
+def _merged(report: dict) -> dict[tuple[int, str], dict[str, list[float]]]:
+    """Latencies per (sessions, server) and interaction, repeated waves together."""
+    merged: dict[tuple[int, str], dict[str, list[float]]] = {}
+    for wave in report["waves"]:
+        steps = merged.setdefault((wave["count"], wave["server"]), {})
+        for name, values in wave["raw"].items():
+            steps.setdefault(name, []).extend(values)
+    return merged
+
+
+def markdown(report: dict) -> str:
+    servers = list(dict.fromkeys(wave["server"] for wave in report["waves"]))
+    counts = list(dict.fromkeys(wave["count"] for wave in report["waves"]))
+    merged = _merged(report)
+    lines = [
+        "# Load test: concurrent browser sessions against one `streamlit run`",
+        "",
+        f"Machine: {report['machine']['cpus']} CPUs, {report['machine']['memory_gb']} GB, Python "
+        f"{report['machine']['python']}; load average at start "
+        f"{', '.join(f'{v:.1f}' for v in report['machine']['load_average_at_start'])}. "
+        "The browser (one Chromium, one context per session) runs on the same machine as the server, so "
+        "its CPU time is listed next to the server's: on 2 cores the two compete, and the latencies "
+        "include the browser's own work (drawing, and a fresh page load per context).",
+        "",
+        f"Each session: {', '.join(INTERACTIONS)}; then feature map, channel, layer and grid again "
+        f"({report['args']['rounds']} rounds in all). Latency: from the action to the updated element "
+        "visible in the page (for a heatmap: its last drawing call, once the picture differs from before "
+        f"and nothing was drawn for {QUIET_MS} ms). Sessions start within "
+        f"{report['args']['ramp']:.0f} s of each other.",
+        "",
+        "## Latency per interaction (seconds)",
+        "",
+        "| sessions | interaction | n | " + " | ".join(f"{s} p50 | {s} p95" for s in servers) + " |",
+        "|---|---|---|" + "---|---|" * len(servers),
+    ]
+    for count in counts:
+        for name in INTERACTIONS:
+            cells, n = [], 0
+            for server in servers:
+                values = merged.get((count, server), {}).get(name, [])
+                n = max(n, len(values))
+                cells += [f"{percentile(values, 50):.2f}", f"{percentile(values, 95):.2f}"] if values else ["-", "-"]
+            if n:
+                lines.append(f"| {count} | {name} | {n} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Errors, memory and CPU per wave",
+        "",
+        "| server | sessions | errors | RSS start (MB) | RSS peak (MB) | RSS after settling (MB) | server CPU (s) "
+        "| server CPU per interaction (ms) | browser CPU (s) | wave wall time (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for wave in report["waves"]:
+        rss = wave["rss"]
+        per = 1000 * rss["server_cpu_s"] / max(wave["interactions"], 1)
+        lines.append(
+            f"| {wave['server']} | {wave['count']} | {len(wave['errors'])} | {rss['start_mb']:.0f} | "
+            f"{rss['peak_mb']:.0f} | {rss['end_mb']:.0f} | {rss['server_cpu_s']:.1f} | {per:.0f} | "
+            f"{wave['client_cpu_s']:.0f} | {rss['wall_s']:.0f} |"
+        )
+    lines.append(
+        f"\nRSS after settling: the last sample, {report['args']['settle']:.0f} s after the wave's browsers closed "
+        "(Streamlit keeps a closed session for `server.disconnectedSessionTTL`, 120 s by default)."
+    )
+    if len(servers) > 1:
+        base = servers[0]
+        lines += [
+            "",
+            f"## Side by side: each server against {base}",
+            "",
+            "| sessions | server | server CPU per interaction (ms) | ratio | median of the p50 ratios over interactions |",
+            "|---|---|---|---|---|",
+        ]
+        for count in counts:
+            cpu = {}
+            for server in servers:
+                waves = [w for w in report["waves"] if w["server"] == server and w["count"] == count]
+                cpu[server] = (
+                    1000 * sum(w["rss"]["server_cpu_s"] for w in waves) / max(sum(w["interactions"] for w in waves), 1)
+                )
+            for server in servers:
+                ratios = [
+                    percentile(merged[(count, server)][name], 50) / percentile(merged[(count, base)][name], 50)
+                    for name in INTERACTIONS
+                    if merged.get((count, server), {}).get(name) and merged.get((count, base), {}).get(name)
+                ]
+                lines.append(
+                    f"| {count} | {server} | {cpu[server]:.0f} | {cpu[server] / cpu[base]:.2f} | "
+                    f"{np.median(ratios):.2f} |"
+                )
+    errors = [(wave["server"], wave["count"], error) for wave in report["waves"] for error in wave["errors"]]
+    if errors:
+        lines += ["", "Errors:", ""] + [f"- [{s}] {n} sessions: {e}" for s, n, e in errors[:30]]
+    problems = {name: found for name, found in report.get("server_log_problems", {}).items() if found}
+    if problems:
+        lines += ["", "Server log lines mentioning errors:", ""]
+        for name, found in problems.items():
+            lines += [f"- [{name}] `{line[:200]}`" for line in found]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for name, samples in report["samples"].items():
+        if samples:
+            times, rss, _ = zip(*samples, strict=True)
+            ax.plot(times, rss, label=f"server RSS ({name})")
+    colours = {}
+    for wave in report["waves"]:
+        begin, end, _ = wave["window"]
+        colour = colours.setdefault(wave["server"], f"C{len(colours)}")
+        ax.axvspan(begin, end, alpha=0.12, color=colour)
+        ax.text(begin, 0.02, str(wave["count"]), transform=ax.get_xaxis_transform(), fontsize=8)
+    ax.set_ylim(bottom=0)
+    ax.set(
+        xlabel="seconds since start",
+        ylabel="RSS (MB)",
+        title="Server memory (shaded: a wave of sessions; its size below)",
+    )
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, nargs="+", default=[1], help="sessions per wave, e.g. 1 10 25 50")
+    parser.add_argument("--rounds", type=int, default=2, help="feature map / channel / layer / grid rounds per session")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds one interaction may take")
+    parser.add_argument("--wave-timeout", type=float, default=1200.0, help="seconds one wave may take")
+    parser.add_argument(
+        "--ramp", type=float, default=5.0, help="sessions start at random times within this many seconds"
+    )
+    parser.add_argument(
+        "--settle", type=float, default=30.0, help="seconds of RSS sampling after a wave's sessions closed"
+    )
+    parser.add_argument(
+        "--sessions-per-context",
+        type=int,
+        default=1,
+        help="students sharing one browser context, each in a tab of its own (default 1: a context each, as "
+        "separate browsers; more share the page's code cache, which saves browser CPU on a small machine)",
+    )
+    parser.add_argument("--url", help="an app already running (on 127.0.0.1) instead of starting one")
+    parser.add_argument("--server-pid", type=int, help="with --url: the server's process id, to sample its RSS")
+    parser.add_argument(
+        "--app",
+        action="append",
+        metavar="NAME=DIR[:FLAGS]",
+        help="start a server from DIR, with FLAGS: comma-separated streamlit options (--x.y=z) and environment "
+        "variables (NAME=VALUE); repeatable",
+    )
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/load.md")
+    parser.add_argument("--screenshots", type=Path, help="save a screenshot of every session that fails here")
+    parser.add_argument("--plot", type=Path, default=None, help="RSS plot (default: next to --out, load_rss.png)")
+    args = parser.parse_args(argv)
+    if max(args.sessions) > MAX_SESSIONS:
+        parser.error(f"at most {MAX_SESSIONS} sessions per wave")
+    if args.url and not args.url.startswith(("http://127.0.0.1", "http://localhost")):
+        parser.error("--url must be on 127.0.0.1 (this script never loads another machine)")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    report = asyncio.run(main_async(args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(markdown(report))
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
+    plot(report, args.plot or args.out.with_name("load_rss.png"))
+    print(f"Wrote {args.out}, {args.out.with_suffix('.json')} and the RSS plot.")
+    errors = sum(len(w["errors"]) for w in report["waves"])
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO_ROOT))
+    sys.exit(main())
