@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -63,6 +64,22 @@ def image_key(array: np.ndarray) -> str:
     digest.update(f"{array.dtype.str}{array.shape}".encode())
     digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:24]
+
+
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:])")
+
+
+def markdown_literal(text: str) -> str:
+    """``text`` escaped so that Streamlit's Markdown shows it character for character.
+
+    File names come from students' machines: ``cat *final* $5.png`` must not turn into
+    italics or a LaTeX formula (Streamlit renders ``$...$`` as maths and ``:red[...]``
+    as colour), and a newline must not start a new block.
+
+    >>> markdown_literal("cat *final* [v2] $5.png")
+    'cat \\\\*final\\\\* \\\\[v2\\\\] \\\\$5\\\\.png'
+    """
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", " ".join(text.split()))
 
 
 @dataclass(frozen=True)

@@ -105,3 +105,15 @@ def test_activations_npz_holds_every_layer_and_the_pixels():
     assert np.array_equal(loaded["input"], image.array) and np.array_equal(loaded["conv"], maps["conv"])
     with pytest.raises(ValueError, match="clash"):
         activations_npz(image, {"input": np.zeros(1)})
+
+
+def test_markdown_literal_escapes_what_markdown_and_streamlit_would_interpret() -> None:
+    from featapp.appstate import markdown_literal
+
+    name = "cat *final* [v2] $5 :red[x] `code` # 1.png"
+    escaped = markdown_literal(name)
+    for special in "*[]$:`#.":
+        assert f"\\{special}" in escaped
+    # Removing the escapes gives the name back, so nothing is lost.
+    assert escaped.replace("\\", "") == name
+    assert markdown_literal("two\nlines") == "two lines"

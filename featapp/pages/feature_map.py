@@ -6,6 +6,7 @@ import streamlit as st
 
 from featapp import render
 from featapp.geometry import receptive_box
+from featapp.appstate import markdown_literal
 from featapp.model import ModelError
 from featapp.pages import shared
 
@@ -88,7 +89,7 @@ with photo_col:
     picture = image.array
     if show_overlay:
         picture = render.overlay_map(picture, values, layer.receptive_field, vr, scale)
-    caption = f"{image.title} ({spec.width} x {spec.height})"
+    caption = f"{markdown_literal(image.title)} ({spec.width} x {spec.height})"
     if selected is not None:
         box = receptive_box(layer.receptive_field, selected[0], selected[1], (spec.height, spec.width))
         picture = render.outline_box(picture, box)

@@ -4,7 +4,7 @@ import random
 
 import streamlit as st
 
-from featapp.appstate import CurrentImage, from_upload, gallery_caption, match_classes, set_current
+from featapp.appstate import CurrentImage, from_upload, gallery_caption, markdown_literal, match_classes, set_current
 from featapp.dataset import DatasetError
 from featapp.images import ImageError
 from featapp.pages import shared
@@ -46,7 +46,7 @@ def _take_photo(widget_key: str, kind: str) -> None:
     try:
         image = from_upload(uploaded, spec, name=uploaded.name if kind == "upload" else "camera photo", kind=kind)
     except ImageError as err:
-        st.session_state[UPLOAD_ERROR] = f"'{uploaded.name}' cannot be used: {err}"
+        st.session_state[UPLOAD_ERROR] = f"'{markdown_literal(uploaded.name)}' cannot be used: {markdown_literal(str(err))}"
         return
     _choose(image)
 
@@ -64,7 +64,7 @@ st.markdown(
 current = shared.current_image(model)
 notice_col, link_col = st.columns([3, 1], vertical_alignment="center")
 with notice_col:
-    st.success(f"Current image: **{current.title}** ({current.source_text}).")
+    st.success(f"Current image: **{markdown_literal(current.title)}** ({current.source_text}).")
 with link_col:
     st.page_link(shared.PAGE_FILES["feature_map"], label="Look at its feature maps", icon="🔥")
 if st.session_state.get(UPLOAD_ERROR):

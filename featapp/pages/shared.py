@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from featapp.appstate import CurrentImage, activation_bytes, get_current, set_current
+from featapp.appstate import CurrentImage, activation_bytes, get_current, markdown_literal, set_current
 from featapp.dataset import Dataset, DatasetError, resolve_data_dir
 from featapp.images import InputSpec
 from featapp.metadata import LayerInfo
@@ -343,7 +343,7 @@ def sidebar(model: FeatureModel) -> None:
     image = current_image(model)
     with st.sidebar:
         st.markdown("**Current image**")
-        show_image(image.array, caption=f"{image.title} · {image.source_text}", width=180)
+        show_image(image.array, caption=f"{markdown_literal(image.title)} · {image.source_text}", width=180)
         if image.true_label is not None:
             st.caption(f"True label: {image.true_label}")
         st.markdown(prediction_text(prediction(model, image), model))

@@ -214,12 +214,6 @@ def test_a_file_over_the_upload_limit_is_refused_in_the_browser(page, app_url):
     no_exception(page)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="app bug: the upload's file name is shown as Markdown, so '*final*' loses its asterisks "
-    "(gallery.py's st.success/st.error and the sidebar caption; fix: escape the name)",
-)
 def test_a_file_name_is_shown_as_it_is(page, app_url):
     name = "cat *final* [v2] $5.png"
     open_gallery(page, app_url)
