@@ -36,6 +36,9 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         mixed_precision=args.bfloat16,
         refit=args.refit,
+        refit_epochs=args.refit_epochs,
+        refit_warm_start=args.refit_warm_start,
+        refit_learning_rate=args.refit_learning_rate,
         limit_per_class=args.limit_per_class,
         snapshot_epochs=tuple(sorted(set(args.snapshot_epochs))),
     )
@@ -174,6 +177,15 @@ def _parser() -> argparse.ArgumentParser:
         help="train in bfloat16 mixed precision (fast only on CPUs with native bfloat16)",
     )
     p.add_argument("--refit", action="store_true", help="after choosing the epoch, fit again on train+validation")
+    p.add_argument(
+        "--refit-epochs", type=int, default=None, help="epochs of the refit (default: where validation accuracy peaks)"
+    )
+    p.add_argument(
+        "--refit-warm-start",
+        action="store_true",
+        help="start the refit from the selection run's best model instead of from scratch (a short fine-tune)",
+    )
+    p.add_argument("--refit-learning-rate", type=float, default=None, help="peak learning rate of the refit")
     p.add_argument("--limit-per-class", type=int, default=None, help="use only the first N images per class")
     p.add_argument("--snapshot-epochs", type=int, nargs="*", default=[0, 1, 2, 5, 10])
     p.set_defaults(func=_train, handles_errors=False)

@@ -68,6 +68,9 @@ class TrainConfig:
     seed: int = 1337
     mixed_precision: bool = False
     refit: bool = False
+    refit_epochs: int | None = None
+    refit_warm_start: bool = False
+    refit_learning_rate: float | None = None
     limit_per_class: int | None = None
     snapshot_epochs: tuple[int, ...] = field(default=DEFAULT_SNAPSHOT_EPOCHS)
 
@@ -290,13 +293,18 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _fit(config: TrainConfig, run_dir: Path, train_xy, val_xy, epochs: int, snapshots: bool):
+def _fit(
+    config: TrainConfig, run_dir: Path, train_xy, val_xy, epochs: int, snapshots: bool, start_from: Path | None = None
+):
     import keras
 
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if config.mixed_precision else "float32")
     run_dir.mkdir(parents=True, exist_ok=True)
     model = build_model("mixed_bfloat16" if config.mixed_precision else "float32")
+    if start_from is not None:
+        # A resumed run then overwrites these with its own backup, as it should.
+        model.set_weights(keras.models.load_model(start_from, compile=False).get_weights())
     train_ds, val_ds = make_datasets(*train_xy, *(val_xy or (None, None)), config.batch_size, config.seed)
     steps = int(np.ceil(len(train_xy[0]) / config.batch_size))
     optimizer = keras.optimizers.AdamW(
@@ -313,6 +321,15 @@ def _fit(config: TrainConfig, run_dir: Path, train_xy, val_xy, epochs: int, snap
     )
     keras.mixed_precision.set_global_policy("float32")
     return model
+
+
+def selection_finished(selection_dir: Path, epochs: int) -> bool:
+    """True when the selection run in ``selection_dir`` completed all ``epochs``."""
+    try:
+        history = json.loads((selection_dir / "history.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return len(history) >= epochs and (selection_dir / "best.keras").is_file()
 
 
 def smoothed_best_epoch(history: list[dict], window: int = REFIT_SMOOTHING) -> int:
@@ -369,7 +386,13 @@ def train(config: TrainConfig) -> Path:
     _atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=2))
 
     selection_dir = out / "selection"
-    _fit(config, selection_dir, train_xy, val_xy, config.epochs, snapshots=True)
+    if selection_finished(selection_dir, config.epochs):
+        # Rerunning a finished run (say, to add --refit) must not train the selection again.
+        print(
+            f"The selection run in {selection_dir} has all {config.epochs} epochs; not training it again.", flush=True
+        )
+    else:
+        _fit(config, selection_dir, train_xy, val_xy, config.epochs, snapshots=True)
     history = json.loads((selection_dir / "history.json").read_text())
     plot_learning_curve(history, selection_dir / "learning_curve.png", "Selection run: train vs. validation")
     best = json.loads((selection_dir / "best.json").read_text())
@@ -379,20 +402,42 @@ def train(config: TrainConfig) -> Path:
     summary = {"selection": best, "refit": None}
     if config.refit:
         both = (np.concatenate([train_xy[0], val_xy[0]]), np.concatenate([train_xy[1], val_xy[1]]))
-        refit_epochs = smoothed_best_epoch(history)
+        refit_epochs = config.refit_epochs or smoothed_best_epoch(history)
+        start_from = selection_dir / "best.keras" if config.refit_warm_start else None
+        why = (
+            "as asked"
+            if config.refit_epochs
+            else f"validation accuracy peaks there when smoothed over {REFIT_SMOOTHING} epochs"
+        )
         print(
-            f"Final fit on train + validation ({len(both[0])} images) for {refit_epochs} epochs "
-            f"(validation accuracy peaks there when smoothed over {REFIT_SMOOTHING} epochs)",
+            f"Final fit on train + validation ({len(both[0])} images) for {refit_epochs} epochs ({why}), "
+            + (f"starting from {start_from}" if start_from else "from scratch"),
             flush=True,
         )
         refit_dir = out / "refit"
-        refit_config = TrainConfig(**{**asdict(config)})
-        model = _fit(refit_config, refit_dir, both, None, refit_epochs, snapshots=False)
+        # The schedule decays over the refit's own length, not the selection run's.
+        refit_config = TrainConfig(
+            **{
+                **asdict(config),
+                "epochs": refit_epochs,
+                "learning_rate": config.refit_learning_rate or config.learning_rate,
+            }
+        )
+        if config.refit_warm_start:
+            # The weights are already trained: a warm-up from zero would only waste epochs.
+            refit_config = TrainConfig(**{**asdict(refit_config), "warmup_epochs": 0})
+        model = _fit(refit_config, refit_dir, both, None, refit_epochs, snapshots=False, start_from=start_from)
         _atomic_save(float32_copy(model), refit_dir / "final.keras")
         refit_history = json.loads((refit_dir / "history.json").read_text())
         plot_learning_curve(refit_history, refit_dir / "learning_curve.png", "Final fit on train + validation")
         final_source = refit_dir / "final.keras"
-        summary["refit"] = {"epochs": refit_epochs, "smoothing": REFIT_SMOOTHING, "images": len(both[0])}
+        summary["refit"] = {
+            "epochs": refit_epochs,
+            "smoothing": None if config.refit_epochs else REFIT_SMOOTHING,
+            "images": len(both[0]),
+            "warm_start": str(start_from) if start_from else None,
+            "learning_rate": refit_config.learning_rate,
+        }
 
     final = out / "model.keras"
     import shutil

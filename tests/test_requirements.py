@@ -36,9 +36,7 @@ def parse_requirements(name: str) -> list[Requirement]:
 def installed_names(name: str, platform: dict[str, str]) -> list[str]:
     environment = {"python_version": "3.11", "python_full_version": "3.11.7", "os_name": "posix", **platform}
     return [
-        req.name.lower()
-        for req in parse_requirements(name)
-        if req.marker is None or req.marker.evaluate(environment)
+        req.name.lower() for req in parse_requirements(name) if req.marker is None or req.marker.evaluate(environment)
     ]
 
 

@@ -136,3 +136,35 @@ def test_snapshots_command_exports_trunks(run_dir, tmp_path, dataset):
         assert snapshot.path.stat().st_size < 1_100_000  # the trunk's 240,832 weights, under 1 MB of float32
         first_maps.append(model.activations([photo], layers=["conv2d"])["conv2d"])
     assert not np.array_equal(first_maps[0], first_maps[1])  # one epoch of training changed layer 1
+
+
+@pytest.mark.slow
+def test_rerun_with_a_warm_start_refit_keeps_the_selection_and_fine_tunes_its_best_model(run_dir):
+    """Adding ``--refit`` to a finished run fits train + validation from the best model;
+    the selection run is not trained again."""
+    selection = run_dir / "selection"
+    history_before = (selection / "history.json").read_bytes()
+    result = run_convert(
+        "train",
+        json.loads((run_dir / "config.json").read_text())["data_dir"],
+        "--out",
+        run_dir,
+        "--epochs",
+        "1",
+        "--refit",
+        "--refit-epochs",
+        "2",
+        "--refit-warm-start",
+        "--refit-learning-rate",
+        "1e-4",
+    )
+    assert "not training it again" in result.stdout
+    assert (selection / "history.json").read_bytes() == history_before
+    refit_history = json.loads((run_dir / "refit" / "history.json").read_text())
+    assert [row["epoch"] for row in refit_history] == [1, 2]
+    # Cosine from the peak (no warm-up) over the refit's own 2 epochs: half-way after the first
+    # (a warm-up would put it at the peak; a 1-epoch-long schedule from the selection near 0).
+    assert refit_history[0]["learning_rate"] == pytest.approx(0.5e-4, rel=0.1)
+    assert refit_history[1]["learning_rate"] < 0.05e-4
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["refit"]["warm_start"].endswith("best.keras") and summary["refit"]["epochs"] == 2

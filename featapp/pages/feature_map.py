@@ -5,8 +5,8 @@ from functools import partial
 import streamlit as st
 
 from featapp import render
-from featapp.geometry import receptive_box
 from featapp.appstate import markdown_literal
+from featapp.geometry import receptive_box
 from featapp.model import ModelError
 from featapp.pages import shared
 
