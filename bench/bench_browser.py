@@ -26,28 +26,16 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tests.browsing import free_port, launch_chromium, start_streamlit, stop, wait_for_health  # noqa: E402
+
 TARGETS = {
     "cold start": 5.0,
     "first heatmap, new browser profile": 2.0,
@@ -66,42 +54,6 @@ TILE_SOURCES = """() => Array.from(document.querySelectorAll('[data-testid="stVe
 TILE_COUNT = """() => document.querySelectorAll('[data-testid="stVegaLiteChart"] svg image').length"""
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_server(port: int, env: dict[str, str]) -> subprocess.Popen:
-    command = [
-        sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-        "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-    ]  # fmt: skip
-    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("streamlit exited early")
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError("streamlit did not start")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
 def cold_start(browser, env: dict[str, str]) -> float:
     """Seconds from launching ``streamlit run`` to the gallery rendered in a browser tab."""
     port = free_port()
@@ -109,9 +61,9 @@ def cold_start(browser, env: dict[str, str]) -> float:
     context = browser.new_context(viewport={"width": 1400, "height": 1100})
     page = context.new_page()
     start = time.perf_counter()
-    process = start_server(port, env)
+    process = start_streamlit(port, env)
     try:
-        wait_healthy(url, process)
+        wait_for_health(url, process)
         page.goto(url)
         page.get_by_text("right; the ones it gets wrong are marked").wait_for(timeout=120_000)
         return time.perf_counter() - start
@@ -253,14 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     results: dict[str, list[float]] = {}
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        browser = launch_chromium(playwright)
         try:
             results["cold start"] = [cold_start(browser, env) for _ in range(args.cold_runs)]
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            process = start_server(port, env)
+            process = start_streamlit(port, env)
             try:
-                wait_healthy(url, process)
+                wait_for_health(url, process)
                 first_heatmap(browser, url)  # warms the server: model, gallery, activations
                 repeats = max(3, args.runs // 2)
                 results["first heatmap, new browser profile"] = [first_heatmap(browser, url) for _ in range(repeats)]

@@ -44,13 +44,11 @@ import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,21 +56,9 @@ import numpy as np
 import psutil
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # Many contexts in one browser: keep background tabs running at full speed.
-    "--disable-renderer-backgrounding",
-    "--disable-background-timer-throttling",
-    "--disable-backgrounding-occluded-windows",
-]
+sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
+from tests.browsing import NO_BACKGROUND_THROTTLING, free_port, launch_chromium, start_streamlit, wait_for_health  # noqa: E402
+
 EXCEPTION = '[data-testid="stException"]'
 CHART = '[data-testid="stVegaLiteChart"]'
 # A heatmap with thousands of hover cells is drawn on a canvas (Streamlit's rule for charts
@@ -131,12 +117,6 @@ MAX_SESSIONS = 60
 # -- the server ------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @dataclass
 class Server:
     name: str
@@ -183,27 +163,12 @@ def start_server(name: str, app_dir: Path, options: list[str], work: Path) -> Se
     )
     env.update(env_extra)
     log_path = work / f"server-{name}.log"
-    log = log_path.open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-            "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", *flags,
-        ],
-        cwd=app_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    process = start_streamlit(
+        port, env, ["--server.fileWatcherType", "none", *flags], app_dir=app_dir, log=log_path.open("w")
+    )
     server = Server(name, f"http://127.0.0.1:{port}", process, process.pid, log_path)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit ({name}) exited with {process.returncode}; see {log_path}")
-        try:
-            with urllib.request.urlopen(server.url + "/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return server
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"streamlit ({name}) did not answer within 120 s; see {log_path}")
+    wait_for_health(server.url, process, log_path=log_path)
+    return server
 
 
 def stop_server(server: Server) -> None:
@@ -531,7 +496,7 @@ async def main_async(args) -> dict:
         sampler.start()
         plans = layer_plans(args.rounds, max(args.sessions))
         async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            browser = await launch_chromium(playwright, NO_BACKGROUND_THROTTLING)
             try:
                 for server in servers:  # warm-up: one session per server, not measured
                     warm = await run_wave(browser, server, 0, 1, args, plans)

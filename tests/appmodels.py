@@ -21,6 +21,21 @@ from featapp.snapshots import INDEX_FILE, Snapshot, index_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMMITTED_MODEL = REPO_ROOT / "models" / "cats_dogs_small.onnx"
+# The lecture's layer outputs (channels first, as exported), in layer order.
+LECTURE_OUTPUT_SHAPES = {
+    "conv2d": [32, 148, 148],
+    "max_pooling2d": [32, 74, 74],
+    "conv2d_1": [64, 72, 72],
+    "max_pooling2d_1": [64, 36, 36],
+    "conv2d_2": [128, 34, 34],
+    "max_pooling2d_2": [128, 17, 17],
+    "conv2d_3": [128, 15, 15],
+    "max_pooling2d_3": [128, 7, 7],
+    "flatten": [6272],
+    "dropout": [6272],
+    "dense": [512],
+    "dense_1": [1],
+}
 
 
 def trunk_of(source: Path, target: Path, *, random_seed: int | None = None) -> Path:

@@ -19,24 +19,11 @@ import pytest
 from featapp.geometry import ReceptiveField
 from featapp.images import InputSpec, prepare_image
 from featapp.model import load_model
+from tests.appmodels import LECTURE_OUTPUT_SHAPES as LECTURE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KERAS_PATH = Path(os.environ.get("FEATAPP_CHECK_KERAS") or REPO_ROOT / "models" / "cats_dogs_small.keras")
 ONNX_PATH = Path(os.environ.get("FEATAPP_CHECK_ONNX") or REPO_ROOT / "models" / "cats_dogs_small.onnx")
-LECTURE = {
-    "conv2d": [32, 148, 148],
-    "max_pooling2d": [32, 74, 74],
-    "conv2d_1": [64, 72, 72],
-    "max_pooling2d_1": [64, 36, 36],
-    "conv2d_2": [128, 34, 34],
-    "max_pooling2d_2": [128, 17, 17],
-    "conv2d_3": [128, 15, 15],
-    "max_pooling2d_3": [128, 7, 7],
-    "flatten": [6272],
-    "dropout": [6272],
-    "dense": [512],
-    "dense_1": [1],
-}
 
 
 @pytest.fixture(scope="module")

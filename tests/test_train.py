@@ -19,21 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.appmodels import LECTURE_OUTPUT_SHAPES as LECTURE
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-LECTURE = {
-    "conv2d": [32, 148, 148],
-    "max_pooling2d": [32, 74, 74],
-    "conv2d_1": [64, 72, 72],
-    "max_pooling2d_1": [64, 36, 36],
-    "conv2d_2": [128, 34, 34],
-    "max_pooling2d_2": [128, 17, 17],
-    "conv2d_3": [128, 15, 15],
-    "max_pooling2d_3": [128, 7, 7],
-    "flatten": [6272],
-    "dropout": [6272],
-    "dense": [512],
-    "dense_1": [1],
-}
 
 
 def run_convert(*args: str | Path) -> subprocess.CompletedProcess:

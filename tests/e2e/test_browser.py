@@ -13,87 +13,32 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests import browsing
+
 pytestmark = pytest.mark.e2e
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "e2e"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 EXCEPTION = '[data-testid="stException"]'
 SLOW = 90_000  # ms; the first run of each page computes and caches activations on a busy CPU
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_health(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"streamlit did not answer at {url} within {timeout} s")
+def app_env(work: Path, **settings: str) -> dict[str, str]:
+    return browsing.app_env(FEATAPP_CACHE_DIR=str(work / "cache"), **settings)
 
 
 @contextlib.contextmanager
-def running_app(work: Path, env: dict[str, str], *extra: str):
+def running_app(work: Path, env: dict[str, str], *flags: str):
     """``streamlit run streamlit_app.py`` on a free port of 127.0.0.1; yields its URL."""
-    port = free_port()
-    log = (work / "streamlit.log").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-            "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-            "--browser.gatherUsageStats", "false", *extra,
-        ],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_health(url, process)
+    with browsing.streamlit_server(work / "streamlit.log", env, flags) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-
-
-def app_env(work: Path, **settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FEATAPP_")}
-    env.update(FEATAPP_CACHE_DIR=str(work / "cache"), FEATAPP_PROVIDER="cpu", **settings)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -105,29 +50,6 @@ def app_url(tmp_path_factory, data_dir):
     env = app_env(work, FEATAPP_DATA_DIR=str(data_dir), FEATAPP_SNAPSHOTS=str(snapshots))
     with running_app(work, env) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        message = "Debian's chromium is missing: apt-get install -y chromium (.ci/run does)"
-        if os.environ.get("FEATAPP_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)  # in CI a missing browser is a failure
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
-    tab = context.new_page()
-    yield tab
-    context.close()
 
 
 def shot(page, name: str) -> None:

@@ -18,12 +18,7 @@ Needs ``apt-get install -y chromium`` (never ``playwright install``).
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,23 +29,13 @@ from PIL import Image
 from traces import Secret, default_roots, find_traces
 
 from featapp.images import prepare_image
+from tests import browsing
 from tests.appmodels import COMMITTED_MODEL
 from tests.test_broken_model import BROKEN_MODELS, make_broken_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 EXCEPTION = '[data-testid="stException"]'
 SLOW = 90_000
 # Playwright's Chromium profile and artifact folders (in /tmp): the student's side.
@@ -61,69 +46,18 @@ BROWSER_FOLDERS = ("playwright_chromiumdev_profile", "playwright-artifacts", "pl
 def streamlit_server(work: Path, env: dict[str, str], *flags: str) -> Iterator[tuple[str, Path]]:
     """``streamlit run`` on a free port of 127.0.0.1 with its own temp, home and cache
     folders under ``work``; yields its URL and its log file (complete once stopped)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     for name in ("tmp", "home", "cache"):
         (work / name).mkdir(parents=True, exist_ok=True)
-    server_env = {k: v for k, v in os.environ.items() if not k.startswith("FEATAPP_")}
-    server_env.update(
+    server_env = browsing.app_env(
         TMPDIR=str(work / "tmp"),
         HOME=str(work / "home"),
         FEATAPP_CACHE_DIR=str(work / "cache"),
-        FEATAPP_PROVIDER="cpu",
         FEATAPP_SNAPSHOTS=str(work / "no-snapshots"),
         **env,
     )
     log_path = work / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-                "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-                "--browser.gatherUsageStats", "false", *flags,
-            ],
-            cwd=REPO_ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 90
-            while True:
-                assert process.poll() is None, log_path.read_text()
-                try:
-                    with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    assert time.monotonic() < deadline, "streamlit did not start"
-                    time.sleep(0.3)
-            yield url, log_path
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    yield context.new_page()
-    context.close()
+    with browsing.streamlit_server(log_path, server_env, flags) as url:
+        yield url, log_path
 
 
 def no_exception(page) -> None:
