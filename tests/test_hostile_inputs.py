@@ -32,7 +32,7 @@ from uploadcorpus import BY_NAME, CASES, cases_for
 
 from featapp.appstate import CURRENT_KEY, UPLOAD_MAX_BYTES
 from featapp.images import prepare_image
-from tests.test_app import app_env, go, heatmap_picture, main_text, open_app, upload  # noqa: F401 - app_env is a fixture
+from tests.test_app import app_env, as_shown, go, heatmap_picture, main_text, open_app, upload  # noqa: F401 - app_env is a fixture
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -164,7 +164,7 @@ def test_upload_through_the_app(app_env, model, name):  # noqa: F811 - app_env i
     before = at.session_state[CURRENT_KEY]
     upload(at, (case.filename, data, case.mime))
     words = case.expected("app")
-    errors = [error.value for error in at.error]
+    errors = [as_shown(error.value) for error in at.error]
     current = at.session_state[CURRENT_KEY]
     if words is not None:
         assert len(errors) == 1, errors

@@ -46,9 +46,7 @@ def _take_photo(widget_key: str, kind: str) -> None:
     try:
         image = from_upload(uploaded, spec, name=uploaded.name if kind == "upload" else "camera photo", kind=kind)
     except ImageError as err:
-        st.session_state[UPLOAD_ERROR] = (
-            f"'{markdown_literal(uploaded.name)}' cannot be used: {markdown_literal(str(err))}"
-        )
+        st.session_state[UPLOAD_ERROR] = f"'{markdown_literal(uploaded.name)}' cannot be used: {err}"
         return
     _choose(image)
 
