@@ -202,6 +202,7 @@ def test_one_pixel_changes_only_cells_whose_box_holds_it(model, photo):
         batch.append(changed)
     layers = spatial_layers(model)
     acts = model.activations(np.stack(batch), layers=[layer.name for layer in layers])
+    reachable, reached = 0, 0
     for layer in layers:
         boxes = boxes_of(layer, hw)
         maps = acts[layer.name]
@@ -210,7 +211,14 @@ def test_one_pixel_changes_only_cells_whose_box_holds_it(model, photo):
             inside = (boxes[..., 0] <= row) & (row < boxes[..., 2]) & (boxes[..., 1] <= col) & (col < boxes[..., 3])
             assert not (moved & ~inside).any(), f"{layer.name}: pixel {(row, col)} changed cells outside their boxes"
             if inside.any():
-                assert moved.any(), f"{layer.name}: pixel {(row, col)} changed no cell at all"
+                reachable += 1
+                reached += bool(moved.any())
+                if layer is layers[0]:  # 32 linear filters then ReLU: some channel must see the flip
+                    assert moved.any(), f"{layer.name}: pixel {(row, col)} changed no cell at all"
+    # Deeper down, a pixel that a cell can see need not change it: ReLU may keep it at 0 and
+    # a max-pool may pick another input (this model's max_pooling2d_1 ignores the corner
+    # pixel (149, 149)). Most must, or the check above would be vacuous.
+    assert reached >= 0.8 * reachable, (reached, reachable)
     # Pixel (149, 149) is beyond the last 7x7 cell (its box ends at 141): no change there.
     last = acts[layers[-1].name]
     assert np.array_equal(last[pixels.index((149, 149)) + 1], last[0])
