@@ -63,8 +63,10 @@ EXCEPTION = '[data-testid="stException"]'
 CHART = '[data-testid="stVegaLiteChart"]'
 # A heatmap with thousands of hover cells is drawn on a canvas (Streamlit's rule for charts
 # of more than 2,000 marks), a smaller one as SVG. On a canvas the title is not in the page's
-# text, so a change is seen in the pixels: a hash of every 7th pixel (about 1 ms in the
-# browser); in SVG, a hash of the title and the map picture's data URL. None: no heatmap
+# text, so a change is seen in the pixels: a hash of every pixel (a few ms in the browser,
+# read only once drawing has paused; sampling every 7th pixel missed the title's few
+# changed pixels when two channels are both constant, the same picture with a new title,
+# and those sessions waited until they timed out); in SVG, a hash of the title and the map picture's data URL. None: no heatmap
 # on the page (yet), or a canvas with nothing drawn on it.
 CANVAS_SIGNATURE = """() => {
     const chart = document.querySelector('[data-testid="stVegaLiteChart"]');
@@ -76,7 +78,7 @@ CANVAS_SIGNATURE = """() => {
         if (!canvas.width) return null;
         const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
         let ink = 0;
-        for (let i = 0; i < pixels.length; i += 28) {
+        for (let i = 0; i < pixels.length; i += 4) {
             mix(pixels[i] + 3 * pixels[i + 1] + 7 * pixels[i + 2] + 11 * pixels[i + 3]);
             if (pixels[i + 3] > 0 && pixels[i] < 200) ink++;
         }
