@@ -329,8 +329,11 @@ async def student(
                 polling=50,
                 timeout=remaining_ms,
             )
-            now = await signature()
+            # The count first, then the picture: a draw landing between the two reads is then
+            # waited for again instead of being missed (reading the other way round, a
+            # session could wait for a draw that had already happened, until it timed out).
             draws, last = await page.evaluate("() => [window.__featappDraws.draws, window.__featappDraws.last]")
+            now = await signature()
             if now is not None and now != before:
                 break
         result.latencies.setdefault(name, []).append((last - page_started) / 1000)
