@@ -35,7 +35,7 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -415,17 +415,14 @@ def train(config: TrainConfig) -> Path:
             flush=True,
         )
         refit_dir = out / "refit"
-        # The schedule decays over the refit's own length, not the selection run's.
-        refit_config = TrainConfig(
-            **{
-                **asdict(config),
-                "epochs": refit_epochs,
-                "learning_rate": config.refit_learning_rate or config.learning_rate,
-            }
+        # The schedule decays over the refit's own length, not the selection run's; from
+        # already trained weights a warm-up from zero would only waste epochs.
+        refit_config = replace(
+            config,
+            epochs=refit_epochs,
+            learning_rate=config.refit_learning_rate or config.learning_rate,
+            warmup_epochs=0 if config.refit_warm_start else config.warmup_epochs,
         )
-        if config.refit_warm_start:
-            # The weights are already trained: a warm-up from zero would only waste epochs.
-            refit_config = TrainConfig(**{**asdict(refit_config), "warmup_epochs": 0})
         model = _fit(refit_config, refit_dir, both, None, refit_epochs, snapshots=False, start_from=start_from)
         _atomic_save(float32_copy(model), refit_dir / "final.keras")
         refit_history = json.loads((refit_dir / "history.json").read_text())
