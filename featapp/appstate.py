@@ -19,7 +19,7 @@ import hashlib
 import io
 import math
 import re
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -229,7 +229,7 @@ def gallery_caption(
     return f"{mark}{true_folder} · {score}", wrong
 
 
-def activations_npz(image: CurrentImage, activations: dict[str, np.ndarray]) -> bytes:
+def activations_npz(image: CurrentImage, activations: Mapping[str, np.ndarray]) -> bytes:
     """One image's activations as a compressed ``.npz`` file (bytes): one array per layer
     (maps ``(channels, rows, cols)``, vectors ``(units,)``), plus ``input`` (the uint8 pixels).
 

@@ -42,112 +42,126 @@ st.markdown(
     "smaller and harder to read. Click a cell to see which part of the photo it looks at."
 )
 
-controls_left, controls_mid, controls_right = st.columns([3, 4, 3])
-with controls_left:
-    layer = shared.pick_layer(model, key="feature_map_layer", spatial_only=True)
-    if layer is None:
-        st.info("This model has no layers with 2-D feature maps to show.")
-        st.stop()
-    channel = shared.pick_channel(layer, key="feature_map_channel")
-with controls_mid:
-    scale = shared.pick_colours(key="feature_map_colours")
-    mode, fixed = shared.pick_scaling(key="feature_map_scaling")
-with controls_right:
-    show_overlay = st.toggle("Lay the map over the photo", key="feature_map_overlay")
-    view_model, view_label = shared.pick_snapshot(model, key="feature_map_snapshot", layer=layer.name)
 
-layer_maps = shared.activations(view_model, image)[layer.name]
-values = layer_maps[channel]
-vr = render.value_range(values, mode, layer_values=layer_maps, fixed=fixed)
-cell = st.session_state.get(shared.CELL)
-selected = (
-    (cell[1], cell[2])
-    if cell and cell[0] == layer.name and cell[1] < values.shape[0] and cell[2] < values.shape[1]
-    else None
-)
-if layer.receptive_field is None:
-    # Geometry comes from the model's metadata; without it there is nothing true to draw on the photo.
-    st.caption("This model's file does not describe this layer's geometry, so the map cannot be placed on the photo.")
-    show_overlay, selected = False, None
+@st.fragment
+def _map_view() -> None:
+    """Everything that depends on the layer and channel. A fragment: changing them reruns
+    only this, not the sidebar, the navigation and the page's text, so the browser redraws
+    less (the time from a new channel to its map drawn is in ``bench/profile_channel_change.py``).
+    """
+    controls_left, controls_mid, controls_right = st.columns([3, 4, 3])
+    with controls_left:
+        layer = shared.pick_layer(model, key="feature_map_layer", spatial_only=True)
+        if layer is None:
+            st.info("This model has no layers with 2-D feature maps to show.")
+            return
+        channel = shared.pick_channel(layer, key="feature_map_channel")
+    with controls_mid:
+        scale = shared.pick_colours(key="feature_map_colours")
+        mode, fixed = shared.pick_scaling(key="feature_map_scaling")
+    with controls_right:
+        show_overlay = st.toggle("Lay the map over the photo", key="feature_map_overlay")
+        view_model, view_label = shared.pick_snapshot(model, key="feature_map_snapshot", layer=layer.name)
 
-photo_col, map_col = st.columns([1, 1.4])
-with map_col:
-    title = f"Layer {model.layer_names.index(layer.name) + 1} ({layer.name}), channel {channel + 1}"
-    if view_label != "final model":
-        title += f", {view_label}"
-    st.markdown(f"**{title}**")
-    chart = render.heatmap_chart(values, vr, scale, width_px=PICTURE_PX, selected_cell=selected)
-    st.vega_lite_chart(chart, on_select=partial(_on_cell, layer.name), key=_chart_key(), width="content")
-    st.caption(render.describe_range(vr, scale))
-    if render.is_constant(values):
-        st.warning(
-            f"Channel {channel + 1} is **dead** for this image: every one of its "
-            f"{values.shape[0]} x {values.shape[1]} cells is {float(values.flat[0]):.3g}. "
-            "Its filter found nothing it responds to (after the ReLU, everything below zero becomes 0)."
+    layer_maps = shared.activations(view_model, image)[layer.name]
+    values = layer_maps[channel]
+    vr = render.value_range(values, mode, layer_values=layer_maps, fixed=fixed)
+    cell = st.session_state.get(shared.CELL)
+    selected = (
+        (cell[1], cell[2])
+        if cell and cell[0] == layer.name and cell[1] < values.shape[0] and cell[2] < values.shape[1]
+        else None
+    )
+    if layer.receptive_field is None:
+        # Geometry comes from the model's metadata; without it there is nothing true to draw on the photo.
+        st.caption(
+            "This model's file does not describe this layer's geometry, so the map cannot be placed on the photo."
         )
-with photo_col:
-    picture = image.array
-    if show_overlay:
-        picture = render.overlay_map(picture, values, layer.receptive_field, vr, scale)
-    caption = f"{markdown_literal(image.title)} ({spec.width} x {spec.height})"
-    if selected is not None:
-        box = receptive_box(layer.receptive_field, selected[0], selected[1], (spec.height, spec.width))
-        picture = render.outline_box(picture, box)
-        caption += " · red box: what the chosen cell sees"
-    st.image(render.png_bytes(render.enlarge(picture, 3)), caption=caption, width=PICTURE_PX)
+        show_overlay, selected = False, None
 
-if selected is not None:
-    top, left, bottom, right = box
-    field = layer.receptive_field
-    st.markdown(
-        f"Cell **row {selected[0] + 1}, column {selected[1] + 1}** has value **{float(values[selected]):.4g}**. "
-        f"It sees input rows {top + 1}-{bottom} and columns {left + 1}-{right} "
-        f"(its receptive field is {field.size[0]} x {field.size[1]} pixels; neighbouring cells are "
-        f"{field.jump[0]} pixel{'s' if field.jump[0] > 1 else ''} apart)."
-    )
-    st.button("Clear the chosen cell", on_click=_clear_cell)
-else:
-    st.caption("Click a cell of the map to outline, on the photo, the pixels that cell can see.")
-
-st.download_button(
-    "Download this map (PNG)",
-    data=lambda: render.png_bytes(render.map_picture(values, vr, scale, min_px=300)),  # made on click
-    file_name=f"{layer.name}_channel{channel + 1}.png",
-    mime="image/png",
-)
-
-# -- the same map across training (issue 6) -------------------------------------------------------------
-snaps = shared.snapshots()
-if snaps:
-    st.subheader("This map across training")
-    st.markdown(
-        "The same image, layer and channel, saved while the network learned. At epoch 0 the filters are "
-        "random, so the map is noise-like; watch it turn into structure (edges, colours, textures) as "
-        "training goes on. Each map is scaled to its own range: compare patterns, not brightness."
-    )
-    strip = []
-    for snapshot in snaps:
-        try:
-            snap_model = shared.model_at(snapshot.path)
-        except ModelError as err:
-            st.error(f"{shared.snapshot_label(snapshot)} cannot be loaded: {err}")
-            continue
-        if layer.name in snap_model.layer_names and shared.spec_key(snap_model.input_spec) == shared.spec_key(spec):
-            strip.append((shared.snapshot_label(snapshot), shared.activations(snap_model, image)[layer.name][channel]))
-    strip.append(
-        (
-            "final model",
-            values if view_label == "final model" else shared.activations(model, image)[layer.name][channel],
-        )
-    )
-    columns = st.columns(len(strip))
-    for column, (label, snap_values) in zip(columns, strip, strict=False):
-        snap_range = render.value_range(snap_values, "per map")
-        dead = " · dead" if render.is_constant(snap_values) else ""
-        with column:
-            st.image(
-                render.map_picture(snap_values, snap_range, scale),
-                caption=f"{label}{dead}",
-                width="stretch",
-                output_format="PNG",
+    photo_col, map_col = st.columns([1, 1.4])
+    with map_col:
+        title = f"Layer {model.layer_names.index(layer.name) + 1} ({layer.name}), channel {channel + 1}"
+        if view_label != "final model":
+            title += f", {view_label}"
+        st.markdown(f"**{title}**")
+        chart = render.heatmap_chart(values, vr, scale, width_px=PICTURE_PX, selected_cell=selected)
+        st.vega_lite_chart(chart, on_select=partial(_on_cell, layer.name), key=_chart_key(), width="content")
+        st.caption(render.describe_range(vr, scale))
+        if render.is_constant(values):
+            st.warning(
+                f"Channel {channel + 1} is **dead** for this image: every one of its "
+                f"{values.shape[0]} x {values.shape[1]} cells is {float(values.flat[0]):.3g}. "
+                "Its filter found nothing it responds to (after the ReLU, everything below zero becomes 0)."
             )
+    with photo_col:
+        picture = image.array
+        if show_overlay:
+            picture = render.overlay_map(picture, values, layer.receptive_field, vr, scale)
+        caption = f"{markdown_literal(image.title)} ({spec.width} x {spec.height})"
+        if selected is not None:
+            box = receptive_box(layer.receptive_field, selected[0], selected[1], (spec.height, spec.width))
+            picture = render.outline_box(picture, box)
+            caption += " · red box: what the chosen cell sees"
+        shared.show_image(picture, caption=caption, width=PICTURE_PX)
+
+    if selected is not None:
+        top, left, bottom, right = box
+        field = layer.receptive_field
+        st.markdown(
+            f"Cell **row {selected[0] + 1}, column {selected[1] + 1}** has value **{float(values[selected]):.4g}**. "
+            f"It sees input rows {top + 1}-{bottom} and columns {left + 1}-{right} "
+            f"(its receptive field is {field.size[0]} x {field.size[1]} pixels; neighbouring cells are "
+            f"{field.jump[0]} pixel{'s' if field.jump[0] > 1 else ''} apart)."
+        )
+        st.button("Clear the chosen cell", on_click=_clear_cell)
+    else:
+        st.caption("Click a cell of the map to outline, on the photo, the pixels that cell can see.")
+
+    st.download_button(
+        "Download this map (PNG)",
+        data=lambda: render.png_bytes(render.map_picture(values, vr, scale, min_px=300)),  # made on click
+        file_name=f"{layer.name}_channel{channel + 1}.png",
+        mime="image/png",
+    )
+
+    # -- the same map across training (issue 6) -------------------------------------------------------------
+    snaps = shared.snapshots()
+    if snaps:
+        st.subheader("This map across training")
+        st.markdown(
+            "The same image, layer and channel, saved while the network learned. At epoch 0 the filters are "
+            "random, so the map is noise-like; watch it turn into structure (edges, colours, textures) as "
+            "training goes on. Each map is scaled to its own range: compare patterns, not brightness."
+        )
+        strip = []
+        for snapshot in snaps:
+            try:
+                snap_model = shared.model_at(snapshot.path)
+            except ModelError as err:
+                st.error(f"{shared.snapshot_label(snapshot)} cannot be loaded: {err}")
+                continue
+            if layer.name in snap_model.layer_names and shared.spec_key(snap_model.input_spec) == shared.spec_key(spec):
+                strip.append(
+                    (shared.snapshot_label(snapshot), shared.activations(snap_model, image)[layer.name][channel])
+                )
+        strip.append(
+            (
+                "final model",
+                values if view_label == "final model" else shared.activations(model, image)[layer.name][channel],
+            )
+        )
+        columns = st.columns(len(strip))
+        for column, (label, snap_values) in zip(columns, strip, strict=False):
+            snap_range = render.value_range(snap_values, "per map")
+            dead = " · dead" if render.is_constant(snap_values) else ""
+            with column:
+                st.image(
+                    render.map_png(snap_values, snap_range, scale, min_px=200),
+                    caption=f"{label}{dead}",
+                    width="stretch",
+                    output_format="PNG",
+                )
+
+
+_map_view()

@@ -43,7 +43,7 @@ def _show_ranked(entries, scale, vr, score_name: str) -> None:
                     output_format="PNG",
                 )
                 st.image(
-                    render.map_picture(values, vr, scale),
+                    render.map_png(values, vr, scale, min_px=200),
                     caption=f"{score_name} {value:.3g}",
                     width="stretch",
                     output_format="PNG",
@@ -209,7 +209,7 @@ pair_maps = [shared.activations(model, photo)[layer.name][channel] for photo in 
 pair_range = render.shared_range(*pair_maps)
 for column, photo, values in zip((left_col, right_col), pair, pair_maps, strict=False):
     with column:
-        shared.show_image(render.enlarge(photo.array, 2), caption=photo.title, width=300)
+        shared.show_image(photo.array, caption=photo.title, width=300)
         st.vega_lite_chart(
             render.heatmap_chart(values, pair_range, scale, width_px=300, selection=None), width="content"
         )

@@ -4,21 +4,26 @@ image, the sidebar, and the view (layer, channel, colours, snapshot) the pages a
 Caching lives here and only here, so the library stays free of Streamlit:
 
 * ``st.cache_resource`` holds each ONNX Runtime session, one per model file per process.
-* ``st.cache_data`` holds one image's activations (all layers), keyed by the model's
-  hash and the image's content hash, shared by every session of the process and
-  bounded by :data:`ACTIVATION_CACHE_IMAGES` entries. For the lecture's model one image
-  is about 6.1 MB of float32 (see :func:`featapp.appstate.activation_bytes`), so the
-  cache holds at most about 195 MB.
-* The gallery's 20 photos, their predictions and one layer of their activations are
-  cached by sample; :data:`GALLERY_LAYER_CACHE` bounds the largest of these (layer 1
-  of 20 photos is 56 MB).
+* It also holds one image's activations (all layers), keyed by the model's hash and the
+  image's content hash, shared by every session of the process and bounded by
+  :data:`ACTIVATION_CACHE_IMAGES` entries. For the lecture's model one image is about
+  6.1 MB of float32 (see :func:`featapp.appstate.activation_bytes`), so the cache holds
+  at most about 195 MB. Not ``st.cache_data``: that unpickles a fresh copy on every read,
+  and the Feature map page reads seven images' activations per rerun (its training
+  strip), which cost about 30 ms of every channel change. The arrays are shared, so
+  they are made read-only (:func:`_read_only`): a page that wrote into one would change
+  it for every student.
+* The gallery's 20 photos and one layer of their activations are held the same way, by
+  sample; :data:`GALLERY_LAYER_CACHE` bounds the largest of these (layer 1 of 20 photos
+  is 56 MB, which ``st.cache_data`` copied on every rerun of the Neuron page).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -49,6 +54,9 @@ GALLERY_CACHE_SAMPLES = 4
 """Gallery samples (20 photos each, 1.35 MB of pixels) kept decoded."""
 GALLERY_LAYER_CACHE = 2
 """Layers of gallery activations kept (at most 56 MB each: layer 1 for 20 photos)."""
+
+PNG_CACHE_ENTRIES = 256
+"""Encoded pictures kept (photos, thumbnails, overlays: 20-300 kB each, so at most about 40 MB)."""
 
 GALLERY_SIZE = 20
 FINAL = "final"
@@ -125,14 +133,22 @@ def spec_key(spec: InputSpec) -> tuple[int, int, int]:
 # -- activations and predictions --------------------------------------------------------------------
 
 
-@st.cache_data(max_entries=ACTIVATION_CACHE_IMAGES, show_spinner=False)
-def _activations(model_sha: str, image_key: str, _model: FeatureModel, _image: np.ndarray) -> dict[str, np.ndarray]:
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+@st.cache_resource(max_entries=ACTIVATION_CACHE_IMAGES, show_spinner=False)
+def _activations(model_sha: str, image_key: str, _model: FeatureModel, _image: np.ndarray) -> Mapping[str, np.ndarray]:
     batch = _model.activations(_image[np.newaxis])
-    return {name: values[0] for name, values in batch.items()}
+    return MappingProxyType({name: _read_only(np.ascontiguousarray(values[0])) for name, values in batch.items()})
 
 
-def activations(model: FeatureModel, image: CurrentImage) -> dict[str, np.ndarray]:
-    """Every layer's output for one image: maps ``(C, H, W)``, vectors ``(units,)``."""
+def activations(model: FeatureModel, image: CurrentImage) -> Mapping[str, np.ndarray]:
+    """Every layer's output for one image: maps ``(C, H, W)``, vectors ``(units,)``.
+
+    Shared by every session and read-only: copy an array before changing it.
+    """
     return _activations(model.sha256, image.key, model, image.array)
 
 
@@ -240,13 +256,13 @@ def default_split(data: Dataset) -> str:
     return "test" if "test" in data.splits else data.splits[0]
 
 
-@st.cache_data(max_entries=GALLERY_CACHE_SAMPLES, show_spinner=False)
+@st.cache_resource(max_entries=GALLERY_CACHE_SAMPLES, show_spinner=False)
 def _gallery(root: str, split: str, seed: int, per_class: int, spec: tuple[int, int, int], _data: Dataset):
     from featapp.images import prepare_image
 
-    items = _data.sample(split, per_class=per_class, seed=seed)
+    items = tuple(_data.sample(split, per_class=per_class, seed=seed))
     input_spec = InputSpec(*spec)
-    pixels = np.stack([prepare_image(item.path, input_spec) for item in items]) if items else None
+    pixels = _read_only(np.stack([prepare_image(item.path, input_spec) for item in items])) if items else None
     return items, pixels
 
 
@@ -269,11 +285,11 @@ def gallery_prediction(model: FeatureModel, pixels: np.ndarray) -> Prediction | 
     return _gallery_prediction(model.sha256, image_key(pixels), model, pixels)
 
 
-@st.cache_data(max_entries=GALLERY_LAYER_CACHE, show_spinner=False)
+@st.cache_resource(max_entries=GALLERY_LAYER_CACHE, show_spinner=False)
 def _gallery_layer(
     model_sha: str, sample_key: str, layer: str, _model: FeatureModel, _pixels: np.ndarray
 ) -> np.ndarray:
-    return _model.activations(_pixels, layers=[layer])[layer]
+    return _read_only(_model.activations(_pixels, layers=[layer])[layer])
 
 
 def gallery_layer(model: FeatureModel, pixels: np.ndarray, layer: str) -> np.ndarray:
@@ -322,9 +338,35 @@ def _default_image(model: FeatureModel) -> CurrentImage:
     return CurrentImage.from_array(probe.image, "probe", probe.title)
 
 
-def show_image(array: np.ndarray, **kwargs: Any) -> None:
-    """``st.image`` for uint8 pictures of 1 or 3 channels."""
-    st.image(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array, **kwargs)
+@st.cache_data(max_entries=PNG_CACHE_ENTRIES, show_spinner=False)
+def _png(content_key: str, width_px: int | None, _picture: np.ndarray) -> bytes:
+    from featapp.render import fit_width, png_bytes
+
+    return png_bytes(_picture if width_px is None else fit_width(_picture, width_px))
+
+
+def picture_png(picture: np.ndarray, width_px: int | None = None) -> bytes:
+    """PNG bytes of a uint8 picture (at ``width_px`` wide, if given), encoded once per
+    distinct picture. Given an array, ``st.image`` encodes it again on every rerun (8 ms
+    for one 150 x 150 photo here, so 160 ms for the gallery's 20), and given a picture
+    wider than its ``width`` it scales and encodes it once more.
+    """
+    import hashlib
+
+    array = np.ascontiguousarray(picture)
+    digest = hashlib.blake2b(array.tobytes(), digest_size=16).hexdigest()
+    return _png(f"{array.shape}{array.dtype}{digest}", width_px, array)
+
+
+def show_image(array: np.ndarray, *, width: int | str = "content", **kwargs: Any) -> None:
+    """``st.image`` for uint8 pictures of 1 or 3 channels, sent as cached PNG bytes.
+
+    An integer ``width`` is the shown width in pixels: the picture is made that wide here
+    (crisp when enlarged), so Streamlit passes the bytes through untouched.
+    """
+    # PNG named explicitly: with "auto", Streamlit re-encodes an opaque picture as JPEG on every rerun.
+    kwargs.setdefault("output_format", "PNG")
+    st.image(picture_png(array, width if isinstance(width, int) else None), width=width, **kwargs)
 
 
 def prediction_text(pred: Prediction | None, model: FeatureModel) -> str:
