@@ -31,13 +31,17 @@ import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from featapp.geometry import ReceptiveField
+
+if TYPE_CHECKING:
+    import pandas as pd
+# pandas is imported inside the functions that build tables: the Gallery, the app's first
+# page, draws no chart, and importing pandas was 0.3-1.2 s of the app's cold start.
 from featapp.metadata import LayerInfo
 
 __all__ = [
@@ -372,6 +376,7 @@ def enlarge(picture: np.ndarray, factor: int) -> np.ndarray:
 
 def _cell_frame(values: np.ndarray, block: int) -> pd.DataFrame:
     """One row per block of ``block`` x ``block`` cells: its bounds and its strongest cell."""
+    import pandas as pd
     rows, cols = values.shape
     block_rows, block_cols = math.ceil(rows / block), math.ceil(cols / block)
     # Pad with -inf to whole blocks, so the strongest cell of an edge block is a real one.
@@ -445,6 +450,7 @@ def heatmap_chart(
     >>> [layer["mark"]["type"] for layer in spec["hconcat"][0]["layer"]]
     ['image', 'rect', 'rect']
     """
+    import pandas as pd
     values = np.asarray(values, dtype=np.float32)
     rows, cols = values.shape
     height_px = max(1, round(width_px * rows / cols))
@@ -550,6 +556,7 @@ def legend_chart(
     edges labelled, a constant range a single block labelled with its value. Every number
     comes from the datasets ``legend`` and ``legend_labels``, so the spec stays the same.
     """
+    import pandas as pd
     colours = palette(scale)
     if vr.constant:
         bands = pd.DataFrame({"y0": [0.0], "y1": [1.0], "colour": [_rgb_to_hex(colours[0])]})
@@ -686,6 +693,7 @@ def tile_grid_chart(
     channel). ``map_aspect`` is rows / columns of one map. Everything that changes with
     the channels is in the dataset ``tiles``.
     """
+    import pandas as pd
     count = len(tiles)
     columns = columns or grid_columns(count)
     gap = 6
@@ -844,6 +852,7 @@ def grid_png(
 
 def vector_chart(values: np.ndarray, *, title: str = "", top: int | None = None, width_px: int = 720) -> VegaLiteSpec:
     """A vector of unit values as bars (unit numbers from 1). ``top`` keeps only the strongest units."""
+    import pandas as pd
     values = np.asarray(values, dtype=np.float32).reshape(-1)
     units = np.arange(values.size)
     if top is not None and top < values.size:
@@ -1001,6 +1010,7 @@ def scaling_text(scale: float, offset: float = 0.0) -> str:
 
 def layer_table(layers: Sequence[LayerInfo]) -> pd.DataFrame:
     """The model's layers as the Model page lists them, numbered from 1 as in the lecture."""
+    import pandas as pd
     rows = []
     for number, layer in enumerate(layers, start=1):
         field = layer.receptive_field
