@@ -194,7 +194,7 @@ def test_large_heatmap_answers_per_block_with_the_strongest_cell():
     cells = records(spec, cells_view)
     assert len(cells) <= render.MAX_CHART_CELLS
     block = cells[0]["r1"] - cells[0]["r0"]
-    assert block == 3  # ceil(sqrt(148 * 148 / 2500))
+    assert block == 5  # ceil(sqrt(148 * 148 / 1024))
     for cell in cells[:: len(cells) // 50]:
         patch = values[cell["r0"] : cell["r1"], cell["c0"] : cell["c1"]]
         assert cell["value"] == pytest.approx(float(patch.max()), abs=1e-4)
