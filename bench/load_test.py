@@ -1,6 +1,10 @@
-"""Many students at once: N concurrent browser sessions against one ``streamlit run``.
+"""Many students at once: N concurrent sessions against one ``streamlit run``.
 
-Each session is a real browser context (Playwright driving Debian's ``/usr/bin/chromium``,
+With ``--client protocol`` each student speaks Streamlit's websocket protocol instead
+(``streamlit_client.py``, see :func:`protocol_student`): the same requests, uploads and
+picture fetches, without drawing, so the server's capacity is measured without 50
+browsers competing for its 2 cores. By default (``--client browser``) each session is a
+real browser context (Playwright driving Debian's ``/usr/bin/chromium``,
 one browser, one context per student). A session does what a student does in the first
 minutes of the lecture:
 
@@ -43,12 +47,14 @@ import json
 import os
 import platform
 import random
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +63,7 @@ import psutil
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
+sys.path.insert(0, str(REPO_ROOT / "bench"))
 from tests.browsing import NO_BACKGROUND_THROTTLING, free_port, launch_chromium, start_streamlit, wait_for_health  # noqa: E402
 
 EXCEPTION = '[data-testid="stException"]'
@@ -416,15 +423,106 @@ async def student(
     return result
 
 
+async def protocol_student(server: Server, wave: int, session: int, timeout_s: float, plan) -> Result:
+    """The same student as :func:`student`, speaking Streamlit's websocket protocol
+    (:mod:`streamlit_client`) instead of driving a browser: the server does all the same
+    work and serves the same pictures, but nothing is drawn, so 50 students cost the
+    load generator little CPU. Latency: from the request to the run's last message, plus
+    fetching the run's new pictures. Each step checks what a student would see."""
+    from streamlit_client import AppClient, AppError
+
+    result = Result(server.name, wave, session)
+    client = AppClient(server.url, timeout=timeout_s)
+
+    async def step(name: str, act):
+        started = time.perf_counter()
+        run = await act()
+        result.latencies.setdefault(name, []).append(time.perf_counter() - started)
+        return run
+
+    def sidebar_caption(run) -> str:
+        captions = [image.caption for element, _ in run.elements if element.WhichOneof("type") == "imgs"
+                    for image in element.imgs.imgs]  # fmt: skip
+        # The app escapes Markdown in titles (a file may be called "cat_[1].png"); read it plainly.
+        return re.sub(r"\\(.)", r"\1", captions[0]) if captions else ""
+
+    def expect(condition: bool, message: str) -> None:
+        if not condition:
+            raise AppError(message)
+
+    def heatmap_title(run) -> str:
+        expect(run.count("vega_lite_chart") >= 1, "no heatmap on the Feature map page")
+        titles = [line for line in run.texts().splitlines() if line.startswith("**Layer ")]
+        expect(bool(titles), "no heatmap title")
+        return titles[0]
+
+    try:
+        run = await step("open", client.open)
+        looks = run.widgets("button", "Look inside")
+        expect(len(looks) >= 20, f"the gallery shows {len(looks)} photos, not 20")
+        expect("right; the ones it gets wrong are marked" in run.texts(), "the gallery's verdict line is missing")
+        before = sidebar_caption(run)
+        run = await step("pick_gallery", lambda: client.rerun(trigger=looks[1 + session % 19]))
+        now = sidebar_caption(run)
+        expect(now != before and "(test)" in now, f"the gallery photo did not become current: {now!r}")
+
+        filename = f"student-{wave}-{session}.png"
+        uploader = run.widget("file_uploader")
+        photo = student_photo(session + 1000 * wave)
+        run = await step("upload", lambda: client.upload(uploader, filename, photo, "image/png"))
+        expect(sidebar_caption(run).startswith(filename), f"the upload is not current: {sidebar_caption(run)!r}")
+
+        for label, channels, layer_name in plan:
+            run = await step("open_feature_map", lambda: client.rerun(page="feature_map"))
+            heatmap_title(run)
+            box = next(w for w in run.widgets("number_input") if w.label.startswith("Channel"))
+            channel = int(box.proto.value if box.proto.set_value else box.proto.default) + 1
+            channel = channel if channel <= box.proto.max else 1
+            client.set_value(box, double_value=channel)
+            run = await step("change_channel", lambda box=box: client.rerun(changed=box))
+            expect(heatmap_title(run).endswith(f"channel {channel}**"), f"channel {channel} not shown")
+            layers = run.widget("selectbox", "Layer")
+            option = next(o for o in layers.proto.options if o.startswith(label))
+            client.set_value(layers, string_value=option)
+            run = await step("change_layer", lambda layers=layers: client.rerun(changed=layers))
+            expect(f"({layer_name})" in heatmap_title(run), f"layer {layer_name} not shown")
+            run = await step("open_grid", lambda: client.rerun(page="layer_grid"))
+            tiles = tile_count(run)
+            expect(tiles == channels, f"the grid shows {tiles} tiles, not {channels}")
+    except (AppError, TimeoutError, OSError, StopIteration) as error:
+        result.errors.append(f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}")
+    finally:
+        await client.close()
+    return result
+
+
+def tile_count(run) -> int:
+    """Rows of the grid chart's ``tiles`` dataset: one per tile the browser would draw."""
+    import pyarrow as pa
+
+    for element, _ in run.elements:
+        if element.WhichOneof("type") != "vega_lite_chart":
+            continue
+        for dataset in element.vega_lite_chart.datasets:
+            if dataset.name == "tiles":
+                return pa.ipc.open_stream(dataset.data.data).read_all().num_rows
+    return 0
+
+
 # -- waves -------------------------------------------------------------------------------------------------
 
 
 async def run_wave(browser, server: Server, wave: int, count: int, args, plans) -> list[Result]:
+    """One wave of ``count`` students; ``browser`` is None with ``--client protocol``."""
     per_context = max(1, args.sessions_per_context)
-    contexts = [await new_context(browser, args.timeout) for _ in range(0, count, per_context)]
+    contexts = (
+        [] if browser is None else [await new_context(browser, args.timeout) for _ in range(0, count, per_context)]
+    )
 
     async def one(session: int) -> Result:
         await asyncio.sleep(random.Random(session).uniform(0, args.ramp))
+        if browser is None:
+            return await protocol_student(server, wave, session, args.timeout, plans[session])
         context = contexts[session // per_context]
         return await student(context, server, wave, session, args.timeout, plans[session], args.screenshots)
 
@@ -466,6 +564,12 @@ def summarise(results: list[Result]) -> dict:
     }
 
 
+def own_cpu() -> float:
+    """This process's CPU seconds (the protocol client's work; the browser's is in :class:`Sampler`)."""
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
 def rss_summary(server: Server, start: float, end: float, settle_end: float) -> dict:
     during = [rss for t, rss, _ in server.samples if start <= t <= end]
     after = [rss for t, rss, _ in server.samples if end < t <= settle_end]
@@ -500,35 +604,44 @@ async def main_async(args) -> dict:
         sampler = Sampler(servers, started)
         sampler.start()
         plans = layer_plans(args.rounds, max(args.sessions))
-        async with async_playwright() as playwright:
-            browser = await launch_chromium(playwright, NO_BACKGROUND_THROTTLING)
-            try:
-                for server in servers:  # warm-up: one session per server, not measured
-                    warm = await run_wave(browser, server, 0, 1, args, plans)
-                    report["warmup_errors"] = [e for r in warm for e in r.errors]
-                for wave, count in enumerate(args.sessions, start=1):
-                    for server in servers if wave % 2 else list(reversed(servers)):
-                        begin = time.monotonic() - started
-                        server.marks.append((begin, f"{count} sessions"))
-                        client_before = sampler.client_cpu
-                        results = await run_wave(browser, server, wave, count, args, plans)
-                        end = time.monotonic() - started
-                        client_cpu = sampler.client_cpu - client_before
-                        await asyncio.sleep(args.settle)
-                        settle_end = time.monotonic() - started
-                        summary = summarise(results)
-                        summary.update(
-                            server=server.name,
-                            wave=wave,
-                            count=count,
-                            rss=rss_summary(server, begin, end, settle_end),
-                            client_cpu_s=client_cpu,
-                            window=(begin, end, settle_end),
-                        )
-                        report["waves"].append(summary)
-                        print(format_wave(summary), flush=True)
-            finally:
-                await browser.close()
+
+        async def run_waves(browser) -> None:
+            for server in servers:  # warm-up: one session per server, not measured
+                warm = await run_wave(browser, server, 0, 1, args, plans)
+                report["warmup_errors"] = [e for r in warm for e in r.errors]
+            for wave, count in enumerate(args.sessions, start=1):
+                for server in servers if wave % 2 else list(reversed(servers)):
+                    begin = time.monotonic() - started
+                    server.marks.append((begin, f"{count} sessions"))
+                    client_before = sampler.client_cpu + own_cpu()
+                    results = await run_wave(browser, server, wave, count, args, plans)
+                    end = time.monotonic() - started
+                    client_cpu = sampler.client_cpu + own_cpu() - client_before
+                    await asyncio.sleep(args.settle)
+                    settle_end = time.monotonic() - started
+                    summary = summarise(results)
+                    summary.update(
+                        server=server.name,
+                        wave=wave,
+                        count=count,
+                        rss=rss_summary(server, begin, end, settle_end),
+                        client_cpu_s=client_cpu,
+                        window=(begin, end, settle_end),
+                    )
+                    report["waves"].append(summary)
+                    print(format_wave(summary), flush=True)
+
+        if args.client == "protocol":
+            # Uploads and picture fetches run in threads; the default pool has 6 on 2 cores.
+            asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=4 * MAX_SESSIONS))
+            await run_waves(None)
+        else:
+            async with async_playwright() as playwright:
+                browser = await launch_chromium(playwright, NO_BACKGROUND_THROTTLING)
+                try:
+                    await run_waves(browser)
+                finally:
+                    await browser.close()
         sampler.stopped.set()
         sampler.join()
         report["samples"] = {s.name: s.samples for s in servers}
@@ -550,7 +663,7 @@ def format_wave(summary: dict) -> str:
     parts = [
         f"[{summary['server']}] {summary['count']} sessions: errors {len(summary['errors'])}",
         f"RSS start {rss['start_mb']:.0f} / peak {rss['peak_mb']:.0f} / end {rss['end_mb']:.0f} MB",
-        f"server CPU {rss['server_cpu_s']:.0f} s, browser CPU {summary['client_cpu_s']:.0f} s in {rss['wall_s']:.0f} s",
+        f"server CPU {rss['server_cpu_s']:.0f} s, client CPU {summary['client_cpu_s']:.0f} s in {rss['wall_s']:.0f} s",
     ]
     for name, step in summary["steps"].items():
         parts.append(f"  {name:<17} n={step['count']:<4} p50 {step['p50']:.2f} s  p95 {step['p95']:.2f} s")
@@ -583,21 +696,44 @@ def markdown(report: dict) -> str:
     servers = list(dict.fromkeys(wave["server"] for wave in report["waves"]))
     counts = list(dict.fromkeys(wave["count"] for wave in report["waves"]))
     merged = _merged(report)
-    lines = [
-        "# Load test: concurrent browser sessions against one `streamlit run`",
-        "",
+    protocol = report["args"].get("client") == "protocol"
+    machine_line = (
         f"Machine: {report['machine']['cpus']} CPUs, {report['machine']['memory_gb']} GB, Python "
         f"{report['machine']['python']}; load average at start "
         f"{', '.join(f'{v:.1f}' for v in report['machine']['load_average_at_start'])}. "
-        "The browser (one Chromium, one context per session) runs on the same machine as the server, so "
-        "its CPU time is listed next to the server's: on 2 cores the two compete, and the latencies "
-        "include the browser's own work (drawing, and a fresh page load per context).",
-        "",
-        f"Each session: {', '.join(INTERACTIONS)}; then feature map, channel, layer and grid again "
-        f"({report['args']['rounds']} rounds in all). Latency: from the action to the updated element "
-        "visible in the page (for a heatmap: its last drawing call, once the picture differs from before "
-        f"and nothing was drawn for {QUIET_MS} ms). Sessions start within "
-        f"{report['args']['ramp']:.0f} s of each other.",
+    )
+    if protocol:
+        how = [
+            "# Load test: concurrent sessions on Streamlit's websocket protocol against one `streamlit run`",
+            "",
+            machine_line + "Each student is a client of Streamlit's own websocket protocol "
+            "(`bench/streamlit_client.py`): it sends what the browser sends, uploads through the same HTTP "
+            "route, and fetches the page, its scripts and every new picture, but draws nothing. So the "
+            "server does a classroom's work while the load generator uses little of the 2 cores (its CPU "
+            "is in the *client CPU* column); in a classroom each student's browser runs on their own machine.",
+            "",
+            f"Each session: {', '.join(INTERACTIONS)}; then feature map, channel, layer and grid again "
+            f"({report['args']['rounds']} rounds in all). Latency: from the request to the run's last "
+            "message, plus fetching the run's new pictures; each step checks the result (the chosen photo "
+            "or upload is current, the heatmap shows the chosen layer and channel, the grid has one tile "
+            f"per channel). Sessions start within {report['args']['ramp']:.0f} s of each other.",
+        ]
+    else:
+        how = [
+            "# Load test: concurrent browser sessions against one `streamlit run`",
+            "",
+            machine_line + "The browser (one Chromium, one context per session) runs on the same machine as "
+            "the server, so its CPU time is listed next to the server's: on 2 cores the two compete, and the "
+            "latencies include the browser's own work (drawing, and a fresh page load per context).",
+            "",
+            f"Each session: {', '.join(INTERACTIONS)}; then feature map, channel, layer and grid again "
+            f"({report['args']['rounds']} rounds in all). Latency: from the action to the updated element "
+            "visible in the page (for a heatmap: its last drawing call, once the picture differs from before "
+            f"and nothing was drawn for {QUIET_MS} ms). Sessions start within "
+            f"{report['args']['ramp']:.0f} s of each other.",
+        ]
+    lines = [
+        *how,
         "",
         "## Latency per interaction (seconds)",
         "",
@@ -618,7 +754,7 @@ def markdown(report: dict) -> str:
         "## Errors, memory and CPU per wave",
         "",
         "| server | sessions | errors | RSS start (MB) | RSS peak (MB) | RSS after settling (MB) | server CPU (s) "
-        "| server CPU per interaction (ms) | browser CPU (s) | wave wall time (s) |",
+        f"| server CPU per interaction (ms) | {'client' if protocol else 'browser'} CPU (s) | wave wall time (s) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for wave in report["waves"]:
@@ -630,7 +766,7 @@ def markdown(report: dict) -> str:
             f"{wave['client_cpu_s']:.0f} | {rss['wall_s']:.0f} |"
         )
     lines.append(
-        f"\nRSS after settling: the last sample, {report['args']['settle']:.0f} s after the wave's browsers closed "
+        f"\nRSS after settling: the last sample, {report['args']['settle']:.0f} s after the wave's sessions closed "
         "(Streamlit keeps a closed session for `server.disconnectedSessionTTL`, 120 s by default)."
     )
     if len(servers) > 1:
@@ -718,6 +854,14 @@ def parse_args(argv=None):
         default=1,
         help="students sharing one browser context, each in a tab of its own (default 1: a context each, as "
         "separate browsers; more share the page's code cache, which saves browser CPU on a small machine)",
+    )
+    parser.add_argument(
+        "--client",
+        choices=("browser", "protocol"),
+        default="browser",
+        help="browser: a Chromium context per student (draws everything, on this machine's cores too); "
+        "protocol: Streamlit's websocket protocol, as the browser speaks it, without drawing "
+        "(streamlit_client.py)",
     )
     parser.add_argument("--url", help="an app already running (on 127.0.0.1) instead of starting one")
     parser.add_argument("--server-pid", type=int, help="with --url: the server's process id, to sample its RSS")

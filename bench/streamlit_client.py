@@ -1,0 +1,283 @@
+"""A small client of Streamlit's own websocket protocol: what the browser sends and fetches,
+without drawing anything. The load test (``load_test.py --client protocol``) uses it to
+put many students on one server without running a browser for each on the same 2 cores.
+
+It does what Streamlit's frontend does for the actions a student takes:
+
+* opening the app: ``GET /`` (the page) and the scripts and styles it names (a new
+  browser's first visit; the chunks its JavaScript loads later, such as Vega's, are not
+  fetched), ``GET /_stcore/health`` (which sets the XSRF cookie), the websocket
+  ``/_stcore/stream``, and a ``rerun_script`` message;
+* a widget: a ``rerun_script`` carrying every widget value set so far (buttons as a
+  one-off trigger), with the fragment's id when the widget lives in an ``st.fragment``;
+* another page: a ``rerun_script`` with that page's script hash (every other rerun
+  names the page shown now, as the frontend does);
+* an upload: ``file_urls_request``, a multipart ``PUT`` to the URL the server returns
+  (with the XSRF header), then the uploader's new value in a rerun;
+* the pictures: every ``/media/...`` URL of the run's images that this client has not
+  fetched before (the browser's cache).
+
+A run ends with the server's ``script_finished``; an exception element in the run, a
+compile error or a failed fetch raises :class:`AppError`. Only 127.0.0.1 is contacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.cookies
+import re
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+
+from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ClientState_pb2 import ClientState
+from streamlit.proto.Common_pb2 import FileUploaderState, FileURLsRequest, UploadedFileInfo
+from streamlit.proto.Element_pb2 import Element
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+GZIP = {"Accept-Encoding": "gzip"}
+"""As a browser asks for the page and its scripts (the server then compresses them)."""
+FINISHED = (ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY)
+
+
+class AppError(RuntimeError):
+    """The app misbehaved: an exception element, a failed script run, or a failed fetch."""
+
+
+@dataclass
+class Widget:
+    kind: str  # the element's type: "button", "number_input", "selectbox", "file_uploader", ...
+    id: str
+    label: str
+    fragment_id: str
+    proto: object
+
+
+@dataclass
+class Run:
+    """What one script run sent: its elements in order, with the fragment each belongs to."""
+
+    elements: list[tuple[Element, str]] = field(default_factory=list)
+    media_fetched: int = 0
+
+    def widgets(self, kind: str, label: str | None = None) -> list[Widget]:
+        found = []
+        for element, fragment_id in self.elements:
+            if element.WhichOneof("type") != kind:
+                continue
+            proto = getattr(element, kind)
+            if label is None or proto.label == label:
+                found.append(Widget(kind, proto.id, proto.label, fragment_id, proto))
+        return found
+
+    def widget(self, kind: str, label: str | None = None) -> Widget:
+        found = self.widgets(kind, label)
+        if not found:
+            raise AppError(f"no {kind} labelled {label!r} in the page")
+        return found[0]
+
+    def count(self, kind: str) -> int:
+        return sum(1 for element, _ in self.elements if element.WhichOneof("type") == kind)
+
+    def texts(self) -> str:
+        """The run's markdown, in order (headings, captions and text)."""
+        return "\n".join(
+            element.markdown.body for element, _ in self.elements if element.WhichOneof("type") == "markdown"
+        )
+
+
+def _http(method: str, url: str, headers: dict[str, str], body: bytes | None = None, timeout: float = 300):
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.status, response.headers, response.read()
+
+
+class AppClient:
+    """One student's connection to the app at ``url`` (``http://127.0.0.1:PORT``)."""
+
+    def __init__(self, url: str, timeout: float = 300) -> None:
+        if not url.startswith(("http://127.0.0.1", "http://localhost")):
+            raise ValueError("the protocol client only talks to 127.0.0.1")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.cookie = ""
+        self.xsrf = ""
+        self.session_id = ""
+        self.pages: dict[str, str] = {}  # url path name -> page script hash
+        self.page_hash = ""  # the page shown now: every rerun asks for it, as the frontend does
+        self.values: dict[str, WidgetState] = {}  # widget values set so far, as the frontend keeps them
+        self.fetched: set[str] = set()
+        self._socket = None
+        self._inbox: asyncio.Queue[ForwardMsg] = asyncio.Queue()
+        self._reader: asyncio.Task | None = None
+
+    # -- connection ---------------------------------------------------------------------------------
+
+    async def open(self) -> Run:
+        import websockets
+
+        _, _, page = await asyncio.to_thread(_http, "GET", self.url + "/", GZIP, None, self.timeout)
+        assets = dict.fromkeys(re.findall(r'(?:src|href)="\./(static/[^"]+)"', page.decode("utf-8", "replace")))
+        await asyncio.gather(
+            *(asyncio.to_thread(_http, "GET", f"{self.url}/{asset}", GZIP, None, self.timeout) for asset in assets)
+        )
+        # The frontend's health check is what sets the XSRF cookie that uploads must echo.
+        _, headers, _ = await asyncio.to_thread(_http, "GET", self.url + "/_stcore/health", {}, None, self.timeout)
+        jar = http.cookies.SimpleCookie()
+        for value in headers.get_all("Set-Cookie") or []:
+            jar.load(value)
+        self.cookie = "; ".join(f"{name}={morsel.value}" for name, morsel in jar.items())
+        self.xsrf = jar["_streamlit_xsrf"].value if "_streamlit_xsrf" in jar else ""
+        self._socket = await websockets.connect(
+            self.url.replace("http://", "ws://") + "/_stcore/stream",
+            subprotocols=["streamlit", self.xsrf] if self.xsrf else ["streamlit"],
+            additional_headers={"Cookie": self.cookie} if self.cookie else None,
+            origin=self.url,
+            max_size=None,
+            open_timeout=self.timeout,
+        )
+        self._reader = asyncio.create_task(self._read())
+        return await self.rerun()
+
+    async def close(self) -> None:
+        if self._reader:
+            self._reader.cancel()
+        if self._socket is not None:
+            await self._socket.close()
+
+    async def _read(self) -> None:
+        async for data in self._socket:
+            await self._inbox.put(ForwardMsg.FromString(data))
+
+    async def _next(self, deadline: float) -> ForwardMsg:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise TimeoutError(f"no answer from the app within {self.timeout:.0f} s")
+        try:
+            return await asyncio.wait_for(self._inbox.get(), remaining)
+        except TimeoutError:
+            raise TimeoutError(f"no answer from the app within {self.timeout:.0f} s") from None
+
+    async def _send(self, message: BackMsg) -> None:
+        await self._socket.send(message.SerializeToString())
+
+    # -- actions ------------------------------------------------------------------------------------
+
+    async def rerun(
+        self, *, page: str | None = None, trigger: Widget | None = None, changed: Widget | None = None
+    ) -> Run:
+        """A script run as the frontend asks for it; returns once it finished and its pictures are fetched.
+
+        ``page``: the url path of another page. ``trigger``: a button pressed. ``changed``: the
+        widget whose value was just set with :meth:`set_value` (its fragment reruns alone).
+        """
+        state = ClientState(query_string="", page_script_hash=self.pages[page] if page is not None else self.page_hash)
+        state.widget_states.widgets.extend(self.values.values())
+        if trigger is not None:
+            state.widget_states.widgets.append(WidgetState(id=trigger.id, trigger_value=True))
+        source = trigger or changed
+        if source is not None and page is None:
+            state.fragment_id = source.fragment_id
+        await self._send(BackMsg(rerun_script=state))
+        return await self._collect()
+
+    def set_value(self, widget: Widget, **value) -> None:
+        """The widget's new value, as a ``WidgetState`` field: ``double_value=5``, ``string_value="x"``..."""
+        self.values[widget.id] = WidgetState(id=widget.id, **value)
+
+    async def upload(self, uploader: Widget, name: str, data: bytes, mime: str) -> Run:
+        """Upload one file through ``uploader`` and rerun with it, as the frontend does."""
+        request_id = uuid.uuid4().hex
+        await self._send(
+            BackMsg(
+                file_urls_request=FileURLsRequest(request_id=request_id, file_names=[name], session_id=self.session_id)
+            )
+        )
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        while True:
+            message = await self._next(deadline)
+            if message.WhichOneof("type") == "file_urls_response" and message.file_urls_response.response_id == (
+                request_id
+            ):
+                break
+        response = message.file_urls_response
+        if response.error_msg:
+            raise AppError(f"upload refused: {response.error_msg}")
+        urls = response.file_urls[0]
+        boundary = uuid.uuid4().hex
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{urls.file_id}"; filename="{name}"\r\n'
+                f"Content-Type: {mime}\r\n\r\n"
+            ).encode()
+            + data
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "Cookie": self.cookie}
+        if self.xsrf:
+            headers["X-Xsrftoken"] = self.xsrf
+        upload_url = urls.upload_url if urls.upload_url.startswith("http") else self.url + urls.upload_url
+        status, _, _ = await asyncio.to_thread(_http, "PUT", upload_url, headers, body, self.timeout)
+        if status >= 300:
+            raise AppError(f"upload PUT answered {status}")
+        self.values[uploader.id] = WidgetState(
+            id=uploader.id,
+            file_uploader_state_value=FileUploaderState(
+                uploaded_file_info=[UploadedFileInfo(name=name, size=len(data), file_id=urls.file_id, file_urls=urls)]
+            ),
+        )
+        return await self.rerun(changed=uploader)
+
+    # -- a run's messages ---------------------------------------------------------------------------
+
+    async def _collect(self) -> Run:
+        run = Run()
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        while True:
+            message = await self._next(deadline)
+            kind = message.WhichOneof("type")
+            if kind == "new_session":
+                self.session_id = message.new_session.initialize.session_id or self.session_id
+                self._learn_pages(message.new_session.app_pages)
+            elif kind == "navigation":
+                self._learn_pages(message.navigation.app_pages)
+                self.page_hash = message.navigation.page_script_hash or self.page_hash
+            elif kind == "ref_hash":
+                raise AppError("the server sent a cached-message reference this client never asked for")
+            elif kind == "delta":
+                delta = message.delta
+                if delta.WhichOneof("type") == "new_element":
+                    element = delta.new_element
+                    if element.WhichOneof("type") == "exception":
+                        raise AppError(f"exception element: {element.exception.type}: {element.exception.message}")
+                    run.elements.append((element, delta.fragment_id))
+            elif kind == "script_finished":
+                if message.script_finished == ForwardMsg.FINISHED_EARLY_FOR_RERUN:
+                    continue  # another rerun follows (the frontend waits for it too)
+                if message.script_finished not in FINISHED:
+                    raise AppError(f"the script did not finish: status {message.script_finished}")
+                break
+        await self._fetch_media(run)
+        return run
+
+    def _learn_pages(self, pages) -> None:
+        for page in pages:
+            self.pages[page.url_pathname] = page.page_script_hash
+
+    async def _fetch_media(self, run: Run) -> None:
+        urls = []
+        for element, _ in run.elements:
+            if element.WhichOneof("type") == "imgs":
+                urls.extend(image.url for image in element.imgs.imgs if image.url.startswith("/media/"))
+        new = [url for url in dict.fromkeys(urls) if url not in self.fetched]
+        results = await asyncio.gather(
+            *(asyncio.to_thread(_http, "GET", self.url + url, {}, None, self.timeout) for url in new),
+            return_exceptions=True,
+        )
+        for url, result in zip(new, results, strict=True):
+            if isinstance(result, BaseException):
+                raise AppError(f"GET {url} failed: {result}")
+            self.fetched.add(url)
+        run.media_fetched = len(new)
