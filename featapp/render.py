@@ -381,6 +381,7 @@ def enlarge(picture: np.ndarray, factor: int) -> np.ndarray:
 def _cell_frame(values: np.ndarray, block: int) -> pd.DataFrame:
     """One row per block of ``block`` x ``block`` cells: its bounds and its strongest cell."""
     import pandas as pd
+
     rows, cols = values.shape
     block_rows, block_cols = math.ceil(rows / block), math.ceil(cols / block)
     # Pad with -inf to whole blocks, so the strongest cell of an edge block is a real one.
@@ -455,6 +456,7 @@ def heatmap_chart(
     ['image', 'rect', 'rect']
     """
     import pandas as pd
+
     values = np.asarray(values, dtype=np.float32)
     rows, cols = values.shape
     height_px = max(1, round(width_px * rows / cols))
@@ -561,6 +563,7 @@ def legend_chart(
     comes from the datasets ``legend`` and ``legend_labels``, so the spec stays the same.
     """
     import pandas as pd
+
     colours = palette(scale)
     if vr.constant:
         bands = pd.DataFrame({"y0": [0.0], "y1": [1.0], "colour": [_rgb_to_hex(colours[0])]})
@@ -698,6 +701,7 @@ def tile_grid_chart(
     the channels is in the dataset ``tiles``.
     """
     import pandas as pd
+
     count = len(tiles)
     columns = columns or grid_columns(count)
     gap = 6
@@ -857,6 +861,7 @@ def grid_png(
 def vector_chart(values: np.ndarray, *, title: str = "", top: int | None = None, width_px: int = 720) -> VegaLiteSpec:
     """A vector of unit values as bars (unit numbers from 1). ``top`` keeps only the strongest units."""
     import pandas as pd
+
     values = np.asarray(values, dtype=np.float32).reshape(-1)
     units = np.arange(values.size)
     if top is not None and top < values.size:
@@ -1015,6 +1020,7 @@ def scaling_text(scale: float, offset: float = 0.0) -> str:
 def layer_table(layers: Sequence[LayerInfo]) -> pd.DataFrame:
     """The model's layers as the Model page lists them, numbered from 1 as in the lecture."""
     import pandas as pd
+
     rows = []
     for number, layer in enumerate(layers, start=1):
         field = layer.receptive_field
