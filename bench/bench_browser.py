@@ -107,14 +107,14 @@ TILE_SOURCES = """() => Array.from(document.querySelectorAll('[data-testid="stVe
 TILE_COUNT = """() => document.querySelectorAll('[data-testid="stVegaLiteChart"] svg image').length"""
 
 
-def cold_start(browser, env: dict[str, str]) -> float:
+def cold_start(browser, env: dict[str, str], app_dir: Path = REPO_ROOT) -> float:
     """Seconds from launching ``streamlit run`` to the gallery rendered in a browser tab."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     context = browser.new_context(viewport={"width": 1400, "height": 1100})
     page = context.new_page()
     start = time.perf_counter()
-    process = start_streamlit(port, env)
+    process = start_streamlit(port, env, app_dir=app_dir)
     try:
         wait_for_health(url, process)
         page.goto(url)
@@ -232,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold-runs", type=int, default=3, help="cold starts (default 3)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "browser.md")
     parser.add_argument(
+        "--app-dir", type=Path, default=REPO_ROOT, help="the app to time (another checkout, to compare versions)"
+    )
+    parser.add_argument(
         "--data", default=os.environ.get("FEATAPP_DATA_DIR", str(REPO_ROOT.parent / "shared" / "data" / "cats_vs_dogs"))
     )
     args = parser.parse_args(argv)
@@ -253,10 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:
-            results["cold start"] = [cold_start(browser, env) for _ in range(args.cold_runs)]
+            results["cold start"] = [cold_start(browser, env, args.app_dir) for _ in range(args.cold_runs)]
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            process = start_streamlit(port, env)
+            process = start_streamlit(port, env, app_dir=args.app_dir)
             try:
                 wait_for_health(url, process)
                 first_heatmap(browser, url)  # warms the server: model, gallery, activations
@@ -282,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {load_before[0]:.2f} "
         f"at the start; Python {platform.python_version()}, Streamlit {streamlit.__version__}, "
-        f"Chromium {chromium_version}; model `{model.path.name}` on the {model.provider.upper()}.",
+        f"Chromium {chromium_version}; model `{model.path.name}` on the {model.provider.upper()}; app in "
+        f"`{args.app_dir}`.",
         "",
         "Times in milliseconds, from the user's action to the result drawn in the page.",
         "",
