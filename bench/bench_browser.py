@@ -9,9 +9,11 @@ Four numbers, each against the target from the app's issue (2-core machine, warm
 * **first heatmap**: a browser opens the Feature map page of a warm server -> the
   heatmap is drawn; < 2 s. Measured twice: with a new browser profile (Streamlit's and
   Vega's JavaScript downloaded and compiled) and with the browser's cache warm.
-* **channel change**: type another channel and press Enter -> the heatmap's pixels
-  change; < 300 ms. Only channels whose maps are not constant are used (two dead
-  channels look the same).
+* **channel change**: type another channel and press Enter -> the heatmap's final
+  picture is drawn; < 300 ms. Only channels whose maps are not constant are used (two
+  dead channels look the same). Timed twice on a fresh page: from its first change, and
+  after 3 untimed changes (warm, as the targets are stated: the first changes also make
+  the browser compile Vega's update path).
 * **128-map grid**: choose a 128-channel layer on the Layer grid page -> all 128 tiles
   are in the page with their new pictures; < 1 s.
 
@@ -44,7 +46,8 @@ TARGETS = {
     "cold start": 5.0,
     "first heatmap, new browser profile": 2.0,
     "first heatmap, browser cache warm": 2.0,
-    "channel change": 0.3,
+    "channel change, first changes included": 0.3,
+    "channel change, after 3 untimed changes": 0.3,
     "128-map grid": 1.0,
 }
 
@@ -146,7 +149,7 @@ def first_heatmap(browser, url: str, reload: bool = False) -> float:
         context.close()
 
 
-def channel_changes(browser, url: str, channels: list[int]) -> list[float]:
+def channel_changes(browser, url: str, channels: list[int], warm_up: int = 0) -> list[float]:
     """Type each channel (1-based) into the channel box; time until the heatmap's pixels change.
 
     ``channels`` must be channels whose maps differ from one to the next (two dead
@@ -165,7 +168,7 @@ def channel_changes(browser, url: str, channels: list[int]) -> list[float]:
             start = page.evaluate("() => performance.now()")
             box.press("Enter")
             times.append((final_picture_time(page, since=start) - start) / 1000)
-        return times
+        return times[warm_up:]
     finally:
         context.close()
 
@@ -270,7 +273,11 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 live = live_channels(model, args.data)[1:]  # the app opens on channel 1
                 sequence = [live[i % len(live)] for i in range(args.runs)]
-                results["channel change"] = channel_changes(browser, url, sequence)
+                results["channel change, first changes included"] = channel_changes(browser, url, sequence)
+                # "Warm", as the issue's targets are: the first changes of a page also compile
+                # Vega's update path in the browser; a student changes channel many times.
+                warmed = [live[(i + args.runs) % len(live)] for i in range(3)] + sequence
+                results["channel change, after 3 untimed changes"] = channel_changes(browser, url, warmed, warm_up=3)
                 results["128-map grid"] = grid_switches(browser, url, args.runs, tuple(numbered))  # type: ignore[arg-type]
             finally:
                 stop(process)
