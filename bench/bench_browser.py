@@ -229,17 +229,30 @@ def summary(name: str, values: list[float]) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=10, help="repetitions of the warm measurements (default 10)")
-    parser.add_argument("--cold-runs", type=int, default=3, help="cold starts (default 3)")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "browser.md")
+def add_app_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--app-dir`` and ``--data``, which every browser benchmark takes."""
     parser.add_argument(
         "--app-dir", type=Path, default=REPO_ROOT, help="the app to time (another checkout, to compare versions)"
     )
     parser.add_argument(
         "--data", default=os.environ.get("FEATAPP_DATA_DIR", str(REPO_ROOT.parent / "shared" / "data" / "cats_vs_dogs"))
     )
+
+
+def app_environment(data_dir: str) -> dict[str, str]:
+    """The server's environment: the dataset, the CPU (unless ``$FEATAPP_PROVIDER`` says
+    otherwise) and a fresh cache folder, so no earlier run's files are reused."""
+    env = dict(os.environ, FEATAPP_DATA_DIR=data_dir, FEATAPP_PROVIDER=os.environ.get("FEATAPP_PROVIDER", "cpu"))
+    env["FEATAPP_CACHE_DIR"] = tempfile.mkdtemp(prefix="featapp-bench-")
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=10, help="repetitions of the warm measurements (default 10)")
+    parser.add_argument("--cold-runs", type=int, default=3, help="cold starts (default 3)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "browser.md")
+    add_app_arguments(parser)
     args = parser.parse_args(argv)
 
     from playwright.sync_api import sync_playwright
@@ -252,8 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the model needs two layers of 128 channels for the grid benchmark")
     numbered = [f"{model.layer_names.index(layer.name) + 1} · {layer.name}" for layer in wide[-2:]]
 
-    env = dict(os.environ, FEATAPP_DATA_DIR=args.data, FEATAPP_PROVIDER=os.environ.get("FEATAPP_PROVIDER", "cpu"))
-    env["FEATAPP_CACHE_DIR"] = tempfile.mkdtemp(prefix="featapp-bench-")
+    env = app_environment(args.data)
     load_before = os.getloadavg()
     results: dict[str, list[float]] = {}
     with sync_playwright() as playwright:

@@ -29,14 +29,13 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
-from bench_browser import RECORD_CANVAS, final_picture_time, live_channels  # noqa: E402
+from bench_browser import RECORD_CANVAS, add_app_arguments, app_environment, final_picture_time, live_channels  # noqa: E402
 
 from tests.browsing import free_port, launch_chromium, start_streamlit, stop, wait_for_health  # noqa: E402
 
@@ -92,9 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument(
-        "--app-dir", type=Path, default=REPO_ROOT, help="the app to time (another checkout, to compare versions)"
-    )
-    parser.add_argument(
         "--py-spy",
         type=Path,
         default=None,
@@ -104,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--browser-profile", type=Path, default=None, help="write the page's JavaScript CPU profile here (.cpuprofile)"
     )
-    parser.add_argument(
-        "--data", default=os.environ.get("FEATAPP_DATA_DIR", str(REPO_ROOT.parent / "shared" / "data" / "cats_vs_dogs"))
-    )
+    add_app_arguments(parser)
     args = parser.parse_args(argv)
 
     from playwright.sync_api import sync_playwright
@@ -116,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(provider="cpu")
     live = live_channels(model, args.data)[1:]
     channels = [live[i % len(live)] for i in range(args.runs)]
-    env = dict(os.environ, FEATAPP_DATA_DIR=args.data, FEATAPP_PROVIDER="cpu")
-    env["FEATAPP_CACHE_DIR"] = tempfile.mkdtemp(prefix="featapp-profile-")
+    env = app_environment(args.data)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = start_streamlit(port, env, app_dir=args.app_dir)

@@ -37,12 +37,12 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from featapp.geometry import ReceptiveField
+from featapp.metadata import LayerInfo
 
-if TYPE_CHECKING:
-    import pandas as pd
 # pandas is imported inside the functions that build tables: the Gallery, the app's first
 # page, draws no chart, and importing pandas was 0.3-1.2 s of the app's cold start.
-from featapp.metadata import LayerInfo
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "ColourScale",
@@ -76,6 +76,7 @@ __all__ = [
     "overlay_pixels",
     "enlarge",
     "fit_width",
+    "whole_factor",
     "map_picture",
     "map_png",
     "layer_table",
@@ -306,8 +307,7 @@ def map_picture(values: np.ndarray, vr: ValueRange, scale: ColourScale, *, min_p
 
     Whole-factor nearest enlargement keeps every cell a crisp square in ``st.image``.
     """
-    factor = max(1, -(-min_px // max(values.shape)))
-    return enlarge(colourise(values, vr, scale), factor)
+    return enlarge(colourise(values, vr, scale), whole_factor(max(values.shape), min_px))
 
 
 # -- PNG ----------------------------------------------------------------------------------
@@ -335,7 +335,7 @@ def map_png(values: np.ndarray, vr: ValueRange, scale: ColourScale, *, min_px: i
     >>> Image.open(io.BytesIO(map_png(np.eye(2), vr, LECTURE_BLUES, min_px=5))).size
     (6, 6)
     """
-    factor = max(1, -(-min_px // max(values.shape)))
+    factor = whole_factor(max(values.shape), min_px)
     image = Image.fromarray(enlarge(level_indices(values, vr, scale), factor), mode="P")
     image.putpalette(palette(scale).reshape(-1).tolist())
     buffer = io.BytesIO()
@@ -359,13 +359,22 @@ def fit_width(picture: np.ndarray, width_px: int) -> np.ndarray:
     """
     array = np.asarray(picture, dtype=np.uint8)
     rows, cols = array.shape[:2]
-    enlarged = enlarge(array, max(1, -(-width_px // cols)))
+    enlarged = enlarge(array, whole_factor(cols, width_px))
     if enlarged.shape[1] == width_px:
         return enlarged
     height = max(1, round(rows * width_px / cols))
     squeezed = enlarged[:, :, 0] if enlarged.ndim == 3 and enlarged.shape[2] == 1 else enlarged
     resized = np.asarray(Image.fromarray(squeezed).resize((width_px, height), resample=Image.BILINEAR))
     return resized[:, :, np.newaxis] if array.ndim == 3 and resized.ndim == 2 else resized
+
+
+def whole_factor(size: int, min_px: int) -> int:
+    """The smallest whole enlargement that makes ``size`` pixels at least ``min_px`` (1 at least).
+
+    >>> whole_factor(148, 200), whole_factor(17, 200), whole_factor(300, 200)
+    (2, 12, 1)
+    """
+    return max(1, -(-min_px // size))
 
 
 def enlarge(picture: np.ndarray, factor: int) -> np.ndarray:
@@ -533,8 +542,8 @@ HEATMAP_OPTIONS = {
     "usermeta": {"embedOptions": {"renderer": "canvas"}},
 }
 """What makes a heatmap update fast in the browser. ``aria: False``: otherwise Vega writes
-a spoken description, with formatted numbers, for each of the up to 2,500 invisible hover
-cells on every update (Streamlit turns it off only above 5,000 marks). A canvas renderer
+a spoken description, with formatted numbers, for each of the up to
+:data:`MAX_CHART_CELLS` invisible hover cells on every update (Streamlit turns it off only above 5,000 marks). A canvas renderer
 always: Streamlit picks one only above 2,000 rows of data, and SVG is slower for these
 charts; the screen reader still gets the chart's title and the caption under it."""
 
