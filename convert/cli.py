@@ -33,6 +33,8 @@ def _train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs,
         seed=args.seed,
         mixed_precision=args.bfloat16,
         refit=args.refit,
@@ -169,7 +171,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/cats_dogs_small", help="run folder (resumes if it exists)")
     p.add_argument("--epochs", type=int, default=90)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate (AdamW, cosine decay)")
+    p.add_argument("--weight-decay", type=float, default=0.02, help="AdamW's decoupled weight decay")
+    p.add_argument("--warmup-epochs", type=int, default=3, help="epochs of linear learning-rate warm-up")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument(
         "--bfloat16",

@@ -4,6 +4,13 @@ The architecture is the lecture's, layer for layer, with Keras' default layer na
 Augmentation runs in the input pipeline, not inside the model, so the saved model
 starts at ``conv2d`` exactly like the lecture's and its layer 1 is 148x148x32.
 
+Any Keras 3 backend trains it. With TensorFlow (``requirements-convert.txt``) the
+augmentation runs in a ``tf.data`` pipeline beside the model, on the CPU. With JAX or
+PyTorch (``KERAS_BACKEND=jax``, for a GPU machine that has no TensorFlow) it runs as
+the first layers of a training-only wrapper, on the accelerator; the model that is
+saved is still the one without them. The saved ``.keras`` files do not depend on the
+backend that trained them.
+
 Recipe (see ``models/MODEL_CARD.md`` for the numbers it gave):
 
 * every image goes through :func:`featapp.prepare_image`, the same function the app
@@ -168,6 +175,19 @@ def make_datasets(x_train, y_train, x_val, y_val, batch_size: int, seed: int):
     return train, val
 
 
+def with_augmentation(model):
+    """A training-only wrapper: the book's augmentation, then ``model`` (for backends without tf.data)."""
+    import keras
+
+    inputs = keras.Input(shape=model.input_shape[1:], name="pixels")
+    # No training=True here: Keras passes fit's training flag down, so validation sees plain images.
+    return keras.Model(inputs, model(augmentation()(inputs)), name="augmented_for_training")
+
+
+def _unit_range(pixels: np.ndarray) -> np.ndarray:
+    return pixels.astype(np.float32) / 255.0
+
+
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
     import keras
 
@@ -182,7 +202,8 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
     )
 
 
-def _callbacks(config: TrainConfig, run_dir: Path, with_validation: bool):
+def _callbacks(config: TrainConfig, run_dir: Path, with_validation: bool, model):
+    """``model`` is the network that is saved; Keras may be fitting a wrapper around it."""
     import keras
 
     class SaveFloat32(keras.callbacks.Callback):
@@ -207,14 +228,14 @@ def _callbacks(config: TrainConfig, run_dir: Path, with_validation: bool):
                 self._snapshot(done, val)
             if with_validation and val is not None and val > self.best:
                 self.best = float(val)
-                _atomic_save(float32_copy(self.model), run_dir / "best.keras")
+                _atomic_save(float32_copy(model), run_dir / "best.keras")
                 _atomic_write_text(run_dir / "best.json", json.dumps({"epoch": done, "val_accuracy": float(val)}))
                 print(f"\nEpoch {done}: val_accuracy improved to {val:.4f}; saved {run_dir / 'best.keras'}")
 
         def _snapshot(self, epoch: int, val_accuracy: float | None) -> None:
             folder = run_dir / "snapshots"
             folder.mkdir(parents=True, exist_ok=True)
-            _atomic_save(float32_copy(self.model), folder / f"epoch_{epoch:03d}.keras")
+            _atomic_save(float32_copy(model), folder / f"epoch_{epoch:03d}.keras")
             index_path = folder / "index.json"
             index = json.loads(index_path.read_text()) if index_path.exists() else {}
             index[str(epoch)] = {"epoch": epoch, "val_accuracy": val_accuracy, "file": f"epoch_{epoch:03d}.keras"}
@@ -305,18 +326,29 @@ def _fit(
     if start_from is not None:
         # A resumed run then overwrites these with its own backup, as it should.
         model.set_weights(keras.models.load_model(start_from, compile=False).get_weights())
-    train_ds, val_ds = make_datasets(*train_xy, *(val_xy or (None, None)), config.batch_size, config.seed)
     steps = int(np.ceil(len(train_xy[0]) / config.batch_size))
     optimizer = keras.optimizers.AdamW(
         learning_rate=learning_rate_schedule(config, steps), weight_decay=config.weight_decay
     )
-    model.compile(optimizer=optimizer, loss="binary_crossentropy", metrics=["accuracy"])
+    if keras.backend.backend() == "tensorflow":
+        train_ds, val_ds = make_datasets(*train_xy, *(val_xy or (None, None)), config.batch_size, config.seed)
+        fitted, data = model, {"x": train_ds, "validation_data": val_ds}
+    else:
+        fitted = with_augmentation(model)
+        data = {
+            "x": _unit_range(train_xy[0]),
+            "y": train_xy[1],
+            "batch_size": config.batch_size,
+            "shuffle": True,
+            "validation_data": None if val_xy is None else (_unit_range(val_xy[0]), val_xy[1]),
+        }
+    fitted.compile(optimizer=optimizer, loss="binary_crossentropy", metrics=["accuracy"])
     local = TrainConfig(**{**asdict(config), "snapshot_epochs": config.snapshot_epochs if snapshots else ()})
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
+    callbacks = _callbacks(local, run_dir, val_xy is not None, model)
+    fitted.fit(
+        **data,
         epochs=epochs,
-        callbacks=[c for c in _callbacks(local, run_dir, val_ds is not None) if c is not None],
+        callbacks=[c for c in callbacks if c is not None],
         verbose=2 if os.environ.get("FEATAPP_TRAIN_QUIET") else 1,
     )
     keras.mixed_precision.set_global_policy("float32")
@@ -440,6 +472,9 @@ def train(config: TrainConfig) -> Path:
     import shutil
 
     shutil.copyfile(final_source, final)
+    import keras
+
+    summary["keras_backend"] = keras.backend.backend()
     summary["seconds"] = round(time.time() - started, 1)
     summary["final_model"] = str(final)
     _atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))

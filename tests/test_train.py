@@ -53,7 +53,10 @@ def tiny_dataset(dataset, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run_dir(tiny_dataset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "tiny"
-    run_convert("train", tiny_dataset, "--out", out, "--epochs", "1", "--snapshot-epochs", "0", "1")
+    run_convert(
+        "train", tiny_dataset, "--out", out, "--epochs", "1", "--snapshot-epochs", "0", "1",
+        "--weight-decay", "0.05", "--warmup-epochs", "0",
+    )  # fmt: skip
     return out
 
 
@@ -76,7 +79,9 @@ def test_train_writes_model_history_curve_and_snapshots(run_dir):
         assert (selection / "snapshots" / name).stat().st_size > 1_000_000
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["selection"] == best and (run_dir / "model.keras").is_file()
-    assert json.loads((run_dir / "config.json").read_text())["epochs"] == 1
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["epochs"], config["weight_decay"], config["warmup_epochs"]) == (1, 0.05, 0)
+    assert summary["keras_backend"] == "tensorflow"
 
 
 @pytest.mark.slow
