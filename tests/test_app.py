@@ -568,10 +568,10 @@ def test_training_snapshots_on_feature_map_grid_and_model_pages(app_env, monkeyp
     random_maps = load_model(epoch0, provider="cpu").activations(first_photo[1])[model.layers[0].name][0]
     assert np.array_equal(heatmap_picture(at), expected_picture(random_maps[0]))
     assert not np.array_equal(heatmap_picture(at), final_picture)
-    strip = [c for c in captions(at) if c.startswith(("epoch", "final"))]
-    assert (
-        strip[0].startswith("epoch 0") and strip[1].startswith("epoch 3 (best): 53%") and strip[2].startswith("final")
-    )
+    strip = next(c for c in captions(at) if c.startswith("Left to right: ")).removeprefix("Left to right: ")
+    labels = strip.rstrip(".").split(", ")
+    assert len(labels) == 3 and labels[0].startswith("epoch 0") and labels[1].startswith("epoch 3 (best): 53%")
+    assert labels[2] == "final model"
     assert "noise-like" in main_text(at)
     go(at, "layer_grid")  # the choice carries over
     assert at.select_slider(key="layer_grid_snapshot").value == epoch0

@@ -389,3 +389,53 @@ def test_heatmaps_draw_on_a_canvas_without_per_cell_descriptions():
     # Streamlit would pick SVG below 2,000 rows of data, and Vega writes a spoken description per mark unless told not to.
     assert spec["usermeta"]["embedOptions"]["renderer"] == "canvas"
     assert spec["config"]["aria"] is False
+
+
+# -- the training strip as one picture ------------------------------------------------------------------------
+
+
+def strip_pixels(png: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.mode == "P"  # palette PNG: a third of RGB's encoding time
+        return np.asarray(image.convert("RGB"))
+
+
+def test_strip_png_shows_each_map_on_its_own_range_side_by_side():
+    small = np.array([[0.0, 1.0], [2.0, 3.0]], dtype=np.float32)
+    large = small * 100 + 50  # same pattern, other range: per-map scaling makes the tiles equal
+    flat = np.full((2, 2), 7.0, dtype=np.float32)
+    pixels = strip_pixels(
+        render.strip_png([("a", small), ("b", large), ("c", flat)], LECTURE_BLUES, min_px=10, gap_px=3)
+    )
+    tile = render.map_picture(small, render.value_range(small, "per map"), LECTURE_BLUES, min_px=10)  # 10 x 10
+    assert tile.shape == (10, 10, 3)
+    np.testing.assert_array_equal(pixels[:10, 0:10], tile)
+    np.testing.assert_array_equal(pixels[:10, 13:23], tile)
+    dead = render.map_picture(flat, render.value_range(flat, "per map"), LECTURE_BLUES, min_px=10)
+    np.testing.assert_array_equal(pixels[:10, 26:36], dead)
+    assert pixels.shape[1] == 36 and (pixels[:10, 10:13] == 255).all()  # white gaps
+    label_band = pixels[10:]
+    assert label_band.shape[0] >= render.STRIP_LINE_PX and (label_band < 128).any()  # text was drawn
+
+
+def test_strip_png_continuous_scale_stays_within_a_step_of_the_heatmap_colours():
+    values = np.linspace(0, 1, 400, dtype=np.float32).reshape(20, 20)
+    pixels = strip_pixels(render.strip_png([("only", values)], VIRIDIS, min_px=20))
+    exact = render.map_picture(values, render.value_range(values, "per map"), VIRIDIS, min_px=20)
+    difference = np.abs(pixels[:20].astype(int) - exact.astype(int))
+    assert difference.max() <= 6  # 248 of 256 steps; neighbouring viridis steps differ by up to ~3 per channel
+
+
+def test_strip_png_labels_wrap_instead_of_running_into_the_next_map():
+    long_label = "epoch 50 (best): 83% on validation"
+    one = strip_pixels(render.strip_png([("x", np.eye(30))], LECTURE_BLUES, min_px=60))
+    wrapped = strip_pixels(render.strip_png([(long_label, np.eye(30))], LECTURE_BLUES, min_px=60))
+    assert wrapped.shape[1] == one.shape[1] == 60
+    assert wrapped.shape[0] - 60 >= 3 * render.STRIP_LINE_PX > one.shape[0] - 60
+
+
+def test_strip_png_refuses_mixed_shapes_and_no_maps():
+    with pytest.raises(ValueError, match="map 2 is"):
+        render.strip_png([("a", np.eye(3)), ("b", np.eye(4))], LECTURE_BLUES)
+    with pytest.raises(ValueError, match="at least one map"):
+        render.strip_png([], LECTURE_BLUES)

@@ -128,8 +128,8 @@ def _map_view() -> None:
     # -- the same map across training (issue 6) -------------------------------------------------------------
     snaps = shared.snapshots()
     if snaps:
-        st.subheader("This map across training")
-        st.markdown(
+        st.markdown(  # heading and text in one element: each element is browser work on every channel change
+            "### This map across training\n\n"
             "The same image, layer and channel, saved while the network learned. At epoch 0 the filters are "
             "random, so the map is noise-like; watch it turn into structure (edges, colours, textures) as "
             "training goes on. Each map is scaled to its own range: compare patterns, not brightness."
@@ -151,17 +151,12 @@ def _map_view() -> None:
                 values if view_label == "final model" else shared.activations(model, image)[layer.name][channel],
             )
         )
-        columns = st.columns(len(strip))
-        for column, (label, snap_values) in zip(columns, strip, strict=False):
-            snap_range = render.value_range(snap_values, "per map")
-            dead = " · dead" if render.is_constant(snap_values) else ""
-            with column:
-                st.image(
-                    render.map_png(snap_values, snap_range, scale, min_px=200),
-                    caption=f"{label}{dead}",
-                    width="stretch",
-                    output_format="PNG",
-                )
+        st.image(
+            render.strip_png(strip, scale),
+            caption="Left to right: " + ", ".join(label for label, _ in strip) + ".",
+            width="stretch",
+            output_format="PNG",
+        )
 
 
 _map_view()
