@@ -193,6 +193,10 @@ def run(data: Path, work: Path, results: Path, budget: float, recipes: tuple[Rec
         flush=True,
     )
 
+    if longest < 1:
+        print("the budget does not leave time for one epoch of each recipe; nothing trained", flush=True)
+        (results / "results.json").write_text(json.dumps(report, indent=1))
+        return 1
     epochs = {r.name: (longest if r.epochs is None else min(r.epochs, longest)) for r in recipes}
     commands = {r.name: _train_command(data, work / r.name, r.arguments(epochs[r.name])) for r in recipes}
     codes = _run_all(commands, work / "logs", deadline)
