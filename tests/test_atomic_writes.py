@@ -393,7 +393,9 @@ def test_control_keras_own_resume_checkpoint_breaks_on_a_kill(tmp_path):
 def test_training_uses_the_atomic_resume_checkpoint(tmp_path):
     from convert.train import TrainConfig, _callbacks
 
-    callbacks = _callbacks(TrainConfig(data_dir=str(tmp_path), out_dir=str(tmp_path)), tmp_path, with_validation=True)
+    callbacks = _callbacks(
+        TrainConfig(data_dir=str(tmp_path), out_dir=str(tmp_path)), tmp_path, with_validation=True, model=None
+    )
     backups = [c for c in callbacks if c is not None and type(c).__name__.endswith("BackupAndRestore")]
     assert [type(c).__name__ for c in backups] == ["AtomicBackupAndRestore"]
     # The Keras internals it relies on are there in this Keras version.
