@@ -28,7 +28,6 @@ the archive small: only their convolutional trunk is ever exported
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -104,8 +103,8 @@ def smoothed_best(history: list[dict], window: int) -> float:
     return float(np.convolve(accuracy, np.ones(width) / width, mode="valid").max())
 
 
-def _train_command(data: Path, run: Path, arguments: list[str]) -> list[str]:
-    return [sys.executable, "-m", "convert", "train", str(data), "--out", str(run), "--refit", *arguments]
+def _train_command(data: Path, run: Path, arguments: list[str], *, refit: bool = True) -> list[str]:
+    return [sys.executable, "-m", "convert", "train", str(data), "--out", str(run), *(["--refit"] * refit), *arguments]
 
 
 def _run_all(commands: dict[str, list[str]], logs: Path, deadline: float) -> dict[str, int | None]:
@@ -169,11 +168,11 @@ def run(data: Path, work: Path, results: Path, budget: float, recipes: tuple[Rec
     results.mkdir(parents=True, exist_ok=True)
     report: dict = {"budget_s": budget, "recipes": {}}
 
+    # Timing needs only selection epochs: no refit.
     calibration = {
-        r.name: _train_command(data, work / "calibrate" / r.name, r.arguments(CALIBRATION_EPOCHS)) for r in recipes
+        r.name: _train_command(data, work / "calibrate" / r.name, r.arguments(CALIBRATION_EPOCHS), refit=False)
+        for r in recipes
     }
-    # No refit while timing: only the selection epochs are timed.
-    calibration = {name: [a for a in cmd if a != "--refit"] for name, cmd in calibration.items()}
     _run_all(calibration, work / "logs_calibrate", deadline)
     per_epoch = [
         h[-1]["seconds"]
@@ -232,11 +231,9 @@ def run(data: Path, work: Path, results: Path, budget: float, recipes: tuple[Rec
 
 
 def _copy_logs(logs: Path, results: Path) -> None:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+    with tarfile.open(results / f"{logs.name}.tar.gz", "w:gz") as archive:
         if logs.exists():
             archive.add(logs, arcname=logs.name)
-    (results / f"{logs.name}.tar.gz").write_bytes(buffer.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
