@@ -1,24 +1,43 @@
 """featapp: look inside a small convnet, layer by layer. Run with ``streamlit run streamlit_app.py``.
 
-The pages live in ``featapp/pages/``; this script loads the model once (or shows how
-to fix a missing one), draws the sidebar and runs the chosen page.
+This file starts the server; ``app_script.py`` is the script every browser session
+runs. The server is a Streamlit ``st.App`` so that it can start work before any browser
+connects: a plain script runs only for a visitor, and the first one waited for the
+model and the gallery's predictions after their page had loaded (BENCHMARKS.md, cold
+start).
 """
 
+import threading
+from contextlib import asynccontextmanager
+
 import streamlit as st
+from starlette.formparsers import MultiPartParser
 
-from featapp.pages import shared
 
-st.set_page_config(page_title="featapp: look inside a convnet", page_icon="🔎", layout="wide")
+def keep_uploads_in_memory() -> None:
+    """Starlette writes an uploaded file over 1 MB (``spool_max_size``) to a temporary
+    file, and this app promises that students' photos never touch the disk. Streamlit
+    refuses uploads over ``server.maxUploadSize`` (MB), so a spool that size keeps every
+    accepted upload in memory."""
+    limit_mb = int(st.get_option("server.maxUploadSize"))
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, (limit_mb + 1) * 1024 * 1024)
 
-model = shared.model_or_error_page()
 
-pages = [
-    st.Page(shared.PAGE_FILES["gallery"], title="Gallery", icon="🖼️", url_path="gallery", default=True),
-    st.Page(shared.PAGE_FILES["feature_map"], title="Feature map", icon="🔥", url_path="feature_map"),
-    st.Page(shared.PAGE_FILES["layer_grid"], title="Layer grid", icon="🔲", url_path="layer_grid"),
-    st.Page(shared.PAGE_FILES["neuron"], title="One neuron, many images", icon="🎯", url_path="neuron"),
-    st.Page(shared.PAGE_FILES["model"], title="Model", icon="🧠", url_path="model"),
-]
-page = st.navigation(pages)
-shared.sidebar(model)
-page.run()
+def _warm_up() -> None:
+    from featapp.pages.shared import warm_up
+
+    try:
+        print(warm_up(), flush=True)
+    except Exception as err:  # noqa: BLE001 - a thread's last stop; the first visitor retries and sees the error
+        print(f"featapp: could not prepare before the first visitor: {type(err).__name__}: {err}", flush=True)
+
+
+@asynccontextmanager
+async def _prepare_in_background(_app):
+    keep_uploads_in_memory()  # here, not at import: the command line's options are parsed by now
+    # A thread, so the server answers at once; a visitor who comes early waits only for what is left.
+    threading.Thread(target=_warm_up, name="featapp-warm-up", daemon=True).start()
+    yield
+
+
+app = st.App("app_script.py", lifespan=_prepare_in_background)

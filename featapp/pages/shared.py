@@ -43,7 +43,7 @@ PAGE_FILES = {
     "neuron": "featapp/pages/neuron.py",
     "model": "featapp/pages/model_page.py",
 }
-"""Page scripts, relative to ``streamlit_app.py`` (as ``st.Page`` and ``st.switch_page`` want them)."""
+"""Page scripts, relative to ``app_script.py`` (as ``st.Page`` and ``st.switch_page`` want them)."""
 
 CACHE_IMAGES_ENV = "FEATAPP_CACHE_IMAGES"
 _cache_images_text = os.environ.get(CACHE_IMAGES_ENV, "").strip()
@@ -319,16 +319,16 @@ def current_image(model: FeatureModel) -> CurrentImage:
     image = get_current(st.session_state)
     if image is not None and image.fits(model.input_spec):
         return image
-    image = _default_image(model)
+    image = _default_image(model, int(st.session_state.get(SEED, 0)))
     set_current(st.session_state, image)
     return image
 
 
-def _default_image(model: FeatureModel) -> CurrentImage:
+def _default_image(model: FeatureModel, seed: int) -> CurrentImage:
     try:
         data = dataset()
         split = default_split(data)
-        items, pixels = gallery(model, data, split, int(st.session_state.get(SEED, 0)))
+        items, pixels = gallery(model, data, split, seed)
         if items:
             item = items[0]
             return CurrentImage.from_array(pixels[0], "gallery", f"{item.name} ({split})", item.class_name)
@@ -385,13 +385,57 @@ def sidebar(model: FeatureModel) -> None:
     image = current_image(model)
     with st.sidebar:
         st.markdown("**Current image**")
-        show_image(image.array, caption=f"{markdown_literal(image.title)} · {image.source_text}", width=180)
+        show_image(
+            image.array, caption=f"{markdown_literal(image.title)} · {image.source_text}", width=SIDEBAR_PICTURE_PX
+        )
         if image.true_label is not None:
             st.caption(f"True label: {image.true_label}")
         st.markdown(prediction_text(prediction(model, image), model))
         st.caption(f"Model `{model.path.name}` runs on the **{model.provider.upper()}** (ONNX Runtime).")
         if model.provider_note:
             st.caption(model.provider_note)
+
+
+# -- before the first visitor ---------------------------------------------------------------------------
+
+SIDEBAR_PICTURE_PX = 180
+
+
+def warm_up() -> str:
+    """Do the first visitor's work before anyone visits: load the model, read and predict
+    the gallery's first sample, and encode what the gallery page and the sidebar send.
+
+    ``streamlit_app.py`` runs this in a thread when the server starts, so the first
+    student's browser, still loading Streamlit's JavaScript, finds it done; everything
+    lands in the same caches the pages read. A visitor who arrives mid-way waits on
+    Streamlit's per-entry lock for the result, not for a second computation. A
+    missing model or dataset is not an error here (the pages explain them to the
+    visitor). Returns one line for the server's console.
+    """
+    import time
+
+    started = time.perf_counter()
+    try:
+        model = model_at(main_model_path())
+    except ModelError as err:
+        return f"featapp: no model to load before the first visitor ({err})"
+    try:
+        image = _default_image(model, seed=0)
+        prediction(model, image)
+        activations(model, image)
+        picture_png(image.array, SIDEBAR_PICTURE_PX)
+        data = dataset()
+        _, pixels = gallery(model, data, default_split(data), seed=0)
+        if pixels is not None:
+            gallery_prediction(model, pixels)
+            for picture in pixels:
+                picture_png(picture)
+    except DatasetError:
+        pass  # the gallery page says how to get a dataset; the probes are ready
+    return (
+        f"featapp: model loaded ({model.provider.upper()}) and the first gallery ready in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
 
 
 # -- the shared view -------------------------------------------------------------------------------------

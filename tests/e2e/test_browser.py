@@ -245,3 +245,38 @@ def test_an_instructor_points_the_app_at_sample_photos_through_secrets(tmp_path,
             no_exception(page)
         finally:
             context.close()
+
+
+def test_a_large_upload_never_touches_the_disk(tmp_path, browser):
+    """Starlette spools an upload over 1 MB to a temporary file; ``streamlit_app.py``
+    raises that limit to the upload limit. Here the server cannot create a temporary file
+    at all (``tempfile.tempdir`` points nowhere, set by a ``sitecustomize`` module), so a
+    photo spooled to disk would fail to arrive instead of passing unnoticed: on Linux the
+    spool file is unnamed, and no directory listing would ever show it."""
+    no_temp_files = tmp_path / "no_temp_files"
+    no_temp_files.mkdir()
+    (no_temp_files / "sitecustomize.py").write_text(
+        f"import tempfile\ntempfile.tempdir = {str(tmp_path / 'does-not-exist')!r}\n", encoding="utf-8"
+    )
+    noise = np.random.default_rng(0).integers(0, 256, (900, 1200, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, "PNG")
+    photo = buffer.getvalue()
+    assert 2 * 1024 * 1024 < len(photo) < 10 * 1024 * 1024  # over Starlette's spool, under maxUploadSize
+
+    env = app_env(tmp_path, FEATAPP_SNAPSHOTS=str(tmp_path / "none"), PYTHONPATH=str(no_temp_files))
+    with running_app(tmp_path, env) as url:
+        context = browser.new_context(viewport={"width": 1400, "height": 1100})
+        page = context.new_page()
+        try:
+            page.goto(url)
+            page.get_by_role("heading", name="Gallery").wait_for(timeout=SLOW)
+            page.get_by_role("tab", name="Your photo or the camera").click()
+            page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+                {"name": "noise.png", "mimeType": "image/png", "buffer": photo}
+            )
+            page.get_by_text("Current image: noise.png (your upload)").wait_for(timeout=SLOW)
+            no_exception(page)
+        finally:
+            context.close()
+    assert "Traceback" not in (tmp_path / "streamlit.log").read_text()

@@ -1,0 +1,97 @@
+"""The server's head start: ``shared.warm_up`` fills the caches the first visit reads,
+and ``streamlit run streamlit_app.py`` runs it before any browser connects."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+
+import pytest
+import streamlit as st
+
+from featapp.model import FeatureModel
+from featapp.pages import shared
+from tests import browsing
+from tests.test_app import app_env  # noqa: F401 - a fixture
+
+
+def _refuse_inference(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model ran again: warm_up did not leave this in the cache")
+
+    monkeypatch.setattr(FeatureModel, "predict", refuse)
+    monkeypatch.setattr(FeatureModel, "activations", refuse)
+
+
+@pytest.fixture
+def empty_caches():
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def test_after_warm_up_the_first_visit_runs_no_inference(app_env, empty_caches, monkeypatch, dataset):  # noqa: F811
+    report = shared.warm_up()
+    assert "first gallery ready" in report and "(CPU)" in report, report
+
+    _refuse_inference(monkeypatch)
+    model = shared.model_at(shared.main_model_path())
+    items, pixels = shared.gallery(model, shared.dataset(), "test", 0)
+    assert [item.name for item in items] == [item.name for item in dataset.sample("test", per_class=10, seed=0)]
+    assert shared.gallery_prediction(model, pixels).probabilities.shape == (20, 2)
+    image = shared._default_image(model, seed=0)
+    assert image.title == f"{items[0].name} (test)"
+    assert shared.prediction(model, image) is not None
+    assert list(shared.activations(model, image)) == list(model.layer_names)
+
+
+def test_without_a_dataset_warm_up_prepares_the_first_probe(app_env, empty_caches, monkeypatch, tmp_path):  # noqa: F811
+    monkeypatch.setenv("FEATAPP_DATA_DIR", str(tmp_path / "no-photos-here"))
+    report = shared.warm_up()
+    assert "first gallery ready" in report, report
+
+    _refuse_inference(monkeypatch)
+    model = shared.model_at(shared.main_model_path())
+    image = shared._default_image(model, seed=0)
+    assert image.title == shared.probes(model)[0].title
+    assert shared.prediction(model, image) is not None
+
+
+def test_warm_up_without_a_model_reports_it_and_leaves_the_message_to_the_page(app_env, empty_caches, monkeypatch):  # noqa: F811
+    missing = app_env / "missing.onnx"
+    monkeypatch.setenv("FEATAPP_MODEL", str(missing))
+    report = shared.warm_up()
+    assert report.startswith("featapp: no model to load before the first visitor") and str(missing) in report
+
+
+def _wait_for_line(log, text: str, timeout: float = 90) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        content = log.read_text()
+        if text in content:
+            return content
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} never appeared in the server's log:\n{log.read_text()}")
+
+
+def test_the_server_prepares_before_anyone_visits(tmp_path, data_dir):
+    env = browsing.app_env(FEATAPP_DATA_DIR=str(data_dir), FEATAPP_CACHE_DIR=str(tmp_path / "cache"))
+    log = tmp_path / "streamlit.log"
+    with browsing.streamlit_server(log, env):
+        # Only the health check has been asked for: no browser, no session, no script run.
+        content = _wait_for_line(log, "first gallery ready")
+    assert "featapp: model loaded (CPU) and the first gallery ready in" in content
+    assert "Traceback" not in content
+
+
+def test_a_server_without_its_model_still_starts_and_says_why(tmp_path):
+    missing = tmp_path / "missing.onnx"
+    env = browsing.app_env(FEATAPP_MODEL=str(missing), FEATAPP_CACHE_DIR=str(tmp_path / "cache"))
+    log = tmp_path / "streamlit.log"
+    with browsing.streamlit_server(log, env) as url:
+        _wait_for_line(log, "featapp: no model to load before the first visitor")
+        with urllib.request.urlopen(url + "/_stcore/health", timeout=10) as response:
+            assert response.status == 200
+    assert "Traceback" not in log.read_text()
