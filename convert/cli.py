@@ -42,6 +42,7 @@ def _train(args: argparse.Namespace) -> int:
         refit_warm_start=args.refit_warm_start,
         refit_learning_rate=args.refit_learning_rate,
         limit_per_class=args.limit_per_class,
+        mixup_alpha=args.mixup,
         snapshot_epochs=tuple(sorted(set(args.snapshot_epochs))),
     )
     train(config)
@@ -191,6 +192,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--refit-learning-rate", type=float, default=None, help="peak learning rate of the refit")
     p.add_argument("--limit-per-class", type=int, default=None, help="use only the first N images per class")
+    p.add_argument(
+        "--mixup",
+        type=float,
+        default=0.0,
+        metavar="ALPHA",
+        help="MixUp: blend each training image and label with another's, weight ~ Beta(ALPHA, ALPHA); 0 = off",
+    )
     p.add_argument("--snapshot-epochs", type=int, nargs="*", default=[0, 1, 2, 5, 10])
     p.set_defaults(func=_train, handles_errors=False)
 

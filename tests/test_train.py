@@ -161,3 +161,38 @@ def test_rerun_with_a_warm_start_refit_keeps_the_selection_and_fine_tunes_its_be
     assert refit_history[1]["learning_rate"] < 0.05e-4
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["refit"]["warm_start"].endswith("best.keras") and summary["refit"]["epochs"] == 2
+
+
+def test_mix_blends_images_and_labels_with_their_partners():
+    tf = pytest.importorskip("tensorflow")
+    from convert.train import mix
+
+    images = tf.constant([[[[0.0]]], [[[1.0]]], [[[0.5]]]])  # three 1 x 1 x 1 images
+    labels = tf.constant([0.0, 1.0, 1.0])
+    mixed, soft = mix(images, labels, tf.constant([0.75, 1.0, 0.5]), tf.constant([1, 0, 0]))
+    # 0.75 * 0 + 0.25 * 1; image 2 kept whole; 0.5 * 0.5 + 0.5 * 0
+    np.testing.assert_allclose(mixed.numpy().ravel(), [0.25, 1.0, 0.25])
+    np.testing.assert_allclose(soft.numpy(), [0.25, 1.0, 0.5])
+
+
+def test_mixup_softens_training_labels_and_leaves_validation_alone(dataset):
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from convert.train import load_split, make_datasets
+
+    keras.utils.set_random_seed(0)
+    pixels, labels = load_split(dataset, "validation", limit_per_class=32)
+    plain, _ = make_datasets(pixels, labels, pixels, labels, batch_size=32, seed=0)
+    mixed, validation = make_datasets(pixels, labels, pixels, labels, batch_size=32, seed=0, mixup_alpha=0.2)
+    plain_labels = np.concatenate([y.numpy() for _, y in plain])
+    batches = [(x.numpy(), y.numpy()) for x, y in mixed]
+    mixed_images = np.concatenate([x for x, _ in batches])
+    mixed_labels = np.concatenate([y for _, y in batches])
+    assert set(np.unique(plain_labels)) == {0.0, 1.0}
+    # Beta(0.2, 0.2) puts about 40% of weights within 0.01 of 0 or 1, and a cat mixed with a
+    # cat stays a cat: about 18 of 64 labels are expected to be clearly soft.
+    assert ((mixed_labels > 0.01) & (mixed_labels < 0.99)).sum() >= 5
+    assert mixed_labels.min() >= 0 and mixed_labels.max() <= 1
+    assert mixed_images.min() >= 0 and mixed_images.max() <= 1
+    np.testing.assert_array_equal(np.concatenate([y.numpy() for _, y in validation]), labels)
