@@ -6,7 +6,9 @@ limit, and a broken model file (issue 5).
   during the test, under the repository, the server's temp folder, home and cache
   folders, ``/tmp`` and ``/dev/shm``, is searched for a random marker hidden in the photo,
   its file name and a row of its pixels. The browser's own profile folder is the
-  student's machine, not the server's, and is not searched.
+  student's machine, not the server's, and is not searched. A file without a name (an
+  ``O_TMPFILE``, as Starlette's upload spool makes) cannot be found this way:
+  ``test_browser.py::test_a_large_upload_never_touches_the_disk`` covers that.
 * A file over the 10 MB upload limit is refused in the browser with a message, and the
   session goes on.
 * A missing or damaged model file gives the fix-it page on every URL, without a
