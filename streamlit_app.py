@@ -4,7 +4,7 @@ This file starts the server; ``app_script.py`` is the script every browser sessi
 runs. The server is a Streamlit ``st.App`` so that it can start work before any browser
 connects: a plain script runs only for a visitor, and the first one waited for the
 model and the gallery's predictions after their page had loaded (BENCHMARKS.md, cold
-start).
+start). It also keeps uploaded photos in memory (:func:`keep_uploads_in_memory`).
 """
 
 import threading

@@ -50,7 +50,7 @@ def test_after_warm_up_the_first_visit_runs_no_inference(app_env, empty_caches, 
 def test_without_a_dataset_warm_up_prepares_the_first_probe(app_env, empty_caches, monkeypatch, tmp_path):  # noqa: F811
     monkeypatch.setenv("FEATAPP_DATA_DIR", str(tmp_path / "no-photos-here"))
     report = shared.warm_up()
-    assert "first gallery ready" in report, report
+    assert report == "featapp: model loaded (CPU); no dataset, so no gallery to prepare", report
 
     _refuse_inference(monkeypatch)
     model = shared.model_at(shared.main_model_path())
@@ -82,7 +82,7 @@ def test_the_server_prepares_before_anyone_visits(tmp_path, data_dir):
     with browsing.streamlit_server(log, env):
         # Only the health check has been asked for: no browser, no session, no script run.
         content = _wait_for_line(log, "first gallery ready")
-    assert "featapp: model loaded (CPU) and the first gallery ready in" in content
+    assert "featapp: model loaded (CPU) and the first gallery ready (" in content
     assert "Traceback" not in content
 
 

@@ -419,22 +419,23 @@ def warm_up() -> str:
         model = model_at(main_model_path())
     except ModelError as err:
         return f"featapp: no model to load before the first visitor ({err})"
+    image = _default_image(model, seed=0)
+    prediction(model, image)
+    activations(model, image)
+    picture_png(image.array, SIDEBAR_PICTURE_PX)
     try:
-        image = _default_image(model, seed=0)
-        prediction(model, image)
-        activations(model, image)
-        picture_png(image.array, SIDEBAR_PICTURE_PX)
         data = dataset()
-        _, pixels = gallery(model, data, default_split(data), seed=0)
-        if pixels is not None:
-            gallery_prediction(model, pixels)
-            for picture in pixels:
-                picture_png(picture)
     except DatasetError:
-        pass  # the gallery page says how to get a dataset; the probes are ready
+        # The gallery page says how to get a dataset; the first probe is ready instead.
+        return f"featapp: model loaded ({model.provider.upper()}); no dataset, so no gallery to prepare"
+    _, pixels = gallery(model, data, default_split(data), seed=0)
+    if pixels is not None:
+        gallery_prediction(model, pixels)
+        for picture in pixels:
+            picture_png(picture)
     return (
-        f"featapp: model loaded ({model.provider.upper()}) and the first gallery ready in "
-        f"{time.perf_counter() - started:.1f} s"
+        f"featapp: model loaded ({model.provider.upper()}) and the first gallery ready "
+        f"({time.perf_counter() - started:.1f} s)"
     )
 
 
