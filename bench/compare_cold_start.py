@@ -23,38 +23,15 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
-from bench_browser import app_environment  # noqa: E402
+from bench_browser import COLD_START_PHASES as PHASES  # noqa: E402
+from bench_browser import app_environment, cold_start_phases  # noqa: E402
 
-from tests.browsing import free_port, launch_chromium, start_streamlit, stop, wait_for_health  # noqa: E402
-
-PHASES = ("health", "page loaded", "title", "gallery")
-
-
-def cold_start_phases(browser, env: dict[str, str], app_dir: Path) -> tuple[float, ...]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
-    page = context.new_page()
-    start = time.perf_counter()
-    process = start_streamlit(port, env, app_dir=app_dir)
-    try:
-        wait_for_health(url, process)
-        health = time.perf_counter() - start
-        page.goto(url)
-        loaded = time.perf_counter() - start
-        page.get_by_role("heading", name="Gallery").first.wait_for(timeout=120_000)
-        title = time.perf_counter() - start
-        page.get_by_text("right; the ones it gets wrong are marked").wait_for(timeout=120_000)
-        return health, loaded, title, time.perf_counter() - start
-    finally:
-        context.close()
-        stop(process)
+from tests.browsing import launch_chromium  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ Caching lives here and only here, so the library stays free of Streamlit:
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -412,8 +413,6 @@ def warm_up() -> str:
     missing model or dataset is not an error here (the pages explain them to the
     visitor). Returns one line for the server's console.
     """
-    import time
-
     started = time.perf_counter()
     try:
         model = model_at(main_model_path())
