@@ -1,24 +1,47 @@
 """featapp: look inside a small convnet, layer by layer. Run with ``streamlit run streamlit_app.py``.
 
-This file starts the server; ``app_script.py`` is the script every browser session
-runs. The server is a Streamlit ``st.App`` so that it can start work before any browser
-connects: a plain script runs only for a visitor, and the first one waited for the
-model and the gallery's predictions after their page had loaded (BENCHMARKS.md, cold
-start). It also keeps uploaded photos in memory (:func:`keep_uploads_in_memory`).
+Streamlit reads this file two ways:
+
+* ``streamlit run`` imports it to find the server, ``app`` (an ``st.App``). When the
+  server starts it loads the model and the first gallery in a thread, before any browser
+  connects: a plain script runs only for a visitor, and the first one used to wait for
+  all of that after their page had loaded (BENCHMARKS.md, cold start). It also keeps
+  uploaded photos in memory (:func:`keep_uploads_in_memory`).
+* For every browser session it runs the file as the app's script (``__name__`` is
+  ``"__main__"``, in AppTest too): the model or a page that says how to fix it,
+  ``st.navigation`` over the pages in ``featapp/pages/``, and the sidebar.
 """
 
 import threading
 from contextlib import asynccontextmanager
 
 import streamlit as st
-from starlette.formparsers import MultiPartParser
+
+
+def run_session() -> None:
+    from featapp.pages import shared
+
+    st.set_page_config(page_title="featapp: look inside a convnet", page_icon="🔎", layout="wide")
+    model = shared.model_or_error_page()
+    pages = [
+        st.Page(shared.PAGE_FILES["gallery"], title="Gallery", icon="🖼️", url_path="gallery", default=True),
+        st.Page(shared.PAGE_FILES["feature_map"], title="Feature map", icon="🔥", url_path="feature_map"),
+        st.Page(shared.PAGE_FILES["layer_grid"], title="Layer grid", icon="🔲", url_path="layer_grid"),
+        st.Page(shared.PAGE_FILES["neuron"], title="One neuron, many images", icon="🎯", url_path="neuron"),
+        st.Page(shared.PAGE_FILES["model"], title="Model", icon="🧠", url_path="model"),
+    ]
+    page = st.navigation(pages)
+    shared.sidebar(model)
+    page.run()
 
 
 def keep_uploads_in_memory() -> None:
-    """Starlette writes an uploaded file over 1 MB (``spool_max_size``) to a temporary
-    file, and this app promises that students' photos never touch the disk. Streamlit
-    refuses uploads over ``server.maxUploadSize`` (MB), so a spool that size keeps every
-    accepted upload in memory."""
+    """Starlette, Streamlit's web server, writes an uploaded file over 1 MB
+    (``spool_max_size``) to a temporary file, and this app promises that students' photos
+    never touch the disk. Streamlit refuses uploads over ``server.maxUploadSize`` (MB), so
+    a spool that size keeps every accepted upload in memory."""
+    from starlette.formparsers import MultiPartParser
+
     limit_mb = int(st.get_option("server.maxUploadSize"))
     MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, (limit_mb + 1) * 1024 * 1024)
 
@@ -40,4 +63,7 @@ async def _prepare_in_background(_app):
     yield
 
 
-app = st.App("app_script.py", lifespan=_prepare_in_background)
+if __name__ == "__main__":
+    run_session()
+else:
+    app = st.App("streamlit_app.py", lifespan=_prepare_in_background)

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     process = psutil.Process()
     rng = np.random.default_rng(0)
 
-    at = AppTest.from_file(str(REPO_ROOT / "app_script.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=120).run()
     start_rss = process.memory_info().rss
     samples = []
     for number in range(1, args.images + 1):

@@ -1,9 +1,9 @@
 """The Streamlit app, run page by page with ``streamlit.testing.v1.AppTest``.
 
-Every test runs the real ``app_script.py`` (the script ``streamlit_app.py`` serves) with
-the real model (or a model built in the test) and checks what is shown: texts, images,
-and the chart specs and data sent to the browser. Expected values are computed independently from the model, not copied
-from the app's output.
+Every test runs the real ``streamlit_app.py`` (as the script of a session) with the real
+model (or a model built in the test) and checks what is shown: texts, images, and the
+chart specs and data sent to the browser. Expected values are computed independently
+from the model, not copied from the app's output.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from tests.appmodels import COMMITTED_MODEL, snapshot_folder, trunk_of
 from tests.modelfactory import Conv, TinyNet, build
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-APP = REPO_ROOT / "app_script.py"
+APP = REPO_ROOT / "streamlit_app.py"
 TIMEOUT = 90
 
 

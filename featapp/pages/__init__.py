@@ -1,5 +1,5 @@
 """The Streamlit pages (scripts run by ``st.navigation``) and their shared page-edge helpers.
 
-Only ``streamlit_app.py``, ``app_script.py`` and the page scripts import this package; the library
+Only ``streamlit_app.py`` and the page scripts import this package; the library
 (``featapp`` itself) never imports Streamlit.
 """

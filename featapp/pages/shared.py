@@ -44,7 +44,7 @@ PAGE_FILES = {
     "neuron": "featapp/pages/neuron.py",
     "model": "featapp/pages/model_page.py",
 }
-"""Page scripts, relative to ``app_script.py`` (as ``st.Page`` and ``st.switch_page`` want them)."""
+"""Page scripts, relative to ``streamlit_app.py`` (as ``st.Page`` and ``st.switch_page`` want them)."""
 
 CACHE_IMAGES_ENV = "FEATAPP_CACHE_IMAGES"
 _cache_images_text = os.environ.get(CACHE_IMAGES_ENV, "").strip()
