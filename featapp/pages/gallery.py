@@ -87,7 +87,7 @@ with dataset_tab:
         splits = list(data.splits)
         if st.session_state.get(shared.SPLIT) not in splits:
             st.session_state[shared.SPLIT] = shared.default_split(data)
-        st.session_state.setdefault(shared.SEED, 0)
+        st.session_state.setdefault(shared.SEED, shared.DEFAULT_SEED)
         split_col, seed_col, button_col = st.columns([2, 2, 2], vertical_alignment="bottom")
         with split_col:
             split = shared.synced(
@@ -105,7 +105,7 @@ with dataset_tab:
                 "Sample seed",
                 key="gallery_seed",
                 shared=shared.SEED,
-                default=0,
+                default=shared.DEFAULT_SEED,
                 min_value=0,
                 max_value=9_999,
                 step=1,

@@ -105,7 +105,8 @@ if data is not None:
         if st.session_state.get(shared.SPLIT) in data.splits
         else shared.default_split(data)
     )
-    gallery_items, gallery_pixels = shared.gallery(model, data, split, int(st.session_state.get(shared.SEED, 0)))
+    gallery_seed = int(st.session_state.get(shared.SEED, shared.DEFAULT_SEED))
+    gallery_items, gallery_pixels = shared.gallery(model, data, split, gallery_seed)
 
 st.subheader(f"Layer {layer_number} ({layer.name}), channel {channel + 1}: the images it likes most")
 if data is not None and source == "gallery" and gallery_items:
@@ -113,7 +114,7 @@ if data is not None and source == "gallery" and gallery_items:
     ranked = rank_by_activation(maps, layer.receptive_field, input_hw, by=rank_by)
     vr = render.shared_range(maps)
     st.caption(
-        f"The gallery's {len(gallery_items)} photos (seed {st.session_state.get(shared.SEED, 0)}), strongest first. "
+        f"The gallery's {len(gallery_items)} photos (seed {gallery_seed}), strongest first. "
         f"All maps share one scale. {render.describe_range(vr, scale)}"
     )
     entries = []

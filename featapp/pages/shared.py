@@ -73,6 +73,8 @@ FIXED_HIGH = "view.fixed_high"
 SNAPSHOT = "view.snapshot"
 CELL = "view.cell"  # (layer name, row, col), 0-based
 SEED = "gallery.seed"
+DEFAULT_SEED = 0
+"""The gallery's sample seed until a student picks another (what :func:`warm_up` prepares)."""
 SPLIT = "gallery.split"
 
 SCALING_LABELS = {
@@ -320,7 +322,7 @@ def current_image(model: FeatureModel) -> CurrentImage:
     image = get_current(st.session_state)
     if image is not None and image.fits(model.input_spec):
         return image
-    image = _default_image(model, int(st.session_state.get(SEED, 0)))
+    image = _default_image(model, int(st.session_state.get(SEED, DEFAULT_SEED)))
     set_current(st.session_state, image)
     return image
 
@@ -418,7 +420,7 @@ def warm_up() -> str:
         model = model_at(main_model_path())
     except ModelError as err:
         return f"featapp: no model to load before the first visitor ({err})"
-    image = _default_image(model, seed=0)
+    image = _default_image(model, DEFAULT_SEED)
     prediction(model, image)
     activations(model, image)
     picture_png(image.array, SIDEBAR_PICTURE_PX)
@@ -427,7 +429,7 @@ def warm_up() -> str:
     except DatasetError:
         # The gallery page says how to get a dataset; the first probe is ready instead.
         return f"featapp: model loaded ({model.provider.upper()}); no dataset, so no gallery to prepare"
-    _, pixels = gallery(model, data, default_split(data), seed=0)
+    _, pixels = gallery(model, data, default_split(data), DEFAULT_SEED)
     if pixels is not None:
         gallery_prediction(model, pixels)
         for picture in pixels:
