@@ -10,7 +10,9 @@ launching the server to:
 * **health**: the server answers ``/_stcore/health`` (then the browser is sent there);
 * **page loaded**: the browser's ``load`` event (Streamlit's HTML and JavaScript);
 * **title**: the gallery's heading is in the page (the script has started drawing);
-* **gallery**: the line under the 20 photos is in the page, the end of
+* **gallery text**: the line under the 20 photos is in the page (the photos may still be
+  grey placeholders while the browser loads Streamlit's image code);
+* **photos shown**: the 20 photos and the sidebar's are decoded in the page, the end of
   ``bench_browser.py``'s cold start.
 
 Make the old version with ``git worktree add /tmp/old-checkout COMMIT`` and link this
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {label} (`{versions[label]}`) | " + " | ".join(cells) + " |")
     (first, first_rows), (second, second_rows) = runs.items()
     ratio = statistics.median(r[-1] for r in second_rows) / statistics.median(r[-1] for r in first_rows)
-    lines += ["", f"{second} / {first}, gallery drawn: **{ratio:.2f}x** the time."]
+    lines += ["", f"{second} / {first}, photos shown: **{ratio:.2f}x** the time."]
     table = "\n".join(lines)
     print(table)
     if args.out:
