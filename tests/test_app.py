@@ -27,7 +27,7 @@ from featapp import render
 from featapp.dataset import Dataset
 from featapp.images import prepare_image
 from featapp.model import load_model
-from featapp.pages.shared import PAGE_FILES
+from featapp.pages.shared import GALLERY_TAB, GALLERY_TABS, PAGE_FILES
 from featapp.probes import probe_images
 from tests import imagefactory
 from tests.appmodels import COMMITTED_MODEL, snapshot_folder, trunk_of
@@ -141,7 +141,17 @@ def png_upload(array: np.ndarray, name: str = "upload.png") -> tuple[str, bytes,
     return name, imagefactory.encode(Image.fromarray(array), "PNG"), "image/png"
 
 
+def open_tab(at: AppTest, index: int) -> AppTest:
+    """Open one of the gallery's tabs, as a click on it does: only the open tab is drawn."""
+    at.session_state[GALLERY_TAB] = GALLERY_TABS[index]
+    at.run()
+    assert_clean(at)
+    return at
+
+
 def upload(at: AppTest, file: tuple[str, bytes, str]) -> AppTest:
+    if not at.file_uploader:
+        open_tab(at, 2)
     at.file_uploader(key="gallery_upload").set_value(file).run()
     assert_clean(at)
     return at
@@ -197,8 +207,24 @@ def test_choosing_a_gallery_photo_makes_it_current_on_every_page(app_env, datase
     assert any(chosen.name in c for c in captions(at))
 
 
-def test_probes_can_be_chosen(app_env, model):
+def test_only_the_open_tab_is_drawn(app_env, model):
     at = open_app()
+    assert [b.key for b in at.button if b.key and b.key.startswith("gallery_use_")] == [
+        f"gallery_use_{i}" for i in range(20)
+    ]
+    assert not [b for b in at.button if b.key and b.key.startswith("probe_use_")] and not at.file_uploader
+    assert len(at.main.image) == 20
+    open_tab(at, 1)
+    assert not [b for b in at.button if b.key and b.key.startswith("gallery_use_")] and not at.file_uploader
+    assert len(at.main.image) == len(probe_images(model.input_spec))
+    open_tab(at, 2)
+    assert len(at.file_uploader) == 1 and not at.main.image
+    open_tab(at, 0)
+    assert len(at.main.image) == 20 and "Sample seed **0**" in main_text(at)
+
+
+def test_probes_can_be_chosen(app_env, model):
+    at = open_tab(open_app(), 1)
     probes = probe_images(model.input_spec)
     assert [b.key for b in at.button if b.key and b.key.startswith("probe_use_")] == [
         f"probe_use_{i}" for i in range(len(probes))
@@ -268,7 +294,7 @@ def test_a_file_with_another_extension_gets_the_same_clear_error(app_env):
 
 
 def test_camera_photo(app_env):
-    at = open_app()
+    at = open_tab(open_app(), 2)
     at.toggle(key="gallery_camera_on").set_value(True).run()
     photo = imagefactory.encode(Image.fromarray(np.full((480, 640, 3), (30, 60, 200), np.uint8)), "JPEG")
     at.camera_input(key="gallery_camera").set_value(("photo.jpg", photo, "image/jpeg")).run()

@@ -20,7 +20,7 @@ from PIL import Image
 from traces import Secret, default_roots, files_modified_since, find_traces
 
 from featapp.appstate import CURRENT_KEY
-from tests.test_app import app_env, go, open_app, upload  # noqa: F401 - app_env is a fixture
+from tests.test_app import app_env, go, open_app, open_tab, upload  # noqa: F401 - app_env is a fixture
 
 
 def photo(seed: int) -> np.ndarray:
@@ -49,6 +49,7 @@ def test_uploaded_and_camera_photos_leave_no_trace(app_env, caplog, capfd):  # n
         pixel_rows.append(current.array[75].tobytes())
         for page in ("feature_map", "layer_grid", "neuron", "model", "gallery"):
             go(at, page)  # every page draws it; the model page prepares the .npz and PNG downloads
+    open_tab(at, 2)
     at.toggle(key="gallery_camera_on").set_value(True).run()
     at.camera_input(key="gallery_camera").set_value((camera.filename, files[camera], "image/jpeg")).run()
     assert at.session_state[CURRENT_KEY].source == "camera"

@@ -70,11 +70,10 @@ with link_col:
 if st.session_state.get(UPLOAD_ERROR):
     st.error(st.session_state[UPLOAD_ERROR])
 
-dataset_tab, probes_tab, own_tab = st.tabs(["📷 Dataset photos", "🧪 Probes", "⬆️ Your photo or the camera"])
-
 
 # -- dataset photos --------------------------------------------------------------------------------------
-with dataset_tab:
+def _dataset_photos() -> None:
+    """The lecture's Figure 1: a seeded sample of dataset photos, each with the model's answer."""
     try:
         data = shared.dataset()
     except DatasetError as err:
@@ -145,8 +144,10 @@ with dataset_tab:
                 f"The model gets **{len(items) - wrong_count} of {len(items)}** right; the ones it gets wrong are marked ❌."
             )
 
+
 # -- probes ----------------------------------------------------------------------------------------------
-with probes_tab:
+def _probes() -> None:
+    """The synthetic probe images."""
     st.markdown(
         "Simple synthetic pictures: each one asks a clear question, such as *which channels like vertical edges?*"
     )
@@ -168,8 +169,10 @@ with probes_tab:
                     help=probe.description,
                 )
 
+
 # -- your own photo --------------------------------------------------------------------------------------
-with own_tab:
+def _own_photo() -> None:
+    """The upload box and the camera."""
     st.caption(
         f"It is resized to {spec.width} x {spec.height} pixels, as the network expects. "
         "Photos stay in this server's memory only; they are never saved."
@@ -188,3 +191,12 @@ with own_tab:
             st.camera_input(
                 "Take a photo", key="gallery_camera", on_change=_take_photo, args=("gallery_camera", "camera")
             )
+
+
+# Only the open tab is drawn: a first visit then loads the dataset photos and nothing else
+# (the probes' 20 pictures and the uploader's code wait until their tab is opened).
+tabs = st.tabs(list(shared.GALLERY_TABS), key=shared.GALLERY_TAB, on_change="rerun")
+for tab, draw in zip(tabs, (_dataset_photos, _probes, _own_photo), strict=True):
+    if tab.open:
+        with tab:
+            draw()

@@ -76,6 +76,9 @@ SEED = "gallery.seed"
 DEFAULT_SEED = 0
 """The gallery's sample seed until a student picks another (what :func:`warm_up` prepares)."""
 SPLIT = "gallery.split"
+GALLERY_TAB = "gallery_tab"
+GALLERY_TABS = ("📷 Dataset photos", "🧪 Probes", "⬆️ Your photo or the camera")
+"""The gallery's tabs: the dataset photos, the probes, and uploads with the camera."""
 
 SCALING_LABELS = {
     "per map": "per map (its own min to max)",
