@@ -24,6 +24,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from featapp import render
+from featapp.appstate import markdown_literal
 from featapp.dataset import Dataset
 from featapp.images import prepare_image
 from featapp.model import load_model
@@ -229,6 +230,8 @@ def test_probes_can_be_chosen(app_env, model):
     assert [b.key for b in at.button if b.key and b.key.startswith("probe_use_")] == [
         f"probe_use_{i}" for i in range(len(probes))
     ]
+    # Shown as titled: "Diagonal edge (\\)" must not lose its backslash to Markdown.
+    assert captions(at) == [probe.title for probe in probes]
     at.button(key="probe_use_1").click().run()
     assert f"Current image: **{probes[1].title}** (synthetic probe)" in main_text(at)
 
@@ -523,6 +526,15 @@ def test_scanning_a_small_dataset_ranks_its_photos(app_env, monkeypatch, dataset
     assert list((app_env / "cache").glob("neurons-*.npz"))
     at.run()  # the next visit reads the cache: no scan button
     assert not [b for b in at.button if b.label.startswith("Scan")]
+
+
+def test_a_file_name_with_markdown_characters_is_shown_as_it_is(app_env):
+    name = "cat *final* $5 [v2] (\\).png"
+    at = open_app()
+    upload(at, png_upload(np.full((60, 60, 3), 120, np.uint8), name))
+    go(at, "neuron")
+    raw = [caption for image in at.main.image for caption in image.captions]
+    assert markdown_literal(name) in raw  # the compare section's current image, escaped like every other title
 
 
 def test_two_images_are_compared_on_one_scale(app_env):

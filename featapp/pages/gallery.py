@@ -160,7 +160,7 @@ def _probes() -> None:
                 break
             probe = probe_list[index]
             with column:
-                shared.show_image(probe.image, caption=probe.title, width="stretch")
+                shared.show_image(probe.image, caption=markdown_literal(probe.title), width="stretch")
                 st.button(
                     "Look inside",
                     key=f"probe_use_{index}",

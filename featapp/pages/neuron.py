@@ -3,7 +3,7 @@
 import streamlit as st
 
 from featapp import render
-from featapp.appstate import CurrentImage, set_current
+from featapp.appstate import CurrentImage, markdown_literal, set_current
 from featapp.dataset import DatasetError
 from featapp.images import ImageError, prepare_image
 from featapp.pages import shared
@@ -38,7 +38,7 @@ def _show_ranked(entries, scale, vr, score_name: str) -> None:
                 picture = render.outline_box(pixels, box) if box is not None else pixels
                 shared.show_image(
                     render.enlarge(picture, 2),
-                    caption=f"#{start + offset + 1} {title}",
+                    caption=f"#{start + offset + 1} {markdown_literal(title)}",
                     width="stretch",
                     output_format="PNG",
                 )
@@ -210,7 +210,7 @@ pair_maps = [shared.activations(model, photo)[layer.name][channel] for photo in 
 pair_range = render.shared_range(*pair_maps)
 for column, photo, values in zip((left_col, right_col), pair, pair_maps, strict=False):
     with column:
-        shared.show_image(photo.array, caption=photo.title, width=300)
+        shared.show_image(photo.array, caption=markdown_literal(photo.title), width=300)
         st.vega_lite_chart(
             render.heatmap_chart(values, pair_range, scale, width_px=300, selection=None), width="content"
         )
