@@ -535,6 +535,8 @@ def test_a_file_name_with_markdown_characters_is_shown_as_it_is(app_env):
     go(at, "neuron")
     raw = [caption for image in at.main.image for caption in image.captions]
     assert markdown_literal(name) in raw  # the compare section's current image, escaped like every other title
+    go(at, "model")
+    assert any(f"Current image: **{markdown_literal(name)}**" in m.value for m in at.main.markdown)
 
 
 def test_two_images_are_compared_on_one_scale(app_env):

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from featapp import render
+from featapp.appstate import markdown_literal
 from featapp.filters import filter_pictures
 from featapp.model import ModelError
 from featapp.pages import shared
@@ -66,7 +67,7 @@ else:
 # -- prediction and occlusion -----------------------------------------------------------------------------------
 st.subheader("The prediction, and what it depends on")
 prediction = shared.prediction(model, image)
-st.markdown(f"Current image: **{image.title}**. " + shared.prediction_text(prediction, model))
+st.markdown(f"Current image: **{markdown_literal(image.title)}**. " + shared.prediction_text(prediction, model))
 if prediction is None:
     st.info("Occlusion sensitivity needs a prediction, so it is unavailable for a model without a classifier.")
 else:
