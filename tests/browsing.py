@@ -89,13 +89,16 @@ def app_env(**settings: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def streamlit_server(
-    log_path: Path, env: dict[str, str], flags: Sequence[str] = (), *, app_dir: Path = REPO_ROOT
+    log_path: Path, env: dict[str, str], flags: Sequence[str] = (), *, app_dir: Path = REPO_ROOT, base_path: str = ""
 ) -> Iterator[str]:
-    """A server for the ``with`` block; yields its URL. The log is complete once it stops."""
+    """A server for the ``with`` block; yields its URL (under ``base_path``, which is
+    passed on as ``--server.baseUrlPath``). The log is complete once it stops."""
     with log_path.open("w") as log:
         port = free_port()
+        if base_path:
+            flags = [*flags, "--server.baseUrlPath", base_path]
         process = start_streamlit(port, env, flags, app_dir=app_dir, log=log)
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}" + (f"/{base_path.strip('/')}" if base_path else "")
         try:
             wait_for_health(url, process, log_path=log_path)
             yield url

@@ -35,9 +35,9 @@ def app_env(work: Path, **settings: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_app(work: Path, env: dict[str, str], *flags: str):
+def running_app(work: Path, env: dict[str, str], *flags: str, base_path: str = ""):
     """``streamlit run streamlit_app.py`` on a free port of 127.0.0.1; yields its URL."""
-    with browsing.streamlit_server(work / "streamlit.log", env, flags) as url:
+    with browsing.streamlit_server(work / "streamlit.log", env, flags, base_path=base_path) as url:
         yield url
 
 
@@ -50,6 +50,12 @@ def app_url(tmp_path_factory, data_dir):
     env = app_env(work, FEATAPP_DATA_DIR=str(data_dir), FEATAPP_SNAPSHOTS=str(snapshots))
     with running_app(work, env) as url:
         yield url
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def shot(page, name: str) -> None:
@@ -131,9 +137,7 @@ def test_a_student_walks_through_the_app(app_url, page, dataset):
     stripes = np.zeros((240, 320, 3), np.uint8)
     stripes[:, ::24] = (255, 200, 0)
     stripes[::30, :] = (0, 90, 255)
-    buffer = io.BytesIO()
-    Image.fromarray(stripes).save(buffer, "PNG")
-    uploader.set_input_files({"name": "stripes.png", "mimeType": "image/png", "buffer": buffer.getvalue()})
+    uploader.set_input_files({"name": "stripes.png", "mimeType": "image/png", "buffer": png_bytes(stripes)})
     page.get_by_text("Current image: stripes.png (your upload)").wait_for(timeout=SLOW)
     shot(page, "03_upload")
     no_exception(page)
@@ -259,9 +263,7 @@ def test_a_large_upload_never_touches_the_disk(tmp_path, browser):
         f"import tempfile\ntempfile.tempdir = {str(tmp_path / 'does-not-exist')!r}\n", encoding="utf-8"
     )
     noise = np.random.default_rng(0).integers(0, 256, (900, 1200, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(noise).save(buffer, "PNG")
-    photo = buffer.getvalue()
+    photo = png_bytes(noise)
     assert 2 * 1024 * 1024 < len(photo) < 10 * 1024 * 1024  # over Starlette's spool, under maxUploadSize
 
     env = app_env(tmp_path, FEATAPP_SNAPSHOTS=str(tmp_path / "none"), PYTHONPATH=str(no_temp_files))
@@ -280,3 +282,40 @@ def test_a_large_upload_never_touches_the_disk(tmp_path, browser):
         finally:
             context.close()
     assert "Traceback" not in (tmp_path / "streamlit.log").read_text()
+
+
+def test_the_app_works_under_a_url_path_behind_a_proxy(tmp_path, browser, data_dir):
+    """A course server often puts the app behind a proxy at a path of its own
+    (``--server.baseUrlPath``): the server-start warm-up (``st.App``), the pages, the
+    photos and an upload must all work there."""
+    env = app_env(tmp_path, FEATAPP_DATA_DIR=str(data_dir), FEATAPP_SNAPSHOTS=str(tmp_path / "none"))
+    with running_app(tmp_path, env, base_path="course/featapp") as url:
+        assert url.endswith("/course/featapp")
+        context = browser.new_context(viewport={"width": 1400, "height": 1100})
+        page = context.new_page()
+        try:
+            page.goto(url)
+            page.get_by_text("right; the ones it gets wrong are marked").wait_for(timeout=SLOW)
+            photos = page.locator('[data-testid="stImage"] img')
+            wait_until(
+                lambda: (
+                    photos.count() >= 21
+                    and photos.evaluate_all("images => images.every(i => i.complete && i.naturalWidth > 0)")
+                ),
+                SLOW / 1000,
+                "the gallery's photos and the sidebar's to load",
+            )
+            page.get_by_role("tab", name="Your photo or the camera").click()
+            page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+                {"name": "grey.png", "mimeType": "image/png", "buffer": png_bytes(np.full((80, 80, 3), 128, np.uint8))}
+            )
+            page.get_by_text("Current image: grey.png (your upload)").wait_for(timeout=SLOW)
+            open_page(page, "Feature map")
+            page.locator('[data-testid="stVegaLiteChart"] canvas').first.wait_for(timeout=SLOW)
+            assert page.url.startswith(url + "/")
+            shot(page, "15_under_a_url_path")
+            no_exception(page)
+        finally:
+            context.close()
+    log = (tmp_path / "streamlit.log").read_text()
+    assert "featapp: model loaded" in log and "Traceback" not in log
