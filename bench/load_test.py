@@ -120,6 +120,8 @@ QUIET_MS = 150
 """A chart counts as drawn when nothing was drawn for this long (vega draws the map's
 picture, an image mark, a moment after the axes)."""
 INTERACTIONS = ("open", "pick_gallery", "upload", "open_feature_map", "change_channel", "change_layer", "open_grid")
+"""The steps each student takes. Since the gallery draws only its open tab (fourth session),
+"upload" includes opening the upload tab, a rerun of its own, in both clients."""
 MAX_SESSIONS = 60
 
 
@@ -467,9 +469,16 @@ async def protocol_student(server: Server, wave: int, session: int, timeout_s: f
         expect(now != before and "(test)" in now, f"the gallery photo did not become current: {now!r}")
 
         filename = f"student-{wave}-{session}.png"
-        uploader = run.widget("file_uploader")
         photo = student_photo(session + 1000 * wave)
-        run = await step("upload", lambda: client.upload(uploader, filename, photo, "image/png"))
+
+        async def open_tab_and_upload():
+            # The gallery draws only its open tab: open the uploader's first, as a click does.
+            tabs, labels = run.tabs()
+            client.set_value(tabs, string_value=next(label for label in labels if "Your photo" in label))
+            with_uploader = await client.rerun(changed=tabs)
+            return await client.upload(with_uploader.widget("file_uploader"), filename, photo, "image/png")
+
+        run = await step("upload", open_tab_and_upload)
         expect(sidebar_caption(run).startswith(filename), f"the upload is not current: {sidebar_caption(run)!r}")
 
         for label, channels, layer_name in plan:

@@ -31,6 +31,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.Block_pb2 import Block
 from streamlit.proto.ClientState_pb2 import ClientState
 from streamlit.proto.Common_pb2 import FileUploaderState, FileURLsRequest, UploadedFileInfo
 from streamlit.proto.Element_pb2 import Element
@@ -60,6 +61,7 @@ class Run:
     """What one script run sent: its elements in order, with the fragment each belongs to."""
 
     elements: list[tuple[Element, str]] = field(default_factory=list)
+    blocks: list[tuple[Block, str]] = field(default_factory=list)
     media_fetched: int = 0
 
     def widgets(self, kind: str, label: str | None = None) -> list[Widget]:
@@ -77,6 +79,19 @@ class Run:
         if not found:
             raise AppError(f"no {kind} labelled {label!r} in the page")
         return found[0]
+
+    def tabs(self) -> tuple[Widget, list[str]]:
+        """The first ``st.tabs`` that reruns on a tab change (a widget whose value is the open
+        tab's label), and its labels in order."""
+        for index, (block, fragment_id) in enumerate(self.blocks):
+            if block.WhichOneof("type") == "tab_container" and block.tab_container.id:
+                labels = []
+                for following, _ in self.blocks[index + 1 :]:
+                    if following.WhichOneof("type") != "tab":
+                        break
+                    labels.append(following.tab.label)
+                return Widget("tabs", block.tab_container.id, "", fragment_id, block.tab_container), labels
+        raise AppError("no tabs that rerun on a change in the page")
 
     def count(self, kind: str) -> int:
         return sum(1 for element, _ in self.elements if element.WhichOneof("type") == kind)
@@ -253,6 +268,8 @@ class AppClient:
                     if element.WhichOneof("type") == "exception":
                         raise AppError(f"exception element: {element.exception.type}: {element.exception.message}")
                     run.elements.append((element, delta.fragment_id))
+                elif delta.WhichOneof("type") == "add_block":
+                    run.blocks.append((delta.add_block, delta.fragment_id))
             elif kind == "script_finished":
                 if message.script_finished == ForwardMsg.FINISHED_EARLY_FOR_RERUN:
                     continue  # another rerun follows (the frontend waits for it too)
