@@ -46,7 +46,14 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
-from tests.browsing import free_port, launch_chromium, start_streamlit, stop, wait_for_health  # noqa: E402
+from tests.browsing import (  # noqa: E402
+    PHOTOS_SHOWN,
+    free_port,
+    launch_chromium,
+    start_streamlit,
+    stop,
+    wait_for_health,
+)
 
 TARGETS = {
     "cold start": 5.0,
@@ -123,13 +130,6 @@ SETTLE_S = 2.0
 finished exiting: a real cold start begins on a quiet machine."""
 
 COLD_START_PHASES = ("health", "page loaded", "title", "gallery text", "photos shown")
-
-# The sidebar's photo and the gallery's 20, every one decoded: until the browser has
-# Streamlit's image code, the page shows grey placeholders even after the text below them.
-PHOTOS_SHOWN = """() => {
-  const images = Array.from(document.querySelectorAll('[data-testid="stImage"] img'));
-  return images.length >= 21 && images.every(image => image.complete && image.naturalWidth > 0);
-}"""
 
 
 def cold_start_phases(

@@ -37,6 +37,14 @@ NO_BACKGROUND_THROTTLING = (
 )
 
 
+# The sidebar's photo and the gallery's 20, every one decoded: until the browser has
+# Streamlit's image code, the page shows grey placeholders even after the text below them.
+PHOTOS_SHOWN = """() => {
+  const images = Array.from(document.querySelectorAll('[data-testid="stImage"] img'));
+  return images.length >= 21 && images.every(image => image.complete && image.naturalWidth > 0);
+}"""
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

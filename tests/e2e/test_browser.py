@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests import browsing
+from tests import browsing, imagefactory
 
 pytestmark = pytest.mark.e2e
 
@@ -53,9 +53,7 @@ def app_url(tmp_path_factory, data_dir):
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
+    return imagefactory.encode(Image.fromarray(pixels), "PNG")
 
 
 def shot(page, name: str) -> None:
@@ -296,15 +294,7 @@ def test_the_app_works_under_a_url_path_behind_a_proxy(tmp_path, browser, data_d
         try:
             page.goto(url)
             page.get_by_text("right; the ones it gets wrong are marked").wait_for(timeout=SLOW)
-            photos = page.locator('[data-testid="stImage"] img')
-            wait_until(
-                lambda: (
-                    photos.count() >= 21
-                    and photos.evaluate_all("images => images.every(i => i.complete && i.naturalWidth > 0)")
-                ),
-                SLOW / 1000,
-                "the gallery's photos and the sidebar's to load",
-            )
+            page.wait_for_function(browsing.PHOTOS_SHOWN, polling="raf", timeout=SLOW)
             page.get_by_role("tab", name="Your photo or the camera").click()
             page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
                 {"name": "grey.png", "mimeType": "image/png", "buffer": png_bytes(np.full((80, 80, 3), 128, np.uint8))}
