@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _train(args: argparse.Namespace) -> int:
-    from convert.train import TrainConfig, train
+    from convert.train import TrainConfig, choose_precision, train
 
     config = TrainConfig(
         data_dir=args.data_dir,
@@ -36,7 +36,7 @@ def _train(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs,
         seed=args.seed,
-        mixed_precision=args.bfloat16,
+        mixed_precision=choose_precision("bfloat16" if args.bfloat16 else args.precision) == "mixed_bfloat16",
         refit=args.refit,
         refit_epochs=args.refit_epochs,
         refit_warm_start=args.refit_warm_start,
@@ -44,6 +44,9 @@ def _train(args: argparse.Namespace) -> int:
         limit_per_class=args.limit_per_class,
         mixup_alpha=args.mixup,
         snapshot_epochs=tuple(sorted(set(args.snapshot_epochs))),
+        extra_train=tuple(args.extra_train),
+        kernel_initializer=args.kernel_initializer,
+        label_smoothing=args.label_smoothing,
     )
     train(config)
     return 0
@@ -177,10 +180,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-epochs", type=int, default=3, help="epochs of linear learning-rate warm-up")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument(
-        "--bfloat16",
-        action="store_true",
-        help="train in bfloat16 mixed precision (fast only on CPUs with native bfloat16)",
+        "--extra-train",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="another training folder with one folder per class (the dataset's classes); repeatable",
     )
+    p.add_argument(
+        "--precision",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="auto: bfloat16 mixed precision on CPUs with native bfloat16 (AMX, AVX512-BF16), else float32",
+    )
+    p.add_argument("--bfloat16", action="store_true", help="same as --precision bfloat16")
+    p.add_argument(
+        "--kernel-initializer",
+        default="glorot_uniform",
+        help="Keras initializer of the conv and dense kernels (he_uniform suits ReLU)",
+    )
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="binary cross-entropy's label smoothing")
     p.add_argument("--refit", action="store_true", help="after choosing the epoch, fit again on train+validation")
     p.add_argument(
         "--refit-epochs", type=int, default=None, help="epochs of the refit (default: where validation accuracy peaks)"
