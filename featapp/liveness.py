@@ -13,9 +13,9 @@ batch of memory, and training can measure them after every epoch.
 >>> counter.update(maps)
 >>> live = counter.result()
 >>> live.never_active, live.channels, round(live.constant_map_share, 3)
-(2, 3, 0.833)
->>> live.never_active_channels
-(1, 2)
+(1, 3, 0.833)
+>>> live.never_active_channels                   # 0-based: channel 3 never fires
+(2,)
 """
 
 from __future__ import annotations

@@ -50,13 +50,30 @@ def tiny_dataset(dataset, tmp_path_factory) -> Path:
     return root
 
 
+EXTRA_TRAIN = REPO_ROOT.parent / "shared" / "data" / "cats_vs_dogs_extra" / "train"
+
+
 @pytest.fixture(scope="module")
-def run_dir(tiny_dataset, tmp_path_factory) -> Path:
+def tiny_extra(tmp_path_factory) -> Path:
+    """3 photos per class from the extra training folder, linked, in its ``<class>/`` layout."""
+    if not EXTRA_TRAIN.is_dir():
+        pytest.skip(f"the extra training photos are not at {EXTRA_TRAIN}")
+    root = tmp_path_factory.mktemp("tiny_extra")
+    for name in ("cats", "dogs"):
+        (root / name).mkdir()
+        for photo in sorted((EXTRA_TRAIN / name).iterdir())[:3]:
+            (root / name / photo.name).symlink_to(photo.resolve())
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_dataset, tiny_extra, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "tiny"
-    run_convert(
+    result = run_convert(
         "train", tiny_dataset, "--out", out, "--epochs", "1", "--snapshot-epochs", "0", "1",
-        "--weight-decay", "0.05", "--warmup-epochs", "0",
+        "--weight-decay", "0.05", "--warmup-epochs", "0", "--extra-train", tiny_extra,
     )  # fmt: skip
+    (out / "stdout.txt").write_text(result.stdout)
     return out
 
 
@@ -66,9 +83,17 @@ def test_train_writes_model_history_curve_and_snapshots(run_dir):
     history = json.loads((selection / "history.json").read_text())
     assert [row["epoch"] for row in history] == [1]
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"} <= set(history[0])
+    # Liveness on the validation photos, per conv layer, logged with the curve.
+    for layer in ("conv2d", "conv2d_1", "conv2d_2", "conv2d_3"):
+        assert 0 <= history[0][f"dead_{layer}"] <= 1 and 0 <= history[0][f"constant_{layer}"] <= 1
+    stdout = (run_dir / "stdout.txt").read_text()
+    # 2 + 3 photos per class: the extra folder was read.
+    assert "train: 10 images, validation: 4 images" in stdout
+    assert "channels never active on validation" in stdout
+    assert "Training in mixed_bfloat16" in stdout or "Training in float32" in stdout
     assert 0 <= history[0]["val_accuracy"] <= 1 and np.isfinite(history[0]["loss"])
     with Image.open(selection / "learning_curve.png") as curve:
-        assert curve.format == "PNG" and curve.size[0] > 500
+        assert curve.format == "PNG" and curve.size[0] > 1500  # three panels: accuracy, loss, liveness
         assert len(np.unique(np.asarray(curve.convert("L")))) > 10  # something was drawn
     best = json.loads((selection / "best.json").read_text())
     assert best == {"epoch": 1, "val_accuracy": history[0]["val_accuracy"]}
@@ -196,3 +221,43 @@ def test_mixup_softens_training_labels_and_leaves_validation_alone(dataset):
     assert mixed_labels.min() >= 0 and mixed_labels.max() <= 1
     assert mixed_images.min() >= 0 and mixed_images.max() <= 1
     np.testing.assert_array_equal(np.concatenate([y.numpy() for _, y in validation]), labels)
+
+
+def test_extra_training_folder_reads_its_classes_in_the_dataset_order(tiny_extra):
+    from convert.train import load_extra_train
+
+    images, labels = load_extra_train(tiny_extra, ("cats", "dogs"))
+    assert images.shape == (6, 150, 150, 3) and images.dtype == np.uint8
+    assert labels.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_extra_training_folder_with_other_classes_is_a_clear_error(tmp_path, tiny_extra):
+    from convert.train import load_extra_train
+    from featapp.dataset import DatasetError
+
+    (tmp_path / "cats").symlink_to(tiny_extra / "cats")
+    (tmp_path / "birds").mkdir()
+    with pytest.raises(DatasetError, match="birds, cats.*must be the same"):
+        load_extra_train(tmp_path, ("cats", "dogs"))
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_extra_train(tmp_path / "missing", ("cats", "dogs"))
+
+
+def test_precision_is_bfloat16_only_where_the_cpu_has_it(monkeypatch):
+    import convert.train as train
+
+    monkeypatch.setattr(train, "native_bfloat16", lambda: True)
+    assert train.choose_precision("auto") == "mixed_bfloat16"
+    assert train.choose_precision("float32") == "float32"
+    monkeypatch.setattr(train, "native_bfloat16", lambda: False)
+    assert train.choose_precision("auto") == "float32"
+    assert train.choose_precision("bfloat16") == "mixed_bfloat16"
+    with pytest.raises(ValueError, match="unknown precision"):
+        train.choose_precision("fp8")
+
+
+def test_native_bfloat16_reads_this_machines_cpu_flags():
+    import convert.train as train
+
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    assert train.native_bfloat16() == bool(flags & {"amx_bf16", "avx512_bf16"})
