@@ -512,9 +512,7 @@ def plot_learning_curve(history: list[dict], path: Path, title: str) -> None:
         ax_live = axes[2]
         for key in dead_keys:
             ax_live.plot(epochs, [100 * row.get(key, float("nan")) for row in history], label=key[len("dead_") :])
-        ax_live.set(
-            xlabel="epoch", ylabel="% of channels", title="Channels never active on validation", ylim=(0, None)
-        )
+        ax_live.set(xlabel="epoch", ylabel="% of channels", title="Channels never active on validation", ylim=(0, None))
         ax_live.legend()
     ax_acc.plot(epochs, [row["accuracy"] for row in history], label="training")
     if "val_accuracy" in history[0]:
