@@ -4,6 +4,7 @@
 ``python -m convert evaluate MODEL``        accuracy and confusion matrix on a split
 ``python -m convert export MODEL --out F``  Keras -> ONNX for featapp
 ``python -m convert snapshots RUN/selection --out models/snapshots``
+``python -m convert report RUN --out R.json`` filters moved and channels alive, per snapshot
 
 ``evaluate``, ``export`` and ``snapshots`` report a problem with their input as one
 line on stderr (``error: ...``) and exit with status 1; ``--verbose`` adds the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 import tempfile
@@ -155,6 +157,25 @@ def _snapshots(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from convert.export import write_atomically
+    from convert.report import report_markdown, training_report
+
+    _log("Loading TensorFlow ...")
+    _load_tensorflow(args.verbose)
+    report = training_report(
+        args.run_dir, args.data_dir, split=args.split, onnx_models=tuple(args.onnx), limit=args.limit, log=_log
+    )
+    markdown = report_markdown(report)
+    print(markdown, flush=True)
+    write_atomically(Path(args.out), json.dumps(report, indent=1).encode())
+    write_atomically(Path(args.out).with_suffix(".md"), markdown.encode())
+    _log(f"Wrote {args.out} and {Path(args.out).with_suffix('.md')}")
+    return 0
+
+
 def _user_errors() -> tuple[type[Exception], ...]:
     from convert.errors import ConversionError
     from featapp.dataset import DatasetError
@@ -264,6 +285,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=1e-4, help="as for export")
     p.add_argument("--verbose", action="store_true", help="show tracebacks and TensorFlow's log")
     p.set_defaults(func=_snapshots, handles_errors=True)
+
+    p = sub.add_parser(
+        "report", help="per training snapshot: filters' correlation with epoch 0 and channels alive on a split"
+    )
+    p.add_argument("run_dir", help="a training run folder (with selection/snapshots/)")
+    p.add_argument("--data-dir", default=None, help="dataset folder (default: $FEATAPP_DATA_DIR)")
+    p.add_argument("--split", default="test", help="split to measure liveness on (default: test)")
+    p.add_argument("--onnx", action="append", default=[], help="also a converted model's liveness (repeatable)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N photos of the split")
+    p.add_argument("--out", required=True, help="JSON file to write (a .md of the tables is written beside it)")
+    p.add_argument("--verbose", action="store_true", help="show tracebacks and TensorFlow's log")
+    p.set_defaults(func=_report, handles_errors=True)
     return parser
 
 

@@ -261,3 +261,20 @@ def test_native_bfloat16_reads_this_machines_cpu_flags():
 
     flags = set(Path("/proc/cpuinfo").read_text().split())
     assert train.native_bfloat16() == bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
+@pytest.mark.slow
+def test_report_compares_each_snapshot_with_epoch_0_and_counts_live_channels(run_dir, tiny_dataset, tmp_path):
+    out = tmp_path / "report.json"
+    run_convert("report", run_dir, "--data-dir", tiny_dataset, "--out", out)
+    report = json.loads(out.read_text())
+    assert report["split"] == "test" and report["images"] == 4
+    epochs = [(row["epoch"], row["is_best"]) for row in report["snapshots"]]
+    assert epochs == [(0, False), (1, False), (1, True)]
+    first, last = report["snapshots"][0], report["snapshots"][-1]
+    assert set(first["weight_correlation_with_epoch_0"].values()) == {1.0}
+    # One epoch of AdamW moves every layer's filters, a little.
+    assert all(c < 1.0 for c in last["weight_correlation_with_epoch_0"].values())
+    for live in last["liveness"].values():
+        assert live["images"] == 4 and 0 <= live["never_active"] <= live["channels"]
+    assert "| 1 (best) |" in (tmp_path / "report.md").read_text()
