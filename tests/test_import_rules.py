@@ -69,7 +69,9 @@ def test_the_module_list_covers_the_library_and_leaves_out_the_pages() -> None:
 @pytest.mark.parametrize("module", library_modules())
 def test_importing_a_library_module_loads_no_streamlit_and_no_tensorflow(module: str) -> None:
     loaded = forbidden_modules_loaded_by(module)
-    assert loaded == [], f"importing {module} loads {loaded[:5]}; only featapp/pages may use Streamlit"
+    assert loaded == [], (
+        f"importing {module} loads {loaded[:5]}: only featapp/pages may use Streamlit, only convert/ TensorFlow"
+    )
 
 
 def test_the_check_sees_a_forbidden_import() -> None:
