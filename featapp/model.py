@@ -50,7 +50,7 @@ DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "cats_d
 
 _REBUILD_HINT = (
     "Use the committed models/cats_dogs_small.onnx, or convert a Keras model with "
-    "'python -m convert export MODEL.keras --out MODEL.onnx' (see the README)."
+    "'python -m convert export MODEL.keras --out MODEL.onnx' (see docs/convert.md)."
 )
 
 
