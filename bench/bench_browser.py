@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {load_before[0]:.2f} "
         f"at the start; Python {platform.python_version()}, Streamlit {streamlit.__version__}, "
         f"Chromium {chromium_version}; model `{model.path.name}` on the {model.provider.upper()}; app in "
-        f"`{args.app_dir}`.",
+        f"`{os.path.relpath(args.app_dir, REPO_ROOT)}`.",  # relative: reports are committed, machine paths are not
         "",
         "Times in milliseconds, from the user's action to the result drawn in the page.",
         "",

@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = Dataset(args.data_dir)
     lines = ["# featapp engine benchmark", "", "## Machine", "", *machine()]
     lines.append(
-        f"- Model: {model.path} ({model.path.stat().st_size / 1e6:.1f} MB), provider **{model.provider}** "
+        f"- Model: {os.path.relpath(model.path, REPO_ROOT)} ({model.path.stat().st_size / 1e6:.1f} MB), provider **{model.provider}** "
         f"({', '.join(model.providers)}){'; ' + model.provider_note if model.provider_note else ''}"
     )
     lines.append(

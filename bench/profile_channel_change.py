@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         stop(server)
 
     lines = [
-        f"Channel changes on the Feature map page of `{args.app_dir}`, layer 1, {len(rows)} runs; load average "
+        f"Channel changes on the Feature map page of `{os.path.relpath(args.app_dir, REPO_ROOT)}`, layer 1, {len(rows)} runs; load average "
         f"{os.getloadavg()[0]:.2f}. Milliseconds in the page's clock.",
         "",
         "| phase | median | min | max |",

@@ -36,7 +36,7 @@ _HOW_TO_GET_DATA = (
     "Point featapp at a folder laid out as <split>/<class>/<image>, for example "
     "cats_vs_dogs/train/cats/cat.1.jpg: pass it as an argument or set the "
     f"{DATA_DIR_ENV} environment variable. The course's 4,000 Kaggle Dogs vs. Cats "
-    "photos in this layout are described in the README."
+    "photos in this layout are described in docs/data.md."
 )
 
 

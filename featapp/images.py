@@ -193,6 +193,7 @@ def _describe_unsupported(head: bytes) -> str | None:
         if brand in _HEIF_BRANDS:
             return "an HEIC/HEIF photo (the iPhone's format)"
         if brand in (b"avif", b"avis"):
+            # Refused although Pillow 13 reads AVIF: requirements.txt allows Pillow 11, which may not.
             return "an AVIF image"
         if brand in _VIDEO_BRANDS:
             return "a video (MP4/MOV)"

@@ -51,7 +51,7 @@ INDEX_SCHEMA = 1
 
 _HOW_TO_MAKE = (
     "Export them from a training run with 'python -m convert snapshots runs/cats_dogs_small/selection "
-    "--out models/snapshots' (see the README)."
+    "--out models/snapshots' (see docs/model.md)."
 )
 
 

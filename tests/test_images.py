@@ -759,7 +759,8 @@ def test_large_decodes_at_the_same_time_do_not_add_up():
     With one malloc arena: otherwise glibc gives each thread its own arena, and memory a
     finished decode freed in one thread's arena is not reused by the next thread's
     decode, which blurs the measurement (340-474 MB instead of 304 MB here; the control
-    reaches 850 MB). That retention is a separate effect (see notes/robust.md)."""
+    reaches 850 MB). That retention is a separate effect of glibc's per-thread arenas; the
+    app's memory under load still levels off (BENCHMARKS.md, "Many students at once")."""
     one_arena = {"MALLOC_ARENA_MAX": "1"}
     one = _peak_rss_of(_CONCURRENT_DECODES, "1", env=one_arena)
     three = _peak_rss_of(_CONCURRENT_DECODES, "3", env=one_arena)
