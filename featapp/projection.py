@@ -20,8 +20,8 @@ scan's dataset fingerprint, the split, the layer and the method, so it is comput
 >>> p = fit_pca(points, layer="toy")
 >>> bool(np.abs(p.coords[:, 1]).max() < 1e-9), round(p.explained[0], 6)   # all on the first axis
 (True, 1.0)
->>> np.round(p.place(np.array([[3.0, 6.0]])), 4).tolist()
-[[3.3541, 0.0]]
+>>> round(float(p.place(np.array([[3.0, 6.0]]))[0, 0]), 4)    # sqrt(20) from the mean (1, 2)
+4.4721
 """
 
 from __future__ import annotations
