@@ -250,6 +250,14 @@ class NeuronStats:
         view.flags.writeable = False
         return view
 
+    def is_spatial(self, layer: str) -> bool:
+        """True for a layer of feature maps (it has cells, maxima and means)."""
+        return self._resolved(layer).storage == "spatial"
+
+    def receptive_field(self, layer: str) -> ReceptiveField | None:
+        """The receptive field of a feature-map layer's cells (``None`` for vectors)."""
+        return self._resolved(layer).field
+
     def max_cells(self, layer: str) -> np.ndarray:
         """``(images, channels, 2)``: row and col of each image's max, for spatial layers."""
         stored = self._resolved(layer)

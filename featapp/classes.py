@@ -48,6 +48,8 @@ __all__ = [
     "output_weights",
     "contributions",
     "network_health",
+    "health_table",
+    "class_top",
 ]
 
 
@@ -393,3 +395,61 @@ def contributions(activations: np.ndarray, weights: OutputWeights) -> list[UnitC
 def network_health(stats) -> dict:
     """Every layer's :class:`featapp.liveness.LayerLiveness` on the scanned images, in model order."""
     return {name: stats.liveness(name) for name in stats.layer_names}
+
+
+def health_table(health: dict, spatial: Sequence[str] = ()):
+    """A table (pandas) of :func:`network_health` or :func:`featapp.liveness.liveness_of`:
+    one row per layer, numbered from 1, with the shares as percentages. ``spatial`` names
+    the layers with maps (the others have no constant-map share)."""
+    import pandas as pd
+
+    rows = []
+    for number, (name, live) in enumerate(health.items(), start=1):
+        dead = [c + 1 for c in live.never_active_channels]
+        rows.append(
+            {
+                "#": number,
+                "layer": name,
+                "channels": live.channels,
+                "never fire": live.never_active,
+                "never fire %": round(100 * live.never_active_share, 1),
+                "constant maps %": round(100 * live.constant_map_share, 1) if name in spatial else None,
+                "zeros %": round(100 * live.sparsity, 1),
+                "never-firing channels": ", ".join(map(str, dead[:40])) + (" ..." if len(dead) > 40 else ""),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def class_top(stats, layer: str, channel: int, class_name: str, k: int = 5, by: str = "max") -> list:
+    """The ``k`` photos of ``class_name`` on which ``channel`` of ``layer`` fires most
+    (:class:`featapp.analysis.NeuronHit`, strongest first, with the max's cell and box)."""
+    from featapp.analysis import NeuronHit
+    from featapp.geometry import receptive_box
+
+    if class_name not in stats.class_names:
+        raise ValueError(f"no class {class_name!r}; the classes are {', '.join(stats.class_names)}")
+    label = stats.class_names.index(class_name)
+    column = np.asarray(stats.values(layer, by=by))[:, channel]
+    members = np.flatnonzero(stats.labels == label)
+    order = members[np.argsort(-column[members], kind="stable")][:k]
+    spatial = stats.is_spatial(layer)
+    cells = stats.max_cells(layer)[:, channel] if spatial else None
+    field = stats.receptive_field(layer)
+    hits = []
+    for rank, index in enumerate(order):
+        cell = (int(cells[index, 0]), int(cells[index, 1])) if cells is not None else None
+        box = receptive_box(field, *cell, stats.input_hw) if cell is not None and field is not None else None
+        hits.append(
+            NeuronHit(
+                path=stats.paths[index],
+                class_name=class_name,
+                label=label,
+                value=float(column[index]),
+                cell=cell,
+                box=box,
+                rank=rank,
+                index=int(index),
+            )
+        )
+    return hits
