@@ -16,14 +16,15 @@ from featapp.projection import METHODS, available_methods, image_features, neare
 
 GOTO = "classes.goto"
 SCAN_SPLIT = "neuron.split"  # the scanned split, shared with "One neuron, many images"
-LAYER_KEY, BY_KEY, CHANNEL_KEY = "classes.layer", "classes.by", "classes.channel"
+LAYER_KEY, BY_KEY = shared.CLASSES_LAYER, "classes.by"
 MAP_LAYER, MAP_METHOD, MAP_NONCE = "classes.map_layer", "classes.map_method", "classes.map_nonce"
-TAB_KEY = "classes.tab"
-TABS = ("🐾 Channels that tell them apart", "🔢 Dense units and this photo", "🗺️ Map of the feature space", "🩺 Health")
+TAB_KEY, TABS = shared.CLASSES_TAB, shared.CLASSES_TABS
 PER_CLASS = 5
 CHART_CHANNELS = 10
 NEIGHBOURS = 8
-MAP_PX = 640
+MAP_PX = 480
+# Cats warm, dogs cool, on every chart of the page (Streamlit's default palette gives two blues).
+CLASS_COLOURS = ("#e8833a", "#2f6db5", "#6aa84f", "#a64d79")
 
 if GOTO in st.session_state:
     shared.goto(st.session_state.pop(GOTO))
@@ -132,6 +133,12 @@ spatial = [name for name in stats.layer_names if stats.is_spatial(name)]
 deepest_conv = next((layer.name for layer in reversed(model.layers) if layer.kind == "Conv2D"), ranked_layers[0])
 
 
+def _class_scale(names) -> alt.Scale:
+    names = list(names)
+    order = list(stats.class_names) + [n for n in names if n not in stats.class_names]
+    return alt.Scale(domain=names, range=[CLASS_COLOURS[order.index(n) % len(CLASS_COLOURS)] for n in names])
+
+
 def _layer_text(name: str) -> str:
     return shared.layer_label(model, model.layer(name))
 
@@ -187,13 +194,18 @@ def _channels_tab() -> None:
             .mark_bar()
             .encode(
                 x=alt.X("AUC:Q", scale=alt.Scale(domain=[0, 1]), title=f"AUC ({positive} above {other})"),
-                y=alt.Y(f"{word}:N", sort=alt.EncodingSortField("AUC", order="descending"), title=word),
-                color=alt.Color("fires for:N", scale=alt.Scale(domain=[positive, other])),
+                y=alt.Y(
+                    f"{word}:N",
+                    sort=alt.EncodingSortField("AUC", order="descending"),
+                    title=word,
+                    axis=alt.Axis(labelOverlap=False),
+                ),
+                color=alt.Color("fires for:N", scale=_class_scale([positive, other])),
                 tooltip=list(frame.columns),
             )
         )
         half = alt.Chart(pd.DataFrame({"AUC": [0.5]})).mark_rule(strokeDash=[4, 4], color="grey").encode(x="AUC:Q")
-        st.altair_chart((bars + half).properties(height=18 * len(frame) + 40), width="stretch")
+        st.altair_chart((bars + half).properties(height=20 * len(frame) + 40), width="stretch")
 
     rows = table.ranked()
     ranked = pd.DataFrame(
@@ -268,7 +280,7 @@ def _channel_photos(layer: str, channel: int, by: str, is_map: bool, word: str, 
                             output_format="PNG",
                         )
                     st.button(
-                        "Feature map" if is_map else "Look inside",
+                        "Map" if is_map else "Open",
                         key=f"classes_open_{layer}_{channel}_{hit.index}",
                         on_click=_open,
                         args=(
@@ -280,9 +292,9 @@ def _channel_photos(layer: str, channel: int, by: str, is_map: bool, word: str, 
                             channel,
                             hit.cell,
                         ),
-                        help="Make this photo the current image and open this channel on the Feature map."
+                        help=f"Make {hit.path.name} the current image and open this channel on the Feature map."
                         if is_map
-                        else "Make this photo the current image.",
+                        else f"Make {hit.path.name} the current image.",
                     )
     if is_map:
         st.caption(render.describe_range(vr, scale))
@@ -348,11 +360,15 @@ def _dense_tab() -> None:
             .mark_bar()
             .encode(
                 x=alt.X("contribution:Q", title="activation x weight (towards the logit)"),
-                y=alt.Y("unit:N", sort=alt.EncodingSortField("contribution", order="descending")),
-                color=alt.Color("pushes towards:N", scale=alt.Scale(domain=[positive, other])),
+                y=alt.Y(
+                    "unit:N",
+                    sort=alt.EncodingSortField("contribution", order="descending"),
+                    axis=alt.Axis(labelOverlap=False),
+                ),
+                color=alt.Color("pushes towards:N", scale=_class_scale([positive, other])),
                 tooltip=list(frame.columns),
             )
-            .properties(height=18 * len(frame) + 40)
+            .properties(height=20 * len(frame) + 40)
         )
         st.altair_chart(chart, width="stretch")
         st.caption(
@@ -381,7 +397,7 @@ def _map_tab() -> None:
     with st.spinner("Computing the map (once per model, split and layer)..."):
         fitted = shared.projection(stats, layer, method)
     predicted = predicted_labels(stats)
-    p_values = stats.values(model.layer_names[-1])[:, -1] if predicted is not None else None
+    p_values = stats.values(model.layer_names[-1])[:, -1].astype(np.float64) if predicted is not None else None
     names = [path.name for path in stats.paths]
     classes = stats.image_classes
     wrong = predicted != stats.labels if predicted is not None else np.zeros(len(stats), bool)
@@ -412,8 +428,12 @@ def _map_tab() -> None:
         .encode(
             x=alt.X("x:Q", title=x_title),
             y=alt.Y("y:Q", title=y_title),
-            color=alt.Color("class:N", scale=alt.Scale(domain=list(stats.class_names))),
-            shape=alt.Shape("answer:N", scale=alt.Scale(domain=["right", "wrong"], range=["circle", "cross"])),
+            color=alt.Color("class:N", scale=_class_scale(stats.class_names), legend=alt.Legend(orient="bottom")),
+            shape=alt.Shape(
+                "answer:N",
+                scale=alt.Scale(domain=["right", "wrong"], range=["circle", "cross"]),
+                legend=alt.Legend(orient="bottom"),
+            ),
             size=alt.condition(alt.datum.answer == "wrong", alt.value(110), alt.value(40)),
             opacity=alt.condition(pick, alt.value(0.75), alt.value(0.3)),
             tooltip=["image", "photo", "class", f"p({positive})", "answer"],
@@ -431,7 +451,7 @@ def _map_tab() -> None:
         .mark_text(dx=14, dy=-14, fontWeight="bold", align="left")
         .encode(x="x:Q", y="y:Q", text="label:N")
     )
-    chart = (points + marker + label).properties(width=MAP_PX, height=int(MAP_PX * 0.75))
+    chart = (points + marker + label).properties(height=MAP_PX)
     chart_key = f"classes_map_{layer}_{method}_{st.session_state.get(MAP_NONCE, 0)}"
     map_col, near_col = st.columns([1.6, 1])
     with map_col:
@@ -440,7 +460,7 @@ def _map_tab() -> None:
             key=chart_key,
             on_select=lambda: _on_map_click(chart_key, stats.paths, classes, split),
             selection_mode="photo",
-            width="content",
+            width="stretch",
         )
         mistakes = int(wrong.sum())
         st.caption(
@@ -475,7 +495,8 @@ def _map_tab() -> None:
                     width="stretch",
                 )
                 st.button(
-                    "Look inside",
+                    "Open",
+                    help="Make this photo the current image",
                     key=f"classes_near_{index}",
                     on_click=_make_current,
                     args=(str(stats.paths[index]), classes[index], split),
@@ -507,7 +528,7 @@ def _health_tab() -> None:
         .properties(height=260)
     )
     st.altair_chart(chart, width="stretch")
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(table, hide_index=True, width="stretch", height=36 * (len(table) + 1) + 4)
 
 
 drawers = (_channels_tab, _dense_tab, _map_tab, _health_tab)

@@ -81,6 +81,16 @@ GALLERY_TAB = "gallery_tab"
 GALLERY_TABS = ("📷 Dataset photos", "🧪 Probes", "⬆️ Your photo or the camera")
 """The gallery's tabs: the dataset photos, the probes, and uploads with the camera."""
 
+CLASSES_TAB = "classes.tab"
+CLASSES_TABS = (
+    "🐾 Channels that tell them apart",
+    "🔢 Dense units and this photo",
+    "🗺️ Map of the feature space",
+    "🩺 Health",
+)
+"""The 'Cats vs dogs' page's tabs (only the open one is drawn)."""
+CLASSES_LAYER = "classes.layer"
+
 SCALING_LABELS = {
     "per map": "per map (its own min to max)",
     "per layer": "per layer (all channels, this image)",
