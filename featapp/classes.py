@@ -214,9 +214,12 @@ class SeparationTable:
         return [self.row(c) for c in self.order()[:limit]]
 
     def top_for(self, class_name: str, limit: int = 10) -> list[ChannelSeparation]:
-        """The ``limit`` channels that fire most for ``class_name`` over the other class, best first."""
-        if class_name not in self.class_names:
+        """The ``limit`` channels that fire most for ``class_name`` over the other class, best first
+        (with more than two classes: the positive class, or :attr:`other`, ``"the rest"``)."""
+        if class_name not in self.class_names and class_name != self.other:
             raise ValueError(f"no class {class_name!r}; the classes are {', '.join(self.class_names)}")
+        if class_name != self.positive and len(self.class_names) > 2 and class_name != self.other:
+            raise ValueError(f"with {len(self.class_names)} classes, rank {self.positive!r} against 'the rest'")
         sign = 1.0 if class_name == self.positive else -1.0
         score = np.nan_to_num(sign * (self.auc - 0.5), nan=-1.0)
         effect = np.nan_to_num(sign * self.effect, nan=0.0, posinf=1e300, neginf=-1e300)

@@ -154,3 +154,33 @@ def test_the_page_without_a_dataset_explains(monkeypatch, tmp_path):
     at.switch_page(PAGE_FILES["classes"]).run()
     assert_clean(at)
     assert "needs a dataset to scan" in main_text(at)
+
+
+def test_a_trunk_and_a_three_class_model_still_work(env, monkeypatch, model, six_photos, tmp_path):
+    from tests.appmodels import COMMITTED_MODEL, trunk_of
+    from tests.modelfactory import Conv, TinyNet, build
+
+    monkeypatch.setenv("FEATAPP_MODEL", str(trunk_of(COMMITTED_MODEL, tmp_path / "trunk.onnx")))
+    at, _ = scanned_page_of(six_photos)
+    for tab in range(4):
+        open_tab(at, tab)
+    open_tab(at, 1)
+    assert "no dense output layer" in main_text(at)
+
+    net = TinyNet(
+        height=40, width=32, channels=1, convs=(Conv(4), Conv(6)), head="softmax",
+        class_names=("circle", "square", "triangle"), seed=4,
+    )  # fmt: skip
+    monkeypatch.setenv("FEATAPP_MODEL", str(build(net, tmp_path / "shapes.onnx")))
+    at, _ = scanned_page_of(six_photos)
+    for tab in range(4):
+        open_tab(at, tab)
+    open_tab(at, 1)
+    assert "3 units" in main_text(at)
+
+
+def scanned_page_of(six_photos):
+    at = open_app("classes")
+    next(b for b in at.button if b.label.startswith("Scan the 6 photos")).click().run()
+    assert_clean(at)
+    return at, None

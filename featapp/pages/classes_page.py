@@ -119,6 +119,10 @@ if len(stats.class_names) < 2:
     st.stop()
 
 positive = stats.class_names[-1]
+if len(stats.class_names) > 2:
+    positive = st.selectbox(
+        "Tell this class from the rest", stats.class_names, index=len(stats.class_names) - 1, key="classes_positive"
+    )
 other = stats.class_names[0] if len(stats.class_names) == 2 else "the rest"
 counts = ", ".join(f"{int((stats.labels == i).sum())} {name}" for i, name in enumerate(stats.class_names))
 st.caption(f"{len(stats)} scanned photos of the {split} split ({counts}).")
@@ -166,7 +170,7 @@ def _channels_tab() -> None:
             if is_map
             else "max"
         )
-    table = shared.separation(stats, layer, by)
+    table = shared.separation(stats, layer, by, positive)
     word = "channel" if is_map else "unit"
     number = model.layer_names.index(layer) + 1
 
@@ -182,8 +186,7 @@ def _channels_tab() -> None:
                 "AUC": round(row.auc, 3),
                 "d": None if not np.isfinite(row.effect) else round(row.effect, 2),
                 "fires for": row.fires_for,
-                f"mean ({positive})": round(row.class_means[-1], 4),
-                f"mean ({other})": round(row.class_means[0], 4),
+                **{f"mean ({n})": round(m, 4) for n, m in zip(table.class_names, row.class_means, strict=True)},
             }
             for row in [*top_positive, *top_other]
         ]
@@ -249,13 +252,13 @@ def _channel_photos(layer: str, channel: int, by: str, is_map: bool, word: str, 
         f"AUC **{row.auc:.2f}**, d **{row.effect:.2f}**: it fires more for **{row.fires_for}**. "
         + ("The box on each photo is what its strongest cell sees; all maps share one colour scale." if is_map else "")
     )
-    hits = {name: class_top(stats, layer, channel, name, PER_CLASS, by) for name in (other, positive)}
+    hits = {name: class_top(stats, layer, channel, name, PER_CLASS, by) for name in stats.class_names}
     maps = {}
     for name, class_hits in hits.items():
         kept, pixels, values = shared.channel_maps(model, [h.path for h in class_hits], layer, channel)
         maps[name] = (kept, pixels, values)
     vr = render.shared_range(*[m[2] for m in maps.values() if is_map and len(m[2])]) if is_map else None
-    halves = st.columns(2)
+    halves = st.columns(len(hits))
     for half, (name, class_hits) in zip(halves, hits.items(), strict=True):
         kept, pixels, values = maps[name]
         by_path = {p: i for i, p in enumerate(kept)}
@@ -335,7 +338,7 @@ def _dense_tab() -> None:
     )
     values = image_features(shared.activations(model, image)[feeding])
     rows = contributions(values, weights)
-    table = shared.separation(stats, feeding, "max")
+    table = shared.separation(stats, feeding, "max", positive)
     logit = weights.bias + sum(r.contribution for r in rows)
     p = 1.0 / (1.0 + np.exp(-logit))
     firing = sum(1 for r in rows if r.activation > 0)

@@ -252,15 +252,15 @@ def neuron_stats(model: FeatureModel, data: Dataset, split: str):
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _separation(model_sha: str, fingerprint: str, split: str, layer: str, by: str, _stats):
+def _separation(model_sha: str, fingerprint: str, split: str, layer: str, by: str, positive: str | None, _stats):
     from featapp.classes import layer_separation
 
-    return layer_separation(_stats, layer, by=by)
+    return layer_separation(_stats, layer, by=by, positive=positive)
 
 
-def separation(stats, layer: str, by: str):
-    """:func:`featapp.classes.layer_separation` of a scan, computed once per layer and score."""
-    return _separation(stats.model_sha256, stats.dataset_fingerprint, str(stats.split), layer, by, stats)
+def separation(stats, layer: str, by: str, positive: str | None = None):
+    """:func:`featapp.classes.layer_separation` of a scan, computed once per layer, score and positive class."""
+    return _separation(stats.model_sha256, stats.dataset_fingerprint, str(stats.split), layer, by, positive, stats)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
