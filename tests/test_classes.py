@@ -132,6 +132,15 @@ def test_pca_places_the_fitted_points_where_they_are():
     assert np.allclose(fitted.place(table[:10]), fitted.coords[:10], atol=1e-4)
     assert np.allclose(fitted.components @ fitted.components.T, np.eye(2))
     assert fitted.explained[0] > fitted.explained[1] > 0
+    # The same axes as the SVD of the centred table itself (up to each axis's sign), and
+    # for a table with fewer rows than columns, where that SVD is used directly.
+    for data in (table, table[:10]):
+        fitted = projection.fit_pca(data)
+        centred = data - data.mean(axis=0)
+        _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+        for axis in range(2):
+            assert abs(float(fitted.components[axis] @ vt[axis])) == pytest.approx(1.0, abs=1e-8)
+        assert fitted.explained[0] == pytest.approx(singular[0] ** 2 / (singular**2).sum())
     with pytest.raises(ValueError, match="at least two photos"):
         projection.fit_pca(table[:1])
 
