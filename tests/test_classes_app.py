@@ -83,6 +83,12 @@ def test_channels_tab_ranks_the_deepest_conv_layer_and_opens_the_feature_map(env
     assert_clean(at)
     dense = classes.layer_separation(stats, "dense", "max")
     assert at.dataframe[0].value["unit"].tolist()[:10] == [row.channel + 1 for row in dense.ranked(10)]
+    unit = dense.ranked()[0].channel
+    cat = classes.class_top(stats, "dense", unit, "cats", 1)[0]
+    at.button(key=f"classes_open_dense_{unit}_{cat.index}").click().run()
+    assert_clean(at)
+    assert get_current(at.session_state).title == f"{cat.path.name} (test)"
+    assert "What tells a cat from a dog" in at.title[0].value, "a unit's photo opens here, not on another page"
 
 
 def test_dense_tab_sums_the_units_to_the_models_probability(env, model, six_photos):

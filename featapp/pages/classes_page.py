@@ -46,7 +46,8 @@ def _make_current(path: str, class_name: str, split: str) -> bool:
     return True
 
 
-def _open(page: str, path: str, class_name: str, split: str, layer: str, channel: int, cell=None) -> None:
+def _open(page: str | None, path: str, class_name: str, split: str, layer: str, channel: int, cell=None) -> None:
+    """Make the photo current, point the shared view at this layer and channel, and open ``page`` (if any)."""
     if not _make_current(path, class_name, split):
         return
     st.session_state[shared.LAYER] = layer
@@ -55,7 +56,8 @@ def _open(page: str, path: str, class_name: str, split: str, layer: str, channel
     if page == "neuron":
         st.session_state["neuron.source"] = "dataset"
         st.session_state[SCAN_SPLIT] = split
-    st.session_state[GOTO] = page
+    if page is not None:
+        st.session_state[GOTO] = page
 
 
 def _on_map_click(chart_key: str, paths: list, classes: list, split: str) -> None:
@@ -287,7 +289,7 @@ def _channel_photos(layer: str, channel: int, by: str, is_map: bool, word: str, 
                         key=f"classes_open_{layer}_{channel}_{hit.index}",
                         on_click=_open,
                         args=(
-                            "feature_map" if is_map else "gallery",
+                            "feature_map" if is_map else None,
                             str(hit.path),
                             name,
                             split,
