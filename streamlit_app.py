@@ -28,6 +28,7 @@ def run_session() -> None:
         st.Page(shared.PAGE_FILES["feature_map"], title="Feature map", icon="🔥", url_path="feature_map"),
         st.Page(shared.PAGE_FILES["layer_grid"], title="Layer grid", icon="🔲", url_path="layer_grid"),
         st.Page(shared.PAGE_FILES["neuron"], title="One neuron, many images", icon="🎯", url_path="neuron"),
+        st.Page(shared.PAGE_FILES["classes"], title="Cats vs dogs", icon="🐾", url_path="classes"),
         st.Page(shared.PAGE_FILES["model"], title="Model", icon="🧠", url_path="model"),
     ]
     page = st.navigation(pages)

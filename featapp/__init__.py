@@ -15,6 +15,7 @@ Everything a user can get wrong raises :class:`ImageError`, :class:`ModelError` 
 
 from featapp.analysis import NeuronHit, NeuronStats, StatsFileError, load_cached, load_or_scan, scan
 from featapp.cache import default_cache_dir
+from featapp.classes import SeparationTable, contributions, layer_separation, network_health, output_weights
 from featapp.dataset import Dataset, DatasetError, DatasetImage
 from featapp.geometry import ReceptiveField, receptive_box
 from featapp.images import ImageError, InputSpec, prepare_image
@@ -22,6 +23,7 @@ from featapp.metadata import LayerInfo, ModelSpec
 from featapp.model import FeatureModel, ModelError, Prediction, load_model
 from featapp.occlusion import OcclusionMap, occlusion_sensitivity
 from featapp.probes import Probe, probe, probe_images
+from featapp.projection import Projection, load_or_fit, nearest
 from featapp.snapshots import Snapshot, load_snapshots
 
 __all__ = [
@@ -50,6 +52,15 @@ __all__ = [
     "NeuronHit",
     "StatsFileError",
     "default_cache_dir",
+    # what tells the classes apart, and a map of the feature space
+    "layer_separation",
+    "SeparationTable",
+    "output_weights",
+    "contributions",
+    "network_health",
+    "Projection",
+    "load_or_fit",
+    "nearest",
     # where a cell looks, and what the prediction depends on
     "ReceptiveField",
     "receptive_box",

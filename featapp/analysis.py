@@ -16,18 +16,20 @@ Channels and units are 0-based here, as in ``acts["conv2d"][i, c]``.
 
 **What is stored, and why.** For the lecture's model and the 4,000 shared photos:
 
-* spatial layers (704 channels): max and mean as float32, the position of the max as
-  uint16 (a flat index into the map) - 10 bytes per image and channel, 28 MB;
+* spatial layers (704 channels): max, mean and min as float32, the position of the max
+  as uint16 (a flat index into the map) and how many cells are exactly zero (uint16) -
+  16 bytes per image and channel, 45 MB. The min and the zero count say whether a map is
+  constant and how sparse a layer is (:meth:`NeuronStats.liveness`);
 * vector layers up to :data:`WIDE_LAYER_UNITS` units (dense: 512, dense_1: 1): every
   value as float32 - 8 MB;
 * wider vector layers (flatten and dropout: 6,272 units, each a copy of one
   max_pooling2d_3 cell): only each unit's top :data:`KEPT_PER_UNIT` images and values -
-  5 MB instead of 100 MB for all values. ``top_k`` works for ``k`` up to that number;
+  5 MB instead of 100 MB for all values, plus each image's count of zero units. ``top_k`` works for ``k`` up to that number;
   :meth:`NeuronStats.values` explains that the full table was not kept;
 * a layer whose output equals an earlier layer's on every scanned image (dropout is the
   identity at inference, so it equals flatten) is stored once, as a reference.
 
-That is about 40 MB, one uncompressed ``.npz`` (about 0.1 s to load).
+That is about 57 MB, one uncompressed ``.npz`` (about 0.1 s to load).
 
 **The cache.** :func:`load_or_scan` keeps one file per model, dataset folder and split
 in :func:`featapp.cache.default_cache_dir`. Inside it records the format version, the
@@ -56,6 +58,7 @@ from featapp.cache import atomic_write, default_cache_dir
 from featapp.dataset import Dataset, DatasetError, DatasetImage
 from featapp.geometry import ReceptiveField, receptive_box
 from featapp.images import ImageError, prepare_image
+from featapp.liveness import LayerLiveness
 
 __all__ = [
     "NeuronHit",
@@ -73,8 +76,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-"""Version of the statistics file layout; a file with another version is rebuilt."""
+FORMAT_VERSION = 2
+"""Version of the statistics file layout; a file with another version is rebuilt.
+Version 2 added each map's minimum and zero count (spatial) and each image's zero count (wide vectors)."""
 
 WIDE_LAYER_UNITS = 2048
 """Vector layers with more units than this keep only each unit's top images."""
@@ -116,9 +120,9 @@ class NeuronHit:
 class _Layer:
     """One layer's stored statistics. ``storage`` is one of:
 
-    ``"spatial"`` (maxima, means, argmax), ``"vector"`` (values), ``"top"`` (top_index,
-    top_value: each unit's best images, strongest first) or ``"alias"`` (same as
-    ``alias_of``)."""
+    ``"spatial"`` (maxima, means, argmax, minima, zeros), ``"vector"`` (values), ``"top"``
+    (top_index, top_value: each unit's best images, strongest first; zeros: each image's
+    count of zero units) or ``"alias"`` (same as ``alias_of``)."""
 
     name: str
     storage: str
@@ -133,12 +137,14 @@ class _Layer:
     values: np.ndarray | None = None
     top_index: np.ndarray | None = None
     top_value: np.ndarray | None = None
+    minima: np.ndarray | None = None
+    zeros: np.ndarray | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
         names = {
-            "spatial": ("maxima", "means", "argmax"),
+            "spatial": ("maxima", "means", "argmax", "minima", "zeros"),
             "vector": ("values",),
-            "top": ("top_index", "top_value"),
+            "top": ("top_index", "top_value", "zeros"),
             "alias": (),
         }[self.storage]
         return {name: getattr(self, name) for name in names}
@@ -244,6 +250,14 @@ class NeuronStats:
         view.flags.writeable = False
         return view
 
+    def is_spatial(self, layer: str) -> bool:
+        """True for a layer of feature maps (it has cells, maxima and means)."""
+        return self._resolved(layer).storage == "spatial"
+
+    def receptive_field(self, layer: str) -> ReceptiveField | None:
+        """The receptive field of a feature-map layer's cells (``None`` for vectors)."""
+        return self._resolved(layer).field
+
     def max_cells(self, layer: str) -> np.ndarray:
         """``(images, channels, 2)``: row and col of each image's max, for spatial layers."""
         stored = self._resolved(layer)
@@ -251,6 +265,42 @@ class NeuronStats:
             raise ValueError(f"layer {layer!r} is not a feature map; it has no cells")
         rows, cols = np.divmod(stored.argmax.astype(np.int64), stored.cols)  # type: ignore[union-attr]
         return np.stack([rows, cols], axis=-1)
+
+    def liveness(self, layer: str) -> LayerLiveness:
+        """How alive ``layer`` is on the scanned images (:class:`featapp.liveness.LayerLiveness`):
+        channels that never fire, the share of constant maps, and the share of zeros.
+
+        A channel fires when some cell of some image is above zero; a map is constant when
+        its min equals its max. Vector units have no maps, so their constant share is 0.
+
+        >>> stats.liveness("conv2d_3").never_active_share     # doctest: +SKIP
+        0.117
+        """
+        stored = self._resolved(layer)
+        count = len(self)
+        if stored.storage == "spatial":
+            ever = (stored.maxima > 0).any(axis=0)  # type: ignore[union-attr]
+            maps = count * stored.units
+            constant = int((stored.maxima == stored.minima).sum()) / maps if maps else 0.0  # type: ignore[union-attr]
+            cells = maps * stored.rows * stored.cols
+            sparsity = float(stored.zeros.sum(dtype=np.int64)) / cells if cells else 0.0  # type: ignore[union-attr]
+        elif stored.storage == "vector":
+            ever = (stored.values > 0).any(axis=0)  # type: ignore[union-attr]
+            constant = 0.0
+            sparsity = float(np.count_nonzero(stored.values == 0)) / stored.values.size if count else 0.0  # type: ignore[union-attr]
+        else:
+            # Each unit's strongest image is kept, so "ever above zero" is its first value.
+            ever = stored.top_value[0] > 0 if count else np.zeros(stored.units, bool)  # type: ignore[index]
+            constant = 0.0
+            values = count * stored.units
+            sparsity = float(stored.zeros.sum(dtype=np.int64)) / values if values else 0.0  # type: ignore[union-attr]
+        return LayerLiveness(
+            channels=stored.units,
+            images=count,
+            never_active_channels=tuple(int(c) for c in np.flatnonzero(~ever)),
+            constant_map_share=float(constant),
+            sparsity=sparsity,
+        )
 
     def top_k(self, layer: str, channel: int, k: int = 9, by: str = "max") -> list[NeuronHit]:
         """The ``k`` images on which ``channel`` of ``layer`` responds most, strongest first.
@@ -430,7 +480,7 @@ def _check_shapes(layer: _Layer, count: int) -> None:
     if layer.storage == "spatial":
         if layer.field is None or layer.rows < 1 or layer.cols < 1:
             raise StatsFileError(f"layer {layer.name!r} lacks its geometry")
-        for key in ("maxima", "means", "argmax"):
+        for key in ("maxima", "means", "argmax", "minima", "zeros"):
             if getattr(layer, key).shape != expected:
                 raise StatsFileError(f"layer {layer.name!r}: {key} has the wrong shape")
         if count and int(layer.argmax.max()) >= layer.rows * layer.cols:  # type: ignore[union-attr]
@@ -444,6 +494,8 @@ def _check_shapes(layer: _Layer, count: int) -> None:
             raise StatsFileError(f"layer {layer.name!r}: top images have the wrong shape")
         if kept > count or (kept and not (layer.top_index.min() >= 0 and layer.top_index.max() < count)):  # type: ignore[union-attr]
             raise StatsFileError(f"layer {layer.name!r}: top images point outside the image list")
+        if layer.zeros.shape != (count,):  # type: ignore[union-attr]
+            raise StatsFileError(f"layer {layer.name!r}: zero counts have the wrong shape")
 
 
 # -- scanning ---------------------------------------------------------------------------------
@@ -466,6 +518,8 @@ class _Accumulator:
                 maxima=np.empty((count, channels), np.float32),
                 means=np.empty((count, channels), np.float32),
                 argmax=np.empty((count, channels), index_type),
+                minima=np.empty((count, channels), np.float32),
+                zeros=np.empty((count, channels), np.uint16 if rows * cols <= np.iinfo(np.uint16).max else np.uint32),
             )
         elif shape[0] <= WIDE_LAYER_UNITS:
             self.layer = _Layer(name, "vector", shape[0], values=np.empty((count, shape[0]), np.float32))
@@ -476,6 +530,7 @@ class _Accumulator:
                 shape[0],
                 top_index=np.empty((0, shape[0]), np.int32),
                 top_value=np.empty((0, shape[0]), np.float32),
+                zeros=np.empty(count, np.int32),
             )
 
     def add(self, start: int, output: np.ndarray) -> None:
@@ -487,9 +542,12 @@ class _Accumulator:
             layer.argmax[start:stop] = where  # type: ignore[index]
             layer.maxima[start:stop] = np.take_along_axis(flat, where[:, :, np.newaxis], axis=2)[:, :, 0]  # type: ignore[index]
             layer.means[start:stop] = flat.mean(axis=2)  # type: ignore[index]
+            layer.minima[start:stop] = flat.min(axis=2)  # type: ignore[index]
+            layer.zeros[start:stop] = np.count_nonzero(flat == 0, axis=2)  # type: ignore[index]
         elif layer.storage == "vector":
             layer.values[start:stop] = output  # type: ignore[index]
         else:
+            layer.zeros[start:stop] = np.count_nonzero(output == 0, axis=1)  # type: ignore[index]
             # Running top-KEPT_PER_UNIT per unit. The kept rows come first and hold
             # earlier images, so a stable sort keeps ties deterministic (earlier wins).
             values = np.concatenate([layer.top_value, output.astype(np.float32)])  # type: ignore[list-item]
@@ -503,6 +561,9 @@ class _Accumulator:
         layer = self.layer
         if layer.storage in ("spatial", "vector"):
             for key in layer.arrays():
+                setattr(layer, key, getattr(layer, key)[:count].copy())
+        else:
+            for key in ("zeros",):
                 setattr(layer, key, getattr(layer, key)[:count].copy())
         return layer
 

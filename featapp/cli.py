@@ -7,7 +7,11 @@ Commands:
 * ``scan DATA_DIR [--split S]``: build the neuron statistics, with a progress bar.
 * ``top --layer L --channel C [--k 9] [--out grid.png]``: the images that excite a
   channel most, with the input box that drove each one; optionally as a picture.
-* ``info``: the model's layers, input, classes and execution provider.
+* ``classes --layer L [--split S] [--json]``: which channels of a layer fire for one
+  class rather than the other (per-class means, AUC, standardized difference), from the scan.
+* ``info [IMAGE...] [--split S]``: the model's layers, input, classes and execution
+  provider; with images or a scanned split, how alive each layer is (channels that never
+  fire, constant maps, sparsity).
 
 Channels are counted **from 1** on the command line, as students say "channel 1 of
 layer 1"; the library (``acts["conv2d"][i, 0]``, ``stats.top_k("conv2d", 0)``) counts
@@ -411,6 +415,130 @@ def _axes(pair) -> str:
     return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
 
 
+def _layer_of(model, text: str):
+    """A layer by name, or by its number counted from 1 (as ``info`` lists them)."""
+    if text.isdigit() and not any(name == text for name in model.layer_names):
+        number = int(text)
+        if not 1 <= number <= len(model.layers):
+            raise _UserError(f"layers are numbered 1 to {len(model.layers)}; you asked for layer {number}.")
+        return model.layers[number - 1]
+    try:
+        return model.layer(text)
+    except KeyError:
+        raise _UserError(
+            f"no layer '{text}'; the layers are: {', '.join(model.layer_names)} (or their numbers)."
+        ) from None
+
+
+def _stats_for(args: argparse.Namespace, model):
+    from featapp.analysis import load_cached, load_or_scan
+
+    dataset = _dataset(args)
+    _check_split(dataset, args.split)
+    stats = load_cached(model, dataset, args.split, _cache_dir(args))
+    if stats is None:
+        print("No neuron statistics for this model and dataset yet; scanning first (once).", file=sys.stderr)
+        stats = load_or_scan(
+            model, dataset, args.split, _cache_dir(args), progress=TextProgress("scanning"), batch_size=args.batch_size
+        )
+    return dataset, stats
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    if value is None or not math.isfinite(value):
+        return "inf" if value is not None and value > 0 else ("-inf" if value is not None else "-")
+    return f"{value:.{digits}f}"
+
+
+def cmd_classes(args: argparse.Namespace) -> int:
+    from featapp.classes import layer_separation
+
+    model = _load_model(args)
+    layer = _layer_of(model, args.layer)
+    dataset, stats = _stats_for(args, model)
+    if len(stats.class_names) < 2:
+        raise _UserError(
+            f"the scanned images have only one class ({', '.join(stats.class_names)}); nothing to tell apart."
+        )
+    try:
+        table = layer_separation(stats, layer.name, by=args.by)
+    except ValueError as err:
+        raise _UserError(str(err)) from None
+    if args.json:
+        result = table.as_dict()
+        result["split"] = args.split
+        result["data_dir"] = str(dataset.root)
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    word = "channel" if layer.is_spatial else "unit"
+    number = model.layer_names.index(layer.name) + 1
+    where = f"the {args.split} split" if args.split else "all splits"
+    counts = ", ".join(f"{n} {name}" for name, n in zip(table.class_names, table.counts, strict=True))
+    score = f"each photo's {args.by} of the map" if layer.is_spatial else "each unit's value"
+    print(
+        f"Layer {number} ({layer.name}): which {word}s tell {table.positive} from {table.other}, over {counts} "
+        f"({where} of {dataset.root}), by {score}."
+    )
+    print(
+        f"AUC: chance that a {table.positive} photo scores higher than a {table.other} photo (1 = always, "
+        "0 = never, 0.5 = no help); d: difference of the class means in standard deviations."
+    )
+    names = table.class_names
+    header = f"{'rank':>4}  {word:>7}  {'AUC':>6}  {'d':>7}  {'fires for':<10}" + "".join(
+        f" {'mean ' + n:>12}" for n in names
+    )
+    print(header)
+    rows = table.ranked(None if args.top == 0 else args.top)
+    for rank, row in enumerate(rows, start=1):
+        means = "".join(f" {m:>12.4g}" for m in row.class_means)
+        fires = "(never)" if row.never_fires else row.fires_for
+        print(
+            f"{rank:>4}  {row.channel + 1:>7}  {_number(row.auc):>6}  {_number(row.effect, 2):>7}  {fires:<10}{means}"
+        )
+    dead = int(table.never_fires.sum())
+    if dead:
+        print(f"{dead} of {table.channels} {word}s never fire on these photos (AUC 0.5, listed last).")
+    return 0
+
+
+def _liveness_rows(model, args: argparse.Namespace) -> tuple[str, dict] | None:
+    """Liveness per layer for the images given, or for a scanned split; ``None`` when neither was asked for."""
+    from featapp.liveness import liveness_of
+
+    if args.images:
+        names, batch, _ = _prepare_files(model, args.images)
+        if not len(batch):
+            raise _UserError("none of the images could be read, so there is nothing to count.")
+        chunks = (model.activations(batch[s : s + args.batch_size]) for s in range(0, len(batch), args.batch_size))
+        return f"{len(names)} image{'s' if len(names) != 1 else ''}", liveness_of(chunks)
+    if args.split:
+        from featapp.classes import network_health
+
+        dataset, stats = _stats_for(args, model)
+        return f"the {len(stats)} photos of the {args.split} split of {dataset.root}", network_health(stats)
+    return None
+
+
+def _print_liveness(model, where: str, health: dict) -> None:
+    print()
+    print(f"Liveness on {where}:")
+    header = f"{'#':>2}  {'layer':<18} {'never fire':>16}  {'constant maps':>13}  {'zeros':>6}  never-firing channels"
+    print(header)
+    print("-" * len(header))
+    for number, name in enumerate(model.layer_names, start=1):
+        live = health[name]
+        dead = f"{live.never_active}/{live.channels} ({live.never_active_share:.0%})"
+        shown = [c + 1 for c in live.never_active_channels]
+        listed = ", ".join(map(str, shown[:12])) + (f", ... ({len(shown) - 12} more)" if len(shown) > 12 else "")
+        constant = f"{live.constant_map_share:.1%}" if model.layer(name).is_spatial else "-"
+        print(f"{number:>2}  {name:<18} {dead:>16}  {constant:>13}  {live.sparsity:>6.1%}  {listed or '-'}")
+    print(
+        "Never fire: channels (units) that are zero on every image, so they carry nothing. Constant maps: "
+        "share of (image, channel) maps with one value everywhere. Zeros: share of all activations that are 0."
+    )
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     model = _load_model(args)
     spec = model.spec
@@ -448,6 +576,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         )
     print(f"{'':>2}  {'total':<18} {'':<20} {'':<16} {total:>10,}")
     print("Receptive field: input pixels one cell sees; jump: input pixels between neighbouring cells.")
+    liveness = _liveness_rows(model, args)
+    if liveness is not None:
+        _print_liveness(model, *liveness)
     return 0
 
 
@@ -554,12 +685,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     top.set_defaults(run=cmd_top)
 
+    classes = commands.add_parser(
+        "classes",
+        parents=[common, data],
+        help="which channels of a layer fire for one class rather than the other",
+        description="From the scan of a dataset (made first if needed): for every channel (or unit) of layer L, "
+        "the mean activation per class, the AUC (the chance that a photo of the second class, e.g. dogs, scores "
+        "higher than one of the first) and the difference of the class means in standard deviations, best "
+        "separating channels first. Channels are counted from 1.",
+    )
+    classes.add_argument("--layer", required=True, metavar="L", help="layer name or number from 1, e.g. conv2d_3 or 7")
+    classes.add_argument(
+        "--by", choices=("max", "mean"), default="max", help="score each photo by the map's max (default) or mean"
+    )
+    classes.add_argument(
+        "--top", type=int, default=20, metavar="N", help="print the best N channels (default 20; 0 = all)"
+    )
+    classes.add_argument("--json", action="store_true", help="print every channel as JSON instead of a table")
+    classes.add_argument(
+        "--data-dir", metavar="D", help="dataset folder (default: $FEATAPP_DATA_DIR, else data/cats_vs_dogs)"
+    )
+    classes.set_defaults(run=cmd_classes)
+
     info = commands.add_parser(
         "info",
-        parents=[common],
-        help="the model's layers, input, classes and provider",
+        parents=[common, data],
+        help="the model's layers, input, classes and provider; how alive each layer is",
         description="Print the model's layer table (name, kind, output shape, parameters, receptive-field size and "
-        "jump), its input, classes and the execution provider that runs it.",
+        "jump), its input, classes and the execution provider that runs it. With IMAGE files, or --split (a "
+        "scanned split, scanned first if needed), also how alive each layer is: channels that never fire, the "
+        "share of constant maps and of zero activations.",
+    )
+    info.add_argument("images", nargs="*", metavar="IMAGE", help="images to count liveness on (optional)")
+    info.add_argument(
+        "--data-dir",
+        metavar="D",
+        help="dataset folder for --split (default: $FEATAPP_DATA_DIR, else data/cats_vs_dogs)",
     )
     info.set_defaults(run=cmd_info)
     return parser

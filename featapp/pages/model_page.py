@@ -4,6 +4,8 @@ import streamlit as st
 
 from featapp import render
 from featapp.appstate import markdown_literal
+from featapp.classes import health_table, network_health
+from featapp.dataset import DatasetError
 from featapp.filters import filter_pictures
 from featapp.model import ModelError
 from featapp.pages import shared
@@ -35,6 +37,43 @@ st.caption(
     "Output shape is per image, channels last, as Keras prints it. Receptive field: how many input pixels one "
     "cell of the layer's map can see. Jump: how many input pixels apart two neighbouring cells are."
 )
+
+# -- liveness ------------------------------------------------------------------------------------------------
+st.subheader("How alive each layer is")
+health, where = None, ""
+try:
+    data = shared.dataset()
+except DatasetError:
+    data = None
+if data is not None:
+    split = st.session_state.get("neuron.split")
+    split = split if split in data.splits else shared.default_split(data)
+    stats = shared.neuron_stats(model, data, split)
+    if stats is not None:
+        health, where = network_health(stats), f"all {len(stats)} scanned photos of the {split} split"
+    else:
+        gallery_split = st.session_state.get(shared.SPLIT)
+        gallery_split = gallery_split if gallery_split in data.splits else shared.default_split(data)
+        seed = int(st.session_state.get(shared.SEED, shared.DEFAULT_SEED))
+        items, pixels = shared.gallery(model, data, gallery_split, seed)
+        if items:
+            health = shared.gallery_liveness(model, pixels)
+            where = (
+                f"the gallery's {len(items)} photos ({gallery_split}, seed {seed}); scan the split on the "
+                "'Cats vs dogs' page to count over all its photos"
+            )
+if health is None:
+    st.info("Liveness is counted over photos; without a dataset there are none to count on.")
+else:
+    spatial_layers = [layer.name for layer in model.layers if layer.is_spatial]
+    st.markdown(
+        f"Counted on {where}. A channel that **never fires** is zero on every photo, so it carries nothing; "
+        "a **constant map** has one value everywhere for a photo; **zeros** is the share of all activations "
+        "that are exactly 0. A model converted from your own training shows its dead channels here."
+    )
+    st.dataframe(
+        health_table(health, spatial_layers), hide_index=True, width="stretch", height=36 * (len(health) + 1) + 4
+    )
 
 # -- first-layer filters ---------------------------------------------------------------------------------------
 st.subheader("What layer 1 looks for: its filters")

@@ -43,6 +43,7 @@ PAGE_FILES = {
     "layer_grid": "featapp/pages/layer_grid.py",
     "neuron": "featapp/pages/neuron.py",
     "model": "featapp/pages/model_page.py",
+    "classes": "featapp/pages/classes_page.py",
 }
 """Page scripts, relative to ``streamlit_app.py`` (as ``st.Page`` and ``st.switch_page`` want them)."""
 
@@ -79,6 +80,16 @@ SPLIT = "gallery.split"
 GALLERY_TAB = "gallery_tab"
 GALLERY_TABS = ("📷 Dataset photos", "🧪 Probes", "⬆️ Your photo or the camera")
 """The gallery's tabs: the dataset photos, the probes, and uploads with the camera."""
+
+CLASSES_TAB = "classes.tab"
+CLASSES_TABS = (
+    "🐾 Channels that tell them apart",
+    "🔢 Dense units and this photo",
+    "🗺️ Map of the feature space",
+    "🩺 Health",
+)
+"""The 'Cats vs dogs' page's tabs (only the open one is drawn)."""
+CLASSES_LAYER = "classes.layer"
 
 SCALING_LABELS = {
     "per map": "per map (its own min to max)",
@@ -233,6 +244,109 @@ def neuron_stats(model: FeatureModel, data: Dataset, split: str):
     path = cache_path(model, data, split)
     mtime = path.stat().st_mtime_ns if path.is_file() else 0
     return _neuron_stats(model.sha256, str(data.root), split, mtime, model, data)
+
+
+# -- class-level views over a scan (featapp.classes, featapp.projection) ----------------------------------
+# Keyed by the scan's model hash and dataset fingerprint: a new scan (a new fingerprint or
+# model) makes new entries; the tables are small, so st.cache_data's copy on read is cheap.
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _separation(model_sha: str, fingerprint: str, split: str, layer: str, by: str, positive: str | None, _stats):
+    from featapp.classes import layer_separation
+
+    return layer_separation(_stats, layer, by=by, positive=positive)
+
+
+def separation(stats, layer: str, by: str, positive: str | None = None):
+    """:func:`featapp.classes.layer_separation` of a scan, computed once per layer, score and positive class."""
+    return _separation(stats.model_sha256, stats.dataset_fingerprint, str(stats.split), layer, by, positive, stats)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _projection(model_sha: str, fingerprint: str, split: str, layer: str, method: str, _stats):
+    from featapp.projection import load_or_fit
+
+    return load_or_fit(_stats, layer, method)
+
+
+def projection(stats, layer: str = "dense", method: str = "pca"):
+    """The scan's 2-D map (:func:`featapp.projection.load_or_fit`: fitted once, cached on disk and here)."""
+    return _projection(stats.model_sha256, stats.dataset_fingerprint, str(stats.split), layer, method, stats)
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _thumbnails(fingerprint: str, split: str, count: int, _paths: tuple) -> list:
+    from featapp.projection import thumbnail_data_urls
+
+    return thumbnail_data_urls(_paths)
+
+
+def thumbnails(stats) -> list:
+    """A small JPEG data URL per scanned photo, for the map's tooltips (made once per scan, about 2 kB each)."""
+    return _thumbnails(stats.dataset_fingerprint, str(stats.split), len(stats), tuple(stats.paths))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _output_weights(model_sha: str, _path: str):
+    from featapp.classes import output_weights
+
+    return output_weights(_path)
+
+
+def output_weights(model: FeatureModel):
+    """The output layer's weights (:func:`featapp.classes.output_weights`). Raises :class:`ModelError`."""
+    return _output_weights(model.sha256, str(model.path))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _photos(spec: tuple[int, int, int], paths: tuple, _model: FeatureModel) -> tuple:
+    from featapp.images import ImageError, prepare_image
+
+    pixels, kept = [], []
+    for path in paths:
+        try:
+            pixels.append(prepare_image(path, _model))
+            kept.append(path)
+        except ImageError:
+            continue
+    batch = np.stack(pixels) if pixels else np.zeros((0, *spec), np.uint8)
+    return tuple(kept), batch
+
+
+def photos(model: FeatureModel, paths) -> tuple:
+    """A few photo files as the model sees them: the paths that could be read, and their pixels."""
+    return _photos(spec_key(model.input_spec), tuple(str(p) for p in paths), model)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _channel_maps(model_sha: str, paths: tuple, layer: str, channel: int, _model: FeatureModel) -> tuple:
+    kept, batch = photos(_model, paths)
+    if not kept:
+        return (), batch, np.zeros((0,), np.float32)
+    maps = _model.activations(batch, layers=[layer])[layer][:, channel]
+    return kept, batch, maps
+
+
+def channel_maps(model: FeatureModel, paths, layer: str, channel: int):
+    """For a few photo files: the ones that could be read, their pixels, and ``channel`` of
+    ``layer`` for each (one model run for all; only that channel is kept)."""
+    return _channel_maps(model.sha256, tuple(str(p) for p in paths), layer, channel, model)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _gallery_liveness(model_sha: str, sample_key: str, _model: FeatureModel, _pixels: np.ndarray) -> dict:
+    from featapp.liveness import liveness_of
+
+    return liveness_of(_model.activations(_pixels[i : i + 8]) for i in range(0, len(_pixels), 8))
+
+
+def gallery_liveness(model: FeatureModel, pixels: np.ndarray) -> dict:
+    """:func:`featapp.liveness.liveness_of` over the gallery's photos (all layers, eight photos at a time)."""
+    import hashlib
+
+    key = hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=16).hexdigest()
+    return _gallery_liveness(model.sha256, key, model, pixels)
 
 
 def cache_summary(model: FeatureModel) -> str:
