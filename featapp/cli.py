@@ -8,6 +8,7 @@ Commands:
 * ``top --layer L --channel C [--k 9] [--out grid.png]``: the images that excite a
   channel most, with the input box that drove each one; optionally as a picture.
 * ``info``: the model's layers, input, classes and execution provider.
+* ``download-photos [--dest DIR] [--source S] [--archive FILE]``: the course photos in one step.
 
 Channels are counted **from 1** on the command line, as students say "channel 1 of
 layer 1"; the library (``acts["conv2d"][i, 0]``, ``stats.top_k("conv2d", 0)``) counts
@@ -71,8 +72,17 @@ class TextProgress:
     scanning: 5/10 images (50%)
     """
 
-    def __init__(self, label: str, stream: TextIO | None = None, interactive: bool | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        stream: TextIO | None = None,
+        interactive: bool | None = None,
+        unit: str = "images",
+        divisor: float = 1,
+    ) -> None:
         self.label = label
+        self.unit = unit
+        self.divisor = divisor
         self.stream = stream if stream is not None else sys.stderr
         self.interactive = self.stream.isatty() if interactive is None else interactive
         self.started = time.perf_counter()
@@ -86,8 +96,8 @@ class TextProgress:
             filled = int(round(30 * fraction))
             eta = (total - done) / rate if rate > 0 else 0.0
             line = (
-                f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} "
-                f"{fraction:4.0%}  {rate:5.1f} images/s  {_duration(eta)} left "
+                f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {self._amount(done)}/{self._amount(total)} "
+                f"{fraction:4.0%}  {rate / self.divisor:5.1f} {self.unit}/s  {_duration(eta)} left "
             )
             self.stream.write(line)
             if done >= total:
@@ -97,8 +107,13 @@ class TextProgress:
             if decile == self._last_decile and done < total:
                 return
             self._last_decile = decile
-            self.stream.write(f"{self.label}: {done}/{total} images ({fraction:.0%})\n")
+            self.stream.write(
+                f"{self.label}: {self._amount(done)}/{self._amount(total)} {self.unit} ({fraction:.0%})\n"
+            )
         self.stream.flush()
+
+    def _amount(self, value: int) -> str:
+        return str(value) if self.divisor == 1 else f"{value / self.divisor:.1f}"
 
 
 def _duration(seconds: float) -> str:
@@ -451,6 +466,53 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+class _StageProgress:
+    """One text bar per stage of a download (bytes fetched, members checked, photos written)."""
+
+    _LABELS = {
+        "download": ("downloading", "MB", 1e6),
+        "verify": ("checking", "items", 1),
+        "extract": ("extracting", "photos", 1),
+    }
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+        self.bars: dict[str, TextProgress] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.bars:
+            label, unit, divisor = self._LABELS.get(stage, (stage, "", 1))
+            self.bars[stage] = TextProgress(label, stream=self.stream, unit=unit, divisor=divisor)
+        self.bars[stage](done, total)
+
+
+def cmd_download_photos(args: argparse.Namespace) -> int:
+    from featapp.download import SOURCES, DownloadError, download_photos
+
+    source = SOURCES[args.source]
+    where = args.archive or source.url
+    print(f"Photos: {source.name}, {source.description}", file=sys.stderr)
+    print(f"Licence: {source.licence}", file=sys.stderr)
+    print(f"From: {where}", file=sys.stderr)
+    try:
+        result = download_photos(
+            source,
+            args.dest,
+            archive=args.archive,
+            replace=args.replace,
+            keep_archive=args.keep_archive,
+            progress=_StageProgress(),
+        )
+    except DownloadError as err:
+        raise _UserError(str(err)) from None
+    counts = ", ".join(f"{folder} {count:,}" for folder, count in result.photos.items())
+    print(f"{result.total:,} photos in {result.destination} ({counts})")
+    if result.skipped:
+        print(f"Skipped {result.skipped:,} broken photos (they cannot be decoded).")
+    print(f"featapp finds them there by itself; elsewhere, set FEATAPP_DATA_DIR={result.destination}")
+    return 0
+
+
 # -- the parser ----------------------------------------------------------------------------
 def _positive(text: str) -> int:
     try:
@@ -562,6 +624,35 @@ def build_parser() -> argparse.ArgumentParser:
         "jump), its input, classes and the execution provider that runs it.",
     )
     info.set_defaults(run=cmd_info)
+
+    from featapp.download import DEFAULT_SOURCE, SOURCES, default_destination
+
+    download = commands.add_parser(
+        "download-photos",
+        help="download the course photos (cats and dogs) and lay them out for the gallery",
+        description="Download a photo archive, check it (size, checksum or every member's CRC, photo counts), "
+        "and lay it out as split/class/photo. An interrupted download resumes where it stopped; nothing is "
+        "extracted until the whole archive is checked, and the folder appears only when complete.",
+        epilog="Sources: "
+        + "; ".join(f"{name}: {source.description} (licence: {source.licence})" for name, source in SOURCES.items())
+        + ". See docs/photos.md.",
+    )
+    download.add_argument(
+        "--dest",
+        metavar="DIR",
+        help=f"where the photos go (default: {default_destination(DEFAULT_SOURCE)} for {DEFAULT_SOURCE}, "
+        "which featapp finds without FEATAPP_DATA_DIR)",
+    )
+    download.add_argument("--source", choices=sorted(SOURCES), default=DEFAULT_SOURCE, help="which photos")
+    download.add_argument(
+        "--archive", metavar="FILE", help="use this already-downloaded archive instead of the network (offline)"
+    )
+    download.add_argument("--replace", action="store_true", help="replace a destination folder that holds files")
+    download.add_argument(
+        "--keep-archive", action="store_true", help="keep the downloaded archive (in the cache folder) afterwards"
+    )
+    download.add_argument("--verbose", action="store_true", help="show full tracebacks for errors")
+    download.set_defaults(run=cmd_download_photos)
     return parser
 
 
