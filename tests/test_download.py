@@ -7,104 +7,18 @@ counts replaced by those of a small archive generated in the test.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import os
-import threading
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from featapp import download as dl
 from featapp.cli import main
 from featapp.dataset import Dataset, resolve_data_dir
 from featapp.download import SOURCES, DownloadError, download_photos
-
-FILTERED_COUNTS = {"train/cats": 3, "train/dogs": 3, "validation/cats": 2, "validation/dogs": 2}
-
-
-def _jpeg(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (24, 32, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
-def _zip(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=compression) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buffer.getvalue()
-
-
-def filtered_members(counts=FILTERED_COUNTS) -> dict[str, bytes]:
-    members = {"cats_and_dogs_filtered/vectorize.py": b"print('not a photo')\n"}
-    seed = 0
-    for folder, count in counts.items():
-        kind = folder.split("/")[1][:-1]
-        for number in range(count):
-            seed += 1
-            members[f"cats_and_dogs_filtered/{folder}/{kind}.{number}.jpg"] = _jpeg(seed)
-    return members
-
-
-class ArchiveServer:
-    """A threaded HTTP server with Range support; ``cut_after`` drops the connection once, mid-body."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.cut_after: int | None = None
-        self.ranges: list[str | None] = []
-        self.advertise: dict[str, int] = {}
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                data = server.files.get(self.path)
-                if data is None:
-                    self.send_error(404)
-                    return
-                wanted = self.headers.get("Range")
-                server.ranges.append(wanted)
-                start = 0
-                if wanted and wanted.startswith("bytes=") and wanted.endswith("-"):
-                    start = int(wanted[len("bytes=") : -1])
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                else:
-                    self.send_response(200)
-                body = data[start:]
-                self.send_header("Content-Length", str(server.advertise.get(self.path, len(body))))
-                self.end_headers()
-                if server.cut_after is not None:
-                    cut, server.cut_after = server.cut_after, None
-                    self.wfile.write(body[:cut])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(body)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def serve(self, path: str, data: bytes) -> str:
-        self.files[path] = data
-        return self.url(path)
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+from tests.archives import FILTERED_COUNTS, ArchiveServer, filtered_members, jpeg, zip_bytes
 
 
 @pytest.fixture
@@ -144,7 +58,7 @@ def test_the_real_sources_are_pinned():
 
 def test_good_archive_is_downloaded_checked_and_laid_out(server, places, tmp_path):
     members = filtered_members()
-    source = _source(server, _zip(members))
+    source = _source(server, zip_bytes(members))
     seen: list[tuple[str, int, int]] = []
     result = download_photos(
         source, places["dest"], downloads_dir=places["downloads"], progress=lambda *a: seen.append(a)
@@ -165,7 +79,7 @@ def test_good_archive_is_downloaded_checked_and_laid_out(server, places, tmp_pat
 
 
 def test_interrupted_transfer_resumes_with_a_range_request(server, places):
-    data = _zip(filtered_members())
+    data = zip_bytes(filtered_members())
     source = _source(server, data)
     server.cut_after = len(data) // 3
     with pytest.raises(DownloadError, match="after [0-9,]+ of [0-9,]+ bytes.* Run the same command again"):
@@ -181,7 +95,7 @@ def test_interrupted_transfer_resumes_with_a_range_request(server, places):
 
 
 def test_server_that_ignores_range_starts_again(server, places, monkeypatch):
-    data = _zip(filtered_members())
+    data = zip_bytes(filtered_members())
     source = _source(server, data)
     places["downloads"].mkdir()
     # a stale partial file of the right length but the wrong bytes would fail the CRCs:
@@ -199,7 +113,7 @@ def test_server_that_ignores_range_starts_again(server, places, monkeypatch):
 
 
 def test_truncated_archive_is_refused(server, places, tmp_path):
-    data = _zip(filtered_members())
+    data = zip_bytes(filtered_members())
     truncated = tmp_path / "cut.zip"
     truncated.write_bytes(data[: len(data) - 500])
     source = _source(server, data)
@@ -210,7 +124,7 @@ def test_truncated_archive_is_refused(server, places, tmp_path):
 
 
 def test_wrong_size_on_the_server_is_refused_and_nothing_is_left(server, places, tmp_path):
-    data = _zip(filtered_members())
+    data = zip_bytes(filtered_members())
     source = _source(server, data, size=len(data) + 10)
     with pytest.raises(DownloadError, match="not the expected"):
         download_photos(source, places["dest"], downloads_dir=places["downloads"])
@@ -219,7 +133,7 @@ def test_wrong_size_on_the_server_is_refused_and_nothing_is_left(server, places,
 
 def test_wrong_crc_is_refused_before_anything_is_extracted(server, places, tmp_path):
     members = filtered_members()
-    data = bytearray(_zip(members))
+    data = bytearray(zip_bytes(members))
     with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
         info = zf.getinfo("cats_and_dogs_filtered/train/cats/cat.1.jpg")
     # stored, not compressed: the photo's bytes start after the 30-byte local header, name and extra
@@ -237,8 +151,8 @@ def test_wrong_crc_is_refused_before_anything_is_extracted(server, places, tmp_p
 )
 def test_path_traversal_member_is_refused(server, places, tmp_path, bad_name):
     members = filtered_members()
-    members[bad_name] = _jpeg(99)
-    source = _source(server, _zip(members))
+    members[bad_name] = jpeg(99)
+    source = _source(server, zip_bytes(members))
     with pytest.raises(DownloadError, match="unsafe path"):
         download_photos(source, places["dest"], downloads_dir=places["downloads"])
     assert _left_behind(tmp_path) == []
@@ -246,7 +160,7 @@ def test_path_traversal_member_is_refused(server, places, tmp_path, bad_name):
 
 
 def test_symlink_member_is_refused(server, places, tmp_path):
-    buffer = io.BytesIO(_zip(filtered_members()))
+    buffer = io.BytesIO(zip_bytes(filtered_members()))
     with zipfile.ZipFile(buffer, "a") as zf:
         link = zipfile.ZipInfo("cats_and_dogs_filtered/train/cats/link.jpg")
         link.create_system = 3
@@ -261,11 +175,11 @@ def test_symlink_member_is_refused(server, places, tmp_path):
 def test_zip_bomb_is_refused(server, places, tmp_path):
     members = filtered_members()
     members["cats_and_dogs_filtered/train/cats/cat.bomb.jpg"] = bytes(20_000_000)
-    source = _source(server, _zip(members, zipfile.ZIP_DEFLATED), counts={**FILTERED_COUNTS, "train/cats": 4})
+    source = _source(server, zip_bytes(members, zipfile.ZIP_DEFLATED), counts={**FILTERED_COUNTS, "train/cats": 4})
     with pytest.raises(DownloadError, match="zip bomb"):
         download_photos(source, places["dest"], downloads_dir=places["downloads"])
     # and the total size limit, with members that each compress little
-    source = _source(server, _zip(filtered_members()), max_unpacked=1000)
+    source = _source(server, zip_bytes(filtered_members()), max_unpacked=1000)
     with pytest.raises(DownloadError, match="would unpack to"):
         download_photos(source, places["dest"], downloads_dir=places["downloads"])
     assert _left_behind(tmp_path) == []
@@ -274,7 +188,7 @@ def test_zip_bomb_is_refused(server, places, tmp_path):
 def test_wrong_counts_are_refused(server, places, tmp_path):
     members = filtered_members()
     del members["cats_and_dogs_filtered/validation/dogs/dog.1.jpg"]
-    source = _source(server, _zip(members))
+    source = _source(server, zip_bytes(members))
     with pytest.raises(DownloadError, match=r"validation/dogs: 1\b"):
         download_photos(source, places["dest"], downloads_dir=places["downloads"])
     assert _left_behind(tmp_path) == []
@@ -293,7 +207,7 @@ def test_no_network_says_so_and_leaves_nothing(places, tmp_path):
 
 
 def test_killed_extraction_leaves_no_half_folder(server, places, tmp_path):
-    source = _source(server, _zip(filtered_members()))
+    source = _source(server, zip_bytes(filtered_members()))
 
     def kill_midway(stage: str, done: int, total: int) -> None:
         if stage == "extract" and done == 4:
@@ -307,7 +221,7 @@ def test_killed_extraction_leaves_no_half_folder(server, places, tmp_path):
 def test_existing_photos_are_kept_unless_replace(server, places):
     places["dest"].mkdir()
     (places["dest"] / "mine.txt").write_text("keep me")
-    source = _source(server, _zip(filtered_members()))
+    source = _source(server, zip_bytes(filtered_members()))
     with pytest.raises(DownloadError, match="already holds files.*--replace"):
         download_photos(source, places["dest"], downloads_dir=places["downloads"])
     assert (places["dest"] / "mine.txt").exists()
@@ -323,7 +237,7 @@ def _petimages(cats: int, dogs: int) -> tuple[dict[str, bytes], int]:
     for folder, count in (("Cat", cats), ("Dog", dogs)):
         members[f"PetImages/{folder}/Thumbs.db"] = b"\0" * 64
         for number in range(count):
-            photo = _jpeg(number + (0 if folder == "Cat" else 1000))
+            photo = jpeg(number + (0 if folder == "Cat" else 1000))
             if number % 4 == 1:
                 photo, broken = b"", broken + 1  # an empty file, as Microsoft's archive has
             elif number % 4 == 2:
@@ -335,7 +249,7 @@ def _petimages(cats: int, dogs: int) -> tuple[dict[str, bytes], int]:
 def test_microsoft_layout_skips_broken_photos_and_checks_the_sha256(server, places, monkeypatch):
     monkeypatch.setattr(dl, "_PETIMAGES_SPLITS", (("train", 4), ("validation", 5), ("test", 8)))
     members, broken = _petimages(8, 8)
-    data = _zip(members)
+    data = zip_bytes(members)
     source = _source(
         server, data, name="microsoft", sha256=hashlib.sha256(data).hexdigest(), counts={"Cat": 8, "Dog": 8}
     )
@@ -354,7 +268,7 @@ def test_microsoft_layout_skips_broken_photos_and_checks_the_sha256(server, plac
 
 
 def test_cli_downloads_with_a_text_progress_bar(server, tmp_path, monkeypatch, capsys):
-    source = _source(server, _zip(filtered_members()))
+    source = _source(server, zip_bytes(filtered_members()))
     monkeypatch.setitem(SOURCES, "tf-filtered", source)
     monkeypatch.setenv("FEATAPP_CACHE_DIR", str(tmp_path / "cache"))
     dest = tmp_path / "photos"
@@ -366,7 +280,7 @@ def test_cli_downloads_with_a_text_progress_bar(server, tmp_path, monkeypatch, c
 
 
 def test_cli_default_destination_is_where_the_app_looks(server, tmp_path, monkeypatch, capsys):
-    data = _zip(filtered_members())
+    data = zip_bytes(filtered_members())
     archive = tmp_path / "cats_and_dogs_filtered.zip"
     archive.write_bytes(data)
     monkeypatch.setitem(SOURCES, "tf-filtered", _source(server, data))

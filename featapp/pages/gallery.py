@@ -15,6 +15,7 @@ UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
 # are messages for students (an extension check alone raises an exception instead).
 UPLOAD_ACCEPT = UPLOAD_TYPES + ["image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif"]
 UPLOAD_ERROR = "gallery.upload_error"
+DOWNLOADED = "gallery.downloaded"
 COLUMNS = 5
 
 model = shared.model_or_error_page()
@@ -81,8 +82,11 @@ def _dataset_photos() -> None:
         st.info(
             f"{err}\n\nWithout a dataset you can still use the probes, your own photos and the camera (the other tabs)."
         )
+        _download_photos()
 
     if data is not None:
+        if st.session_state.get(DOWNLOADED):
+            st.success(st.session_state.pop(DOWNLOADED))
         splits = list(data.splits)
         if st.session_state.get(shared.SPLIT) not in splits:
             st.session_state[shared.SPLIT] = shared.default_split(data)
@@ -143,6 +147,47 @@ def _dataset_photos() -> None:
             st.markdown(
                 f"The model gets **{len(items) - wrong_count} of {len(items)}** right; the ones it gets wrong are marked ❌."
             )
+
+
+def _download_photos() -> None:
+    """The course photos in one click (featapp.download); the gallery appears when they are in place."""
+    from featapp.download import SOURCES, DownloadError, download_photos
+
+    source_name = st.radio(
+        "Photos to download",
+        list(SOURCES),
+        format_func=lambda name: f"{name}: {SOURCES[name].description}",
+        key="gallery_download_source",
+    )
+    source = SOURCES[source_name]
+    dest = shared.download_destination(source_name)
+    st.caption(f"Licence: {source.licence}. From {source.url}, into `{dest}`.")
+    if not st.button("⬇️ Download the course photos", key="gallery_download", type="primary"):
+        return
+    lock = shared.download_lock()
+    if not lock.acquire(blocking=False):
+        st.warning("Another visitor is downloading the photos right now; reload this page in a minute.")
+        return
+    bar = st.progress(0.0, text="Starting the download...")
+    stages = {"download": "Downloading", "verify": "Checking the archive", "extract": "Laying out the photos"}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        fraction = min(1.0, done / total) if total else 1.0
+        amount = f"{done / 1e6:.0f} of {total / 1e6:.0f} MB" if stage == "download" else f"{done:,} of {total:,}"
+        bar.progress(fraction, text=f"{stages.get(stage, stage)}: {amount}")
+
+    try:
+        result = download_photos(source, dest, progress=progress)
+    except DownloadError as err:
+        bar.empty()
+        st.error(f"The photos could not be downloaded: {err}")
+        return
+    finally:
+        lock.release()
+    st.session_state[DOWNLOADED] = f"{result.total:,} photos downloaded into `{result.destination}`" + (
+        f" ({result.skipped:,} broken ones skipped)." if result.skipped else "."
+    )
+    st.rerun()
 
 
 # -- probes ----------------------------------------------------------------------------------------------

@@ -257,6 +257,24 @@ def dataset() -> Dataset:
     return _dataset_at(str(resolve_data_dir().resolve()))
 
 
+@st.cache_resource(show_spinner=False)
+def download_lock():
+    """One photo download per server at a time: every visitor without a dataset sees the button."""
+    import threading
+
+    return threading.Lock()
+
+
+def download_destination(source: str) -> Path:
+    """Where the Gallery's download button puts the photos: the folder the app reads
+    (``$FEATAPP_DATA_DIR`` when set), else the folder the dataset lookup checks."""
+    from featapp.dataset import DATA_DIR_ENV
+    from featapp.download import default_destination
+
+    configured = os.environ.get(DATA_DIR_ENV, "").strip()
+    return Path(configured).expanduser() if configured else default_destination(source)
+
+
 def default_split(data: Dataset) -> str:
     """The test split when there is one (photos the model never trained on), else the first."""
     return "test" if "test" in data.splits else data.splits[0]
