@@ -9,6 +9,7 @@ Commands:
   channel most, with the input box that drove each one; optionally as a picture.
 * ``info``: the model's layers, input, classes and execution provider.
 * ``download-photos [--dest DIR] [--source S] [--archive FILE]``: the course photos in one step.
+* ``trained-on-hashes FOLDER...``: the sha256 list of the photos the model was fitted on.
 
 Channels are counted **from 1** on the command line, as students say "channel 1 of
 layer 1"; the library (``acts["conv2d"][i, 0]``, ``stats.top_k("conv2d", 0)``) counts
@@ -513,6 +514,20 @@ def cmd_download_photos(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trained_on_hashes(args: argparse.Namespace) -> int:
+    from featapp.model import DEFAULT_MODEL_PATH
+    from featapp.provenance import hash_folders, hashes_path, write_hashes
+
+    out = Path(args.out) if args.out else hashes_path(args.model or DEFAULT_MODEL_PATH)
+    for folder in args.folders:
+        if not Path(folder).is_dir():
+            raise _UserError(f"No folder at '{folder}'.")
+    count = len(hash_folders(args.folders))
+    write_hashes(args.folders, out)
+    print(f"{count:,} photo hashes written to {out}")
+    return 0
+
+
 # -- the parser ----------------------------------------------------------------------------
 def _positive(text: str) -> int:
     try:
@@ -653,6 +668,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     download.add_argument("--verbose", action="store_true", help="show full tracebacks for errors")
     download.set_defaults(run=cmd_download_photos)
+
+    hashes = commands.add_parser(
+        "trained-on-hashes",
+        help="list the sha256 of the photos a model was trained or selected on (for honest predictions)",
+        description="Hash every image under the FOLDERs (the training folders and the validation folder that "
+        "chose the epoch) and write the sorted hashes, gzip'd, next to the model: the gallery then marks those "
+        "photos and leaves them out of its score. Run it again whenever the model is retrained.",
+    )
+    hashes.add_argument("folders", nargs="+", metavar="FOLDER", help="folders of photos the model was fitted on")
+    hashes.add_argument("--model", metavar="PATH", help="the model the list belongs to (default: the committed one)")
+    hashes.add_argument("--out", metavar="FILE", help="where to write (default: <model>.trained_on.sha256.gz)")
+    hashes.add_argument("--verbose", action="store_true", help="show full tracebacks for errors")
+    hashes.set_defaults(run=cmd_trained_on_hashes)
     return parser
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from featapp import render
-from featapp.appstate import markdown_literal
+from featapp.appstate import WRONG_MARK, markdown_literal
 from featapp.dataset import Dataset
 from featapp.images import prepare_image
 from featapp.model import load_model
@@ -168,7 +168,30 @@ def first_photo(data_dir):
 # -- gallery -------------------------------------------------------------------------------------------------
 
 
-def test_gallery_shows_twenty_labelled_photos_with_predictions(app_env, model, dataset):
+@pytest.fixture
+def sent_pictures(monkeypatch):
+    """The pictures the app sent, by URL: what the browser would draw (``st.image`` bytes)."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    sent: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def record(self, path_or_data, mimetype, kind, filename=None):
+        file_id = original(self, path_or_data, mimetype, kind, filename)
+        if isinstance(path_or_data, bytes):
+            sent[file_id] = path_or_data
+        return file_id
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
+
+    def picture(url: str) -> np.ndarray:
+        file_id = url.rsplit("/", 1)[-1].split(".")[0]
+        return np.asarray(Image.open(io.BytesIO(sent[file_id])).convert("RGB"))
+
+    return picture
+
+
+def test_gallery_shows_twenty_labelled_photos_with_predictions(app_env, model, dataset, sent_pictures):
     at = open_app()
     positive = model.class_names[1]
     photo_captions = [c for c in captions(at) if f"p({positive})" in c]
@@ -177,7 +200,17 @@ def test_gallery_shows_twenty_labelled_photos_with_predictions(app_env, model, d
     sample = dataset.sample("test", per_class=10, seed=0)
     probabilities = model.predict([item.path for item in sample]).probabilities
     wrong = [item.label != int(p.argmax()) for item, p in zip(sample, probabilities, strict=True)]
-    assert [c.startswith("❌") for c in photo_captions] == wrong
+    # wrong answers are marked in words and with a red frame, no emoji (an empty box without an emoji font)
+    assert [c.startswith(WRONG_MARK) for c in photo_captions] == wrong
+    assert not any("❌" in c for c in photo_captions)
+    photos = [image.value[0] for image in at.main.image if any(f"p({positive})" in c for c in image.captions)]
+    for url, item, was_wrong in zip(photos, sample, wrong, strict=True):
+        picture = sent_pictures(url).astype(int)
+        edge = np.concatenate([picture[:3].reshape(-1, 3), picture[-3:].reshape(-1, 3)])
+        red = (edge[:, 0] > 180) & (edge[:, 1] < 80) & (edge[:, 2] < 80)
+        assert red.all() == was_wrong, item.name
+        if not was_wrong:
+            assert np.array_equal(picture, prepare_image(item.path, model))
     for caption, p in zip(photo_captions, probabilities, strict=True):
         assert caption.endswith(f"p({positive}) {p[1]:.2f}")
     text = main_text(at)

@@ -4,10 +4,20 @@ import random
 
 import streamlit as st
 
-from featapp.appstate import CurrentImage, from_upload, gallery_caption, markdown_literal, match_classes, set_current
+from featapp.appstate import (
+    TRAINED_ON_TEXT,
+    WRONG_MARK,
+    CurrentImage,
+    from_upload,
+    gallery_caption,
+    markdown_literal,
+    match_classes,
+    set_current,
+)
 from featapp.dataset import DatasetError
 from featapp.images import ImageError
 from featapp.pages import shared
+from featapp.render import outline_box
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
 # With MIME types in the list, the browser's file dialog still filters by them, and
@@ -123,6 +133,7 @@ def _dataset_photos() -> None:
             f"Sample seed **{seed}** from the {split} split: type this number in to see the same "
             f"{len(items)} photos on any machine."
         )
+        seen_before = shared.trained_on(model, items)
         wrong_count = 0
         for start in range(0, len(items), COLUMNS):
             columns = st.columns(COLUMNS)
@@ -132,10 +143,16 @@ def _dataset_photos() -> None:
                     break
                 item = items[index]
                 probabilities = None if prediction is None else prediction.probabilities[index]
-                caption, wrong = gallery_caption(item.class_name, probabilities, model.class_names, folders)
-                wrong_count += bool(wrong)
+                caption, wrong = gallery_caption(
+                    item.class_name, probabilities, model.class_names, folders, trained_on=seen_before[index]
+                )
+                wrong_count += bool(wrong) and not seen_before[index]
+                picture = pixels[index]
+                if wrong:
+                    # A red frame as well as the word: neither needs an emoji font.
+                    picture = outline_box(picture, (0, 0, *picture.shape[:2]), thickness=6, pointer_below=0)
                 with column:
-                    shared.show_image(pixels[index], caption=caption, width="stretch")
+                    shared.show_image(picture, caption=caption, width="stretch")
                     st.button(
                         "Look inside", key=f"gallery_use_{index}", on_click=_choose_gallery, args=(index, split, seed)
                     )
@@ -144,9 +161,22 @@ def _dataset_photos() -> None:
         elif folders is None:
             st.caption("The dataset's folders do not match the model's classes, so right and wrong are not marked.")
         else:
-            st.markdown(
-                f"The model gets **{len(items) - wrong_count} of {len(items)}** right; the ones it gets wrong are marked ❌."
+            fresh = len(items) - sum(seen_before)
+            line = (
+                f"The model gets **{fresh - wrong_count} of {fresh}** right; the ones it gets wrong are marked "
+                f"{WRONG_MARK} with a red frame."
             )
+            if fresh == 0:
+                line = (
+                    f"The model was trained or selected on all of these photos (marked *{TRAINED_ON_TEXT}*), so "
+                    "its answers here say little about how well it does: choose the test split for an honest score."
+                )
+            elif any(seen_before):
+                line += (
+                    f" {sum(seen_before)} of these photos are ones the model was trained or selected on "
+                    f"(marked *{TRAINED_ON_TEXT}*); they are not counted, since its answers on them say little."
+                )
+            st.markdown(line)
 
 
 def _download_photos() -> None:

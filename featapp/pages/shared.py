@@ -275,6 +275,19 @@ def download_destination(source: str) -> Path:
     return Path(configured).expanduser() if configured else default_destination(source)
 
 
+def trained_on(model: FeatureModel, items) -> list[bool]:
+    """For each dataset image, whether the model was trained or selected on that photo
+    (its file's sha256 is in the model's list, :mod:`featapp.provenance`); all ``False``
+    when the model ships no list."""
+    from featapp.provenance import file_sha256
+    from featapp.provenance import trained_on as hashes_of
+
+    hashes = hashes_of(model.path)
+    if not hashes:
+        return [False] * len(items)
+    return [file_sha256(item.path) in hashes for item in items]
+
+
 def default_split(data: Dataset) -> str:
     """The test split when there is one (photos the model never trained on), else the first."""
     return "test" if "test" in data.splits else data.splits[0]
