@@ -39,6 +39,7 @@ __all__ = [
     "load_model",
     "cuda_usable",
     "DEFAULT_MODEL_PATH",
+    "models_dir",
     "MODEL_ENV",
     "PROVIDER_ENV",
 ]
@@ -46,7 +47,25 @@ __all__ = [
 MODEL_ENV = "FEATAPP_MODEL"
 PROVIDER_ENV = "FEATAPP_PROVIDER"
 THREADS_ENV = "FEATAPP_THREADS"
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "cats_dogs_small.onnx"
+REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+"""``models/`` of a checkout (``git clone``): the committed model, its snapshots and lists."""
+INSTALLED_MODELS_DIR = Path(__file__).resolve().parent / "models"
+"""The same files inside an installed package (``pip install .``, which maps ``models/`` here)."""
+
+
+def models_dir() -> Path:
+    """Where the committed model lives: the checkout's ``models/``, else the installed copy.
+
+    The lookup for the model file is ``$FEATAPP_MODEL``, then this folder's
+    ``cats_dogs_small.onnx``; from a checkout the repository's files win, so a model
+    converted in place is used even when an older copy is installed.
+    """
+    if not (REPO_MODELS_DIR / "cats_dogs_small.onnx").is_file() and INSTALLED_MODELS_DIR.is_dir():
+        return INSTALLED_MODELS_DIR
+    return REPO_MODELS_DIR
+
+
+DEFAULT_MODEL_PATH = models_dir() / "cats_dogs_small.onnx"
 
 _REBUILD_HINT = (
     "Use the committed models/cats_dogs_small.onnx, or convert a Keras model with "
