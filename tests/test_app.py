@@ -556,6 +556,9 @@ def test_scanning_a_small_dataset_ranks_its_photos(app_env, monkeypatch, dataset
     scan.click().run()
     assert_clean(at)
     assert len([c for c in captions(at) if c.startswith("#")]) == 6
+    # the notice and its button are gone in the very run that scanned, not only on the next one
+    assert "have not been scanned" not in main_text(at)
+    assert not [b for b in at.button if b.label.startswith("Scan")]
     assert list((app_env / "cache").glob("neurons-*.npz"))
     at.run()  # the next visit reads the cache: no scan button
     assert not [b for b in at.button if b.label.startswith("Scan")]
@@ -570,6 +573,15 @@ def test_a_file_name_with_markdown_characters_is_shown_as_it_is(app_env):
     assert markdown_literal(name) in raw  # the compare section's current image, escaped like every other title
     go(at, "model")
     assert any(f"Current image: **{markdown_literal(name)}**" in m.value for m in at.main.markdown)
+
+
+def test_compare_starts_with_two_different_photos(app_env, first_photo):
+    at = open_app("neuron")
+    compare = [image for image in at.main.image if image.captions and not image.captions[0].startswith("#")][-2:]
+    left, right = (image.captions[0] for image in compare)
+    assert as_shown(left) == f"{first_photo[0].name} (test)"  # the current image: gallery photo 1
+    assert as_shown(right) != first_photo[0].name and compare[0].value != compare[1].value
+    assert at.selectbox(key="neuron_compare_right").value != "g0"
 
 
 def test_two_images_are_compared_on_one_scale(app_env):
