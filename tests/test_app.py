@@ -329,6 +329,42 @@ def test_a_file_with_another_extension_gets_the_same_clear_error(app_env):
     assert "notes.txt" in as_shown(at.error[0].value) and "text file" in at.error[0].value
 
 
+def test_probe_pictures_have_a_frame_against_the_white_page(app_env, model, sent_pictures):
+    from featapp.pages.gallery import PROBE_FRAME
+
+    at = open_tab(open_app(), 1)
+    probes = probe_images(model.input_spec)
+    shown = [
+        image
+        for image in at.main.image
+        if image.captions and image.captions[0] in {markdown_literal(p.title) for p in probes}
+    ]
+    assert len(shown) == len(probes)
+    assert any((p.image == 255).all(axis=-1)[:, 0].any() for p in probes)  # some probes do touch the edge in white
+    for image, probe in zip(shown, probes, strict=True):
+        picture = sent_pictures(image.value[0])
+        edge = np.concatenate([picture[0], picture[-1], picture[:, 0], picture[:, -1]])
+        assert (edge == PROBE_FRAME).all(), probe.title
+        inner = probe.image if probe.image.shape[2] == 3 else np.repeat(probe.image, 3, axis=2)
+        assert np.array_equal(picture[1:-1, 1:-1], inner[1:-1, 1:-1])  # the frame covers the edge pixels only
+
+
+def test_the_uploader_accepts_every_format_the_error_text_offers(app_env):
+    from featapp.images import _FORMATS_HINT
+
+    extensions = {"JPEG": {"jpg", "jpeg"}, "PNG": {"png"}, "WebP": {"webp"}, "GIF": {"gif"}, "BMP": {"bmp"}}
+    extensions["TIFF"] = {"tif", "tiff"}
+    offered = re.findall(r"[A-Z][A-Za-z]+", _FORMATS_HINT.removeprefix("Use a"))
+    assert set(offered) == set(extensions), offered  # the hint names no format this test does not know
+    at = open_tab(open_app(), 2)
+    accepted = {t.lstrip(".").lower() for t in at.file_uploader(key="gallery_upload").proto.type}
+    for name in offered:
+        assert extensions[name] <= accepted, (name, accepted)
+    tiff = imagefactory.encode(Image.fromarray(np.full((40, 60, 3), (0, 90, 180), np.uint8)), "TIFF")
+    upload(at, ("scan.tif", tiff, "image/tiff"))
+    assert not at.error and "Current image: **scan.tif**" in main_text(at)
+
+
 def test_camera_photo(app_env):
     at = open_tab(open_app(), 2)
     at.toggle(key="gallery_camera_on").set_value(True).run()

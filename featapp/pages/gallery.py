@@ -19,14 +19,16 @@ from featapp.images import ImageError
 from featapp.pages import shared
 from featapp.render import outline_box
 
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
+"""Every format featapp.prepare_image reads, and that its error messages offer (TIFF too)."""
 # With MIME types in the list, the browser's file dialog still filters by them, and
 # Streamlit leaves every file that does arrive to featapp.prepare_image, whose refusals
 # are messages for students (an extension check alone raises an exception instead).
-UPLOAD_ACCEPT = UPLOAD_TYPES + ["image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif"]
+UPLOAD_ACCEPT = UPLOAD_TYPES + ["image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff"]
 UPLOAD_ERROR = "gallery.upload_error"
 DOWNLOADED = "gallery.downloaded"
 COLUMNS = 5
+PROBE_FRAME = (150, 150, 150)
 
 model = shared.model_or_error_page()
 spec = model.input_spec
@@ -234,8 +236,12 @@ def _probes() -> None:
             if index >= len(probe_list):
                 break
             probe = probe_list[index]
+            # A thin grey frame: a probe's white half would otherwise melt into the white page.
+            framed = outline_box(
+                probe.image, (0, 0, *probe.image.shape[:2]), colour=PROBE_FRAME, thickness=1, pointer_below=0
+            )
             with column:
-                shared.show_image(probe.image, caption=markdown_literal(probe.title), width="stretch")
+                shared.show_image(framed, caption=markdown_literal(probe.title), width="stretch")
                 st.button(
                     "Look inside",
                     key=f"probe_use_{index}",
