@@ -19,8 +19,9 @@ from featapp.images import ImageError
 from featapp.pages import shared
 from featapp.render import outline_box
 
+# Every format featapp.prepare_image reads, and that its error messages offer (TIFF too).
+# (A comment, not a docstring: Streamlit's magic would print a bare string on the page.)
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
-"""Every format featapp.prepare_image reads, and that its error messages offer (TIFF too)."""
 # With MIME types in the list, the browser's file dialog still filters by them, and
 # Streamlit leaves every file that does arrive to featapp.prepare_image, whose refusals
 # are messages for students (an extension check alone raises an exception instead).
@@ -238,7 +239,7 @@ def _probes() -> None:
             probe = probe_list[index]
             # A thin grey frame: a probe's white half would otherwise melt into the white page.
             framed = outline_box(
-                probe.image, (0, 0, *probe.image.shape[:2]), colour=PROBE_FRAME, thickness=1, pointer_below=0
+                probe.image, (0, 0, *probe.image.shape[:2]), colour=PROBE_FRAME, thickness=2, pointer_below=0
             )
             with column:
                 shared.show_image(framed, caption=markdown_literal(probe.title), width="stretch")

@@ -496,8 +496,15 @@ def synced(widget: Callable[..., Any], label: str, *, key: str, shared: str, def
 
 
 def layer_label(model: FeatureModel, layer: LayerInfo) -> str:
+    """The layer's number and name: short enough for the dropdown's width (the kind and
+    shape, which made labels like '8 · max_pooling2d_3 (MaxPooling2D, 7 x 7 x 128)' that
+    the box cut off, are in :func:`layer_details` under it)."""
     number = model.layer_names.index(layer.name) + 1
-    return f"{number} · {layer.name} ({layer.kind}, {layer.shape_text})"
+    return f"{number} · {layer.name}"
+
+
+def layer_details(layer: LayerInfo) -> str:
+    return f"{layer.kind}, output {layer.shape_text}"
 
 
 def pick_layer(model: FeatureModel, *, key: str, spatial_only: bool, label: str = "Layer") -> LayerInfo | None:
@@ -517,7 +524,9 @@ def pick_layer(model: FeatureModel, *, key: str, spatial_only: bool, label: str 
         options=names,
         format_func=lambda name: layer_label(model, model.layer(name)),
     )
-    return model.layer(chosen)
+    layer = model.layer(chosen)
+    st.caption(layer_details(layer))
+    return layer
 
 
 def pick_channel(layer: LayerInfo, *, key: str, label: str | None = None) -> int:
