@@ -120,8 +120,8 @@ SOURCES: dict[str, Source] = {
         layout="splits",
         counts={"train/cats": 1000, "train/dogs": 1000, "validation/cats": 500, "validation/dogs": 500},
         licence=(
-            "photos from the Kaggle Dogs vs. Cats competition (Asirra, Microsoft Research, photos from "
-            "Petfinder.com), as filtered for the TensorFlow tutorials; for teaching and research"
+            "none stated with the archive; a subset of the Kaggle Dogs vs. Cats photos (Microsoft Research's "
+            "Asirra, photos from Petfinder.com) made for the TensorFlow tutorials"
         ),
         description="2,000 training and 1,000 validation photos (69 MB), the TensorFlow tutorials' set",
     ),

@@ -109,3 +109,19 @@ def test_gallery_marks_trained_on_photos_and_leaves_them_out_of_the_score(monkey
     text = main_text(at)
     assert f"**{right} of 10** right" in text and "10 of these photos are ones the model was trained" in text
     assert WRONG_MARK in text
+
+
+def test_gallery_of_training_photos_gives_no_score(monkeypatch, tmp_path, data_dir):
+    monkeypatch.setenv("FEATAPP_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("FEATAPP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("FEATAPP_SNAPSHOTS", str(tmp_path / "no-snapshots"))
+    monkeypatch.setenv("FEATAPP_PROVIDER", "cpu")
+    monkeypatch.delenv("FEATAPP_MODEL", raising=False)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    at.selectbox(key="gallery_split").set_value("train").run()
+    assert_clean(at)
+    photo_captions = [c for c in captions(at) if "p(dog)" in c]
+    assert len(photo_captions) == 20 and all(TRAINED_ON_TEXT in c for c in photo_captions)
+    text = main_text(at)
+    assert "trained or selected on all of these photos" in text and " of 20** right" not in text

@@ -172,7 +172,8 @@ def _dataset_photos() -> None:
             if fresh == 0:
                 line = (
                     f"The model was trained or selected on all of these photos (marked *{TRAINED_ON_TEXT}*), so "
-                    "its answers here say little about how well it does: choose the test split for an honest score."
+                    "its answers here say little about how well it does: for an honest score, choose photos it "
+                    "has not seen (the course's test split, for example)."
                 )
             elif any(seen_before):
                 line += (
