@@ -16,12 +16,14 @@ Everything a user can get wrong raises :class:`ImageError`, :class:`ModelError` 
 from featapp.analysis import NeuronHit, NeuronStats, StatsFileError, load_cached, load_or_scan, scan
 from featapp.cache import default_cache_dir
 from featapp.dataset import Dataset, DatasetError, DatasetImage
+from featapp.download import DownloadError, download_photos
 from featapp.geometry import ReceptiveField, receptive_box
 from featapp.images import ImageError, InputSpec, prepare_image
 from featapp.metadata import LayerInfo, ModelSpec
 from featapp.model import FeatureModel, ModelError, Prediction, load_model
 from featapp.occlusion import OcclusionMap, occlusion_sensitivity
 from featapp.probes import Probe, probe, probe_images
+from featapp.provenance import file_sha256, trained_on
 from featapp.snapshots import Snapshot, load_snapshots
 
 __all__ = [
@@ -50,6 +52,11 @@ __all__ = [
     "NeuronHit",
     "StatsFileError",
     "default_cache_dir",
+    # the course photos, and which of them the model has seen
+    "download_photos",
+    "DownloadError",
+    "trained_on",
+    "file_sha256",
     # where a cell looks, and what the prediction depends on
     "ReceptiveField",
     "receptive_box",
