@@ -78,9 +78,11 @@ def _read_cached(path: str, mtime_ns: int, size: int) -> frozenset[str]:
 
 def file_sha256(path: str | os.PathLike) -> str:
     """The sha256 of a file's bytes, computed once per (path, modification time, size)."""
-    resolved = Path(path).resolve()
-    stat = resolved.stat()
-    return _sha256_cached(str(resolved), stat.st_mtime_ns, stat.st_size)
+    # abspath, not resolve(): one stat per call instead of one per path component, and the
+    # gallery asks for its 20 photos on every rerun.
+    absolute = os.path.abspath(path)
+    stat = os.stat(absolute)
+    return _sha256_cached(absolute, stat.st_mtime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=65_536)
