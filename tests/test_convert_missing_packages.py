@@ -60,4 +60,3 @@ def test_converter_without_its_packages_says_what_to_install(blocked, command, m
         "pip install -r requirements-convert.txt (from a clone) or pip install 'featapp[convert]'"
     ], run.stderr
     assert not (ROOT / "x.onnx").exists()
-
