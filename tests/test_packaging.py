@@ -88,3 +88,7 @@ def test_installed_package_finds_its_model_from_anywhere(wheel, tmp_path):
         assert info.returncode == 0, info.stderr
         assert str(target / "featapp" / "models" / "cats_dogs_small.onnx") in info.stdout
         assert "conv2d" in info.stdout
+    convert = subprocess.run(
+        [str(target / "bin" / "featapp-convert"), "--help"], cwd=elsewhere, env=env, capture_output=True, text=True
+    )
+    assert convert.returncode == 0 and "export" in convert.stdout, convert.stderr

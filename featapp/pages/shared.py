@@ -253,7 +253,8 @@ def _dataset_at(root: str) -> Dataset:
 
 
 def dataset() -> Dataset:
-    """The dataset folder (``$FEATAPP_DATA_DIR`` or ``data/cats_vs_dogs``). Raises :class:`DatasetError`."""
+    """The dataset folder (:func:`featapp.dataset.resolve_data_dir`: ``$FEATAPP_DATA_DIR``, ``data/cats_vs_dogs``,
+    then the download folders). Raises :class:`DatasetError`."""
     return _dataset_at(str(resolve_data_dir().resolve()))
 
 
