@@ -62,3 +62,20 @@ def test_download_failure_is_a_message_and_the_app_goes_on(server, no_photos, mo
     assert "could not be downloaded" in at.error[0].value and "not the expected" in at.error[0].value
     assert not (no_photos / "photos").exists()
     assert [b for b in at.button if b.key == "gallery_download"]  # one can try again
+
+
+def test_a_destination_that_cannot_be_written_is_a_message(server, no_photos, monkeypatch):
+    data = zip_bytes(filtered_members())
+    url = server.serve("/cats_and_dogs_filtered.zip", data)
+    monkeypatch.setitem(
+        SOURCES, "tf-filtered", SOURCES["tf-filtered"].with_(url=url, size=len(data), counts=FILTERED_COUNTS)
+    )
+    blocker = no_photos / "not-a-folder"
+    blocker.write_text("a file where the photos' parent folder should be")
+    monkeypatch.setenv("FEATAPP_DATA_DIR", str(blocker / "photos"))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    at.button(key="gallery_download").click().run()
+    assert_clean(at)
+    assert "could not be downloaded" in at.error[0].value
+    assert [b for b in at.button if b.key == "gallery_download"]

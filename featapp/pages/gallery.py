@@ -212,7 +212,8 @@ def _download_photos() -> None:
 
     try:
         result = download_photos(source, dest, progress=progress)
-    except DownloadError as err:
+    except (DownloadError, OSError) as err:
+        # OSError: a folder that cannot be written, a full disk (the message names the file).
         bar.empty()
         st.error(f"The photos could not be downloaded: {err}")
         return
