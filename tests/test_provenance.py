@@ -32,8 +32,9 @@ def test_committed_list_holds_every_photo_the_model_was_fitted_on_and_no_test_ph
     fitted = _manifest(data_dir, ("train", "validation"))
     extra = SHARED / "cats_vs_dogs_extra"
     if (extra / "MANIFEST.tsv").is_file():
-        fitted |= _manifest(extra, ("train",))
-    assert committed == fitted
+        assert committed == fitted | _manifest(extra, ("train",))
+    else:  # a machine without the extra training photos can check the course's part only
+        assert fitted <= committed
     assert not committed & _manifest(data_dir, ("test",))
     # the manifest's sums are the files' own bytes
     photo = Dataset(data_dir).images("validation")[0].path
@@ -44,8 +45,9 @@ def test_list_is_regenerated_from_folders_byte_for_byte(tmp_path, data_dir, caps
     out = tmp_path / "m.trained_on.sha256.gz"
     folders = [data_dir / "train", data_dir / "validation"]
     extra = SHARED / "cats_vs_dogs_extra" / "train"
-    if extra.is_dir():
-        folders.insert(1, extra)
+    if not extra.is_dir():
+        pytest.skip(f"the extra training photos the model was fitted on are not here ({extra})")
+    folders.insert(1, extra)
     assert main(["trained-on-hashes", *map(str, folders), "--out", str(out)]) == 0
     assert "photo hashes written" in capsys.readouterr().out
     assert out.read_bytes() == hashes_path(DEFAULT_MODEL_PATH).read_bytes()
