@@ -300,16 +300,51 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+CONVERTER_PACKAGES = frozenset({"tensorflow", "keras", "tf2onnx", "tf_keras", "matplotlib", "onnx"})
+"""Top-level modules the converter needs beyond the app's runtime (requirements-convert.txt)."""
+INSTALL_HINT = "pip install -r requirements-convert.txt (from a clone) or pip install 'featapp[convert]'"
+
+
+def _missing_package(command: str) -> str | None:
+    """The first converter package this command needs that is not installed (found without importing it)."""
+    import importlib.util
+
+    needed = ["tensorflow", "keras"] + (["tf2onnx"] if command in {"export", "snapshots"} else [])
+    for name in needed:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except (ImportError, ValueError):
+            return name
+    return None
+
+
+def _install_message(missing: str) -> str:
+    return f"error: the converter needs {missing}, which is not installed; install its packages with: {INSTALL_HINT}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if not args.handles_errors:
-        return args.func(args)
+    missing = _missing_package(args.command)
+    if missing is not None:
+        print(_install_message(missing), file=sys.stderr, flush=True)
+        return 1
     try:
-        return args.func(args)
-    except _user_errors() as err:
-        if args.verbose:
-            traceback.print_exc()
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        if not args.handles_errors:
+            return args.func(args)
+        try:
+            return args.func(args)
+        except _user_errors() as err:
+            if args.verbose:
+                traceback.print_exc()
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            return 1
+    except ModuleNotFoundError as err:
+        # The app's install has no TensorFlow: say in one line what to install, not a traceback.
+        missing = (err.name or "").split(".")[0]
+        if missing not in CONVERTER_PACKAGES or getattr(args, "verbose", False):
+            raise
+        print(_install_message(missing), file=sys.stderr, flush=True)
         return 1
 
 

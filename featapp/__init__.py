@@ -17,6 +17,7 @@ from featapp.analysis import NeuronHit, NeuronStats, StatsFileError, load_cached
 from featapp.cache import default_cache_dir
 from featapp.classes import SeparationTable, contributions, layer_separation, network_health, output_weights
 from featapp.dataset import Dataset, DatasetError, DatasetImage
+from featapp.download import DownloadError, download_photos
 from featapp.geometry import ReceptiveField, receptive_box
 from featapp.images import ImageError, InputSpec, prepare_image
 from featapp.metadata import LayerInfo, ModelSpec
@@ -24,6 +25,7 @@ from featapp.model import FeatureModel, ModelError, Prediction, load_model
 from featapp.occlusion import OcclusionMap, occlusion_sensitivity
 from featapp.probes import Probe, probe, probe_images
 from featapp.projection import Projection, load_or_fit, nearest
+from featapp.provenance import file_sha256, trained_on
 from featapp.snapshots import Snapshot, load_snapshots
 
 __all__ = [
@@ -61,6 +63,11 @@ __all__ = [
     "Projection",
     "load_or_fit",
     "nearest",
+    # the course photos, and which of them the model has seen
+    "download_photos",
+    "DownloadError",
+    "trained_on",
+    "file_sha256",
     # where a cell looks, and what the prediction depends on
     "ReceptiveField",
     "receptive_box",

@@ -41,6 +41,8 @@ __all__ = [
     "activation_bytes",
     "describe_prediction",
     "gallery_caption",
+    "WRONG_MARK",
+    "TRAINED_ON_TEXT",
     "activations_npz",
 ]
 
@@ -199,21 +201,32 @@ def describe_prediction(probabilities: np.ndarray, class_names: Sequence[str]) -
     return text + "."
 
 
+WRONG_MARK = ":red[**wrong**]"
+"""How a gallery caption marks a wrong answer: a word, in red (no emoji font needed)."""
+TRAINED_ON_TEXT = "the model trained on this photo"
+
+
 def gallery_caption(
     true_folder: str,
     probabilities: np.ndarray | None,
     class_names: Sequence[str],
     classes_of_folders: dict[str, int] | None,
+    trained_on: bool = False,
 ) -> tuple[str, bool | None]:
     """A gallery photo's caption and whether the model got it wrong (``None``: cannot tell).
 
+    A wrong answer is marked in words (red where colours show), not by an emoji that a
+    browser without an emoji font draws as an empty box; the gallery also frames the
+    photo in red. A photo the model was trained on says so.
+
     >>> gallery_caption("dogs", np.array([0.9, 0.1]), ["cat", "dog"], {"cats": 0, "dogs": 1})
-    ('❌ dogs · p(dog) 0.10', True)
-    >>> gallery_caption("cats", None, ["cat", "dog"], {"cats": 0, "dogs": 1})
-    ('cats', None)
+    (':red[**wrong**] · dogs · p(dog) 0.10', True)
+    >>> gallery_caption("cats", None, ["cat", "dog"], {"cats": 0, "dogs": 1}, trained_on=True)
+    ('cats · the model trained on this photo', None)
     """
+    seen = f" · {TRAINED_ON_TEXT}" if trained_on else ""
     if probabilities is None:
-        return true_folder, None
+        return true_folder + seen, None
     probabilities = np.asarray(probabilities, dtype=np.float64).reshape(-1)
     best = int(probabilities.argmax())
     if len(probabilities) == 2:
@@ -225,8 +238,8 @@ def gallery_caption(
         if classes_of_folders is None or true_folder not in classes_of_folders
         else (classes_of_folders[true_folder] != best)
     )
-    mark = "❌ " if wrong else ""
-    return f"{mark}{true_folder} · {score}", wrong
+    mark = f"{WRONG_MARK} · " if wrong else ""
+    return f"{mark}{true_folder} · {score}{seen}", wrong
 
 
 def activations_npz(image: CurrentImage, activations: Mapping[str, np.ndarray]) -> bytes:

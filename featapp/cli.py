@@ -12,6 +12,8 @@ Commands:
 * ``info [IMAGE...] [--split S]``: the model's layers, input, classes and execution
   provider; with images or a scanned split, how alive each layer is (channels that never
   fire, constant maps, sparsity).
+* ``download-photos [--dest DIR] [--source S] [--archive FILE]``: the course photos in one step.
+* ``trained-on-hashes FOLDER...``: the sha256 list of the photos the model was fitted on.
 
 Channels are counted **from 1** on the command line, as students say "channel 1 of
 layer 1"; the library (``acts["conv2d"][i, 0]``, ``stats.top_k("conv2d", 0)``) counts
@@ -75,8 +77,17 @@ class TextProgress:
     scanning: 5/10 images (50%)
     """
 
-    def __init__(self, label: str, stream: TextIO | None = None, interactive: bool | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        stream: TextIO | None = None,
+        interactive: bool | None = None,
+        unit: str = "images",
+        divisor: float = 1,
+    ) -> None:
         self.label = label
+        self.unit = unit
+        self.divisor = divisor
         self.stream = stream if stream is not None else sys.stderr
         self.interactive = self.stream.isatty() if interactive is None else interactive
         self.started = time.perf_counter()
@@ -90,8 +101,8 @@ class TextProgress:
             filled = int(round(30 * fraction))
             eta = (total - done) / rate if rate > 0 else 0.0
             line = (
-                f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} "
-                f"{fraction:4.0%}  {rate:5.1f} images/s  {_duration(eta)} left "
+                f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {self._amount(done)}/{self._amount(total)} "
+                f"{fraction:4.0%}  {rate / self.divisor:5.1f} {self.unit}/s  {_duration(eta)} left "
             )
             self.stream.write(line)
             if done >= total:
@@ -101,8 +112,13 @@ class TextProgress:
             if decile == self._last_decile and done < total:
                 return
             self._last_decile = decile
-            self.stream.write(f"{self.label}: {done}/{total} images ({fraction:.0%})\n")
+            self.stream.write(
+                f"{self.label}: {self._amount(done)}/{self._amount(total)} {self.unit} ({fraction:.0%})\n"
+            )
         self.stream.flush()
+
+    def _amount(self, value: int) -> str:
+        return str(value) if self.divisor == 1 else f"{value / self.divisor:.1f}"
 
 
 def _duration(seconds: float) -> str:
@@ -582,6 +598,67 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+class _StageProgress:
+    """One text bar per stage of a download (bytes fetched, members checked, photos written)."""
+
+    _LABELS = {
+        "download": ("downloading", "MB", 1e6),
+        "verify": ("checking", "items", 1),
+        "extract": ("extracting", "photos", 1),
+    }
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+        self.bars: dict[str, TextProgress] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.bars:
+            label, unit, divisor = self._LABELS.get(stage, (stage, "", 1))
+            self.bars[stage] = TextProgress(label, stream=self.stream, unit=unit, divisor=divisor)
+        self.bars[stage](done, total)
+
+
+def cmd_download_photos(args: argparse.Namespace) -> int:
+    from featapp.download import SOURCES, DownloadError, download_photos
+
+    source = SOURCES[args.source]
+    where = args.archive or source.url
+    print(f"Photos: {source.name}, {source.description}", file=sys.stderr)
+    print(f"Licence: {source.licence}", file=sys.stderr)
+    print(f"From: {where}", file=sys.stderr)
+    try:
+        result = download_photos(
+            source,
+            args.dest,
+            archive=args.archive,
+            replace=args.replace,
+            keep_archive=args.keep_archive,
+            progress=_StageProgress(),
+        )
+    except DownloadError as err:
+        raise _UserError(str(err)) from None
+    counts = ", ".join(f"{folder} {count:,}" for folder, count in result.photos.items())
+    print(f"{result.total:,} photos in {result.destination} ({counts})")
+    if result.skipped:
+        print(f"Skipped {result.skipped:,} broken photos (they cannot be decoded).")
+    print(f"featapp finds them there by itself; elsewhere, set FEATAPP_DATA_DIR={result.destination}")
+    return 0
+
+
+def cmd_trained_on_hashes(args: argparse.Namespace) -> int:
+    from featapp.model import DEFAULT_MODEL_PATH
+    from featapp.provenance import hash_folders, hashes_path, write_hashes
+
+    out = Path(args.out) if args.out else hashes_path(args.model or DEFAULT_MODEL_PATH)
+    for folder in args.folders:
+        if not Path(folder).is_dir():
+            raise _UserError(f"No folder at '{folder}'.")
+    count = len(hash_folders(args.folders))
+    write_hashes(args.folders, out)
+    print(f"{count:,} photo hashes written to {out}")
+    return 0
+
+
 # -- the parser ----------------------------------------------------------------------------
 def _positive(text: str) -> int:
     try:
@@ -723,6 +800,48 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset folder for --split (default: $FEATAPP_DATA_DIR, else data/cats_vs_dogs)",
     )
     info.set_defaults(run=cmd_info)
+
+    from featapp.download import DEFAULT_SOURCE, SOURCES, default_destination
+
+    download = commands.add_parser(
+        "download-photos",
+        help="download the course photos (cats and dogs) and lay them out for the gallery",
+        description="Download a photo archive, check it (size, checksum or every member's CRC, photo counts), "
+        "and lay it out as split/class/photo. An interrupted download resumes where it stopped; nothing is "
+        "extracted until the whole archive is checked, and the folder appears only when complete.",
+        epilog="Sources: "
+        + "; ".join(f"{name}: {source.description} (licence: {source.licence})" for name, source in SOURCES.items())
+        + ". See docs/photos.md.",
+    )
+    download.add_argument(
+        "--dest",
+        metavar="DIR",
+        help=f"where the photos go (default: {default_destination(DEFAULT_SOURCE)} for {DEFAULT_SOURCE}, "
+        "which featapp finds without FEATAPP_DATA_DIR)",
+    )
+    download.add_argument("--source", choices=sorted(SOURCES), default=DEFAULT_SOURCE, help="which photos")
+    download.add_argument(
+        "--archive", metavar="FILE", help="use this already-downloaded archive instead of the network (offline)"
+    )
+    download.add_argument("--replace", action="store_true", help="replace a destination folder that holds files")
+    download.add_argument(
+        "--keep-archive", action="store_true", help="keep the downloaded archive (in the cache folder) afterwards"
+    )
+    download.add_argument("--verbose", action="store_true", help="show full tracebacks for errors")
+    download.set_defaults(run=cmd_download_photos)
+
+    hashes = commands.add_parser(
+        "trained-on-hashes",
+        help="list the sha256 of the photos a model was trained or selected on (for honest predictions)",
+        description="Hash every image under the FOLDERs (the training folders and the validation folder that "
+        "chose the epoch) and write the sorted hashes, gzip'd, next to the model: the gallery then marks those "
+        "photos and leaves them out of its score. Run it again whenever the model is retrained.",
+    )
+    hashes.add_argument("folders", nargs="+", metavar="FOLDER", help="folders of photos the model was fitted on")
+    hashes.add_argument("--model", metavar="PATH", help="the model the list belongs to (default: the committed one)")
+    hashes.add_argument("--out", metavar="FILE", help="where to write (default: <model>.trained_on.sha256.gz)")
+    hashes.add_argument("--verbose", action="store_true", help="show full tracebacks for errors")
+    hashes.set_defaults(run=cmd_trained_on_hashes)
     return parser
 
 

@@ -5,7 +5,8 @@ with ``cats/`` and ``dogs/``. Classes are the sub-folder names in sorted order, 
 ``cats`` is class 0 and ``dogs`` class 1, which is the order the model was trained in.
 
 The folder comes from an argument, else from ``FEATAPP_DATA_DIR``, else from
-``data/cats_vs_dogs`` in the repository (git-ignored). A missing or empty folder raises
+``data/cats_vs_dogs`` in the repository (git-ignored), else from the folder that
+``python -m featapp download-photos`` fills (:mod:`featapp.download`). A missing or empty folder raises
 :class:`DatasetError` with a message that says how to get the data; nothing else in
 featapp needs a dataset.
 """
@@ -35,8 +36,8 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".
 _HOW_TO_GET_DATA = (
     "Point featapp at a folder laid out as <split>/<class>/<image>, for example "
     "cats_vs_dogs/train/cats/cat.1.jpg: pass it as an argument or set the "
-    f"{DATA_DIR_ENV} environment variable. The course's 4,000 Kaggle Dogs vs. Cats "
-    "photos in this layout are described in docs/data.md."
+    f"{DATA_DIR_ENV} environment variable. Or download the course photos in one step: "
+    "python -m featapp download-photos (see docs/photos.md; the course's photos are described in docs/data.md)."
 )
 
 
@@ -59,12 +60,23 @@ class DatasetImage:
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The dataset folder: the argument, else ``$FEATAPP_DATA_DIR``, else the default."""
+    """The dataset folder: the argument, else ``$FEATAPP_DATA_DIR``, else the repository's
+    ``data/cats_vs_dogs`` when it exists, else the folder ``download-photos`` fills
+    (:func:`featapp.download.default_destination`, first source found), else the
+    repository's default (whose absence the error message explains)."""
     if data_dir is not None and str(data_dir) != "":
         return Path(data_dir).expanduser()
     from_env = os.environ.get(DATA_DIR_ENV, "").strip()
     if from_env:
         return Path(from_env).expanduser()
+    if DEFAULT_DATA_DIR.is_dir():
+        return DEFAULT_DATA_DIR
+    from featapp.download import SOURCES, default_destination
+
+    for source in SOURCES:
+        downloaded = default_destination(source)
+        if downloaded.is_dir():
+            return downloaded
     return DEFAULT_DATA_DIR
 
 

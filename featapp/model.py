@@ -15,7 +15,6 @@ from the file's metadata (:mod:`featapp.metadata`), never from this code.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import hashlib
 import os
@@ -39,6 +38,7 @@ __all__ = [
     "load_model",
     "cuda_usable",
     "DEFAULT_MODEL_PATH",
+    "models_dir",
     "MODEL_ENV",
     "PROVIDER_ENV",
 ]
@@ -46,7 +46,25 @@ __all__ = [
 MODEL_ENV = "FEATAPP_MODEL"
 PROVIDER_ENV = "FEATAPP_PROVIDER"
 THREADS_ENV = "FEATAPP_THREADS"
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "cats_dogs_small.onnx"
+REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+"""``models/`` of a checkout (``git clone``): the committed model, its snapshots and lists."""
+INSTALLED_MODELS_DIR = Path(__file__).resolve().parent / "models"
+"""The same files inside an installed package (``pip install .``, which maps ``models/`` here)."""
+
+
+def models_dir() -> Path:
+    """Where the committed model lives: the checkout's ``models/``, else the installed copy.
+
+    The lookup for the model file is ``$FEATAPP_MODEL``, then this folder's
+    ``cats_dogs_small.onnx``; from a checkout the repository's files win, so a model
+    converted in place is used even when an older copy is installed.
+    """
+    if not (REPO_MODELS_DIR / "cats_dogs_small.onnx").is_file() and INSTALLED_MODELS_DIR.is_dir():
+        return INSTALLED_MODELS_DIR
+    return REPO_MODELS_DIR
+
+
+DEFAULT_MODEL_PATH = models_dir() / "cats_dogs_small.onnx"
 
 _REBUILD_HINT = (
     "Use the committed models/cats_dogs_small.onnx, or convert a Keras model with "
@@ -111,6 +129,28 @@ def cuda_usable() -> bool:
         return driver.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
     except (AttributeError, OSError):
         return False
+
+
+CUDA_INSTALL_HINT = "pip install 'featapp[cuda]' or -r requirements-cuda.txt installs them from PyPI"
+
+
+def _preload_cuda_libraries(ort) -> str:
+    """Load CUDA and cuDNN from pip's ``nvidia-*`` packages (``onnxruntime-gpu[cuda,cudnn]``)
+    before the CUDA session starts, so a GPU machine without a system CUDA still runs on
+    the GPU. Returns "" when done (or not needed), else the reason it failed; a failure is
+    harmless here (the system's CUDA may still be found), and the provider check reports it.
+
+    Called only once a GPU answers the driver (:func:`cuda_usable`): the libraries are
+    about 2 GB, and loading them on a machine with no GPU would be for nothing.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:  # onnxruntime before 1.21
+        return ""
+    try:
+        preload()
+    except Exception as err:  # noqa: BLE001 - any failure only means CUDA may not start
+        return " ".join(str(err).split())[:200] or type(err).__name__
+    return ""
 
 
 def _sha256(path: Path) -> str:
@@ -438,11 +478,7 @@ def load_model(path: str | os.PathLike | None = None, provider: str = "auto") ->
             note = "CUDA was asked for, but no usable GPU was found; running on the CPU."
     elif provider == "auto":
         use_cuda = cuda_usable()
-    if use_cuda and hasattr(ort, "preload_dlls"):
-        # CUDA/cuDNN from the nvidia-* wheels, when installed; a failed preload only
-        # means CUDA may not start, which the provider check below reports.
-        with contextlib.suppress(Exception):
-            ort.preload_dlls()
+    preload_problem = _preload_cuda_libraries(ort) if use_cuda else ""
     providers = (["CUDAExecutionProvider"] if use_cuda else []) + ["CPUExecutionProvider"]
     try:
         session = ort.InferenceSession(
@@ -455,5 +491,9 @@ def load_model(path: str | os.PathLike | None = None, provider: str = "auto") ->
         ) from None
     spec = _read_spec(session, path)
     if use_cuda and session.get_providers()[0] != "CUDAExecutionProvider":
-        note = "A GPU was found but ONNX Runtime's CUDA provider did not start (CUDA 13 or cuDNN 9 missing?); running on the CPU."
+        note = (
+            "A GPU was found but ONNX Runtime's CUDA provider did not start (CUDA 13 or cuDNN 9 missing?"
+            + (f" Loading them from pip's nvidia packages failed: {preload_problem}." if preload_problem else "")
+            + f" {CUDA_INSTALL_HINT}); running on the CPU."
+        )
     return FeatureModel(path, spec, session, provider_note=note)

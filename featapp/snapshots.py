@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from featapp.model import FeatureModel, ModelError, load_model
+from featapp.model import models_dir as _models_dir
 
 __all__ = [
     "Snapshot",
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 SNAPSHOTS_ENV = "FEATAPP_SNAPSHOTS"
-DEFAULT_SNAPSHOTS_DIR = Path(__file__).resolve().parent.parent / "models" / "snapshots"
+DEFAULT_SNAPSHOTS_DIR = _models_dir() / "snapshots"
 INDEX_FILE = "index.json"
 INDEX_SCHEMA = 1
 

@@ -47,3 +47,9 @@ def cat_photo(dataset):
 @pytest.fixture(scope="session")
 def dog_photo(dataset):
     return [image for image in dataset.images("test") if image.class_name == "dogs"][0].path
+
+
+@pytest.fixture(autouse=True)
+def _no_downloaded_photos(monkeypatch, tmp_path_factory):
+    """Photos a user downloaded on this machine (featapp.download) never leak into a test."""
+    monkeypatch.setenv("FEATAPP_DATA_HOME", str(tmp_path_factory.mktemp("data-home")))

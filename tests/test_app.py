@@ -24,7 +24,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from featapp import render
-from featapp.appstate import markdown_literal
+from featapp.appstate import WRONG_MARK, markdown_literal
 from featapp.dataset import Dataset
 from featapp.images import prepare_image
 from featapp.model import load_model
@@ -168,7 +168,30 @@ def first_photo(data_dir):
 # -- gallery -------------------------------------------------------------------------------------------------
 
 
-def test_gallery_shows_twenty_labelled_photos_with_predictions(app_env, model, dataset):
+@pytest.fixture
+def sent_pictures(monkeypatch):
+    """The pictures the app sent, by URL: what the browser would draw (``st.image`` bytes)."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    sent: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def record(self, path_or_data, mimetype, kind, filename=None):
+        file_id = original(self, path_or_data, mimetype, kind, filename)
+        if isinstance(path_or_data, bytes):
+            sent[file_id] = path_or_data
+        return file_id
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
+
+    def picture(url: str) -> np.ndarray:
+        file_id = url.rsplit("/", 1)[-1].split(".")[0]
+        return np.asarray(Image.open(io.BytesIO(sent[file_id])).convert("RGB"))
+
+    return picture
+
+
+def test_gallery_shows_twenty_labelled_photos_with_predictions(app_env, model, dataset, sent_pictures):
     at = open_app()
     positive = model.class_names[1]
     photo_captions = [c for c in captions(at) if f"p({positive})" in c]
@@ -177,7 +200,17 @@ def test_gallery_shows_twenty_labelled_photos_with_predictions(app_env, model, d
     sample = dataset.sample("test", per_class=10, seed=0)
     probabilities = model.predict([item.path for item in sample]).probabilities
     wrong = [item.label != int(p.argmax()) for item, p in zip(sample, probabilities, strict=True)]
-    assert [c.startswith("❌") for c in photo_captions] == wrong
+    # wrong answers are marked in words and with a red frame, no emoji (an empty box without an emoji font)
+    assert [c.startswith(WRONG_MARK) for c in photo_captions] == wrong
+    assert not any("❌" in c for c in photo_captions)
+    photos = [image.value[0] for image in at.main.image if any(f"p({positive})" in c for c in image.captions)]
+    for url, item, was_wrong in zip(photos, sample, wrong, strict=True):
+        picture = sent_pictures(url).astype(int)
+        edge = np.concatenate([picture[:3].reshape(-1, 3), picture[-3:].reshape(-1, 3)])
+        red = (edge[:, 0] > 180) & (edge[:, 1] < 80) & (edge[:, 2] < 80)
+        assert red.all() == was_wrong, item.name
+        if not was_wrong:
+            assert np.array_equal(picture, prepare_image(item.path, model))
     for caption, p in zip(photo_captions, probabilities, strict=True):
         assert caption.endswith(f"p({positive}) {p[1]:.2f}")
     text = main_text(at)
@@ -226,6 +259,7 @@ def test_only_the_open_tab_is_drawn(app_env, model):
 
 def test_probes_can_be_chosen(app_env, model):
     at = open_tab(open_app(), 1)
+    assert not [m.value for m in at.main.markdown if "prepare_image" in m.value]  # no stray text on the page
     probes = probe_images(model.input_spec)
     assert [b.key for b in at.button if b.key and b.key.startswith("probe_use_")] == [
         f"probe_use_{i}" for i in range(len(probes))
@@ -294,6 +328,43 @@ def test_a_file_with_another_extension_gets_the_same_clear_error(app_env):
     at = open_app()
     upload(at, ("notes.txt", imagefactory.TEXT, "text/plain"))
     assert "notes.txt" in as_shown(at.error[0].value) and "text file" in at.error[0].value
+
+
+def test_probe_pictures_have_a_frame_against_the_white_page(app_env, model, sent_pictures):
+    from featapp.pages.gallery import PROBE_FRAME
+
+    at = open_tab(open_app(), 1)
+    assert not [m.value for m in at.main.markdown if "prepare_image" in m.value]  # no stray text on the page
+    probes = probe_images(model.input_spec)
+    shown = [
+        image
+        for image in at.main.image
+        if image.captions and image.captions[0] in {markdown_literal(p.title) for p in probes}
+    ]
+    assert len(shown) == len(probes)
+    assert any((p.image == 255).all(axis=-1)[:, 0].any() for p in probes)  # some probes do touch the edge in white
+    for image, probe in zip(shown, probes, strict=True):
+        picture = sent_pictures(image.value[0])
+        edge = np.concatenate([picture[0], picture[-1], picture[:, 0], picture[:, -1]])
+        assert (edge == PROBE_FRAME).all(), probe.title
+        inner = probe.image if probe.image.shape[2] == 3 else np.repeat(probe.image, 3, axis=2)
+        assert np.array_equal(picture[2:-2, 2:-2], inner[2:-2, 2:-2])  # the frame covers the edge pixels only
+
+
+def test_the_uploader_accepts_every_format_the_error_text_offers(app_env):
+    from featapp.images import _FORMATS_HINT
+
+    extensions = {"JPEG": {"jpg", "jpeg"}, "PNG": {"png"}, "WebP": {"webp"}, "GIF": {"gif"}, "BMP": {"bmp"}}
+    extensions["TIFF"] = {"tif", "tiff"}
+    offered = re.findall(r"[A-Z][A-Za-z]+", _FORMATS_HINT.removeprefix("Use a"))
+    assert set(offered) == set(extensions), offered  # the hint names no format this test does not know
+    at = open_tab(open_app(), 2)
+    accepted = {t.lstrip(".").lower() for t in at.file_uploader(key="gallery_upload").proto.type}
+    for name in offered:
+        assert extensions[name] <= accepted, (name, accepted)
+    tiff = imagefactory.encode(Image.fromarray(np.full((40, 60, 3), (0, 90, 180), np.uint8)), "TIFF")
+    upload(at, ("scan.tif", tiff, "image/tiff"))
+    assert not at.error and "Current image: **scan.tif**" in main_text(at)
 
 
 def test_camera_photo(app_env):
@@ -523,6 +594,9 @@ def test_scanning_a_small_dataset_ranks_its_photos(app_env, monkeypatch, dataset
     scan.click().run()
     assert_clean(at)
     assert len([c for c in captions(at) if c.startswith("#")]) == 6
+    # the notice and its button are gone in the very run that scanned, not only on the next one
+    assert "have not been scanned" not in main_text(at)
+    assert not [b for b in at.button if b.label.startswith("Scan")]
     assert list((app_env / "cache").glob("neurons-*.npz"))
     at.run()  # the next visit reads the cache: no scan button
     assert not [b for b in at.button if b.label.startswith("Scan")]
@@ -537,6 +611,15 @@ def test_a_file_name_with_markdown_characters_is_shown_as_it_is(app_env):
     assert markdown_literal(name) in raw  # the compare section's current image, escaped like every other title
     go(at, "model")
     assert any(f"Current image: **{markdown_literal(name)}**" in m.value for m in at.main.markdown)
+
+
+def test_compare_starts_with_two_different_photos(app_env, first_photo):
+    at = open_app("neuron")
+    compare = [image for image in at.main.image if image.captions and not image.captions[0].startswith("#")][-2:]
+    left, right = (image.captions[0] for image in compare)
+    assert as_shown(left) == f"{first_photo[0].name} (test)"  # the current image: gallery photo 1
+    assert as_shown(right) != first_photo[0].name and compare[0].value != compare[1].value
+    assert at.selectbox(key="neuron_compare_right").value != "g0"
 
 
 def test_two_images_are_compared_on_one_scale(app_env):

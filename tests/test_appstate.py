@@ -81,7 +81,12 @@ def test_match_classes():
 def test_captions_and_predictions_in_words():
     folders = {"cats": 0, "dogs": 1}
     assert gallery_caption("cats", np.array([0.8, 0.2]), ["cat", "dog"], folders) == ("cats · p(dog) 0.20", False)
-    assert gallery_caption("cats", np.array([0.3, 0.7]), ["cat", "dog"], folders) == ("❌ cats · p(dog) 0.70", True)
+    assert gallery_caption("cats", np.array([0.3, 0.7]), ["cat", "dog"], folders) == (
+        ":red[**wrong**] · cats · p(dog) 0.70",
+        True,
+    )
+    seen = gallery_caption("cats", np.array([0.8, 0.2]), ["cat", "dog"], folders, trained_on=True)
+    assert seen == ("cats · p(dog) 0.20 · the model trained on this photo", False)
     assert gallery_caption("birds", np.array([0.3, 0.7]), ["cat", "dog"], folders)[1] is None
     three = gallery_caption("a", np.array([0.2, 0.5, 0.3]), ["x", "y", "z"], None)
     assert three == ("a · y 0.50", None)

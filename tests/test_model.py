@@ -123,6 +123,48 @@ def test_threads_environment_variable(monkeypatch):
         load_model(provider="cpu")
 
 
+@pytest.mark.parametrize("preload_fails", [False, True])
+def test_auto_loads_pip_cuda_libraries_before_the_cuda_session_and_survives_a_failure(monkeypatch, preload_fails):
+    """What can be checked without a GPU: once a GPU answers the driver, ``auto`` calls
+    onnxruntime.preload_dlls() before it starts the CUDA session; a failed preload is
+    harmless (the model still loads, on the CPU here) and the note says how to fix it."""
+    import onnxruntime as ort
+
+    import featapp.model as model_module
+
+    order: list[str] = []
+    monkeypatch.setattr(model_module, "cuda_usable", lambda: order.append("gpu found") or True)
+
+    def preload(*args, **kwargs):
+        order.append("preload")
+        if preload_fails:
+            raise OSError("libcudnn.so.9: cannot open shared object file")
+
+    real_session = ort.InferenceSession
+
+    def session(*args, **kwargs):
+        order.append(f"session {kwargs['providers'][0]}")
+        return real_session(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "preload_dlls", preload, raising=False)
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    model = load_model(provider="auto")
+    assert order == ["gpu found", "preload", "session CUDAExecutionProvider"]
+    assert model.provider == "cpu"  # no GPU really here: ONNX Runtime fell back
+    assert model.predict(np.zeros((1, 150, 150, 3), np.uint8)).probabilities.shape == (1, 2)
+    assert "featapp[cuda]" in model.provider_note and "running on the CPU" in model.provider_note
+    assert ("libcudnn.so.9" in model.provider_note) == preload_fails
+
+
+def test_no_gpu_means_no_preload(monkeypatch):
+    import onnxruntime as ort
+
+    called = []
+    monkeypatch.setattr(ort, "preload_dlls", lambda *a, **k: called.append(1), raising=False)
+    assert load_model(provider="auto").provider == "cpu"
+    assert called == []  # 2 GB of CUDA libraries are not loaded on a machine without a GPU
+
+
 @pytest.mark.parametrize("provider", ["cuda", "auto"])
 def test_no_cuda_error_text_on_a_machine_without_a_gpu(provider):
     """In a fresh process (nothing imported before), asking for CUDA must not make

@@ -40,7 +40,9 @@ def installed_names(name: str, platform: dict[str, str]) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("name", ["requirements.txt", "requirements-convert.txt", "requirements-dev.txt"])
+@pytest.mark.parametrize(
+    "name", ["requirements.txt", "requirements-convert.txt", "requirements-dev.txt", "requirements-cuda.txt"]
+)
 def test_every_line_is_a_valid_pep508_requirement(name: str) -> None:
     assert parse_requirements(name)
 

@@ -4,18 +4,32 @@ import random
 
 import streamlit as st
 
-from featapp.appstate import CurrentImage, from_upload, gallery_caption, markdown_literal, match_classes, set_current
+from featapp.appstate import (
+    TRAINED_ON_TEXT,
+    WRONG_MARK,
+    CurrentImage,
+    from_upload,
+    gallery_caption,
+    markdown_literal,
+    match_classes,
+    set_current,
+)
 from featapp.dataset import DatasetError
 from featapp.images import ImageError
 from featapp.pages import shared
+from featapp.render import outline_box
 
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
+# Every format featapp.prepare_image reads, and that its error messages offer (TIFF too).
+# (A comment, not a docstring: Streamlit's magic would print a bare string on the page.)
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 # With MIME types in the list, the browser's file dialog still filters by them, and
 # Streamlit leaves every file that does arrive to featapp.prepare_image, whose refusals
 # are messages for students (an extension check alone raises an exception instead).
-UPLOAD_ACCEPT = UPLOAD_TYPES + ["image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif"]
+UPLOAD_ACCEPT = UPLOAD_TYPES + ["image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff"]
 UPLOAD_ERROR = "gallery.upload_error"
+DOWNLOADED = "gallery.downloaded"
 COLUMNS = 5
+PROBE_FRAME = (150, 150, 150)
 
 model = shared.model_or_error_page()
 spec = model.input_spec
@@ -81,8 +95,11 @@ def _dataset_photos() -> None:
         st.info(
             f"{err}\n\nWithout a dataset you can still use the probes, your own photos and the camera (the other tabs)."
         )
+        _download_photos()
 
     if data is not None:
+        if st.session_state.get(DOWNLOADED):
+            st.success(st.session_state.pop(DOWNLOADED))
         splits = list(data.splits)
         if st.session_state.get(shared.SPLIT) not in splits:
             st.session_state[shared.SPLIT] = shared.default_split(data)
@@ -119,6 +136,7 @@ def _dataset_photos() -> None:
             f"Sample seed **{seed}** from the {split} split: type this number in to see the same "
             f"{len(items)} photos on any machine."
         )
+        seen_before = shared.trained_on(model, items)
         wrong_count = 0
         for start in range(0, len(items), COLUMNS):
             columns = st.columns(COLUMNS)
@@ -128,10 +146,16 @@ def _dataset_photos() -> None:
                     break
                 item = items[index]
                 probabilities = None if prediction is None else prediction.probabilities[index]
-                caption, wrong = gallery_caption(item.class_name, probabilities, model.class_names, folders)
-                wrong_count += bool(wrong)
+                caption, wrong = gallery_caption(
+                    item.class_name, probabilities, model.class_names, folders, trained_on=seen_before[index]
+                )
+                wrong_count += bool(wrong) and not seen_before[index]
+                picture = pixels[index]
+                if wrong:
+                    # A red frame as well as the word: neither needs an emoji font.
+                    picture = outline_box(picture, (0, 0, *picture.shape[:2]), thickness=6, pointer_below=0)
                 with column:
-                    shared.show_image(pixels[index], caption=caption, width="stretch")
+                    shared.show_image(picture, caption=caption, width="stretch")
                     st.button(
                         "Look inside", key=f"gallery_use_{index}", on_click=_choose_gallery, args=(index, split, seed)
                     )
@@ -140,9 +164,65 @@ def _dataset_photos() -> None:
         elif folders is None:
             st.caption("The dataset's folders do not match the model's classes, so right and wrong are not marked.")
         else:
-            st.markdown(
-                f"The model gets **{len(items) - wrong_count} of {len(items)}** right; the ones it gets wrong are marked ❌."
+            fresh = len(items) - sum(seen_before)
+            line = (
+                f"The model gets **{fresh - wrong_count} of {fresh}** right; the ones it gets wrong are marked "
+                f"{WRONG_MARK} with a red frame."
             )
+            if fresh == 0:
+                line = (
+                    f"The model was trained or selected on all of these photos (marked *{TRAINED_ON_TEXT}*), so "
+                    "its answers here say little about how well it does: for an honest score, choose photos it "
+                    "has not seen (the course's test split, for example)."
+                )
+            elif any(seen_before):
+                line += (
+                    f" {sum(seen_before)} of these photos are ones the model was trained or selected on "
+                    f"(marked *{TRAINED_ON_TEXT}*); they are not counted, since its answers on them say little."
+                )
+            st.markdown(line)
+
+
+def _download_photos() -> None:
+    """The course photos in one click (featapp.download); the gallery appears when they are in place."""
+    from featapp.download import SOURCES, DownloadError, download_photos
+
+    source_name = st.radio(
+        "Photos to download",
+        list(SOURCES),
+        format_func=lambda name: f"{name}: {SOURCES[name].description}",
+        key="gallery_download_source",
+    )
+    source = SOURCES[source_name]
+    dest = shared.download_destination(source_name)
+    st.caption(f"Licence: {source.licence}. From {source.url}, into `{dest}`.")
+    if not st.button("⬇️ Download the course photos", key="gallery_download", type="primary"):
+        return
+    lock = shared.download_lock()
+    if not lock.acquire(blocking=False):
+        st.warning("Another visitor is downloading the photos right now; reload this page in a minute.")
+        return
+    bar = st.progress(0.0, text="Starting the download...")
+    stages = {"download": "Downloading", "verify": "Checking the archive", "extract": "Laying out the photos"}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        fraction = min(1.0, done / total) if total else 1.0
+        amount = f"{done / 1e6:.0f} of {total / 1e6:.0f} MB" if stage == "download" else f"{done:,} of {total:,}"
+        bar.progress(fraction, text=f"{stages.get(stage, stage)}: {amount}")
+
+    try:
+        result = download_photos(source, dest, progress=progress)
+    except (DownloadError, OSError) as err:
+        # OSError: a folder that cannot be written, a full disk (the message names the file).
+        bar.empty()
+        st.error(f"The photos could not be downloaded: {err}")
+        return
+    finally:
+        lock.release()
+    st.session_state[DOWNLOADED] = f"{result.total:,} photos downloaded into `{result.destination}`" + (
+        f" ({result.skipped:,} broken ones skipped)." if result.skipped else "."
+    )
+    st.rerun()
 
 
 # -- probes ----------------------------------------------------------------------------------------------
@@ -159,8 +239,12 @@ def _probes() -> None:
             if index >= len(probe_list):
                 break
             probe = probe_list[index]
+            # A thin grey frame: a probe's white half would otherwise melt into the white page.
+            framed = outline_box(
+                probe.image, (0, 0, *probe.image.shape[:2]), colour=PROBE_FRAME, thickness=2, pointer_below=0
+            )
             with column:
-                shared.show_image(probe.image, caption=markdown_literal(probe.title), width="stretch")
+                shared.show_image(framed, caption=markdown_literal(probe.title), width="stretch")
                 st.button(
                     "Look inside",
                     key=f"probe_use_{index}",

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from featapp import render
-from featapp.appstate import CurrentImage, markdown_literal, set_current
+from featapp.appstate import CurrentImage, image_key, markdown_literal, set_current
 from featapp.dataset import DatasetError
 from featapp.images import ImageError, prepare_image
 from featapp.pages import shared
@@ -147,19 +147,24 @@ elif data is not None and source == "dataset":
     stats = shared.neuron_stats(model, data, scan_split)
     if stats is None:
         count = len(data.images(scan_split))
-        st.info(
-            f"The {count} photos of the {scan_split} split have not been scanned with this model yet. A scan runs "
-            "every photo through the network once and keeps, for every channel, its strongest images; it is "
-            f"saved in {analysis.default_cache_dir()} and reused by everyone afterwards."
-        )
-        if st.button(f"Scan the {count} photos now", type="primary"):
-            bar = st.progress(0.0, text="Scanning...")
+        # One placeholder for the notice, the button and the progress bar, emptied once the
+        # scan is done: otherwise "not scanned yet" stays above the results it just made.
+        notice = st.empty()
+        with notice.container():
+            st.info(
+                f"The {count} photos of the {scan_split} split have not been scanned with this model yet. A scan "
+                "runs every photo through the network once and keeps, for every channel, its strongest images; it "
+                f"is saved in {analysis.default_cache_dir()} and reused by everyone afterwards."
+            )
+            scan_now = st.button(f"Scan the {count} photos now", type="primary")
+            bar = st.progress(0.0, text="Scanning...") if scan_now else None
+        if scan_now:
 
             def _progress(done: int, total: int) -> None:
                 bar.progress(min(done / max(total, 1), 1.0), text=f"Scanned {done} of {total} photos")
 
             stats = analysis.load_or_scan(model, data, split=scan_split, progress=_progress)
-            bar.empty()
+            notice.empty()
     if stats is not None:
         hits = stats.top_k(layer.name, channel, k=TOP_K, by=rank_by)
         entries, maps = [], []
@@ -199,11 +204,20 @@ def _pixels_of(choice: str) -> tuple:
 
 left_col, right_col = st.columns(2)
 options = list(choices)
+# The current image is usually gallery photo 1 (the default), so "the next option" would
+# compare it with itself: start the right side on the first gallery photo that differs.
+current_key = image_key(image.array)
+other = next(
+    (f"g{index}" for index in range(len(gallery_items)) if image_key(gallery_pixels[index]) != current_key), None
+)
+if st.session_state.get("neuron_compare_right") not in options:
+    st.session_state.pop("neuron_compare_right", None)
+right_default = options.index(other) if other in options else min(1, len(options) - 1)
 with left_col:
     first = st.selectbox("Left", options, format_func=lambda k: choices[k], key="neuron_compare_left")
 with right_col:
     second = st.selectbox(
-        "Right", options, index=min(1, len(options) - 1), format_func=lambda k: choices[k], key="neuron_compare_right"
+        "Right", options, index=right_default, format_func=lambda k: choices[k], key="neuron_compare_right"
     )
 pair = [_pixels_of(first), _pixels_of(second)]
 pair_maps = [shared.activations(model, photo)[layer.name][channel] for photo in pair]

@@ -367,8 +367,40 @@ def _dataset_at(root: str) -> Dataset:
 
 
 def dataset() -> Dataset:
-    """The dataset folder (``$FEATAPP_DATA_DIR`` or ``data/cats_vs_dogs``). Raises :class:`DatasetError`."""
+    """The dataset folder (:func:`featapp.dataset.resolve_data_dir`: ``$FEATAPP_DATA_DIR``, ``data/cats_vs_dogs``,
+    then the download folders). Raises :class:`DatasetError`."""
     return _dataset_at(str(resolve_data_dir().resolve()))
+
+
+@st.cache_resource(show_spinner=False)
+def download_lock():
+    """One photo download per server at a time: every visitor without a dataset sees the button."""
+    import threading
+
+    return threading.Lock()
+
+
+def download_destination(source: str) -> Path:
+    """Where the Gallery's download button puts the photos: the folder the app reads
+    (``$FEATAPP_DATA_DIR`` when set), else the folder the dataset lookup checks."""
+    from featapp.dataset import DATA_DIR_ENV
+    from featapp.download import default_destination
+
+    configured = os.environ.get(DATA_DIR_ENV, "").strip()
+    return Path(configured).expanduser() if configured else default_destination(source)
+
+
+def trained_on(model: FeatureModel, items) -> list[bool]:
+    """For each dataset image, whether the model was trained or selected on that photo
+    (its file's sha256 is in the model's list, :mod:`featapp.provenance`); all ``False``
+    when the model ships no list."""
+    from featapp.provenance import file_sha256
+    from featapp.provenance import trained_on as hashes_of
+
+    hashes = hashes_of(model.path)
+    if not hashes:
+        return [False] * len(items)
+    return [file_sha256(item.path) in hashes for item in items]
 
 
 def default_split(data: Dataset) -> str:
@@ -579,8 +611,15 @@ def synced(widget: Callable[..., Any], label: str, *, key: str, shared: str, def
 
 
 def layer_label(model: FeatureModel, layer: LayerInfo) -> str:
+    """The layer's number and name: short enough for the dropdown's width (the kind and
+    shape, which made labels like '8 · max_pooling2d_3 (MaxPooling2D, 7 x 7 x 128)' that
+    the box cut off, are in :func:`layer_details` under it)."""
     number = model.layer_names.index(layer.name) + 1
-    return f"{number} · {layer.name} ({layer.kind}, {layer.shape_text})"
+    return f"{number} · {layer.name}"
+
+
+def layer_details(layer: LayerInfo) -> str:
+    return f"{layer.kind}, output {layer.shape_text}"
 
 
 def pick_layer(model: FeatureModel, *, key: str, spatial_only: bool, label: str = "Layer") -> LayerInfo | None:
@@ -600,7 +639,9 @@ def pick_layer(model: FeatureModel, *, key: str, spatial_only: bool, label: str 
         options=names,
         format_func=lambda name: layer_label(model, model.layer(name)),
     )
-    return model.layer(chosen)
+    layer = model.layer(chosen)
+    st.caption(layer_details(layer))
+    return layer
 
 
 def pick_channel(layer: LayerInfo, *, key: str, label: str | None = None) -> int:
