@@ -113,8 +113,27 @@ def _export(args: argparse.Namespace) -> int:
         trunk=args.trunk,
         input_range=args.input_range,
         tolerance=args.tolerance,
+        gradients=not args.no_gradients,
     )
     export(args.model, args.out, options, log=_log)
+    return 0
+
+
+def _gradients(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from convert.errors import ConversionError
+
+    for name in args.models:
+        if not Path(name).is_file():
+            raise ConversionError(f"No such file: '{name}'.")
+    _log("Loading TensorFlow ...")
+    _load_tensorflow(args.verbose)
+    from convert.gradients import write_gradient_model
+
+    for name in args.models:
+        _log(f"\n== {name} ==")
+        write_gradient_model(name, tolerance=args.tolerance, log=_log)
     return 0
 
 
@@ -264,8 +283,19 @@ def _parser() -> argparse.ArgumentParser:
         default=1e-4,
         help="largest error allowed in verification, relative to each layer's largest value (default 1e-4)",
     )
+    p.add_argument(
+        "--no-gradients", action="store_true", help="do not write MODEL.grad.onnx (saliency, Grad-CAM, feature vis)"
+    )
     p.add_argument("--verbose", action="store_true", help="show tracebacks and TensorFlow's log")
     p.set_defaults(func=_export, handles_errors=True)
+
+    p = sub.add_parser(
+        "gradients", help="write MODEL.grad.onnx (the backward pass, verified) for converted .onnx files"
+    )
+    p.add_argument("models", nargs="+", help="converted featapp .onnx files")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="largest error allowed, relative to each gradient")
+    p.add_argument("--verbose", action="store_true", help="show tracebacks and TensorFlow's log")
+    p.set_defaults(func=_gradients, handles_errors=True)
 
     p = sub.add_parser("evaluate", help="accuracy and confusion matrix of a .keras/.h5 or .onnx model on a split")
     p.add_argument("model", help="a Keras file (.keras/.h5) or a converted .onnx")

@@ -11,6 +11,9 @@
 * The featapp metadata (:mod:`featapp.metadata`) goes into ``metadata_props``.
 * Before writing, ONNX Runtime is compared with Keras on every output, and the flat
   graph with the original model; the file is written atomically, and only when all agree.
+* Then the gradient model ``MODEL.grad.onnx`` is written beside it (:mod:`convert.gradients`),
+  verified against ``tf.GradientTape``; a model with a layer that cannot be differentiated
+  still exports, without it (the log names the layer).
 
 From Python, for models with custom layers the command line cannot load::
 
@@ -84,6 +87,7 @@ class ExportOptions:
     extra: dict[str, Any] = field(default_factory=dict)
     tolerance: float = 1e-4
     fold_rescaling: bool = True
+    gradients: bool = True  # also write <name>.grad.onnx (convert.gradients), when differentiable
 
 
 def sha256_file(path: Path) -> str:
@@ -504,6 +508,11 @@ def export_model(
     data = proto.SerializeToString()
     write_atomically(onnx_path, data)
     log(f"Wrote {onnx_path} ({_size_text(len(data))}, {sum(i.params for i in infos):,} parameters)")
+    if options.gradients:
+        from convert.gradients import write_gradient_model
+
+        log("Writing the gradient model (saliency, Grad-CAM, feature visualisation) ...")
+        write_gradient_model(onnx_path, log=log)
     return spec
 
 

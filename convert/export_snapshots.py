@@ -8,7 +8,7 @@ Reads what :mod:`convert.train` leaves in a run's ``selection`` folder:
 * ``best.keras`` and ``best.json`` (``{"epoch": 37, "val_accuracy": 0.86}``), the epoch
   chosen on validation.
 
-Each becomes ``epoch_XXX.onnx`` in the output folder: the convolutional trunk (input
+Each becomes ``epoch_XXX.onnx`` (and its gradient model ``epoch_XXX.grad.onnx``) in the output folder: the convolutional trunk (input
 through the last pooling layer), converted and verified exactly like ``export --trunk``,
 with ``epoch``, ``val_accuracy`` and ``is_best`` in the metadata's ``extra``. When the
 best epoch is also a snapshot epoch, that snapshot is marked best instead of being
@@ -27,6 +27,7 @@ from pathlib import Path
 
 from convert.errors import ConversionError
 from convert.export import ExportOptions, export, write_atomically
+from featapp.backward import gradient_path
 from featapp.snapshots import INDEX_FILE, Snapshot, index_json
 
 
@@ -126,6 +127,7 @@ def export_snapshots(
     kept = {s.path.name for s in written}
     for name in sorted(previous - kept):
         (out / name).unlink(missing_ok=True)
+        gradient_path(out / name).unlink(missing_ok=True)
         log(f"Removed {name}, which the new index no longer lists.")
     total = sum(s.path.stat().st_size for s in written)
     log(f"\nWrote {len(written)} snapshots and {out / INDEX_FILE} ({total / 1e6:.1f} MB in all).")

@@ -18,7 +18,10 @@ from featapp.cache import default_cache_dir
 from featapp.classes import SeparationTable, contributions, layer_separation, network_health, output_weights
 from featapp.dataset import Dataset, DatasetError, DatasetImage
 from featapp.download import DownloadError, download_photos
+from featapp.featurevis import FeatureVisualization, visualize
 from featapp.geometry import ReceptiveField, receptive_box
+from featapp.gradcam import GradCAM, gradcam
+from featapp.gradients import GradientError, GradientResult, Gradients, load_gradients
 from featapp.images import ImageError, InputSpec, prepare_image
 from featapp.metadata import LayerInfo, ModelSpec
 from featapp.model import FeatureModel, ModelError, Prediction, load_model
@@ -26,6 +29,7 @@ from featapp.occlusion import OcclusionMap, occlusion_sensitivity
 from featapp.probes import Probe, probe, probe_images
 from featapp.projection import Projection, load_or_fit, nearest
 from featapp.provenance import file_sha256, trained_on
+from featapp.saliency import SaliencyMap, saliency, smoothgrad
 from featapp.snapshots import Snapshot, load_snapshots
 
 __all__ = [
@@ -73,6 +77,18 @@ __all__ = [
     "receptive_box",
     "occlusion_sensitivity",
     "OcclusionMap",
+    # gradients (from MODEL.grad.onnx): saliency, Grad-CAM, what a channel looks for
+    "load_gradients",
+    "Gradients",
+    "GradientResult",
+    "GradientError",
+    "saliency",
+    "smoothgrad",
+    "SaliencyMap",
+    "gradcam",
+    "GradCAM",
+    "visualize",
+    "FeatureVisualization",
     # features emerging over training
     "load_snapshots",
     "Snapshot",

@@ -14,6 +14,10 @@ Commands:
   fire, constant maps, sparsity).
 * ``download-photos [--dest DIR] [--source S] [--archive FILE]``: the course photos in one step.
 * ``trained-on-hashes FOLDER...``: the sha256 list of the photos the model was fitted on.
+* ``saliency IMAGE --out FILE.png [--method smoothgrad|plain|gradcam]``: which pixels the
+  predicted class depends on, laid over the photo (needs ``MODEL.grad.onnx``).
+* ``visualize --layer L --channel C --out FILE.png``: the picture channel C of layer L
+  responds to most (feature visualisation by gradient ascent).
 
 Channels are counted **from 1** on the command line, as students say "channel 1 of
 layer 1"; the library (``acts["conv2d"][i, 0]``, ``stats.top_k("conv2d", 0)``) counts
@@ -660,6 +664,73 @@ def cmd_trained_on_hashes(args: argparse.Namespace) -> int:
 
 
 # -- the parser ----------------------------------------------------------------------------
+def cmd_saliency(args: argparse.Namespace) -> int:
+    from featapp import render
+    from featapp.gradcam import gradcam
+    from featapp.gradients import load_gradients
+    from featapp.saliency import saliency, smoothgrad
+
+    model = _load_model(args)
+    grads = load_gradients(model)
+    photo = model.prepare(args.image)[0]
+    if args.method == "gradcam":
+        result = gradcam(grads, photo, layer=args.layer)
+        values, what = result.per_pixel, f"Grad-CAM at {result.layer}"
+        class_index = result.class_index
+    else:
+        if args.layer:
+            raise _UserError("--layer is for --method gradcam; saliency is always of the input pixels.")
+        result = (
+            smoothgrad(grads, photo, samples=args.samples, seed=args.seed)
+            if args.method == "smoothgrad"
+            else saliency(grads, photo)
+        )
+        values, what = result.per_pixel, "SmoothGrad" if args.method == "smoothgrad" else "saliency"
+        class_index = result.class_index
+    names = model.class_names or tuple(f"class {i}" for i in range(max(2, model.layers[-1].channels)))
+    vr = render.value_range(values, "per map")
+    picture = render.overlay_pixels(photo, values, vr, render.VIRIDIS, alpha=0.55)
+    from PIL import Image
+
+    _save_png(Image.fromarray(render.enlarge(picture, 2)), Path(args.out))
+    print(f"{what} of class '{names[class_index]}' for {args.image}: saved {args.out}")
+    return 0
+
+
+def cmd_visualize(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from featapp import render
+    from featapp.featurevis import visualize
+    from featapp.gradients import load_gradients
+
+    model = _load_model(args)
+    try:
+        layer = model.layer(args.layer)
+    except KeyError:
+        raise _UserError(f"no layer '{args.layer}'; the layers are: {', '.join(model.layer_names)}.") from None
+    if not 1 <= args.channel <= layer.channels:
+        raise _UserError(
+            f"{layer.name} has channels 1 to {layer.channels} (counted from 1); you asked for {args.channel}."
+        )
+    grads = load_gradients(model)
+    bar = TextProgress("optimising")
+    result = visualize(
+        grads,
+        layer.name,
+        [args.channel - 1],
+        steps=args.steps,
+        seed=args.seed,
+        progress=lambda fraction: bar(round(fraction * args.steps), args.steps),
+    )
+    _save_png(Image.fromarray(render.enlarge(result.images[0], 2)), Path(args.out))
+    print(
+        f"{layer.name} channel {args.channel}: mean activation {result.start_activations[0]:.4f} on the start noise, "
+        f"{result.activations[0]:.4f} on the picture; saved {args.out}"
+    )
+    return 0
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -842,6 +913,39 @@ def build_parser() -> argparse.ArgumentParser:
     hashes.add_argument("--out", metavar="FILE", help="where to write (default: <model>.trained_on.sha256.gz)")
     hashes.add_argument("--verbose", action="store_true", help="show full tracebacks for errors")
     hashes.set_defaults(run=cmd_trained_on_hashes)
+    sal = commands.add_parser(
+        "saliency",
+        parents=[common],
+        help="which pixels the predicted class depends on (saliency, SmoothGrad, Grad-CAM), as a PNG",
+        description="Differentiate the predicted class's score (its logit) with respect to the photo and lay the "
+        "result over it. Needs the model's gradient file (MODEL.grad.onnx, written by 'python -m convert export').",
+    )
+    sal.add_argument("image", metavar="IMAGE", help="an image file")
+    sal.add_argument("--out", required=True, metavar="FILE.png", help="where to write (written atomically)")
+    sal.add_argument(
+        "--method",
+        choices=("smoothgrad", "plain", "gradcam"),
+        default="smoothgrad",
+        help="smoothgrad (default; averaged over noisy copies), plain gradient, or gradcam",
+    )
+    sal.add_argument("--layer", metavar="L", help="Grad-CAM's layer (default: the last convolution)")
+    sal.add_argument("--samples", type=_positive, default=16, help="SmoothGrad's noisy copies (default 16)")
+    sal.add_argument("--seed", type=int, default=0, help="SmoothGrad's noise seed (default 0)")
+    sal.set_defaults(run=cmd_saliency)
+
+    vis = commands.add_parser(
+        "visualize",
+        parents=[common],
+        help="the picture one channel responds to most (feature visualisation), as a PNG",
+        description="Start from faint noise and climb the gradient of the channel's mean activation, with "
+        "jitter, scaling and Fourier/colour preconditioning (as in Lucid). Channels are counted from 1.",
+    )
+    vis.add_argument("--layer", required=True, metavar="L", help="layer name, e.g. conv2d_2 (see 'info')")
+    vis.add_argument("--channel", required=True, type=_positive, metavar="C", help="channel number, from 1")
+    vis.add_argument("--out", required=True, metavar="FILE.png", help="where to write (written atomically)")
+    vis.add_argument("--steps", type=_positive, default=128, help="gradient steps (default 128)")
+    vis.add_argument("--seed", type=int, default=0, help="start noise seed (default 0): same seed, same picture")
+    vis.set_defaults(run=cmd_visualize)
     return parser
 
 

@@ -64,7 +64,7 @@ def small_data(tmp_path_factory, dataset):
 def test_help_for_every_command():
     top_level = run("--help")
     assert top_level.returncode == 0
-    for command in ("predict", "activations", "scan", "top", "info"):
+    for command in ("predict", "activations", "scan", "top", "info", "saliency", "visualize"):
         assert command in top_level.stdout
         result = run(command, "--help")
         assert result.returncode == 0 and result.stdout.startswith("usage: python -m featapp " + command)
@@ -217,3 +217,31 @@ def test_top_on_a_vector_layer_and_its_errors(small_data, cache_dir, tmp_path):
         "top", "--layer", "conv2d", "--channel", "1", "--out", str(tmp_path / "g.jpg"), *common, cache=cache_dir
     )
     assert jpeg_out.returncode == 1 and ".png" in jpeg_out.stderr
+
+
+def test_saliency_and_visualize_write_pictures(model, cat_photo, tmp_path):
+    from featapp.gradients import load_gradients
+    from featapp.saliency import saliency
+
+    out = tmp_path / "saliency.png"
+    result = run("saliency", str(cat_photo), "--out", str(out), "--method", "plain")
+    assert result.returncode == 0, result.stderr
+    picture = np.asarray(Image.open(out))
+    assert picture.shape == (300, 300, 3)
+    # The brightest part of the overlay (viridis: yellow is high) is where the library's saliency is highest.
+    expected = saliency(load_gradients(model), cat_photo).per_pixel
+    y, x = np.unravel_index(expected.argmax(), expected.shape)
+    assert picture[2 * y, 2 * x].astype(int).sum() > np.median(picture.astype(int).sum(axis=2))
+    vis = tmp_path / "channel.png"
+    result = run("visualize", "--layer", "conv2d_1", "--channel", "3", "--steps", "4", "--out", str(vis))
+    assert result.returncode == 0, result.stderr
+    assert "conv2d_1 channel 3" in result.stdout and Image.open(vis).size == (300, 300)
+    result = run("visualize", "--layer", "conv2d_1", "--channel", "65", "--steps", "2", "--out", str(vis))
+    assert result.returncode == 1 and "channels 1 to 64" in result.stderr
+
+
+def test_saliency_on_a_trunk_snapshot_is_one_clear_line(cat_photo, tmp_path):
+    snapshot = REPO_ROOT / "models" / "snapshots" / "epoch_000.onnx"
+    result = run("saliency", str(cat_photo), "--out", str(tmp_path / "s.png"), "--model", str(snapshot))
+    assert result.returncode == 1 and "no classifier" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "s.png").exists()

@@ -8,7 +8,7 @@ from featapp import render
 from featapp.appstate import markdown_literal
 from featapp.geometry import receptive_box
 from featapp.model import ModelError
-from featapp.pages import shared
+from featapp.pages import gradient_views, shared
 
 HEATMAP_NONCE = "feature_map.chart_nonce"
 PICTURE_PX = 360
@@ -124,6 +124,8 @@ def _map_view() -> None:
         file_name=f"{layer.name}_channel{channel + 1}.png",
         mime="image/png",
     )
+
+    gradient_views.channel_section(view_model, layer, channel, key="feature_map_featurevis")
 
     # -- the same map across training (issue 6) -------------------------------------------------------------
     snaps = shared.snapshots()

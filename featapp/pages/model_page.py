@@ -1,4 +1,5 @@
-"""Model: the layer table, the first-layer filters, the prediction with occlusion, and downloads."""
+"""Model: the layer table, the first-layer filters, the prediction with occlusion, saliency and
+Grad-CAM, and downloads."""
 
 import streamlit as st
 
@@ -8,7 +9,7 @@ from featapp.classes import health_table, network_health
 from featapp.dataset import DatasetError
 from featapp.filters import filter_pictures
 from featapp.model import ModelError
-from featapp.pages import shared
+from featapp.pages import gradient_views, shared
 
 FILTER_PX = 48
 
@@ -142,6 +143,8 @@ else:
             f"that covered it. {render.describe_range(drop_range, scale)} "
             "Negative values: covering that area made the model *more* sure."
         )
+
+gradient_views.saliency_section(model, image)
 
 # -- downloads ------------------------------------------------------------------------------------------------------
 st.subheader("Downloads")

@@ -6,7 +6,7 @@ from featapp import render
 from featapp.appstate import CurrentImage, image_key, markdown_literal, set_current
 from featapp.dataset import DatasetError
 from featapp.images import ImageError, prepare_image
-from featapp.pages import shared
+from featapp.pages import gradient_views, shared
 from featapp.ranking import rank_by_activation
 
 COLUMNS = 5
@@ -185,6 +185,8 @@ elif data is not None and source == "dataset":
                 f"All maps share one scale. {render.describe_range(vr, scale)}"
             )
             _show_ranked(entries, scale, vr, rank_by)
+
+gradient_views.channel_section(model, layer, channel, key="neuron_featurevis")
 
 # -- compare two images on the same channel ---------------------------------------------------------------
 st.subheader("Compare two images on this channel")

@@ -1,0 +1,368 @@
+"""Verify and write a converted model's gradient model (``MODEL.grad.onnx``).
+
+The backward graph itself is built by :mod:`featapp.backward` (ONNX and NumPy only, so the
+app can also say why a model has none). Here it is checked against ``tf.GradientTape``
+on a replay of the forward graph in TensorFlow, and written only when they agree.
+
+``python -m convert export`` calls :func:`write_gradient_model` after writing the forward
+model; ``python -m convert gradients MODEL.onnx`` does it for an existing file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convert.errors import ConversionError
+from featapp.backward import (
+    GRADIENTS_KEY,
+    UnsupportedLayer,
+    _analyse,
+    _attrs,
+    _nchw,
+    _same_value_chain,
+    build_gradient_model,
+    gradient_path,
+    target_graph,
+)
+
+__all__ = ["verify_gradients", "write_gradient_model"]
+
+
+# -- verification -------------------------------------------------------------------------
+def _replay(
+    forward,
+    fed,
+    argmax: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Run the forward ONNX graph again with TensorFlow operations (float ops on the tape;
+    shape arithmetic in NumPy), so that ``tf.GradientTape`` can differentiate it.
+
+    ``argmax`` gives, per MaxPool output, where ONNX Runtime found each maximum. Where a
+    window holds equal values (flat parts of a photo), both frameworks are right but may
+    pick different pixels, and so route the gradient differently. So the replay takes the
+    values at ONNX Runtime's positions (a gather, which the tape differentiates) after
+    checking they are the window maxima TensorFlow finds; the check then tests every
+    other part of the backward graph exactly."""
+    import tensorflow as tf
+    from onnx import numpy_helper
+
+    values: dict[str, Any] = {init.name: numpy_helper.to_array(init) for init in forward.graph.initializer}
+    values[forward.graph.input[0].name] = fed
+
+    def nhwc(x):
+        return tf.transpose(x, (0, 2, 3, 1))
+
+    def nchw(x):
+        return tf.transpose(x, (0, 3, 1, 2))
+
+    for node in forward.graph.node:
+        a = _attrs(node)
+        ins = [values[name] if name else None for name in node.input]
+        op = node.op_type
+        x = ins[0] if ins else None
+        if op == "Constant":
+            out = numpy_helper.to_array(node.attribute[0].t)
+        elif op == "Shape":
+            out = np.array(x.shape, np.int64)
+        elif op == "Gather":
+            out = np.take(np.asarray(x), np.asarray(ins[1]), axis=a.get("axis", 0))
+        elif op == "Cast":
+            out = (
+                np.asarray(x).astype(_numpy_type(a["to"])) if not tf.is_tensor(x) else tf.cast(x, _numpy_type(a["to"]))
+            )
+        elif op == "Slice":
+            arr = np.asarray(x)
+            starts, ends = np.asarray(ins[1]), np.asarray(ins[2])
+            axes = np.asarray(ins[3]) if len(ins) > 3 and ins[3] is not None else np.arange(len(starts))
+            steps = np.asarray(ins[4]) if len(ins) > 4 and ins[4] is not None else np.ones(len(starts), np.int64)
+            index = [slice(None)] * arr.ndim
+            for s, e, ax, st in zip(starts, ends, axes, steps, strict=True):
+                index[int(ax)] = slice(int(s), int(min(e, np.iinfo(np.int64).max)), int(st))
+            out = arr[tuple(index)]
+        elif op == "Concat" and not any(tf.is_tensor(i) for i in ins):
+            out = np.concatenate([np.asarray(i) for i in ins], axis=a["axis"])
+        elif op == "Concat":
+            out = tf.concat(ins, axis=a["axis"])
+        elif op == "Unsqueeze" and not tf.is_tensor(x):
+            out = np.expand_dims(np.asarray(x), tuple(int(i) for i in np.asarray(ins[1])))
+        elif op == "Squeeze" and not tf.is_tensor(x):
+            out = np.squeeze(np.asarray(x), tuple(int(i) for i in np.asarray(ins[1])))
+        elif op in ("Reshape", "Squeeze", "Unsqueeze", "Flatten"):
+            if op == "Reshape":
+                shape = [int(d) for d in np.asarray(ins[1])]
+                shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+            elif op == "Flatten":
+                axis = a.get("axis", 1)
+                shape = [int(np.prod(x.shape[:axis])), -1]
+            else:
+                axes = [int(i) for i in np.asarray(ins[1])]
+                out = tf.squeeze(x, axes) if op == "Squeeze" else x
+                if op == "Unsqueeze":
+                    for axis in sorted(axes):
+                        out = tf.expand_dims(out, axis)
+                values[node.output[0]] = out
+                continue
+            out = tf.reshape(x, shape)
+        elif op == "Transpose":
+            out = tf.transpose(x, a["perm"])
+        elif op in ("Identity", "Dropout"):
+            out = tf.identity(x)
+        elif op == "Conv":
+            strides = list(a.get("strides", [1, 1]))
+            dilations = list(a.get("dilations", [1, 1]))
+            pads = list(a.get("pads", [0, 0, 0, 0]))
+            auto_pad = a.get("auto_pad", b"NOTSET")
+            auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+            w = np.transpose(np.asarray(ins[1]), (2, 3, 1, 0))  # OIHW -> HWIO
+            group = int(a.get("group", 1))
+            if auto_pad.startswith("SAME"):
+                padding = "SAME"
+            else:
+                padding = [[0, 0], [pads[0], pads[2]], [pads[1], pads[3]], [0, 0]]
+            if group == 1:
+                y = tf.nn.conv2d(nhwc(x), w, strides=strides, padding=padding, dilations=dilations)
+            elif group == x.shape[1] and w.shape[2] == 1:
+                dw = np.transpose(np.asarray(ins[1]), (2, 3, 0, 1)).reshape(w.shape[0], w.shape[1], group, -1)
+                y = tf.nn.depthwise_conv2d(nhwc(x), dw, strides=[1, *strides, 1], padding=padding, dilations=dilations)
+            else:
+                raise ConversionError(f"the gradient check cannot replay a grouped convolution ({node.name})")
+            if len(ins) > 2 and ins[2] is not None:
+                y = y + np.asarray(ins[2])
+            out = nchw(y)
+        elif op in ("MaxPool", "AveragePool"):
+            kernel = list(a["kernel_shape"])
+            strides = list(a.get("strides", [1, 1]))
+            pads = list(a.get("pads", [0, 0, 0, 0]))
+            t = nhwc(x)
+            if any(pads):
+                fill = -np.inf if op == "MaxPool" else 0.0
+                t = tf.pad(t, [[0, 0], [pads[0], pads[2]], [pads[1], pads[3]], [0, 0]], constant_values=fill)
+            pool = tf.nn.max_pool2d if op == "MaxPool" else tf.nn.avg_pool2d
+            out = nchw(pool(t, kernel, strides, "VALID"))
+            where = (argmax or {}).get(f"{node.output[0]}__indices")
+            if op == "MaxPool" and where is not None:
+                picked = tf.reshape(tf.gather(tf.reshape(x, [-1]), where.reshape(-1)), where.shape)
+                gap = float(tf.reduce_max(tf.abs(picked - out)))
+                if gap > 1e-5 * max(float(tf.reduce_max(tf.abs(out))), 1e-6):
+                    raise ConversionError(f"MaxPool '{node.name}' gives positions that are not the window maxima.")
+                out = picked
+        elif op == "GlobalAveragePool":
+            out = tf.reduce_mean(x, axis=[2, 3], keepdims=True)
+        elif op == "BatchNormalization":
+            scale, bias, mean, var = (np.asarray(i).reshape(1, -1, 1, 1) for i in ins[1:5])
+            out = (x - mean) / np.sqrt(var + a.get("epsilon", 1e-5)) * scale + bias
+        elif op == "MatMul":
+            out = tf.matmul(x, ins[1])
+        elif op == "Gemm":
+            left = tf.transpose(x) if a.get("transA", 0) else x
+            right = tf.transpose(ins[1]) if a.get("transB", 0) else ins[1]
+            out = a.get("alpha", 1.0) * tf.matmul(left, right)
+            if len(ins) > 2 and ins[2] is not None:
+                out = out + a.get("beta", 1.0) * ins[2]
+        elif op in ("Add", "Sub", "Mul", "Div"):
+            fn = {"Add": tf.add, "Sub": tf.subtract, "Mul": tf.multiply, "Div": tf.divide}[op]
+            out = fn(x, ins[1])
+        elif op == "Relu":
+            out = tf.nn.relu(x)
+        elif op == "LeakyRelu":
+            out = tf.nn.leaky_relu(x, a.get("alpha", 0.01))
+        elif op == "Sigmoid":
+            out = tf.sigmoid(x)
+        elif op == "Tanh":
+            out = tf.tanh(x)
+        elif op == "Softmax":
+            out = tf.nn.softmax(x, axis=a.get("axis", -1))
+        else:
+            raise ConversionError(f"the gradient check cannot replay ONNX operator {op} ({node.name})")
+        values[node.output[0]] = out
+    return values
+
+
+def _numpy_type(onnx_type: int):
+    from onnx import helper
+
+    return helper.tensor_dtype_to_np_dtype(onnx_type)
+
+
+def _relative_error(want: np.ndarray, got: np.ndarray) -> float:
+    scale = max(float(np.abs(want).max()), 1e-6)
+    return float(np.abs(want.astype(np.float64) - got.astype(np.float64)).max()) / scale
+
+
+def verify_gradients(
+    forward, gradient_model, images: np.ndarray, tolerance: float = 1e-3, log: Callable[[str], None] = print
+) -> dict[str, float]:
+    """Compare ONNX Runtime's gradients with ``tf.GradientTape`` on ``images`` (float32 NHWC,
+    already scaled like the graph's input).
+
+    Targets: the logit of each image's class (for a classifier), and for every conv layer
+    the mean of one channel (the most active one on these images). For each target the
+    gradient with respect to the input and to every layer below is compared, the error
+    scaled to that gradient's largest value. Raises :class:`ConversionError` when one
+    exceeds ``tolerance``; returns the largest error per target.
+    """
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    from featapp.metadata import METADATA_KEY, ModelSpec
+
+    meta = {p.key: p.value for p in gradient_model.metadata_props}
+    spec = ModelSpec.from_json(meta[METADATA_KEY])
+    info = json.loads(meta[GRADIENTS_KEY])
+    layers = {layer.name: layer for layer in spec.layers}
+    graph = _analyse(forward, list(layers))
+    count = len(images)
+    names_in_order = [layer.name for layer in spec.layers]
+    errors: dict[str, float] = {}
+    acts: dict[str, np.ndarray] = {}
+    for target in info["targets"]:
+        layer = layers[target["layer"]]
+        if not target["logit"] and layer.kind not in ("Conv2D", "SeparableConv2D", "DepthwiseConv2D"):
+            continue
+        try:
+            pruned = target_graph(gradient_model, target["name"], names_in_order)
+            import onnx
+
+            pooled = [n.output[1] for n in pruned.graph.node if n.op_type == "MaxPool" and len(n.output) > 1]
+            for name in pooled:  # read back where each max came from (see _replay)
+                pruned.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, None))
+            session = ort.InferenceSession(pruned.SerializeToString(), providers=["CPUExecutionProvider"])
+        except Exception as err:  # noqa: BLE001 - ORT raises its own types; the cause stays chained
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            raise ConversionError(f"ONNX Runtime cannot run the gradient graph ({first}); nothing written.") from err
+        position = names_in_order.index(layer.name)
+        forward_names = names_in_order[: position + 1]
+        acts.update(zip(forward_names, _forward(forward, images, forward_names), strict=True))
+        if target["logit"]:
+            units = layer.channels
+            if units == 1:
+                seed = np.ones((count, 1), np.float32)  # the logit of p(positive class)
+            else:
+                seed = np.eye(units, dtype=np.float32)[acts[layer.name].argmax(axis=1)]
+            label = f"logit of {layer.name}"
+        else:
+            channels, rows, cols = _nchw(layer)
+            channel = int(acts[layer.name].mean(axis=(0, 2, 3)).argmax())
+            seed = np.zeros((count, channels, rows, cols), np.float32)
+            seed[:, channel] = 1.0 / (rows * cols)
+            label = f"{target['name']} channel {channel + 1} mean"
+        names = list(target["gradients"].values())
+        results = session.run([*names, *pooled], {spec.input_name: images, target["seed"]: seed})
+        got = dict(zip(target["gradients"], results[: len(names)], strict=True))
+        argmax = dict(zip(pooled, results[len(names) :], strict=True))
+
+        watched: dict[str, Any] = {}
+        x = tf.Variable(images)
+
+        with tf.GradientTape(persistent=True) as tape:
+            values = _replay(forward, x, argmax)
+            if target["logit"] or target["preactivation"]:
+                value = values[graph_producer_input(forward, layer.name)]
+            else:
+                value = values[layer.name]
+            scalar = tf.reduce_sum(value * seed)
+            watched = {name: values[name] for name in target["gradients"] if name != "input"}
+        want = {"input": tape.gradient(scalar, x).numpy()}
+        for name in watched:
+            want[name] = _tape_gradient(tape, scalar, values, _same_value_chain(graph, name), acts[name].shape)
+        del tape
+        worst = 0.0
+        for name, expected in want.items():
+            if name not in got:
+                continue
+            if got[name].shape != expected.shape:
+                raise ConversionError(
+                    f"gradient of {label} w.r.t. {name}: shape {got[name].shape}, TensorFlow {expected.shape}"
+                )
+            error = _relative_error(expected, got[name])
+            worst = max(worst, error)
+            if not error <= tolerance:
+                raise ConversionError(
+                    f"ONNX Runtime and tf.GradientTape disagree on the gradient of {label} with respect to {name} "
+                    f"(error {error:.2e} of its largest value, tolerance {tolerance:.0e}); nothing written."
+                )
+        errors[label] = worst
+        log(
+            f"  d({label}) / d(input and {len(want) - 1} layers): max error {worst:.1e} of each gradient's largest value"
+        )
+    return errors
+
+
+def _forward(forward, images: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(forward.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(names, {forward.graph.input[0].name: images})
+
+
+def _tape_gradient(tape, scalar, values: dict[str, Any], chain: list, shape: tuple[int, ...]) -> np.ndarray:
+    """TensorFlow's gradient for a layer output; one that nothing reads (an NCHW copy made
+    by Transpose, dropout's Identity) gets the gradient of the tensor it copies."""
+    for position, (tensor, _) in enumerate(chain):
+        grad = tape.gradient(scalar, values[tensor])
+        if grad is None:
+            continue
+        grad = grad.numpy()
+        for _, step in reversed(chain[:position]):
+            if step.op_type == "Transpose":
+                grad = np.transpose(grad, list(_attrs(step)["perm"]))
+        return grad
+    return np.zeros(shape, np.float32)
+
+
+def graph_producer_input(forward, tensor: str) -> str:
+    """The input of the node that produces ``tensor`` (the logit under a sigmoid or softmax)."""
+    for node in forward.graph.node:
+        if tensor in node.output:
+            return node.input[0]
+    raise KeyError(tensor)
+
+
+def write_gradient_model(
+    forward_path: str | Path,
+    images: np.ndarray | None = None,
+    tolerance: float = 1e-3,
+    log: Callable[[str], None] = print,
+) -> Path | None:
+    """Build, verify and write ``<name>.grad.onnx`` next to a converted model.
+
+    ``images`` are float32 NHWC inputs already scaled for the graph (default: the
+    converter's verification images). Returns the path written, or ``None`` when a
+    layer cannot be differentiated (said in the log, and any older gradient file is
+    removed so it cannot be mistaken for this model's). Raises :class:`ConversionError`
+    when the gradients disagree with TensorFlow.
+    """
+    import onnx
+
+    from convert.export import verification_images, write_atomically
+    from featapp.metadata import METADATA_KEY, ModelSpec
+
+    forward_path = Path(forward_path)
+    data = forward_path.read_bytes()
+    forward = onnx.load_from_string(data)
+    meta = {p.key: p.value for p in forward.metadata_props}
+    if METADATA_KEY not in meta:
+        raise ConversionError(f"'{forward_path.name}' is not a featapp model (no '{METADATA_KEY}' metadata).")
+    spec = ModelSpec.from_json(meta[METADATA_KEY])
+    target = gradient_path(forward_path)
+    try:
+        model = build_gradient_model(forward, meta[METADATA_KEY], hashlib.sha256(data).hexdigest())
+    except UnsupportedLayer as err:
+        target.unlink(missing_ok=True)
+        log(f"No gradient model: {err}. Saliency, Grad-CAM and feature visualisation will be unavailable.")
+        return None
+    if images is None:
+        raw = verification_images(spec.input.height, spec.input.width, spec.input.channels)
+        images = raw.astype(np.float32) * np.float32(spec.input_scale) + np.float32(spec.input_offset)
+    log(f"Verifying the gradient graph against tf.GradientTape ({len(images)} images) ...")
+    verify_gradients(forward, model, images.astype(np.float32), tolerance, log)
+    payload = model.SerializeToString()
+    write_atomically(target, payload)
+    log(f"Wrote {target} ({len(payload) / 1e6:.1f} MB)")
+    return target
