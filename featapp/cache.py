@@ -24,9 +24,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from featapp import settings
+
 __all__ = ["CACHE_DIR_ENV", "default_cache_dir", "atomic_write", "atomic_write_bytes", "atomic_path"]
 
-CACHE_DIR_ENV = "FEATAPP_CACHE_DIR"
+CACHE_DIR_ENV = settings.CACHE_DIR_ENV
 
 
 def default_cache_dir() -> Path:
@@ -41,13 +43,7 @@ def default_cache_dir() -> Path:
     PosixPath('/tmp/featapp-cache')
     >>> del os.environ["FEATAPP_CACHE_DIR"]
     """
-    configured = os.environ.get(CACHE_DIR_ENV, "").strip()
-    if configured:
-        return Path(configured).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    if xdg:
-        return Path(xdg).expanduser() / "featapp"
-    return Path.home() / ".cache" / "featapp"
+    return settings.cache_dir()
 
 
 @contextlib.contextmanager

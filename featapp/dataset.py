@@ -19,6 +19,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from featapp import settings
+
 __all__ = [
     "DatasetError",
     "Dataset",
@@ -29,8 +31,8 @@ __all__ = [
     "IMAGE_SUFFIXES",
 ]
 
-DATA_DIR_ENV = "FEATAPP_DATA_DIR"
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "cats_vs_dogs"
+DATA_DIR_ENV = settings.DATA_DIR_ENV
+DEFAULT_DATA_DIR = settings.REPO_DATA_DIR
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 _HOW_TO_GET_DATA = (
@@ -66,7 +68,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     repository's default (whose absence the error message explains)."""
     if data_dir is not None and str(data_dir) != "":
         return Path(data_dir).expanduser()
-    from_env = os.environ.get(DATA_DIR_ENV, "").strip()
+    from_env = settings.configured(DATA_DIR_ENV)
     if from_env:
         return Path(from_env).expanduser()
     if DEFAULT_DATA_DIR.is_dir():

@@ -49,6 +49,8 @@ from dataclasses import dataclass, field
 from dataclasses import replace as _replace_fields
 from pathlib import Path, PurePosixPath
 
+from featapp import settings
+
 __all__ = [
     "DownloadError",
     "Source",
@@ -62,7 +64,7 @@ __all__ = [
     "Progress",
 ]
 
-DATA_HOME_ENV = "FEATAPP_DATA_HOME"
+DATA_HOME_ENV = settings.DATA_HOME_ENV
 DEFAULT_SOURCE = "tf-filtered"
 
 Progress = Callable[[str, int, int], None]
@@ -156,13 +158,7 @@ def data_home() -> Path:
     PosixPath('/tmp/featapp-data')
     >>> del os.environ[DATA_HOME_ENV]
     """
-    configured = os.environ.get(DATA_HOME_ENV, "").strip()
-    if configured:
-        return Path(configured).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME", "").strip()
-    if xdg:
-        return Path(xdg).expanduser() / "featapp"
-    return Path.home() / ".local" / "share" / "featapp"
+    return settings.data_home()
 
 
 def default_destination(source: str = DEFAULT_SOURCE) -> Path:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from featapp import settings
 from featapp.images import ImageError, ImageSource, InputSpec, prepare_image
 from featapp.metadata import METADATA_KEY, LayerInfo, MetadataError, ModelSpec
 
@@ -43,26 +44,13 @@ __all__ = [
     "PROVIDER_ENV",
 ]
 
-MODEL_ENV = "FEATAPP_MODEL"
-PROVIDER_ENV = "FEATAPP_PROVIDER"
-THREADS_ENV = "FEATAPP_THREADS"
-REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-"""``models/`` of a checkout (``git clone``): the committed model, its snapshots and lists."""
-INSTALLED_MODELS_DIR = Path(__file__).resolve().parent / "models"
-"""The same files inside an installed package (``pip install .``, which maps ``models/`` here)."""
-
-
-def models_dir() -> Path:
-    """Where the committed model lives: the checkout's ``models/``, else the installed copy.
-
-    The lookup for the model file is ``$FEATAPP_MODEL``, then this folder's
-    ``cats_dogs_small.onnx``; from a checkout the repository's files win, so a model
-    converted in place is used even when an older copy is installed.
-    """
-    if not (REPO_MODELS_DIR / "cats_dogs_small.onnx").is_file() and INSTALLED_MODELS_DIR.is_dir():
-        return INSTALLED_MODELS_DIR
-    return REPO_MODELS_DIR
-
+# The settings live in featapp.settings; these names stay importable from here.
+MODEL_ENV = settings.MODEL_ENV
+PROVIDER_ENV = settings.PROVIDER_ENV
+THREADS_ENV = settings.THREADS_ENV
+REPO_MODELS_DIR = settings.REPO_MODELS_DIR
+INSTALLED_MODELS_DIR = settings.INSTALLED_MODELS_DIR
+models_dir = settings.models_dir
 
 DEFAULT_MODEL_PATH = models_dir() / "cats_dogs_small.onnx"
 
@@ -435,7 +423,7 @@ def _session_options(quiet: bool):
     # The memory arena stays on (the default): after a 20-image all-layer run a session keeps
     # about 220-270 MB and reuses it, and without it runs were 1.6-2x slower on 2 cores. That
     # memory is per session, which is why the app holds one session per model file per process.
-    threads = os.environ.get(THREADS_ENV, "").strip()
+    threads = settings.threads_text()
     if threads:
         if not threads.isdigit():
             raise ModelError(
@@ -461,11 +449,11 @@ def load_model(path: str | os.PathLike | None = None, provider: str = "auto") ->
     import onnxruntime as ort
 
     if path is None or str(path) == "":
-        path = os.environ.get(MODEL_ENV, "").strip() or DEFAULT_MODEL_PATH
+        path = settings.model_path()
     path = Path(path).expanduser()
-    provider = os.environ.get(PROVIDER_ENV, "").strip() or provider
+    provider = settings.provider(provider)
     if not isinstance(provider, str) or provider.lower() not in ("auto", "cpu", "cuda"):
-        source = f" (from {PROVIDER_ENV})" if os.environ.get(PROVIDER_ENV, "").strip() else ""
+        source = f" (from {PROVIDER_ENV})" if settings.configured(PROVIDER_ENV) else ""
         raise ModelError(f"Unknown provider {provider!r}{source}: use auto, cpu or cuda.")
     provider = provider.lower()
     if not path.is_file():

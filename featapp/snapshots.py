@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from featapp import settings
 from featapp.model import FeatureModel, ModelError, load_model
-from featapp.model import models_dir as _models_dir
 
 __all__ = [
     "Snapshot",
@@ -45,8 +45,8 @@ __all__ = [
     "DEFAULT_SNAPSHOTS_DIR",
 ]
 
-SNAPSHOTS_ENV = "FEATAPP_SNAPSHOTS"
-DEFAULT_SNAPSHOTS_DIR = _models_dir() / "snapshots"
+SNAPSHOTS_ENV = settings.SNAPSHOTS_ENV
+DEFAULT_SNAPSHOTS_DIR = settings.models_dir() / "snapshots"
 INDEX_FILE = "index.json"
 INDEX_SCHEMA = 1
 
@@ -89,8 +89,7 @@ class Snapshot:
 def _folder(folder: str | os.PathLike | None) -> Path:
     if folder is not None and str(folder) != "":
         return Path(folder).expanduser()
-    from_env = os.environ.get(SNAPSHOTS_ENV, "").strip()
-    return Path(from_env).expanduser() if from_env else DEFAULT_SNAPSHOTS_DIR
+    return settings.snapshots_dir()
 
 
 def _entry(row: Any, folder: Path) -> Snapshot:
