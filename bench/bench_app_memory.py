@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
     from streamlit.testing.v1 import AppTest
 
-    from featapp.appstate import activation_bytes
+    from featapp.metadata import activation_bytes
     from featapp.model import load_model
     from featapp.pages.shared import ACTIVATION_CACHE_IMAGES, PAGE_FILES
 

@@ -31,39 +31,28 @@ command line; 130 when interrupted.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import math
 import sys
-import tempfile
 import time
 import traceback
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 
+from featapp.activation_file import LAYOUT, META_KEYS, write_activations
+
 __all__ = ["main", "build_parser", "TextProgress", "ACTIVATION_META_KEYS"]
 
 PROG = "python -m featapp"
 
-ACTIVATION_META_KEYS = ("layer_names", "layer_kinds", "layer_shapes", "files", "images")
+ACTIVATION_META_KEYS = META_KEYS
 """Arrays in an ``activations`` file besides one array per layer (see ``activations --help``)."""
 
-_ACTIVATIONS_LAYOUT = """\
-The .npz file holds, for the N images that could be read:
-  <layer name>   float32, one array per layer: maps (N, channels, rows, cols), row 0 at
-                 the top, vectors (N, units) - the layout of featapp's model.activations
-  layer_names    the layer names in model order (like the lecture's layer_names)
-  layer_kinds    each layer's kind (Conv2D, MaxPooling2D, ...)
-  layer_shapes   each layer's output shape per image, channels last, as Keras prints it
-  files          the input files, in the order of the first axis
-  images         uint8 (N, height, width, channels): what the model saw
-Read it with:  acts = np.load("acts.npz"); acts["conv2d"][0, 0] is image 1's map of
-channel 1 of layer 1 (0-based indices in numpy)."""
+_ACTIVATIONS_LAYOUT = LAYOUT
 
 
 class _UserError(Exception):
@@ -216,7 +205,7 @@ def cmd_activations(args: argparse.Namespace) -> int:
     names, batch, failures = _prepare_files(model, args.images)
     if not len(batch):
         raise _UserError("none of the files could be read; nothing written.")
-    _write_activations(model, names, batch, out, args.batch_size)
+    write_activations(model, names, batch, out, args.batch_size)
     print(f"Wrote {out}: {len(names)} images x {len(model.layers)} layers.")
     for layer in model.layers:
         layout = (
@@ -228,51 +217,6 @@ def cmd_activations(args: argparse.Namespace) -> int:
     if failures:
         print(f"{len(failures)} of {len(args.images)} files failed and are not in the file.", file=sys.stderr)
     return 1 if failures else 0
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
-def _write_activations(model, names: list[str], batch: np.ndarray, out: Path, batch_size: int) -> None:
-    """Stream every layer to a memory-mapped .npy, then zip them into ``out`` atomically,
-    so memory stays bounded however many images there are."""
-    from featapp.cache import atomic_write
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    count = len(batch)
-    # Named like the other temporary files (.gitignore has .*.tmp*): a killed run leaves it behind.
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.", suffix=".scratch.tmp") as scratch:
-        maps: dict[str, np.ndarray] = {}
-        for start in range(0, count, batch_size):
-            outputs = model.activations(batch[start : start + batch_size], batch_size=batch_size)
-            for number, (name, value) in enumerate(outputs.items()):
-                if name not in maps:
-                    maps[name] = np.lib.format.open_memmap(
-                        Path(scratch) / f"{number}.npy", mode="w+", dtype=np.float32, shape=(count, *value.shape[1:])
-                    )
-                maps[name][start : start + len(value)] = value
-        for array in maps.values():
-            array.flush()  # type: ignore[attr-defined]
-        extras = {
-            "layer_names": np.array(model.layer_names),
-            "layer_kinds": np.array([layer.kind for layer in model.layers]),
-            "layer_shapes": np.array([layer.shape_text for layer in model.layers]),
-            "files": np.array(names),
-            "images": batch,
-        }
-
-        def write(handle) -> None:
-            with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-                for number, name in enumerate(maps):
-                    archive.write(Path(scratch) / f"{number}.npy", arcname=f"{name}.npy")
-                for key, array in extras.items():
-                    archive.writestr(f"{key}.npy", _npy_bytes(array))
-
-        atomic_write(out, write)
-        maps.clear()
 
 
 def _dataset(args: argparse.Namespace):

@@ -13,6 +13,7 @@ It imports neither Keras nor ONNX Runtime.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "ModelSpec",
     "MetadataError",
     "with_receptive_fields",
+    "activation_bytes",
 ]
 
 METADATA_KEY = "featapp"
@@ -257,3 +259,12 @@ def with_receptive_fields(
     return tuple(
         LayerInfo(**{**layer.__dict__, "receptive_field": rf}) for layer, rf in zip(layers, fields, strict=True)
     )
+
+
+def activation_bytes(layers: Sequence[LayerInfo]) -> int:
+    """Bytes of float32 activations one image produces over all ``layers``.
+
+    >>> activation_bytes([LayerInfo("conv", "Conv2D", (2, 2, 3)), LayerInfo("dense", "Dense", (5,))])
+    68
+    """
+    return sum(4 * math.prod(layer.output_shape) for layer in layers)

@@ -24,7 +24,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from featapp import render
-from featapp.appstate import WRONG_MARK, markdown_literal
+from featapp.captions import WRONG_MARK, markdown_literal
 from featapp.dataset import Dataset
 from featapp.images import prepare_image
 from featapp.model import load_model

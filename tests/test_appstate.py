@@ -7,21 +7,10 @@ import io
 import numpy as np
 import pytest
 
-from featapp.appstate import (
-    UPLOAD_MAX_BYTES,
-    CurrentImage,
-    activation_bytes,
-    activations_npz,
-    describe_prediction,
-    from_upload,
-    gallery_caption,
-    get_current,
-    image_key,
-    match_classes,
-    set_current,
-)
+from featapp.appstate import UPLOAD_MAX_BYTES, CurrentImage, from_upload, get_current, image_key, set_current
+from featapp.captions import describe_prediction, gallery_caption, match_classes
 from featapp.images import ImageError, InputSpec
-from featapp.metadata import LayerInfo
+from featapp.metadata import LayerInfo, activation_bytes
 from tests import imagefactory
 
 
@@ -103,17 +92,21 @@ def test_activation_bytes_of_the_committed_model(model):
 
 
 def test_activations_npz_holds_every_layer_and_the_pixels():
+    from featapp.activation_file import activations_npz
+
     image = CurrentImage.from_array(np.arange(12, dtype=np.uint8).reshape(2, 2, 3), "probe", "x")
-    maps = {"conv": np.ones((2, 2, 2), np.float32), "dense": np.array([0.5], np.float32)}
-    loaded = np.load(io.BytesIO(activations_npz(image, maps)))
-    assert set(loaded.files) == {"input", "conv", "dense"}
-    assert np.array_equal(loaded["input"], image.array) and np.array_equal(loaded["conv"], maps["conv"])
-    with pytest.raises(ValueError, match="clash"):
-        activations_npz(image, {"input": np.zeros(1)})
+    layers = [LayerInfo("conv", "Conv2D", (2, 2, 2)), LayerInfo("dense", "Dense", (1,))]
+    maps = {"conv": np.ones((1, 2, 2, 2), np.float32), "dense": np.array([[0.5]], np.float32)}
+    loaded = np.load(io.BytesIO(activations_npz(layers, [image.title], image.array[None], maps)))
+    assert set(loaded.files) == {"images", "files", "layer_names", "layer_kinds", "layer_shapes", "conv", "dense"}
+    assert np.array_equal(loaded["images"][0], image.array) and np.array_equal(loaded["conv"], maps["conv"])
+    assert loaded["layer_names"].tolist() == ["conv", "dense"] and loaded["files"].tolist() == ["x"]
+    with pytest.raises(ValueError, match="reserves"):
+        activations_npz([LayerInfo("images", "Dense", (1,))], ["x"], image.array[None], {"images": np.zeros((1, 1))})
 
 
 def test_markdown_literal_escapes_what_markdown_and_streamlit_would_interpret() -> None:
-    from featapp.appstate import markdown_literal
+    from featapp.captions import markdown_literal
 
     name = "cat *final* [v2] $5 :red[x] `code` # 1.png"
     escaped = markdown_literal(name)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from featapp.appstate import TRAINED_ON_TEXT, WRONG_MARK
+from featapp.captions import TRAINED_ON_TEXT, WRONG_MARK
 from featapp.cli import main
 from featapp.dataset import Dataset
 from featapp.model import DEFAULT_MODEL_PATH

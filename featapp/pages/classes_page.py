@@ -6,7 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from featapp import render
-from featapp.appstate import CurrentImage, markdown_literal, set_current
+from featapp.appstate import CurrentImage, set_current
+from featapp.captions import markdown_literal
 from featapp.classes import class_top, contributions, health_table, network_health
 from featapp.dataset import DatasetError
 from featapp.images import ImageError, prepare_image

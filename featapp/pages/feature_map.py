@@ -5,7 +5,7 @@ from functools import partial
 import streamlit as st
 
 from featapp import render
-from featapp.appstate import markdown_literal
+from featapp.captions import markdown_literal
 from featapp.geometry import receptive_box
 from featapp.model import ModelError
 from featapp.pages import gradient_views, shared

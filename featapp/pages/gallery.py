@@ -4,16 +4,8 @@ import random
 
 import streamlit as st
 
-from featapp.appstate import (
-    TRAINED_ON_TEXT,
-    WRONG_MARK,
-    CurrentImage,
-    from_upload,
-    gallery_caption,
-    markdown_literal,
-    match_classes,
-    set_current,
-)
+from featapp.appstate import CurrentImage, from_upload, set_current
+from featapp.captions import TRAINED_ON_TEXT, WRONG_MARK, gallery_caption, markdown_literal, match_classes
 from featapp.dataset import DatasetError
 from featapp.images import ImageError
 from featapp.pages import shared

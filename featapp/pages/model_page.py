@@ -4,7 +4,7 @@ Grad-CAM, and downloads."""
 import streamlit as st
 
 from featapp import render
-from featapp.appstate import markdown_literal
+from featapp.captions import markdown_literal
 from featapp.classes import health_table, network_health
 from featapp.dataset import DatasetError
 from featapp.filters import filter_pictures

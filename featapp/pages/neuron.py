@@ -3,7 +3,8 @@
 import streamlit as st
 
 from featapp import render
-from featapp.appstate import CurrentImage, image_key, markdown_literal, set_current
+from featapp.appstate import CurrentImage, image_key, set_current
+from featapp.captions import markdown_literal
 from featapp.dataset import DatasetError
 from featapp.images import ImageError, prepare_image
 from featapp.pages import gradient_views, shared

@@ -7,7 +7,7 @@ Caching lives here and only here, so the library stays free of Streamlit:
 * It also holds one image's activations (all layers), keyed by the model's hash and the
   image's content hash, shared by every session of the process and bounded by
   :data:`ACTIVATION_CACHE_IMAGES` entries. For the lecture's model one image is about
-  6.1 MB of float32 (see :func:`featapp.appstate.activation_bytes`), so the cache holds
+  6.1 MB of float32 (see :func:`featapp.metadata.activation_bytes`), so the cache holds
   at most about 195 MB. Not ``st.cache_data``: that unpickles a fresh copy on every read,
   and the Feature map page reads seven images' activations per rerun (its training
   strip), which cost about 30 ms of every channel change. The arrays are shared, so
@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from featapp.appstate import CurrentImage, activation_bytes, get_current, markdown_literal, set_current
+from featapp.appstate import CurrentImage, get_current, set_current
+from featapp.captions import markdown_literal
 from featapp.dataset import Dataset, DatasetError, resolve_data_dir
 from featapp.images import InputSpec
-from featapp.metadata import LayerInfo
+from featapp.metadata import LayerInfo, activation_bytes
 from featapp.model import DEFAULT_MODEL_PATH, MODEL_ENV, FeatureModel, ModelError, Prediction, load_model
 from featapp.render import COLOUR_SCALES, SCALINGS, ColourScale
 
@@ -183,9 +184,12 @@ def prediction(model: FeatureModel, image: CurrentImage) -> Prediction | None:
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def _npz(model_sha: str, image_key: str, _model: FeatureModel, _image: CurrentImage) -> bytes:
-    from featapp.appstate import activations_npz
 
-    return activations_npz(_image, activations(_model, _image))
+    from featapp.activation_file import activations_npz
+
+    # The command line's layout, with N = 1: one file format for activations.
+    batch = {name: values[np.newaxis] for name, values in activations(_model, _image).items()}
+    return activations_npz(_model.layers, [_image.title], _image.array[np.newaxis], batch)
 
 
 def activations_file(model: FeatureModel, image: CurrentImage) -> bytes:
@@ -522,7 +526,7 @@ def show_image(array: np.ndarray, *, width: int | str = "content", **kwargs: Any
 
 
 def prediction_text(pred: Prediction | None, model: FeatureModel) -> str:
-    from featapp.appstate import describe_prediction
+    from featapp.captions import describe_prediction
 
     if pred is None:
         return (
