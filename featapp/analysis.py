@@ -59,6 +59,7 @@ from featapp.dataset import Dataset, DatasetError, DatasetImage
 from featapp.geometry import ReceptiveField, receptive_box
 from featapp.images import ImageError, prepare_image
 from featapp.liveness import LayerLiveness
+from featapp.ranking import RankedHit
 
 __all__ = [
     "NeuronHit",
@@ -95,25 +96,8 @@ class StatsFileError(ValueError):
     """A statistics file that is damaged, from another format, or does not match."""
 
 
-@dataclass(frozen=True)
-class NeuronHit:
-    """One image among a channel's top activations.
-
-    ``cell`` is the (row, col) of the channel's max in that image's map and ``box`` the
-    input-pixel box ``(top, left, bottom, right)`` (exclusive ends, in the model's input
-    coordinates, e.g. 150x150) that this cell sees; both are ``None`` for vector layers.
-    """
-
-    path: Path
-    class_name: str
-    label: int
-    value: float
-    cell: tuple[int, int] | None
-    box: tuple[int, int, int, int] | None
-    rank: int = 0
-    """0 for the strongest image."""
-    index: int = 0
-    """The image's position in :attr:`NeuronStats.paths`."""
+NeuronHit = RankedHit
+"""One image among a channel's top activations in a scanned dataset (:class:`featapp.ranking.RankedHit`)."""
 
 
 @dataclass
@@ -158,7 +142,7 @@ class NeuronStats:
     label order, so ``class_names[labels[i]]`` is image ``i``'s class.
 
     >>> stats.top_k("conv2d", 0, k=3)       # doctest: +SKIP
-    [NeuronHit(path=PosixPath('.../cat.27.jpg'), class_name='cats', label=0, value=0.93, cell=(88, 14), ...), ...]
+    [RankedHit(index=26, value=0.93, cell=(88, 14), box=(85, 11, 93, 19), rank=0, path=PosixPath('.../cat.27.jpg'), ...), ...]
     """
 
     def __init__(

@@ -9,26 +9,44 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from featapp.geometry import ReceptiveField, receptive_box
 
-__all__ = ["RankedMap", "rank_by_activation"]
+__all__ = ["RankedHit", "RankedMap", "rank_by_activation"]
 
 
 @dataclass(frozen=True)
-class RankedMap:
-    """One image's place in a ranking: its index in the batch, its score, and where it peaked.
+class RankedHit:
+    """One image among a channel's strongest, wherever the ranking came from: a batch in
+    memory (:func:`rank_by_activation`, the gallery) or a scanned dataset
+    (:meth:`featapp.NeuronStats.top_k`).
 
-    ``cell`` is the (row, col) of the map's maximum (0-based); ``box`` is that cell's
-    receptive field on the input, ``(top, left, bottom, right)`` with exclusive ends.
+    ``index`` is the image's position in the batch or in :attr:`featapp.NeuronStats.paths`;
+    ``rank`` 0 is the strongest. ``cell`` is the (row, col) of the map's maximum (0-based) and
+    ``box`` that cell's receptive field on the input, ``(top, left, bottom, right)`` with
+    exclusive ends; both are ``None`` for vector layers. ``path``, ``class_name`` and
+    ``label`` are known for dataset photos.
     """
 
     index: int
     value: float
-    cell: tuple[int, int]
+    cell: tuple[int, int] | None
     box: tuple[int, int, int, int] | None
+    rank: int = 0
+    path: Path | None = None
+    class_name: str | None = None
+    label: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.path is not None else ""
+
+
+RankedMap = RankedHit
+"""The name this type had before it served the dataset scan too."""
 
 
 def rank_by_activation(
@@ -36,7 +54,7 @@ def rank_by_activation(
     field: ReceptiveField | None = None,
     input_hw: tuple[int, int] | None = None,
     by: str = "max",
-) -> list[RankedMap]:
+) -> list[RankedHit]:
     """Images of a batch of one channel's maps ``(N, H, W)``, strongest first.
 
     ``by`` is ``"max"`` (the strongest cell, as the lecture's "which input makes this
@@ -56,5 +74,5 @@ def rank_by_activation(
     for index in order:
         cell = (int(peaks[index] // cols), int(peaks[index] % cols))
         box = receptive_box(field, cell[0], cell[1], input_hw) if field is not None and input_hw else None
-        ranked.append(RankedMap(index=int(index), value=float(scores[index]), cell=cell, box=box))
+        ranked.append(RankedHit(index=int(index), value=float(scores[index]), cell=cell, box=box, rank=len(ranked)))
     return ranked

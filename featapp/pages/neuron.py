@@ -1,5 +1,9 @@
 """One neuron, many images: which photos make one channel fire most, and where (where the lecture goes next)."""
 
+import dataclasses
+from typing import NamedTuple
+
+import numpy as np
 import streamlit as st
 
 from featapp import render
@@ -8,7 +12,7 @@ from featapp.captions import markdown_literal
 from featapp.dataset import DatasetError
 from featapp.images import ImageError, prepare_image
 from featapp.pages import gradient_views, shared
-from featapp.ranking import rank_by_activation
+from featapp.ranking import RankedHit, rank_by_activation
 
 COLUMNS = 5
 SOURCE, RANK_BY, SCAN_SPLIT = "neuron.source", "neuron.rank_by", "neuron.split"
@@ -27,14 +31,24 @@ def _use(array, title: str, label: str | None, source: str = "gallery") -> None:
     st.session_state[shared.CELL] = None
 
 
-def _show_ranked(entries, scale, vr, score_name: str) -> None:
-    """Each entry: (key, title, label, pixels, map, box, value). Photo with the box, then its map."""
+class _Shown(NamedTuple):
+    """A ranked image as the page shows it: the hit, the photo and its map of the channel."""
+
+    key: str
+    hit: RankedHit
+    pixels: np.ndarray
+    values: np.ndarray
+
+
+def _show_ranked(entries: list[_Shown], scale, vr, score_name: str) -> None:
+    """Each photo with its peak's box, then its map."""
     for start in range(0, len(entries), COLUMNS):
         columns = st.columns(COLUMNS)
         for offset, column in enumerate(columns):
             if start + offset >= len(entries):
                 break
-            key, title, label, pixels, values, box, value = entries[start + offset]
+            key, hit, pixels, values = entries[start + offset]
+            title, label, box, value = hit.name, hit.class_name, hit.box, hit.value
             with column:
                 picture = render.outline_box(pixels, box) if box is not None else pixels
                 shared.show_image(
@@ -121,17 +135,8 @@ if data is not None and source == "gallery" and gallery_items:
     entries = []
     for hit in ranked:
         item = gallery_items[hit.index]
-        entries.append(
-            (
-                f"g{hit.index}",
-                item.name,
-                item.class_name,
-                gallery_pixels[hit.index],
-                maps[hit.index],
-                hit.box,
-                hit.value,
-            )
-        )
+        hit = dataclasses.replace(hit, path=item.path, class_name=item.class_name, label=item.label)
+        entries.append(_Shown(f"g{hit.index}", hit, gallery_pixels[hit.index], maps[hit.index]))
     _show_ranked(entries, scale, vr, rank_by)
 elif data is not None and source == "dataset":
     from featapp import analysis
@@ -178,7 +183,7 @@ elif data is not None and source == "dataset":
             photo = CurrentImage.from_array(pixels, "gallery", hit.path.name, hit.class_name)
             values = shared.activations(model, photo)[layer.name][channel]
             maps.append(values)
-            entries.append((f"d{number}", hit.path.name, hit.class_name, pixels, values, hit.box, hit.value))
+            entries.append(_Shown(f"d{number}", hit, pixels, values))
         if entries:
             vr = render.shared_range(*maps)
             st.caption(
