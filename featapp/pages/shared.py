@@ -372,8 +372,10 @@ def _heatmap(
 ) -> dict:
     from featapp.render import heatmap_chart
 
-    spec = heatmap_chart(_values, ValueRange(*vr), COLOUR_SCALES[scale_key], width_px=width_px, selected_cell=selected)
-    return _with_arrow_tables(spec)
+    # Arrow tables: Streamlit converts pandas frames to Arrow on every call, tables it only writes out.
+    return heatmap_chart(
+        _values, ValueRange(*vr), COLOUR_SCALES[scale_key], width_px=width_px, selected_cell=selected, arrow=True
+    )
 
 
 def _with_arrow_tables(spec: dict) -> dict:
