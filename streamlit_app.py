@@ -53,22 +53,6 @@ def _warm_up() -> None:
         print(warm_up(), flush=True)
     except Exception as err:  # noqa: BLE001 - a thread's last stop; the first visitor retries and sees the error
         print(f"featapp: could not prepare before the first visitor: {type(err).__name__}: {err}", flush=True)
-    freeze_long_lived_objects()
-
-
-def freeze_long_lived_objects() -> None:
-    """Move every object alive now (Streamlit, Altair, pandas, ONNX Runtime, the model:
-    about 144,000 of them) out of the garbage collector's view. Python's full collections
-    walk all of them, holding the GIL for tens of milliseconds, and a class's clicks make
-    enough new objects to start one every few seconds; these objects live as long as the
-    process anyway. ``FEATAPP_GC_FREEZE=0`` turns it off (to compare)."""
-    import gc
-    import os
-
-    if os.environ.get("FEATAPP_GC_FREEZE", "1").strip() == "0":
-        return
-    gc.collect()  # garbage now would otherwise be frozen with the rest, never freed
-    gc.freeze()
 
 
 @asynccontextmanager
