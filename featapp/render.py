@@ -30,6 +30,7 @@ import base64
 import functools
 import io
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -295,6 +296,12 @@ def level_indices(values: np.ndarray, vr: ValueRange, scale: ColourScale) -> np.
     return index.astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=16)
+def _palette_bytes(scale: ColourScale) -> bytes:
+    # Once per scale: a grid encodes up to 128 tiles with the same palette.
+    return palette(scale).tobytes()
+
+
 def palette_size(scale: ColourScale) -> int:
     return scale.levels if scale.levels is not None else CONTINUOUS_STEPS
 
@@ -339,7 +346,7 @@ def map_png(values: np.ndarray, vr: ValueRange, scale: ColourScale, *, min_px: i
     """
     factor = whole_factor(max(values.shape), min_px)
     image = Image.fromarray(enlarge(level_indices(values, vr, scale), factor), mode="P")
-    image.putpalette(palette(scale).reshape(-1).tolist())
+    image.putpalette(_palette_bytes(scale), "RGB")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
@@ -690,18 +697,31 @@ def make_tiles(
     ``"fixed"`` the range ``fixed``.
     """
     layer_range = value_range(maps, "per layer") if mode == "per layer" else None
+    channels = [int(channel) for channel in channels]
+    # Every tile's statistics in a few whole-array passes: one by one they were a dozen
+    # small reductions per tile, a third of a 128-tile grid's time here.
+    flat = np.asarray(maps)[channels].reshape(len(channels), -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN map: nanmin is NaN, as one by one
+        nan_lows, nan_highs = np.nanmin(flat, axis=1), np.nanmax(flat, axis=1)
+    lows, highs, means = flat.min(axis=1), flat.max(axis=1), flat.mean(axis=1)
     tiles = []
-    for channel in channels:
+    for i, channel in enumerate(channels):
         values = maps[channel]
-        vr = layer_range if mode == "per layer" else value_range(values, mode, fixed=fixed)
+        if mode == "per layer":
+            vr = layer_range
+        elif mode == "per map":
+            vr = ValueRange(float(nan_lows[i]), float(nan_highs[i]), "per map")
+        else:
+            vr = value_range(values, mode, fixed=fixed)
         tiles.append(
             Tile(
-                channel=int(channel),
+                channel=channel,
                 url=data_url(map_png(values, vr, scale)),  # type: ignore[arg-type]
-                minimum=float(values.min()),
-                mean=float(values.mean()),
-                maximum=float(values.max()),
-                dead=is_constant(values),
+                minimum=float(lows[i]),
+                mean=float(means[i]),
+                maximum=float(highs[i]),
+                dead=bool(nan_highs[i] == nan_lows[i]),
             )
         )
     return tiles

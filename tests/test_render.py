@@ -266,6 +266,26 @@ def test_tiles_flag_dead_channels_and_share_a_layer_range():
     assert all(np.array_equal(decode_url(t.url)[3, 3], top) for t in own)
 
 
+@pytest.mark.parametrize(("mode", "fixed"), [("per map", None), ("per layer", None), ("fixed", (0.2, 0.7))])
+def test_tiles_match_each_map_taken_on_its_own(mode, fixed):
+    """The grid's statistics, made for all tiles at once, are each map's own: the same
+    range, picture, minimum, mean, maximum and dead flag as one map at a time."""
+    maps = np.random.default_rng(11).normal(size=(9, 13, 7)).astype(np.float32)
+    maps[4] = 0.0  # dead
+    maps[6, 2, 3] = np.nan
+    channels = [8, 0, 4, 6, 2]
+    tiles = render.make_tiles(maps, channels, LECTURE_BLUES, mode, fixed=fixed)
+    assert [t.channel for t in tiles] == channels
+    for tile in tiles:
+        values = maps[tile.channel]
+        vr = render.value_range(values, mode, layer_values=maps, fixed=fixed)
+        assert tile.url == render.data_url(render.map_png(values, vr, LECTURE_BLUES))
+        assert (tile.minimum, tile.maximum) == (float(values.min()), float(values.max())) or np.isnan(tile.minimum)
+        assert tile.mean == float(values.mean()) or np.isnan(tile.mean)
+        assert tile.dead == render.is_constant(values)
+    assert [t.dead for t in tiles] == [False, False, True, False, False]
+
+
 def test_tile_grid_chart_places_every_tile_and_selects_by_channel():
     maps = np.random.default_rng(2).random((40, 5, 5)).astype(np.float32)
     maps[7] = 0.0
