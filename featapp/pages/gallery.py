@@ -113,6 +113,7 @@ def _dataset_photos() -> None:
             st.button("🎲 New random sample", on_click=_new_sample)
         seed = int(seed)
         items, pixels = shared.gallery(model, data, split, seed)
+        pictures = shared.gallery_pictures(model, data, split, seed)
         prediction = shared.gallery_prediction(model, pixels) if items else None
         folders = match_classes(data.classes(split), model.class_names)
         st.caption(
@@ -131,7 +132,7 @@ def _dataset_photos() -> None:
                 caption, wrong = gallery_caption(item.class_name, probabilities, model.class_names, folders)
                 wrong_count += bool(wrong)
                 with column:
-                    shared.show_image(pixels[index], caption=caption, width="stretch")
+                    st.image(pictures[index], caption=caption, width="stretch", output_format="PNG")
                     st.button(
                         "Look inside", key=f"gallery_use_{index}", on_click=_choose_gallery, args=(index, split, seed)
                     )

@@ -280,6 +280,22 @@ def gallery(model: FeatureModel, data: Dataset, split: str, seed: int):
     return _gallery(str(data.root), split, int(seed), per_class, spec_key(model.input_spec), data)
 
 
+@st.cache_resource(max_entries=GALLERY_CACHE_SAMPLES, show_spinner=False)
+def _gallery_pngs(sample: tuple, _pixels: np.ndarray | None) -> tuple[bytes, ...]:
+    from featapp.render import png_bytes
+
+    return () if _pixels is None else tuple(png_bytes(picture) for picture in _pixels)
+
+
+def gallery_pictures(model: FeatureModel, data: Dataset, split: str, seed: int) -> tuple[bytes, ...]:
+    """PNG bytes of each gallery photo (as :func:`picture_png` makes them), encoded once per
+    sample and found with one cache lookup: through :func:`picture_png` each of the 20 was
+    hashed and looked up again on every rerun of the gallery, for every student."""
+    per_class = max(1, GALLERY_SIZE // max(1, len(data.classes(split))))
+    sample = (str(data.root), split, int(seed), per_class, spec_key(model.input_spec))
+    return _gallery_pngs(sample, gallery(model, data, split, seed)[1])
+
+
 @st.cache_data(max_entries=GALLERY_CACHE_SAMPLES * 2, show_spinner=False)
 def _gallery_prediction(model_sha: str, sample_key: str, _model: FeatureModel, _pixels: np.ndarray) -> Prediction:
     return _model.predict(_pixels)
@@ -538,8 +554,7 @@ def warm_up() -> str:
     _, pixels = gallery(model, data, default_split(data), DEFAULT_SEED)
     if pixels is not None:
         gallery_prediction(model, pixels)
-        for picture in pixels:
-            picture_png(picture)
+        gallery_pictures(model, data, default_split(data), DEFAULT_SEED)
     return (
         f"featapp: model loaded ({model.provider.upper()}) and the first gallery ready "
         f"({time.perf_counter() - started:.1f} s)"
