@@ -13,7 +13,8 @@ with one change of each kind, then makes ``--changes`` changes of each kind, in 
 * ``change_scale``: the next scaling (per map, per layer);
 * ``change_layer``: the next layer with 2-D maps;
 * ``open_grid``: the Layer grid page (all channels of that layer);
-* ``open_feature_map``: from the Layer grid back to the Feature map.
+* ``open_gallery``: the Gallery page (its 20 photos, fetched once by this client);
+* ``open_feature_map``: back to the Feature map.
 
 Around each one it reads the server process's CPU time (user + system, ``psutil``) before
 sending and after the run's last message and its new pictures arrived, so the figure is
@@ -46,7 +47,15 @@ sys.path[:0] = [str(REPO_ROOT / "bench"), str(REPO_ROOT)]
 import load_test  # noqa: E402
 from streamlit_client import AppClient  # noqa: E402
 
-KINDS = ("change_channel", "change_colours", "change_scale", "change_layer", "open_grid", "open_feature_map")
+KINDS = (
+    "change_channel",
+    "change_colours",
+    "change_scale",
+    "change_layer",
+    "open_grid",
+    "open_gallery",
+    "open_feature_map",
+)
 
 
 class Student:
@@ -90,6 +99,12 @@ class Student:
             if grid.count("vega_lite_chart") < 1:
                 raise RuntimeError("open_grid: no grid in the page")
             return  # on the grid page now: open_feature_map comes next
+        elif kind == "open_gallery":
+            # The default page is listed under the empty path.
+            gallery = await client.rerun(page="gallery" if "gallery" in client.pages else "")
+            if len(gallery.widgets("button", "Look inside")) < 20:
+                raise RuntimeError("open_gallery: the gallery does not show 20 photos")
+            return
         elif kind == "open_feature_map":
             self.run = await client.rerun(page="feature_map")
         else:
