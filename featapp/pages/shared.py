@@ -16,6 +16,11 @@ Caching lives here and only here, so the library stays free of Streamlit:
 * The gallery's 20 photos and one layer of their activations are held the same way, by
   sample; :data:`GALLERY_LAYER_CACHE` bounds the largest of these (layer 1 of 20 photos
   is 56 MB, which ``st.cache_data`` copied on every rerun of the Neuron page).
+* What a view sends is made once per view, for every session: the Feature map's chart
+  (:func:`heatmap_spec`, :data:`HEATMAP_CACHE_ENTRIES`), the Layer grid's
+  (:func:`tile_grid`), the training strip (:func:`training_strip`) and the gallery's
+  pictures (:func:`gallery_pictures`). When a teacher says "everyone, channel 5", the first
+  student's click builds the view and the class reuses it (``bench/class_at_once.py``).
 """
 
 from __future__ import annotations
