@@ -7,14 +7,17 @@ Feature map page. It checks that
 
 * every browser's requests all went to one Streamlit process (nginx's access log records
   the upstream of each request and the browser's routing cookie), and that both processes
-  got browsers;
+  got browsers (if the random keys of the first browsers all hashed to one process, the
+  next browser is given a key that nginx sends to the other one, found by asking nginx);
 * every upload became the current image and its heatmap was drawn (no exception element);
 * the marker is on no file written during the run: not in nginx's temporary folders
   (request bodies), not in the processes' temp or cache folders, not in /tmp.
 
     .venv/bin/python deploy/check_nginx.py --browsers 6
+    .venv/bin/python deploy/check_nginx.py --no-sticky   # the control: expect FAILED
 
-Needs nginx (``apt-get install nginx-light``) and Debian's chromium. Everything runs on
+``tests/e2e/test_nginx.py`` runs both as part of the test suite. Needs nginx
+(``apt-get install nginx``, ``.ci/run`` does) and Debian's chromium. Everything runs on
 127.0.0.1 and is stopped at the end.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import re
 import secrets
@@ -30,16 +34,25 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests"), str(REPO_ROOT / "bench")]
+for _path in (REPO_ROOT, REPO_ROOT / "tests", REPO_ROOT / "bench"):
+    if str(_path) not in sys.path:
+        sys.path.append(str(_path))
 
 import imagefactory  # noqa: E402
 import load_test  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from traces import Secret, default_roots, find_traces  # noqa: E402
+
+from tests import browsing  # noqa: E402
+
+__all__ = ["CheckResult", "check", "find_nginx", "main", "nginx_front"]
 
 NGINX_WRAPPER = """
 daemon off;
@@ -58,9 +71,193 @@ http {{
 {site}
 }}
 """
+SLOW_MS = 90_000
 
 
-def main() -> int:
+@dataclass
+class CheckResult:
+    """What one run through nginx saw: the upstream(s) each browser's key reached, and problems."""
+
+    routes: dict[str, set[str]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def find_nginx() -> str | None:
+    """nginx's path (``/usr/sbin`` is not on a normal user's PATH), or None."""
+    found = shutil.which("nginx")
+    if found:
+        return found
+    return "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+
+
+def site_config(upstreams: list[str], port: int, *, sticky: bool = True) -> str:
+    """deploy/nginx-featapp.conf with its upstream servers and its listen port replaced."""
+    site = (REPO_ROOT / "deploy" / "nginx-featapp.conf").read_text()
+    servers = "".join(f"    server {address};\n" for address in upstreams)
+    site, replaced = re.subn(r"(    server 127\.0\.0\.1:850[1-4];\n)+", servers, site)
+    if replaced != 1 or "listen 80;" not in site:
+        raise ValueError("deploy/nginx-featapp.conf changed shape: update deploy/check_nginx.py")
+    site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    if not sticky:
+        site = site.replace("    hash $featapp_route consistent;\n", "")
+    return site
+
+
+@contextlib.contextmanager
+def nginx_front(work: Path, upstreams: list[str], *, sticky: bool = True) -> Iterator[str]:
+    """nginx in front of ``upstreams`` (host:port) for the ``with`` block; yields its URL."""
+    nginx = find_nginx()
+    if nginx is None:
+        raise FileNotFoundError("nginx is missing: apt-get install nginx")
+    work.mkdir(parents=True, exist_ok=True)
+    port = browsing.free_port()
+    (work / "nginx.conf").write_text(NGINX_WRAPPER.format(work=work, site=site_config(upstreams, port, sticky=sticky)))
+    process = subprocess.Popen([nginx, "-c", str(work / "nginx.conf"), "-p", str(work)], stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"nginx did not start: {process.stderr.read().decode()}")
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield url
+    finally:
+        browsing.stop(process, timeout=10)
+
+
+def read_routes(access_log: Path) -> dict[str, set[str]]:
+    """Routing key -> the upstreams its requests went to, from the ``routing`` log format."""
+    routes: dict[str, set[str]] = collections.defaultdict(set)
+    if access_log.exists():
+        for line in access_log.read_text().splitlines():
+            route, upstream, *_ = line.split()
+            if upstream != "-":
+                routes[route].add(upstream)
+    return routes
+
+
+def key_for(url: str, access_log: Path, upstream: str, tries: int = 64) -> str | None:
+    """A routing key that nginx sends to ``upstream``: asked of nginx itself, one health
+    request per candidate key (the hash is nginx's, not ours to recompute)."""
+    for _ in range(tries):
+        key = secrets.token_hex(16)
+        request = urllib.request.Request(url + "/_stcore/health", headers={"Cookie": f"featapp_route={key}"})
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+        if read_routes(access_log).get(key) == {upstream}:
+            return key
+    return None
+
+
+def browse(browser, url: str, number: int, key: str | None) -> tuple[Secret, str | None, str | None]:
+    """One student: open the app, upload a photo with a marker, open the Feature map.
+    Returns the photo's secret, the failure if any, and the routing key nginx gave it."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    secret = Secret.new(".png")
+    pixels = np.random.default_rng(number).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    photo = imagefactory.with_marker(imagefactory.encode(Image.fromarray(pixels), "PNG"), secret.marker)
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    if key is not None:
+        context.add_cookies([{"name": "featapp_route", "value": key, "url": url}])
+    page = context.new_page()
+    try:
+        page.goto(url)
+        page.get_by_role("heading", name="Gallery").wait_for(timeout=SLOW_MS)
+        page.get_by_role("tab", name="Your photo or the camera").click()
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+            {"name": secret.filename, "mimeType": "image/png", "buffer": photo}
+        )
+        page.get_by_text(f"Current image: {secret.filename} (your upload)").wait_for(timeout=SLOW_MS)
+        page.locator('[data-testid="stSidebarNavLink"]', has_text="Feature map").first.click()
+        page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=SLOW_MS)
+        if page.locator('[data-testid="stException"]').count():
+            raise RuntimeError(page.locator('[data-testid="stException"]').first.inner_text()[:200])
+        failure = None
+    except (PlaywrightError, RuntimeError) as error:
+        failure = f"browser {number}: {str(error).splitlines()[0][:200]}"
+    route = next((cookie["value"] for cookie in context.cookies() if cookie["name"] == "featapp_route"), None)
+    context.close()
+    return secret, failure, route
+
+
+def check(browsers: int = 4, *, sticky: bool = True, work: Path | None = None, log=print) -> CheckResult:
+    """Two processes behind nginx, ``browsers`` students through it; see the module's docstring."""
+    from playwright.sync_api import sync_playwright
+
+    since = time.time() - 1
+    work = work or Path(tempfile.mkdtemp(prefix="featapp-nginx-"))
+    saved = os.environ.get("STREAMLIT_SERVER_COOKIE_SECRET")
+    os.environ["STREAMLIT_SERVER_COOKIE_SECRET"] = secrets.token_hex()  # the same for every process
+    result = CheckResult()
+    access_log = work / "access.log"
+    secrets_used: list[Secret] = []
+    browser_keys: list[str] = []
+    servers: list[load_test.Server] = []
+    try:
+        servers = [load_test.start_server(f"p{number}", REPO_ROOT, [], work) for number in range(2)]
+        upstreams = [server.url.removeprefix("http://") for server in servers]
+        with nginx_front(work, upstreams, sticky=sticky) as url, sync_playwright() as playwright:
+            chromium = browsing.launch_chromium(playwright)
+            try:
+                for number in range(browsers):
+                    key = None
+                    routes = read_routes(access_log)
+                    used = {upstream for route in browser_keys for upstream in routes.get(route, ())}
+                    missing = [upstream for upstream in upstreams if upstream not in used]
+                    if sticky and number == browsers - 1 and missing:
+                        key = key_for(url, access_log, missing[0])  # the last browser goes where none went
+                    secret, failure, route = browse(chromium, url, number, key)
+                    secrets_used.append(secret)
+                    if route is None:
+                        failure = failure or f"browser {number}: nginx set no featapp_route cookie"
+                    else:
+                        browser_keys.append(route)
+                    if failure:
+                        result.problems.append(failure)
+                    log(failure or f"browser {number}: upload and heatmap fine")
+            finally:
+                chromium.close()
+            time.sleep(1)
+    finally:
+        for server in servers:
+            load_test.stop_server(server)
+        if saved is None:
+            os.environ.pop("STREAMLIT_SERVER_COOKIE_SECRET", None)
+        else:
+            os.environ["STREAMLIT_SERVER_COOKIE_SECRET"] = saved
+
+    routes = read_routes(access_log)
+    result.routes = {route: routes.get(route, set()) for route in browser_keys}
+    result.problems += [
+        f"browser {route[:8]} reached {sorted(ups)}" for route, ups in result.routes.items() if len(ups) != 1
+    ]
+    used = {next(iter(ups)) for ups in result.routes.values() if len(ups) == 1}
+    log(f"{len(result.routes)} browsers, upstreams used: {sorted(used)}")
+    if sticky and len(used) < 2:
+        result.problems.append("only one process got browsers")
+    needles = [needle for secret in secrets_used for needle in secret.needles]
+    hits = find_traces(needles, since, default_roots(work), skip=BROWSER_FOLDERS)
+    if hits:
+        result.problems.append(f"upload bytes on disk: {hits}")
+    return result
+
+
+# Playwright's Chromium profile and artifact folders: the student's machine, not the server's.
+BROWSER_FOLDERS = ("playwright_chromiumdev_profile", "playwright-artifacts")
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--browsers", type=int, default=6)
     parser.add_argument(
@@ -68,95 +265,14 @@ def main() -> int:
         action="store_true",
         help="the control: round robin instead of the routing cookie (expect failures)",
     )
-    args = parser.parse_args()
-    if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
-        sys.exit("nginx is missing: apt-get install nginx-light")
-    since = time.time() - 1
-    work = Path(tempfile.mkdtemp(prefix="featapp-nginx-"))
-    os.environ["STREAMLIT_SERVER_COOKIE_SECRET"] = secrets.token_hex()  # the same for every process
-    servers, nginx = [], None
-    try:
-        servers = [load_test.start_server(f"p{number}", REPO_ROOT, [], work) for number in range(2)]
-        front = load_test.free_port()
-        site = (REPO_ROOT / "deploy" / "nginx-featapp.conf").read_text()
-        upstreams = "".join(f"    server {server.url.removeprefix('http://')};\n" for server in servers)
-        site = re.sub(r"(    server 127\.0\.0\.1:850[1-4];\n)+", upstreams, site)
-        site = site.replace("listen 80;", f"listen 127.0.0.1:{front};")
-        if args.no_sticky:
-            site = site.replace("    hash $featapp_route consistent;\n", "")
-        (work / "nginx.conf").write_text(NGINX_WRAPPER.format(work=work, site=site))
-        nginx = subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)], stderr=subprocess.PIPE)
-        time.sleep(1.5)
-        if nginx.poll() is not None:
-            sys.exit(f"nginx did not start: {nginx.stderr.read().decode()}")
-        secrets_used, failures = run_browsers(f"http://127.0.0.1:{front}", args.browsers)
-        time.sleep(1)
-    finally:
-        if nginx is not None:
-            nginx.terminate()
-            nginx.wait(timeout=10)
-        for server in servers:
-            load_test.stop_server(server)
-
-    routes: dict[str, set[str]] = collections.defaultdict(set)
-    for line in (work / "access.log").read_text().splitlines():
-        route, upstream, *_ = line.split()
-        if upstream != "-":
-            routes[route].add(upstream)
-    browsers = {route: ups for route, ups in routes.items() if len(route) == 32}
-    problems = [f"browser {route[:8]} reached {sorted(ups)}" for route, ups in browsers.items() if len(ups) != 1]
-    problems += failures
-    used = {next(iter(ups)) for ups in browsers.values()}
-    print(f"{len(browsers)} browsers, upstreams used: {sorted(used)}")
-    if len(used) < 2:
-        problems.append("only one process got browsers")
-    needles = [n for secret in secrets_used for n in secret.needles]
-    hits = find_traces(needles, since, default_roots(work), skip=load_test_browser_folders())
-    if hits:
-        problems.append(f"upload bytes on disk: {hits}")
-    for problem in problems:
+    args = parser.parse_args(argv)
+    if find_nginx() is None:
+        sys.exit("nginx is missing: apt-get install nginx")
+    result = check(args.browsers, sticky=not args.no_sticky)
+    for problem in result.problems:
         print("PROBLEM:", problem)
-    print("OK" if not problems else "FAILED")
-    return 1 if problems else 0
-
-
-def load_test_browser_folders() -> tuple[str, ...]:
-    return ("playwright_chromiumdev_profile", "playwright-artifacts")
-
-
-def run_browsers(url: str, count: int) -> tuple[list[Secret], list[str]]:
-    from playwright.sync_api import Error as PlaywrightError
-    from playwright.sync_api import sync_playwright
-
-    used, failures = [], []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=load_test.CHROMIUM, args=load_test.CHROMIUM_FLAGS)
-        for number in range(count):
-            secret = Secret.new(".png")
-            used.append(secret)
-            pixels = np.random.default_rng(number).integers(0, 256, (300, 400, 3), dtype=np.uint8)
-            photo = imagefactory.with_marker(imagefactory.encode(Image.fromarray(pixels), "PNG"), secret.marker)
-            context = browser.new_context()
-            page = context.new_page()
-            try:
-                page.goto(url)
-                page.get_by_role("heading", name="Gallery").wait_for(timeout=60_000)
-                page.get_by_role("tab", name="Your photo or the camera").click()
-                page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
-                    {"name": secret.filename, "mimeType": "image/png", "buffer": photo}
-                )
-                page.get_by_text(f"Current image: {secret.filename} (your upload)").wait_for(timeout=60_000)
-                page.locator('[data-testid="stSidebarNavLink"]', has_text="Feature map").first.click()
-                page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=60_000)
-                if page.locator('[data-testid="stException"]').count():
-                    raise RuntimeError(page.locator('[data-testid="stException"]').first.inner_text()[:200])
-                print(f"browser {number}: upload and heatmap fine ({len(photo)} bytes)")
-            except (PlaywrightError, RuntimeError) as error:
-                failures.append(f"browser {number}: {str(error).splitlines()[0][:200]}")
-                print(failures[-1])
-            context.close()
-        browser.close()
-    return used, failures
+    print("OK" if result.ok else "FAILED")
+    return 0 if result.ok else 1
 
 
 if __name__ == "__main__":

@@ -266,6 +266,26 @@ def test_tiles_flag_dead_channels_and_share_a_layer_range():
     assert all(np.array_equal(decode_url(t.url)[3, 3], top) for t in own)
 
 
+@pytest.mark.parametrize(("mode", "fixed"), [("per map", None), ("per layer", None), ("fixed", (0.2, 0.7))])
+def test_tiles_match_each_map_taken_on_its_own(mode, fixed):
+    """The grid's statistics, made for all tiles at once, are each map's own: the same
+    range, picture, minimum, mean, maximum and dead flag as one map at a time."""
+    maps = np.random.default_rng(11).normal(size=(9, 13, 7)).astype(np.float32)
+    maps[4] = 0.0  # dead
+    maps[6, 2, 3] = np.nan
+    channels = [8, 0, 4, 6, 2]
+    tiles = render.make_tiles(maps, channels, LECTURE_BLUES, mode, fixed=fixed)
+    assert [t.channel for t in tiles] == channels
+    for tile in tiles:
+        values = maps[tile.channel]
+        vr = render.value_range(values, mode, layer_values=maps, fixed=fixed)
+        assert tile.url == render.data_url(render.map_png(values, vr, LECTURE_BLUES))
+        assert (tile.minimum, tile.maximum) == (float(values.min()), float(values.max())) or np.isnan(tile.minimum)
+        assert tile.mean == float(values.mean()) or np.isnan(tile.mean)
+        assert tile.dead == render.is_constant(values)
+    assert [t.dead for t in tiles] == [False, False, True, False, False]
+
+
 def test_tile_grid_chart_places_every_tile_and_selects_by_channel():
     maps = np.random.default_rng(2).random((40, 5, 5)).astype(np.float32)
     maps[7] = 0.0
@@ -439,3 +459,35 @@ def test_strip_png_refuses_mixed_shapes_and_no_maps():
         render.strip_png([("a", np.eye(3)), ("b", np.eye(4))], LECTURE_BLUES)
     with pytest.raises(ValueError, match="at least one map"):
         render.strip_png([], LECTURE_BLUES)
+
+
+@pytest.mark.parametrize(
+    ("shape", "vr", "scale", "selected"),
+    [
+        ((148, 148), None, VIRIDIS, (100, 7)),
+        ((4, 4), ValueRange(0.0, 16.0, "fixed", clipped=True), LECTURE_BLUES, None),
+        ((5, 3), ValueRange(2.0, 2.0, "per map"), LECTURE_BLUES, (0, 2)),  # a dead map: one legend block
+    ],
+)
+def test_heatmap_arrow_tables_hold_the_same_data_as_the_frames(shape, vr, scale, selected):
+    """``arrow=True`` (what the app sends, without pandas on the way) is the same chart:
+    the same spec and, table by table, the same columns, types and values."""
+    import pyarrow as pa
+
+    values = np.random.default_rng(7).random(shape).astype(np.float32)
+    if vr is not None and vr.constant:
+        values[:] = 2.0
+    vr = vr or render.value_range(values, "per map")
+    frames = render.heatmap_chart(values, vr, scale, selected_cell=selected)
+    tables = render.heatmap_chart(values, vr, scale, selected_cell=selected, arrow=True)
+    assert {k: v for k, v in frames.items() if k != "datasets"} == {k: v for k, v in tables.items() if k != "datasets"}
+    assert set(frames["datasets"]) == set(tables["datasets"])
+    for name, frame in frames["datasets"].items():
+        table = tables["datasets"][name]
+        assert isinstance(table, pa.Table)
+        reference = pa.Table.from_pandas(frame, preserve_index=False)
+        assert table.column_names == reference.column_names, name
+        # pandas 3 stores text as large_string; Arrow's plain string is the same text.
+        assert [pa.string() if t == pa.large_string() else t for t in reference.schema.types] == table.schema.types
+        assert table.to_pylist() == reference.to_pylist(), name
+    assert tables["datasets"]["outline"].num_rows == (0 if selected is None else 1)

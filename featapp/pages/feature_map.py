@@ -85,7 +85,9 @@ def _map_view() -> None:
         if view_label != "final model":
             title += f", {view_label}"
         st.markdown(f"**{title}**")
-        chart = render.heatmap_chart(values, vr, scale, width_px=PICTURE_PX, selected_cell=selected)
+        chart = shared.heatmap_spec(
+            view_model, image, layer.name, channel, vr, scale, width_px=PICTURE_PX, selected_cell=selected
+        )
         st.vega_lite_chart(chart, on_select=partial(_on_cell, layer.name), key=_chart_key(), width="content")
         st.caption(render.describe_range(vr, scale))
         if render.is_constant(values):
@@ -136,7 +138,7 @@ def _map_view() -> None:
             "random, so the map is noise-like; watch it turn into structure (edges, colours, textures) as "
             "training goes on. Each map is scaled to its own range: compare patterns, not brightness."
         )
-        strip = []
+        strip_models = []
         for snapshot in snaps:
             try:
                 snap_model = shared.model_at(snapshot.path)
@@ -144,18 +146,11 @@ def _map_view() -> None:
                 st.error(f"{shared.snapshot_label(snapshot)} cannot be loaded: {err}")
                 continue
             if layer.name in snap_model.layer_names and shared.spec_key(snap_model.input_spec) == shared.spec_key(spec):
-                strip.append(
-                    (shared.snapshot_label(snapshot), shared.activations(snap_model, image)[layer.name][channel])
-                )
-        strip.append(
-            (
-                "final model",
-                values if view_label == "final model" else shared.activations(model, image)[layer.name][channel],
-            )
-        )
+                strip_models.append((shared.snapshot_label(snapshot), snap_model))
+        strip_models.append(("final model", model))
         st.image(
-            render.strip_png(strip, scale),
-            caption="Left to right: " + ", ".join(label for label, _ in strip) + ".",
+            shared.training_strip(image, layer.name, channel, scale, strip_models),
+            caption="Left to right: " + ", ".join(label for label, _ in strip_models) + ".",
             width="stretch",
             output_format="PNG",
         )

@@ -122,6 +122,7 @@ def _dataset_photos() -> None:
             st.button("🎲 New random sample", on_click=_new_sample)
         seed = int(seed)
         items, pixels = shared.gallery(model, data, split, seed)
+        pictures = shared.gallery_pictures(model, data, split, seed)
         prediction = shared.gallery_prediction(model, pixels) if items else None
         folders = match_classes(data.classes(split), model.class_names)
         st.caption(
@@ -147,7 +148,10 @@ def _dataset_photos() -> None:
                     # A red frame as well as the word: neither needs an emoji font.
                     picture = outline_box(picture, (0, 0, *picture.shape[:2]), thickness=6, pointer_below=0)
                 with column:
-                    shared.show_image(picture, caption=caption, width="stretch")
+                    if wrong:  # the framed picture is this photo's own: not the sample's cached PNG
+                        shared.show_image(picture, caption=caption, width="stretch")
+                    else:
+                        st.image(pictures[index], caption=caption, width="stretch", output_format="PNG")
                     st.button(
                         "Look inside", key=f"gallery_use_{index}", on_click=_choose_gallery, args=(index, split, seed)
                     )

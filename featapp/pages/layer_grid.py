@@ -109,12 +109,12 @@ if layer.is_spatial:
         f"One tile is one channel: a {rows} x {cols} map of what that channel's filter found at each place "
         f"of the image. Showing channels {first} to {last} ({last - first + 1} of {count}), ordered by {ORDERS[order]}."
     )
-    ordered = render.order_channels(output, range(first - 1, last), order)
-    tiles = render.make_tiles(output, ordered, scale, mode, fixed=fixed)
+    chart, ordered, dead_channels = shared.tile_grid(
+        view_model, image, layer.name, (first, last), order, scale, mode, fixed, width_px=GRID_PX
+    )
     chart_key = f"layer_grid_chart_{st.session_state.get(NONCE, 0)}"
-    chart = render.tile_grid_chart(tiles, map_aspect=rows / cols, width_px=GRID_PX)
     st.vega_lite_chart(chart, on_select=lambda: _on_tile(layer.name, chart_key), key=chart_key, width="content")
-    dead = [tile.channel + 1 for tile in tiles if tile.dead]
+    dead = [channel + 1 for channel in dead_channels]
     if mode == "per layer":
         st.caption(render.describe_range(render.value_range(output, "per layer"), scale))
     elif mode == "fixed":
@@ -126,7 +126,7 @@ if layer.is_spatial:
     if dead:
         listed = ", ".join(str(c) for c in dead[:40]) + (" ..." if len(dead) > 40 else "")
         st.warning(
-            f"**{len(dead)} of {len(tiles)}** channels shown are dead for this image (constant, usually all 0), "
+            f"**{len(dead)} of {len(ordered)}** channels shown are dead for this image (constant, usually all 0), "
             f"framed in grey and labelled 'dead': {listed}."
         )
     else:

@@ -16,6 +16,11 @@ Caching lives here and only here, so the library stays free of Streamlit:
 * The gallery's 20 photos and one layer of their activations are held the same way, by
   sample; :data:`GALLERY_LAYER_CACHE` bounds the largest of these (layer 1 of 20 photos
   is 56 MB, which ``st.cache_data`` copied on every rerun of the Neuron page).
+* What a view sends is made once per view, for every session: the Feature map's chart
+  (:func:`heatmap_spec`, :data:`HEATMAP_CACHE_ENTRIES`), the Layer grid's
+  (:func:`tile_grid`), the training strip (:func:`training_strip`) and the gallery's
+  pictures (:func:`gallery_pictures`). When a teacher says "everyone, channel 5", the first
+  student's click builds the view and the class reuses it (``bench/class_at_once.py``).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from featapp.dataset import Dataset, DatasetError, resolve_data_dir
 from featapp.images import InputSpec
 from featapp.metadata import LayerInfo, activation_bytes
 from featapp.model import DEFAULT_MODEL_PATH, MODEL_ENV, FeatureModel, ModelError, Prediction, load_model
-from featapp.render import COLOUR_SCALES, SCALINGS, ColourScale
+from featapp.render import COLOUR_SCALES, SCALINGS, ColourScale, ValueRange
 
 PAGE_FILES = {
     "gallery": "featapp/pages/gallery.py",
@@ -60,6 +65,8 @@ GALLERY_LAYER_CACHE = 2
 
 PNG_CACHE_ENTRIES = 256
 """Encoded pictures kept (photos, thumbnails, overlays: 20-300 kB each, so at most about 40 MB)."""
+HEATMAP_CACHE_ENTRIES = 256
+"""Heatmap chart specs kept, each one map's picture and cells (at most about 60 kB: layer 1)."""
 
 GALLERY_SIZE = 20
 FINAL = "final"
@@ -428,6 +435,22 @@ def gallery(model: FeatureModel, data: Dataset, split: str, seed: int):
     return _gallery(str(data.root), split, int(seed), per_class, spec_key(model.input_spec), data)
 
 
+@st.cache_resource(max_entries=GALLERY_CACHE_SAMPLES, show_spinner=False)
+def _gallery_pngs(sample: tuple, _pixels: np.ndarray | None) -> tuple[bytes, ...]:
+    from featapp.render import png_bytes
+
+    return () if _pixels is None else tuple(png_bytes(picture) for picture in _pixels)
+
+
+def gallery_pictures(model: FeatureModel, data: Dataset, split: str, seed: int) -> tuple[bytes, ...]:
+    """PNG bytes of each gallery photo (as :func:`picture_png` makes them), encoded once per
+    sample and found with one cache lookup: through :func:`picture_png` each of the 20 was
+    hashed and looked up again on every rerun of the gallery, for every student."""
+    per_class = max(1, GALLERY_SIZE // max(1, len(data.classes(split))))
+    sample = (str(data.root), split, int(seed), per_class, spec_key(model.input_spec))
+    return _gallery_pngs(sample, gallery(model, data, split, seed)[1])
+
+
 @st.cache_data(max_entries=GALLERY_CACHE_SAMPLES * 2, show_spinner=False)
 def _gallery_prediction(model_sha: str, sample_key: str, _model: FeatureModel, _pixels: np.ndarray) -> Prediction:
     return _model.predict(_pixels)
@@ -514,6 +537,107 @@ def picture_png(picture: np.ndarray, width_px: int | None = None) -> bytes:
     return _png(f"{array.shape}{array.dtype}{digest}", width_px, array)
 
 
+@st.cache_resource(max_entries=HEATMAP_CACHE_ENTRIES, show_spinner=False)
+def _heatmap(
+    map_key: tuple, scale_key: str, vr: tuple, selected: tuple[int, int] | None, width_px: int, _values: np.ndarray
+) -> dict:
+    from featapp.render import heatmap_chart
+
+    # Arrow tables: Streamlit converts pandas frames to Arrow on every call, tables it only writes out.
+    return heatmap_chart(
+        _values, ValueRange(*vr), COLOUR_SCALES[scale_key], width_px=width_px, selected_cell=selected, arrow=True
+    )
+
+
+def _with_arrow_tables(spec: dict) -> dict:
+    """The spec with its datasets as Arrow tables, not pandas frames: Streamlit converts a
+    frame to Arrow on every call (1.4-3 ms per heatmap here), a table it only writes out
+    (0.1 ms), so a cached spec costs almost nothing to send again."""
+    import pyarrow as pa
+
+    spec["datasets"] = {
+        name: pa.Table.from_pandas(frame, preserve_index=False) for name, frame in spec["datasets"].items()
+    }
+    return spec
+
+
+def heatmap_spec(
+    model: FeatureModel,
+    image: CurrentImage,
+    layer: str,
+    channel: int,
+    vr: ValueRange,
+    scale: ColourScale,
+    *,
+    width_px: int,
+    selected_cell: tuple[int, int] | None = None,
+) -> dict:
+    """:func:`featapp.render.heatmap_chart` of one channel's map, made once per (model,
+    image, layer, channel, range, colours, chosen cell, width) in this process: a class
+    looking at the same view costs one chart, and going back to a channel costs none.
+
+    The spec is shared: pass it to ``st.vega_lite_chart`` (which copies what it changes),
+    never change it.
+    """
+    values = activations(model, image)[layer][channel]
+    vr_key = (float(vr.low), float(vr.high), vr.mode, bool(vr.clipped))
+    cell = None if selected_cell is None else (int(selected_cell[0]), int(selected_cell[1]))
+    return _heatmap((model.sha256, image.key, layer, int(channel)), scale.key, vr_key, cell, int(width_px), values)
+
+
+@st.cache_resource(max_entries=HEATMAP_CACHE_ENTRIES // 4, show_spinner=False)
+def _tile_grid(view: tuple, _maps: np.ndarray) -> tuple[dict, tuple[int, ...], tuple[int, ...]]:
+    from featapp.render import make_tiles, order_channels, tile_grid_chart
+
+    _, _, _, first, last, order, scale_key, mode, fixed, width_px = view
+    ordered = order_channels(_maps, range(first - 1, last), order)
+    tiles = make_tiles(_maps, ordered, COLOUR_SCALES[scale_key], mode, fixed=fixed)
+    rows, cols = _maps.shape[1:]
+    chart = _with_arrow_tables(tile_grid_chart(tiles, map_aspect=rows / cols, width_px=width_px))
+    return chart, tuple(ordered), tuple(tile.channel for tile in tiles if tile.dead)
+
+
+def tile_grid(
+    model: FeatureModel,
+    image: CurrentImage,
+    layer: str,
+    channels: tuple[int, int],
+    order: str,
+    scale: ColourScale,
+    mode: str,
+    fixed: tuple[float, float] | None,
+    *,
+    width_px: int,
+) -> tuple[dict, list[int], list[int]]:
+    """The Layer grid's chart for channels ``first..last`` (1-based, inclusive), made once
+    per view in this process, with the channels in their shown order and the dead ones
+    (both 0-based). The chart is shared: never change it."""
+    first, last = int(channels[0]), int(channels[1])
+    fixed_key = None if fixed is None else (float(fixed[0]), float(fixed[1]))
+    view = (model.sha256, image.key, layer, first, last, order, scale.key, mode, fixed_key, int(width_px))
+    chart, ordered, dead = _tile_grid(view, activations(model, image)[layer])
+    return chart, list(ordered), list(dead)
+
+
+@st.cache_data(max_entries=PNG_CACHE_ENTRIES, show_spinner=False)
+def _strip(view: tuple, models_key: tuple, _image: CurrentImage, _models: tuple) -> bytes:
+    from featapp.render import strip_png
+
+    _, layer, channel, scale_key = view
+    maps = [(label, activations(model, _image)[layer][channel]) for label, model in _models]
+    return strip_png(maps, COLOUR_SCALES[scale_key])
+
+
+def training_strip(
+    image: CurrentImage, layer: str, channel: int, scale: ColourScale, models: list[tuple[str, FeatureModel]]
+) -> bytes:
+    """:func:`featapp.render.strip_png` of one channel under each ``(label, model)``, made
+    once per (image, layer, channel, colours, models): an unchanged view (a cell clicked,
+    the overlay toggled, another student on the same channel) costs no drawing."""
+    models_key = tuple((label, model.sha256) for label, model in models)
+    return _strip((image.key, layer, int(channel), scale.key), models_key, image, tuple(models))
+
+
 def show_image(array: np.ndarray, *, width: int | str = "content", **kwargs: Any) -> None:
     """``st.image`` for uint8 pictures of 1 or 3 channels, sent as cached PNG bytes.
 
@@ -585,8 +709,7 @@ def warm_up() -> str:
     _, pixels = gallery(model, data, default_split(data), DEFAULT_SEED)
     if pixels is not None:
         gallery_prediction(model, pixels)
-        for picture in pixels:
-            picture_png(picture)
+        gallery_pictures(model, data, default_split(data), DEFAULT_SEED)
     return (
         f"featapp: model loaded ({model.provider.upper()}) and the first gallery ready "
         f"({time.perf_counter() - started:.1f} s)"
@@ -725,14 +848,32 @@ def snapshots_folder() -> Path:
 
 
 def _read_snapshots() -> tuple[list, str | None]:
-    from featapp.snapshots import INDEX_FILE, load_snapshots
+    """The snapshot index, read once per version of its file (the Feature map page asks
+    for it twice per rerun: the training-progress control and the strip)."""
+    import stat
 
-    if not (snapshots_folder() / INDEX_FILE).is_file():
-        return [], None
+    from featapp.snapshots import INDEX_FILE
+
+    folder = snapshots_folder()
     try:
-        return list(load_snapshots(snapshots_folder())), None
+        info = (folder / INDEX_FILE).stat()
+    except OSError:
+        return [], None
+    if not stat.S_ISREG(info.st_mode):
+        return [], None
+    snaps, problem = _snapshots_at(str(folder), info.st_mtime_ns, info.st_size)
+    return list(snaps), problem
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _snapshots_at(folder: str, mtime_ns: int, size: int) -> tuple[tuple, str | None]:
+    # The index's time stamp and size are in the key, so a rewritten index is read again.
+    from featapp.snapshots import load_snapshots
+
+    try:
+        return tuple(load_snapshots(folder)), None
     except ModelError as err:
-        return [], str(err)
+        return (), str(err)
 
 
 def snapshots() -> list:
