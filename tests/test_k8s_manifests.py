@@ -7,7 +7,7 @@ and no unknown (misspelt) field, which the models would drop. On top of that, th
 must fit: the Service selects the Deployment's pods, the Ingress reaches the Service, the
 probes ask ``/_stcore/health`` on the container's port, every replica reads one cookie
 secret, and ingress-nginx gets the affinity, upload and websocket settings that
-deploy/nginx-featapp.conf has. No cluster runs here (docs/deploy.md says so).
+deploy/nginx-featapp.conf has. No cluster runs here (docs/deployment.md says so).
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def test_every_replica_reads_one_cookie_secret(docs):
     env = {item["name"]: item for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     secret = env["STREAMLIT_SERVER_COOKIE_SECRET"]["valueFrom"]["secretKeyRef"]
     # The Secret is made by a command, never committed: the documented one must make this key.
-    for text in ((K8S / "deployment.yaml").read_text(), (K8S.parents[1] / "docs" / "deploy.md").read_text()):
+    for text in ((K8S / "deployment.yaml").read_text(), (K8S.parents[1] / "docs" / "deployment.md").read_text()):
         assert f"kubectl create secret generic {secret['name']}" in text
         assert f"--from-literal={secret['key']}=" in text
 
