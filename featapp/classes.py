@@ -30,7 +30,6 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -315,16 +314,9 @@ def output_weights(path: str | os.PathLike, output_name: str | None = None) -> O
     """
     import onnx
 
-    from featapp.filters import _constant_tensors, _resolve
+    from featapp.filters import _resolve, read_graph
 
-    path = Path(path)
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # noqa: BLE001 - onnx raises several types for an unreadable file
-        raise ModelError(f"'{path.name}' could not be read as an ONNX file ({type(err).__name__}).") from None
-    graph = model.graph
-    tensors = _constant_tensors(graph)
-    producers = {output: node for node in graph.node for output in node.output}
+    graph, tensors, producers = read_graph(path)
     outputs = [output.name for output in graph.output]
     name = output_name if output_name is not None else (outputs[-1] if outputs else "")
     bias: np.ndarray | None = None

@@ -43,6 +43,20 @@ class FirstLayerFilters:
         return int(self.weights.shape[2]), int(self.weights.shape[3])
 
 
+def read_graph(path: str | os.PathLike):
+    """An ONNX file's graph, its constant tensors by name, and each output's producing node:
+    what reading any layer's weights needs. An unreadable file is a :class:`ModelError`."""
+    import onnx
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # noqa: BLE001 - onnx raises several types for an unreadable file
+        raise ModelError(f"'{path.name}' could not be read as an ONNX file ({type(err).__name__}).") from None
+    graph = model.graph
+    return graph, _constant_tensors(graph), {output: node for node in graph.node for output in node.output}
+
+
 def _constant_tensors(graph) -> dict[str, np.ndarray]:
     """Every tensor whose value is in the file: initializers, and Constant nodes' outputs."""
     from onnx import numpy_helper
@@ -74,16 +88,7 @@ def read_first_layer_filters(path: str | os.PathLike) -> FirstLayerFilters:
     Raises :class:`ModelError` when the file cannot be read or has no convolution
     whose weights are stored in it.
     """
-    import onnx
-
-    path = Path(path)
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # noqa: BLE001 - onnx raises several types for an unreadable file
-        raise ModelError(f"'{path.name}' could not be read as an ONNX file ({type(err).__name__}).") from None
-    graph = model.graph
-    tensors = _constant_tensors(graph)
-    producers = {output: node for node in graph.node for output in node.output}
+    graph, tensors, producers = read_graph(path)
     for node in graph.node:
         if node.op_type != "Conv":
             continue
