@@ -125,7 +125,8 @@ def _single_thread_fit(table: np.ndarray) -> float:
 def bench_apptest(data_dir: Path, split: str, cache_dir: Path) -> list[str]:
     from streamlit.testing.v1 import AppTest
 
-    from featapp.pages.shared import CLASSES_TAB, CLASSES_TABS, PAGE_FILES
+    from featapp.pages.chrome import PAGE_FILES
+    from featapp.pages.view import CLASSES_TAB, CLASSES_TABS
 
     os.environ.update(
         FEATAPP_DATA_DIR=str(data_dir),

@@ -28,7 +28,8 @@ from featapp.captions import WRONG_MARK, markdown_literal
 from featapp.dataset import Dataset
 from featapp.images import prepare_image
 from featapp.model import load_model
-from featapp.pages.shared import GALLERY_TAB, GALLERY_TABS, PAGE_FILES
+from featapp.pages.chrome import PAGE_FILES
+from featapp.pages.view import GALLERY_TAB, GALLERY_TABS
 from featapp.probes import probe_images
 from tests import imagefactory
 from tests.appmodels import COMMITTED_MODEL, snapshot_folder, trunk_of
@@ -778,7 +779,8 @@ def test_config_limits_uploads_and_needs_no_internet():
     config = tomllib.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
     assert config["server"]["maxUploadSize"] == 10
     assert config["browser"]["gatherUsageStats"] is False
-    sources = [APP, *(REPO_ROOT / path for path in PAGE_FILES.values()), REPO_ROOT / "featapp" / "pages" / "shared.py"]
+    helpers = [REPO_ROOT / "featapp" / "pages" / f"{name}.py" for name in ("caches", "view", "chrome")]
+    sources = [APP, *(REPO_ROOT / path for path in PAGE_FILES.values()), *helpers]
     for source in sources:
         text = source.read_text(encoding="utf-8")
         assert ":material/" not in text, f"{source.name} uses a Material icon (a font from the internet)"

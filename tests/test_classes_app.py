@@ -12,7 +12,8 @@ from featapp.analysis import load_cached
 from featapp.appstate import get_current
 from featapp.dataset import Dataset
 from featapp.images import prepare_image
-from featapp.pages.shared import CHANNEL, CLASSES_LAYER, CLASSES_TAB, CLASSES_TABS, LAYER, PAGE_FILES
+from featapp.pages.chrome import PAGE_FILES
+from featapp.pages.view import CHANNEL, CLASSES_LAYER, CLASSES_TAB, CLASSES_TABS, LAYER
 from tests.test_app import as_shown, assert_clean, charts, go, main_text, open_app, rows_of, views
 
 

@@ -12,14 +12,14 @@ from featapp.classes import class_top, contributions, health_table, network_heal
 from featapp.dataset import DatasetError
 from featapp.images import ImageError, prepare_image
 from featapp.model import ModelError
-from featapp.pages import shared
+from featapp.pages import caches, chrome, view
 from featapp.projection import METHODS, available_methods, image_features, nearest, predicted_labels
 
 GOTO = "classes.goto"
 SCAN_SPLIT = "neuron.split"  # the scanned split, shared with "One neuron, many images"
-LAYER_KEY, BY_KEY = shared.CLASSES_LAYER, "classes.by"
+LAYER_KEY, BY_KEY = view.CLASSES_LAYER, "classes.by"
 MAP_LAYER, MAP_METHOD, MAP_NONCE = "classes.map_layer", "classes.map_method", "classes.map_nonce"
-TAB_KEY, TABS = shared.CLASSES_TAB, shared.CLASSES_TABS
+TAB_KEY, TABS = view.CLASSES_TAB, view.CLASSES_TABS
 PER_CLASS = 5
 CHART_CHANNELS = 10
 NEIGHBOURS = 8
@@ -28,11 +28,11 @@ MAP_PX = 480
 CLASS_COLOURS = ("#e8833a", "#2f6db5", "#6aa84f", "#a64d79")
 
 if GOTO in st.session_state:
-    shared.goto(st.session_state.pop(GOTO))
+    chrome.goto(st.session_state.pop(GOTO))
 
-model = shared.model_or_error_page()
-image = shared.current_image(model)
-scale = render.COLOUR_SCALES.get(st.session_state.get(shared.COLOURS, "blues4"), render.LECTURE_BLUES)
+model = chrome.model_or_error_page()
+image = view.current_image(model)
+scale = render.COLOUR_SCALES.get(st.session_state.get(view.COLOURS, "blues4"), render.LECTURE_BLUES)
 
 
 def _make_current(path: str, class_name: str, split: str) -> bool:
@@ -43,7 +43,7 @@ def _make_current(path: str, class_name: str, split: str) -> bool:
         return False
     name = path.rsplit("/", 1)[-1]
     set_current(st.session_state, CurrentImage.from_array(pixels, "gallery", f"{name} ({split})", class_name))
-    st.session_state[shared.CELL] = None
+    st.session_state[view.CELL] = None
     return True
 
 
@@ -51,9 +51,9 @@ def _open(page: str | None, path: str, class_name: str, split: str, layer: str, 
     """Make the photo current, point the shared view at this layer and channel, and open ``page`` (if any)."""
     if not _make_current(path, class_name, split):
         return
-    st.session_state[shared.LAYER] = layer
-    st.session_state[shared.CHANNEL] = channel + 1
-    st.session_state[shared.CELL] = (layer, *cell) if cell is not None else None
+    st.session_state[view.LAYER] = layer
+    st.session_state[view.CHANNEL] = channel + 1
+    st.session_state[view.CELL] = (layer, *cell) if cell is not None else None
     if page == "neuron":
         st.session_state["neuron.source"] = "dataset"
         st.session_state[SCAN_SPLIT] = split
@@ -83,21 +83,21 @@ if "classes.error" in st.session_state:
     st.error(st.session_state.pop("classes.error"))
 
 try:
-    data = shared.dataset()
+    data = caches.dataset()
 except DatasetError as err:
     st.info(f"{err}\n\nThis page needs a dataset to scan; the other pages still work with your own photos.")
     st.stop()
 
-split = shared.synced(
+split = view.synced(
     st.selectbox,
     "Split",
     key="classes_split",
     shared=SCAN_SPLIT,
-    default=shared.default_split(data),
+    default=caches.default_split(data),
     options=list(data.splits),
     help="All photos of this split, scanned once with this model (shared with 'One neuron, many images').",
 )
-stats = shared.neuron_stats(model, data, split)
+stats = caches.neuron_stats(model, data, split)
 if stats is None:
     from featapp import analysis
 
@@ -147,7 +147,7 @@ def _class_scale(names) -> alt.Scale:
 
 
 def _layer_text(name: str) -> str:
-    return shared.layer_label(model, model.layer(name))
+    return view.layer_label(model, model.layer(name))
 
 
 tabs = st.tabs(list(TABS), key=TAB_KEY, on_change="rerun")
@@ -173,7 +173,7 @@ def _channels_tab() -> None:
             if is_map
             else "max"
         )
-    table = shared.separation(stats, layer, by, positive)
+    table = caches.separation(stats, layer, by, positive)
     word = "channel" if is_map else "unit"
     number = model.layer_names.index(layer) + 1
 
@@ -258,7 +258,7 @@ def _channel_photos(layer: str, channel: int, by: str, is_map: bool, word: str, 
     hits = {name: class_top(stats, layer, channel, name, PER_CLASS, by) for name in stats.class_names}
     maps = {}
     for name, class_hits in hits.items():
-        kept, pixels, values = shared.channel_maps(model, [h.path for h in class_hits], layer, channel)
+        kept, pixels, values = caches.channel_maps(model, [h.path for h in class_hits], layer, channel)
         maps[name] = (kept, pixels, values)
     vr = render.shared_range(*[m[2] for m in maps.values() if is_map and len(m[2])]) if is_map else None
     halves = st.columns(len(hits))
@@ -276,7 +276,7 @@ def _channel_photos(layer: str, channel: int, by: str, is_map: bool, word: str, 
                     picture = pixels[position]
                     if hit.box is not None:
                         picture = render.outline_box(picture, hit.box)
-                    shared.show_image(
+                    chrome.show_image(
                         picture, caption=f"{markdown_literal(hit.path.name)} · {hit.value:.3g}", width="stretch"
                     )
                     if is_map:
@@ -317,7 +317,7 @@ def _channel_photos(layer: str, channel: int, by: str, is_map: bool, word: str, 
 # -- dense units and the current photo ----------------------------------------------------------------------------
 def _dense_tab() -> None:
     try:
-        weights = shared.output_weights(model)
+        weights = caches.output_weights(model)
     except ModelError as err:
         st.info(str(err))
         return
@@ -339,9 +339,9 @@ def _dense_tab() -> None:
         f"towards {positive} when it fires; one with a negative weight pushes towards {other}. Here is that sum "
         "for the current image:"
     )
-    values = image_features(shared.activations(model, image)[feeding])
+    values = image_features(caches.activations(model, image)[feeding])
     rows = contributions(values, weights)
-    table = shared.separation(stats, feeding, "max", positive)
+    table = caches.separation(stats, feeding, "max", positive)
     logit = weights.bias + sum(r.contribution for r in rows)
     p = 1.0 / (1.0 + np.exp(-logit))
     firing = sum(1 for r in rows if r.activation > 0)
@@ -401,7 +401,7 @@ def _map_tab() -> None:
     with right:
         method = st.radio("Map", methods, key=MAP_METHOD, horizontal=True, format_func=METHODS.get)
     with st.spinner("Computing the map (once per model, split and layer)..."):
-        fitted = shared.projection(stats, layer, method)
+        fitted = caches.projection(stats, layer, method)
     predicted = predicted_labels(stats)
     p_values = stats.values(model.layer_names[-1])[:, -1].astype(np.float64) if predicted is not None else None
     names = [path.name for path in stats.paths]
@@ -416,10 +416,10 @@ def _map_tab() -> None:
             "class": classes,
             "answer": np.where(wrong, "wrong", "right"),
             f"p({positive})": np.round(p_values, 3) if p_values is not None else np.nan,
-            "image": shared.thumbnails(stats),
+            "image": caches.thumbnails(stats),
         }
     )
-    current = image_features(shared.activations(model, image)[layer])
+    current = image_features(caches.activations(model, image)[layer])
     features = stats.values(layer, by="mean")
     where = fitted.place(current, reference=features)[0]
     if fitted.explained is not None:
@@ -486,7 +486,7 @@ def _map_tab() -> None:
         st.markdown(
             f"**The {len(keep)} photos nearest to the current image** in this layer (not on the 2-D map: in all {features.shape[1]} numbers)"
         )
-        kept, pixels = shared.photos(model, [stats.paths[i] for i, _ in keep])
+        kept, pixels = caches.photos(model, [stats.paths[i] for i, _ in keep])
         by_path = {p: n for n, p in enumerate(kept)}
         columns = st.columns(4)
         for number, (index, distance) in enumerate(keep):
@@ -495,7 +495,7 @@ def _map_tab() -> None:
                 continue
             with columns[number % 4]:
                 mark = " ✗" if wrong[index] else ""
-                shared.show_image(
+                chrome.show_image(
                     pixels[position],
                     caption=f"{classes[index]}{mark} · {distance:.2f}",
                     width="stretch",
