@@ -61,7 +61,7 @@ def _map_view() -> None:
         mode, fixed = view.pick_scaling(key="feature_map_scaling")
     with controls_right:
         show_overlay = st.toggle("Lay the map over the photo", key="feature_map_overlay")
-        view_model, view_label = view.pick_snapshot(model, key="feature_map_snapshot", layer=layer.name)
+        view_model, snapshot = view.pick_snapshot(model, key="feature_map_snapshot", layer=layer.name)
 
     layer_maps = caches.activations(view_model, image)[layer.name]
     values = layer_maps[channel]
@@ -82,8 +82,8 @@ def _map_view() -> None:
     photo_col, map_col = st.columns([1, 1.4])
     with map_col:
         title = f"Layer {model.layer_names.index(layer.name) + 1} ({layer.name}), channel {channel + 1}"
-        if view_label != "final model":
-            title += f", {view_label}"
+        if snapshot is not None:
+            title += f", {view.model_label(snapshot)}"
         st.markdown(f"**{title}**")
         chart = caches.heatmap_spec(
             view_model, image, layer.name, channel, vr, scale, width_px=PICTURE_PX, selected_cell=selected
@@ -139,15 +139,15 @@ def _map_view() -> None:
             "training goes on. Each map is scaled to its own range: compare patterns, not brightness."
         )
         strip_models = []
-        for snapshot in snaps:
+        for snap in snaps:
             try:
-                snap_model = caches.model_at(snapshot.path)
+                snap_model = caches.model_at(snap.path)
             except ModelError as err:
-                st.error(f"{view.snapshot_label(snapshot)} cannot be loaded: {err}")
+                st.error(f"{view.model_label(snap)} cannot be loaded: {err}")
                 continue
             if layer.name in snap_model.layer_names and caches.spec_key(snap_model.input_spec) == caches.spec_key(spec):
-                strip_models.append((view.snapshot_label(snapshot), snap_model))
-        strip_models.append(("final model", model))
+                strip_models.append((view.model_label(snap), snap_model))
+        strip_models.append((view.model_label(None), model))
         st.image(
             caches.training_strip(image, layer.name, channel, scale, strip_models),
             caption="Left to right: " + ", ".join(label for label, _ in strip_models) + ".",

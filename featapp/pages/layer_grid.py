@@ -51,11 +51,11 @@ with controls_mid:
     scale = view.pick_colours(key="layer_grid_colours")
     mode, fixed = view.pick_scaling(key="layer_grid_scaling", per_map_label="per tile (each its own min to max)")
 with controls_right:
-    view_model, view_label = view.pick_snapshot(model, key="layer_grid_snapshot", layer=layer.name)
+    view_model, snapshot = view.pick_snapshot(model, key="layer_grid_snapshot", layer=layer.name)
 
 layer_number = model.layer_names.index(layer.name) + 1
 output = caches.activations(view_model, image)[layer.name]
-at = f" at {view_label}" if view_label != "final model" else ""
+at = f" at {view.model_label(snapshot)}" if snapshot is not None else ""
 
 if layer.is_spatial:
     rows, cols, count = layer.output_shape

@@ -78,7 +78,7 @@ else:
 
 # -- first-layer filters ---------------------------------------------------------------------------------------
 st.subheader("What layer 1 looks for: its filters")
-filter_model, filter_label = view.pick_snapshot(model, key="model_snapshot")
+filter_model, filter_snapshot = view.pick_snapshot(model, key="model_snapshot")
 shared_scale = st.toggle("One scale for all filters (compare their strength)", key="model_filters_shared")
 try:
     filters = caches.first_layer_filters(filter_model)
@@ -92,7 +92,7 @@ else:
     ]
     st.markdown(
         f"{filters.count} filters of {rows} x {cols} pixels x {filters.weights.shape[1]} colour channel"
-        f"{'s' if filters.weights.shape[1] > 1 else ''} ({filter_label}). Grey is a weight of 0; lighter means "
+        f"{'s' if filters.weights.shape[1] > 1 else ''} ({view.model_label(filter_snapshot)}). Grey is a weight of 0; lighter means "
         "the filter adds that colour at that place, darker that it subtracts it. A filter that is light on one "
         "side and dark on the other is an edge detector. Before training (epoch 0) they are random noise; "
         "training turns them into edge and colour detectors."

@@ -20,9 +20,11 @@ from featapp.metadata import LayerInfo
 from featapp.model import FeatureModel, ModelError
 from featapp.pages import caches
 from featapp.render import COLOUR_SCALES, SCALINGS, ColourScale
+from featapp.snapshots import Snapshot
 
 __all__ = [
     "FINAL",
+    "FINAL_LABEL",
     "LAYER",
     "CHANNEL",
     "COLOURS",
@@ -49,12 +51,14 @@ __all__ = [
     "pick_channel",
     "pick_colours",
     "pick_scaling",
-    "snapshot_label",
+    "model_label",
     "pick_snapshot",
 ]
 
 FINAL = "final"
-"""The training-progress option that means "the full, final model"."""
+"""The training-progress option (its value in ``st.session_state``) that means "the full, final model"."""
+FINAL_LABEL = "final model"
+"""How the page names the final model, beside the snapshots' epochs."""
 
 # Keys in st.session_state that the pages share (widgets mirror them; see synced()).
 LAYER = "view.layer"
@@ -244,13 +248,14 @@ def pick_scaling(*, key: str, per_map_label: str | None = None) -> tuple[str, tu
 # -- training snapshots -----------------------------------------------------------------------------------
 
 
-def snapshot_label(snapshot: Any) -> str:
-    """How a snapshot is named on the page (its epoch)."""
-    return str(snapshot.label)
+def model_label(snapshot: Snapshot | None) -> str:
+    """How the page names the model it shows: the snapshot's epoch, or "final model" for ``None``."""
+    return FINAL_LABEL if snapshot is None else snapshot.label
 
 
-def pick_snapshot(model: FeatureModel, *, key: str, layer: str | None = None) -> tuple[FeatureModel, str]:
-    """The "training progress" control: the model to show (a snapshot or the final one) and its label.
+def pick_snapshot(model: FeatureModel, *, key: str, layer: str | None = None) -> tuple[FeatureModel, Snapshot | None]:
+    """The "training progress" control: the model to show, and the snapshot it is (``None``
+    for the final model; :func:`model_label` names either).
 
     With no snapshots there is nothing to choose and the final model is used. A snapshot
     that cannot show ``layer`` or takes other inputs falls back to the final model, and says so.
@@ -259,7 +264,7 @@ def pick_snapshot(model: FeatureModel, *, key: str, layer: str | None = None) ->
     if problem:
         st.warning(f"The training snapshots cannot be used: {problem}")
     if not snaps:
-        return model, "final model"
+        return model, None
     by_id = {str(Path(s.path)): s for s in snaps}
     options = list(by_id) + [FINAL]
     if st.session_state.get(SNAPSHOT) not in options:
@@ -271,23 +276,23 @@ def pick_snapshot(model: FeatureModel, *, key: str, layer: str | None = None) ->
         shared=SNAPSHOT,
         default=FINAL,
         options=options,
-        format_func=lambda option: "final model" if option == FINAL else snapshot_label(by_id[option]),
+        format_func=lambda option: model_label(None if option == FINAL else by_id[option]),
         help="See the same map as the network learned: from random weights (epoch 0) to the trained model.",
     )
     if chosen == FINAL:
-        return model, "final model"
+        return model, None
     snapshot = by_id[chosen]
     try:
         snap_model = caches.model_at(snapshot.path)
     except ModelError as err:
         st.error(f"This snapshot cannot be loaded: {err} Showing the final model.")
-        return model, "final model"
+        return model, None
     if caches.spec_key(snap_model.input_spec) != caches.spec_key(model.input_spec):
         st.warning("This snapshot takes a different input size than the model; showing the final model.")
-        return model, "final model"
+        return model, None
     if layer is not None and layer not in snap_model.layer_names:
         st.info(
             f"Layer {layer} is not in the snapshots (they keep only the convolutional layers); showing the final model."
         )
-        return model, "final model"
-    return snap_model, snapshot_label(snapshot)
+        return model, None
+    return snap_model, snapshot
