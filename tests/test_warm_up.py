@@ -9,6 +9,7 @@ import urllib.request
 import pytest
 import streamlit as st
 
+from featapp import settings
 from featapp.model import FeatureModel
 from featapp.pages import caches, chrome, view
 from tests import browsing
@@ -37,7 +38,7 @@ def test_after_warm_up_the_first_visit_runs_no_inference(app_env, empty_caches, 
     assert "first gallery ready" in report and "(CPU)" in report, report
 
     _refuse_inference(monkeypatch)
-    model = caches.model_at(caches.main_model_path())
+    model = caches.model_at(settings.model_path())
     items, pixels = caches.gallery(model, caches.dataset(), "test", 0)
     assert [item.name for item in items] == [item.name for item in dataset.sample("test", per_class=10, seed=0)]
     assert caches.gallery_prediction(model, pixels).probabilities.shape == (20, 2)
@@ -53,7 +54,7 @@ def test_without_a_dataset_warm_up_prepares_the_first_probe(app_env, empty_cache
     assert report == "featapp: model loaded (CPU); no dataset, so no gallery to prepare", report
 
     _refuse_inference(monkeypatch)
-    model = caches.model_at(caches.main_model_path())
+    model = caches.model_at(settings.model_path())
     image = view.default_image(model, seed=0)
     assert image.title == caches.probes(model)[0].title
     assert caches.prediction(model, image) is not None

@@ -41,17 +41,17 @@ import numpy as np
 import pyarrow as pa
 import streamlit as st
 
-from featapp import analysis, classes
+from featapp import analysis, classes, settings
 from featapp import projection as projection_module
 from featapp.activation_file import activations_npz
 from featapp.appstate import CurrentImage, image_key
-from featapp.dataset import DATA_DIR_ENV, Dataset, resolve_data_dir
+from featapp.dataset import Dataset, resolve_data_dir
 from featapp.download import default_destination
 from featapp.filters import read_first_layer_filters
 from featapp.images import ImageError, InputSpec, prepare_image
 from featapp.liveness import liveness_of
 from featapp.metadata import activation_bytes
-from featapp.model import DEFAULT_MODEL_PATH, MODEL_ENV, FeatureModel, ModelError, Prediction, load_model
+from featapp.model import FeatureModel, ModelError, Prediction, load_model
 from featapp.occlusion import occlusion_sensitivity
 from featapp.probes import probe_images
 from featapp.provenance import file_sha256
@@ -68,17 +68,15 @@ from featapp.render import (
     strip_png,
     tile_grid_chart,
 )
-from featapp.snapshots import DEFAULT_SNAPSHOTS_DIR, INDEX_FILE, SNAPSHOTS_ENV, load_snapshots
+from featapp.snapshots import INDEX_FILE, load_snapshots
 
 __all__ = [
-    "CACHE_IMAGES_ENV",
     "ACTIVATION_CACHE_IMAGES",
     "GALLERY_CACHE_SAMPLES",
     "GALLERY_LAYER_CACHE",
     "GALLERY_SIZE",
     "PNG_CACHE_ENTRIES",
     "HEATMAP_CACHE_ENTRIES",
-    "main_model_path",
     "model_at",
     "spec_key",
     "activations",
@@ -111,14 +109,11 @@ __all__ = [
     "heatmap_spec",
     "tile_grid",
     "training_strip",
-    "snapshots_folder",
     "read_snapshots",
     "snapshots",
 ]
 
-CACHE_IMAGES_ENV = "FEATAPP_CACHE_IMAGES"
-_cache_images_text = os.environ.get(CACHE_IMAGES_ENV, "").strip()
-ACTIVATION_CACHE_IMAGES = max(1, int(_cache_images_text)) if _cache_images_text.isdigit() else 32
+ACTIVATION_CACHE_IMAGES = settings.cache_images()
 """Images whose activations stay in memory (about 6.1 MB each for the lecture's model);
 ``$FEATAPP_CACHE_IMAGES`` changes it (read once, when the app starts)."""
 GALLERY_CACHE_SAMPLES = 4
@@ -137,11 +132,6 @@ OCCLUSION_DONE = "model.occlusion_done"
 
 
 # -- models --------------------------------------------------------------------------------------
-
-
-def main_model_path() -> Path:
-    """``$FEATAPP_MODEL``, else the committed model (the same rule as :func:`featapp.load_model`)."""
-    return Path(os.environ.get(MODEL_ENV, "").strip() or DEFAULT_MODEL_PATH).expanduser()
 
 
 @st.cache_resource(show_spinner=False, max_entries=12)
@@ -379,7 +369,7 @@ def download_lock() -> threading.Lock:
 def download_destination(source: str) -> Path:
     """Where the Gallery's download button puts the photos: the folder the app reads
     (``$FEATAPP_DATA_DIR`` when set), else the folder the dataset lookup checks."""
-    configured = os.environ.get(DATA_DIR_ENV, "").strip()
+    configured = settings.configured(settings.DATA_DIR_ENV)
     return Path(configured).expanduser() if configured else default_destination(source)
 
 
@@ -575,16 +565,11 @@ def training_strip(
 # -- training snapshots -----------------------------------------------------------------------------------
 
 
-def snapshots_folder() -> Path:
-    """Where the snapshots are: ``$FEATAPP_SNAPSHOTS``, else ``models/snapshots`` (as :mod:`featapp.snapshots`)."""
-    return Path(os.environ.get(SNAPSHOTS_ENV, "").strip() or DEFAULT_SNAPSHOTS_DIR).expanduser()
-
-
 def read_snapshots() -> tuple[list, str | None]:
     """The snapshot index and the problem that kept it from being read (``None`` when none),
     read once per version of its file (the Feature map page asks for it twice per rerun:
     the training-progress control and the strip)."""
-    folder = snapshots_folder()
+    folder = settings.snapshots_dir()
     try:
         info = (folder / INDEX_FILE).stat()
     except OSError:

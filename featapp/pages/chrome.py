@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from featapp import settings
 from featapp.captions import describe_prediction, markdown_literal
 from featapp.dataset import DatasetError
-from featapp.model import MODEL_ENV, FeatureModel, ModelError, Prediction
+from featapp.model import FeatureModel, ModelError, Prediction
 from featapp.pages import caches, view
 
 __all__ = [
@@ -46,7 +47,7 @@ def goto(page: str) -> None:
 def model_or_error_page() -> FeatureModel:
     """The app's model, or an error page that says how to fix it (and the run stops)."""
     try:
-        return caches.model_at(caches.main_model_path())
+        return caches.model_at(settings.model_path())
     except ModelError as err:
         st.title("featapp cannot start: the model file is missing or damaged")
         st.error(str(err))
@@ -54,7 +55,7 @@ def model_or_error_page() -> FeatureModel:
             "**How to fix it**\n\n"
             "- Get the committed model back: `git checkout -- models/cats_dogs_small.onnx` "
             "(a fresh `git clone` has it).\n"
-            f"- Or point the app at another converted model: set the environment variable `{MODEL_ENV}` "
+            f"- Or point the app at another converted model: set the environment variable `{settings.MODEL_ENV}` "
             "to its path (on Streamlit Community Cloud, put it in the app's secrets).\n"
             "- To convert a Keras model: `python -m convert export MODEL.keras --out MODEL.onnx` "
             "(see the README).\n\n"
@@ -114,7 +115,7 @@ def warm_up() -> str:
     """
     started = time.perf_counter()
     try:
-        model = caches.model_at(caches.main_model_path())
+        model = caches.model_at(settings.model_path())
     except ModelError as err:
         return f"featapp: no model to load before the first visitor ({err})"
     image = view.default_image(model, view.DEFAULT_SEED)
