@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, "PNG")
         at.switch_page(PAGE_FILES["gallery"]).run()
-        at.file_uploader(key="gallery_upload").set_value((f"noise{number}.png", buffer.getvalue(), "image/png")).run()
+        at.file_uploader(key="gallery.upload").set_value((f"noise{number}.png", buffer.getvalue(), "image/png")).run()
         at.switch_page(PAGE_FILES["feature_map"]).run()
         at.switch_page(PAGE_FILES["layer_grid"]).run()
         assert not at.exception, [e.value for e in at.exception]

@@ -126,7 +126,7 @@ def bench_apptest(data_dir: Path, split: str, cache_dir: Path) -> list[str]:
     from streamlit.testing.v1 import AppTest
 
     from featapp.pages.chrome import PAGE_FILES
-    from featapp.pages.view import CLASSES_TAB, CLASSES_TABS
+    from featapp.pages.view import CLASSES_TAB, CLASSES_TABS, SCAN_SPLIT
 
     os.environ.update(
         FEATAPP_DATA_DIR=str(data_dir),
@@ -135,7 +135,7 @@ def bench_apptest(data_dir: Path, split: str, cache_dir: Path) -> list[str]:
         FEATAPP_SNAPSHOTS=str(cache_dir / "no-snapshots"),
     )
     at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=300).run()
-    at.session_state["neuron.split"] = split
+    at.session_state[SCAN_SPLIT] = split
     at.switch_page(PAGE_FILES["classes"]).run()
     rows = [
         "## The page's script (AppTest: the server's side of a rerun)",

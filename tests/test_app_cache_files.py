@@ -37,7 +37,7 @@ def ranked(at) -> list[str]:
 
 
 def scan_in_the_app(at, count: int) -> None:
-    at.radio(key="neuron_source").set_value("dataset").run()
+    at.radio(key="neuron.source").set_value("dataset").run()
     assert "have not been scanned" in main_text(at)
     # The page counts the photos of its cached listing (kept 10 minutes), which may not
     # have the newest file yet; the scan itself always lists the folder again.

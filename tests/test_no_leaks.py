@@ -50,8 +50,8 @@ def test_uploaded_and_camera_photos_leave_no_trace(app_env, caplog, capfd):  # n
         for page in ("feature_map", "layer_grid", "neuron", "model", "gallery"):
             go(at, page)  # every page draws it; the model page prepares the .npz and PNG downloads
     open_tab(at, 2)
-    at.toggle(key="gallery_camera_on").set_value(True).run()
-    at.camera_input(key="gallery_camera").set_value((camera.filename, files[camera], "image/jpeg")).run()
+    at.toggle(key="gallery.camera_on").set_value(True).run()
+    at.camera_input(key="gallery.camera").set_value((camera.filename, files[camera], "image/jpeg")).run()
     assert at.session_state[CURRENT_KEY].source == "camera"
     pixel_rows.append(at.session_state[CURRENT_KEY].array[75].tobytes())
     go(at, "feature_map")

@@ -121,7 +121,7 @@ def test_gallery_of_training_photos_gives_no_score(monkeypatch, tmp_path, data_d
     monkeypatch.delenv("FEATAPP_MODEL", raising=False)
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
-    at.selectbox(key="gallery_split").set_value("train").run()
+    at.selectbox(key="gallery.split").set_value("train").run()
     assert_clean(at)
     photo_captions = [c for c in captions(at) if "p(dog)" in c]
     assert len(photo_captions) == 20 and all(TRAINED_ON_TEXT in c for c in photo_captions)

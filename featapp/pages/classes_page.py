@@ -16,7 +16,7 @@ from featapp.pages import caches, chrome, view
 from featapp.projection import METHODS, available_methods, image_features, nearest, predicted_labels
 
 GOTO = "classes.goto"
-SCAN_SPLIT = "neuron.split"  # the scanned split, shared with "One neuron, many images"
+SCAN_SPLIT = view.SCAN_SPLIT  # the scanned split, shared with "One neuron, many images"
 LAYER_KEY, BY_KEY = view.CLASSES_LAYER, "classes.by"
 MAP_LAYER, MAP_METHOD, MAP_NONCE = "classes.map_layer", "classes.map_method", "classes.map_nonce"
 TAB_KEY, TABS = view.CLASSES_TAB, view.CLASSES_TABS
@@ -55,7 +55,7 @@ def _open(page: str | None, path: str, class_name: str, split: str, layer: str, 
     st.session_state[view.CHANNEL] = channel + 1
     st.session_state[view.CELL] = (layer, *cell) if cell is not None else None
     if page == "neuron":
-        st.session_state["neuron.source"] = "dataset"
+        st.session_state[view.RANK_SOURCE] = "dataset"
         st.session_state[SCAN_SPLIT] = split
     if page is not None:
         st.session_state[GOTO] = page
@@ -91,7 +91,7 @@ except DatasetError as err:
 split = view.synced(
     st.selectbox,
     "Split",
-    key="classes_split",
+    key="classes.split",
     shared=SCAN_SPLIT,
     default=caches.default_split(data),
     options=list(data.splits),
@@ -124,7 +124,7 @@ if len(stats.class_names) < 2:
 positive = stats.class_names[-1]
 if len(stats.class_names) > 2:
     positive = st.selectbox(
-        "Tell this class from the rest", stats.class_names, index=len(stats.class_names) - 1, key="classes_positive"
+        "Tell this class from the rest", stats.class_names, index=len(stats.class_names) - 1, key="classes.positive"
     )
 other = stats.class_names[0] if len(stats.class_names) == 2 else "the rest"
 counts = ", ".join(f"{int((stats.labels == i).sum())} {name}" for i, name in enumerate(stats.class_names))
@@ -234,7 +234,7 @@ def _channels_tab() -> None:
         width="stretch",
         on_select="rerun",
         selection_mode="single-row",
-        key=f"classes_table_{layer}_{by}",
+        key=f"classes.table_{layer}_{by}",
     )
     dead = int(table.never_fires.sum())
     st.caption(
@@ -287,7 +287,7 @@ def _channel_photos(layer: str, channel: int, by: str, is_map: bool, word: str, 
                         )
                     st.button(
                         "Map" if is_map else "Open",
-                        key=f"classes_open_{layer}_{channel}_{hit.index}",
+                        key=f"classes.open_{layer}_{channel}_{hit.index}",
                         on_click=_open,
                         args=(
                             "feature_map" if is_map else None,
@@ -308,7 +308,7 @@ def _channel_photos(layer: str, channel: int, by: str, is_map: bool, word: str, 
         if first is not None:
             st.button(
                 f"All of channel {channel + 1}'s top photos on 'One neuron, many images'",
-                key=f"classes_neuron_{layer}_{channel}",
+                key=f"classes.neuron_{layer}_{channel}",
                 on_click=_open,
                 args=("neuron", str(first.path), positive, split, layer, channel, first.cell),
             )
@@ -458,7 +458,7 @@ def _map_tab() -> None:
         .encode(x="x:Q", y="y:Q", text="label:N")
     )
     chart = (points + marker + label).properties(height=MAP_PX)
-    chart_key = f"classes_map_{layer}_{method}_{st.session_state.get(MAP_NONCE, 0)}"
+    chart_key = f"classes.map_{layer}_{method}_{st.session_state.get(MAP_NONCE, 0)}"
     map_col, near_col = st.columns([1.6, 1])
     with map_col:
         st.altair_chart(
@@ -503,7 +503,7 @@ def _map_tab() -> None:
                 st.button(
                     "Open",
                     help="Make this photo the current image",
-                    key=f"classes_near_{index}",
+                    key=f"classes.near_{index}",
                     on_click=_make_current,
                     args=(str(stats.paths[index]), classes[index], split),
                 )

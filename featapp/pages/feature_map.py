@@ -20,7 +20,7 @@ spec = model.input_spec
 
 def _chart_key() -> str:
     # A new key gives a fresh chart, whose own selection is empty again.
-    return f"feature_map_chart_{st.session_state.get(HEATMAP_NONCE, 0)}"
+    return f"feature_map.chart_{st.session_state.get(HEATMAP_NONCE, 0)}"
 
 
 def _clear_cell() -> None:
@@ -51,17 +51,17 @@ def _map_view() -> None:
     """
     controls_left, controls_mid, controls_right = st.columns([3, 4, 3])
     with controls_left:
-        layer = view.pick_layer(model, key="feature_map_layer", spatial_only=True)
+        layer = view.pick_layer(model, key="feature_map.layer", spatial_only=True)
         if layer is None:
             st.info("This model has no layers with 2-D feature maps to show.")
             return
-        channel = view.pick_channel(layer, key="feature_map_channel")
+        channel = view.pick_channel(layer, key="feature_map.channel")
     with controls_mid:
-        scale = view.pick_colours(key="feature_map_colours")
-        mode, fixed = view.pick_scaling(key="feature_map_scaling")
+        scale = view.pick_colours(key="feature_map.colours")
+        mode, fixed = view.pick_scaling(key="feature_map.scaling")
     with controls_right:
-        show_overlay = st.toggle("Lay the map over the photo", key="feature_map_overlay")
-        view_model, snapshot = view.pick_snapshot(model, key="feature_map_snapshot", layer=layer.name)
+        show_overlay = st.toggle("Lay the map over the photo", key="feature_map.overlay")
+        view_model, snapshot = view.pick_snapshot(model, key="feature_map.snapshot", layer=layer.name)
 
     layer_maps = caches.activations(view_model, image)[layer.name]
     values = layer_maps[channel]
@@ -127,7 +127,7 @@ def _map_view() -> None:
         mime="image/png",
     )
 
-    gradient_views.channel_section(view_model, layer, channel, key="feature_map_featurevis")
+    gradient_views.channel_section(view_model, layer, channel, key="feature_map.featurevis")
 
     # -- the same map across training (issue 6) -------------------------------------------------------------
     snaps = caches.snapshots()

@@ -101,7 +101,7 @@ def _dataset_photos() -> None:
             split = view.synced(
                 st.selectbox,
                 "Split",
-                key="gallery_split",
+                key="gallery.split",
                 shared=view.SPLIT,
                 default=splits[0],
                 options=splits,
@@ -111,7 +111,7 @@ def _dataset_photos() -> None:
             seed = view.synced(
                 st.number_input,
                 "Sample seed",
-                key="gallery_seed",
+                key="gallery.seed",
                 shared=view.SEED,
                 default=view.DEFAULT_SEED,
                 min_value=0,
@@ -153,7 +153,7 @@ def _dataset_photos() -> None:
                     else:
                         st.image(pictures[index], caption=caption, width="stretch", output_format="PNG")
                     st.button(
-                        "Look inside", key=f"gallery_use_{index}", on_click=_choose_gallery, args=(index, split, seed)
+                        "Look inside", key=f"gallery.use_{index}", on_click=_choose_gallery, args=(index, split, seed)
                     )
         if prediction is None:
             st.caption("This model has no classifier, so there are no predictions to show.")
@@ -187,12 +187,12 @@ def _download_photos() -> None:
         "Photos to download",
         list(SOURCES),
         format_func=lambda name: f"{name}: {SOURCES[name].description}",
-        key="gallery_download_source",
+        key="gallery.download_source",
     )
     source = SOURCES[source_name]
     dest = caches.download_destination(source_name)
     st.caption(f"Licence: {source.licence}. From {source.url}, into `{dest}`.")
-    if not st.button("⬇️ Download the course photos", key="gallery_download", type="primary"):
+    if not st.button("⬇️ Download the course photos", key="gallery.download", type="primary"):
         return
     lock = caches.download_lock()
     if not lock.acquire(blocking=False):
@@ -243,7 +243,7 @@ def _probes() -> None:
                 chrome.show_image(framed, caption=markdown_literal(probe.title), width="stretch")
                 st.button(
                     "Look inside",
-                    key=f"probe_use_{index}",
+                    key=f"gallery.probe_{index}",
                     on_click=_choose_probe,
                     args=(index,),
                     help=probe.description,
@@ -262,14 +262,14 @@ def _own_photo() -> None:
         st.file_uploader(
             "Upload a photo",
             type=UPLOAD_ACCEPT,
-            key="gallery_upload",
+            key="gallery.upload",
             on_change=_take_photo,
-            args=("gallery_upload", "upload"),
+            args=("gallery.upload", "upload"),
         )
     with camera_col:
-        if st.toggle("Use the camera", key="gallery_camera_on"):
+        if st.toggle("Use the camera", key="gallery.camera_on"):
             st.camera_input(
-                "Take a photo", key="gallery_camera", on_change=_take_photo, args=("gallery_camera", "camera")
+                "Take a photo", key="gallery.camera", on_change=_take_photo, args=("gallery.camera", "camera")
             )
 
 

@@ -5,9 +5,9 @@ import streamlit as st
 from featapp import render
 from featapp.pages import caches, chrome, view
 
-GOTO = "grid.goto_feature_map"
-NONCE = "grid.chart_nonce"
-FIRST, LAST, ORDER = "grid.first", "grid.last", "grid.order"
+GOTO = "layer_grid.goto_feature_map"
+NONCE = "layer_grid.chart_nonce"
+FIRST, LAST, ORDER = view.GRID_FIRST, view.GRID_LAST, view.GRID_ORDER
 ORDERS = {
     "index": "channel number",
     "mean": "mean activation (strongest first)",
@@ -46,12 +46,12 @@ st.markdown(
 
 controls_left, controls_mid, controls_right = st.columns([3, 4, 3])
 with controls_left:
-    layer = view.pick_layer(model, key="layer_grid_layer", spatial_only=False)
+    layer = view.pick_layer(model, key="layer_grid.layer", spatial_only=False)
 with controls_mid:
-    scale = view.pick_colours(key="layer_grid_colours")
-    mode, fixed = view.pick_scaling(key="layer_grid_scaling", per_map_label="per tile (each its own min to max)")
+    scale = view.pick_colours(key="layer_grid.colours")
+    mode, fixed = view.pick_scaling(key="layer_grid.scaling", per_map_label="per tile (each its own min to max)")
 with controls_right:
-    view_model, snapshot = view.pick_snapshot(model, key="layer_grid_snapshot", layer=layer.name)
+    view_model, snapshot = view.pick_snapshot(model, key="layer_grid.snapshot", layer=layer.name)
 
 layer_number = model.layer_names.index(layer.name) + 1
 output = caches.activations(view_model, image)[layer.name]
@@ -69,7 +69,7 @@ if layer.is_spatial:
             first = view.synced(
                 st.number_input,
                 "From channel",
-                key="layer_grid_first",
+                key="layer_grid.first",
                 shared=first_key,
                 default=1,
                 min_value=1,
@@ -80,7 +80,7 @@ if layer.is_spatial:
             last = view.synced(
                 st.number_input,
                 "To channel",
-                key="layer_grid_last",
+                key="layer_grid.last",
                 shared=last_key,
                 default=count,
                 min_value=1,
@@ -90,7 +90,7 @@ if layer.is_spatial:
         order = view.synced(
             st.radio,
             "Order",
-            key="layer_grid_order",
+            key="layer_grid.order",
             shared=ORDER,
             default="index",
             options=list(ORDERS),
@@ -112,7 +112,7 @@ if layer.is_spatial:
     chart, ordered, dead_channels = caches.tile_grid(
         view_model, image, layer.name, (first, last), order, scale, mode, fixed, width_px=GRID_PX
     )
-    chart_key = f"layer_grid_chart_{st.session_state.get(NONCE, 0)}"
+    chart_key = f"layer_grid.chart_{st.session_state.get(NONCE, 0)}"
     st.vega_lite_chart(chart, on_select=lambda: _on_tile(layer.name, chart_key), key=chart_key, width="content")
     dead = [channel + 1 for channel in dead_channels]
     if mode == "per layer":

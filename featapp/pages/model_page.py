@@ -47,7 +47,7 @@ try:
 except DatasetError:
     data = None
 if data is not None:
-    split = st.session_state.get("neuron.split")
+    split = st.session_state.get(view.SCAN_SPLIT)
     split = split if split in data.splits else caches.default_split(data)
     stats = caches.neuron_stats(model, data, split)
     if stats is not None:
@@ -78,8 +78,8 @@ else:
 
 # -- first-layer filters ---------------------------------------------------------------------------------------
 st.subheader("What layer 1 looks for: its filters")
-filter_model, filter_snapshot = view.pick_snapshot(model, key="model_snapshot")
-shared_scale = st.toggle("One scale for all filters (compare their strength)", key="model_filters_shared")
+filter_model, filter_snapshot = view.pick_snapshot(model, key="model.snapshot")
+shared_scale = st.toggle("One scale for all filters (compare their strength)", key="model.filters_shared")
 try:
     filters = caches.first_layer_filters(filter_model)
 except ModelError as err:

@@ -15,7 +15,7 @@ from featapp.pages import caches, chrome, gradient_views, view
 from featapp.ranking import RankedHit, rank_by_activation
 
 COLUMNS = 5
-SOURCE, RANK_BY, SCAN_SPLIT = "neuron.source", "neuron.rank_by", "neuron.split"
+SOURCE, RANK_BY, SCAN_SPLIT = view.RANK_SOURCE, view.RANK_BY, view.SCAN_SPLIT
 SOURCES = {"gallery": "the gallery's photos", "dataset": "a whole dataset split (scanned once, then cached)"}
 RANKINGS = {"max": "strongest cell (max)", "mean": "whole map (mean)"}
 TOP_K = 10
@@ -63,7 +63,7 @@ def _show_ranked(entries: list[_Shown], scale, vr, score_name: str) -> None:
                     width="stretch",
                     output_format="PNG",
                 )
-                st.button("Look inside", key=f"neuron_use_{key}", on_click=_use, args=(pixels, title, label))
+                st.button("Look inside", key=f"neuron.use_{key}", on_click=_use, args=(pixels, title, label))
 
 
 st.title("🎯 One neuron, many images")
@@ -77,16 +77,16 @@ st.markdown(
 
 controls_left, controls_right = st.columns(2)
 with controls_left:
-    layer = view.pick_layer(model, key="neuron_layer", spatial_only=True)
+    layer = view.pick_layer(model, key="neuron.layer", spatial_only=True)
     if layer is None:
         st.info("This model has no layers with 2-D feature maps to rank by.")
         st.stop()
-    channel = view.pick_channel(layer, key="neuron_channel")
+    channel = view.pick_channel(layer, key="neuron.channel")
 with controls_right:
     source = view.synced(
         st.radio,
         "Rank",
-        key="neuron_source",
+        key="neuron.source",
         shared=SOURCE,
         default="gallery",
         options=list(SOURCES),
@@ -95,14 +95,14 @@ with controls_right:
     rank_by = view.synced(
         st.radio,
         "by",
-        key="neuron_rank_by",
+        key="neuron.rank_by",
         shared=RANK_BY,
         default="max",
         options=list(RANKINGS),
         format_func=lambda k: RANKINGS[k],
         horizontal=True,
     )
-    scale = view.pick_colours(key="neuron_colours")
+    scale = view.pick_colours(key="neuron.colours")
 
 layer_number = model.layer_names.index(layer.name) + 1
 try:
@@ -145,7 +145,7 @@ elif data is not None and source == "dataset":
     scan_split = view.synced(
         st.selectbox,
         "Split to scan",
-        key="neuron_split",
+        key="neuron.split",
         shared=SCAN_SPLIT,
         default=caches.default_split(data),
         options=splits,
@@ -192,7 +192,7 @@ elif data is not None and source == "dataset":
             )
             _show_ranked(entries, scale, vr, rank_by)
 
-gradient_views.channel_section(model, layer, channel, key="neuron_featurevis")
+gradient_views.channel_section(model, layer, channel, key="neuron.featurevis")
 
 # -- compare two images on the same channel ---------------------------------------------------------------
 st.subheader("Compare two images on this channel")
@@ -218,14 +218,14 @@ current_key = image_key(image.array)
 other = next(
     (f"g{index}" for index in range(len(gallery_items)) if image_key(gallery_pixels[index]) != current_key), None
 )
-if st.session_state.get("neuron_compare_right") not in options:
-    st.session_state.pop("neuron_compare_right", None)
+if st.session_state.get("neuron.compare_right") not in options:
+    st.session_state.pop("neuron.compare_right", None)
 right_default = options.index(other) if other in options else min(1, len(options) - 1)
 with left_col:
-    first = st.selectbox("Left", options, format_func=lambda k: choices[k], key="neuron_compare_left")
+    first = st.selectbox("Left", options, format_func=lambda k: choices[k], key="neuron.compare_left")
 with right_col:
     second = st.selectbox(
-        "Right", options, index=right_default, format_func=lambda k: choices[k], key="neuron_compare_right"
+        "Right", options, index=right_default, format_func=lambda k: choices[k], key="neuron.compare_right"
     )
 pair = [_pixels_of(first), _pixels_of(second)]
 pair_maps = [caches.activations(model, photo)[layer.name][channel] for photo in pair]

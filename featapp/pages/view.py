@@ -1,9 +1,39 @@
 """The view the pages agree on: the current image, and the layer, channel, colours,
 scaling, chosen cell and training snapshot that every page shows and changes.
 
-Streamlit forgets a widget's value when its page is left, so each shared value lives
-under its own ``st.session_state`` key (the constants below) and the widgets that show it
-mirror it (:func:`synced`).
+Streamlit forgets a widget's value when its page is left, so each value a page keeps
+lives under its own ``st.session_state`` key and the widget that shows it mirrors it
+(:func:`synced`). Every key is named ``<owner>.<thing>``: ``view.*`` for the values kept
+across pages (the constants below), ``<page>.*`` for a page's widgets and its own state
+(``feature_map.channel`` is the Feature map's channel box, which mirrors ``view.channel``).
+Streamlit turns a widget key into the CSS class ``st-key-<key>`` with the dot as ``-``.
+
+=====================  ====================  =================================================
+Constant               Key                   Holds
+=====================  ====================  =================================================
+:data:`LAYER`          ``view.layer``        the layer shown (its name)
+:data:`CHANNEL`        ``view.channel``      the channel shown, counted from 1
+:data:`COLOURS`        ``view.colours``      the colour scale's key
+:data:`SCALING`        ``view.scaling``      per map, per layer or fixed
+:data:`FIXED_LOW`      ``view.fixed_low``    the fixed range's low end
+:data:`FIXED_HIGH`     ``view.fixed_high``   the fixed range's high end
+:data:`SNAPSHOT`       ``view.snapshot``     the snapshot's path, or :data:`FINAL`
+:data:`CELL`           ``view.cell``         ``(layer, row, col)`` of the chosen cell, or None
+:data:`SEED`           ``view.seed``         the gallery's sample seed
+:data:`SPLIT`          ``view.split``        the gallery's split
+:data:`SCAN_SPLIT`     ``view.scan_split``   the scanned split (One neuron and Cats vs dogs)
+:data:`RANK_SOURCE`    ``view.rank_source``  rank the gallery or a scanned split
+:data:`RANK_BY`        ``view.rank_by``      rank by a map's max or mean
+:data:`GRID_FIRST`     ``view.grid_first``   + ``.<layer>``: the Layer grid's first channel
+:data:`GRID_LAST`      ``view.grid_last``    + ``.<layer>``: the Layer grid's last channel
+:data:`GRID_ORDER`     ``view.grid_order``   the Layer grid's channel order
+:data:`GALLERY_TAB`    ``gallery.tab``       the Gallery's open tab (a widget key)
+:data:`CLASSES_TAB`    ``classes.tab``       the Cats vs dogs page's open tab (a widget key)
+:data:`CLASSES_LAYER`  ``classes.layer``     its ranked layer (a widget key)
+=====================  ====================  =================================================
+
+The current image is under :data:`featapp.appstate.CURRENT_KEY` (the library's, so the
+library's tests can use it without Streamlit).
 """
 
 from __future__ import annotations
@@ -36,6 +66,12 @@ __all__ = [
     "SEED",
     "DEFAULT_SEED",
     "SPLIT",
+    "SCAN_SPLIT",
+    "RANK_SOURCE",
+    "RANK_BY",
+    "GRID_FIRST",
+    "GRID_LAST",
+    "GRID_ORDER",
     "GALLERY_TAB",
     "GALLERY_TABS",
     "CLASSES_TAB",
@@ -60,7 +96,7 @@ FINAL = "final"
 FINAL_LABEL = "final model"
 """How the page names the final model, beside the snapshots' epochs."""
 
-# Keys in st.session_state that the pages share (widgets mirror them; see synced()).
+# The values kept across pages (the table above; widgets mirror them, see synced()).
 LAYER = "view.layer"
 CHANNEL = "view.channel"  # 1-based, as students count channels
 COLOURS = "view.colours"
@@ -69,11 +105,17 @@ FIXED_LOW = "view.fixed_low"
 FIXED_HIGH = "view.fixed_high"
 SNAPSHOT = "view.snapshot"
 CELL = "view.cell"  # (layer name, row, col), 0-based
-SEED = "gallery.seed"
+SEED = "view.seed"
 DEFAULT_SEED = 0
 """The gallery's sample seed until a student picks another (what :func:`featapp.pages.chrome.warm_up` prepares)."""
-SPLIT = "gallery.split"
-GALLERY_TAB = "gallery_tab"
+SPLIT = "view.split"
+SCAN_SPLIT = "view.scan_split"
+RANK_SOURCE = "view.rank_source"
+RANK_BY = "view.rank_by"
+GRID_FIRST = "view.grid_first"
+GRID_LAST = "view.grid_last"
+GRID_ORDER = "view.grid_order"
+GALLERY_TAB = "gallery.tab"
 GALLERY_TABS = ("📷 Dataset photos", "🧪 Probes", "⬆️ Your photo or the camera")
 """The gallery's tabs: the dataset photos, the probes, and uploads with the camera."""
 
