@@ -8,163 +8,46 @@ from the model, not copied from the app's output.
 
 from __future__ import annotations
 
-import base64
 import io
-import json
 import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from featapp import render
 from featapp.captions import WRONG_MARK, markdown_literal
-from featapp.dataset import Dataset
 from featapp.images import prepare_image
 from featapp.model import load_model
 from featapp.pages.chrome import PAGE_FILES
-from featapp.pages.view import GALLERY_TAB, GALLERY_TABS
 from featapp.probes import probe_images
 from tests import imagefactory
 from tests.appmodels import COMMITTED_MODEL, snapshot_folder, trunk_of
+from tests.apptest import (
+    APP,
+    REPO_ROOT,
+    TIMEOUT,
+    as_shown,
+    assert_clean,
+    captions,
+    chart_title,
+    charts,
+    go,
+    heatmap_picture,
+    legend_range,
+    main_text,
+    open_app,
+    open_tab,
+    png_upload,
+    rows_of,
+    sidebar_text,
+    upload,
+)
 from tests.modelfactory import Conv, TinyNet, build
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-APP = REPO_ROOT / "streamlit_app.py"
-TIMEOUT = 90
-
-
-# -- helpers ------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def app_env(monkeypatch, tmp_path, data_dir):
-    """The shared photos, a private cache folder, no snapshots and the committed model on the CPU."""
-    monkeypatch.setenv("FEATAPP_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("FEATAPP_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("FEATAPP_SNAPSHOTS", str(tmp_path / "no-snapshots"))
-    monkeypatch.setenv("FEATAPP_PROVIDER", "cpu")
-    monkeypatch.delenv("FEATAPP_MODEL", raising=False)
-    return tmp_path
-
-
-def open_app(page: str | None = None) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-    at.run()
-    assert_clean(at)
-    if page is not None:
-        go(at, page)
-    return at
-
-
-def go(at: AppTest, page: str) -> AppTest:
-    at.switch_page(PAGE_FILES[page]).run()
-    assert_clean(at)
-    return at
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def as_shown(markdown: str) -> str:
-    """Markdown source as the browser shows it, as far as escapes go: the app escapes
-    file names (``dog\\.1.jpg``) so that Markdown prints them literally."""
-    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown)
-
-
-def main_text(at: AppTest) -> str:
-    parts = []
-    for kind in ("title", "subheader", "markdown", "caption", "info", "warning", "error", "success"):
-        parts.extend(str(element.value) for element in getattr(at.main, kind))
-    return as_shown("\n".join(parts))
-
-
-def sidebar_text(at: AppTest) -> str:
-    text = "\n".join(str(e.value) for kind in ("markdown", "caption") for e in getattr(at.sidebar, kind))
-    return as_shown(text + "\n" + "\n".join(c for image in at.sidebar.image for c in image.captions))
-
-
-def captions(at: AppTest) -> list[str]:
-    return [as_shown(caption) for image in at.main.image for caption in image.captions]
-
-
-def charts(at: AppTest) -> list[tuple[dict, dict]]:
-    """Each chart's Vega-Lite spec and its datasets (name -> rows), as sent to the browser."""
-    found = []
-    for chart in at.get("vega_lite_chart"):
-        data = {
-            d.name: pa.ipc.open_stream(d.data.data).read_all().to_pandas().to_dict("records")
-            for d in chart.proto.datasets
-        }
-        found.append((json.loads(chart.proto.spec), data))
-    return found
-
-
-def views(spec: dict) -> list[dict]:
-    found = []
-    for key in ("hconcat", "vconcat", "concat", "layer"):
-        for child in spec.get(key, []):
-            found.extend(views(child))
-    if "mark" in spec:
-        found.append(spec)
-    return found
-
-
-def rows_of(spec: dict, datasets: dict, mark: str) -> list[dict]:
-    view = next(v for v in views(spec) if (v["mark"] if isinstance(v["mark"], str) else v["mark"]["type"]) == mark)
-    return datasets[(view.get("data") or spec["data"])["name"]]
-
-
-def heatmap_picture(at: AppTest, index: int = 0) -> np.ndarray:
-    spec, data = charts(at)[index]
-    url = rows_of(spec, data, "image")[0]["url"]
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
-
-
-def chart_title(at: AppTest) -> str:
-    """The bold line above the feature map's chart (kept out of the spec, which then stays the same)."""
-    return next(m.value.strip("*") for m in at.main.markdown if m.value.startswith("**Layer "))
-
-
-def legend_range(data: dict) -> list[float]:
-    """The values a chart's colour bar spans, from the data the browser draws it with."""
-    bands = data["legend"]
-    return [min(b["y0"] for b in bands), max(b["y1"] for b in bands)]
-
-
-def png_upload(array: np.ndarray, name: str = "upload.png") -> tuple[str, bytes, str]:
-    return name, imagefactory.encode(Image.fromarray(array), "PNG"), "image/png"
-
-
-def open_tab(at: AppTest, index: int) -> AppTest:
-    """Open one of the gallery's tabs, as a click on it does: only the open tab is drawn."""
-    at.session_state[GALLERY_TAB] = GALLERY_TABS[index]
-    at.run()
-    assert_clean(at)
-    return at
-
-
-def upload(at: AppTest, file: tuple[str, bytes, str]) -> AppTest:
-    if not at.file_uploader:
-        open_tab(at, 2)
-    at.file_uploader(key="gallery.upload").set_value(file).run()
-    assert_clean(at)
-    return at
-
-
-@pytest.fixture(scope="module")
-def first_photo(data_dir):
-    """What the app shows before anything is chosen: photo 1 of the default gallery (test split, seed 0)."""
-    item = Dataset(data_dir).sample("test", per_class=10, seed=0)[0]
-    return item, prepare_image(item.path, load_model(COMMITTED_MODEL, provider="cpu"))
-
 
 # -- gallery -------------------------------------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from featapp.download import SOURCES
+from tests.apptest import APP, TIMEOUT, assert_clean, captions, main_text
 from tests.archives import FILTERED_COUNTS, ArchiveServer, filtered_members, zip_bytes
-from tests.test_app import APP, TIMEOUT, assert_clean, captions, main_text
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from featapp.dataset import Dataset
 from featapp.images import prepare_image
 from featapp.pages.chrome import PAGE_FILES
 from featapp.pages.view import CHANNEL, CLASSES_LAYER, CLASSES_TAB, CLASSES_TABS, LAYER
-from tests.test_app import as_shown, assert_clean, charts, go, main_text, open_app, rows_of, views
+from tests.apptest import as_shown, assert_clean, charts, go, main_text, open_app, rows_of, views
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from tests.browsing import REPO_ROOT, app_env, streamlit_server
+from tests.browsing import REPO_ROOT, server_env, streamlit_server
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
@@ -15,7 +15,7 @@ sys.path.insert(0, str(REPO_ROOT / "bench"))
 def test_one_protocol_student_visits_every_page_without_errors(tmp_path, data_dir):
     from load_test import INTERACTIONS, Server, layer_plans, protocol_student
 
-    env = app_env(FEATAPP_DATA_DIR=str(data_dir), FEATAPP_CACHE_DIR=str(tmp_path / "cache"))
+    env = server_env(FEATAPP_DATA_DIR=str(data_dir), FEATAPP_CACHE_DIR=str(tmp_path / "cache"))
     with streamlit_server(tmp_path / "server.log", env) as url:
         result = asyncio.run(protocol_student(Server("test", url), 1, 0, 120, layer_plans(2, 1)[0]))
     assert result.errors == []
@@ -37,7 +37,7 @@ def test_the_protocol_client_reports_an_exception_element(tmp_path):
         finally:
             await client.close()
 
-    with streamlit_server(tmp_path / "server.log", app_env(), app_dir=app) as url:
+    with streamlit_server(tmp_path / "server.log", server_env(), app_dir=app) as url:
         try:
             asyncio.run(visit(url))
         except AppError as error:

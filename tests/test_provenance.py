@@ -15,7 +15,7 @@ from featapp.cli import main
 from featapp.dataset import Dataset
 from featapp.model import DEFAULT_MODEL_PATH
 from featapp.provenance import file_sha256, hash_folders, hashes_path, read_hashes, trained_on, write_hashes
-from tests.test_app import APP, TIMEOUT, assert_clean, captions, main_text
+from tests.apptest import APP, TIMEOUT, assert_clean, captions, main_text
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 

@@ -13,7 +13,6 @@ from featapp import settings
 from featapp.model import FeatureModel
 from featapp.pages import caches, chrome, view
 from tests import browsing
-from tests.test_app import app_env  # noqa: F401 - a fixture
 
 
 def _refuse_inference(monkeypatch) -> None:
@@ -33,7 +32,7 @@ def empty_caches():
     st.cache_resource.clear()
 
 
-def test_after_warm_up_the_first_visit_runs_no_inference(app_env, empty_caches, monkeypatch, dataset):  # noqa: F811
+def test_after_warm_up_the_first_visit_runs_no_inference(app_env, empty_caches, monkeypatch, dataset):
     report = chrome.warm_up()
     assert "first gallery ready" in report and "(CPU)" in report, report
 
@@ -48,7 +47,7 @@ def test_after_warm_up_the_first_visit_runs_no_inference(app_env, empty_caches, 
     assert list(caches.activations(model, image)) == list(model.layer_names)
 
 
-def test_without_a_dataset_warm_up_prepares_the_first_probe(app_env, empty_caches, monkeypatch, tmp_path):  # noqa: F811
+def test_without_a_dataset_warm_up_prepares_the_first_probe(app_env, empty_caches, monkeypatch, tmp_path):
     monkeypatch.setenv("FEATAPP_DATA_DIR", str(tmp_path / "no-photos-here"))
     report = chrome.warm_up()
     assert report == "featapp: model loaded (CPU); no dataset, so no gallery to prepare", report
@@ -60,7 +59,7 @@ def test_without_a_dataset_warm_up_prepares_the_first_probe(app_env, empty_cache
     assert caches.prediction(model, image) is not None
 
 
-def test_warm_up_without_a_model_reports_it_and_leaves_the_message_to_the_page(app_env, empty_caches, monkeypatch):  # noqa: F811
+def test_warm_up_without_a_model_reports_it_and_leaves_the_message_to_the_page(app_env, empty_caches, monkeypatch):
     missing = app_env / "missing.onnx"
     monkeypatch.setenv("FEATAPP_MODEL", str(missing))
     report = chrome.warm_up()
@@ -78,7 +77,7 @@ def _wait_for_line(log, text: str, timeout: float = 90) -> str:
 
 
 def test_the_server_prepares_before_anyone_visits(tmp_path, data_dir):
-    env = browsing.app_env(FEATAPP_DATA_DIR=str(data_dir), FEATAPP_CACHE_DIR=str(tmp_path / "cache"))
+    env = browsing.server_env(FEATAPP_DATA_DIR=str(data_dir), FEATAPP_CACHE_DIR=str(tmp_path / "cache"))
     log = tmp_path / "streamlit.log"
     with browsing.streamlit_server(log, env):
         # Only the health check has been asked for: no browser, no session, no script run.
@@ -89,7 +88,7 @@ def test_the_server_prepares_before_anyone_visits(tmp_path, data_dir):
 
 def test_a_server_without_its_model_still_starts_and_says_why(tmp_path):
     missing = tmp_path / "missing.onnx"
-    env = browsing.app_env(FEATAPP_MODEL=str(missing), FEATAPP_CACHE_DIR=str(tmp_path / "cache"))
+    env = browsing.server_env(FEATAPP_MODEL=str(missing), FEATAPP_CACHE_DIR=str(tmp_path / "cache"))
     log = tmp_path / "streamlit.log"
     with browsing.streamlit_server(log, env) as url:
         _wait_for_line(log, "featapp: no model to load before the first visitor")

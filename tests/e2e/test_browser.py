@@ -30,10 +30,6 @@ EXCEPTION = '[data-testid="stException"]'
 SLOW = 90_000  # ms; the first run of each page computes and caches activations on a busy CPU
 
 
-def app_env(work: Path, **settings: str) -> dict[str, str]:
-    return browsing.app_env(FEATAPP_CACHE_DIR=str(work / "cache"), **settings)
-
-
 @contextlib.contextmanager
 def running_app(work: Path, env: dict[str, str], *flags: str, base_path: str = ""):
     """``streamlit run streamlit_app.py`` on a free port of 127.0.0.1; yields its URL."""
@@ -47,7 +43,9 @@ def app_url(tmp_path_factory, data_dir):
 
     work = tmp_path_factory.mktemp("e2e")
     snapshots = snapshot_folder(work / "snapshots", {0: 11, 3: None}, best=3)
-    env = app_env(work, FEATAPP_DATA_DIR=str(data_dir), FEATAPP_SNAPSHOTS=str(snapshots))
+    env = browsing.server_env(
+        FEATAPP_CACHE_DIR=str(work / "cache"), FEATAPP_DATA_DIR=str(data_dir), FEATAPP_SNAPSHOTS=str(snapshots)
+    )
     with running_app(work, env) as url:
         yield url
 
@@ -231,7 +229,7 @@ def test_an_instructor_points_the_app_at_sample_photos_through_secrets(tmp_path,
         target.symlink_to(item.path)  # links, not copies of the shared photos
     secrets = tmp_path / "secrets.toml"
     secrets.write_text(f'FEATAPP_DATA_DIR = "{samples}"\n', encoding="utf-8")
-    env = app_env(tmp_path, FEATAPP_SNAPSHOTS=str(tmp_path / "none"))
+    env = browsing.server_env(FEATAPP_CACHE_DIR=str(tmp_path / "cache"), FEATAPP_SNAPSHOTS=str(tmp_path / "none"))
     with running_app(tmp_path, env, "--secrets.files", str(secrets)) as url:
         context = browser.new_context(viewport={"width": 1400, "height": 1100})
         page = context.new_page()
@@ -264,7 +262,11 @@ def test_a_large_upload_never_touches_the_disk(tmp_path, browser):
     photo = png_bytes(noise)
     assert 2 * 1024 * 1024 < len(photo) < 10 * 1024 * 1024  # over Starlette's spool, under maxUploadSize
 
-    env = app_env(tmp_path, FEATAPP_SNAPSHOTS=str(tmp_path / "none"), PYTHONPATH=str(no_temp_files))
+    env = browsing.server_env(
+        FEATAPP_CACHE_DIR=str(tmp_path / "cache"),
+        FEATAPP_SNAPSHOTS=str(tmp_path / "none"),
+        PYTHONPATH=str(no_temp_files),
+    )
     with running_app(tmp_path, env) as url:
         context = browser.new_context(viewport={"width": 1400, "height": 1100})
         page = context.new_page()
@@ -286,7 +288,11 @@ def test_the_app_works_under_a_url_path_behind_a_proxy(tmp_path, browser, data_d
     """A course server often puts the app behind a proxy at a path of its own
     (``--server.baseUrlPath``): the server-start warm-up (``st.App``), the pages, the
     photos and an upload must all work there."""
-    env = app_env(tmp_path, FEATAPP_DATA_DIR=str(data_dir), FEATAPP_SNAPSHOTS=str(tmp_path / "none"))
+    env = browsing.server_env(
+        FEATAPP_CACHE_DIR=str(tmp_path / "cache"),
+        FEATAPP_DATA_DIR=str(data_dir),
+        FEATAPP_SNAPSHOTS=str(tmp_path / "none"),
+    )
     with running_app(tmp_path, env, base_path="course/featapp") as url:
         assert url.endswith("/course/featapp")
         context = browser.new_context(viewport={"width": 1400, "height": 1100})

@@ -28,7 +28,7 @@ def classes_url(tmp_path_factory, dataset, model):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(image.path, target)
     stats = load_or_scan(model, Dataset(root), "test", work / "cache")
-    env = browsing.app_env(
+    env = browsing.server_env(
         FEATAPP_CACHE_DIR=str(work / "cache"), FEATAPP_DATA_DIR=str(root), FEATAPP_SNAPSHOTS=str(work / "none")
     )
     with browsing.streamlit_server(work / "streamlit.log", env) as url:
