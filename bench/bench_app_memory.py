@@ -1,6 +1,6 @@
 """How much memory the app's caches take: resident memory while more and more images are viewed.
 
-    python bench/bench_app_memory.py [--images 48] [--out bench/results/app_memory.md]
+    python -m bench.bench_app_memory [--images 48] [--out bench/results/app_memory.md]
 
 Runs the real app in-process with ``streamlit.testing.v1.AppTest``: opens it, then for
 each of ``--images`` different photos (generated, so every one is a new cache entry)
@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Benchmark the class-level views: ranking a layer, the projection, and the map in the app and a browser.
 
-    /work/with_training_paused.sh python bench/bench_classes.py --cache-dir /tmp/featapp-classes-cache \\
+    /work/with_training_paused.sh python -m bench.bench_classes --cache-dir /tmp/featapp-classes-cache \\
         [--data-dir D] [--split test] [--out bench/results/classes.md]
 
 Targets from issue 18, all from the cached scan (scanned first if it is not there):
@@ -29,14 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+from bench.bench_analysis import machine, ms, timed
+from featapp import classes, projection
+from featapp.analysis import load_or_scan
+from featapp.dataset import Dataset, resolve_data_dir
+from featapp.model import load_model
 
-from bench.bench_analysis import machine, ms, timed  # noqa: E402
-from featapp import classes, projection  # noqa: E402
-from featapp.analysis import load_or_scan  # noqa: E402
-from featapp.dataset import Dataset, resolve_data_dir  # noqa: E402
-from featapp.model import load_model  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 ROWS = 4000
 
