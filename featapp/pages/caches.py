@@ -33,7 +33,7 @@ import hashlib
 import os
 import stat
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
@@ -44,16 +44,19 @@ import streamlit as st
 from featapp import analysis, classes, settings
 from featapp import projection as projection_module
 from featapp.activation_file import activations_npz
+from featapp.analysis import NeuronStats
 from featapp.appstate import CurrentImage, image_key
-from featapp.dataset import Dataset, resolve_data_dir
+from featapp.classes import OutputWeights, SeparationTable
+from featapp.dataset import Dataset, DatasetImage, resolve_data_dir
 from featapp.download import default_destination
-from featapp.filters import read_first_layer_filters
+from featapp.filters import FirstLayerFilters, read_first_layer_filters
 from featapp.images import ImageError, InputSpec, prepare_image
-from featapp.liveness import liveness_of
+from featapp.liveness import LayerLiveness, liveness_of
 from featapp.metadata import activation_bytes
 from featapp.model import FeatureModel, ModelError, Prediction, load_model
-from featapp.occlusion import occlusion_sensitivity
-from featapp.probes import probe_images
+from featapp.occlusion import OcclusionMap, occlusion_sensitivity
+from featapp.probes import Probe, probe_images
+from featapp.projection import Projection
 from featapp.provenance import file_sha256
 from featapp.provenance import trained_on as hashes_of
 from featapp.render import (
@@ -68,7 +71,7 @@ from featapp.render import (
     strip_png,
     tile_grid_chart,
 )
-from featapp.snapshots import INDEX_FILE, load_snapshots
+from featapp.snapshots import INDEX_FILE, Snapshot, load_snapshots
 
 __all__ = [
     "ACTIVATION_CACHE_IMAGES",
@@ -202,11 +205,11 @@ def activations_file(model: FeatureModel, image: CurrentImage) -> bytes:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _occlusion(model_sha: str, image_key: str, _model: FeatureModel, _image: np.ndarray):
+def _occlusion(model_sha: str, image_key: str, _model: FeatureModel, _image: np.ndarray) -> OcclusionMap:
     return occlusion_sensitivity(_model, _image)
 
 
-def occlusion(model: FeatureModel, image: CurrentImage):
+def occlusion(model: FeatureModel, image: CurrentImage) -> OcclusionMap:
     """The image's occlusion-sensitivity map (:mod:`featapp.occlusion`), computed once per image."""
     return _occlusion(model.sha256, image.key, model, image.array)
 
@@ -222,21 +225,23 @@ def mark_occlusion(model: FeatureModel, image: CurrentImage) -> None:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _filters(model_sha: str, _path: str):
+def _filters(model_sha: str, _path: str) -> FirstLayerFilters:
     return read_first_layer_filters(_path)
 
 
-def first_layer_filters(model: FeatureModel):
+def first_layer_filters(model: FeatureModel) -> FirstLayerFilters:
     """The model's first-layer filters (:mod:`featapp.filters`). Raises :class:`ModelError`."""
     return _filters(model.sha256, str(model.path))
 
 
 @st.cache_resource(max_entries=2, ttl=3600, show_spinner=False)
-def _neuron_stats(model_sha: str, root: str, split: str, mtime_ns: int, _model: FeatureModel, _data: Dataset):
+def _neuron_stats(
+    model_sha: str, root: str, split: str, mtime_ns: int, _model: FeatureModel, _data: Dataset
+) -> NeuronStats | None:
     return analysis.load_cached(_model, _data, split=split)
 
 
-def neuron_stats(model: FeatureModel, data: Dataset, split: str):
+def neuron_stats(model: FeatureModel, data: Dataset, split: str) -> NeuronStats | None:
     """The scanned neuron statistics of a split (:mod:`featapp.analysis`), or ``None`` before a scan.
 
     Kept in memory once loaded (about 41 MB for the lecture's model and 4,000 photos);
@@ -253,47 +258,51 @@ def neuron_stats(model: FeatureModel, data: Dataset, split: str):
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _separation(model_sha: str, fingerprint: str, split: str, layer: str, by: str, positive: str | None, _stats):
+def _separation(
+    model_sha: str, fingerprint: str, split: str, layer: str, by: str, positive: str | None, _stats: NeuronStats
+) -> SeparationTable:
     return classes.layer_separation(_stats, layer, by=by, positive=positive)
 
 
-def separation(stats, layer: str, by: str, positive: str | None = None):
+def separation(stats: NeuronStats, layer: str, by: str, positive: str | None = None) -> SeparationTable:
     """:func:`featapp.classes.layer_separation` of a scan, computed once per layer, score and positive class."""
     return _separation(stats.model_sha256, stats.dataset_fingerprint, str(stats.split), layer, by, positive, stats)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def _projection(model_sha: str, fingerprint: str, split: str, layer: str, method: str, _stats):
+def _projection(
+    model_sha: str, fingerprint: str, split: str, layer: str, method: str, _stats: NeuronStats
+) -> Projection:
     return projection_module.load_or_fit(_stats, layer, method)
 
 
-def projection(stats, layer: str = "dense", method: str = "pca"):
+def projection(stats: NeuronStats, layer: str = "dense", method: str = "pca") -> Projection:
     """The scan's 2-D map (:func:`featapp.projection.load_or_fit`: fitted once, cached on disk and here)."""
     return _projection(stats.model_sha256, stats.dataset_fingerprint, str(stats.split), layer, method, stats)
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
-def _thumbnails(fingerprint: str, split: str, count: int, _paths: tuple) -> list:
+def _thumbnails(fingerprint: str, split: str, count: int, _paths: tuple) -> list[str | None]:
     return projection_module.thumbnail_data_urls(_paths)
 
 
-def thumbnails(stats) -> list:
+def thumbnails(stats: NeuronStats) -> list[str | None]:
     """A small JPEG data URL per scanned photo, for the map's tooltips (made once per scan, about 2 kB each)."""
     return _thumbnails(stats.dataset_fingerprint, str(stats.split), len(stats), tuple(stats.paths))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _output_weights(model_sha: str, _path: str):
+def _output_weights(model_sha: str, _path: str) -> OutputWeights:
     return classes.output_weights(_path)
 
 
-def output_weights(model: FeatureModel):
+def output_weights(model: FeatureModel) -> OutputWeights:
     """The output layer's weights (:func:`featapp.classes.output_weights`). Raises :class:`ModelError`."""
     return _output_weights(model.sha256, str(model.path))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _photos(spec: tuple[int, int, int], paths: tuple, _model: FeatureModel) -> tuple:
+def _photos(spec: tuple[int, int, int], paths: tuple, _model: FeatureModel) -> tuple[tuple[str, ...], np.ndarray]:
     pixels, kept = [], []
     for path in paths:
         try:
@@ -305,13 +314,15 @@ def _photos(spec: tuple[int, int, int], paths: tuple, _model: FeatureModel) -> t
     return tuple(kept), batch
 
 
-def photos(model: FeatureModel, paths) -> tuple:
+def photos(model: FeatureModel, paths: Iterable[str | os.PathLike]) -> tuple[tuple[str, ...], np.ndarray]:
     """A few photo files as the model sees them: the paths that could be read, and their pixels."""
     return _photos(spec_key(model.input_spec), tuple(str(p) for p in paths), model)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _channel_maps(model_sha: str, paths: tuple, layer: str, channel: int, _model: FeatureModel) -> tuple:
+def _channel_maps(
+    model_sha: str, paths: tuple, layer: str, channel: int, _model: FeatureModel
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
     kept, batch = photos(_model, paths)
     if not kept:
         return (), batch, np.zeros((0,), np.float32)
@@ -319,18 +330,22 @@ def _channel_maps(model_sha: str, paths: tuple, layer: str, channel: int, _model
     return kept, batch, maps
 
 
-def channel_maps(model: FeatureModel, paths, layer: str, channel: int):
+def channel_maps(
+    model: FeatureModel, paths: Iterable[str | os.PathLike], layer: str, channel: int
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
     """For a few photo files: the ones that could be read, their pixels, and ``channel`` of
     ``layer`` for each (one model run for all; only that channel is kept)."""
     return _channel_maps(model.sha256, tuple(str(p) for p in paths), layer, channel, model)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _gallery_liveness(model_sha: str, sample_key: str, _model: FeatureModel, _pixels: np.ndarray) -> dict:
+def _gallery_liveness(
+    model_sha: str, sample_key: str, _model: FeatureModel, _pixels: np.ndarray
+) -> dict[str, LayerLiveness]:
     return liveness_of(_model.activations(_pixels[i : i + 8]) for i in range(0, len(_pixels), 8))
 
 
-def gallery_liveness(model: FeatureModel, pixels: np.ndarray) -> dict:
+def gallery_liveness(model: FeatureModel, pixels: np.ndarray) -> dict[str, LayerLiveness]:
     """:func:`featapp.liveness.liveness_of` over the gallery's photos (all layers, eight photos at a time)."""
     key = hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=16).hexdigest()
     return _gallery_liveness(model.sha256, key, model, pixels)
@@ -373,7 +388,7 @@ def download_destination(source: str) -> Path:
     return Path(configured).expanduser() if configured else default_destination(source)
 
 
-def trained_on(model: FeatureModel, items) -> list[bool]:
+def trained_on(model: FeatureModel, items: Sequence[DatasetImage]) -> list[bool]:
     """For each dataset image, whether the model was trained or selected on that photo
     (its file's sha256 is in the model's list, :mod:`featapp.provenance`); all ``False``
     when the model ships no list."""
@@ -389,14 +404,18 @@ def default_split(data: Dataset) -> str:
 
 
 @st.cache_resource(max_entries=GALLERY_CACHE_SAMPLES, show_spinner=False)
-def _gallery(root: str, split: str, seed: int, per_class: int, spec: tuple[int, int, int], _data: Dataset):
+def _gallery(
+    root: str, split: str, seed: int, per_class: int, spec: tuple[int, int, int], _data: Dataset
+) -> tuple[tuple[DatasetImage, ...], np.ndarray | None]:
     items = tuple(_data.sample(split, per_class=per_class, seed=seed))
     input_spec = InputSpec(*spec)
     pixels = _read_only(np.stack([prepare_image(item.path, input_spec) for item in items])) if items else None
     return items, pixels
 
 
-def gallery(model: FeatureModel, data: Dataset, split: str, seed: int):
+def gallery(
+    model: FeatureModel, data: Dataset, split: str, seed: int
+) -> tuple[tuple[DatasetImage, ...], np.ndarray | None]:
     """The gallery sample: (dataset images, their pixels ``(N, H, W, C)``); 20 photos split over the classes."""
     per_class = max(1, GALLERY_SIZE // max(1, len(data.classes(split))))
     return _gallery(str(data.root), split, int(seed), per_class, spec_key(model.input_spec), data)
@@ -441,11 +460,11 @@ def gallery_layer(model: FeatureModel, pixels: np.ndarray, layer: str) -> np.nda
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def _probes(spec: tuple[int, int, int]) -> list:
+def _probes(spec: tuple[int, int, int]) -> list[Probe]:
     return probe_images(InputSpec(*spec))
 
 
-def probes(model: FeatureModel) -> list:
+def probes(model: FeatureModel) -> list[Probe]:
     """The synthetic probe images at the model's input size (:mod:`featapp.probes`)."""
     return _probes(spec_key(model.input_spec))
 
@@ -565,7 +584,7 @@ def training_strip(
 # -- training snapshots -----------------------------------------------------------------------------------
 
 
-def read_snapshots() -> tuple[list, str | None]:
+def read_snapshots() -> tuple[list[Snapshot], str | None]:
     """The snapshot index and the problem that kept it from being read (``None`` when none),
     read once per version of its file (the Feature map page asks for it twice per rerun:
     the training-progress control and the strip)."""
@@ -581,7 +600,7 @@ def read_snapshots() -> tuple[list, str | None]:
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def _snapshots_at(folder: str, mtime_ns: int, size: int) -> tuple[tuple, str | None]:
+def _snapshots_at(folder: str, mtime_ns: int, size: int) -> tuple[tuple[Snapshot, ...], str | None]:
     # The index's time stamp and size are in the key, so a rewritten index is read again.
     try:
         return tuple(load_snapshots(folder)), None
@@ -589,7 +608,7 @@ def _snapshots_at(folder: str, mtime_ns: int, size: int) -> tuple[tuple, str | N
         return (), str(err)
 
 
-def snapshots() -> list:
+def snapshots() -> list[Snapshot]:
     """The training snapshots (:func:`featapp.snapshots.load_snapshots`); empty when there are none.
 
     No snapshot folder is normal (a model converted without them). A damaged index is
