@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from featapp import render
+from featapp import analysis, render
 from featapp.appstate import CurrentImage, set_current
 from featapp.captions import markdown_literal
 from featapp.classes import class_top, contributions, health_table, network_health
@@ -99,8 +99,6 @@ split = view.synced(
 )
 stats = caches.neuron_stats(model, data, split)
 if stats is None:
-    from featapp import analysis
-
     count = len(data.images(split))
     st.info(
         f"The {count} photos of the {split} split have not been scanned with this model yet. A scan runs every "

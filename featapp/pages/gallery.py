@@ -7,6 +7,7 @@ import streamlit as st
 from featapp.appstate import CurrentImage, from_upload, set_current
 from featapp.captions import TRAINED_ON_TEXT, WRONG_MARK, gallery_caption, markdown_literal, match_classes
 from featapp.dataset import DatasetError
+from featapp.download import SOURCES, DownloadError, download_photos
 from featapp.images import ImageError
 from featapp.pages import caches, chrome, view
 from featapp.render import outline_box
@@ -181,8 +182,6 @@ def _dataset_photos() -> None:
 
 def _download_photos() -> None:
     """The course photos in one click (featapp.download); the gallery appears when they are in place."""
-    from featapp.download import SOURCES, DownloadError, download_photos
-
     source_name = st.radio(
         "Photos to download",
         list(SOURCES),

@@ -6,7 +6,7 @@ from typing import NamedTuple
 import numpy as np
 import streamlit as st
 
-from featapp import render
+from featapp import analysis, render
 from featapp.appstate import CurrentImage, image_key, set_current
 from featapp.captions import markdown_literal
 from featapp.dataset import DatasetError
@@ -139,8 +139,6 @@ if data is not None and source == "gallery" and gallery_items:
         entries.append(_Shown(f"g{hit.index}", hit, gallery_pixels[hit.index], maps[hit.index]))
     _show_ranked(entries, scale, vr, rank_by)
 elif data is not None and source == "dataset":
-    from featapp import analysis
-
     splits = list(data.splits)
     scan_split = view.synced(
         st.selectbox,
