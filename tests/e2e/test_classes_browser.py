@@ -14,7 +14,7 @@ import pytest
 from featapp.analysis import load_or_scan
 from featapp.dataset import Dataset
 from tests import browsing
-from tests.e2e.test_browser import SLOW, no_exception, shot, wait_until
+from tests.e2e.steps import SLOW, no_exception, shot, wait_until
 
 pytestmark = pytest.mark.e2e
 

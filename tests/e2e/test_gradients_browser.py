@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tests import browsing
-from tests.e2e.test_browser import SLOW, no_exception, open_page, running_app, shot
+from tests.e2e.steps import SLOW, no_exception, open_page, running_app, shot
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests import browsing
-from tests.e2e.test_browser import SLOW, choose, no_exception, open_page, shot
+from tests.e2e.steps import SLOW, choose, no_exception, open_page, shot
 
 pytestmark = pytest.mark.e2e
 
