@@ -19,20 +19,20 @@ import streamlit as st
 
 
 def run_session() -> None:
-    from featapp.pages import shared
+    from featapp.pages import chrome
 
     st.set_page_config(page_title="featapp: look inside a convnet", page_icon="🔎", layout="wide")
-    model = shared.model_or_error_page()
+    model = chrome.model_or_error_page()
     pages = [
-        st.Page(shared.PAGE_FILES["gallery"], title="Gallery", icon="🖼️", url_path="gallery", default=True),
-        st.Page(shared.PAGE_FILES["feature_map"], title="Feature map", icon="🔥", url_path="feature_map"),
-        st.Page(shared.PAGE_FILES["layer_grid"], title="Layer grid", icon="🔲", url_path="layer_grid"),
-        st.Page(shared.PAGE_FILES["neuron"], title="One neuron, many images", icon="🎯", url_path="neuron"),
-        st.Page(shared.PAGE_FILES["classes"], title="Cats vs dogs", icon="🐾", url_path="classes"),
-        st.Page(shared.PAGE_FILES["model"], title="Model", icon="🧠", url_path="model"),
+        st.Page(chrome.PAGE_FILES["gallery"], title="Gallery", icon="🖼️", url_path="gallery", default=True),
+        st.Page(chrome.PAGE_FILES["feature_map"], title="Feature map", icon="🔥", url_path="feature_map"),
+        st.Page(chrome.PAGE_FILES["layer_grid"], title="Layer grid", icon="🔲", url_path="layer_grid"),
+        st.Page(chrome.PAGE_FILES["neuron"], title="One neuron, many images", icon="🎯", url_path="neuron"),
+        st.Page(chrome.PAGE_FILES["classes"], title="Cats vs dogs", icon="🐾", url_path="classes"),
+        st.Page(chrome.PAGE_FILES["model"], title="Model", icon="🧠", url_path="model"),
     ]
     page = st.navigation(pages)
-    shared.sidebar(model)
+    chrome.sidebar(model)
     page.run()
 
 
@@ -48,7 +48,7 @@ def keep_uploads_in_memory() -> None:
 
 
 def _warm_up() -> None:
-    from featapp.pages.shared import warm_up
+    from featapp.pages.chrome import warm_up
 
     try:
         print(warm_up(), flush=True)

@@ -1,6 +1,6 @@
 """Benchmark the analysis tools: occlusion, neuron-statistics scan, cache file, top-k.
 
-    python bench/bench_analysis.py [--data-dir D] [--scan-images 400] [--out bench/results/analysis.md]
+    python -m bench.bench_analysis [--data-dir D] [--scan-images 400] [--out bench/results/analysis.md]
 
 Everything is measured in one run on one machine, and the Markdown report (stdout and
 ``--out``) starts with that machine's description and its load average, because numbers
@@ -30,17 +30,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import onnxruntime  # noqa: E402
-
-from featapp.analysis import NeuronStats, _Layer, scan  # noqa: E402
-from featapp.cache import atomic_write_bytes  # noqa: E402
-from featapp.dataset import Dataset  # noqa: E402
-from featapp.images import prepare_image  # noqa: E402
-from featapp.model import load_model  # noqa: E402
-from featapp.occlusion import occlusion_sensitivity  # noqa: E402
+from featapp.analysis import NeuronStats, _Layer, scan
+from featapp.cache import atomic_write_bytes
+from featapp.dataset import Dataset
+from featapp.images import prepare_image
+from featapp.model import load_model
+from featapp.occlusion import occlusion_sensitivity
 
 FULL_DATASET = 4000
 

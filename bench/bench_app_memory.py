@@ -1,13 +1,13 @@
 """How much memory the app's caches take: resident memory while more and more images are viewed.
 
-    python bench/bench_app_memory.py [--images 48] [--out bench/results/app_memory.md]
+    python -m bench.bench_app_memory [--images 48] [--out bench/results/app_memory.md]
 
 Runs the real app in-process with ``streamlit.testing.v1.AppTest``: opens it, then for
 each of ``--images`` different photos (generated, so every one is a new cache entry)
 uploads it and opens its Feature map and Layer grid pages, which computes and caches
 its activations. The resident set size (RSS) is recorded after each image. It should
 grow by about one image's activations per image until the activation cache is full
-(``ACTIVATION_CACHE_IMAGES`` in ``featapp/pages/shared.py``), then stay flat. Memory is
+(``ACTIVATION_CACHE_IMAGES`` in ``featapp/pages/caches.py``), then stay flat. Memory is
 not a timing: this can run on a busy machine.
 """
 
@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from featapp.metadata import activation_bytes
     from featapp.model import load_model
-    from featapp.pages.shared import ACTIVATION_CACHE_IMAGES, PAGE_FILES
+    from featapp.pages.caches import ACTIVATION_CACHE_IMAGES
+    from featapp.pages.chrome import PAGE_FILES
 
     os.environ.setdefault("FEATAPP_PROVIDER", "cpu")
     model = load_model(provider="cpu")
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, "PNG")
         at.switch_page(PAGE_FILES["gallery"]).run()
-        at.file_uploader(key="gallery_upload").set_value((f"noise{number}.png", buffer.getvalue(), "image/png")).run()
+        at.file_uploader(key="gallery.upload").set_value((f"noise{number}.png", buffer.getvalue(), "image/png")).run()
         at.switch_page(PAGE_FILES["feature_map"]).run()
         at.switch_page(PAGE_FILES["layer_grid"]).run()
         assert not at.exception, [e.value for e in at.exception]

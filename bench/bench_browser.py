@@ -1,6 +1,6 @@
 """Browser timings of the app: Playwright driving Debian's headless Chromium against ``streamlit run``.
 
-    python bench/bench_browser.py [--runs 10] [--out bench/results/browser.md]
+    python -m bench.bench_browser [--runs 10] [--out bench/results/browser.md]
 
 Four numbers, each against the target from the app's issue (2-core machine, warm):
 
@@ -44,9 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
-from tests.browsing import (  # noqa: E402
+from tests.browsing import (
     PHOTOS_SHOWN,
     free_port,
     launch_chromium,
@@ -54,6 +52,8 @@ from tests.browsing import (  # noqa: E402
     stop,
     wait_for_health,
 )
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 TARGETS = {
     "cold start": 5.0,

@@ -1,6 +1,6 @@
 """Benchmark the class-level views: ranking a layer, the projection, and the map in the app and a browser.
 
-    /work/with_training_paused.sh python bench/bench_classes.py --cache-dir /tmp/featapp-classes-cache \\
+    /work/with_training_paused.sh python -m bench.bench_classes --cache-dir /tmp/featapp-classes-cache \\
         [--data-dir D] [--split test] [--out bench/results/classes.md]
 
 Targets from issue 18, all from the cached scan (scanned first if it is not there):
@@ -29,14 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+from bench.bench_analysis import machine, ms, timed
+from featapp import classes, projection
+from featapp.analysis import load_or_scan
+from featapp.dataset import Dataset, resolve_data_dir
+from featapp.model import load_model
 
-from bench.bench_analysis import machine, ms, timed  # noqa: E402
-from featapp import classes, projection  # noqa: E402
-from featapp.analysis import load_or_scan  # noqa: E402
-from featapp.dataset import Dataset, resolve_data_dir  # noqa: E402
-from featapp.model import load_model  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 ROWS = 4000
 
@@ -125,7 +124,8 @@ def _single_thread_fit(table: np.ndarray) -> float:
 def bench_apptest(data_dir: Path, split: str, cache_dir: Path) -> list[str]:
     from streamlit.testing.v1 import AppTest
 
-    from featapp.pages.shared import CLASSES_TAB, CLASSES_TABS, PAGE_FILES
+    from featapp.pages.chrome import PAGE_FILES
+    from featapp.pages.view import CLASSES_TAB, CLASSES_TABS, SCAN_SPLIT
 
     os.environ.update(
         FEATAPP_DATA_DIR=str(data_dir),
@@ -134,7 +134,7 @@ def bench_apptest(data_dir: Path, split: str, cache_dir: Path) -> list[str]:
         FEATAPP_SNAPSHOTS=str(cache_dir / "no-snapshots"),
     )
     at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=300).run()
-    at.session_state["neuron.split"] = split
+    at.session_state[SCAN_SPLIT] = split
     at.switch_page(PAGE_FILES["classes"]).run()
     rows = [
         "## The page's script (AppTest: the server's side of a rerun)",
@@ -156,9 +156,9 @@ def bench_apptest(data_dir: Path, split: str, cache_dir: Path) -> list[str]:
 def bench_browser(data_dir: Path, split: str, cache_dir: Path, count: int) -> list[str]:
     from playwright.sync_api import sync_playwright
 
-    from tests.browsing import app_env, launch_chromium, streamlit_server
+    from tests.browsing import launch_chromium, server_env, streamlit_server
 
-    env = app_env(
+    env = server_env(
         FEATAPP_DATA_DIR=str(data_dir), FEATAPP_CACHE_DIR=str(cache_dir), FEATAPP_SNAPSHOTS=str(cache_dir / "none")
     )
     times = []

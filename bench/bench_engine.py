@@ -1,7 +1,7 @@
 """Benchmark the activation engine, side by side, in one run.
 
-    python bench/bench_engine.py                       # full run, writes bench/results/engine.md
-    python bench/bench_engine.py --quick               # a smoke run (a minute), numbers not for quoting
+    python -m bench.bench_engine                       # full run, writes bench/results/engine.md
+    python -m bench.bench_engine --quick               # a smoke run (a minute), numbers not for quoting
 
 What it measures (issue 3, "Speed"):
 
@@ -39,12 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+from featapp.dataset import Dataset
+from featapp.images import prepare_image
+from featapp.model import load_model
 
-from featapp.dataset import Dataset  # noqa: E402
-from featapp.images import prepare_image  # noqa: E402
-from featapp.model import load_model  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_KERAS = [
     REPO_ROOT / "models" / "cats_dogs_small.keras",

@@ -1,7 +1,7 @@
 """Benchmark the gradient views against a forward pass, side by side, in one run.
 
-    /work/with_training_paused.sh python bench/bench_gradients.py      # writes bench/results/gradients.md
-    python bench/bench_gradients.py --quick                             # smoke run, numbers not for quoting
+    /work/with_training_paused.sh python -m bench.bench_gradients      # writes bench/results/gradients.md
+    python -m bench.bench_gradients --quick                             # smoke run, numbers not for quoting
 
 What it measures (issue 14, "Targets"), all on the committed model and one test photo,
 interleaved repeats, medians (and interquartile range):
@@ -33,16 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from featapp.backward import gradient_path
+from featapp.dataset import Dataset
+from featapp.featurevis import visualize
+from featapp.gradcam import gradcam
+from featapp.gradients import load_gradients
+from featapp.model import load_model
+from featapp.saliency import saliency, smoothgrad
 
-from featapp.backward import gradient_path  # noqa: E402
-from featapp.dataset import Dataset  # noqa: E402
-from featapp.featurevis import visualize  # noqa: E402
-from featapp.gradcam import gradcam  # noqa: E402
-from featapp.gradients import load_gradients  # noqa: E402
-from featapp.model import load_model  # noqa: E402
-from featapp.saliency import saliency, smoothgrad  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def summary(times: list[float]) -> tuple[float, float, float]:
@@ -147,7 +146,7 @@ def main() -> int:
         "# Gradient views: timings beside a forward pass",
         "",
         f"Machine: {machine()}. Training paused during the run (`/work/with_training_paused.sh`).",
-        f"Command: `python bench/bench_gradients.py{' --quick' if args.quick else ''}`; {repeats} interleaved rounds, "
+        f"Command: `python -m bench.bench_gradients{' --quick' if args.quick else ''}`; {repeats} interleaved rounds, "
         "medians (interquartile range). No GPU is lent to this task, so there are no CUDA numbers.",
         "",
         "| what | median | IQR | x forward | target |",

@@ -8,7 +8,7 @@
 3. The CRC pass and extraction of a local ``tf-filtered``-shaped archive made from the
    course photos (3,000 members), against copying the same bytes.
 
-Run:  /work/with_training_paused.sh .venv/bin/python bench/bench_photos.py
+Run:  /work/with_training_paused.sh .venv/bin/python -m bench.bench_photos
 Writes bench/results/photos.md.
 """
 
@@ -18,18 +18,16 @@ import io
 import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from featapp import download as dl
+from featapp.dataset import Dataset
+from featapp.provenance import _sha256_cached, file_sha256, trained_on
 
-from featapp import download as dl  # noqa: E402
-from featapp.dataset import Dataset  # noqa: E402
-from featapp.provenance import _sha256_cached, file_sha256, trained_on  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 DATA = ROOT.parent / "shared" / "data" / "cats_vs_dogs"
 

@@ -1,6 +1,6 @@
 """The Layer grid's tiles (``render.make_tiles``) of this checkout against another, side by side.
 
-    python bench/bench_tiles.py --before /tmp/featapp-base [--repeats 7] [--out bench/results/tiles.md]
+    python -m bench.bench_tiles --before /tmp/featapp-base [--repeats 7] [--out bench/results/tiles.md]
 
 Both ``featapp/render.py`` files are loaded into this one process (``--before``'s under
 another module name) and run on the same activations: every spatial layer of the committed
@@ -19,13 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+from featapp import render
+from featapp.dataset import Dataset
+from featapp.images import prepare_image
+from featapp.model import load_model
 
-from featapp import render  # noqa: E402
-from featapp.dataset import Dataset  # noqa: E402
-from featapp.images import prepare_image  # noqa: E402
-from featapp.model import load_model  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_render(folder: Path):

@@ -1,6 +1,6 @@
 """"Everyone, open layer 3, channel 5": a whole class making the same change at the same moment.
 
-    python bench/class_at_once.py --app before=/tmp/featapp-base --app after=. --students 25 --waves 6 \\
+    python -m bench.class_at_once --app before=/tmp/featapp-base --app after=. --students 25 --waves 6 \\
         --out bench/results/class_at_once.md
 
 For each app (``NAME=DIR``) it starts one ``streamlit run`` and connects ``--students``
@@ -28,11 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO_ROOT / "bench"), str(REPO_ROOT)]
+from bench import load_test
+from bench.server_cpu import Student, cpu_model
 
-import load_test  # noqa: E402
-from server_cpu import Student, cpu_model  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 KINDS = ("change_channel", "change_layer", "change_colours")
 

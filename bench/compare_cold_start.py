@@ -1,6 +1,6 @@
 """Cold starts of two versions of the app, interleaved, with the time split into phases.
 
-    python bench/compare_cold_start.py before=/tmp/old-checkout after=. [--rounds 5] [--out FILE.md]
+    python -m bench.compare_cold_start before=/tmp/old-checkout after=. [--rounds 5] [--out FILE.md]
 
 Each round starts ``streamlit run streamlit_app.py`` once per version, in turn (so a
 change in the machine's load hits both alike), and opens the gallery in a new tab of
@@ -24,16 +24,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "bench"))
-from bench_browser import COLD_START_PHASES as PHASES  # noqa: E402
-from bench_browser import app_environment, cold_start_phases  # noqa: E402
+from bench.bench_browser import COLD_START_PHASES as PHASES
+from bench.bench_browser import app_environment, cold_start_phases
+from tests.browsing import launch_chromium
 
-from tests.browsing import launch_chromium  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:

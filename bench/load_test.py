@@ -27,7 +27,7 @@ for ``--settle`` seconds after they close, to show whether memory levels off. Th
 is started here on a free port of 127.0.0.1 (or given with ``--url``, then its RSS is not
 sampled unless ``--server-pid`` is given). Nothing leaves 127.0.0.1.
 
-    .venv/bin/python bench/load_test.py --sessions 1 10 25 50 --out bench/results/load.md
+    .venv/bin/python -m bench.load_test --sessions 1 10 25 50 --out bench/results/load.md
 
 Several apps side by side in one run (for before/after comparisons): ``--app before=DIR
 --app after=.`` starts one server per folder and runs every wave against each, in turn.
@@ -61,10 +61,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from tests.browsing import NO_BACKGROUND_THROTTLING, free_port, launch_chromium, start_streamlit, wait_for_health
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
-sys.path.insert(0, str(REPO_ROOT / "bench"))
-from tests.browsing import NO_BACKGROUND_THROTTLING, free_port, launch_chromium, start_streamlit, wait_for_health  # noqa: E402
 
 EXCEPTION = '[data-testid="stException"]'
 CHART = '[data-testid="stVegaLiteChart"]'
@@ -431,7 +430,7 @@ async def protocol_student(server: Server, wave: int, session: int, timeout_s: f
     work and serves the same pictures, but nothing is drawn, so 50 students cost the
     load generator little CPU. Latency: from the request to the run's last message, plus
     fetching the run's new pictures. Each step checks what a student would see."""
-    from streamlit_client import AppClient, AppError
+    from bench.streamlit_client import AppClient, AppError
 
     result = Result(server.name, wave, session)
     client = AppClient(server.url, timeout=timeout_s)
@@ -905,5 +904,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO_ROOT))
     sys.exit(main())

@@ -1,6 +1,6 @@
 """Where a channel change's time goes: the browser, the websocket, the server's rerun, the drawing.
 
-    python bench/profile_channel_change.py [--runs 20] [--py-spy bench/results/channel_change.svg]
+    python -m bench.profile_channel_change [--runs 20] [--py-spy bench/results/channel_change.svg]
 
 It opens the Feature map page in Debian's headless Chromium, types other layer-1 channels
 as ``bench_browser.py`` does, and timestamps, in the page's own clock
@@ -32,12 +32,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "bench"))
-from bench_browser import RECORD_CANVAS, add_app_arguments, app_environment, final_picture_time, live_channels  # noqa: E402
+from bench.bench_browser import RECORD_CANVAS, add_app_arguments, app_environment, final_picture_time, live_channels
+from tests.browsing import free_port, launch_chromium, start_streamlit, stop, wait_for_health
 
-from tests.browsing import free_port, launch_chromium, start_streamlit, stop, wait_for_health  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Logs every websocket send and message with the page's clock; Streamlit opens one socket.
 RECORD_WEBSOCKET = """

@@ -1,6 +1,6 @@
 """The server's CPU time per interaction kind, one student at a time, before and after a change.
 
-    python bench/server_cpu.py --app before=/tmp/featapp-base --app after=. --changes 20 \\
+    python -m bench.server_cpu --app before=/tmp/featapp-base --app after=. --changes 20 \\
         --out bench/results/server_cpu.md [--py-spy after]
 
 For each app (``NAME=DIR``) it starts one ``streamlit run`` (as ``load_test.py`` does),
@@ -41,11 +41,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO_ROOT / "bench"), str(REPO_ROOT)]
+from bench import load_test
+from bench.streamlit_client import AppClient
 
-import load_test  # noqa: E402
-from streamlit_client import AppClient  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 KINDS = (
     "change_channel",

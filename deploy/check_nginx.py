@@ -13,8 +13,8 @@ Feature map page. It checks that
 * the marker is on no file written during the run: not in nginx's temporary folders
   (request bodies), not in the processes' temp or cache folders, not in /tmp.
 
-    .venv/bin/python deploy/check_nginx.py --browsers 6
-    .venv/bin/python deploy/check_nginx.py --no-sticky   # the control: expect FAILED
+    .venv/bin/python -m deploy.check_nginx --browsers 6
+    .venv/bin/python -m deploy.check_nginx --no-sticky   # the control: expect FAILED
 
 ``tests/e2e/test_nginx.py`` runs both as part of the test suite. Needs nginx
 (``apt-get install nginx``, ``.ci/run`` does) and Debian's chromium. Everything runs on
@@ -39,18 +39,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
+from bench import load_test
+from tests import browsing, imagefactory
+from tests.traces import Secret, default_roots, find_traces
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-for _path in (REPO_ROOT, REPO_ROOT / "tests", REPO_ROOT / "bench"):
-    if str(_path) not in sys.path:
-        sys.path.append(str(_path))
-
-import imagefactory  # noqa: E402
-import load_test  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-from traces import Secret, default_roots, find_traces  # noqa: E402
-
-from tests import browsing  # noqa: E402
 
 __all__ = ["CheckResult", "check", "find_nginx", "main", "nginx_front"]
 

@@ -33,6 +33,7 @@ __all__ = [
     "PROVIDER_ENV",
     "THREADS_ENV",
     "DATA_HOME_ENV",
+    "VIS_STEPS_ENV",
     "REPO_ROOT",
     "REPO_MODELS_DIR",
     "INSTALLED_MODELS_DIR",
@@ -46,6 +47,7 @@ __all__ = [
     "cache_images",
     "provider",
     "threads_text",
+    "vis_steps",
 ]
 
 
@@ -66,6 +68,7 @@ CACHE_IMAGES_ENV = "FEATAPP_CACHE_IMAGES"
 PROVIDER_ENV = "FEATAPP_PROVIDER"
 THREADS_ENV = "FEATAPP_THREADS"
 DATA_HOME_ENV = "FEATAPP_DATA_HOME"
+VIS_STEPS_ENV = "FEATAPP_VIS_STEPS"
 
 SETTINGS = (
     Setting(DATA_DIR_ENV, "data/cats_vs_dogs, else the downloaded photos", "photos for the gallery"),
@@ -76,6 +79,9 @@ SETTINGS = (
     Setting(PROVIDER_ENV, "auto", "cpu or cuda to force ONNX Runtime's provider"),
     Setting(THREADS_ENV, "ONNX Runtime decides", "ONNX Runtime's threads per session"),
     Setting(DATA_HOME_ENV, "$XDG_DATA_HOME/featapp or ~/.local/share/featapp", "where download-photos puts photos"),
+    Setting(
+        VIS_STEPS_ENV, "128", "gradient steps per feature-visualisation picture in the app (fewer on a slow server)"
+    ),
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -152,3 +158,17 @@ def provider(requested: str = "auto") -> str:
 def threads_text() -> str:
     """``$FEATAPP_THREADS`` as written (``""`` = ONNX Runtime decides); checked by the model loader."""
     return configured(THREADS_ENV)
+
+
+def vis_steps(default: int) -> int:
+    """``$FEATAPP_VIS_STEPS`` (a whole number above 0), else ``default``: the app's gradient
+    steps per feature-visualisation picture.
+
+    >>> os.environ["FEATAPP_VIS_STEPS"] = "8"; vis_steps(128)
+    8
+    >>> os.environ["FEATAPP_VIS_STEPS"] = "0"; vis_steps(128)
+    128
+    >>> del os.environ["FEATAPP_VIS_STEPS"]
+    """
+    text = configured(VIS_STEPS_ENV)
+    return int(text) if text.isdigit() and int(text) > 0 else default

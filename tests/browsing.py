@@ -88,8 +88,9 @@ def stop(process: subprocess.Popen, timeout: float = 15) -> None:
         process.wait()
 
 
-def app_env(**settings: str) -> dict[str, str]:
-    """The environment without the caller's ``FEATAPP_*`` settings, on the CPU, plus ``settings``."""
+def server_env(**settings: str) -> dict[str, str]:
+    """A server's environment: the caller's without its ``FEATAPP_*`` settings, on the CPU,
+    plus ``settings`` (an AppTest run in this process takes the ``app_env`` fixture instead)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEATAPP_")}
     env.update(FEATAPP_PROVIDER="cpu", **settings)
     return env

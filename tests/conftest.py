@@ -1,4 +1,5 @@
-"""Shared fixtures: the real committed model and the real shared photos."""
+"""Shared fixtures: the real committed model and the real shared photos, and the app's
+environment for AppTest runs (the helpers that drive the app are in ``tests/apptest.py``)."""
 
 from __future__ import annotations
 
@@ -53,3 +54,27 @@ def dog_photo(dataset):
 def _no_downloaded_photos(monkeypatch, tmp_path_factory):
     """Photos a user downloaded on this machine (featapp.download) never leak into a test."""
     monkeypatch.setenv("FEATAPP_DATA_HOME", str(tmp_path_factory.mktemp("data-home")))
+
+
+@pytest.fixture
+def app_env(monkeypatch, tmp_path, data_dir):
+    """For an AppTest run: the shared photos, a private cache folder, no snapshots and the
+    committed model on the CPU (servers in a subprocess take ``tests.browsing.server_env``)."""
+    monkeypatch.setenv("FEATAPP_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("FEATAPP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("FEATAPP_SNAPSHOTS", str(tmp_path / "no-snapshots"))
+    monkeypatch.setenv("FEATAPP_PROVIDER", "cpu")
+    monkeypatch.delenv("FEATAPP_MODEL", raising=False)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def first_photo(dataset):
+    """What the app shows before anything is chosen: photo 1 of the default gallery (test
+    split, seed 0), and its pixels as the committed model sees them."""
+    from featapp.images import prepare_image
+    from featapp.model import load_model
+    from tests.appmodels import COMMITTED_MODEL
+
+    item = dataset.sample("test", per_class=10, seed=0)[0]
+    return item, prepare_image(item.path, load_model(COMMITTED_MODEL, provider="cpu"))

@@ -4,6 +4,9 @@
 number of convolutions, its metadata written by ``ModelSpec.to_json`` exactly as the
 converter does, and :func:`reference` computes the same network in plain numpy, so
 tests can check featapp's numbers and layout against something that is not ONNX Runtime.
+
+:func:`build_red_model` writes a fixed model whose every output can be computed by hand
+(the red channel and its mean), for tests of statistics, ranking and occlusion.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from featapp.images import InputSpec
 from featapp.metadata import METADATA_KEY, LayerInfo, ModelSpec, with_receptive_fields
 
-__all__ = ["Conv", "TinyNet", "build", "reference"]
+__all__ = ["Conv", "TinyNet", "build", "reference", "build_red_model"]
 
 
 @dataclass(frozen=True)
@@ -239,3 +242,81 @@ def reference(net: TinyNet, batch: np.ndarray) -> dict[str, np.ndarray]:
             shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
             found["dense"] = shifted / shifted.sum(axis=1, keepdims=True)
     return found
+
+
+# -- the red model: hand-computable ------------------------------------------------------------------
+# A tiny, hand-computable model built with ``onnx.helper``.
+#
+# It looks only at the first channel (red, or grey for a grayscale model), scaled to 0..1:
+#
+# * ``red``      (H, W, 1) map: the first channel itself (a 1x1 "convolution");
+# * ``pool``     (H/2, W/2, 1) map: 2x2 max pooling, stride 2, of ``red``;
+# * ``flat``     (H*W,) vector: ``red`` flattened, row by row;
+# * ``flat_copy`` (H*W,) vector: an Identity of ``flat`` (like dropout at inference);
+# * ``red_mean`` (1,) vector: the mean of ``red``;
+# * ``probs``    (2,) softmax-style output ``[1 - red_mean, red_mean]``: class ``red``
+#   wins when the image's first channel averages more than half.
+#
+# So on any image every statistic and every occlusion drop can be computed by hand.
+
+RED_CLASS_NAMES = ("other", "red")
+
+
+def build_red_model(path: Path, height: int = 48, width: int = 48, channels: int = 3) -> Path:
+    """Write the red model (see the section above) to ``path`` and return it."""
+    assert height % 2 == 0 and width % 2 == 0
+    units = height * width
+    nodes = [
+        helper.make_node("Transpose", ["input"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Slice", ["nchw", "start", "stop", "axis"], ["red"]),
+        helper.make_node("MaxPool", ["red"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Reshape", ["red", "flat_shape"], ["flat"]),
+        helper.make_node("Identity", ["flat"], ["flat_copy"]),
+        helper.make_node("ReduceMean", ["flat"], ["red_mean"], axes=[1], keepdims=1),
+        helper.make_node("Sub", ["one", "red_mean"], ["not_red"]),
+        helper.make_node("Concat", ["not_red", "red_mean"], ["probs"], axis=1),
+    ]
+    initializers = [
+        helper.make_tensor("start", TensorProto.INT64, [1], [0]),
+        helper.make_tensor("stop", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("axis", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("flat_shape", TensorProto.INT64, [2], [-1, units]),
+        helper.make_tensor("one", TensorProto.FLOAT, [1, 1], [1.0]),
+    ]
+    outputs = [
+        helper.make_tensor_value_info("red", TensorProto.FLOAT, ["N", 1, height, width]),
+        helper.make_tensor_value_info("pool", TensorProto.FLOAT, ["N", 1, height // 2, width // 2]),
+        helper.make_tensor_value_info("flat", TensorProto.FLOAT, ["N", units]),
+        helper.make_tensor_value_info("flat_copy", TensorProto.FLOAT, ["N", units]),
+        helper.make_tensor_value_info("red_mean", TensorProto.FLOAT, ["N", 1]),
+        helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 2]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_red",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", height, width, channels])],
+        outputs,
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    layers = [
+        LayerInfo("red", "Conv2D", (height, width, 1), kernel=(1, 1), stride=(1, 1), padding="valid"),
+        LayerInfo("pool", "MaxPooling2D", (height // 2, width // 2, 1), kernel=(2, 2), stride=(2, 2), padding="valid"),
+        LayerInfo("flat", "Flatten", (units,)),
+        LayerInfo("flat_copy", "Dropout", (units,)),
+        LayerInfo("red_mean", "GlobalAveragePooling2D", (1,)),
+        LayerInfo("probs", "Dense", (2,), activation="softmax"),
+    ]
+    spec = ModelSpec(
+        input=InputSpec(height, width, channels),
+        layers=with_receptive_fields(layers, (height, width)),
+        input_name="input",
+        output_activation="softmax",
+        class_names=RED_CLASS_NAMES,
+    )
+    helper.set_model_props(model, {METADATA_KEY: spec.to_json()})
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path

@@ -17,14 +17,14 @@ from featapp.dataset import Dataset, DatasetError
 from featapp.geometry import receptive_box
 from featapp.images import ImageError, InputSpec, prepare_image
 from featapp.model import load_model
-from tests.tinymodel import build_tiny_model
+from tests.modelfactory import build_red_model
 
 SIZE = 48
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return load_model(build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny.onnx"), provider="cpu")
+    return load_model(build_red_model(tmp_path_factory.mktemp("tiny") / "tiny.onnx"), provider="cpu")
 
 
 def make_dot_dataset(root: Path, per_class: int = 6, seed: int = 0) -> dict[str, dict]:
@@ -273,7 +273,7 @@ def test_other_model_or_format_version_is_not_trusted(tiny, dot_data, tmp_path, 
     load_or_scan(tiny, dataset, "train", cache)
     path = cache_path(tiny, dataset, "train", cache)
     # The same file under another model's name (as if two models shared a hash prefix).
-    other = load_model(build_tiny_model(tmp_path / "other.onnx", channels=1), provider="cpu")
+    other = load_model(build_red_model(tmp_path / "other.onnx", channels=1), provider="cpu")
     shutil.copy(path, cache_path(other, dataset, "train", cache))
     assert load_cached(other, dataset, "train", cache) is None
     monkeypatch.setattr(analysis, "FORMAT_VERSION", analysis.FORMAT_VERSION + 1)

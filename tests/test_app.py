@@ -8,162 +8,46 @@ from the model, not copied from the app's output.
 
 from __future__ import annotations
 
-import base64
 import io
-import json
 import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from featapp import render
 from featapp.captions import WRONG_MARK, markdown_literal
-from featapp.dataset import Dataset
 from featapp.images import prepare_image
 from featapp.model import load_model
-from featapp.pages.shared import GALLERY_TAB, GALLERY_TABS, PAGE_FILES
+from featapp.pages.chrome import PAGE_FILES
 from featapp.probes import probe_images
 from tests import imagefactory
 from tests.appmodels import COMMITTED_MODEL, snapshot_folder, trunk_of
+from tests.apptest import (
+    APP,
+    REPO_ROOT,
+    TIMEOUT,
+    as_shown,
+    assert_clean,
+    captions,
+    chart_title,
+    charts,
+    go,
+    heatmap_picture,
+    legend_range,
+    main_text,
+    open_app,
+    open_tab,
+    png_upload,
+    rows_of,
+    sidebar_text,
+    upload,
+)
 from tests.modelfactory import Conv, TinyNet, build
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-APP = REPO_ROOT / "streamlit_app.py"
-TIMEOUT = 90
-
-
-# -- helpers ------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def app_env(monkeypatch, tmp_path, data_dir):
-    """The shared photos, a private cache folder, no snapshots and the committed model on the CPU."""
-    monkeypatch.setenv("FEATAPP_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("FEATAPP_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("FEATAPP_SNAPSHOTS", str(tmp_path / "no-snapshots"))
-    monkeypatch.setenv("FEATAPP_PROVIDER", "cpu")
-    monkeypatch.delenv("FEATAPP_MODEL", raising=False)
-    return tmp_path
-
-
-def open_app(page: str | None = None) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-    at.run()
-    assert_clean(at)
-    if page is not None:
-        go(at, page)
-    return at
-
-
-def go(at: AppTest, page: str) -> AppTest:
-    at.switch_page(PAGE_FILES[page]).run()
-    assert_clean(at)
-    return at
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def as_shown(markdown: str) -> str:
-    """Markdown source as the browser shows it, as far as escapes go: the app escapes
-    file names (``dog\\.1.jpg``) so that Markdown prints them literally."""
-    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown)
-
-
-def main_text(at: AppTest) -> str:
-    parts = []
-    for kind in ("title", "subheader", "markdown", "caption", "info", "warning", "error", "success"):
-        parts.extend(str(element.value) for element in getattr(at.main, kind))
-    return as_shown("\n".join(parts))
-
-
-def sidebar_text(at: AppTest) -> str:
-    text = "\n".join(str(e.value) for kind in ("markdown", "caption") for e in getattr(at.sidebar, kind))
-    return as_shown(text + "\n" + "\n".join(c for image in at.sidebar.image for c in image.captions))
-
-
-def captions(at: AppTest) -> list[str]:
-    return [as_shown(caption) for image in at.main.image for caption in image.captions]
-
-
-def charts(at: AppTest) -> list[tuple[dict, dict]]:
-    """Each chart's Vega-Lite spec and its datasets (name -> rows), as sent to the browser."""
-    found = []
-    for chart in at.get("vega_lite_chart"):
-        data = {
-            d.name: pa.ipc.open_stream(d.data.data).read_all().to_pandas().to_dict("records")
-            for d in chart.proto.datasets
-        }
-        found.append((json.loads(chart.proto.spec), data))
-    return found
-
-
-def views(spec: dict) -> list[dict]:
-    found = []
-    for key in ("hconcat", "vconcat", "concat", "layer"):
-        for child in spec.get(key, []):
-            found.extend(views(child))
-    if "mark" in spec:
-        found.append(spec)
-    return found
-
-
-def rows_of(spec: dict, datasets: dict, mark: str) -> list[dict]:
-    view = next(v for v in views(spec) if (v["mark"] if isinstance(v["mark"], str) else v["mark"]["type"]) == mark)
-    return datasets[(view.get("data") or spec["data"])["name"]]
-
-
-def heatmap_picture(at: AppTest, index: int = 0) -> np.ndarray:
-    spec, data = charts(at)[index]
-    url = rows_of(spec, data, "image")[0]["url"]
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
-
-
-def chart_title(at: AppTest) -> str:
-    """The bold line above the feature map's chart (kept out of the spec, which then stays the same)."""
-    return next(m.value.strip("*") for m in at.main.markdown if m.value.startswith("**Layer "))
-
-
-def legend_range(data: dict) -> list[float]:
-    """The values a chart's colour bar spans, from the data the browser draws it with."""
-    bands = data["legend"]
-    return [min(b["y0"] for b in bands), max(b["y1"] for b in bands)]
-
-
-def png_upload(array: np.ndarray, name: str = "upload.png") -> tuple[str, bytes, str]:
-    return name, imagefactory.encode(Image.fromarray(array), "PNG"), "image/png"
-
-
-def open_tab(at: AppTest, index: int) -> AppTest:
-    """Open one of the gallery's tabs, as a click on it does: only the open tab is drawn."""
-    at.session_state[GALLERY_TAB] = GALLERY_TABS[index]
-    at.run()
-    assert_clean(at)
-    return at
-
-
-def upload(at: AppTest, file: tuple[str, bytes, str]) -> AppTest:
-    if not at.file_uploader:
-        open_tab(at, 2)
-    at.file_uploader(key="gallery_upload").set_value(file).run()
-    assert_clean(at)
-    return at
-
-
-@pytest.fixture(scope="module")
-def first_photo(data_dir):
-    """What the app shows before anything is chosen: photo 1 of the default gallery (test split, seed 0)."""
-    item = Dataset(data_dir).sample("test", per_class=10, seed=0)[0]
-    return item, prepare_image(item.path, load_model(COMMITTED_MODEL, provider="cpu"))
-
 
 # -- gallery -------------------------------------------------------------------------------------------------
 
@@ -221,19 +105,19 @@ def test_gallery_shows_twenty_labelled_photos_with_predictions(app_env, model, d
 def test_another_seed_shows_other_photos_and_names_the_seed(app_env):
     at = open_app()
     before = [image.value for image in at.main.image][:20]
-    at.number_input(key="gallery_seed").set_value(7).run()
+    at.number_input(key="gallery.seed").set_value(7).run()
     assert_clean(at)
     assert "Sample seed **7**" in main_text(at)
     assert [image.value for image in at.main.image][:20] != before
     at.button[[b.label for b in at.button].index("🎲 New random sample")].click().run()
-    seed = at.session_state["gallery.seed"]
+    seed = at.session_state["view.seed"]
     assert f"Sample seed **{seed}**" in main_text(at)
 
 
 def test_choosing_a_gallery_photo_makes_it_current_on_every_page(app_env, dataset):
     at = open_app()
     chosen = dataset.sample("test", per_class=10, seed=0)[13]
-    at.button(key="gallery_use_13").click().run()
+    at.button(key="gallery.use_13").click().run()
     assert_clean(at)
     assert chosen.name in sidebar_text(at)
     assert f"Current image: **{chosen.name} (test)**" in main_text(at)
@@ -243,13 +127,13 @@ def test_choosing_a_gallery_photo_makes_it_current_on_every_page(app_env, datase
 
 def test_only_the_open_tab_is_drawn(app_env, model):
     at = open_app()
-    assert [b.key for b in at.button if b.key and b.key.startswith("gallery_use_")] == [
-        f"gallery_use_{i}" for i in range(20)
+    assert [b.key for b in at.button if b.key and b.key.startswith("gallery.use_")] == [
+        f"gallery.use_{i}" for i in range(20)
     ]
-    assert not [b for b in at.button if b.key and b.key.startswith("probe_use_")] and not at.file_uploader
+    assert not [b for b in at.button if b.key and b.key.startswith("gallery.probe_")] and not at.file_uploader
     assert len(at.main.image) == 20
     open_tab(at, 1)
-    assert not [b for b in at.button if b.key and b.key.startswith("gallery_use_")] and not at.file_uploader
+    assert not [b for b in at.button if b.key and b.key.startswith("gallery.use_")] and not at.file_uploader
     assert len(at.main.image) == len(probe_images(model.input_spec))
     open_tab(at, 2)
     assert len(at.file_uploader) == 1 and not at.main.image
@@ -261,12 +145,12 @@ def test_probes_can_be_chosen(app_env, model):
     at = open_tab(open_app(), 1)
     assert not [m.value for m in at.main.markdown if "prepare_image" in m.value]  # no stray text on the page
     probes = probe_images(model.input_spec)
-    assert [b.key for b in at.button if b.key and b.key.startswith("probe_use_")] == [
-        f"probe_use_{i}" for i in range(len(probes))
+    assert [b.key for b in at.button if b.key and b.key.startswith("gallery.probe_")] == [
+        f"gallery.probe_{i}" for i in range(len(probes))
     ]
     # Shown as titled: "Diagonal edge (\\)" must not lose its backslash to Markdown.
     assert captions(at) == [probe.title for probe in probes]
-    at.button(key="probe_use_1").click().run()
+    at.button(key="gallery.probe_1").click().run()
     assert f"Current image: **{probes[1].title}** (synthetic probe)" in main_text(at)
 
 
@@ -359,7 +243,7 @@ def test_the_uploader_accepts_every_format_the_error_text_offers(app_env):
     offered = re.findall(r"[A-Z][A-Za-z]+", _FORMATS_HINT.removeprefix("Use a"))
     assert set(offered) == set(extensions), offered  # the hint names no format this test does not know
     at = open_tab(open_app(), 2)
-    accepted = {t.lstrip(".").lower() for t in at.file_uploader(key="gallery_upload").proto.type}
+    accepted = {t.lstrip(".").lower() for t in at.file_uploader(key="gallery.upload").proto.type}
     for name in offered:
         assert extensions[name] <= accepted, (name, accepted)
     tiff = imagefactory.encode(Image.fromarray(np.full((40, 60, 3), (0, 90, 180), np.uint8)), "TIFF")
@@ -369,9 +253,9 @@ def test_the_uploader_accepts_every_format_the_error_text_offers(app_env):
 
 def test_camera_photo(app_env):
     at = open_tab(open_app(), 2)
-    at.toggle(key="gallery_camera_on").set_value(True).run()
+    at.toggle(key="gallery.camera_on").set_value(True).run()
     photo = imagefactory.encode(Image.fromarray(np.full((480, 640, 3), (30, 60, 200), np.uint8)), "JPEG")
-    at.camera_input(key="gallery_camera").set_value(("photo.jpg", photo, "image/jpeg")).run()
+    at.camera_input(key="gallery.camera").set_value(("photo.jpg", photo, "image/jpeg")).run()
     assert_clean(at)
     assert "Current image: **camera photo** (camera photo)" in main_text(at)
 
@@ -402,13 +286,13 @@ def expected_picture(values: np.ndarray, scale=render.LECTURE_BLUES) -> np.ndarr
 def test_feature_map_starts_at_layer_one_channel_one_and_follows_the_channel(app_env, model, first_photo):
     at = open_app("feature_map")
     layer = model.layers[0]
-    assert at.selectbox(key="feature_map_layer").value == layer.name
-    assert at.number_input(key="feature_map_channel").value == 1
+    assert at.selectbox(key="feature_map.layer").value == layer.name
+    assert at.number_input(key="feature_map.channel").value == 1
     assert chart_title(at) == f"Layer 1 ({layer.name}), channel 1"
     maps = model.activations(first_photo[1])[layer.name][0]
     assert np.array_equal(heatmap_picture(at), expected_picture(maps[0]))
     assert heatmap_picture(at).shape[:2] == layer.output_shape[:2]  # rows x cols, like the photo
-    at.number_input(key="feature_map_channel").set_value(2).run()
+    at.number_input(key="feature_map.channel").set_value(2).run()
     assert chart_title(at) == f"Layer 1 ({layer.name}), channel 2"
     assert np.array_equal(heatmap_picture(at), expected_picture(maps[1]))
 
@@ -417,8 +301,8 @@ def test_feature_map_of_a_deeper_layer(app_env, model, first_photo):
     at = open_app("feature_map")
     spatial = [layer for layer in model.layers if layer.is_spatial]
     deep = spatial[-2]
-    at.selectbox(key="feature_map_layer").set_value(deep.name).run()
-    at.number_input(key="feature_map_channel").set_value(deep.channels).run()
+    at.selectbox(key="feature_map.layer").set_value(deep.name).run()
+    at.number_input(key="feature_map.channel").set_value(deep.channels).run()
     number = model.layer_names.index(deep.name) + 1
     assert chart_title(at) == f"Layer {number} ({deep.name}), channel {deep.channels}"
     values = model.activations(first_photo[1])[deep.name][0, deep.channels - 1]
@@ -435,18 +319,18 @@ def test_feature_map_of_a_deeper_layer(app_env, model, first_photo):
 
 def test_colours_and_scaling_are_true_in_the_legend(app_env, model, first_photo):
     at = open_app("feature_map")
-    at.radio(key="feature_map_colours").set_value("viridis").run()
+    at.radio(key="feature_map.colours").set_value("viridis").run()
     maps = model.activations(first_photo[1])[model.layers[0].name][0]
     assert np.array_equal(heatmap_picture(at), expected_picture(maps[0], render.VIRIDIS))
-    at.radio(key="feature_map_scaling").set_value("per layer").run()
+    at.radio(key="feature_map.scaling").set_value("per layer").run()
     _, data = charts(at)[0]
     assert legend_range(data) == pytest.approx([float(maps.min()), float(maps.max())], rel=1e-5)
     assert "all channels of this layer" in main_text(at)
-    at.radio(key="feature_map_scaling").set_value("fixed").run()
-    at.number_input(key="feature_map_scaling_low").set_value(0.5).run()
-    at.number_input(key="feature_map_scaling_high").set_value(0.25).run()
+    at.radio(key="feature_map.scaling").set_value("fixed").run()
+    at.number_input(key="feature_map.scaling_low").set_value(0.5).run()
+    at.number_input(key="feature_map.scaling_high").set_value(0.25).run()
     assert "lower to a higher value" in at.error[0].value
-    at.number_input(key="feature_map_scaling_high").set_value(2.0).run()
+    at.number_input(key="feature_map.scaling_high").set_value(2.0).run()
     assert not at.error
     _, data = charts(at)[0]
     assert legend_range(data) == [0.5, 2.0]
@@ -468,7 +352,7 @@ def test_a_chosen_cell_outlines_its_receptive_field(app_env, model):
     at = open_app("feature_map")
     photo_before = at.main.image[0].value
     layer = model.layers[2]  # a convolution with a receptive field wider than 1 pixel
-    at.selectbox(key="feature_map_layer").set_value(layer.name).run()
+    at.selectbox(key="feature_map.layer").set_value(layer.name).run()
     at.session_state["view.cell"] = (layer.name, 10, 20)  # what a click on the map stores
     at.run()
     assert_clean(at)
@@ -493,7 +377,7 @@ def test_a_chosen_cell_outlines_its_receptive_field(app_env, model):
 def test_overlay_changes_the_photo(app_env):
     at = open_app("feature_map")
     plain = at.main.image[0].value
-    at.toggle(key="feature_map_overlay").set_value(True).run()
+    at.toggle(key="feature_map.overlay").set_value(True).run()
     assert_clean(at)
     assert at.main.image[0].value != plain
 
@@ -521,12 +405,12 @@ def test_layer_grid_prints_the_shape_and_flags_dead_channels(app_env, model, fir
 def test_layer_grid_range_and_order_of_a_deep_layer(app_env, model, first_photo):
     at = open_app("layer_grid")
     wide = next(layer for layer in model.layers if layer.is_spatial and layer.channels >= 64)
-    at.selectbox(key="layer_grid_layer").set_value(wide.name).run()
-    at.number_input(key="layer_grid_first").set_value(1).run()
-    at.number_input(key="layer_grid_last").set_value(40).run()
+    at.selectbox(key="layer_grid.layer").set_value(wide.name).run()
+    at.number_input(key="layer_grid.first").set_value(1).run()
+    at.number_input(key="layer_grid.last").set_value(40).run()
     spec, data = charts(at)[0]
     assert [t["ch"] for t in rows_of(spec, data, "image")] == list(range(40))
-    at.radio(key="layer_grid_order").set_value("max").run()
+    at.radio(key="layer_grid.order").set_value("max").run()
     spec, data = charts(at)[0]
     maps = model.activations(first_photo[1])[wide.name][0][:40]
     expected = list(np.argsort(-maps.max(axis=(1, 2)), kind="stable"))
@@ -540,13 +424,13 @@ def test_layer_grid_shows_vector_layers_as_values(app_env, model, first_photo):
     small = min(vectors, key=lambda layer: layer.channels)
     wide = max(vectors, key=lambda layer: layer.channels)
     acts = model.activations(first_photo[1])
-    at.selectbox(key="layer_grid_layer").set_value(small.name).run()
+    at.selectbox(key="layer_grid.layer").set_value(small.name).run()
     assert_clean(at)
     assert f"`1 x {small.channels}`" in main_text(at)
     spec, data = charts(at)[0]
     bars = rows_of(spec, data, "bar")
     assert [b["value"] for b in bars] == pytest.approx(acts[small.name][0].tolist(), abs=1e-6)
-    at.selectbox(key="layer_grid_layer").set_value(wide.name).run()
+    at.selectbox(key="layer_grid.layer").set_value(wide.name).run()
     assert_clean(at)
     assert f"`1 x {wide.channels}`" in main_text(at) and "128 per row" in main_text(at)
     assert len(rows_of(*charts(at)[1], "bar")) == 40
@@ -558,11 +442,11 @@ def test_clicking_a_tile_opens_it_on_the_feature_map_page(app_env, model):
     # What the tile chart's click callback stores (the browser test clicks for real).
     at.session_state["view.layer"] = layer.name
     at.session_state["view.channel"] = 7
-    at.session_state["grid.goto_feature_map"] = True
+    at.session_state["layer_grid.goto_feature_map"] = True
     at.run()
     assert_clean(at)
     assert at.title[0].value.endswith("Feature map")
-    assert at.number_input(key="feature_map_channel").value == 7
+    assert at.number_input(key="feature_map.channel").value == 7
     assert chart_title(at).startswith(f"Layer 3 ({layer.name}), channel 7")
 
 
@@ -588,7 +472,7 @@ def test_scanning_a_small_dataset_ranks_its_photos(app_env, monkeypatch, dataset
         target.symlink_to(item.path)  # links, not copies: the shared photos stay where they are
     monkeypatch.setenv("FEATAPP_DATA_DIR", str(small))
     at = open_app("neuron")
-    at.radio(key="neuron_source").set_value("dataset").run()
+    at.radio(key="neuron.source").set_value("dataset").run()
     assert "have not been scanned" in main_text(at)
     scan = next(b for b in at.button if b.label.startswith("Scan the 6 photos"))
     scan.click().run()
@@ -619,12 +503,12 @@ def test_compare_starts_with_two_different_photos(app_env, first_photo):
     left, right = (image.captions[0] for image in compare)
     assert as_shown(left) == f"{first_photo[0].name} (test)"  # the current image: gallery photo 1
     assert as_shown(right) != first_photo[0].name and compare[0].value != compare[1].value
-    assert at.selectbox(key="neuron_compare_right").value != "g0"
+    assert at.selectbox(key="neuron.compare_right").value != "g0"
 
 
 def test_two_images_are_compared_on_one_scale(app_env):
     at = open_app("neuron")
-    at.selectbox(key="neuron_compare_right").set_value("g5").run()
+    at.selectbox(key="neuron.compare_right").set_value("g5").run()
     assert_clean(at)
     compare = [(spec, data) for spec, data in charts(at)][-2:]
     ranges = [legend_range(data) for _, data in compare]
@@ -681,7 +565,7 @@ def test_training_snapshots_on_feature_map_grid_and_model_pages(app_env, monkeyp
     folder = snapshot_folder(app_env / "snapshots", {0: 11, 3: None}, best=3)
     monkeypatch.setenv("FEATAPP_SNAPSHOTS", str(folder))
     at = open_app("feature_map")
-    slider = at.select_slider(key="feature_map_snapshot")
+    slider = at.select_slider(key="feature_map.snapshot")
     assert slider.value == "final"
     final_picture = heatmap_picture(at)
     epoch0 = str(folder / "epoch_000.onnx")
@@ -697,11 +581,11 @@ def test_training_snapshots_on_feature_map_grid_and_model_pages(app_env, monkeyp
     assert labels[2] == "final model"
     assert "noise-like" in main_text(at)
     go(at, "layer_grid")  # the choice carries over
-    assert at.select_slider(key="layer_grid_snapshot").value == epoch0
+    assert at.select_slider(key="layer_grid.snapshot").value == epoch0
     assert "at epoch 0" in main_text(at)
     go(at, "model")
     random_filters = at.main.image[0].value
-    at.select_slider(key="model_snapshot").set_value("final").run()
+    at.select_slider(key="model.snapshot").set_value("final").run()
     assert at.main.image[0].value != random_filters
 
 
@@ -778,7 +662,8 @@ def test_config_limits_uploads_and_needs_no_internet():
     config = tomllib.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
     assert config["server"]["maxUploadSize"] == 10
     assert config["browser"]["gatherUsageStats"] is False
-    sources = [APP, *(REPO_ROOT / path for path in PAGE_FILES.values()), REPO_ROOT / "featapp" / "pages" / "shared.py"]
+    helpers = [REPO_ROOT / "featapp" / "pages" / f"{name}.py" for name in ("caches", "view", "chrome")]
+    sources = [APP, *(REPO_ROOT / path for path in PAGE_FILES.values()), *helpers]
     for source in sources:
         text = source.read_text(encoding="utf-8")
         assert ":material/" not in text, f"{source.name} uses a Material icon (a font from the internet)"

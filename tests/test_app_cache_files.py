@@ -17,11 +17,11 @@ from featapp.analysis import NeuronStats, cache_path
 from featapp.dataset import Dataset
 from featapp.model import load_model
 from tests.appmodels import COMMITTED_MODEL
-from tests.test_app import app_env, captions, main_text, open_app  # noqa: F401 - app_env is a fixture
+from tests.apptest import captions, main_text, open_app
 
 
 @pytest.fixture
-def small_dataset(app_env, monkeypatch, dataset):  # noqa: F811
+def small_dataset(app_env, monkeypatch, dataset):
     """Six test photos, linked (not copied) into a dataset folder of their own."""
     root = app_env / "small"
     for item in dataset.sample("test", per_class=3, seed=5):
@@ -37,7 +37,7 @@ def ranked(at) -> list[str]:
 
 
 def scan_in_the_app(at, count: int) -> None:
-    at.radio(key="neuron_source").set_value("dataset").run()
+    at.radio(key="neuron.source").set_value("dataset").run()
     assert "have not been scanned" in main_text(at)
     # The page counts the photos of its cached listing (kept 10 minutes), which may not
     # have the newest file yet; the scan itself always lists the folder again.
@@ -48,7 +48,7 @@ def scan_in_the_app(at, count: int) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["cut-off", "garbled", "another-model"])
-def test_a_bad_statistics_file_is_scanned_again(app_env, small_dataset, damage):  # noqa: F811
+def test_a_bad_statistics_file_is_scanned_again(app_env, small_dataset, damage):
     path = cache_path(load_model(COMMITTED_MODEL, provider="cpu"), Dataset(small_dataset), "test", app_env / "cache")
     path.parent.mkdir(parents=True, exist_ok=True)
     at = open_app("neuron")
@@ -69,7 +69,7 @@ def test_a_bad_statistics_file_is_scanned_again(app_env, small_dataset, damage):
 
 
 @pytest.mark.slow
-def test_a_changed_dataset_is_scanned_again(app_env, small_dataset, dataset):  # noqa: F811
+def test_a_changed_dataset_is_scanned_again(app_env, small_dataset, dataset):
     at = open_app("neuron")
     scan_in_the_app(at, 6)
     extra = dataset.sample("test", per_class=4, seed=5)[-1]  # a seventh photo arrives

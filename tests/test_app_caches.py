@@ -1,4 +1,4 @@
-"""The app's shared caches (featapp/pages/shared.py), called directly: one copy of an image's
+"""The app's shared caches (featapp/pages/caches.py), called directly: one copy of an image's
 activations for every session, which no page can change, and pictures encoded once."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ logging.getLogger("streamlit.runtime.caching").setLevel(logging.ERROR)
 
 
 @pytest.fixture(scope="module")
-def shared():
-    from featapp.pages import shared
+def caches():
+    from featapp.pages import caches
 
-    return shared
+    return caches
 
 
 @pytest.fixture
@@ -29,9 +29,9 @@ def photo(model, cat_photo) -> CurrentImage:
     return CurrentImage.from_array(prepare_image(cat_photo, model.input_spec), "dataset", cat_photo.name)
 
 
-def test_activations_are_computed_once_shared_and_read_only(shared, model, photo):
-    first = shared.activations(model, photo)
-    assert shared.activations(model, photo) is first  # every session reads the same arrays, no copy
+def test_activations_are_computed_once_shared_and_read_only(caches, model, photo):
+    first = caches.activations(model, photo)
+    assert caches.activations(model, photo) is first  # every session reads the same arrays, no copy
     name = model.layers[0].name
     expected = model.activations(photo.array[np.newaxis])[name][0]
     np.testing.assert_array_equal(first[name], expected)
@@ -39,34 +39,34 @@ def test_activations_are_computed_once_shared_and_read_only(shared, model, photo
         first[name][0, 0, 0] = 1.0  # a page writing into the map would change it for every student
     with pytest.raises(TypeError):
         first["extra"] = expected  # type: ignore[index]
-    np.testing.assert_array_equal(shared.activations(model, photo)[name], expected)
+    np.testing.assert_array_equal(caches.activations(model, photo)[name], expected)
 
 
-def test_a_picture_is_encoded_once_as_png_and_sized_for_its_place(shared):
+def test_a_picture_is_encoded_once_as_png_and_sized_for_its_place(caches):
     picture = np.random.default_rng(5).integers(0, 256, (150, 150, 3), dtype=np.uint8)
-    data = shared.picture_png(picture)
+    data = caches.picture_png(picture)
     decoded = Image.open(io.BytesIO(data))
     assert decoded.format == "PNG"
     np.testing.assert_array_equal(np.asarray(decoded), picture)  # lossless
-    assert shared.picture_png(picture.copy()) == data  # the same pixels are the same cached bytes
+    assert caches.picture_png(picture.copy()) == data  # the same pixels are the same cached bytes
     other = picture.copy()
     other[0, 0, 0] ^= 1
-    assert shared.picture_png(other) != data  # one changed pixel is another picture
-    sized = Image.open(io.BytesIO(shared.picture_png(picture, 360)))
+    assert caches.picture_png(other) != data  # one changed pixel is another picture
+    sized = Image.open(io.BytesIO(caches.picture_png(picture, 360)))
     assert sized.size == (360, 360)
 
 
-def test_a_heatmap_view_is_built_once_and_every_channel_is_its_own(shared, model, photo):
+def test_a_heatmap_view_is_built_once_and_every_channel_is_its_own(caches, model, photo):
     import pyarrow as pa
 
     from featapp import render
 
     layer = model.layers[0].name
-    maps = shared.activations(model, photo)[layer]
+    maps = caches.activations(model, photo)[layer]
     scale = render.COLOUR_SCALES["blues4"]
     vr = render.value_range(maps[0], "per map")
-    spec = shared.heatmap_spec(model, photo, layer, 0, vr, scale, width_px=360)
-    assert shared.heatmap_spec(model, photo, layer, 0, vr, scale, width_px=360) is spec  # a second student: no work
+    spec = caches.heatmap_spec(model, photo, layer, 0, vr, scale, width_px=360)
+    assert caches.heatmap_spec(model, photo, layer, 0, vr, scale, width_px=360) is spec  # a second student: no work
     assert all(isinstance(table, pa.Table) for table in spec["datasets"].values())
     # What it shows is the chart of that map: the picture render draws for it.
     picture = spec["datasets"]["picture"].column("url")[0].as_py()
@@ -74,12 +74,12 @@ def test_a_heatmap_view_is_built_once_and_every_channel_is_its_own(shared, model
     # Another channel, range, colour scale or chosen cell is another chart.
     other_vr = render.value_range(maps[1], "per map")
     others = [
-        shared.heatmap_spec(model, photo, layer, 1, other_vr, scale, width_px=360),
-        shared.heatmap_spec(
+        caches.heatmap_spec(model, photo, layer, 1, other_vr, scale, width_px=360),
+        caches.heatmap_spec(
             model, photo, layer, 0, render.value_range(maps[0], "per layer", layer_values=maps), scale, width_px=360
         ),
-        shared.heatmap_spec(model, photo, layer, 0, vr, render.COLOUR_SCALES["viridis"], width_px=360),
-        shared.heatmap_spec(model, photo, layer, 0, vr, scale, width_px=360, selected_cell=(3, 4)),
+        caches.heatmap_spec(model, photo, layer, 0, vr, render.COLOUR_SCALES["viridis"], width_px=360),
+        caches.heatmap_spec(model, photo, layer, 0, vr, scale, width_px=360, selected_cell=(3, 4)),
     ]
     assert all(other is not spec for other in others)
     assert others[3]["datasets"]["outline"].to_pylist() == [{"r0": 3, "r1": 4, "c0": 4, "c1": 5}]
@@ -88,44 +88,44 @@ def test_a_heatmap_view_is_built_once_and_every_channel_is_its_own(shared, model
     )
 
 
-def test_a_layer_grid_is_built_once_per_view(shared, model, photo):
+def test_a_layer_grid_is_built_once_per_view(caches, model, photo):
     from featapp import render
 
     layer = model.layers[2].name
-    maps = shared.activations(model, photo)[layer]
+    maps = caches.activations(model, photo)[layer]
     scale = render.COLOUR_SCALES["blues4"]
-    chart, ordered, dead = shared.tile_grid(model, photo, layer, (1, 8), "max", scale, "per map", None, width_px=880)
-    again = shared.tile_grid(model, photo, layer, (1, 8), "max", scale, "per map", None, width_px=880)
+    chart, ordered, dead = caches.tile_grid(model, photo, layer, (1, 8), "max", scale, "per map", None, width_px=880)
+    again = caches.tile_grid(model, photo, layer, (1, 8), "max", scale, "per map", None, width_px=880)
     assert again[0] is chart
     assert ordered == render.order_channels(maps, range(8), "max")
     assert dead == [channel for channel in range(8) if render.is_constant(maps[channel])]
     assert [row["ch"] for row in chart["datasets"]["tiles"].to_pylist()] == ordered
-    fewer = shared.tile_grid(model, photo, layer, (2, 5), "index", scale, "per map", None, width_px=880)
+    fewer = caches.tile_grid(model, photo, layer, (2, 5), "index", scale, "per map", None, width_px=880)
     assert fewer[1] == [1, 2, 3, 4]
 
 
-def test_gallery_pictures_are_the_photos_encoded_once(shared, model, dataset):
-    pictures = shared.gallery_pictures(model, dataset, "test", 0)
-    assert shared.gallery_pictures(model, dataset, "test", 0) is pictures
-    _, pixels = shared.gallery(model, dataset, "test", 0)
+def test_gallery_pictures_are_the_photos_encoded_once(caches, model, dataset):
+    pictures = caches.gallery_pictures(model, dataset, "test", 0)
+    assert caches.gallery_pictures(model, dataset, "test", 0) is pictures
+    _, pixels = caches.gallery(model, dataset, "test", 0)
     assert len(pictures) == len(pixels) == 20
     for data, photo in zip(pictures, pixels, strict=True):
-        assert data == shared.picture_png(photo)
+        assert data == caches.picture_png(photo)
         np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), photo)
-    assert shared.gallery_pictures(model, dataset, "test", 1) != pictures  # another sample, other photos
+    assert caches.gallery_pictures(model, dataset, "test", 1) != pictures  # another sample, other photos
 
 
-def test_the_snapshot_index_is_read_again_only_when_it_changes(shared, monkeypatch, tmp_path):
+def test_the_snapshot_index_is_read_again_only_when_it_changes(caches, monkeypatch, tmp_path):
     from tests.appmodels import snapshot_folder
 
     folder = snapshot_folder(tmp_path / "snaps", {0: 11, 3: None}, best=3)
     monkeypatch.setenv("FEATAPP_SNAPSHOTS", str(folder))
-    first, problem = shared._read_snapshots()
+    first, problem = caches.read_snapshots()
     assert problem is None and len(first) == 2
-    assert shared._read_snapshots()[0] == first
+    assert caches.read_snapshots()[0] == first
     index = folder / "index.json"
     index.write_text("{not json", encoding="utf-8")  # a new size and time stamp: read again
-    snaps, problem = shared._read_snapshots()
+    snaps, problem = caches.read_snapshots()
     assert snaps == [] and "damaged" in problem
     index.unlink()
-    assert shared._read_snapshots() == ([], None)
+    assert caches.read_snapshots() == ([], None)

@@ -7,8 +7,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from featapp.download import SOURCES
+from tests.apptest import APP, TIMEOUT, assert_clean, captions, main_text
 from tests.archives import FILTERED_COUNTS, ArchiveServer, filtered_members, zip_bytes
-from tests.test_app import APP, TIMEOUT, assert_clean, captions, main_text
 
 
 @pytest.fixture
@@ -40,15 +40,15 @@ def test_download_button_brings_the_gallery_without_a_restart(server, no_photos,
     assert "No dataset folder" in main_text(at) and not captions(at)
     text = main_text(at)
     assert "Licence:" in text and url in text
-    assert [b.label for b in at.button if b.key == "gallery_download"] == ["⬇️ Download the course photos"]
-    at.button(key="gallery_download").click().run()
+    assert [b.label for b in at.button if b.key == "gallery.download"] == ["⬇️ Download the course photos"]
+    at.button(key="gallery.download").click().run()
     assert_clean(at)
     assert not at.error, [e.value for e in at.error]
     assert "10 photos downloaded into" in main_text(at)
     assert (no_photos / "photos" / "train" / "cats").is_dir()
     # the gallery is there in the same session: photos with the model's answers, and no download button
     assert len([c for c in captions(at) if "p(dog)" in c]) == 6  # the train split: 3 cats, 3 dogs
-    assert not [b for b in at.button if b.key == "gallery_download"]
+    assert not [b for b in at.button if b.key == "gallery.download"]
 
 
 def test_download_failure_is_a_message_and_the_app_goes_on(server, no_photos, monkeypatch):
@@ -57,11 +57,11 @@ def test_download_failure_is_a_message_and_the_app_goes_on(server, no_photos, mo
     monkeypatch.setitem(SOURCES, "tf-filtered", SOURCES["tf-filtered"].with_(url=url, size=len(data) + 1))
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
-    at.button(key="gallery_download").click().run()
+    at.button(key="gallery.download").click().run()
     assert_clean(at)
     assert "could not be downloaded" in at.error[0].value and "not the expected" in at.error[0].value
     assert not (no_photos / "photos").exists()
-    assert [b for b in at.button if b.key == "gallery_download"]  # one can try again
+    assert [b for b in at.button if b.key == "gallery.download"]  # one can try again
 
 
 def test_a_destination_that_cannot_be_written_is_a_message(server, no_photos, monkeypatch):
@@ -75,7 +75,7 @@ def test_a_destination_that_cannot_be_written_is_a_message(server, no_photos, mo
     monkeypatch.setenv("FEATAPP_DATA_DIR", str(blocker / "photos"))
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
-    at.button(key="gallery_download").click().run()
+    at.button(key="gallery.download").click().run()
     assert_clean(at)
     assert "could not be downloaded" in at.error[0].value
-    assert [b for b in at.button if b.key == "gallery_download"]
+    assert [b for b in at.button if b.key == "gallery.download"]

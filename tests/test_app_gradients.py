@@ -8,12 +8,12 @@ import numpy as np
 from featapp.featurevis import visualize
 from featapp.gradients import load_gradients
 from tests.appmodels import COMMITTED_MODEL, trunk_of
-from tests.test_app import app_env, captions, first_photo, go, main_text, open_app  # noqa: F401 - fixtures
+from tests.apptest import captions, go, main_text, open_app
 
 STEPS = 4  # the app's steps per picture, kept small here (FEATAPP_VIS_STEPS)
 
 
-def test_model_page_saliency_and_gradcam(app_env, model, first_photo):  # noqa: F811
+def test_model_page_saliency_and_gradcam(app_env, model, first_photo):
     at = open_app("model")
     assert not any(c.startswith("Saliency of") for c in captions(at))  # computed only when asked
     next(b for b in at.main.button if b.label.startswith("Compute saliency")).click().run()
@@ -26,7 +26,7 @@ def test_model_page_saliency_and_gradcam(app_env, model, first_photo):  # noqa: 
     assert f"Saliency of '{predicted}' (SmoothGrad)" in captions(at)
 
 
-def test_feature_map_channel_picture_and_layer_grid(app_env, monkeypatch, model):  # noqa: F811
+def test_feature_map_channel_picture_and_layer_grid(app_env, monkeypatch, model):
     monkeypatch.setenv("FEATAPP_VIS_STEPS", str(STEPS))
     at = open_app("feature_map")
     assert "What this channel looks for" in main_text(at)
@@ -45,7 +45,7 @@ def test_feature_map_channel_picture_and_layer_grid(app_env, monkeypatch, model)
     assert any(c.startswith("Channel 1: mean activation") for c in captions(at2))
 
 
-def test_neuron_page_shows_what_the_channel_looks_for(app_env, monkeypatch):  # noqa: F811
+def test_neuron_page_shows_what_the_channel_looks_for(app_env, monkeypatch):
     monkeypatch.setenv("FEATAPP_VIS_STEPS", str(STEPS))
     at = open_app("neuron")
     assert "What this channel looks for" in main_text(at)
@@ -54,7 +54,7 @@ def test_neuron_page_shows_what_the_channel_looks_for(app_env, monkeypatch):  # 
     assert any(c.startswith("Channel 1: mean activation") for c in captions(at))
 
 
-def test_trunk_models_give_messages_not_crashes(app_env, monkeypatch):  # noqa: F811
+def test_trunk_models_give_messages_not_crashes(app_env, monkeypatch):
     monkeypatch.setenv("FEATAPP_VIS_STEPS", str(STEPS))
     # A committed snapshot (it has a gradient file): class views say why not, channel views work.
     monkeypatch.setenv("FEATAPP_MODEL", str(COMMITTED_MODEL.parent / "snapshots" / "epoch_000.onnx"))

@@ -17,7 +17,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.appmodels import COMMITTED_MODEL
-from tests.test_app import APP, TIMEOUT, app_env, main_text  # noqa: F401 - app_env is a fixture
+from tests.apptest import APP, TIMEOUT, main_text
 
 
 def _truncated(path: Path) -> None:
@@ -61,7 +61,7 @@ def make_broken_model(problem: str, path: Path) -> Path:
 
 
 @pytest.mark.parametrize("problem", [p for p in BROKEN_MODELS if p not in COVERED_BY_TEST_APP])
-def test_a_broken_model_gives_a_fix_it_page(app_env, monkeypatch, problem):  # noqa: F811
+def test_a_broken_model_gives_a_fix_it_page(app_env, monkeypatch, problem):
     path = make_broken_model(problem, app_env / "model.onnx")
     monkeypatch.setenv("FEATAPP_MODEL", str(path))
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()

@@ -12,8 +12,9 @@ from featapp.analysis import load_cached
 from featapp.appstate import get_current
 from featapp.dataset import Dataset
 from featapp.images import prepare_image
-from featapp.pages.shared import CHANNEL, CLASSES_LAYER, CLASSES_TAB, CLASSES_TABS, LAYER, PAGE_FILES
-from tests.test_app import as_shown, assert_clean, charts, go, main_text, open_app, rows_of, views
+from featapp.pages.chrome import PAGE_FILES
+from featapp.pages.view import CHANNEL, CLASSES_LAYER, CLASSES_TAB, CLASSES_TABS, LAYER
+from tests.apptest import as_shown, assert_clean, charts, go, main_text, open_app, rows_of, views
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_channels_tab_ranks_the_deepest_conv_layer_and_opens_the_feature_map(env
     assert {p.name for p in stats.paths} <= names
     # "Map" under the first dog photo opens the Feature map on this channel with that photo.
     dog = classes.class_top(stats, "conv2d_3", best.channel, "dogs", 1)[0]
-    button = at.button(key=f"classes_open_conv2d_3_{best.channel}_{dog.index}")
+    button = at.button(key=f"classes.open_conv2d_3_{best.channel}_{dog.index}")
     button.click().run()
     assert_clean(at)
     assert at.session_state[LAYER] == "conv2d_3" and at.session_state[CHANNEL] == best.channel + 1
@@ -85,7 +86,7 @@ def test_channels_tab_ranks_the_deepest_conv_layer_and_opens_the_feature_map(env
     assert at.dataframe[0].value["unit"].tolist()[:10] == [row.channel + 1 for row in dense.ranked(10)]
     unit = dense.ranked()[0].channel
     cat = classes.class_top(stats, "dense", unit, "cats", 1)[0]
-    at.button(key=f"classes_open_dense_{unit}_{cat.index}").click().run()
+    at.button(key=f"classes.open_dense_{unit}_{cat.index}").click().run()
     assert_clean(at)
     assert get_current(at.session_state).title == f"{cat.path.name} (test)"
     assert "What tells a cat from a dog" in at.title[0].value, "a unit's photo opens here, not on another page"
@@ -130,7 +131,7 @@ def test_map_tab_places_every_photo_and_the_current_image(env, model, six_photos
     query = model.activations(current.array[np.newaxis])["dense"][0]
     indices, distances = projection.nearest(features, query, k=6)
     first = next(i for i, d in zip(indices, distances, strict=True) if d > 1e-5)
-    at.button(key=f"classes_near_{first}").click().run()
+    at.button(key=f"classes.near_{first}").click().run()
     assert_clean(at)
     assert get_current(at.session_state).title == f"{stats.paths[first].name} (test)"
 

@@ -10,8 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from featapp.filters import FirstLayerFilters, filter_pictures, read_first_layer_filters
 from featapp.images import prepare_image
 from featapp.model import ModelError, load_model
-from tests.modelfactory import Conv, TinyNet, build
-from tests.tinymodel import build_tiny_model
+from tests.modelfactory import Conv, TinyNet, build, build_red_model
 
 
 def test_committed_filters_reproduce_layer_one(model, cat_photo):
@@ -61,7 +60,7 @@ def test_weights_behind_constant_and_identity_nodes(tmp_path):
 
 
 def test_model_without_convolution_says_so(tmp_path):
-    path = build_tiny_model(tmp_path / "no_conv.onnx")
+    path = build_red_model(tmp_path / "no_conv.onnx")
     assert load_model(path).layers  # a fine model for maps...
     with pytest.raises(ModelError, match="no first convolution"):
         read_first_layer_filters(path)  # ...that has no filters to show

@@ -32,7 +32,7 @@ from uploadcorpus import BY_NAME, CASES, cases_for
 
 from featapp.appstate import CURRENT_KEY, UPLOAD_MAX_BYTES
 from featapp.images import prepare_image
-from tests.test_app import app_env, as_shown, go, heatmap_picture, main_text, open_app, upload  # noqa: F401 - app_env is a fixture
+from tests.apptest import as_shown, go, heatmap_picture, main_text, open_app, upload
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -157,7 +157,7 @@ def expected_heatmap(model, data: bytes) -> np.ndarray:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [case.name for case in cases_for("app")])
-def test_upload_through_the_app(app_env, model, name):  # noqa: F811 - app_env is the imported fixture
+def test_upload_through_the_app(app_env, model, name):
     case = BY_NAME[name]
     data = case.data()
     at = open_app()

@@ -77,5 +77,5 @@ def test_importing_a_library_module_loads_no_streamlit_and_no_tensorflow(module:
 def test_the_check_sees_a_forbidden_import() -> None:
     # The control: the pages are the Streamlit edge, so the same check must report Streamlit there.
     # Without this a check that never finds anything (a wrong module list, a broken filter) would pass.
-    # shared.py is a module of helpers; the page files are scripts that draw when imported.
-    assert "streamlit" in forbidden_modules_loaded_by("featapp.pages.shared")
+    # caches.py is a module of helpers; the page files are scripts that draw when imported.
+    assert "streamlit" in forbidden_modules_loaded_by("featapp.pages.caches")

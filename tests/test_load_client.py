@@ -5,17 +5,14 @@ rotting as the app changes; the timings themselves are in BENCHMARKS.md, not tes
 from __future__ import annotations
 
 import asyncio
-import sys
 
-from tests.browsing import REPO_ROOT, app_env, streamlit_server
-
-sys.path.insert(0, str(REPO_ROOT / "bench"))
+from tests.browsing import server_env, streamlit_server
 
 
 def test_one_protocol_student_visits_every_page_without_errors(tmp_path, data_dir):
-    from load_test import INTERACTIONS, Server, layer_plans, protocol_student
+    from bench.load_test import INTERACTIONS, Server, layer_plans, protocol_student
 
-    env = app_env(FEATAPP_DATA_DIR=str(data_dir), FEATAPP_CACHE_DIR=str(tmp_path / "cache"))
+    env = server_env(FEATAPP_DATA_DIR=str(data_dir), FEATAPP_CACHE_DIR=str(tmp_path / "cache"))
     with streamlit_server(tmp_path / "server.log", env) as url:
         result = asyncio.run(protocol_student(Server("test", url), 1, 0, 120, layer_plans(2, 1)[0]))
     assert result.errors == []
@@ -24,7 +21,7 @@ def test_one_protocol_student_visits_every_page_without_errors(tmp_path, data_di
 
 
 def test_the_protocol_client_reports_an_exception_element(tmp_path):
-    from streamlit_client import AppClient, AppError
+    from bench.streamlit_client import AppClient, AppError
 
     app = tmp_path / "app"
     app.mkdir()
@@ -37,7 +34,7 @@ def test_the_protocol_client_reports_an_exception_element(tmp_path):
         finally:
             await client.close()
 
-    with streamlit_server(tmp_path / "server.log", app_env(), app_dir=app) as url:
+    with streamlit_server(tmp_path / "server.log", server_env(), app_dir=app) as url:
         try:
             asyncio.run(visit(url))
         except AppError as error:

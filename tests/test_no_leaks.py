@@ -20,7 +20,7 @@ from PIL import Image
 from traces import Secret, default_roots, files_modified_since, find_traces
 
 from featapp.appstate import CURRENT_KEY
-from tests.test_app import app_env, go, open_app, open_tab, upload  # noqa: F401 - app_env is a fixture
+from tests.apptest import go, open_app, open_tab, upload
 
 
 def photo(seed: int) -> np.ndarray:
@@ -30,7 +30,7 @@ def photo(seed: int) -> np.ndarray:
     return pixels ^ rng.integers(0, 32, pixels.shape, dtype=np.uint8)
 
 
-def test_uploaded_and_camera_photos_leave_no_trace(app_env, caplog, capfd):  # noqa: F811
+def test_uploaded_and_camera_photos_leave_no_trace(app_env, caplog, capfd):
     since = time.time() - 1  # file times can be a little behind the clock
     caplog.set_level(logging.DEBUG)
     png, jpeg, camera = Secret.new(".png"), Secret.new(".jpg"), Secret.new(".jpg")
@@ -50,8 +50,8 @@ def test_uploaded_and_camera_photos_leave_no_trace(app_env, caplog, capfd):  # n
         for page in ("feature_map", "layer_grid", "neuron", "model", "gallery"):
             go(at, page)  # every page draws it; the model page prepares the .npz and PNG downloads
     open_tab(at, 2)
-    at.toggle(key="gallery_camera_on").set_value(True).run()
-    at.camera_input(key="gallery_camera").set_value((camera.filename, files[camera], "image/jpeg")).run()
+    at.toggle(key="gallery.camera_on").set_value(True).run()
+    at.camera_input(key="gallery.camera").set_value((camera.filename, files[camera], "image/jpeg")).run()
     assert at.session_state[CURRENT_KEY].source == "camera"
     pixel_rows.append(at.session_state[CURRENT_KEY].array[75].tobytes())
     go(at, "feature_map")

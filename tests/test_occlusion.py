@@ -10,19 +10,19 @@ import pytest
 from featapp.images import prepare_image
 from featapp.model import load_model
 from featapp.occlusion import occlusion_sensitivity, patch_starts
-from tests.tinymodel import build_tiny_model
+from tests.modelfactory import build_red_model
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """48x48 RGB model whose p(red) is the mean of the red channel / 255."""
-    return load_model(build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny.onnx"), provider="cpu")
+    return load_model(build_red_model(tmp_path_factory.mktemp("tiny") / "tiny.onnx"), provider="cpu")
 
 
 @pytest.fixture(scope="module")
 def tiny_wide(tmp_path_factory):
     """The same model on a 40 x 64 (rows x cols) input, to tell rows from columns."""
-    path = build_tiny_model(tmp_path_factory.mktemp("tiny_wide") / "wide.onnx", height=40, width=64)
+    path = build_red_model(tmp_path_factory.mktemp("tiny_wide") / "wide.onnx", height=40, width=64)
     return load_model(path, provider="cpu")
 
 
@@ -157,7 +157,7 @@ def test_real_photo_map(model, cat_photo):
 
 
 def test_grayscale_model(tmp_path):
-    gray = load_model(build_tiny_model(tmp_path / "gray.onnx", height=32, width=32, channels=1), provider="cpu")
+    gray = load_model(build_red_model(tmp_path / "gray.onnx", height=32, width=32, channels=1), provider="cpu")
     image = np.full((32, 32, 1), 200, np.uint8)
     result = occlusion_sensitivity(gray, image, patch=8, stride=8, fill=128)
     assert result.drop.shape == (4, 4) and result.class_name == "red"

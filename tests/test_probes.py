@@ -203,9 +203,9 @@ def test_real_model_layer_1_has_channels_that_prefer_horizontal_or_vertical_edge
 
 def test_a_grayscale_model_takes_its_probes(tmp_path):
     from featapp.model import load_model
-    from tests.tinymodel import build_tiny_model
+    from tests.modelfactory import build_red_model
 
-    gray = load_model(build_tiny_model(tmp_path / "gray.onnx", height=32, width=40, channels=1), provider="cpu")
+    gray = load_model(build_red_model(tmp_path / "gray.onnx", height=32, width=40, channels=1), provider="cpu")
     probes = probe_images(gray.input_spec)
     means = gray.activations(np.stack([p.image for p in probes]))["red_mean"][:, 0]
     # The model's mean brightness equals the probe's, so each probe arrived intact.

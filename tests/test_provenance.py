@@ -15,7 +15,7 @@ from featapp.cli import main
 from featapp.dataset import Dataset
 from featapp.model import DEFAULT_MODEL_PATH
 from featapp.provenance import file_sha256, hash_folders, hashes_path, read_hashes, trained_on, write_hashes
-from tests.test_app import APP, TIMEOUT, assert_clean, captions, main_text
+from tests.apptest import APP, TIMEOUT, assert_clean, captions, main_text
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -121,7 +121,7 @@ def test_gallery_of_training_photos_gives_no_score(monkeypatch, tmp_path, data_d
     monkeypatch.delenv("FEATAPP_MODEL", raising=False)
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
-    at.selectbox(key="gallery_split").set_value("train").run()
+    at.selectbox(key="gallery.split").set_value("train").run()
     assert_clean(at)
     photo_captions = [c for c in captions(at) if "p(dog)" in c]
     assert len(photo_captions) == 20 and all(TRAINED_ON_TEXT in c for c in photo_captions)

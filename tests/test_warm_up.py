@@ -1,4 +1,4 @@
-"""The server's head start: ``shared.warm_up`` fills the caches the first visit reads,
+"""The server's head start: ``chrome.warm_up`` fills the caches the first visit reads,
 and ``streamlit run streamlit_app.py`` runs it before any browser connects."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import urllib.request
 import pytest
 import streamlit as st
 
+from featapp import settings
 from featapp.model import FeatureModel
-from featapp.pages import shared
+from featapp.pages import caches, chrome, view
 from tests import browsing
-from tests.test_app import app_env  # noqa: F401 - a fixture
 
 
 def _refuse_inference(monkeypatch) -> None:
@@ -32,37 +32,37 @@ def empty_caches():
     st.cache_resource.clear()
 
 
-def test_after_warm_up_the_first_visit_runs_no_inference(app_env, empty_caches, monkeypatch, dataset):  # noqa: F811
-    report = shared.warm_up()
+def test_after_warm_up_the_first_visit_runs_no_inference(app_env, empty_caches, monkeypatch, dataset):
+    report = chrome.warm_up()
     assert "first gallery ready" in report and "(CPU)" in report, report
 
     _refuse_inference(monkeypatch)
-    model = shared.model_at(shared.main_model_path())
-    items, pixels = shared.gallery(model, shared.dataset(), "test", 0)
+    model = caches.model_at(settings.model_path())
+    items, pixels = caches.gallery(model, caches.dataset(), "test", 0)
     assert [item.name for item in items] == [item.name for item in dataset.sample("test", per_class=10, seed=0)]
-    assert shared.gallery_prediction(model, pixels).probabilities.shape == (20, 2)
-    image = shared._default_image(model, seed=0)
+    assert caches.gallery_prediction(model, pixels).probabilities.shape == (20, 2)
+    image = view.default_image(model, seed=0)
     assert image.title == f"{items[0].name} (test)"
-    assert shared.prediction(model, image) is not None
-    assert list(shared.activations(model, image)) == list(model.layer_names)
+    assert caches.prediction(model, image) is not None
+    assert list(caches.activations(model, image)) == list(model.layer_names)
 
 
-def test_without_a_dataset_warm_up_prepares_the_first_probe(app_env, empty_caches, monkeypatch, tmp_path):  # noqa: F811
+def test_without_a_dataset_warm_up_prepares_the_first_probe(app_env, empty_caches, monkeypatch, tmp_path):
     monkeypatch.setenv("FEATAPP_DATA_DIR", str(tmp_path / "no-photos-here"))
-    report = shared.warm_up()
+    report = chrome.warm_up()
     assert report == "featapp: model loaded (CPU); no dataset, so no gallery to prepare", report
 
     _refuse_inference(monkeypatch)
-    model = shared.model_at(shared.main_model_path())
-    image = shared._default_image(model, seed=0)
-    assert image.title == shared.probes(model)[0].title
-    assert shared.prediction(model, image) is not None
+    model = caches.model_at(settings.model_path())
+    image = view.default_image(model, seed=0)
+    assert image.title == caches.probes(model)[0].title
+    assert caches.prediction(model, image) is not None
 
 
-def test_warm_up_without_a_model_reports_it_and_leaves_the_message_to_the_page(app_env, empty_caches, monkeypatch):  # noqa: F811
+def test_warm_up_without_a_model_reports_it_and_leaves_the_message_to_the_page(app_env, empty_caches, monkeypatch):
     missing = app_env / "missing.onnx"
     monkeypatch.setenv("FEATAPP_MODEL", str(missing))
-    report = shared.warm_up()
+    report = chrome.warm_up()
     assert report.startswith("featapp: no model to load before the first visitor") and str(missing) in report
 
 
@@ -77,7 +77,7 @@ def _wait_for_line(log, text: str, timeout: float = 90) -> str:
 
 
 def test_the_server_prepares_before_anyone_visits(tmp_path, data_dir):
-    env = browsing.app_env(FEATAPP_DATA_DIR=str(data_dir), FEATAPP_CACHE_DIR=str(tmp_path / "cache"))
+    env = browsing.server_env(FEATAPP_DATA_DIR=str(data_dir), FEATAPP_CACHE_DIR=str(tmp_path / "cache"))
     log = tmp_path / "streamlit.log"
     with browsing.streamlit_server(log, env):
         # Only the health check has been asked for: no browser, no session, no script run.
@@ -88,7 +88,7 @@ def test_the_server_prepares_before_anyone_visits(tmp_path, data_dir):
 
 def test_a_server_without_its_model_still_starts_and_says_why(tmp_path):
     missing = tmp_path / "missing.onnx"
-    env = browsing.app_env(FEATAPP_MODEL=str(missing), FEATAPP_CACHE_DIR=str(tmp_path / "cache"))
+    env = browsing.server_env(FEATAPP_MODEL=str(missing), FEATAPP_CACHE_DIR=str(tmp_path / "cache"))
     log = tmp_path / "streamlit.log"
     with browsing.streamlit_server(log, env) as url:
         _wait_for_line(log, "featapp: no model to load before the first visitor")

@@ -5,21 +5,21 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from featapp import render
+from featapp import analysis, render
 from featapp.appstate import CurrentImage, set_current
 from featapp.captions import markdown_literal
 from featapp.classes import class_top, contributions, health_table, network_health
 from featapp.dataset import DatasetError
 from featapp.images import ImageError, prepare_image
 from featapp.model import ModelError
-from featapp.pages import shared
+from featapp.pages import caches, chrome, view
 from featapp.projection import METHODS, available_methods, image_features, nearest, predicted_labels
 
 GOTO = "classes.goto"
-SCAN_SPLIT = "neuron.split"  # the scanned split, shared with "One neuron, many images"
-LAYER_KEY, BY_KEY = shared.CLASSES_LAYER, "classes.by"
+SCAN_SPLIT = view.SCAN_SPLIT  # the scanned split, shared with "One neuron, many images"
+LAYER_KEY, BY_KEY = view.CLASSES_LAYER, "classes.by"
 MAP_LAYER, MAP_METHOD, MAP_NONCE = "classes.map_layer", "classes.map_method", "classes.map_nonce"
-TAB_KEY, TABS = shared.CLASSES_TAB, shared.CLASSES_TABS
+TAB_KEY, TABS = view.CLASSES_TAB, view.CLASSES_TABS
 PER_CLASS = 5
 CHART_CHANNELS = 10
 NEIGHBOURS = 8
@@ -28,11 +28,11 @@ MAP_PX = 480
 CLASS_COLOURS = ("#e8833a", "#2f6db5", "#6aa84f", "#a64d79")
 
 if GOTO in st.session_state:
-    shared.goto(st.session_state.pop(GOTO))
+    chrome.goto(st.session_state.pop(GOTO))
 
-model = shared.model_or_error_page()
-image = shared.current_image(model)
-scale = render.COLOUR_SCALES.get(st.session_state.get(shared.COLOURS, "blues4"), render.LECTURE_BLUES)
+model = chrome.model_or_error_page()
+image = view.current_image(model)
+scale = render.COLOUR_SCALES.get(st.session_state.get(view.COLOURS, "blues4"), render.LECTURE_BLUES)
 
 
 def _make_current(path: str, class_name: str, split: str) -> bool:
@@ -43,7 +43,7 @@ def _make_current(path: str, class_name: str, split: str) -> bool:
         return False
     name = path.rsplit("/", 1)[-1]
     set_current(st.session_state, CurrentImage.from_array(pixels, "gallery", f"{name} ({split})", class_name))
-    st.session_state[shared.CELL] = None
+    st.session_state[view.CELL] = None
     return True
 
 
@@ -51,11 +51,11 @@ def _open(page: str | None, path: str, class_name: str, split: str, layer: str, 
     """Make the photo current, point the shared view at this layer and channel, and open ``page`` (if any)."""
     if not _make_current(path, class_name, split):
         return
-    st.session_state[shared.LAYER] = layer
-    st.session_state[shared.CHANNEL] = channel + 1
-    st.session_state[shared.CELL] = (layer, *cell) if cell is not None else None
+    st.session_state[view.LAYER] = layer
+    st.session_state[view.CHANNEL] = channel + 1
+    st.session_state[view.CELL] = (layer, *cell) if cell is not None else None
     if page == "neuron":
-        st.session_state["neuron.source"] = "dataset"
+        st.session_state[view.RANK_SOURCE] = "dataset"
         st.session_state[SCAN_SPLIT] = split
     if page is not None:
         st.session_state[GOTO] = page
@@ -83,24 +83,22 @@ if "classes.error" in st.session_state:
     st.error(st.session_state.pop("classes.error"))
 
 try:
-    data = shared.dataset()
+    data = caches.dataset()
 except DatasetError as err:
     st.info(f"{err}\n\nThis page needs a dataset to scan; the other pages still work with your own photos.")
     st.stop()
 
-split = shared.synced(
+split = view.synced(
     st.selectbox,
     "Split",
-    key="classes_split",
+    key="classes.split",
     shared=SCAN_SPLIT,
-    default=shared.default_split(data),
+    default=caches.default_split(data),
     options=list(data.splits),
     help="All photos of this split, scanned once with this model (shared with 'One neuron, many images').",
 )
-stats = shared.neuron_stats(model, data, split)
+stats = caches.neuron_stats(model, data, split)
 if stats is None:
-    from featapp import analysis
-
     count = len(data.images(split))
     st.info(
         f"The {count} photos of the {split} split have not been scanned with this model yet. A scan runs every "
@@ -124,7 +122,7 @@ if len(stats.class_names) < 2:
 positive = stats.class_names[-1]
 if len(stats.class_names) > 2:
     positive = st.selectbox(
-        "Tell this class from the rest", stats.class_names, index=len(stats.class_names) - 1, key="classes_positive"
+        "Tell this class from the rest", stats.class_names, index=len(stats.class_names) - 1, key="classes.positive"
     )
 other = stats.class_names[0] if len(stats.class_names) == 2 else "the rest"
 counts = ", ".join(f"{int((stats.labels == i).sum())} {name}" for i, name in enumerate(stats.class_names))
@@ -147,7 +145,7 @@ def _class_scale(names) -> alt.Scale:
 
 
 def _layer_text(name: str) -> str:
-    return shared.layer_label(model, model.layer(name))
+    return view.layer_label(model, model.layer(name))
 
 
 tabs = st.tabs(list(TABS), key=TAB_KEY, on_change="rerun")
@@ -173,7 +171,7 @@ def _channels_tab() -> None:
             if is_map
             else "max"
         )
-    table = shared.separation(stats, layer, by, positive)
+    table = caches.separation(stats, layer, by, positive)
     word = "channel" if is_map else "unit"
     number = model.layer_names.index(layer) + 1
 
@@ -234,7 +232,7 @@ def _channels_tab() -> None:
         width="stretch",
         on_select="rerun",
         selection_mode="single-row",
-        key=f"classes_table_{layer}_{by}",
+        key=f"classes.table_{layer}_{by}",
     )
     dead = int(table.never_fires.sum())
     st.caption(
@@ -258,7 +256,7 @@ def _channel_photos(layer: str, channel: int, by: str, is_map: bool, word: str, 
     hits = {name: class_top(stats, layer, channel, name, PER_CLASS, by) for name in stats.class_names}
     maps = {}
     for name, class_hits in hits.items():
-        kept, pixels, values = shared.channel_maps(model, [h.path for h in class_hits], layer, channel)
+        kept, pixels, values = caches.channel_maps(model, [h.path for h in class_hits], layer, channel)
         maps[name] = (kept, pixels, values)
     vr = render.shared_range(*[m[2] for m in maps.values() if is_map and len(m[2])]) if is_map else None
     halves = st.columns(len(hits))
@@ -276,7 +274,7 @@ def _channel_photos(layer: str, channel: int, by: str, is_map: bool, word: str, 
                     picture = pixels[position]
                     if hit.box is not None:
                         picture = render.outline_box(picture, hit.box)
-                    shared.show_image(
+                    chrome.show_image(
                         picture, caption=f"{markdown_literal(hit.path.name)} · {hit.value:.3g}", width="stretch"
                     )
                     if is_map:
@@ -287,7 +285,7 @@ def _channel_photos(layer: str, channel: int, by: str, is_map: bool, word: str, 
                         )
                     st.button(
                         "Map" if is_map else "Open",
-                        key=f"classes_open_{layer}_{channel}_{hit.index}",
+                        key=f"classes.open_{layer}_{channel}_{hit.index}",
                         on_click=_open,
                         args=(
                             "feature_map" if is_map else None,
@@ -308,7 +306,7 @@ def _channel_photos(layer: str, channel: int, by: str, is_map: bool, word: str, 
         if first is not None:
             st.button(
                 f"All of channel {channel + 1}'s top photos on 'One neuron, many images'",
-                key=f"classes_neuron_{layer}_{channel}",
+                key=f"classes.neuron_{layer}_{channel}",
                 on_click=_open,
                 args=("neuron", str(first.path), positive, split, layer, channel, first.cell),
             )
@@ -317,7 +315,7 @@ def _channel_photos(layer: str, channel: int, by: str, is_map: bool, word: str, 
 # -- dense units and the current photo ----------------------------------------------------------------------------
 def _dense_tab() -> None:
     try:
-        weights = shared.output_weights(model)
+        weights = caches.output_weights(model)
     except ModelError as err:
         st.info(str(err))
         return
@@ -339,9 +337,9 @@ def _dense_tab() -> None:
         f"towards {positive} when it fires; one with a negative weight pushes towards {other}. Here is that sum "
         "for the current image:"
     )
-    values = image_features(shared.activations(model, image)[feeding])
+    values = image_features(caches.activations(model, image)[feeding])
     rows = contributions(values, weights)
-    table = shared.separation(stats, feeding, "max", positive)
+    table = caches.separation(stats, feeding, "max", positive)
     logit = weights.bias + sum(r.contribution for r in rows)
     p = 1.0 / (1.0 + np.exp(-logit))
     firing = sum(1 for r in rows if r.activation > 0)
@@ -401,7 +399,7 @@ def _map_tab() -> None:
     with right:
         method = st.radio("Map", methods, key=MAP_METHOD, horizontal=True, format_func=METHODS.get)
     with st.spinner("Computing the map (once per model, split and layer)..."):
-        fitted = shared.projection(stats, layer, method)
+        fitted = caches.projection(stats, layer, method)
     predicted = predicted_labels(stats)
     p_values = stats.values(model.layer_names[-1])[:, -1].astype(np.float64) if predicted is not None else None
     names = [path.name for path in stats.paths]
@@ -416,10 +414,10 @@ def _map_tab() -> None:
             "class": classes,
             "answer": np.where(wrong, "wrong", "right"),
             f"p({positive})": np.round(p_values, 3) if p_values is not None else np.nan,
-            "image": shared.thumbnails(stats),
+            "image": caches.thumbnails(stats),
         }
     )
-    current = image_features(shared.activations(model, image)[layer])
+    current = image_features(caches.activations(model, image)[layer])
     features = stats.values(layer, by="mean")
     where = fitted.place(current, reference=features)[0]
     if fitted.explained is not None:
@@ -458,7 +456,7 @@ def _map_tab() -> None:
         .encode(x="x:Q", y="y:Q", text="label:N")
     )
     chart = (points + marker + label).properties(height=MAP_PX)
-    chart_key = f"classes_map_{layer}_{method}_{st.session_state.get(MAP_NONCE, 0)}"
+    chart_key = f"classes.map_{layer}_{method}_{st.session_state.get(MAP_NONCE, 0)}"
     map_col, near_col = st.columns([1.6, 1])
     with map_col:
         st.altair_chart(
@@ -486,7 +484,7 @@ def _map_tab() -> None:
         st.markdown(
             f"**The {len(keep)} photos nearest to the current image** in this layer (not on the 2-D map: in all {features.shape[1]} numbers)"
         )
-        kept, pixels = shared.photos(model, [stats.paths[i] for i, _ in keep])
+        kept, pixels = caches.photos(model, [stats.paths[i] for i, _ in keep])
         by_path = {p: n for n, p in enumerate(kept)}
         columns = st.columns(4)
         for number, (index, distance) in enumerate(keep):
@@ -495,7 +493,7 @@ def _map_tab() -> None:
                 continue
             with columns[number % 4]:
                 mark = " ✗" if wrong[index] else ""
-                shared.show_image(
+                chrome.show_image(
                     pixels[position],
                     caption=f"{classes[index]}{mark} · {distance:.2f}",
                     width="stretch",
@@ -503,7 +501,7 @@ def _map_tab() -> None:
                 st.button(
                     "Open",
                     help="Make this photo the current image",
-                    key=f"classes_near_{index}",
+                    key=f"classes.near_{index}",
                     on_click=_make_current,
                     args=(str(stats.paths[index]), classes[index], split),
                 )

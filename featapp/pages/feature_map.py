@@ -8,30 +8,30 @@ from featapp import render
 from featapp.captions import markdown_literal
 from featapp.geometry import receptive_box
 from featapp.model import ModelError
-from featapp.pages import gradient_views, shared
+from featapp.pages import caches, chrome, gradient_views, view
 
 HEATMAP_NONCE = "feature_map.chart_nonce"
 PICTURE_PX = 360
 
-model = shared.model_or_error_page()
-image = shared.current_image(model)
+model = chrome.model_or_error_page()
+image = view.current_image(model)
 spec = model.input_spec
 
 
 def _chart_key() -> str:
     # A new key gives a fresh chart, whose own selection is empty again.
-    return f"feature_map_chart_{st.session_state.get(HEATMAP_NONCE, 0)}"
+    return f"feature_map.chart_{st.session_state.get(HEATMAP_NONCE, 0)}"
 
 
 def _clear_cell() -> None:
-    st.session_state[shared.CELL] = None
+    st.session_state[view.CELL] = None
     st.session_state[HEATMAP_NONCE] = st.session_state.get(HEATMAP_NONCE, 0) + 1
 
 
 def _on_cell(layer_name: str) -> None:
     state = st.session_state.get(_chart_key()) or {}
     points = (state.get("selection") or {}).get("cell") or []
-    st.session_state[shared.CELL] = (layer_name, int(points[0]["r"]), int(points[0]["c"])) if points else None
+    st.session_state[view.CELL] = (layer_name, int(points[0]["r"]), int(points[0]["c"])) if points else None
 
 
 st.title("🔥 Feature map")
@@ -51,22 +51,22 @@ def _map_view() -> None:
     """
     controls_left, controls_mid, controls_right = st.columns([3, 4, 3])
     with controls_left:
-        layer = shared.pick_layer(model, key="feature_map_layer", spatial_only=True)
+        layer = view.pick_layer(model, key="feature_map.layer", spatial_only=True)
         if layer is None:
             st.info("This model has no layers with 2-D feature maps to show.")
             return
-        channel = shared.pick_channel(layer, key="feature_map_channel")
+        channel = view.pick_channel(layer, key="feature_map.channel")
     with controls_mid:
-        scale = shared.pick_colours(key="feature_map_colours")
-        mode, fixed = shared.pick_scaling(key="feature_map_scaling")
+        scale = view.pick_colours(key="feature_map.colours")
+        mode, fixed = view.pick_scaling(key="feature_map.scaling")
     with controls_right:
-        show_overlay = st.toggle("Lay the map over the photo", key="feature_map_overlay")
-        view_model, view_label = shared.pick_snapshot(model, key="feature_map_snapshot", layer=layer.name)
+        show_overlay = st.toggle("Lay the map over the photo", key="feature_map.overlay")
+        view_model, snapshot = view.pick_snapshot(model, key="feature_map.snapshot", layer=layer.name)
 
-    layer_maps = shared.activations(view_model, image)[layer.name]
+    layer_maps = caches.activations(view_model, image)[layer.name]
     values = layer_maps[channel]
     vr = render.value_range(values, mode, layer_values=layer_maps, fixed=fixed)
-    cell = st.session_state.get(shared.CELL)
+    cell = st.session_state.get(view.CELL)
     selected = (
         (cell[1], cell[2])
         if cell and cell[0] == layer.name and cell[1] < values.shape[0] and cell[2] < values.shape[1]
@@ -82,10 +82,10 @@ def _map_view() -> None:
     photo_col, map_col = st.columns([1, 1.4])
     with map_col:
         title = f"Layer {model.layer_names.index(layer.name) + 1} ({layer.name}), channel {channel + 1}"
-        if view_label != "final model":
-            title += f", {view_label}"
+        if snapshot is not None:
+            title += f", {view.model_label(snapshot)}"
         st.markdown(f"**{title}**")
-        chart = shared.heatmap_spec(
+        chart = caches.heatmap_spec(
             view_model, image, layer.name, channel, vr, scale, width_px=PICTURE_PX, selected_cell=selected
         )
         st.vega_lite_chart(chart, on_select=partial(_on_cell, layer.name), key=_chart_key(), width="content")
@@ -105,7 +105,7 @@ def _map_view() -> None:
             box = receptive_box(layer.receptive_field, selected[0], selected[1], (spec.height, spec.width))
             picture = render.outline_box(picture, box)
             caption += " · red box: what the chosen cell sees"
-        shared.show_image(picture, caption=caption, width=PICTURE_PX)
+        chrome.show_image(picture, caption=caption, width=PICTURE_PX)
 
     if selected is not None:
         top, left, bottom, right = box
@@ -127,10 +127,10 @@ def _map_view() -> None:
         mime="image/png",
     )
 
-    gradient_views.channel_section(view_model, layer, channel, key="feature_map_featurevis")
+    gradient_views.channel_section(view_model, layer, channel, key="feature_map.featurevis")
 
     # -- the same map across training (issue 6) -------------------------------------------------------------
-    snaps = shared.snapshots()
+    snaps = caches.snapshots()
     if snaps:
         st.markdown(  # heading and text in one element: each element is browser work on every channel change
             "### This map across training\n\n"
@@ -139,17 +139,17 @@ def _map_view() -> None:
             "training goes on. Each map is scaled to its own range: compare patterns, not brightness."
         )
         strip_models = []
-        for snapshot in snaps:
+        for snap in snaps:
             try:
-                snap_model = shared.model_at(snapshot.path)
+                snap_model = caches.model_at(snap.path)
             except ModelError as err:
-                st.error(f"{shared.snapshot_label(snapshot)} cannot be loaded: {err}")
+                st.error(f"{view.model_label(snap)} cannot be loaded: {err}")
                 continue
-            if layer.name in snap_model.layer_names and shared.spec_key(snap_model.input_spec) == shared.spec_key(spec):
-                strip_models.append((shared.snapshot_label(snapshot), snap_model))
-        strip_models.append(("final model", model))
+            if layer.name in snap_model.layer_names and caches.spec_key(snap_model.input_spec) == caches.spec_key(spec):
+                strip_models.append((view.model_label(snap), snap_model))
+        strip_models.append((view.model_label(None), model))
         st.image(
-            shared.training_strip(image, layer.name, channel, scale, strip_models),
+            caches.training_strip(image, layer.name, channel, scale, strip_models),
             caption="Left to right: " + ", ".join(label for label, _ in strip_models) + ".",
             width="stretch",
             output_format="PNG",

@@ -7,8 +7,9 @@ import streamlit as st
 from featapp.appstate import CurrentImage, from_upload, set_current
 from featapp.captions import TRAINED_ON_TEXT, WRONG_MARK, gallery_caption, markdown_literal, match_classes
 from featapp.dataset import DatasetError
+from featapp.download import SOURCES, DownloadError, download_photos
 from featapp.images import ImageError
-from featapp.pages import shared
+from featapp.pages import caches, chrome, view
 from featapp.render import outline_box
 
 # Every format featapp.prepare_image reads, and that its error messages offer (TIFF too).
@@ -23,24 +24,24 @@ DOWNLOADED = "gallery.downloaded"
 COLUMNS = 5
 PROBE_FRAME = (150, 150, 150)
 
-model = shared.model_or_error_page()
+model = chrome.model_or_error_page()
 spec = model.input_spec
 
 
 def _choose(image: CurrentImage) -> None:
     set_current(st.session_state, image)
-    st.session_state[shared.CELL] = None
+    st.session_state[view.CELL] = None
     st.session_state.pop(UPLOAD_ERROR, None)
 
 
 def _choose_gallery(index: int, split: str, seed: int) -> None:
-    items, pixels = shared.gallery(model, shared.dataset(), split, seed)
+    items, pixels = caches.gallery(model, caches.dataset(), split, seed)
     item = items[index]
     _choose(CurrentImage.from_array(pixels[index], "gallery", f"{item.name} ({split})", item.class_name))
 
 
 def _choose_probe(index: int) -> None:
-    probe = shared.probes(model)[index]
+    probe = caches.probes(model)[index]
     _choose(CurrentImage.from_array(probe.image, "probe", probe.title))
 
 
@@ -58,7 +59,7 @@ def _take_photo(widget_key: str, kind: str) -> None:
 
 
 def _new_sample() -> None:
-    st.session_state[shared.SEED] = random.randrange(10_000)
+    st.session_state[view.SEED] = random.randrange(10_000)
 
 
 st.title("🖼️ Gallery")
@@ -67,12 +68,12 @@ st.markdown(
     "camera. Every other page shows what the network does with it. As in the lecture's first figure, the "
     "model's answer is printed under each photo."
 )
-current = shared.current_image(model)
+current = view.current_image(model)
 notice_col, link_col = st.columns([3, 1], vertical_alignment="center")
 with notice_col:
     st.success(f"Current image: **{markdown_literal(current.title)}** ({current.source_text}).")
 with link_col:
-    st.page_link(shared.PAGE_FILES["feature_map"], label="Look at its feature maps", icon="🔥")
+    st.page_link(chrome.PAGE_FILES["feature_map"], label="Look at its feature maps", icon="🔥")
 if st.session_state.get(UPLOAD_ERROR):
     st.error(st.session_state[UPLOAD_ERROR])
 
@@ -81,7 +82,7 @@ if st.session_state.get(UPLOAD_ERROR):
 def _dataset_photos() -> None:
     """The lecture's Figure 1: a seeded sample of dataset photos, each with the model's answer."""
     try:
-        data = shared.dataset()
+        data = caches.dataset()
     except DatasetError as err:
         data = None
         st.info(
@@ -93,27 +94,27 @@ def _dataset_photos() -> None:
         if st.session_state.get(DOWNLOADED):
             st.success(st.session_state.pop(DOWNLOADED))
         splits = list(data.splits)
-        if st.session_state.get(shared.SPLIT) not in splits:
-            st.session_state[shared.SPLIT] = shared.default_split(data)
-        st.session_state.setdefault(shared.SEED, shared.DEFAULT_SEED)
+        if st.session_state.get(view.SPLIT) not in splits:
+            st.session_state[view.SPLIT] = caches.default_split(data)
+        st.session_state.setdefault(view.SEED, view.DEFAULT_SEED)
         split_col, seed_col, button_col = st.columns([2, 2, 2], vertical_alignment="bottom")
         with split_col:
-            split = shared.synced(
+            split = view.synced(
                 st.selectbox,
                 "Split",
-                key="gallery_split",
-                shared=shared.SPLIT,
+                key="gallery.split",
+                shared=view.SPLIT,
                 default=splits[0],
                 options=splits,
                 help="The test photos were never seen in training, so the model's answers there are honest.",
             )
         with seed_col:
-            seed = shared.synced(
+            seed = view.synced(
                 st.number_input,
                 "Sample seed",
-                key="gallery_seed",
-                shared=shared.SEED,
-                default=shared.DEFAULT_SEED,
+                key="gallery.seed",
+                shared=view.SEED,
+                default=view.DEFAULT_SEED,
                 min_value=0,
                 max_value=9_999,
                 step=1,
@@ -121,15 +122,15 @@ def _dataset_photos() -> None:
         with button_col:
             st.button("🎲 New random sample", on_click=_new_sample)
         seed = int(seed)
-        items, pixels = shared.gallery(model, data, split, seed)
-        pictures = shared.gallery_pictures(model, data, split, seed)
-        prediction = shared.gallery_prediction(model, pixels) if items else None
+        items, pixels = caches.gallery(model, data, split, seed)
+        pictures = caches.gallery_pictures(model, data, split, seed)
+        prediction = caches.gallery_prediction(model, pixels) if items else None
         folders = match_classes(data.classes(split), model.class_names)
         st.caption(
             f"Sample seed **{seed}** from the {split} split: type this number in to see the same "
             f"{len(items)} photos on any machine."
         )
-        seen_before = shared.trained_on(model, items)
+        seen_before = caches.trained_on(model, items)
         wrong_count = 0
         for start in range(0, len(items), COLUMNS):
             columns = st.columns(COLUMNS)
@@ -149,11 +150,11 @@ def _dataset_photos() -> None:
                     picture = outline_box(picture, (0, 0, *picture.shape[:2]), thickness=6, pointer_below=0)
                 with column:
                     if wrong:  # the framed picture is this photo's own: not the sample's cached PNG
-                        shared.show_image(picture, caption=caption, width="stretch")
+                        chrome.show_image(picture, caption=caption, width="stretch")
                     else:
                         st.image(pictures[index], caption=caption, width="stretch", output_format="PNG")
                     st.button(
-                        "Look inside", key=f"gallery_use_{index}", on_click=_choose_gallery, args=(index, split, seed)
+                        "Look inside", key=f"gallery.use_{index}", on_click=_choose_gallery, args=(index, split, seed)
                     )
         if prediction is None:
             st.caption("This model has no classifier, so there are no predictions to show.")
@@ -181,20 +182,18 @@ def _dataset_photos() -> None:
 
 def _download_photos() -> None:
     """The course photos in one click (featapp.download); the gallery appears when they are in place."""
-    from featapp.download import SOURCES, DownloadError, download_photos
-
     source_name = st.radio(
         "Photos to download",
         list(SOURCES),
         format_func=lambda name: f"{name}: {SOURCES[name].description}",
-        key="gallery_download_source",
+        key="gallery.download_source",
     )
     source = SOURCES[source_name]
-    dest = shared.download_destination(source_name)
+    dest = caches.download_destination(source_name)
     st.caption(f"Licence: {source.licence}. From {source.url}, into `{dest}`.")
-    if not st.button("⬇️ Download the course photos", key="gallery_download", type="primary"):
+    if not st.button("⬇️ Download the course photos", key="gallery.download", type="primary"):
         return
-    lock = shared.download_lock()
+    lock = caches.download_lock()
     if not lock.acquire(blocking=False):
         st.warning("Another visitor is downloading the photos right now; reload this page in a minute.")
         return
@@ -227,7 +226,7 @@ def _probes() -> None:
     st.markdown(
         "Simple synthetic pictures: each one asks a clear question, such as *which channels like vertical edges?*"
     )
-    probe_list = shared.probes(model)
+    probe_list = caches.probes(model)
     for start in range(0, len(probe_list), COLUMNS):
         columns = st.columns(COLUMNS)
         for offset, column in enumerate(columns):
@@ -240,10 +239,10 @@ def _probes() -> None:
                 probe.image, (0, 0, *probe.image.shape[:2]), colour=PROBE_FRAME, thickness=2, pointer_below=0
             )
             with column:
-                shared.show_image(framed, caption=markdown_literal(probe.title), width="stretch")
+                chrome.show_image(framed, caption=markdown_literal(probe.title), width="stretch")
                 st.button(
                     "Look inside",
-                    key=f"probe_use_{index}",
+                    key=f"gallery.probe_{index}",
                     on_click=_choose_probe,
                     args=(index,),
                     help=probe.description,
@@ -262,20 +261,20 @@ def _own_photo() -> None:
         st.file_uploader(
             "Upload a photo",
             type=UPLOAD_ACCEPT,
-            key="gallery_upload",
+            key="gallery.upload",
             on_change=_take_photo,
-            args=("gallery_upload", "upload"),
+            args=("gallery.upload", "upload"),
         )
     with camera_col:
-        if st.toggle("Use the camera", key="gallery_camera_on"):
+        if st.toggle("Use the camera", key="gallery.camera_on"):
             st.camera_input(
-                "Take a photo", key="gallery_camera", on_change=_take_photo, args=("gallery_camera", "camera")
+                "Take a photo", key="gallery.camera", on_change=_take_photo, args=("gallery.camera", "camera")
             )
 
 
 # Only the open tab is drawn: a first visit then loads the dataset photos and nothing else
 # (the probes' 20 pictures and the uploader's code wait until their tab is opened).
-tabs = st.tabs(list(shared.GALLERY_TABS), key=shared.GALLERY_TAB, on_change="rerun")
+tabs = st.tabs(list(view.GALLERY_TABS), key=view.GALLERY_TAB, on_change="rerun")
 for tab, draw in zip(tabs, (_dataset_photos, _probes, _own_photo), strict=True):
     if tab.open:
         with tab:

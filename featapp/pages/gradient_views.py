@@ -9,12 +9,10 @@ message in place of the view; the page goes on.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import streamlit as st
 
-from featapp import render
+from featapp import render, settings
 from featapp.appstate import CurrentImage
 from featapp.featurevis import APP_STEPS, cached_layer_pictures, channel_picture, layer_pictures
 from featapp.gradcam import gradcam
@@ -27,13 +25,11 @@ __all__ = ["gradients_or_message", "saliency_section", "channel_section"]
 
 SALIENCY_DONE = "gradients.saliency_done"
 PICTURE_PX = 200
-STEPS_ENV = "FEATAPP_VIS_STEPS"
 
 
 def vis_steps() -> int:
     """Gradient steps per picture: ``$FEATAPP_VIS_STEPS`` (e.g. fewer on a slow server), else 128."""
-    text = os.environ.get(STEPS_ENV, "").strip()
-    return int(text) if text.isdigit() and int(text) > 0 else APP_STEPS
+    return settings.vis_steps(APP_STEPS)
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)

@@ -3,11 +3,11 @@
 import streamlit as st
 
 from featapp import render
-from featapp.pages import shared
+from featapp.pages import caches, chrome, view
 
-GOTO = "grid.goto_feature_map"
-NONCE = "grid.chart_nonce"
-FIRST, LAST, ORDER = "grid.first", "grid.last", "grid.order"
+GOTO = "layer_grid.goto_feature_map"
+NONCE = "layer_grid.chart_nonce"
+FIRST, LAST, ORDER = view.GRID_FIRST, view.GRID_LAST, view.GRID_ORDER
 ORDERS = {
     "index": "channel number",
     "mean": "mean activation (strongest first)",
@@ -17,10 +17,10 @@ VECTOR_BARS = 600
 GRID_PX = 880  # fits the main column of a 1400-pixel-wide window beside the sidebar
 
 if st.session_state.pop(GOTO, False):
-    shared.goto("feature_map")
+    chrome.goto("feature_map")
 
-model = shared.model_or_error_page()
-image = shared.current_image(model)
+model = chrome.model_or_error_page()
+image = view.current_image(model)
 
 
 def _on_tile(layer_name: str, chart_key: str) -> None:
@@ -28,9 +28,9 @@ def _on_tile(layer_name: str, chart_key: str) -> None:
     points = (state.get("selection") or {}).get("tile") or []
     if not points:
         return
-    st.session_state[shared.LAYER] = layer_name
-    st.session_state[shared.CHANNEL] = int(points[0]["ch"]) + 1
-    st.session_state[shared.CELL] = None
+    st.session_state[view.LAYER] = layer_name
+    st.session_state[view.CHANNEL] = int(points[0]["ch"]) + 1
+    st.session_state[view.CELL] = None
     st.session_state[GOTO] = True
     # A fresh chart key next time, so coming back does not replay this click.
     st.session_state[NONCE] = st.session_state.get(NONCE, 0) + 1
@@ -46,16 +46,16 @@ st.markdown(
 
 controls_left, controls_mid, controls_right = st.columns([3, 4, 3])
 with controls_left:
-    layer = shared.pick_layer(model, key="layer_grid_layer", spatial_only=False)
+    layer = view.pick_layer(model, key="layer_grid.layer", spatial_only=False)
 with controls_mid:
-    scale = shared.pick_colours(key="layer_grid_colours")
-    mode, fixed = shared.pick_scaling(key="layer_grid_scaling", per_map_label="per tile (each its own min to max)")
+    scale = view.pick_colours(key="layer_grid.colours")
+    mode, fixed = view.pick_scaling(key="layer_grid.scaling", per_map_label="per tile (each its own min to max)")
 with controls_right:
-    view_model, view_label = shared.pick_snapshot(model, key="layer_grid_snapshot", layer=layer.name)
+    view_model, snapshot = view.pick_snapshot(model, key="layer_grid.snapshot", layer=layer.name)
 
 layer_number = model.layer_names.index(layer.name) + 1
-output = shared.activations(view_model, image)[layer.name]
-at = f" at {view_label}" if view_label != "final model" else ""
+output = caches.activations(view_model, image)[layer.name]
+at = f" at {view.model_label(snapshot)}" if snapshot is not None else ""
 
 if layer.is_spatial:
     rows, cols, count = layer.output_shape
@@ -66,10 +66,10 @@ if layer.is_spatial:
         st.session_state[first_key] = min(max(int(st.session_state.get(first_key, 1)), 1), count)
         st.session_state[last_key] = min(max(int(st.session_state.get(last_key, count)), 1), count)
         with first_col:
-            first = shared.synced(
+            first = view.synced(
                 st.number_input,
                 "From channel",
-                key="layer_grid_first",
+                key="layer_grid.first",
                 shared=first_key,
                 default=1,
                 min_value=1,
@@ -77,20 +77,20 @@ if layer.is_spatial:
                 step=1,
             )
         with last_col:
-            last = shared.synced(
+            last = view.synced(
                 st.number_input,
                 "To channel",
-                key="layer_grid_last",
+                key="layer_grid.last",
                 shared=last_key,
                 default=count,
                 min_value=1,
                 max_value=count,
                 step=1,
             )
-        order = shared.synced(
+        order = view.synced(
             st.radio,
             "Order",
-            key="layer_grid_order",
+            key="layer_grid.order",
             shared=ORDER,
             default="index",
             options=list(ORDERS),
@@ -109,10 +109,10 @@ if layer.is_spatial:
         f"One tile is one channel: a {rows} x {cols} map of what that channel's filter found at each place "
         f"of the image. Showing channels {first} to {last} ({last - first + 1} of {count}), ordered by {ORDERS[order]}."
     )
-    chart, ordered, dead_channels = shared.tile_grid(
+    chart, ordered, dead_channels = caches.tile_grid(
         view_model, image, layer.name, (first, last), order, scale, mode, fixed, width_px=GRID_PX
     )
-    chart_key = f"layer_grid_chart_{st.session_state.get(NONCE, 0)}"
+    chart_key = f"layer_grid.chart_{st.session_state.get(NONCE, 0)}"
     st.vega_lite_chart(chart, on_select=lambda: _on_tile(layer.name, chart_key), key=chart_key, width="content")
     dead = [channel + 1 for channel in dead_channels]
     if mode == "per layer":

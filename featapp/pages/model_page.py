@@ -9,12 +9,12 @@ from featapp.classes import health_table, network_health
 from featapp.dataset import DatasetError
 from featapp.filters import filter_pictures
 from featapp.model import ModelError
-from featapp.pages import gradient_views, shared
+from featapp.pages import caches, chrome, gradient_views, view
 
 FILTER_PX = 48
 
-model = shared.model_or_error_page()
-image = shared.current_image(model)
+model = chrome.model_or_error_page()
+image = view.current_image(model)
 spec = model.input_spec
 
 st.title("🧠 Model")
@@ -43,22 +43,22 @@ st.caption(
 st.subheader("How alive each layer is")
 health, where = None, ""
 try:
-    data = shared.dataset()
+    data = caches.dataset()
 except DatasetError:
     data = None
 if data is not None:
-    split = st.session_state.get("neuron.split")
-    split = split if split in data.splits else shared.default_split(data)
-    stats = shared.neuron_stats(model, data, split)
+    split = st.session_state.get(view.SCAN_SPLIT)
+    split = split if split in data.splits else caches.default_split(data)
+    stats = caches.neuron_stats(model, data, split)
     if stats is not None:
         health, where = network_health(stats), f"all {len(stats)} scanned photos of the {split} split"
     else:
-        gallery_split = st.session_state.get(shared.SPLIT)
-        gallery_split = gallery_split if gallery_split in data.splits else shared.default_split(data)
-        seed = int(st.session_state.get(shared.SEED, shared.DEFAULT_SEED))
-        items, pixels = shared.gallery(model, data, gallery_split, seed)
+        gallery_split = st.session_state.get(view.SPLIT)
+        gallery_split = gallery_split if gallery_split in data.splits else caches.default_split(data)
+        seed = int(st.session_state.get(view.SEED, view.DEFAULT_SEED))
+        items, pixels = caches.gallery(model, data, gallery_split, seed)
         if items:
-            health = shared.gallery_liveness(model, pixels)
+            health = caches.gallery_liveness(model, pixels)
             where = (
                 f"the gallery's {len(items)} photos ({gallery_split}, seed {seed}); scan the split on the "
                 "'Cats vs dogs' page to count over all its photos"
@@ -78,10 +78,10 @@ else:
 
 # -- first-layer filters ---------------------------------------------------------------------------------------
 st.subheader("What layer 1 looks for: its filters")
-filter_model, filter_label = shared.pick_snapshot(model, key="model_snapshot")
-shared_scale = st.toggle("One scale for all filters (compare their strength)", key="model_filters_shared")
+filter_model, filter_snapshot = view.pick_snapshot(model, key="model.snapshot")
+shared_scale = st.toggle("One scale for all filters (compare their strength)", key="model.filters_shared")
 try:
-    filters = shared.first_layer_filters(filter_model)
+    filters = caches.first_layer_filters(filter_model)
 except ModelError as err:
     st.info(str(err))
 else:
@@ -92,7 +92,7 @@ else:
     ]
     st.markdown(
         f"{filters.count} filters of {rows} x {cols} pixels x {filters.weights.shape[1]} colour channel"
-        f"{'s' if filters.weights.shape[1] > 1 else ''} ({filter_label}). Grey is a weight of 0; lighter means "
+        f"{'s' if filters.weights.shape[1] > 1 else ''} ({view.model_label(filter_snapshot)}). Grey is a weight of 0; lighter means "
         "the filter adds that colour at that place, darker that it subtracts it. A filter that is light on one "
         "side and dark on the other is an edge detector. Before training (epoch 0) they are random noise; "
         "training turns them into edge and colour detectors."
@@ -106,8 +106,8 @@ else:
 
 # -- prediction and occlusion -----------------------------------------------------------------------------------
 st.subheader("The prediction, and what it depends on")
-prediction = shared.prediction(model, image)
-st.markdown(f"Current image: **{markdown_literal(image.title)}**. " + shared.prediction_text(prediction, model))
+prediction = caches.prediction(model, image)
+st.markdown(f"Current image: **{markdown_literal(image.title)}**. " + chrome.prediction_text(prediction, model))
 if prediction is None:
     st.info("Occlusion sensitivity needs a prediction, so it is unavailable for a model without a classifier.")
 else:
@@ -115,10 +115,10 @@ else:
         "**Occlusion sensitivity:** cover one grey square of the photo at a time and watch how much the "
         "probability of the predicted class drops. Where it drops most, the model was looking."
     )
-    if shared.has_occlusion(model, image) or st.button("Compute the occlusion map (a few seconds)"):
+    if caches.has_occlusion(model, image) or st.button("Compute the occlusion map (a few seconds)"):
         with st.spinner("Covering the photo square by square..."):
-            occ = shared.occlusion(model, image)
-        shared.mark_occlusion(model, image)
+            occ = caches.occlusion(model, image)
+        caches.mark_occlusion(model, image)
         drop = occ.per_pixel()
         drop_range = render.value_range(drop, "per map")
         scale = render.VIRIDIS
@@ -132,7 +132,7 @@ else:
                 width="content",
             )
         with photo_col:
-            shared.show_image(
+            chrome.show_image(
                 render.enlarge(render.overlay_pixels(image.array, drop, drop_range, scale, alpha=0.45), 2),
                 caption=f"Drop in p({occ.class_name}) laid over the photo",
                 width=300,
@@ -148,17 +148,17 @@ gradient_views.saliency_section(model, image)
 
 # -- downloads ------------------------------------------------------------------------------------------------------
 st.subheader("Downloads")
-view_layer = st.session_state.get(shared.LAYER)
+view_layer = st.session_state.get(view.LAYER)
 layer = (
     model.layer(view_layer)
     if view_layer in model.layer_names
     else next((item for item in model.layers if item.is_spatial), None)
 )
-outputs = shared.activations(model, image)
-scale = render.COLOUR_SCALES.get(st.session_state.get(shared.COLOURS, "blues4"), render.LECTURE_BLUES)
+outputs = caches.activations(model, image)
+scale = render.COLOUR_SCALES.get(st.session_state.get(view.COLOURS, "blues4"), render.LECTURE_BLUES)
 download_cols = st.columns(3)
 if layer is not None and layer.is_spatial:
-    channel = min(max(int(st.session_state.get(shared.CHANNEL, 1)), 1), layer.channels) - 1
+    channel = min(max(int(st.session_state.get(view.CHANNEL, 1)), 1), layer.channels) - 1
     values = outputs[layer.name][channel]
     with download_cols[0]:
         st.download_button(
@@ -179,7 +179,7 @@ if layer is not None and layer.is_spatial:
 with download_cols[2]:
     st.download_button(
         "All activations of the current image (.npz)",
-        data=lambda: shared.activations_file(model, image),
+        data=lambda: caches.activations_file(model, image),
         file_name=f"activations_{image.key[:8]}.npz",
         mime="application/octet-stream",
     )
@@ -188,4 +188,4 @@ st.caption(
     "scaled to its own range. The .npz file holds one array per layer (maps as channels x rows x columns) "
     "and the input pixels; open it with `numpy.load`."
 )
-st.caption(shared.cache_summary(model))
+st.caption(caches.cache_summary(model))

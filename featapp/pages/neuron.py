@@ -6,29 +6,29 @@ from typing import NamedTuple
 import numpy as np
 import streamlit as st
 
-from featapp import render
+from featapp import analysis, render
 from featapp.appstate import CurrentImage, image_key, set_current
 from featapp.captions import markdown_literal
 from featapp.dataset import DatasetError
 from featapp.images import ImageError, prepare_image
-from featapp.pages import gradient_views, shared
+from featapp.pages import caches, chrome, gradient_views, view
 from featapp.ranking import RankedHit, rank_by_activation
 
 COLUMNS = 5
-SOURCE, RANK_BY, SCAN_SPLIT = "neuron.source", "neuron.rank_by", "neuron.split"
+SOURCE, RANK_BY, SCAN_SPLIT = view.RANK_SOURCE, view.RANK_BY, view.SCAN_SPLIT
 SOURCES = {"gallery": "the gallery's photos", "dataset": "a whole dataset split (scanned once, then cached)"}
 RANKINGS = {"max": "strongest cell (max)", "mean": "whole map (mean)"}
 TOP_K = 10
 
-model = shared.model_or_error_page()
-image = shared.current_image(model)
+model = chrome.model_or_error_page()
+image = view.current_image(model)
 spec = model.input_spec
 input_hw = (spec.height, spec.width)
 
 
 def _use(array, title: str, label: str | None, source: str = "gallery") -> None:
     set_current(st.session_state, CurrentImage.from_array(array, source, title, label))
-    st.session_state[shared.CELL] = None
+    st.session_state[view.CELL] = None
 
 
 class _Shown(NamedTuple):
@@ -51,7 +51,7 @@ def _show_ranked(entries: list[_Shown], scale, vr, score_name: str) -> None:
             title, label, box, value = hit.name, hit.class_name, hit.box, hit.value
             with column:
                 picture = render.outline_box(pixels, box) if box is not None else pixels
-                shared.show_image(
+                chrome.show_image(
                     render.enlarge(picture, 2),
                     caption=f"#{start + offset + 1} {markdown_literal(title)}",
                     width="stretch",
@@ -63,7 +63,7 @@ def _show_ranked(entries: list[_Shown], scale, vr, score_name: str) -> None:
                     width="stretch",
                     output_format="PNG",
                 )
-                st.button("Look inside", key=f"neuron_use_{key}", on_click=_use, args=(pixels, title, label))
+                st.button("Look inside", key=f"neuron.use_{key}", on_click=_use, args=(pixels, title, label))
 
 
 st.title("🎯 One neuron, many images")
@@ -77,36 +77,36 @@ st.markdown(
 
 controls_left, controls_right = st.columns(2)
 with controls_left:
-    layer = shared.pick_layer(model, key="neuron_layer", spatial_only=True)
+    layer = view.pick_layer(model, key="neuron.layer", spatial_only=True)
     if layer is None:
         st.info("This model has no layers with 2-D feature maps to rank by.")
         st.stop()
-    channel = shared.pick_channel(layer, key="neuron_channel")
+    channel = view.pick_channel(layer, key="neuron.channel")
 with controls_right:
-    source = shared.synced(
+    source = view.synced(
         st.radio,
         "Rank",
-        key="neuron_source",
+        key="neuron.source",
         shared=SOURCE,
         default="gallery",
         options=list(SOURCES),
         format_func=lambda k: SOURCES[k],
     )
-    rank_by = shared.synced(
+    rank_by = view.synced(
         st.radio,
         "by",
-        key="neuron_rank_by",
+        key="neuron.rank_by",
         shared=RANK_BY,
         default="max",
         options=list(RANKINGS),
         format_func=lambda k: RANKINGS[k],
         horizontal=True,
     )
-    scale = shared.pick_colours(key="neuron_colours")
+    scale = view.pick_colours(key="neuron.colours")
 
 layer_number = model.layer_names.index(layer.name) + 1
 try:
-    data = shared.dataset()
+    data = caches.dataset()
 except DatasetError as err:
     data = None
     st.info(
@@ -116,16 +116,16 @@ except DatasetError as err:
 gallery_items, gallery_pixels = ([], None)
 if data is not None:
     split = (
-        st.session_state.get(shared.SPLIT)
-        if st.session_state.get(shared.SPLIT) in data.splits
-        else shared.default_split(data)
+        st.session_state.get(view.SPLIT)
+        if st.session_state.get(view.SPLIT) in data.splits
+        else caches.default_split(data)
     )
-    gallery_seed = int(st.session_state.get(shared.SEED, shared.DEFAULT_SEED))
-    gallery_items, gallery_pixels = shared.gallery(model, data, split, gallery_seed)
+    gallery_seed = int(st.session_state.get(view.SEED, view.DEFAULT_SEED))
+    gallery_items, gallery_pixels = caches.gallery(model, data, split, gallery_seed)
 
 st.subheader(f"Layer {layer_number} ({layer.name}), channel {channel + 1}: the images it likes most")
 if data is not None and source == "gallery" and gallery_items:
-    maps = shared.gallery_layer(model, gallery_pixels, layer.name)[:, channel]
+    maps = caches.gallery_layer(model, gallery_pixels, layer.name)[:, channel]
     ranked = rank_by_activation(maps, layer.receptive_field, input_hw, by=rank_by)
     vr = render.shared_range(maps)
     st.caption(
@@ -139,18 +139,16 @@ if data is not None and source == "gallery" and gallery_items:
         entries.append(_Shown(f"g{hit.index}", hit, gallery_pixels[hit.index], maps[hit.index]))
     _show_ranked(entries, scale, vr, rank_by)
 elif data is not None and source == "dataset":
-    from featapp import analysis
-
     splits = list(data.splits)
-    scan_split = shared.synced(
+    scan_split = view.synced(
         st.selectbox,
         "Split to scan",
-        key="neuron_split",
+        key="neuron.split",
         shared=SCAN_SPLIT,
-        default=shared.default_split(data),
+        default=caches.default_split(data),
         options=splits,
     )
-    stats = shared.neuron_stats(model, data, scan_split)
+    stats = caches.neuron_stats(model, data, scan_split)
     if stats is None:
         count = len(data.images(scan_split))
         # One placeholder for the notice, the button and the progress bar, emptied once the
@@ -181,7 +179,7 @@ elif data is not None and source == "dataset":
                 st.error(f"{hit.path.name} could not be read again: {err}")
                 continue
             photo = CurrentImage.from_array(pixels, "gallery", hit.path.name, hit.class_name)
-            values = shared.activations(model, photo)[layer.name][channel]
+            values = caches.activations(model, photo)[layer.name][channel]
             maps.append(values)
             entries.append(_Shown(f"d{number}", hit, pixels, values))
         if entries:
@@ -192,7 +190,7 @@ elif data is not None and source == "dataset":
             )
             _show_ranked(entries, scale, vr, rank_by)
 
-gradient_views.channel_section(model, layer, channel, key="neuron_featurevis")
+gradient_views.channel_section(model, layer, channel, key="neuron.featurevis")
 
 # -- compare two images on the same channel ---------------------------------------------------------------
 st.subheader("Compare two images on this channel")
@@ -218,21 +216,21 @@ current_key = image_key(image.array)
 other = next(
     (f"g{index}" for index in range(len(gallery_items)) if image_key(gallery_pixels[index]) != current_key), None
 )
-if st.session_state.get("neuron_compare_right") not in options:
-    st.session_state.pop("neuron_compare_right", None)
+if st.session_state.get("neuron.compare_right") not in options:
+    st.session_state.pop("neuron.compare_right", None)
 right_default = options.index(other) if other in options else min(1, len(options) - 1)
 with left_col:
-    first = st.selectbox("Left", options, format_func=lambda k: choices[k], key="neuron_compare_left")
+    first = st.selectbox("Left", options, format_func=lambda k: choices[k], key="neuron.compare_left")
 with right_col:
     second = st.selectbox(
-        "Right", options, index=right_default, format_func=lambda k: choices[k], key="neuron_compare_right"
+        "Right", options, index=right_default, format_func=lambda k: choices[k], key="neuron.compare_right"
     )
 pair = [_pixels_of(first), _pixels_of(second)]
-pair_maps = [shared.activations(model, photo)[layer.name][channel] for photo in pair]
+pair_maps = [caches.activations(model, photo)[layer.name][channel] for photo in pair]
 pair_range = render.shared_range(*pair_maps)
 for column, photo, values in zip((left_col, right_col), pair, pair_maps, strict=False):
     with column:
-        shared.show_image(photo.array, caption=markdown_literal(photo.title), width=300)
+        chrome.show_image(photo.array, caption=markdown_literal(photo.title), width=300)
         st.vega_lite_chart(
             render.heatmap_chart(values, pair_range, scale, width_px=300, selection=None), width="content"
         )

@@ -11,34 +11,25 @@ Needs ``apt-get install -y chromium`` (never ``playwright install``).
 
 from __future__ import annotations
 
-import contextlib
-import io
-import time
-from pathlib import Path
-
 import numpy as np
 import pytest
-from PIL import Image
 
-from tests import browsing, imagefactory
+from tests import browsing
+from tests.e2e.steps import (
+    SLOW,
+    changed_from,
+    chart_pixels,
+    choose,
+    no_exception,
+    open_page,
+    png_bytes,
+    running_app,
+    shot,
+    tile_urls,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO_ROOT / "test-artifacts" / "e2e"
-EXCEPTION = '[data-testid="stException"]'
-SLOW = 90_000  # ms; the first run of each page computes and caches activations on a busy CPU
-
-
-def app_env(work: Path, **settings: str) -> dict[str, str]:
-    return browsing.app_env(FEATAPP_CACHE_DIR=str(work / "cache"), **settings)
-
-
-@contextlib.contextmanager
-def running_app(work: Path, env: dict[str, str], *flags: str, base_path: str = ""):
-    """``streamlit run streamlit_app.py`` on a free port of 127.0.0.1; yields its URL."""
-    with browsing.streamlit_server(work / "streamlit.log", env, flags, base_path=base_path) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
@@ -47,64 +38,11 @@ def app_url(tmp_path_factory, data_dir):
 
     work = tmp_path_factory.mktemp("e2e")
     snapshots = snapshot_folder(work / "snapshots", {0: 11, 3: None}, best=3)
-    env = app_env(work, FEATAPP_DATA_DIR=str(data_dir), FEATAPP_SNAPSHOTS=str(snapshots))
+    env = browsing.server_env(
+        FEATAPP_CACHE_DIR=str(work / "cache"), FEATAPP_DATA_DIR=str(data_dir), FEATAPP_SNAPSHOTS=str(snapshots)
+    )
     with running_app(work, env) as url:
         yield url
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    return imagefactory.encode(Image.fromarray(pixels), "PNG")
-
-
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-
-
-def no_exception(page) -> None:
-    assert page.locator(EXCEPTION).count() == 0, page.locator(EXCEPTION).first.inner_text()
-
-
-def wait_until(condition, timeout: float = 60, what: str = "the page to change"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def chart_pixels(page, index: int = 0) -> np.ndarray:
-    chart = page.locator('[data-testid="stVegaLiteChart"]').nth(index)
-    return np.asarray(Image.open(io.BytesIO(chart.screenshot())).convert("RGB"))
-
-
-def changed_from(before: np.ndarray):
-    def check(page, index: int = 0):
-        after = chart_pixels(page, index)
-        return after.shape != before.shape or not np.array_equal(after, before)
-
-    return check
-
-
-def tile_urls(page) -> list[str]:
-    return page.locator('[data-testid="stVegaLiteChart"] svg image').evaluate_all(
-        "nodes => nodes.map(n => n.getAttribute('href') || n.getAttribute('xlink:href'))"
-    )
-
-
-def choose(page, label: str, option: str) -> None:
-    """Pick ``option`` in the selectbox labelled ``label`` by typing it, as a keyboard user would."""
-    box = page.locator('[data-testid="stSelectbox"]', has=page.get_by_text(label, exact=True)).first
-    box.click()
-    page.keyboard.type(option)
-    page.keyboard.press("Enter")
-
-
-def open_page(page, name: str) -> None:
-    page.locator('[data-testid="stSidebarNavLink"]', has_text=name).first.click()
-    page.get_by_role("heading", name=name).first.wait_for(timeout=SLOW)
 
 
 def test_a_student_walks_through_the_app(app_url, page, dataset):
@@ -231,7 +169,7 @@ def test_an_instructor_points_the_app_at_sample_photos_through_secrets(tmp_path,
         target.symlink_to(item.path)  # links, not copies of the shared photos
     secrets = tmp_path / "secrets.toml"
     secrets.write_text(f'FEATAPP_DATA_DIR = "{samples}"\n', encoding="utf-8")
-    env = app_env(tmp_path, FEATAPP_SNAPSHOTS=str(tmp_path / "none"))
+    env = browsing.server_env(FEATAPP_CACHE_DIR=str(tmp_path / "cache"), FEATAPP_SNAPSHOTS=str(tmp_path / "none"))
     with running_app(tmp_path, env, "--secrets.files", str(secrets)) as url:
         context = browser.new_context(viewport={"width": 1400, "height": 1100})
         page = context.new_page()
@@ -264,7 +202,11 @@ def test_a_large_upload_never_touches_the_disk(tmp_path, browser):
     photo = png_bytes(noise)
     assert 2 * 1024 * 1024 < len(photo) < 10 * 1024 * 1024  # over Starlette's spool, under maxUploadSize
 
-    env = app_env(tmp_path, FEATAPP_SNAPSHOTS=str(tmp_path / "none"), PYTHONPATH=str(no_temp_files))
+    env = browsing.server_env(
+        FEATAPP_CACHE_DIR=str(tmp_path / "cache"),
+        FEATAPP_SNAPSHOTS=str(tmp_path / "none"),
+        PYTHONPATH=str(no_temp_files),
+    )
     with running_app(tmp_path, env) as url:
         context = browser.new_context(viewport={"width": 1400, "height": 1100})
         page = context.new_page()
@@ -286,7 +228,11 @@ def test_the_app_works_under_a_url_path_behind_a_proxy(tmp_path, browser, data_d
     """A course server often puts the app behind a proxy at a path of its own
     (``--server.baseUrlPath``): the server-start warm-up (``st.App``), the pages, the
     photos and an upload must all work there."""
-    env = app_env(tmp_path, FEATAPP_DATA_DIR=str(data_dir), FEATAPP_SNAPSHOTS=str(tmp_path / "none"))
+    env = browsing.server_env(
+        FEATAPP_CACHE_DIR=str(tmp_path / "cache"),
+        FEATAPP_DATA_DIR=str(data_dir),
+        FEATAPP_SNAPSHOTS=str(tmp_path / "none"),
+    )
     with running_app(tmp_path, env, base_path="course/featapp") as url:
         assert url.endswith("/course/featapp")
         context = browser.new_context(viewport={"width": 1400, "height": 1100})

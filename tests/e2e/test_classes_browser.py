@@ -14,7 +14,7 @@ import pytest
 from featapp.analysis import load_or_scan
 from featapp.dataset import Dataset
 from tests import browsing
-from tests.e2e.test_browser import SLOW, no_exception, shot, wait_until
+from tests.e2e.steps import SLOW, no_exception, shot, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +28,7 @@ def classes_url(tmp_path_factory, dataset, model):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(image.path, target)
     stats = load_or_scan(model, Dataset(root), "test", work / "cache")
-    env = browsing.app_env(
+    env = browsing.server_env(
         FEATAPP_CACHE_DIR=str(work / "cache"), FEATAPP_DATA_DIR=str(root), FEATAPP_SNAPSHOTS=str(work / "none")
     )
     with browsing.streamlit_server(work / "streamlit.log", env) as url:

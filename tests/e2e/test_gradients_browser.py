@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.e2e.test_browser import SLOW, app_env, no_exception, open_page, running_app, shot
+from tests import browsing
+from tests.e2e.steps import SLOW, no_exception, open_page, running_app, shot
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +24,11 @@ def _picture(locator) -> np.ndarray:
 
 
 def test_gradient_views_in_the_browser(tmp_path, browser, data_dir):
-    env = app_env(tmp_path, FEATAPP_DATA_DIR=str(data_dir), FEATAPP_SNAPSHOTS=str(tmp_path / "none"))
+    env = browsing.server_env(
+        FEATAPP_CACHE_DIR=str(tmp_path / "cache"),
+        FEATAPP_DATA_DIR=str(data_dir),
+        FEATAPP_SNAPSHOTS=str(tmp_path / "none"),
+    )
     env["FEATAPP_VIS_STEPS"] = "8"
     with running_app(tmp_path, env) as url:
         page = browser.new_context(viewport={"width": 1400, "height": 1100}).new_page()

@@ -13,29 +13,14 @@ is a failure, not a skip).
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
+from deploy import check_nginx
 from tests.browsing import CHROMIUM
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_check():
-    spec = importlib.util.spec_from_file_location("check_nginx", REPO_ROOT / "deploy" / "check_nginx.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["check_nginx"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-check_nginx = _load_check()
 
 
 @pytest.fixture(autouse=True)

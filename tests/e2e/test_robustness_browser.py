@@ -50,7 +50,7 @@ def streamlit_server(work: Path, env: dict[str, str], *flags: str) -> Iterator[t
     folders under ``work``; yields its URL and its log file (complete once stopped)."""
     for name in ("tmp", "home", "cache"):
         (work / name).mkdir(parents=True, exist_ok=True)
-    server_env = browsing.app_env(
+    server_env = browsing.server_env(
         TMPDIR=str(work / "tmp"),
         HOME=str(work / "home"),
         FEATAPP_CACHE_DIR=str(work / "cache"),

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests import browsing
-from tests.e2e.test_browser import SLOW, choose, no_exception, open_page, shot
+from tests.e2e.steps import SLOW, choose, no_exception, open_page, shot
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +34,7 @@ CUT_OFF_OPTIONS = """() => Array.from(document.querySelectorAll('[role="option"]
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, data_dir):
     work = tmp_path_factory.mktemp("rough-edges")
-    env = browsing.app_env(
+    env = browsing.server_env(
         FEATAPP_DATA_DIR=str(data_dir), FEATAPP_CACHE_DIR=str(work / "cache"), FEATAPP_SNAPSHOTS=str(work / "none")
     )
     with browsing.streamlit_server(work / "streamlit.log", env) as url:
@@ -148,7 +148,7 @@ def test_neuron_page_after_a_scan_shows_results_only_and_compares_two_photos(tmp
         target = small / "test" / item.class_name / item.name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(item.path)
-    env = browsing.app_env(
+    env = browsing.server_env(
         FEATAPP_DATA_DIR=str(small), FEATAPP_CACHE_DIR=str(tmp_path / "cache"), FEATAPP_SNAPSHOTS=str(tmp_path / "none")
     )
     with browsing.streamlit_server(tmp_path / "streamlit.log", env) as url:

@@ -1,5 +1,6 @@
-"""The page edge: what every page shares. Cached models and activations, the current
-image, the sidebar, and the view (layer, channel, colours, snapshot) the pages agree on.
+"""Every ``st.cache_*`` wrapper of the app: model sessions, activations and predictions,
+scans and the class-level views over them, the dataset and the gallery, encoded pictures,
+charts, and the training-snapshot index.
 
 Caching lives here and only here, so the library stays free of Streamlit:
 
@@ -21,97 +22,119 @@ Caching lives here and only here, so the library stays free of Streamlit:
   (:func:`tile_grid`), the training strip (:func:`training_strip`) and the gallery's
   pictures (:func:`gallery_pictures`). When a teacher says "everyone, channel 5", the first
   student's click builds the view and the class reuses it (``bench/class_at_once.py``).
+
+The public function beside each private cached one builds the cache key (hashes, not
+arrays: arguments starting with ``_`` are not hashed by Streamlit).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import time
-from collections.abc import Callable, Mapping
+import stat
+import threading
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import streamlit as st
 
-from featapp.appstate import CurrentImage, get_current, set_current
-from featapp.captions import markdown_literal
-from featapp.dataset import Dataset, DatasetError, resolve_data_dir
-from featapp.images import InputSpec
-from featapp.metadata import LayerInfo, activation_bytes
-from featapp.model import DEFAULT_MODEL_PATH, MODEL_ENV, FeatureModel, ModelError, Prediction, load_model
-from featapp.render import COLOUR_SCALES, SCALINGS, ColourScale, ValueRange
+from featapp import analysis, classes, settings
+from featapp import projection as projection_module
+from featapp.activation_file import activations_npz
+from featapp.analysis import NeuronStats
+from featapp.appstate import CurrentImage, image_key
+from featapp.classes import OutputWeights, SeparationTable
+from featapp.dataset import Dataset, DatasetImage, resolve_data_dir
+from featapp.download import default_destination
+from featapp.filters import FirstLayerFilters, read_first_layer_filters
+from featapp.images import ImageError, InputSpec, prepare_image
+from featapp.liveness import LayerLiveness, liveness_of
+from featapp.metadata import activation_bytes
+from featapp.model import FeatureModel, ModelError, Prediction, load_model
+from featapp.occlusion import OcclusionMap, occlusion_sensitivity
+from featapp.probes import Probe, probe_images
+from featapp.projection import Projection
+from featapp.provenance import file_sha256
+from featapp.provenance import trained_on as hashes_of
+from featapp.render import (
+    COLOUR_SCALES,
+    ColourScale,
+    ValueRange,
+    fit_width,
+    heatmap_chart,
+    make_tiles,
+    order_channels,
+    png_bytes,
+    strip_png,
+    tile_grid_chart,
+)
+from featapp.snapshots import INDEX_FILE, Snapshot, load_snapshots
 
-PAGE_FILES = {
-    "gallery": "featapp/pages/gallery.py",
-    "feature_map": "featapp/pages/feature_map.py",
-    "layer_grid": "featapp/pages/layer_grid.py",
-    "neuron": "featapp/pages/neuron.py",
-    "model": "featapp/pages/model_page.py",
-    "classes": "featapp/pages/classes_page.py",
-}
-"""Page scripts, relative to ``streamlit_app.py`` (as ``st.Page`` and ``st.switch_page`` want them)."""
+__all__ = [
+    "ACTIVATION_CACHE_IMAGES",
+    "GALLERY_CACHE_SAMPLES",
+    "GALLERY_LAYER_CACHE",
+    "GALLERY_SIZE",
+    "PNG_CACHE_ENTRIES",
+    "HEATMAP_CACHE_ENTRIES",
+    "model_at",
+    "spec_key",
+    "activations",
+    "prediction",
+    "activations_file",
+    "occlusion",
+    "has_occlusion",
+    "mark_occlusion",
+    "first_layer_filters",
+    "neuron_stats",
+    "separation",
+    "projection",
+    "thumbnails",
+    "output_weights",
+    "photos",
+    "channel_maps",
+    "gallery_liveness",
+    "cache_summary",
+    "dataset",
+    "download_lock",
+    "download_destination",
+    "trained_on",
+    "default_split",
+    "gallery",
+    "gallery_pictures",
+    "gallery_prediction",
+    "gallery_layer",
+    "probes",
+    "picture_png",
+    "heatmap_spec",
+    "tile_grid",
+    "training_strip",
+    "read_snapshots",
+    "snapshots",
+]
 
-CACHE_IMAGES_ENV = "FEATAPP_CACHE_IMAGES"
-_cache_images_text = os.environ.get(CACHE_IMAGES_ENV, "").strip()
-ACTIVATION_CACHE_IMAGES = max(1, int(_cache_images_text)) if _cache_images_text.isdigit() else 32
+ACTIVATION_CACHE_IMAGES = settings.cache_images()
 """Images whose activations stay in memory (about 6.1 MB each for the lecture's model);
 ``$FEATAPP_CACHE_IMAGES`` changes it (read once, when the app starts)."""
 GALLERY_CACHE_SAMPLES = 4
 """Gallery samples (20 photos each, 1.35 MB of pixels) kept decoded."""
 GALLERY_LAYER_CACHE = 2
 """Layers of gallery activations kept (at most 56 MB each: layer 1 for 20 photos)."""
+GALLERY_SIZE = 20
+"""Photos in one gallery sample, split over the classes."""
 
 PNG_CACHE_ENTRIES = 256
 """Encoded pictures kept (photos, thumbnails, overlays: 20-300 kB each, so at most about 40 MB)."""
 HEATMAP_CACHE_ENTRIES = 256
 """Heatmap chart specs kept, each one map's picture and cells (at most about 60 kB: layer 1)."""
 
-GALLERY_SIZE = 20
-FINAL = "final"
-"""The training-progress option that means "the full, final model"."""
-
-# Keys in st.session_state that the pages share (widgets mirror them; see synced()).
-LAYER = "view.layer"
-CHANNEL = "view.channel"  # 1-based, as students count channels
-COLOURS = "view.colours"
-SCALING = "view.scaling"
-FIXED_LOW = "view.fixed_low"
-FIXED_HIGH = "view.fixed_high"
-SNAPSHOT = "view.snapshot"
-CELL = "view.cell"  # (layer name, row, col), 0-based
-SEED = "gallery.seed"
-DEFAULT_SEED = 0
-"""The gallery's sample seed until a student picks another (what :func:`warm_up` prepares)."""
-SPLIT = "gallery.split"
-GALLERY_TAB = "gallery_tab"
-GALLERY_TABS = ("📷 Dataset photos", "🧪 Probes", "⬆️ Your photo or the camera")
-"""The gallery's tabs: the dataset photos, the probes, and uploads with the camera."""
-
-CLASSES_TAB = "classes.tab"
-CLASSES_TABS = (
-    "🐾 Channels that tell them apart",
-    "🔢 Dense units and this photo",
-    "🗺️ Map of the feature space",
-    "🩺 Health",
-)
-"""The 'Cats vs dogs' page's tabs (only the open one is drawn)."""
-CLASSES_LAYER = "classes.layer"
-
-SCALING_LABELS = {
-    "per map": "per map (its own min to max)",
-    "per layer": "per layer (all channels, this image)",
-    "fixed": "fixed (a range you set)",
-}
+OCCLUSION_DONE = "model.occlusion_done"
 
 
 # -- models --------------------------------------------------------------------------------------
-
-
-def main_model_path() -> Path:
-    """``$FEATAPP_MODEL``, else the committed model (the same rule as :func:`featapp.load_model`)."""
-    return Path(os.environ.get(MODEL_ENV, "").strip() or DEFAULT_MODEL_PATH).expanduser()
 
 
 @st.cache_resource(show_spinner=False, max_entries=12)
@@ -124,34 +147,14 @@ def model_at(path: str | os.PathLike) -> FeatureModel:
     """The model in ``path``, loaded once per process. Raises :class:`ModelError`."""
     resolved = Path(path).expanduser().resolve()
     try:
-        stat = resolved.stat()
+        info = resolved.stat()
     except OSError:
         return load_model(resolved)  # raises ModelError with the "no model file" message
-    return _model_at(str(resolved), stat.st_mtime_ns, stat.st_size)
-
-
-def model_or_error_page() -> FeatureModel:
-    """The app's model, or an error page that says how to fix it (and the run stops)."""
-    try:
-        return model_at(main_model_path())
-    except ModelError as err:
-        st.title("featapp cannot start: the model file is missing or damaged")
-        st.error(str(err))
-        st.markdown(
-            "**How to fix it**\n\n"
-            "- Get the committed model back: `git checkout -- models/cats_dogs_small.onnx` "
-            "(a fresh `git clone` has it).\n"
-            f"- Or point the app at another converted model: set the environment variable `{MODEL_ENV}` "
-            "to its path (on Streamlit Community Cloud, put it in the app's secrets).\n"
-            "- To convert a Keras model: `python -m convert export MODEL.keras --out MODEL.onnx` "
-            "(see the README).\n\n"
-            "Then reload this page."
-        )
-        st.stop()
-        raise  # unreachable: st.stop() ends the run
+    return _model_at(str(resolved), info.st_mtime_ns, info.st_size)
 
 
 def spec_key(spec: InputSpec) -> tuple[int, int, int]:
+    """The input size as a hashable cache key: ``(height, width, channels)``."""
     return (spec.height, spec.width, spec.channels)
 
 
@@ -191,9 +194,6 @@ def prediction(model: FeatureModel, image: CurrentImage) -> Prediction | None:
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def _npz(model_sha: str, image_key: str, _model: FeatureModel, _image: CurrentImage) -> bytes:
-
-    from featapp.activation_file import activations_npz
-
     # The command line's layout, with N = 1: one file format for activations.
     batch = {name: values[np.newaxis] for name, values in activations(_model, _image).items()}
     return activations_npz(_model.layers, [_image.title], _image.array[np.newaxis], batch)
@@ -205,54 +205,49 @@ def activations_file(model: FeatureModel, image: CurrentImage) -> bytes:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _occlusion(model_sha: str, image_key: str, _model: FeatureModel, _image: np.ndarray):
-    from featapp.occlusion import occlusion_sensitivity
-
+def _occlusion(model_sha: str, image_key: str, _model: FeatureModel, _image: np.ndarray) -> OcclusionMap:
     return occlusion_sensitivity(_model, _image)
 
 
-def occlusion(model: FeatureModel, image: CurrentImage):
+def occlusion(model: FeatureModel, image: CurrentImage) -> OcclusionMap:
     """The image's occlusion-sensitivity map (:mod:`featapp.occlusion`), computed once per image."""
     return _occlusion(model.sha256, image.key, model, image.array)
 
 
 def has_occlusion(model: FeatureModel, image: CurrentImage) -> bool:
     """True when the occlusion map of this image is already computed (so it shows without asking)."""
-    return (model.sha256, image.key) in st.session_state.get("model.occlusion_done", set())
+    return (model.sha256, image.key) in st.session_state.get(OCCLUSION_DONE, set())
 
 
 def mark_occlusion(model: FeatureModel, image: CurrentImage) -> None:
-    st.session_state.setdefault("model.occlusion_done", set()).add((model.sha256, image.key))
+    """Remember, for this session, that the image's occlusion map was asked for."""
+    st.session_state.setdefault(OCCLUSION_DONE, set()).add((model.sha256, image.key))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _filters(model_sha: str, _path: str):
-    from featapp.filters import read_first_layer_filters
-
+def _filters(model_sha: str, _path: str) -> FirstLayerFilters:
     return read_first_layer_filters(_path)
 
 
-def first_layer_filters(model: FeatureModel):
+def first_layer_filters(model: FeatureModel) -> FirstLayerFilters:
     """The model's first-layer filters (:mod:`featapp.filters`). Raises :class:`ModelError`."""
     return _filters(model.sha256, str(model.path))
 
 
 @st.cache_resource(max_entries=2, ttl=3600, show_spinner=False)
-def _neuron_stats(model_sha: str, root: str, split: str, mtime_ns: int, _model: FeatureModel, _data: Dataset):
-    from featapp.analysis import load_cached
+def _neuron_stats(
+    model_sha: str, root: str, split: str, mtime_ns: int, _model: FeatureModel, _data: Dataset
+) -> NeuronStats | None:
+    return analysis.load_cached(_model, _data, split=split)
 
-    return load_cached(_model, _data, split=split)
 
-
-def neuron_stats(model: FeatureModel, data: Dataset, split: str):
+def neuron_stats(model: FeatureModel, data: Dataset, split: str) -> NeuronStats | None:
     """The scanned neuron statistics of a split (:mod:`featapp.analysis`), or ``None`` before a scan.
 
     Kept in memory once loaded (about 41 MB for the lecture's model and 4,000 photos);
     the cache file's time stamp is in the key, so a new scan is picked up.
     """
-    from featapp.analysis import cache_path
-
-    path = cache_path(model, data, split)
+    path = analysis.cache_path(model, data, split)
     mtime = path.stat().st_mtime_ns if path.is_file() else 0
     return _neuron_stats(model.sha256, str(data.root), split, mtime, model, data)
 
@@ -263,57 +258,51 @@ def neuron_stats(model: FeatureModel, data: Dataset, split: str):
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _separation(model_sha: str, fingerprint: str, split: str, layer: str, by: str, positive: str | None, _stats):
-    from featapp.classes import layer_separation
+def _separation(
+    model_sha: str, fingerprint: str, split: str, layer: str, by: str, positive: str | None, _stats: NeuronStats
+) -> SeparationTable:
+    return classes.layer_separation(_stats, layer, by=by, positive=positive)
 
-    return layer_separation(_stats, layer, by=by, positive=positive)
 
-
-def separation(stats, layer: str, by: str, positive: str | None = None):
+def separation(stats: NeuronStats, layer: str, by: str, positive: str | None = None) -> SeparationTable:
     """:func:`featapp.classes.layer_separation` of a scan, computed once per layer, score and positive class."""
     return _separation(stats.model_sha256, stats.dataset_fingerprint, str(stats.split), layer, by, positive, stats)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def _projection(model_sha: str, fingerprint: str, split: str, layer: str, method: str, _stats):
-    from featapp.projection import load_or_fit
+def _projection(
+    model_sha: str, fingerprint: str, split: str, layer: str, method: str, _stats: NeuronStats
+) -> Projection:
+    return projection_module.load_or_fit(_stats, layer, method)
 
-    return load_or_fit(_stats, layer, method)
 
-
-def projection(stats, layer: str = "dense", method: str = "pca"):
+def projection(stats: NeuronStats, layer: str = "dense", method: str = "pca") -> Projection:
     """The scan's 2-D map (:func:`featapp.projection.load_or_fit`: fitted once, cached on disk and here)."""
     return _projection(stats.model_sha256, stats.dataset_fingerprint, str(stats.split), layer, method, stats)
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
-def _thumbnails(fingerprint: str, split: str, count: int, _paths: tuple) -> list:
-    from featapp.projection import thumbnail_data_urls
-
-    return thumbnail_data_urls(_paths)
+def _thumbnails(fingerprint: str, split: str, count: int, _paths: tuple) -> list[str | None]:
+    return projection_module.thumbnail_data_urls(_paths)
 
 
-def thumbnails(stats) -> list:
+def thumbnails(stats: NeuronStats) -> list[str | None]:
     """A small JPEG data URL per scanned photo, for the map's tooltips (made once per scan, about 2 kB each)."""
     return _thumbnails(stats.dataset_fingerprint, str(stats.split), len(stats), tuple(stats.paths))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _output_weights(model_sha: str, _path: str):
-    from featapp.classes import output_weights
-
-    return output_weights(_path)
+def _output_weights(model_sha: str, _path: str) -> OutputWeights:
+    return classes.output_weights(_path)
 
 
-def output_weights(model: FeatureModel):
+def output_weights(model: FeatureModel) -> OutputWeights:
     """The output layer's weights (:func:`featapp.classes.output_weights`). Raises :class:`ModelError`."""
     return _output_weights(model.sha256, str(model.path))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _photos(spec: tuple[int, int, int], paths: tuple, _model: FeatureModel) -> tuple:
-    from featapp.images import ImageError, prepare_image
-
+def _photos(spec: tuple[int, int, int], paths: tuple, _model: FeatureModel) -> tuple[tuple[str, ...], np.ndarray]:
     pixels, kept = [], []
     for path in paths:
         try:
@@ -325,13 +314,15 @@ def _photos(spec: tuple[int, int, int], paths: tuple, _model: FeatureModel) -> t
     return tuple(kept), batch
 
 
-def photos(model: FeatureModel, paths) -> tuple:
+def photos(model: FeatureModel, paths: Iterable[str | os.PathLike]) -> tuple[tuple[str, ...], np.ndarray]:
     """A few photo files as the model sees them: the paths that could be read, and their pixels."""
     return _photos(spec_key(model.input_spec), tuple(str(p) for p in paths), model)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _channel_maps(model_sha: str, paths: tuple, layer: str, channel: int, _model: FeatureModel) -> tuple:
+def _channel_maps(
+    model_sha: str, paths: tuple, layer: str, channel: int, _model: FeatureModel
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
     kept, batch = photos(_model, paths)
     if not kept:
         return (), batch, np.zeros((0,), np.float32)
@@ -339,28 +330,29 @@ def _channel_maps(model_sha: str, paths: tuple, layer: str, channel: int, _model
     return kept, batch, maps
 
 
-def channel_maps(model: FeatureModel, paths, layer: str, channel: int):
+def channel_maps(
+    model: FeatureModel, paths: Iterable[str | os.PathLike], layer: str, channel: int
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
     """For a few photo files: the ones that could be read, their pixels, and ``channel`` of
     ``layer`` for each (one model run for all; only that channel is kept)."""
     return _channel_maps(model.sha256, tuple(str(p) for p in paths), layer, channel, model)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _gallery_liveness(model_sha: str, sample_key: str, _model: FeatureModel, _pixels: np.ndarray) -> dict:
-    from featapp.liveness import liveness_of
-
+def _gallery_liveness(
+    model_sha: str, sample_key: str, _model: FeatureModel, _pixels: np.ndarray
+) -> dict[str, LayerLiveness]:
     return liveness_of(_model.activations(_pixels[i : i + 8]) for i in range(0, len(_pixels), 8))
 
 
-def gallery_liveness(model: FeatureModel, pixels: np.ndarray) -> dict:
+def gallery_liveness(model: FeatureModel, pixels: np.ndarray) -> dict[str, LayerLiveness]:
     """:func:`featapp.liveness.liveness_of` over the gallery's photos (all layers, eight photos at a time)."""
-    import hashlib
-
     key = hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=16).hexdigest()
     return _gallery_liveness(model.sha256, key, model, pixels)
 
 
 def cache_summary(model: FeatureModel) -> str:
+    """One sentence on the activation cache's size for this model (the Model page's last line)."""
     per_image = activation_bytes(model.layers)
     return (
         f"Activations are cached for up to {ACTIVATION_CACHE_IMAGES} images, shared by everyone using this "
@@ -384,30 +376,22 @@ def dataset() -> Dataset:
 
 
 @st.cache_resource(show_spinner=False)
-def download_lock():
+def download_lock() -> threading.Lock:
     """One photo download per server at a time: every visitor without a dataset sees the button."""
-    import threading
-
     return threading.Lock()
 
 
 def download_destination(source: str) -> Path:
     """Where the Gallery's download button puts the photos: the folder the app reads
     (``$FEATAPP_DATA_DIR`` when set), else the folder the dataset lookup checks."""
-    from featapp.dataset import DATA_DIR_ENV
-    from featapp.download import default_destination
-
-    configured = os.environ.get(DATA_DIR_ENV, "").strip()
+    configured = settings.configured(settings.DATA_DIR_ENV)
     return Path(configured).expanduser() if configured else default_destination(source)
 
 
-def trained_on(model: FeatureModel, items) -> list[bool]:
+def trained_on(model: FeatureModel, items: Sequence[DatasetImage]) -> list[bool]:
     """For each dataset image, whether the model was trained or selected on that photo
     (its file's sha256 is in the model's list, :mod:`featapp.provenance`); all ``False``
     when the model ships no list."""
-    from featapp.provenance import file_sha256
-    from featapp.provenance import trained_on as hashes_of
-
     hashes = hashes_of(model.path)
     if not hashes:
         return [False] * len(items)
@@ -420,16 +404,18 @@ def default_split(data: Dataset) -> str:
 
 
 @st.cache_resource(max_entries=GALLERY_CACHE_SAMPLES, show_spinner=False)
-def _gallery(root: str, split: str, seed: int, per_class: int, spec: tuple[int, int, int], _data: Dataset):
-    from featapp.images import prepare_image
-
+def _gallery(
+    root: str, split: str, seed: int, per_class: int, spec: tuple[int, int, int], _data: Dataset
+) -> tuple[tuple[DatasetImage, ...], np.ndarray | None]:
     items = tuple(_data.sample(split, per_class=per_class, seed=seed))
     input_spec = InputSpec(*spec)
     pixels = _read_only(np.stack([prepare_image(item.path, input_spec) for item in items])) if items else None
     return items, pixels
 
 
-def gallery(model: FeatureModel, data: Dataset, split: str, seed: int):
+def gallery(
+    model: FeatureModel, data: Dataset, split: str, seed: int
+) -> tuple[tuple[DatasetImage, ...], np.ndarray | None]:
     """The gallery sample: (dataset images, their pixels ``(N, H, W, C)``); 20 photos split over the classes."""
     per_class = max(1, GALLERY_SIZE // max(1, len(data.classes(split))))
     return _gallery(str(data.root), split, int(seed), per_class, spec_key(model.input_spec), data)
@@ -437,8 +423,6 @@ def gallery(model: FeatureModel, data: Dataset, split: str, seed: int):
 
 @st.cache_resource(max_entries=GALLERY_CACHE_SAMPLES, show_spinner=False)
 def _gallery_pngs(sample: tuple, _pixels: np.ndarray | None) -> tuple[bytes, ...]:
-    from featapp.render import png_bytes
-
     return () if _pixels is None else tuple(png_bytes(picture) for picture in _pixels)
 
 
@@ -457,10 +441,9 @@ def _gallery_prediction(model_sha: str, sample_key: str, _model: FeatureModel, _
 
 
 def gallery_prediction(model: FeatureModel, pixels: np.ndarray) -> Prediction | None:
+    """The model's answers for the gallery's photos, or ``None`` for a model without a classifier."""
     if not model.has_classifier:
         return None
-    from featapp.appstate import image_key
-
     return _gallery_prediction(model.sha256, image_key(pixels), model, pixels)
 
 
@@ -473,54 +456,24 @@ def _gallery_layer(
 
 def gallery_layer(model: FeatureModel, pixels: np.ndarray, layer: str) -> np.ndarray:
     """One layer's output for every gallery photo: ``(N, C, H, W)`` or ``(N, units)``."""
-    from featapp.appstate import image_key
-
     return _gallery_layer(model.sha256, image_key(pixels), layer, model, pixels)
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def _probes(spec: tuple[int, int, int]) -> list:
-    from featapp.probes import probe_images
-
+def _probes(spec: tuple[int, int, int]) -> list[Probe]:
     return probe_images(InputSpec(*spec))
 
 
-def probes(model: FeatureModel) -> list:
+def probes(model: FeatureModel) -> list[Probe]:
     """The synthetic probe images at the model's input size (:mod:`featapp.probes`)."""
     return _probes(spec_key(model.input_spec))
 
 
-# -- the current image ------------------------------------------------------------------------------
-
-
-def current_image(model: FeatureModel) -> CurrentImage:
-    """The image the pages look at; the first gallery photo (or first probe) until one is chosen."""
-    image = get_current(st.session_state)
-    if image is not None and image.fits(model.input_spec):
-        return image
-    image = _default_image(model, int(st.session_state.get(SEED, DEFAULT_SEED)))
-    set_current(st.session_state, image)
-    return image
-
-
-def _default_image(model: FeatureModel, seed: int) -> CurrentImage:
-    try:
-        data = dataset()
-        split = default_split(data)
-        items, pixels = gallery(model, data, split, seed)
-        if items:
-            item = items[0]
-            return CurrentImage.from_array(pixels[0], "gallery", f"{item.name} ({split})", item.class_name)
-    except DatasetError:
-        pass
-    probe = probes(model)[0]
-    return CurrentImage.from_array(probe.image, "probe", probe.title)
+# -- pictures and charts -------------------------------------------------------------------------------
 
 
 @st.cache_data(max_entries=PNG_CACHE_ENTRIES, show_spinner=False)
 def _png(content_key: str, width_px: int | None, _picture: np.ndarray) -> bytes:
-    from featapp.render import fit_width, png_bytes
-
     return png_bytes(_picture if width_px is None else fit_width(_picture, width_px))
 
 
@@ -530,8 +483,6 @@ def picture_png(picture: np.ndarray, width_px: int | None = None) -> bytes:
     for one 150 x 150 photo here, so 160 ms for the gallery's 20), and given a picture
     wider than its ``width`` it scales and encodes it once more.
     """
-    import hashlib
-
     array = np.ascontiguousarray(picture)
     digest = hashlib.blake2b(array.tobytes(), digest_size=16).hexdigest()
     return _png(f"{array.shape}{array.dtype}{digest}", width_px, array)
@@ -541,8 +492,6 @@ def picture_png(picture: np.ndarray, width_px: int | None = None) -> bytes:
 def _heatmap(
     map_key: tuple, scale_key: str, vr: tuple, selected: tuple[int, int] | None, width_px: int, _values: np.ndarray
 ) -> dict:
-    from featapp.render import heatmap_chart
-
     # Arrow tables: Streamlit converts pandas frames to Arrow on every call, tables it only writes out.
     return heatmap_chart(
         _values, ValueRange(*vr), COLOUR_SCALES[scale_key], width_px=width_px, selected_cell=selected, arrow=True
@@ -553,8 +502,6 @@ def _with_arrow_tables(spec: dict) -> dict:
     """The spec with its datasets as Arrow tables, not pandas frames: Streamlit converts a
     frame to Arrow on every call (1.4-3 ms per heatmap here), a table it only writes out
     (0.1 ms), so a cached spec costs almost nothing to send again."""
-    import pyarrow as pa
-
     spec["datasets"] = {
         name: pa.Table.from_pandas(frame, preserve_index=False) for name, frame in spec["datasets"].items()
     }
@@ -587,8 +534,6 @@ def heatmap_spec(
 
 @st.cache_resource(max_entries=HEATMAP_CACHE_ENTRIES // 4, show_spinner=False)
 def _tile_grid(view: tuple, _maps: np.ndarray) -> tuple[dict, tuple[int, ...], tuple[int, ...]]:
-    from featapp.render import make_tiles, order_channels, tile_grid_chart
-
     _, _, _, first, last, order, scale_key, mode, fixed, width_px = view
     ordered = order_channels(_maps, range(first - 1, last), order)
     tiles = make_tiles(_maps, ordered, COLOUR_SCALES[scale_key], mode, fixed=fixed)
@@ -621,8 +566,6 @@ def tile_grid(
 
 @st.cache_data(max_entries=PNG_CACHE_ENTRIES, show_spinner=False)
 def _strip(view: tuple, models_key: tuple, _image: CurrentImage, _models: tuple) -> bytes:
-    from featapp.render import strip_png
-
     _, layer, channel, scale_key = view
     maps = [(label, activations(model, _image)[layer][channel]) for label, model in _models]
     return strip_png(maps, COLOUR_SCALES[scale_key])
@@ -638,223 +581,14 @@ def training_strip(
     return _strip((image.key, layer, int(channel), scale.key), models_key, image, tuple(models))
 
 
-def show_image(array: np.ndarray, *, width: int | str = "content", **kwargs: Any) -> None:
-    """``st.image`` for uint8 pictures of 1 or 3 channels, sent as cached PNG bytes.
-
-    An integer ``width`` is the shown width in pixels: the picture is made that wide here
-    (crisp when enlarged), so Streamlit passes the bytes through untouched.
-    """
-    # PNG named explicitly: with "auto", Streamlit re-encodes an opaque picture as JPEG on every rerun.
-    kwargs.setdefault("output_format", "PNG")
-    st.image(picture_png(array, width if isinstance(width, int) else None), width=width, **kwargs)
-
-
-def prediction_text(pred: Prediction | None, model: FeatureModel) -> str:
-    from featapp.captions import describe_prediction
-
-    if pred is None:
-        return (
-            f"No prediction: '{model.path.name}' has no classifier (a training snapshot keeps only the "
-            "convolutional layers). Its feature maps can still be explored."
-        )
-    return describe_prediction(pred.probabilities[0], pred.class_names)
-
-
-def sidebar(model: FeatureModel) -> None:
-    """Current image, its prediction, and where the model runs: on every page."""
-    image = current_image(model)
-    with st.sidebar:
-        st.markdown("**Current image**")
-        show_image(
-            image.array, caption=f"{markdown_literal(image.title)} · {image.source_text}", width=SIDEBAR_PICTURE_PX
-        )
-        if image.true_label is not None:
-            st.caption(f"True label: {image.true_label}")
-        st.markdown(prediction_text(prediction(model, image), model))
-        st.caption(f"Model `{model.path.name}` runs on the **{model.provider.upper()}** (ONNX Runtime).")
-        if model.provider_note:
-            st.caption(model.provider_note)
-
-
-# -- before the first visitor ---------------------------------------------------------------------------
-
-SIDEBAR_PICTURE_PX = 180
-
-
-def warm_up() -> str:
-    """Do the first visitor's work before anyone visits: load the model, read and predict
-    the gallery's first sample, and encode what the gallery page and the sidebar send.
-
-    ``streamlit_app.py`` runs this in a thread when the server starts, so the first
-    student's browser, still loading Streamlit's JavaScript, finds it done; everything
-    lands in the same caches the pages read. A visitor who arrives mid-way waits on
-    Streamlit's per-entry lock for the result, not for a second computation. A
-    missing model or dataset is not an error here (the pages explain them to the
-    visitor). Returns one line for the server's console.
-    """
-    started = time.perf_counter()
-    try:
-        model = model_at(main_model_path())
-    except ModelError as err:
-        return f"featapp: no model to load before the first visitor ({err})"
-    image = _default_image(model, DEFAULT_SEED)
-    prediction(model, image)
-    activations(model, image)
-    picture_png(image.array, SIDEBAR_PICTURE_PX)
-    try:
-        data = dataset()
-    except DatasetError:
-        # The gallery page says how to get a dataset; the first probe is ready instead.
-        return f"featapp: model loaded ({model.provider.upper()}); no dataset, so no gallery to prepare"
-    _, pixels = gallery(model, data, default_split(data), DEFAULT_SEED)
-    if pixels is not None:
-        gallery_prediction(model, pixels)
-        gallery_pictures(model, data, default_split(data), DEFAULT_SEED)
-    return (
-        f"featapp: model loaded ({model.provider.upper()}) and the first gallery ready "
-        f"({time.perf_counter() - started:.1f} s)"
-    )
-
-
-# -- the shared view -------------------------------------------------------------------------------------
-
-
-def _copy(widget_key: str, shared_key: str, convert: Callable[[Any], Any] | None = None) -> None:
-    value = st.session_state[widget_key]
-    st.session_state[shared_key] = convert(value) if convert else value
-
-
-def synced(widget: Callable[..., Any], label: str, *, key: str, shared: str, default: Any, **kwargs: Any) -> Any:
-    """A widget that shows, and writes back to, a value every page shares.
-
-    Streamlit forgets a widget's value when its page is left, so the shared value lives
-    under its own key; the widget is set from it before it is drawn, and copies each
-    change back (``on_change``).
-    """
-    if shared not in st.session_state:
-        st.session_state[shared] = default
-    st.session_state[key] = st.session_state[shared]
-    return widget(label, key=key, on_change=_copy, args=(key, shared), **kwargs)
-
-
-def layer_label(model: FeatureModel, layer: LayerInfo) -> str:
-    """The layer's number and name: short enough for the dropdown's width (the kind and
-    shape, which made labels like '8 · max_pooling2d_3 (MaxPooling2D, 7 x 7 x 128)' that
-    the box cut off, are in :func:`layer_details` under it)."""
-    number = model.layer_names.index(layer.name) + 1
-    return f"{number} · {layer.name}"
-
-
-def layer_details(layer: LayerInfo) -> str:
-    return f"{layer.kind}, output {layer.shape_text}"
-
-
-def pick_layer(model: FeatureModel, *, key: str, spatial_only: bool, label: str = "Layer") -> LayerInfo | None:
-    """A layer chooser (layers numbered from 1, as in the lecture); ``None`` if there is none to choose."""
-    layers = [layer for layer in model.layers if layer.is_spatial or not spatial_only]
-    if not layers:
-        return None
-    names = [layer.name for layer in layers]
-    if st.session_state.get(LAYER) not in names:
-        st.session_state[LAYER] = names[0]
-    chosen = synced(
-        st.selectbox,
-        label,
-        key=key,
-        shared=LAYER,
-        default=names[0],
-        options=names,
-        format_func=lambda name: layer_label(model, model.layer(name)),
-    )
-    layer = model.layer(chosen)
-    st.caption(layer_details(layer))
-    return layer
-
-
-def pick_channel(layer: LayerInfo, *, key: str, label: str | None = None) -> int:
-    """A channel chooser (1 to C); returns the 0-based index."""
-    count = layer.channels
-    current = int(st.session_state.get(CHANNEL, 1))
-    st.session_state[CHANNEL] = min(max(current, 1), count)
-    chosen = synced(
-        st.number_input,
-        label or f"Channel (1 to {count})",
-        key=key,
-        shared=CHANNEL,
-        default=1,
-        min_value=1,
-        max_value=count,
-        step=1,
-    )
-    return int(chosen) - 1
-
-
-def pick_colours(*, key: str) -> ColourScale:
-    chosen = synced(
-        st.radio,
-        "Colours",
-        key=key,
-        shared=COLOURS,
-        default="blues4",
-        options=list(COLOUR_SCALES),
-        format_func=lambda k: COLOUR_SCALES[k].label,
-        horizontal=True,
-    )
-    return COLOUR_SCALES[chosen]
-
-
-def pick_scaling(*, key: str, per_map_label: str | None = None) -> tuple[str, tuple[float, float] | None]:
-    """Scaling mode, and the fixed range when it is "fixed" (``None`` if the range is invalid)."""
-    labels = dict(SCALING_LABELS)
-    if per_map_label:
-        labels["per map"] = per_map_label
-    mode = synced(
-        st.radio,
-        "Scale",
-        key=key,
-        shared=SCALING,
-        default="per map",
-        options=list(SCALINGS),
-        format_func=lambda k: labels[k],
-        horizontal=True,
-    )
-    if mode != "fixed":
-        return mode, None
-    low_col, high_col = st.columns(2)
-    with low_col:
-        low = synced(
-            st.number_input, "Range from", key=f"{key}_low", shared=FIXED_LOW, default=0.0, step=0.1, format="%.3f"
-        )
-    with high_col:
-        high = synced(
-            st.number_input, "Range to", key=f"{key}_high", shared=FIXED_HIGH, default=1.0, step=0.1, format="%.3f"
-        )
-    if not high > low:
-        st.error(
-            f"The range must go from a lower to a higher value (you set {low:g} to {high:g}); showing each map per map."
-        )
-        return "per map", None
-    return mode, (float(low), float(high))
-
-
 # -- training snapshots -----------------------------------------------------------------------------------
 
 
-def snapshots_folder() -> Path:
-    """Where the snapshots are: ``$FEATAPP_SNAPSHOTS``, else ``models/snapshots`` (as :mod:`featapp.snapshots`)."""
-    from featapp.snapshots import DEFAULT_SNAPSHOTS_DIR, SNAPSHOTS_ENV
-
-    return Path(os.environ.get(SNAPSHOTS_ENV, "").strip() or DEFAULT_SNAPSHOTS_DIR).expanduser()
-
-
-def _read_snapshots() -> tuple[list, str | None]:
-    """The snapshot index, read once per version of its file (the Feature map page asks
-    for it twice per rerun: the training-progress control and the strip)."""
-    import stat
-
-    from featapp.snapshots import INDEX_FILE
-
-    folder = snapshots_folder()
+def read_snapshots() -> tuple[list[Snapshot], str | None]:
+    """The snapshot index and the problem that kept it from being read (``None`` when none),
+    read once per version of its file (the Feature map page asks for it twice per rerun:
+    the training-progress control and the strip)."""
+    folder = settings.snapshots_dir()
     try:
         info = (folder / INDEX_FILE).stat()
     except OSError:
@@ -866,73 +600,18 @@ def _read_snapshots() -> tuple[list, str | None]:
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def _snapshots_at(folder: str, mtime_ns: int, size: int) -> tuple[tuple, str | None]:
+def _snapshots_at(folder: str, mtime_ns: int, size: int) -> tuple[tuple[Snapshot, ...], str | None]:
     # The index's time stamp and size are in the key, so a rewritten index is read again.
-    from featapp.snapshots import load_snapshots
-
     try:
         return tuple(load_snapshots(folder)), None
     except ModelError as err:
         return (), str(err)
 
 
-def snapshots() -> list:
+def snapshots() -> list[Snapshot]:
     """The training snapshots (:func:`featapp.snapshots.load_snapshots`); empty when there are none.
 
     No snapshot folder is normal (a model converted without them). A damaged index is
-    reported by :func:`pick_snapshot`, the control that would use it.
+    reported by :func:`featapp.pages.view.pick_snapshot`, the control that would use it.
     """
-    return _read_snapshots()[0]
-
-
-def snapshot_label(snapshot: Any) -> str:
-    return str(snapshot.label)
-
-
-def pick_snapshot(model: FeatureModel, *, key: str, layer: str | None = None) -> tuple[FeatureModel, str]:
-    """The "training progress" control: the model to show (a snapshot or the final one) and its label.
-
-    With no snapshots there is nothing to choose and the final model is used. A snapshot
-    that cannot show ``layer`` or takes other inputs falls back to the final model, and says so.
-    """
-    snaps, problem = _read_snapshots()
-    if problem:
-        st.warning(f"The training snapshots cannot be used: {problem}")
-    if not snaps:
-        return model, "final model"
-    by_id = {str(Path(s.path)): s for s in snaps}
-    options = list(by_id) + [FINAL]
-    if st.session_state.get(SNAPSHOT) not in options:
-        st.session_state[SNAPSHOT] = FINAL
-    chosen = synced(
-        st.select_slider,
-        "Training progress",
-        key=key,
-        shared=SNAPSHOT,
-        default=FINAL,
-        options=options,
-        format_func=lambda option: "final model" if option == FINAL else snapshot_label(by_id[option]),
-        help="See the same map as the network learned: from random weights (epoch 0) to the trained model.",
-    )
-    if chosen == FINAL:
-        return model, "final model"
-    snapshot = by_id[chosen]
-    try:
-        snap_model = model_at(snapshot.path)
-    except ModelError as err:
-        st.error(f"This snapshot cannot be loaded: {err} Showing the final model.")
-        return model, "final model"
-    if spec_key(snap_model.input_spec) != spec_key(model.input_spec):
-        st.warning("This snapshot takes a different input size than the model; showing the final model.")
-        return model, "final model"
-    if layer is not None and layer not in snap_model.layer_names:
-        st.info(
-            f"Layer {layer} is not in the snapshots (they keep only the convolutional layers); showing the final model."
-        )
-        return model, "final model"
-    return snap_model, snapshot_label(snapshot)
-
-
-def goto(page: str) -> None:
-    """Open another page (``page`` is a key of :data:`PAGE_FILES`)."""
-    st.switch_page(PAGE_FILES[page])
+    return read_snapshots()[0]

@@ -1,0 +1,82 @@
+"""Steps for the browser tests: a ``streamlit run`` server for the ``with`` block, and what
+a student does and sees in Chromium (open a page, choose in a dropdown, wait for a chart to
+change, no exception on the page, a screenshot in ``test-artifacts/e2e/``)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tests import browsing, imagefactory
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "e2e"
+EXCEPTION = '[data-testid="stException"]'
+SLOW = 90_000  # ms; the first run of each page computes and caches activations on a busy CPU
+
+
+@contextlib.contextmanager
+def running_app(work: Path, env: dict[str, str], *flags: str, base_path: str = ""):
+    """``streamlit run streamlit_app.py`` on a free port of 127.0.0.1; yields its URL."""
+    with browsing.streamlit_server(work / "streamlit.log", env, flags, base_path=base_path) as url:
+        yield url
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    return imagefactory.encode(Image.fromarray(pixels), "PNG")
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def no_exception(page) -> None:
+    assert page.locator(EXCEPTION).count() == 0, page.locator(EXCEPTION).first.inner_text()
+
+
+def wait_until(condition, timeout: float = 60, what: str = "the page to change"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def chart_pixels(page, index: int = 0) -> np.ndarray:
+    chart = page.locator('[data-testid="stVegaLiteChart"]').nth(index)
+    return np.asarray(Image.open(io.BytesIO(chart.screenshot())).convert("RGB"))
+
+
+def changed_from(before: np.ndarray):
+    def check(page, index: int = 0):
+        after = chart_pixels(page, index)
+        return after.shape != before.shape or not np.array_equal(after, before)
+
+    return check
+
+
+def tile_urls(page) -> list[str]:
+    return page.locator('[data-testid="stVegaLiteChart"] svg image').evaluate_all(
+        "nodes => nodes.map(n => n.getAttribute('href') || n.getAttribute('xlink:href'))"
+    )
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick ``option`` in the selectbox labelled ``label`` by typing it, as a keyboard user would."""
+    box = page.locator('[data-testid="stSelectbox"]', has=page.get_by_text(label, exact=True)).first
+    box.click()
+    page.keyboard.type(option)
+    page.keyboard.press("Enter")
+
+
+def open_page(page, name: str) -> None:
+    page.locator('[data-testid="stSidebarNavLink"]', has_text=name).first.click()
+    page.get_by_role("heading", name=name).first.wait_for(timeout=SLOW)
