@@ -316,6 +316,7 @@ def output_weights(path: str | os.PathLike, output_name: str | None = None) -> O
 
     from featapp.filters import _resolve, read_graph
 
+    path = Path(path)
     graph, tensors, producers = read_graph(path)
     outputs = [output.name for output in graph.output]
     name = output_name if output_name is not None else (outputs[-1] if outputs else "")
