@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
+from bench.machine import cpu_features, cpu_name, memory_gib
 from featapp.analysis import NeuronStats, _Layer, scan
 from featapp.cache import atomic_write_bytes
 from featapp.dataset import Dataset
@@ -43,20 +44,9 @@ FULL_DATASET = 4000
 
 
 def machine() -> list[str]:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import psutil
-
-        memory = f"{psutil.virtual_memory().total / 2**30:.0f} GiB"
-    except ImportError:
-        memory = "unknown"
+    cpu = f"{cpu_name()} ({cpu_features()})"
+    gib = memory_gib()
+    memory = "unknown" if gib is None else f"{gib:.0f} GiB"
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?", "?", "?")
     return [
         f"- Date: {datetime.datetime.now().isoformat(timespec='seconds')}",

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.machine import cpu_features, cpu_name, memory_gib
 from featapp.dataset import Dataset
 from featapp.images import prepare_image
 from featapp.model import load_model
@@ -111,21 +112,15 @@ def machine() -> list[str]:
     import onnxruntime
     import PIL
 
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = f"{cpu_name()} ({cpu_features()})"
     try:
         import psutil
 
-        ram = f"{psutil.virtual_memory().total / 2**30:.1f} GiB"
         physical = psutil.cpu_count(logical=False)
     except ImportError:
-        ram, physical = "unknown", None
+        physical = None
+    gib = memory_gib()
+    ram = "unknown" if gib is None else f"{gib:.1f} GiB"
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     lines = [
         f"- CPU: {cpu}; {os.cpu_count()} logical cores ({physical} physical); RAM {ram}",

@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 
 from bench import load_test
-from bench.server_cpu import Student, cpu_model
+from bench.machine import cpu_features, cpu_name
+from bench.server_cpu import Student
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,7 +76,7 @@ def markdown(latency, cpu, apps, count: int, waves: int) -> str:
     lines = [
         f"# A class of {count} making the same change at once, one `streamlit run`",
         "",
-        f"Machine: {os.cpu_count()} CPUs ({cpu_model()}); load average at the end {os.getloadavg()[0]:.2f}. "
+        f"Machine: {os.cpu_count()} CPUs ({cpu_name()}, {cpu_features()}); load average at the end {os.getloadavg()[0]:.2f}. "
         f"{waves} waves per interaction kind, every student at once, on the same photo; apps take turns wave by "
         "wave. Latency: from the wave's start to each student's run's last message and pictures. CPU: the server's "
         "CPU time for the wave divided by the students (10 ms ticks). `bench/class_at_once.py`.",

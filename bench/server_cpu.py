@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 from bench import load_test
+from bench.machine import cpu_features, cpu_name
 from bench.streamlit_client import AppClient
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -156,22 +157,12 @@ def top_functions(raw: Path, count: int = 25) -> list[tuple[str, float, float]]:
     return [(frame, hits / total, own[frame] / total) for frame, hits in inclusive.most_common(count)]
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def markdown(samples, apps, changes: int, spy_lines: list[str]) -> str:
     names = list(samples)
     lines = [
         "# Server CPU per interaction, one student at a time",
         "",
-        f"Machine: {os.cpu_count()} CPUs ({cpu_model()}), Python "
+        f"Machine: {os.cpu_count()} CPUs ({cpu_name()}, {cpu_features()}), Python "
         f"{platform.python_version()}; load average at the end {os.getloadavg()[0]:.2f}. "
         f"{changes} changes of each kind per app, interleaved between the apps; milliseconds of the server "
         "process's CPU time (user + system; the kernel counts it in 10 ms ticks, so the mean of many changes is the figure to read) from sending the change to the run's last message and its pictures. "
