@@ -276,10 +276,7 @@ def cmd_top(args: argparse.Namespace) -> int:
     from featapp.analysis import load_cached, load_or_scan
 
     model = _load_model(args)
-    try:
-        layer = model.layer(args.layer)
-    except KeyError:
-        raise _UserError(f"no layer '{args.layer}'; the layers are: {', '.join(model.layer_names)}.") from None
+    layer = _layer_of(model, args.layer)
     word = "channel" if layer.is_spatial else "unit"
     if not 1 <= args.channel <= layer.channels:
         raise _UserError(
@@ -649,10 +646,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     from featapp.gradients import load_gradients
 
     model = _load_model(args)
-    try:
-        layer = model.layer(args.layer)
-    except KeyError:
-        raise _UserError(f"no layer '{args.layer}'; the layers are: {', '.join(model.layer_names)}.") from None
+    layer = _layer_of(model, args.layer)
     if not 1 <= args.channel <= layer.channels:
         raise _UserError(
             f"{layer.name} has channels 1 to {layer.channels} (counted from 1); you asked for {args.channel}."
@@ -767,7 +761,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Channels are counted from 1 ('channel 1' is the first; the library's index is C-1). "
         "Scans the dataset first if it has not been scanned.",
     )
-    top.add_argument("--layer", required=True, metavar="L", help="layer name, e.g. conv2d_2 (see 'info')")
+    top.add_argument(
+        "--layer", required=True, metavar="L", help="layer name or number from 1, e.g. conv2d_2 or 5 (see 'info')"
+    )
     top.add_argument("--channel", required=True, type=_positive, metavar="C", help="channel (or unit) number, from 1")
     top.add_argument("--k", type=_positive, default=9, help="how many images (default 9)")
     top.add_argument("--by", choices=("max", "mean"), default="max", help="rank by the map's max (default) or mean")
@@ -884,7 +880,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start from faint noise and climb the gradient of the channel's mean activation, with "
         "jitter, scaling and Fourier/colour preconditioning (as in Lucid). Channels are counted from 1.",
     )
-    vis.add_argument("--layer", required=True, metavar="L", help="layer name, e.g. conv2d_2 (see 'info')")
+    vis.add_argument(
+        "--layer", required=True, metavar="L", help="layer name or number from 1, e.g. conv2d_2 or 5 (see 'info')"
+    )
     vis.add_argument("--channel", required=True, type=_positive, metavar="C", help="channel number, from 1")
     vis.add_argument("--out", required=True, metavar="FILE.png", help="where to write (written atomically)")
     vis.add_argument("--steps", type=_positive, default=128, help="gradient steps (default 128)")
