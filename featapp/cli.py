@@ -273,8 +273,6 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    from featapp.analysis import load_cached, load_or_scan
-
     model = _load_model(args)
     layer = _layer_of(model, args.layer)
     word = "channel" if layer.is_spatial else "unit"
@@ -282,14 +280,7 @@ def cmd_top(args: argparse.Namespace) -> int:
         raise _UserError(
             f"{layer.name} has {word}s 1 to {layer.channels} (counted from 1); you asked for {word} {args.channel}."
         )
-    dataset = _dataset(args)
-    _check_split(dataset, args.split)
-    stats = load_cached(model, dataset, args.split, _cache_dir(args))
-    if stats is None:
-        print("No neuron statistics for this model and dataset yet; scanning first (once).", file=sys.stderr)
-        stats = load_or_scan(
-            model, dataset, args.split, _cache_dir(args), progress=TextProgress("scanning"), batch_size=args.batch_size
-        )
+    dataset, stats = _stats_for(args, model)
     try:
         hits = stats.top_k(layer.name, args.channel - 1, k=args.k, by=args.by)
     except ValueError as err:

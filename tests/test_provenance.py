@@ -86,12 +86,8 @@ def mixed_photos(tmp_path, data_dir):
     return root
 
 
-def test_gallery_marks_trained_on_photos_and_leaves_them_out_of_the_score(monkeypatch, tmp_path, mixed_photos, model):
+def test_gallery_marks_trained_on_photos_and_leaves_them_out_of_the_score(monkeypatch, app_env, mixed_photos, model):
     monkeypatch.setenv("FEATAPP_DATA_DIR", str(mixed_photos))
-    monkeypatch.setenv("FEATAPP_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("FEATAPP_SNAPSHOTS", str(tmp_path / "no-snapshots"))
-    monkeypatch.setenv("FEATAPP_PROVIDER", "cpu")
-    monkeypatch.delenv("FEATAPP_MODEL", raising=False)
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
     assert_clean(at)
@@ -113,12 +109,7 @@ def test_gallery_marks_trained_on_photos_and_leaves_them_out_of_the_score(monkey
     assert WRONG_MARK in text
 
 
-def test_gallery_of_training_photos_gives_no_score(monkeypatch, tmp_path, data_dir):
-    monkeypatch.setenv("FEATAPP_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("FEATAPP_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("FEATAPP_SNAPSHOTS", str(tmp_path / "no-snapshots"))
-    monkeypatch.setenv("FEATAPP_PROVIDER", "cpu")
-    monkeypatch.delenv("FEATAPP_MODEL", raising=False)
+def test_gallery_of_training_photos_gives_no_score(app_env):
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
     at.selectbox(key="gallery.split").set_value("train").run()

@@ -88,13 +88,10 @@ except DatasetError as err:
     st.info(f"{err}\n\nThis page needs a dataset to scan; the other pages still work with your own photos.")
     st.stop()
 
-split = view.synced(
-    st.selectbox,
-    "Split",
+split = view.pick_scan_split(
+    data,
     key="classes.split",
-    shared=SCAN_SPLIT,
-    default=caches.default_split(data),
-    options=list(data.splits),
+    label="Split",
     help="All photos of this split, scanned once with this model (shared with 'One neuron, many images').",
 )
 stats = caches.neuron_stats(model, data, split)

@@ -139,15 +139,7 @@ if data is not None and source == "gallery" and gallery_items:
         entries.append(_Shown(f"g{hit.index}", hit, gallery_pixels[hit.index], maps[hit.index]))
     _show_ranked(entries, scale, vr, rank_by)
 elif data is not None and source == "dataset":
-    splits = list(data.splits)
-    scan_split = view.synced(
-        st.selectbox,
-        "Split to scan",
-        key="neuron.split",
-        shared=SCAN_SPLIT,
-        default=caches.default_split(data),
-        options=splits,
-    )
+    scan_split = view.pick_scan_split(data, key="neuron.split", label="Split to scan")
     stats = caches.neuron_stats(model, data, scan_split)
     if stats is None:
         count = len(data.images(scan_split))

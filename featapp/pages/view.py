@@ -45,7 +45,7 @@ from typing import Any
 import streamlit as st
 
 from featapp.appstate import CurrentImage, get_current, set_current
-from featapp.dataset import DatasetError
+from featapp.dataset import Dataset, DatasetError
 from featapp.metadata import LayerInfo
 from featapp.model import FeatureModel, ModelError
 from featapp.pages import caches
@@ -236,6 +236,19 @@ def pick_channel(layer: LayerInfo, *, key: str, label: str | None = None) -> int
         step=1,
     )
     return int(chosen) - 1
+
+
+def pick_scan_split(data: Dataset, *, key: str, label: str, help: str | None = None) -> str:
+    """The split to scan, shared by "One neuron, many images" and "Cats vs dogs"."""
+    return synced(
+        st.selectbox,
+        label,
+        key=key,
+        shared=SCAN_SPLIT,
+        default=caches.default_split(data),
+        options=list(data.splits),
+        help=help,
+    )
 
 
 def pick_colours(*, key: str) -> ColourScale:
