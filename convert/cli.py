@@ -48,6 +48,7 @@ def _train(args: argparse.Namespace) -> int:
         snapshot_epochs=tuple(sorted(set(args.snapshot_epochs))),
         extra_train=tuple(args.extra_train),
         kernel_initializer=args.kernel_initializer,
+        first_layer_initializer=args.first_layer_initializer,
         label_smoothing=args.label_smoothing,
     )
     train(config)
@@ -237,6 +238,11 @@ def _parser() -> argparse.ArgumentParser:
         "--kernel-initializer",
         default="glorot_uniform",
         help="Keras initializer of the conv and dense kernels (he_uniform suits ReLU)",
+    )
+    p.add_argument(
+        "--first-layer-initializer",
+        default=None,
+        help="Keras initializer of the first conv layer's kernel (default: --kernel-initializer's)",
     )
     p.add_argument("--label-smoothing", type=float, default=0.0, help="binary cross-entropy's label smoothing")
     p.add_argument("--refit", action="store_true", help="after choosing the epoch, fit again on train+validation")

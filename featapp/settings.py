@@ -34,6 +34,8 @@ __all__ = [
     "THREADS_ENV",
     "DATA_HOME_ENV",
     "VIS_STEPS_ENV",
+    "MAP_VIEW_ENV",
+    "MAP_VIEWS",
     "REPO_ROOT",
     "REPO_MODELS_DIR",
     "INSTALLED_MODELS_DIR",
@@ -48,6 +50,7 @@ __all__ = [
     "provider",
     "threads_text",
     "vis_steps",
+    "map_view",
 ]
 
 
@@ -69,6 +72,7 @@ PROVIDER_ENV = "FEATAPP_PROVIDER"
 THREADS_ENV = "FEATAPP_THREADS"
 DATA_HOME_ENV = "FEATAPP_DATA_HOME"
 VIS_STEPS_ENV = "FEATAPP_VIS_STEPS"
+MAP_VIEW_ENV = "FEATAPP_MAP_VIEW"
 
 SETTINGS = (
     Setting(DATA_DIR_ENV, "data/cats_vs_dogs, else the downloaded photos", "photos for the gallery"),
@@ -81,6 +85,11 @@ SETTINGS = (
     Setting(DATA_HOME_ENV, "$XDG_DATA_HOME/featapp or ~/.local/share/featapp", "where download-photos puts photos"),
     Setting(
         VIS_STEPS_ENV, "128", "gradient steps per feature-visualisation picture in the app (fewer on a slow server)"
+    ),
+    Setting(
+        MAP_VIEW_ENV,
+        "browser",
+        "browser: the Feature map changes channel, colours and scaling in the browser; server: every change reruns",
     ),
 )
 
@@ -172,3 +181,22 @@ def vis_steps(default: int) -> int:
     """
     text = configured(VIS_STEPS_ENV)
     return int(text) if text.isdigit() and int(text) > 0 else default
+
+
+MAP_VIEWS = ("browser", "server")
+
+
+def map_view() -> str:
+    """``$FEATAPP_MAP_VIEW``: ``"browser"`` (the default; the Feature map draws in the
+    browser and changing channel, colours or scaling never waits for the server) or
+    ``"server"`` (every change is a rerun that draws a Vega-Lite chart: what an AppTest,
+    which runs no JavaScript, can drive). Anything else is the default.
+
+    >>> os.environ["FEATAPP_MAP_VIEW"] = "server"; map_view()
+    'server'
+    >>> os.environ["FEATAPP_MAP_VIEW"] = "canvas"; map_view()
+    'browser'
+    >>> del os.environ["FEATAPP_MAP_VIEW"]
+    """
+    text = configured(MAP_VIEW_ENV).lower()
+    return text if text in MAP_VIEWS else "browser"

@@ -64,6 +64,10 @@ def app_env(monkeypatch, tmp_path, data_dir):
     monkeypatch.setenv("FEATAPP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("FEATAPP_SNAPSHOTS", str(tmp_path / "no-snapshots"))
     monkeypatch.setenv("FEATAPP_PROVIDER", "cpu")
+    # An AppTest runs no JavaScript, so it drives the Feature map's server-drawn view; the
+    # browser-drawn default is tested in a real browser (tests/e2e/test_map_explorer_browser.py)
+    # and by tests/test_map_explorer_app.py, which asks for it.
+    monkeypatch.setenv("FEATAPP_MAP_VIEW", "server")
     monkeypatch.delenv("FEATAPP_MODEL", raising=False)
     return tmp_path
 

@@ -52,6 +52,7 @@ from featapp.download import default_destination
 from featapp.filters import FirstLayerFilters, read_first_layer_filters
 from featapp.images import ImageError, InputSpec, prepare_image
 from featapp.liveness import LayerLiveness, liveness_of
+from featapp.map_explorer import ExplorerPayload, explorer_payload
 from featapp.metadata import activation_bytes
 from featapp.model import FeatureModel, ModelError, Prediction, load_model
 from featapp.occlusion import OcclusionMap, occlusion_sensitivity
@@ -615,3 +616,25 @@ def snapshots() -> list[Snapshot]:
     reported by :func:`featapp.pages.view.pick_snapshot`, the control that would use it.
     """
     return read_snapshots()[0]
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _explorer(view: tuple, _model: FeatureModel, _image: CurrentImage) -> ExplorerPayload:
+    _, _, layer_name, title = view
+    layer = _model.layer(layer_name)
+    return explorer_payload(
+        activations(_model, _image)[layer_name],
+        _image.array,
+        layer.receptive_field,
+        data_key=":".join(view[:3]),
+        title=title,
+        layer_number=_model.layer_names.index(layer_name) + 1,
+        layer_name=layer_name,
+    )
+
+
+def explorer(model: FeatureModel, image: CurrentImage, layer: str) -> ExplorerPayload:
+    """One layer's maps of one image, quantised for the browser (:mod:`featapp.map_explorer`),
+    made once per (model, image, layer) in this process and shared: a class on one photo
+    costs one payload. Never change it."""
+    return _explorer((model.sha256, image.key, layer, image.title), model, image)

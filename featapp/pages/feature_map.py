@@ -4,13 +4,16 @@ from functools import partial
 
 import streamlit as st
 
-from featapp import render
+from featapp import render, settings
 from featapp.captions import markdown_literal
 from featapp.geometry import receptive_box
+from featapp.map_explorer import parse_report
 from featapp.model import ModelError
-from featapp.pages import caches, chrome, gradient_views, view
+from featapp.pages import caches, chrome, explorer, gradient_views, view
 
 HEATMAP_NONCE = "feature_map.chart_nonce"
+EXPLORER = "feature_map.explorer"
+OVERLAY = "feature_map.overlay"
 PICTURE_PX = 360
 
 model = chrome.model_or_error_page()
@@ -34,6 +37,74 @@ def _on_cell(layer_name: str) -> None:
     st.session_state[view.CELL] = (layer_name, int(points[0]["r"]), int(points[0]["c"])) if points else None
 
 
+def _on_explorer(layer) -> None:
+    """The browser reported the view a student settled on: make it the shared view, so the
+    server's parts (the strip, the download, the URL, other pages) follow."""
+    rows, cols = layer.output_shape[0], layer.output_shape[1]
+    report = parse_report(
+        st.session_state.get(EXPLORER), layer_name=layer.name, channels=layer.channels, rows=rows, cols=cols
+    )
+    if report is None:
+        return
+    st.session_state[view.CHANNEL] = report.channel
+    st.session_state[view.COLOURS] = report.colours
+    st.session_state[view.SCALING] = report.scaling
+    st.session_state[view.FIXED_LOW] = report.fixed_low
+    st.session_state[view.FIXED_HIGH] = report.fixed_high
+    st.session_state[view.CELL] = None if report.cell is None else (layer.name, *report.cell)
+    st.session_state[OVERLAY] = report.overlay
+
+
+def _shared_view(layer) -> dict:
+    """The view the server holds, as the explorer's ``state``."""
+    count = layer.channels
+    channel = min(max(int(st.session_state.get(view.CHANNEL, 1)), 1), count)
+    st.session_state[view.CHANNEL] = channel
+    cell = st.session_state.get(view.CELL)
+    colours = st.session_state.get(view.COLOURS, "blues4")
+    scaling = st.session_state.get(view.SCALING, "per map")
+    return {
+        "layer_name": layer.name,
+        "channel": channel,
+        "colours": colours if colours in render.COLOUR_SCALES else "blues4",
+        "scaling": scaling if scaling in render.SCALINGS else "per map",
+        "fixed_low": float(st.session_state.get(view.FIXED_LOW, 0.0)),
+        "fixed_high": float(st.session_state.get(view.FIXED_HIGH, 1.0)),
+        "cell": [int(cell[1]), int(cell[2])] if cell and cell[0] == layer.name else None,
+        "overlay": bool(st.session_state.get(OVERLAY, False)),
+    }
+
+
+def _browser_view() -> None:
+    """The map drawn in the browser: the channel, colours, scaling, overlay and chosen cell
+    change there at once; the server hears the settled view and draws what is below."""
+    controls_left, controls_right = st.columns([1, 1])
+    with controls_left:
+        layer = view.pick_layer(model, key="feature_map.layer", spatial_only=True)
+    if layer is None:
+        st.info("This model has no layers with 2-D feature maps to show.")
+        return
+    with controls_right:
+        view_model, snapshot = view.pick_snapshot(model, key="feature_map.snapshot", layer=layer.name)
+    if layer.receptive_field is None:
+        st.caption(
+            "This model's file does not describe this layer's geometry, so the map cannot be placed on the photo."
+        )
+    state = _shared_view(layer)
+    payload = caches.explorer(view_model, image, layer.name)
+    if snapshot is not None:
+        st.caption(f"Showing {view.model_label(snapshot)}.")
+    explorer.show(payload, state, key=EXPLORER, on_change=partial(_on_explorer, layer))
+    channel = state["channel"] - 1
+    layer_maps = caches.activations(view_model, image)[layer.name]
+    values = layer_maps[channel]
+    scale = render.COLOUR_SCALES[state["colours"]]
+    fixed = (state["fixed_low"], state["fixed_high"]) if state["fixed_high"] > state["fixed_low"] else None
+    mode = state["scaling"] if state["scaling"] != "fixed" or fixed else "per map"
+    vr = render.value_range(values, mode, layer_values=layer_maps, fixed=fixed)
+    _below_the_map(view_model, layer, channel, values, vr, scale)
+
+
 st.title("🔥 Feature map")
 st.markdown(
     "One channel of one layer, for the current image. Each cell is one neuron: the same small filter, "
@@ -41,6 +112,44 @@ st.markdown(
     "here? this colour?*); deeper layers answer about larger, more abstract patterns, so their maps get "
     "smaller and harder to read. Click a cell to see which part of the photo it looks at."
 )
+
+
+def _below_the_map(view_model, layer, channel: int, values, vr, scale) -> None:
+    """The download, what the channel looks for, and the map across training: drawn on the server."""
+    st.download_button(
+        "Download this map (PNG)",
+        data=lambda: render.png_bytes(render.map_picture(values, vr, scale, min_px=300)),  # made on click
+        file_name=f"{layer.name}_channel{channel + 1}.png",
+        mime="image/png",
+    )
+
+    gradient_views.channel_section(view_model, layer, channel, key="feature_map.featurevis")
+
+    # -- the same map across training (issue 6) -------------------------------------------------------------
+    snaps = caches.snapshots()
+    if snaps:
+        st.markdown(  # heading and text in one element: each element is browser work on every channel change
+            "### This map across training\n\n"
+            "The same image, layer and channel, saved while the network learned. At epoch 0 the filters are "
+            "random, so the map is noise-like; watch it turn into structure (edges, colours, textures) as "
+            "training goes on. Each map is scaled to its own range: compare patterns, not brightness."
+        )
+        strip_models = []
+        for snap in snaps:
+            try:
+                snap_model = caches.model_at(snap.path)
+            except ModelError as err:
+                st.error(f"{view.model_label(snap)} cannot be loaded: {err}")
+                continue
+            if layer.name in snap_model.layer_names and caches.spec_key(snap_model.input_spec) == caches.spec_key(spec):
+                strip_models.append((view.model_label(snap), snap_model))
+        strip_models.append((view.model_label(None), model))
+        st.image(
+            caches.training_strip(image, layer.name, channel, scale, strip_models),
+            caption="Left to right: " + ", ".join(label for label, _ in strip_models) + ".",
+            width="stretch",
+            output_format="PNG",
+        )
 
 
 @st.fragment
@@ -120,40 +229,10 @@ def _map_view() -> None:
     else:
         st.caption("Click a cell of the map to outline, on the photo, the pixels that cell can see.")
 
-    st.download_button(
-        "Download this map (PNG)",
-        data=lambda: render.png_bytes(render.map_picture(values, vr, scale, min_px=300)),  # made on click
-        file_name=f"{layer.name}_channel{channel + 1}.png",
-        mime="image/png",
-    )
-
-    gradient_views.channel_section(view_model, layer, channel, key="feature_map.featurevis")
-
-    # -- the same map across training (issue 6) -------------------------------------------------------------
-    snaps = caches.snapshots()
-    if snaps:
-        st.markdown(  # heading and text in one element: each element is browser work on every channel change
-            "### This map across training\n\n"
-            "The same image, layer and channel, saved while the network learned. At epoch 0 the filters are "
-            "random, so the map is noise-like; watch it turn into structure (edges, colours, textures) as "
-            "training goes on. Each map is scaled to its own range: compare patterns, not brightness."
-        )
-        strip_models = []
-        for snap in snaps:
-            try:
-                snap_model = caches.model_at(snap.path)
-            except ModelError as err:
-                st.error(f"{view.model_label(snap)} cannot be loaded: {err}")
-                continue
-            if layer.name in snap_model.layer_names and caches.spec_key(snap_model.input_spec) == caches.spec_key(spec):
-                strip_models.append((view.model_label(snap), snap_model))
-        strip_models.append((view.model_label(None), model))
-        st.image(
-            caches.training_strip(image, layer.name, channel, scale, strip_models),
-            caption="Left to right: " + ", ".join(label for label, _ in strip_models) + ".",
-            width="stretch",
-            output_format="PNG",
-        )
+    _below_the_map(view_model, layer, channel, values, vr, scale)
 
 
-_map_view()
+if settings.map_view() == "browser":
+    st.fragment(_browser_view)()
+else:
+    _map_view()

@@ -31,6 +31,10 @@ from tests.e2e.steps import (
 
 pytestmark = pytest.mark.e2e
 
+# These steps drive the Feature map's server-drawn view (a Vega-Lite chart, rerun per change);
+# the browser-drawn default has its own walk, tests/e2e/test_map_explorer_browser.py.
+SERVER_MAP_VIEW = "server"
+
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, data_dir):
@@ -39,7 +43,10 @@ def app_url(tmp_path_factory, data_dir):
     work = tmp_path_factory.mktemp("e2e")
     snapshots = snapshot_folder(work / "snapshots", {0: 11, 3: None}, best=3)
     env = browsing.server_env(
-        FEATAPP_CACHE_DIR=str(work / "cache"), FEATAPP_DATA_DIR=str(data_dir), FEATAPP_SNAPSHOTS=str(snapshots)
+        FEATAPP_MAP_VIEW=SERVER_MAP_VIEW,
+        FEATAPP_CACHE_DIR=str(work / "cache"),
+        FEATAPP_DATA_DIR=str(data_dir),
+        FEATAPP_SNAPSHOTS=str(snapshots),
     )
     with running_app(work, env) as url:
         yield url
@@ -169,7 +176,11 @@ def test_an_instructor_points_the_app_at_sample_photos_through_secrets(tmp_path,
         target.symlink_to(item.path)  # links, not copies of the shared photos
     secrets = tmp_path / "secrets.toml"
     secrets.write_text(f'FEATAPP_DATA_DIR = "{samples}"\n', encoding="utf-8")
-    env = browsing.server_env(FEATAPP_CACHE_DIR=str(tmp_path / "cache"), FEATAPP_SNAPSHOTS=str(tmp_path / "none"))
+    env = browsing.server_env(
+        FEATAPP_MAP_VIEW=SERVER_MAP_VIEW,
+        FEATAPP_CACHE_DIR=str(tmp_path / "cache"),
+        FEATAPP_SNAPSHOTS=str(tmp_path / "none"),
+    )
     with running_app(tmp_path, env, "--secrets.files", str(secrets)) as url:
         context = browser.new_context(viewport={"width": 1400, "height": 1100})
         page = context.new_page()
@@ -203,6 +214,7 @@ def test_a_large_upload_never_touches_the_disk(tmp_path, browser):
     assert 2 * 1024 * 1024 < len(photo) < 10 * 1024 * 1024  # over Starlette's spool, under maxUploadSize
 
     env = browsing.server_env(
+        FEATAPP_MAP_VIEW=SERVER_MAP_VIEW,
         FEATAPP_CACHE_DIR=str(tmp_path / "cache"),
         FEATAPP_SNAPSHOTS=str(tmp_path / "none"),
         PYTHONPATH=str(no_temp_files),
@@ -229,6 +241,7 @@ def test_the_app_works_under_a_url_path_behind_a_proxy(tmp_path, browser, data_d
     (``--server.baseUrlPath``): the server-start warm-up (``st.App``), the pages, the
     photos and an upload must all work there."""
     env = browsing.server_env(
+        FEATAPP_MAP_VIEW=SERVER_MAP_VIEW,
         FEATAPP_CACHE_DIR=str(tmp_path / "cache"),
         FEATAPP_DATA_DIR=str(data_dir),
         FEATAPP_SNAPSHOTS=str(tmp_path / "none"),

@@ -18,6 +18,10 @@ from tests.e2e.steps import SLOW, no_exception, open_page, running_app, shot
 
 pytestmark = pytest.mark.e2e
 
+# These steps drive the Feature map's server-drawn view (a Vega-Lite chart, rerun per change);
+# the browser-drawn default has its own walk, tests/e2e/test_map_explorer_browser.py.
+SERVER_MAP_VIEW = "server"
+
 
 def _picture(locator) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB"))
@@ -25,6 +29,7 @@ def _picture(locator) -> np.ndarray:
 
 def test_gradient_views_in_the_browser(tmp_path, browser, data_dir):
     env = browsing.server_env(
+        FEATAPP_MAP_VIEW=SERVER_MAP_VIEW,
         FEATAPP_CACHE_DIR=str(tmp_path / "cache"),
         FEATAPP_DATA_DIR=str(data_dir),
         FEATAPP_SNAPSHOTS=str(tmp_path / "none"),

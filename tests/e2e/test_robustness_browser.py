@@ -39,6 +39,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXCEPTION = '[data-testid="stException"]'
+# The Feature map's server-drawn view (its overlay toggle is a Streamlit widget); the
+# browser-drawn default has its own walk, tests/e2e/test_map_explorer_browser.py.
+SERVER_MAP_VIEW = "server"
 SLOW = 90_000
 # Playwright's Chromium profile and artifact folders (in /tmp): the student's side.
 BROWSER_FOLDERS = ("playwright_chromiumdev_profile", "playwright-artifacts", "playwright_firefoxdev")
@@ -51,6 +54,7 @@ def streamlit_server(work: Path, env: dict[str, str], *flags: str) -> Iterator[t
     for name in ("tmp", "home", "cache"):
         (work / name).mkdir(parents=True, exist_ok=True)
     server_env = browsing.server_env(
+        FEATAPP_MAP_VIEW=SERVER_MAP_VIEW,
         TMPDIR=str(work / "tmp"),
         HOME=str(work / "home"),
         FEATAPP_CACHE_DIR=str(work / "cache"),

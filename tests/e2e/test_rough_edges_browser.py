@@ -19,6 +19,10 @@ from tests.e2e.steps import SLOW, choose, no_exception, open_page, shot
 
 pytestmark = pytest.mark.e2e
 
+# These steps drive the Feature map's server-drawn view (a Vega-Lite chart, rerun per change);
+# the browser-drawn default has its own walk, tests/e2e/test_map_explorer_browser.py.
+SERVER_MAP_VIEW = "server"
+
 # Text wider than the box that shows it: the input's own overflow, and for list options the
 # laid-out text (a Range measures it whole, even where CSS clips it with an ellipsis).
 CUT_OFF_INPUTS = """() => Array.from(document.querySelectorAll('[data-testid="stSelectbox"] input'))
@@ -35,7 +39,10 @@ CUT_OFF_OPTIONS = """() => Array.from(document.querySelectorAll('[role="option"]
 def app_url(tmp_path_factory, data_dir):
     work = tmp_path_factory.mktemp("rough-edges")
     env = browsing.server_env(
-        FEATAPP_DATA_DIR=str(data_dir), FEATAPP_CACHE_DIR=str(work / "cache"), FEATAPP_SNAPSHOTS=str(work / "none")
+        FEATAPP_MAP_VIEW=SERVER_MAP_VIEW,
+        FEATAPP_DATA_DIR=str(data_dir),
+        FEATAPP_CACHE_DIR=str(work / "cache"),
+        FEATAPP_SNAPSHOTS=str(work / "none"),
     )
     with browsing.streamlit_server(work / "streamlit.log", env) as url:
         yield url
@@ -149,7 +156,10 @@ def test_neuron_page_after_a_scan_shows_results_only_and_compares_two_photos(tmp
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(item.path)
     env = browsing.server_env(
-        FEATAPP_DATA_DIR=str(small), FEATAPP_CACHE_DIR=str(tmp_path / "cache"), FEATAPP_SNAPSHOTS=str(tmp_path / "none")
+        FEATAPP_MAP_VIEW=SERVER_MAP_VIEW,
+        FEATAPP_DATA_DIR=str(small),
+        FEATAPP_CACHE_DIR=str(tmp_path / "cache"),
+        FEATAPP_SNAPSHOTS=str(tmp_path / "none"),
     )
     with browsing.streamlit_server(tmp_path / "streamlit.log", env) as url:
         _gallery(page, url)

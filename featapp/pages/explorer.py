@@ -1,0 +1,25 @@
+"""The Feature map's browser-side view: a Streamlit component (``map_explorer/index.html``)
+that draws any channel of one layer, in any colour scale and scaling, from one payload
+(:mod:`featapp.map_explorer`), and reports the view a student settles on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import streamlit.components.v1 as components
+
+from featapp.map_explorer import ExplorerPayload
+
+__all__ = ["FRONTEND", "show"]
+
+FRONTEND = Path(__file__).resolve().parent / "map_explorer"
+"""The component's one file, served by Streamlit from this folder (no build step)."""
+
+_component = components.declare_component("map_explorer", path=str(FRONTEND))
+
+
+def show(payload: ExplorerPayload, state: dict, *, key: str, on_change: Callable[[], None]) -> object:
+    """Draw the explorer; returns the last reported view (a dict from the browser, untrusted)
+    or ``None`` before the first report. ``state`` is the view the server holds."""
+    return _component(**payload.args(), state=state, key=key, default=None, on_change=on_change)
