@@ -118,9 +118,40 @@ DRAW_COUNTER = """(() => {
 QUIET_MS = 150
 """A chart counts as drawn when nothing was drawn for this long (vega draws the map's
 picture, an image mark, a moment after the axes)."""
-INTERACTIONS = ("open", "pick_gallery", "upload", "open_feature_map", "change_channel", "change_layer", "open_grid")
+INTERACTIONS = (
+    "open",
+    "pick_gallery",
+    "upload",
+    "open_feature_map",
+    "change_channel",
+    "report_view",
+    "change_layer",
+    "open_grid",
+    "browser_change_channel",
+    "browser_change_colours",
+    "browser_change_scale",
+)
 """The steps each student takes. Since the gallery draws only its open tab (fourth session),
-"upload" includes opening the upload tab, a rerun of its own, in both clients."""
+"upload" includes opening the upload tab, a rerun of its own, in both clients. Where the
+Feature map is drawn in the browser (the default), a protocol student's channel change is
+the view its browser reports (``report_view``: the server's part, the strip and the rest),
+and the change the student sees happens in the browser: ``--browsers N`` real Chromium
+pages time it there while the protocol students load the server (``browser_*``; on the
+server-drawn view they time the same clicks, which wait for a rerun)."""
+BROWSER_PROBE_PAUSE_S = 0.5
+"""Between a probe browser's changes: a student clicking through channels, not a benchmark loop."""
+EXPLORER_FRAME = 'iframe[title="featapp.pages.explorer.map_explorer"]'
+# One change in the browser-drawn view, timed inside its frame: from the click to the next
+# painted frame (the map is redrawn synchronously in the click's handler).
+EXPLORER_CHANGE_JS = """async (body, what) => {
+  const state = window.featappExplorer, doc = body.ownerDocument, view = state.view;
+  const before = state.draws, started = performance.now();
+  if (what === "channel") doc.getElementById(view.channel % 2 ? "next" : "prev").click();
+  if (what === "colours") doc.querySelector(`#colours input[value="${view.colours === "blues4" ? "viridis" : "blues4"}"]`).click();
+  if (what === "scale") doc.querySelector(`#scaling input[value="${view.scaling === "per map" ? "per layer" : "per map"}"]`).click();
+  await new Promise(resolve => requestAnimationFrame(() => setTimeout(resolve, 0)));
+  return state.draws > before ? performance.now() - started : -1;
+}"""
 MAX_SESSIONS = 60
 
 
@@ -430,7 +461,7 @@ async def protocol_student(server: Server, wave: int, session: int, timeout_s: f
     work and serves the same pictures, but nothing is drawn, so 50 students cost the
     load generator little CPU. Latency: from the request to the run's last message, plus
     fetching the run's new pictures. Each step checks what a student would see."""
-    from bench.streamlit_client import AppClient, AppError
+    from bench.streamlit_client import AppClient, AppError, Widget
 
     result = Result(server.name, wave, session)
     client = AppClient(server.url, timeout=timeout_s)
@@ -451,11 +482,19 @@ async def protocol_student(server: Server, wave: int, session: int, timeout_s: f
         if not condition:
             raise AppError(message)
 
-    def heatmap_title(run) -> str:
+    def shown_map(run) -> tuple[str, int, Widget | None]:
+        """The layer and channel the Feature map shows, and the browser view's component
+        (``None`` in the server-drawn view, where the heatmap's title says what is shown)."""
+        explorer = [w for w in run.widgets("component_instance") if w.proto.component_name.endswith("map_explorer")]
+        if explorer:
+            args = json.loads(explorer[0].proto.json_args)
+            return args["layer_name"], int(args["state"]["channel"]), explorer[0]
         expect(run.count("vega_lite_chart") >= 1, "no heatmap on the Feature map page")
         titles = [line for line in run.texts().splitlines() if line.startswith("**Layer ")]
         expect(bool(titles), "no heatmap title")
-        return titles[0]
+        found = re.match(r"\*\*Layer \d+ \((.+)\), channel (\d+)", titles[0])
+        expect(found is not None, f"an unexpected heatmap title {titles[0]!r}")
+        return found.group(1), int(found.group(2)), None
 
     try:
         run = await step("open", client.open)
@@ -482,18 +521,25 @@ async def protocol_student(server: Server, wave: int, session: int, timeout_s: f
 
         for label, channels, layer_name in plan:
             run = await step("open_feature_map", lambda: client.rerun(page="feature_map"))
-            heatmap_title(run)
-            box = next(w for w in run.widgets("number_input") if w.label.startswith("Channel"))
-            channel = int(box.proto.value if box.proto.set_value else box.proto.default) + 1
-            channel = channel if channel <= box.proto.max else 1
-            client.set_value(box, double_value=channel)
-            run = await step("change_channel", lambda box=box: client.rerun(changed=box))
-            expect(heatmap_title(run).endswith(f"channel {channel}**"), f"channel {channel} not shown")
+            shown_layer, shown_channel, explorer = shown_map(run)
+            if explorer is None:
+                box = next(w for w in run.widgets("number_input") if w.label.startswith("Channel"))
+                channel = shown_channel + 1 if shown_channel + 1 <= box.proto.max else 1
+                client.set_value(box, double_value=channel)
+                run = await step("change_channel", lambda box=box: client.rerun(changed=box))
+            else:
+                # The browser draws the new channel itself; what reaches the server is the
+                # settled view it reports (then the server draws the strip and the rest).
+                args = json.loads(explorer.proto.json_args)
+                channel = shown_channel + 1 if shown_channel + 1 <= args["shape"][0] else 1
+                client.set_value(explorer, json_value=json.dumps({**args["state"], "channel": channel}))
+                run = await step("report_view", lambda explorer=explorer: client.rerun(changed=explorer))
+            expect(shown_map(run)[1] == channel, f"channel {channel} not shown")
             layers = run.widget("selectbox", "Layer")
             option = next(o for o in layers.proto.options if o.startswith(label))
             client.set_value(layers, string_value=option)
             run = await step("change_layer", lambda layers=layers: client.rerun(changed=layers))
-            expect(f"({layer_name})" in heatmap_title(run), f"layer {layer_name} not shown")
+            expect(shown_map(run)[0] == layer_name, f"layer {layer_name} not shown")
             run = await step("open_grid", lambda: client.rerun(page="layer_grid"))
             tiles = tile_count(run)
             expect(tiles == channels, f"the grid shows {tiles} tiles, not {channels}")
@@ -517,14 +563,106 @@ def tile_count(run) -> int:
     return 0
 
 
+# -- probe browsers ----------------------------------------------------------------------------------------
+
+
+async def browser_probe(
+    browser, server: Server, wave: int, index: int, stop: asyncio.Event, timeout_s: float
+) -> Result:
+    """A real Chromium page on the Feature map, changing channel, colours and scale while the
+    wave runs, timing each change as the student sees it."""
+    result = Result(server.name, wave, 1000 + index)
+    context = await new_context(browser, timeout_s)
+    try:
+        page = await context.new_page()
+        await page.goto(server.url + "/feature_map", timeout=timeout_s * 1000)
+        await page.get_by_role("heading", name="Feature map").wait_for(timeout=timeout_s * 1000)
+        frame_element = page.locator(EXPLORER_FRAME)
+        browser_drawn = False
+        for _ in range(int(timeout_s * 5)):
+            if await frame_element.count():
+                browser_drawn = True
+                break
+            if await page.locator('[data-testid="stVegaLiteChart"]').count():
+                break
+            await asyncio.sleep(0.2)
+        if browser_drawn:
+            body = page.frame_locator(EXPLORER_FRAME).locator("body")
+            await body.locator("#map").wait_for(timeout=timeout_s * 1000)
+            while await body.get_attribute("data-draws") in (None, "0"):
+                await asyncio.sleep(0.1)
+        kinds = ("channel", "colours", "scale")
+        turn = 0
+        while not stop.is_set():
+            what = kinds[turn % 3]
+            turn += 1
+            if browser_drawn:
+                ms = await body.evaluate(EXPLORER_CHANGE_JS, what)
+                if ms < 0:
+                    result.errors.append(f"probe {index}: the {what} change drew nothing")
+                    break
+                seconds = ms / 1000
+            else:
+                seconds = await server_view_change(page, what, turn, timeout_s)
+            result.latencies.setdefault(f"browser_change_{what}", []).append(seconds)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), BROWSER_PROBE_PAUSE_S)
+    except Exception as error:  # a probe's failure is reported, not raised: the wave goes on
+        result.errors.append(f"probe {index}: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
+    finally:
+        await context.close()
+    return result
+
+
+async def server_view_change(page, what: str, turn: int, timeout_s: float) -> float:
+    """The same change on the server-drawn view: click, then wait for the rerun's result."""
+    started = time.perf_counter()
+    if what == "channel":
+        up = (turn // 3) % 2 == 0
+        box = page.get_by_label(re.compile(r"Channel \(1 to \d+\)"))
+        before = int(await box.input_value())
+        test_id = "stNumberInputStepUp" if up or before == 1 else "stNumberInputStepDown"
+        await page.locator(f'[data-testid="{test_id}"]').first.click()
+        after = before + 1 if test_id == "stNumberInputStepUp" else before - 1
+        await page.get_by_text(re.compile(rf"Layer \d+ \(.+\), channel {after}$")).first.wait_for(
+            timeout=timeout_s * 1000
+        )
+    else:
+        group = "Colours" if what == "colours" else "Scale"
+        labels = (
+            ("Viridis, continuous", "Blues, 4 levels (the lecture's)")
+            if what == "colours"
+            else ("per layer (all channels, this image)", "per map (its own min to max)")
+        )
+        radio = page.get_by_role("radiogroup", name=group)
+        target = labels[0] if not await radio.get_by_label(labels[0]).is_checked() else labels[1]
+        caption = page.get_by_text(re.compile("^Colours span|^Constant map")).first
+        before = await caption.inner_text()
+        await radio.get_by_text(target, exact=True).click()
+        deadline = time.perf_counter() + timeout_s
+        while await caption.inner_text() == before and time.perf_counter() < deadline:
+            await asyncio.sleep(0.02)
+    return time.perf_counter() - started
+
+
 # -- waves -------------------------------------------------------------------------------------------------
 
 
-async def run_wave(browser, server: Server, wave: int, count: int, args, plans) -> list[Result]:
-    """One wave of ``count`` students; ``browser`` is None with ``--client protocol``."""
+async def run_wave(browser, server: Server, wave: int, count: int, args, plans, probe_browser=None) -> list[Result]:
+    """One wave of ``count`` students; ``browser`` is None with ``--client protocol``, where
+    ``probe_browser`` (with ``--browsers N``) runs N probe pages while the wave lasts."""
     per_context = max(1, args.sessions_per_context)
     contexts = (
         [] if browser is None else [await new_context(browser, args.timeout) for _ in range(0, count, per_context)]
+    )
+    stop_probes = asyncio.Event()
+    probes = (
+        [
+            asyncio.create_task(browser_probe(probe_browser, server, wave, k, stop_probes, args.timeout))
+            for k in range(args.browsers)
+        ]
+        if probe_browser is not None and wave > 0
+        else []
     )
 
     async def one(session: int) -> Result:
@@ -536,9 +674,11 @@ async def run_wave(browser, server: Server, wave: int, count: int, args, plans) 
 
     tasks = [asyncio.create_task(one(session)) for session in range(count)]
     done, pending = await asyncio.wait(tasks, timeout=args.wave_timeout)
+    stop_probes.set()
+    probe_results = [await probe for probe in probes]
     for context in contexts:
         await context.close()
-    results = [task.result() for task in done]
+    results = [task.result() for task in done] + probe_results
     for task in pending:
         task.cancel()
         results.append(Result(server.name, wave, -1, errors=[f"wave timeout after {args.wave_timeout} s"]))
@@ -613,7 +753,7 @@ async def main_async(args) -> dict:
         sampler.start()
         plans = layer_plans(args.rounds, max(args.sessions))
 
-        async def run_waves(browser) -> None:
+        async def run_waves(browser, probe_browser=None) -> None:
             for server in servers:  # warm-up: one session per server, not measured
                 warm = await run_wave(browser, server, 0, 1, args, plans)
                 report["warmup_errors"] = [e for r in warm for e in r.errors]
@@ -622,7 +762,7 @@ async def main_async(args) -> dict:
                     begin = time.monotonic() - started
                     server.marks.append((begin, f"{count} sessions"))
                     client_before = sampler.client_cpu + own_cpu()
-                    results = await run_wave(browser, server, wave, count, args, plans)
+                    results = await run_wave(browser, server, wave, count, args, plans, probe_browser)
                     end = time.monotonic() - started
                     client_cpu = sampler.client_cpu + own_cpu() - client_before
                     await asyncio.sleep(args.settle)
@@ -642,7 +782,15 @@ async def main_async(args) -> dict:
         if args.client == "protocol":
             # Uploads and picture fetches run in threads; the default pool has 6 on 2 cores.
             asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=4 * MAX_SESSIONS))
-            await run_waves(None)
+            if args.browsers:
+                async with async_playwright() as playwright:
+                    probe_browser = await launch_chromium(playwright, NO_BACKGROUND_THROTTLING)
+                    try:
+                        await run_waves(None, probe_browser)
+                    finally:
+                        await probe_browser.close()
+            else:
+                await run_waves(None)
         else:
             async with async_playwright() as playwright:
                 browser = await launch_chromium(playwright, NO_BACKGROUND_THROTTLING)
@@ -870,6 +1018,13 @@ def parse_args(argv=None):
         help="browser: a Chromium context per student (draws everything, on this machine's cores too); "
         "protocol: Streamlit's websocket protocol, as the browser speaks it, without drawing "
         "(streamlit_client.py)",
+    )
+    parser.add_argument(
+        "--browsers",
+        type=int,
+        default=0,
+        help="with --client protocol: this many real Chromium pages change channel, colours and scale on the "
+        "Feature map while each wave runs, timing what a student sees (browser_* rows)",
     )
     parser.add_argument("--url", help="an app already running (on 127.0.0.1) instead of starting one")
     parser.add_argument("--server-pid", type=int, help="with --url: the server's process id, to sample its RSS")

@@ -16,6 +16,12 @@ with one change of each kind, then makes ``--changes`` changes of each kind, in 
 * ``open_gallery``: the Gallery page (its 20 photos, fetched once by this client);
 * ``open_feature_map``: back to the Feature map.
 
+Where the Feature map is drawn in the browser (the default view), a channel, colour or
+scale change costs the server nothing until the student stops: then the browser reports
+the view, one rerun. Those kinds are measured as that report (an upper bound: a student
+scrubbing through ten channels sends one). ``--app NAME=DIR:FEATAPP_MAP_VIEW=server``
+measures the server-drawn view, where every change is a rerun.
+
 Around each one it reads the server process's CPU time (user + system, ``psutil``) before
 sending and after the run's last message and its new pictures arrived, so the figure is
 everything the server spent on that click: the script, serialising, the websocket, the
@@ -30,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import json
 import os
 import platform
 import shutil
@@ -74,9 +81,26 @@ class Student:
     def _widget(self, kind: str, starts: str):
         return next(w for w in self.run.widgets(kind) if w.label.startswith(starts))
 
+    def _explorer(self):
+        found = [w for w in self.run.widgets("component_instance") if w.proto.component_name.endswith("map_explorer")]
+        return found[0] if found else None
+
     async def change(self, kind: str) -> None:
         client = self.client
-        if kind == "change_channel":
+        explorer = self._explorer() if kind in ("change_channel", "change_colours", "change_scale") else None
+        if explorer is not None:
+            args = json.loads(explorer.proto.json_args)
+            state = dict(args["state"])
+            if kind == "change_channel":
+                state["channel"] = state["channel"] + 1 if state["channel"] < args["shape"][0] else 1
+            elif kind == "change_colours":
+                names = list(args["palettes"])
+                state["colours"] = names[(names.index(state["colours"]) + 1) % len(names)]
+            else:
+                state["scaling"] = "per layer" if state["scaling"] == "per map" else "per map"
+            client.set_value(explorer, json_value=json.dumps(state))
+            self.run = await client.rerun(changed=explorer)
+        elif kind == "change_channel":
             box = self._widget("number_input", "Channel")
             current = int(box.proto.value if box.proto.set_value else box.proto.default)
             client.set_value(box, double_value=current + 1 if current < box.proto.max else 1)
@@ -109,9 +133,7 @@ class Student:
             self.run = await client.rerun(page="feature_map")
         else:
             raise ValueError(kind)
-        if self.run.count("vega_lite_chart") < 1 and not any(
-            element.WhichOneof("type") == "custom_component" for element, _ in self.run.elements
-        ):
+        if self.run.count("vega_lite_chart") < 1 and self._explorer() is None:
             raise RuntimeError(f"{kind}: no heatmap in the page")
 
     async def timed(self, kind: str) -> float:
@@ -186,7 +208,13 @@ def markdown(samples, apps, changes: int, spy_lines: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--app", action="append", metavar="NAME=DIR", help="repeatable; default: this checkout")
+    parser.add_argument(
+        "--app",
+        action="append",
+        metavar="NAME=DIR[:FLAGS]",
+        help="repeatable; FLAGS as in load_test.py (NAME=VALUE environment variables, --x.y=z options); "
+        "default: this checkout",
+    )
     parser.add_argument("--changes", type=int, default=20)
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="interactions to measure")
     parser.add_argument("--py-spy", metavar="NAME", help="sample this app's server with py-spy")
@@ -197,7 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     servers, spy = [], None
     raw = work / "py-spy.txt"
     try:
-        servers = [load_test.start_server(name, Path(folder).resolve(), [], work) for name, folder in apps.items()]
+        servers = []
+        for name, spec in apps.items():
+            folder, _, flags = spec.partition(":")
+            servers.append(
+                load_test.start_server(name, Path(folder).resolve(), flags.split(",") if flags else [], work)
+            )
         if args.py_spy:
             target = next(server for server in servers if server.name == args.py_spy)
             py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))

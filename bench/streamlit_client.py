@@ -15,7 +15,10 @@ It does what Streamlit's frontend does for the actions a student takes:
 * an upload: ``file_urls_request``, a multipart ``PUT`` to the URL the server returns
   (with the XSRF header), then the uploader's new value in a rerun;
 * the pictures: every ``/media/...`` URL of the run's images that this client has not
-  fetched before (the browser's cache).
+  fetched before (the browser's cache);
+* large messages: like the frontend, it keeps every message the server marks cacheable and
+  names them in each rerun (``cached_message_hashes``), so the server sends a reference
+  instead of a message this client already has (a component's unchanged arguments, say).
 
 A run ends with the server's ``script_finished``; an exception element in the run, a
 compile error or a failed fetch raises :class:`AppError`. Only 127.0.0.1 is contacted.
@@ -70,8 +73,8 @@ class Run:
             if element.WhichOneof("type") != kind:
                 continue
             proto = getattr(element, kind)
-            if label is None or proto.label == label:
-                found.append(Widget(kind, proto.id, proto.label, fragment_id, proto))
+            if label is None or getattr(proto, "label", None) == label:
+                found.append(Widget(kind, proto.id, getattr(proto, "label", ""), fragment_id, proto))
         return found
 
     def widget(self, kind: str, label: str | None = None) -> Widget:
@@ -124,6 +127,8 @@ class AppClient:
         self.page_hash = ""  # the page shown now: every rerun asks for it, as the frontend does
         self.values: dict[str, WidgetState] = {}  # widget values set so far, as the frontend keeps them
         self.fetched: set[str] = set()
+        self.cached: dict[str, ForwardMsg] = {}  # cacheable messages by hash, as the frontend keeps them
+        self.references = 0  # messages the server did not send again (references to cached ones)
         self._socket = None
         self._inbox: asyncio.Queue[ForwardMsg] = asyncio.Queue()
         self._reader: asyncio.Task | None = None
@@ -190,6 +195,7 @@ class AppClient:
         """
         state = ClientState(query_string="", page_script_hash=self.pages[page] if page is not None else self.page_hash)
         state.widget_states.widgets.extend(self.values.values())
+        state.cached_message_hashes.extend(self.cached)
         if trigger is not None:
             state.widget_states.widgets.append(WidgetState(id=trigger.id, trigger_value=True))
         source = trigger or changed
@@ -252,6 +258,13 @@ class AppClient:
         deadline = asyncio.get_running_loop().time() + self.timeout
         while True:
             message = await self._next(deadline)
+            if message.WhichOneof("type") == "ref_hash":
+                if message.ref_hash not in self.cached:
+                    raise AppError("the server sent a reference to a message this client does not have")
+                message = self.cached[message.ref_hash]
+                self.references += 1
+            elif message.metadata.cacheable and message.hash:
+                self.cached[message.hash] = message
             kind = message.WhichOneof("type")
             if kind == "new_session":
                 self.session_id = message.new_session.initialize.session_id or self.session_id
@@ -259,8 +272,6 @@ class AppClient:
             elif kind == "navigation":
                 self._learn_pages(message.navigation.app_pages)
                 self.page_hash = message.navigation.page_script_hash or self.page_hash
-            elif kind == "ref_hash":
-                raise AppError("the server sent a cached-message reference this client never asked for")
             elif kind == "delta":
                 delta = message.delta
                 if delta.WhichOneof("type") == "new_element":

@@ -9,15 +9,51 @@ import asyncio
 from tests.browsing import server_env, streamlit_server
 
 
-def test_one_protocol_student_visits_every_page_without_errors(tmp_path, data_dir):
+import pytest
+
+STEPS = ("open", "pick_gallery", "upload", "open_feature_map", "CHANNEL", "change_layer", "open_grid")
+
+
+@pytest.mark.parametrize(("map_view", "channel_step"), [("browser", "report_view"), ("server", "change_channel")])
+def test_one_protocol_student_visits_every_page_without_errors(tmp_path, data_dir, map_view, channel_step):
     from bench.load_test import INTERACTIONS, Server, layer_plans, protocol_student
 
-    env = server_env(FEATAPP_DATA_DIR=str(data_dir), FEATAPP_CACHE_DIR=str(tmp_path / "cache"))
+    env = server_env(
+        FEATAPP_DATA_DIR=str(data_dir), FEATAPP_CACHE_DIR=str(tmp_path / "cache"), FEATAPP_MAP_VIEW=map_view
+    )
     with streamlit_server(tmp_path / "server.log", env) as url:
         result = asyncio.run(protocol_student(Server("test", url), 1, 0, 120, layer_plans(2, 1)[0]))
     assert result.errors == []
-    assert tuple(result.latencies) == INTERACTIONS  # every step ran, in order
-    assert len(result.latencies["change_channel"]) == 2  # two rounds
+    expected = tuple(channel_step if step == "CHANNEL" else step for step in STEPS)
+    assert tuple(result.latencies) == expected  # every step ran, in order
+    assert set(expected) <= set(INTERACTIONS)
+    assert len(result.latencies[channel_step]) == 2  # two rounds
+
+
+def test_the_protocol_client_resolves_references_to_messages_it_has(tmp_path, data_dir):
+    # The browser view's component arguments (a layer's maps, over 10 kB) are sent once; a
+    # rerun that sends them unchanged sends a reference, which the client must resolve.
+    from bench.streamlit_client import AppClient
+
+    async def visit(url: str) -> tuple[int, int]:
+        client = AppClient(url, timeout=120)
+        try:
+            await client.open()
+            first = await client.rerun(page="feature_map")
+            cached = len(client.cached)
+            again = await client.rerun(page="feature_map")
+            assert [e.WhichOneof("type") for e, _ in again.elements] == [
+                e.WhichOneof("type") for e, _ in first.elements
+            ]
+            assert client.references >= 1  # the component came as a reference the second time
+            return cached, again.count("component_instance")
+        finally:
+            await client.close()
+
+    env = server_env(FEATAPP_DATA_DIR=str(data_dir), FEATAPP_CACHE_DIR=str(tmp_path / "cache"))
+    with streamlit_server(tmp_path / "server.log", env) as url:
+        cached, components = asyncio.run(visit(url))
+    assert cached >= 1 and components == 1
 
 
 def test_the_protocol_client_reports_an_exception_element(tmp_path):

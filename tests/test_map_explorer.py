@@ -177,7 +177,13 @@ def parse(value):
 
 def test_a_good_report_is_the_view():
     view = parse(GOOD)
-    assert (view.channel, view.colours, view.scaling, view.cell, view.overlay) == (3, "viridis", "fixed", (4, 147), True)
+    assert (view.channel, view.colours, view.scaling, view.cell, view.overlay) == (
+        3,
+        "viridis",
+        "fixed",
+        (4, 147),
+        True,
+    )
     assert (view.fixed_low, view.fixed_high) == (0.0, 2.0)
     assert parse(view.state()) == view
 

@@ -4,7 +4,6 @@ that draws any channel of one layer, in any colour scale and scaling, from one p
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import streamlit.components.v1 as components
@@ -19,7 +18,8 @@ FRONTEND = Path(__file__).resolve().parent / "map_explorer"
 _component = components.declare_component("map_explorer", path=str(FRONTEND))
 
 
-def show(payload: ExplorerPayload, state: dict, *, key: str, on_change: Callable[[], None]) -> object:
-    """Draw the explorer; returns the last reported view (a dict from the browser, untrusted)
-    or ``None`` before the first report. ``state`` is the view the server holds."""
-    return _component(**payload.args(), state=state, key=key, default=None, on_change=on_change)
+def show(payload: ExplorerPayload, state: dict, *, key: str) -> object:
+    """Draw the explorer; returns the last reported view (a dict from the browser, untrusted;
+    also in ``st.session_state[key]``) or ``None`` before the first report. ``state`` is the
+    view the server holds."""
+    return _component(**payload.args(), state=state, key=key, default=None)

@@ -1,5 +1,6 @@
 """Feature map: the current image beside one channel's map (the lecture's Figure 2)."""
 
+import json
 from functools import partial
 
 import streamlit as st
@@ -13,6 +14,7 @@ from featapp.pages import caches, chrome, explorer, gradient_views, view
 
 HEATMAP_NONCE = "feature_map.chart_nonce"
 EXPLORER = "feature_map.explorer"
+APPLIED = "feature_map.explorer_applied"
 OVERLAY = "feature_map.overlay"
 PICTURE_PX = 360
 
@@ -37,13 +39,20 @@ def _on_cell(layer_name: str) -> None:
     st.session_state[view.CELL] = (layer_name, int(points[0]["r"]), int(points[0]["c"])) if points else None
 
 
-def _on_explorer(layer) -> None:
+def _apply_report(layer) -> None:
     """The browser reported the view a student settled on: make it the shared view, so the
-    server's parts (the strip, the download, the URL, other pages) follow."""
+    server's parts (the strip, the download, other pages) follow. Each report is applied
+    once (the component keeps its last value, and another page may have changed the view
+    since); a report about another layer, or one that is not a view, is ignored."""
+    value = st.session_state.get(EXPLORER)
+    if value is None:
+        return
+    marker = json.dumps(value, sort_keys=True, default=str)
+    if st.session_state.get(APPLIED) == marker:
+        return
+    st.session_state[APPLIED] = marker
     rows, cols = layer.output_shape[0], layer.output_shape[1]
-    report = parse_report(
-        st.session_state.get(EXPLORER), layer_name=layer.name, channels=layer.channels, rows=rows, cols=cols
-    )
+    report = parse_report(value, layer_name=layer.name, channels=layer.channels, rows=rows, cols=cols)
     if report is None:
         return
     st.session_state[view.CHANNEL] = report.channel
@@ -90,11 +99,12 @@ def _browser_view() -> None:
         st.caption(
             "This model's file does not describe this layer's geometry, so the map cannot be placed on the photo."
         )
+    _apply_report(layer)
     state = _shared_view(layer)
     payload = caches.explorer(view_model, image, layer.name)
     if snapshot is not None:
         st.caption(f"Showing {view.model_label(snapshot)}.")
-    explorer.show(payload, state, key=EXPLORER, on_change=partial(_on_explorer, layer))
+    explorer.show(payload, state, key=EXPLORER)
     channel = state["channel"] - 1
     layer_maps = caches.activations(view_model, image)[layer.name]
     values = layer_maps[channel]
