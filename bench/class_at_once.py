@@ -98,7 +98,12 @@ def markdown(latency, cpu, apps, count: int, waves: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--app", action="append", metavar="NAME=DIR", help="repeatable; default: this checkout")
+    parser.add_argument(
+        "--app",
+        action="append",
+        metavar="NAME=DIR[:FLAGS]",
+        help="repeatable; FLAGS as in load_test.py (FEATAPP_MAP_VIEW=server, say); default: this checkout",
+    )
     parser.add_argument("--students", type=int, default=25)
     parser.add_argument("--waves", type=int, default=6)
     parser.add_argument("--out", type=Path, default=None)
@@ -109,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="featapp-class-"))
     servers = []
     try:
-        servers = [load_test.start_server(name, Path(folder).resolve(), [], work) for name, folder in apps.items()]
+        servers = [load_test.start_app(name, spec, work) for name, spec in apps.items()]
         latency, cpu = asyncio.run(measure(servers, args.students, args.waves))
     finally:
         for server in servers:

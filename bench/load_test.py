@@ -212,6 +212,12 @@ def start_server(name: str, app_dir: Path, options: list[str], work: Path) -> Se
     return server
 
 
+def start_app(name: str, spec: str, work: Path) -> Server:
+    """A server for ``--app NAME=DIR[:FLAGS]`` (``spec`` is ``DIR[:FLAGS]``; FLAGS as in :func:`start_server`)."""
+    folder, _, flags = spec.partition(":")
+    return start_server(name, Path(folder).resolve(), flags.split(",") if flags else [], work)
+
+
 def stop_server(server: Server) -> None:
     if server.process is None:
         return
@@ -746,8 +752,7 @@ async def main_async(args) -> dict:
             if args.url:
                 break
             name, _, rest = spec.partition("=")
-            folder, _, flags = rest.partition(":")
-            servers.append(start_server(name, Path(folder).resolve(), flags.split(",") if flags else [], work))
+            servers.append(start_app(name, rest, work))
         report["servers"] = {s.name: {"url": s.url, "log": str(s.log_path)} for s in servers}
         sampler = Sampler(servers, started)
         sampler.start()
