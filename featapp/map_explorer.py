@@ -49,6 +49,9 @@ __all__ = [
     "explorer_payload",
     "ExplorerView",
     "parse_report",
+    "GridView",
+    "GRID_ORDERS",
+    "parse_grid_report",
 ]
 
 STEPS = 65535
@@ -125,6 +128,8 @@ class ExplorerPayload:
     palettes: dict
     field_size: tuple[int, int] | None = None
     field_jump: tuple[int, int] | None = None
+    means: list[float] | None = None
+    """Each channel's mean, as :func:`featapp.render.order_channels` ranks by it."""
 
     @property
     def layer_low(self) -> float:
@@ -155,6 +160,7 @@ class ExplorerPayload:
             "palettes": self.palettes,
             "field_size": None if self.field_size is None else list(self.field_size),
             "field_jump": None if self.field_jump is None else list(self.field_jump),
+            "means": self.means,
         }
 
 
@@ -212,6 +218,7 @@ def explorer_payload(
         palettes=_palettes(),
         field_size=None if field is None else (int(field.size[0]), int(field.size[1])),
         field_jump=None if field is None else (int(field.jump[0]), int(field.jump[1])),
+        means=[float(v) for v in np.asarray(maps, dtype=np.float32).mean(axis=(1, 2))],
     )
 
 
@@ -240,6 +247,67 @@ class ExplorerView:
             "cell": None if self.cell is None else list(self.cell),
             "overlay": self.overlay,
         }
+
+
+@dataclass(frozen=True)
+class GridView:
+    """The Layer grid's view as the browser reports it (channels 1-based, inclusive)."""
+
+    layer_name: str
+    colours: str
+    scaling: str
+    fixed_low: float
+    fixed_high: float
+    first: int
+    last: int
+    order: str
+    open_channel: int | None
+    """A tile the student clicked (1-based), to open on the Feature map; else ``None``."""
+
+
+GRID_ORDERS = ("index", "mean", "max")
+
+
+def parse_grid_report(value: object, *, layer_name: str, channels: int) -> GridView | None:
+    """The grid's report as a view, or ``None`` when it is not one for this layer (the
+    same distrust as :func:`parse_report`).
+
+    >>> good = {"layer_name": "conv2d", "colours": "blues4", "scaling": "per map", "fixed_low": 0,
+    ...         "fixed_high": 1, "first": 1, "last": 32, "order": "max", "open_channel": 5}
+    >>> parse_grid_report(good, layer_name="conv2d", channels=32).open_channel
+    5
+    >>> parse_grid_report({**good, "last": 40}, layer_name="conv2d", channels=32) is None
+    True
+    """
+    common = parse_report(
+        {**value, "channel": 1, "cell": None, "overlay": False} if isinstance(value, dict) else value,
+        layer_name=layer_name,
+        channels=channels,
+        rows=1,
+        cols=1,
+    )
+    if common is None or not isinstance(value, dict):
+        return None
+    first, last, opened = value.get("first"), value.get("last"), value.get("open_channel")
+
+    def whole(number: object) -> bool:
+        return type(number) is int and 1 <= number <= channels
+
+    if not (whole(first) and whole(last)) or value.get("order") not in GRID_ORDERS:
+        return None
+    if opened is not None and not whole(opened):
+        return None
+    return GridView(
+        layer_name,
+        common.colours,
+        common.scaling,
+        common.fixed_low,
+        common.fixed_high,
+        first,
+        last,
+        str(value["order"]),
+        opened,
+    )
 
 
 def parse_report(value: object, *, layer_name: str, channels: int, rows: int, cols: int) -> ExplorerView | None:

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.browsing import server_env, streamlit_server
-
-
 import pytest
+
+from tests.browsing import server_env, streamlit_server
 
 STEPS = ("open", "pick_gallery", "upload", "open_feature_map", "CHANNEL", "change_layer", "open_grid")
 

@@ -15,6 +15,7 @@ from featapp.map_explorer import (
     dequantise,
     explorer_payload,
     nearest_cells,
+    parse_grid_report,
     parse_report,
     quantise,
 )
@@ -228,3 +229,49 @@ def test_a_field_box_by_hand():
     rows, cols = box_edges(field, 7, 7, (150, 150))
     assert rows[6] == cols[6] == [96, 142]
     assert rows[0] == [0, 46]
+
+
+GRID = {
+    "layer_name": "conv2d",
+    "colours": "blues4",
+    "scaling": "per layer",
+    "fixed_low": 0,
+    "fixed_high": 1,
+    "first": 2,
+    "last": 9,
+    "order": "mean",
+    "open_channel": None,
+}
+
+
+def test_a_good_grid_report():
+    view = parse_grid_report(GRID, layer_name="conv2d", channels=32)
+    assert (view.first, view.last, view.order, view.scaling, view.open_channel) == (2, 9, "mean", "per layer", None)
+    assert parse_grid_report({**GRID, "open_channel": 32}, layer_name="conv2d", channels=32).open_channel == 32
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"first": 0},
+        {"last": 33},
+        {"first": 2.0},
+        {"order": "random"},
+        {"open_channel": 33},
+        {"open_channel": "5"},
+        {"colours": None},
+        {"layer_name": "conv2d_1"},
+    ],
+)
+def test_a_bad_grid_report_is_ignored(change):
+    assert parse_grid_report({**GRID, **change}, layer_name="conv2d", channels=32) is None
+
+
+def test_means_are_the_ones_order_channels_ranks_by(real_maps):
+    from featapp.render import order_channels
+
+    model, pixels, acts = real_maps
+    maps = acts["conv2d_2"][0]
+    payload = explorer_payload(maps, pixels, None, data_key="k", title="t", layer_number=5, layer_name="conv2d_2")
+    by_mean = sorted(range(len(maps)), key=lambda c: -payload.means[c])  # stable, as the browser's sort
+    assert by_mean == order_channels(maps, range(len(maps)), "mean")

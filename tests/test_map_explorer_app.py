@@ -129,3 +129,56 @@ def test_an_upload_is_shown_from_memory(browser_view):
     assert "stripes.png" in args["title"]
     assert args["photo"].startswith(b"\x89PNG")
     assert "Feature map" in main_text(at)
+
+
+def grid_report(**change) -> dict:
+    view = {
+        "layer_name": "conv2d",
+        "colours": "blues4",
+        "scaling": "per map",
+        "fixed_low": 0.0,
+        "fixed_high": 1.0,
+        "first": 1,
+        "last": 32,
+        "order": "index",
+        "open_channel": None,
+    }
+    return {**view, **change}
+
+
+def test_the_layer_grid_sends_the_same_layer_in_grid_mode(browser_view):
+    at = open_app("layer_grid")
+    args = component(at)
+    assert args["mode"] == "grid" and args["layer_name"] == "conv2d" and args["shape"] == [32, 148, 148]
+    assert args["state"]["first"] == 1 and args["state"]["last"] == 32 and args["state"]["order"] == "index"
+    assert len(args["means"]) == 32
+    assert [b.label for b in at.get("download_button")] == ["Download this grid (PNG)"]
+
+
+def test_a_grid_report_is_kept_per_layer_and_a_tile_opens_the_feature_map(browser_view):
+    at = open_app("layer_grid")
+    at.session_state["layer_grid.explorer"] = grid_report(first=3, last=12, order="max", colours="viridis")
+    at.run()
+    assert not at.exception
+    assert at.session_state["view.grid_first.conv2d"] == 3 and at.session_state["view.grid_last.conv2d"] == 12
+    assert at.session_state["view.grid_order"] == "max" and at.session_state["view.colours"] == "viridis"
+    assert component(at)["state"]["first"] == 3
+    at.session_state["layer_grid.explorer"] = grid_report(first=3, last=12, order="max", open_channel=7)
+    at.run()
+    assert not at.exception
+    assert "Feature map" in main_text(at)
+    args = component(at)
+    assert args.get("mode") == "map" and args["state"]["channel"] == 7
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [grid_report(last=33), grid_report(order="random"), grid_report(open_channel=0), grid_report(first="1"), [1]],
+)
+def test_a_bad_grid_report_changes_nothing(browser_view, bad):
+    at = open_app("layer_grid")
+    at.session_state["layer_grid.explorer"] = bad
+    at.run()
+    assert not at.exception
+    assert "Layer grid" in main_text(at)
+    assert component(at)["state"]["first"] == 1 and component(at)["state"]["last"] == 32

@@ -18,8 +18,9 @@ FRONTEND = Path(__file__).resolve().parent / "map_explorer"
 _component = components.declare_component("map_explorer", path=str(FRONTEND))
 
 
-def show(payload: ExplorerPayload, state: dict, *, key: str) -> object:
-    """Draw the explorer; returns the last reported view (a dict from the browser, untrusted;
-    also in ``st.session_state[key]``) or ``None`` before the first report. ``state`` is the
-    view the server holds."""
-    return _component(**payload.args(), state=state, key=key, default=None)
+def show(payload: ExplorerPayload, state: dict, *, key: str, mode: str = "map") -> object:
+    """Draw the explorer: ``mode`` ``"map"`` (the Feature map: one channel beside the photo)
+    or ``"grid"`` (the Layer grid: every channel as a tile). Returns the last reported view
+    (a dict from the browser, untrusted; also in ``st.session_state[key]``) or ``None``
+    before the first report. ``state`` is the view the server holds."""
+    return _component(**payload.args(), state=state, mode=mode, key=key, default=None)

@@ -1,12 +1,17 @@
 """Layer grid: every channel of a layer at once (the lecture's Figures 3 and 4)."""
 
+import json
+
 import streamlit as st
 
-from featapp import render
-from featapp.pages import caches, chrome, view
+from featapp import render, settings
+from featapp.map_explorer import parse_grid_report
+from featapp.pages import caches, chrome, explorer, view
 
 GOTO = "layer_grid.goto_feature_map"
 NONCE = "layer_grid.chart_nonce"
+EXPLORER = "layer_grid.explorer"
+APPLIED = "layer_grid.explorer_applied"
 FIRST, LAST, ORDER = view.GRID_FIRST, view.GRID_LAST, view.GRID_ORDER
 ORDERS = {
     "index": "channel number",
@@ -36,6 +41,73 @@ def _on_tile(layer_name: str, chart_key: str) -> None:
     st.session_state[NONCE] = st.session_state.get(NONCE, 0) + 1
 
 
+def _apply_grid_report(layer) -> None:
+    """The browser's grid reported a settled view, or a tile to open: make it the shared
+    view (each report once; one about another layer, or not a view, is ignored)."""
+    value = st.session_state.get(EXPLORER)
+    if value is None:
+        return
+    marker = json.dumps(value, sort_keys=True, default=str)
+    if st.session_state.get(APPLIED) == marker:
+        return
+    st.session_state[APPLIED] = marker
+    report = parse_grid_report(value, layer_name=layer.name, channels=layer.channels)
+    if report is None:
+        return
+    st.session_state[view.COLOURS] = report.colours
+    st.session_state[view.SCALING] = report.scaling
+    st.session_state[view.FIXED_LOW] = report.fixed_low
+    st.session_state[view.FIXED_HIGH] = report.fixed_high
+    st.session_state[f"{FIRST}.{layer.name}"] = report.first
+    st.session_state[f"{LAST}.{layer.name}"] = report.last
+    st.session_state[ORDER] = report.order
+    if report.open_channel is not None:
+        st.session_state[view.LAYER] = layer.name
+        st.session_state[view.CHANNEL] = report.open_channel
+        st.session_state[view.CELL] = None
+        chrome.goto("feature_map")
+
+
+def _browser_grid(layer, view_model, layer_number: int, at: str) -> None:
+    """The grid drawn in the browser from the layer's maps (the Feature map's payload):
+    range, order, colours and scaling change there; a clicked tile opens on the Feature map."""
+    rows, cols, count = layer.output_shape
+    _apply_grid_report(layer)
+    first_key, last_key = f"{FIRST}.{layer.name}", f"{LAST}.{layer.name}"
+    colours = st.session_state.get(view.COLOURS, "blues4")
+    scaling = st.session_state.get(view.SCALING, "per map")
+    order = st.session_state.get(ORDER, "index")
+    state = {
+        "layer_name": layer.name,
+        "colours": colours if colours in render.COLOUR_SCALES else "blues4",
+        "scaling": scaling if scaling in render.SCALINGS else "per map",
+        "fixed_low": float(st.session_state.get(view.FIXED_LOW, 0.0)),
+        "fixed_high": float(st.session_state.get(view.FIXED_HIGH, 1.0)),
+        "first": min(max(int(st.session_state.get(first_key, 1)), 1), count),
+        "last": min(max(int(st.session_state.get(last_key, count)), 1), count),
+        "order": order if order in ORDERS else "index",
+        "open_channel": None,
+    }
+    st.markdown(
+        f"**Layer {layer_number} ({layer.name}, {layer.kind}){at}.** For the current image its activation is "
+        f"`1 x {rows} x {cols} x {count}`: 1 image x {rows} rows x {cols} columns x {count} channels, as "
+        f"Keras prints it. (For the gallery's 20 photos at once it would be `20 x {rows} x {cols} x {count}`.)"
+    )
+    explorer.show(caches.explorer(view_model, image, layer.name), state, key=EXPLORER, mode="grid")
+    first, last = sorted((state["first"], state["last"]))
+    output = caches.activations(view_model, image)[layer.name]
+    ordered = render.order_channels(output, range(first - 1, last), state["order"])
+    fixed = (state["fixed_low"], state["fixed_high"]) if state["fixed_high"] > state["fixed_low"] else None
+    mode = state["scaling"] if state["scaling"] != "fixed" or fixed else "per map"
+    scale = render.COLOUR_SCALES[state["colours"]]
+    st.download_button(
+        "Download this grid (PNG)",
+        data=lambda: render.grid_png(output, ordered, scale, mode, fixed=fixed),  # made on click
+        file_name=f"{layer.name}_channels{first}-{last}.png",
+        mime="image/png",
+    )
+
+
 st.title("🔲 Layer grid")
 st.markdown(
     "All channels of one layer for the current image, side by side. In layer 1 most tiles still look like "
@@ -44,12 +116,14 @@ st.markdown(
     "not have. Click a tile to open it on the Feature map page."
 )
 
+in_browser = settings.map_view() == "browser"
 controls_left, controls_mid, controls_right = st.columns([3, 4, 3])
 with controls_left:
     layer = view.pick_layer(model, key="layer_grid.layer", spatial_only=False)
-with controls_mid:
-    scale = view.pick_colours(key="layer_grid.colours")
-    mode, fixed = view.pick_scaling(key="layer_grid.scaling", per_map_label="per tile (each its own min to max)")
+if not (in_browser and layer.is_spatial):
+    with controls_mid:
+        scale = view.pick_colours(key="layer_grid.colours")
+        mode, fixed = view.pick_scaling(key="layer_grid.scaling", per_map_label="per tile (each its own min to max)")
 with controls_right:
     view_model, snapshot = view.pick_snapshot(model, key="layer_grid.snapshot", layer=layer.name)
 
@@ -57,7 +131,9 @@ layer_number = model.layer_names.index(layer.name) + 1
 output = caches.activations(view_model, image)[layer.name]
 at = f" at {view.model_label(snapshot)}" if snapshot is not None else ""
 
-if layer.is_spatial:
+if in_browser and layer.is_spatial:
+    _browser_grid(layer, view_model, layer_number, at)
+elif layer.is_spatial:
     rows, cols, count = layer.output_shape
     with controls_left:
         first_col, last_col = st.columns(2)

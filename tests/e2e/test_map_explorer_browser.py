@@ -17,7 +17,7 @@ import pytest
 from featapp.geometry import receptive_box
 from featapp.render import COLOUR_SCALES, describe_range, legend_chart, value_range
 from tests import browsing
-from tests.e2e.steps import SLOW, choose, no_exception, open_page, running_app, shot, wait_until
+from tests.e2e.steps import SLOW, choose, no_exception, running_app, shot, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -191,10 +191,62 @@ def test_a_dead_channel_says_so(app_url, page, photo_maps):
 
 def test_opening_a_tile_opens_its_channel_here(app_url, page):
     page.goto(app_url + "/layer_grid")
-    page.get_by_text("One tile is one channel").wait_for(timeout=SLOW)
-    page.locator('[data-testid="stVegaLiteChart"] svg image').nth(4).click()
+    frame = explorer_grid(page)
+    frame.get_by_text("One tile is one channel").wait_for(timeout=SLOW)
+    frame.get_by_label("channel number").check()
+    grid = frame.locator("#grid").bounding_box()
+    tile = grid["width"] / 8  # 32 channels: 8 tiles a row, the fifth is channel 5
+    page.mouse.click(grid["x"] + 4.5 * tile, grid["y"] + 5)
     page.get_by_role("heading", name="Feature map").wait_for(timeout=SLOW)
-    frame = explorer(page)
-    wait_until(lambda: frame.locator("body").get_attribute("data-channel") == "5", 30, "channel 5")
-    assert frame.locator("#channel-number").input_value() == "5"
+    feature = explorer(page)
+    wait_until(lambda: feature.locator("body").get_attribute("data-channel") == "5", 30, "channel 5")
+    assert feature.locator("#channel-number").input_value() == "5"
     no_exception(page)
+
+
+def test_the_layer_grid_is_drawn_in_the_browser_too(app_url, page, photo_maps):
+    from featapp.render import order_channels
+
+    model, maps = photo_maps
+    frames = sent_frames(page)
+    page.goto(app_url + "/layer_grid")
+    page.get_by_role("heading", name="Layer grid").wait_for(timeout=SLOW)
+    frame = explorer_grid(page)
+    choose(page, "Layer", "6 · max_pooling2d_2")
+    wait_until(lambda: frame.locator("body").get_attribute("data-layer") == "max_pooling2d_2", 60, "layer 6")
+    values = maps["max_pooling2d_2"]
+    page.wait_for_timeout(1500)
+    before = len(frames)
+    frame.get_by_label("max activation (strongest first)").check()
+    order = json.loads(frame.locator("#grid").get_attribute("data-order"))
+    assert order == [c + 1 for c in order_channels(values, range(128), "max")]
+    assert len(frames) == before  # reordering is the browser's alone until the student stops
+    frame.get_by_label("mean activation (strongest first)").check()
+    order = json.loads(frame.locator("#grid").get_attribute("data-order"))
+    assert order == [c + 1 for c in order_channels(values, range(128), "mean")]
+    dead = json.loads(frame.locator("#grid").get_attribute("data-dead"))
+    expected_dead = sorted(c + 1 for c in range(128) if values[c].max() == values[c].min())
+    assert sorted(dead) == expected_dead
+    if expected_dead:
+        frame.get_by_text(f"{len(expected_dead)} of 128").wait_for(timeout=5000)
+    frame.locator("#grid-first").fill("10")
+    frame.locator("#grid-last").fill("5")
+    frame.get_by_text("'From channel' (10) is after 'To channel' (5); showing channels 5 to 10.").wait_for(timeout=5000)
+    assert len(json.loads(frame.locator("#grid").get_attribute("data-order"))) == 6
+    shot(page, "explorer_04_grid")
+    # Click the first tile: it opens on the Feature map, in the browser view there.
+    first_tile = json.loads(frame.locator("#grid").get_attribute("data-order"))[0]
+    grid = frame.locator("#grid").bounding_box()
+    page.mouse.click(grid["x"] + 5, grid["y"] + 5)
+    page.get_by_role("heading", name="Feature map").wait_for(timeout=SLOW)
+    feature = explorer(page)
+    wait_until(lambda: feature.locator("body").get_attribute("data-channel") == str(first_tile), 30, "the tile")
+    assert feature.locator("#title").inner_text() == f"Layer 6 (max_pooling2d_2), channel {first_tile}"
+    no_exception(page)
+
+
+def explorer_grid(page):
+    frame = page.frame_locator(FRAME)
+    frame.locator("#grid").wait_for(timeout=SLOW)
+    wait_until(lambda: frame.locator("body").get_attribute("data-draws") not in (None, "0"), 60, "the first draw")
+    return frame
