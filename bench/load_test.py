@@ -873,11 +873,25 @@ def markdown(report: dict) -> str:
             "server does a classroom's work while the load generator uses little of the 2 cores (its CPU "
             "is in the *client CPU* column); in a classroom each student's browser runs on their own machine.",
             "",
-            f"Each session: {', '.join(INTERACTIONS)}; then feature map, channel, layer and grid again "
+            "Each session: open, pick_gallery, upload, open_feature_map, a channel change, change_layer, "
+            "open_grid; then feature map, channel, layer and grid again "
             f"({report['args']['rounds']} rounds in all). Latency: from the request to the run's last "
             "message, plus fetching the run's new pictures; each step checks the result (the chosen photo "
-            "or upload is current, the heatmap shows the chosen layer and channel, the grid has one tile "
+            "or upload is current, the map shows the chosen layer and channel, the grid has one tile "
             f"per channel). Sessions start within {report['args']['ramp']:.0f} s of each other.",
+            "",
+            "Where the Feature map is drawn on the server (`FEATAPP_MAP_VIEW=server`) the channel change is "
+            "a rerun (`change_channel`). Where it is drawn in the browser (the default) the browser draws the "
+            "new channel itself and then reports the settled view, one rerun for the strip and the rest "
+            "(`report_view`)."
+            + (
+                f" {report['args']['browsers']} real Chromium pages on the Feature map changed channel, colours "
+                "and scale in turn during each wave, timing what a student sees (`browser_*`: from the click "
+                "to the next painted frame in the browser view; to the rerun's result shown in the server "
+                "view); they run on the same 2 cores as the server."
+                if report["args"].get("browsers")
+                else ""
+            ),
         ]
     else:
         how = [
