@@ -557,9 +557,18 @@ async def protocol_student(server: Server, wave: int, session: int, timeout_s: f
 
 
 def tile_count(run) -> int:
-    """Rows of the grid chart's ``tiles`` dataset: one per tile the browser would draw."""
+    """The tiles the browser would draw: the channels the browser-drawn grid is sent to show
+    (its range of the layer's maps), or the rows of the server-drawn grid chart's ``tiles``."""
     import pyarrow as pa
 
+    for element, _ in run.elements:
+        if element.WhichOneof("type") == "component_instance" and element.component_instance.component_name.endswith(
+            "map_explorer"
+        ):
+            args = json.loads(element.component_instance.json_args)
+            if args.get("mode") == "grid":
+                first, last = sorted((args["state"]["first"], args["state"]["last"]))
+                return min(last, args["shape"][0]) - first + 1
     for element, _ in run.elements:
         if element.WhichOneof("type") != "vega_lite_chart":
             continue

@@ -120,7 +120,7 @@ class Student:
             self.run = await client.rerun(changed=layers)
         elif kind == "open_grid":
             grid = await client.rerun(page="layer_grid")
-            if grid.count("vega_lite_chart") < 1:
+            if load_test.tile_count(grid) < 1:
                 raise RuntimeError("open_grid: no grid in the page")
             return  # on the grid page now: open_feature_map comes next
         elif kind == "open_gallery":
