@@ -113,6 +113,7 @@ __all__ = [
     "heatmap_spec",
     "tile_grid",
     "training_strip",
+    "strip_layer",
     "read_snapshots",
     "snapshots",
 ]
@@ -565,17 +566,38 @@ def tile_grid(
     return chart, list(ordered), list(dead)
 
 
+STRIP_LAYER_ENTRIES = 96
+"""Snapshot layers kept for the training strip: 16 strips of 6 snapshots (at most 135 MB, for layer 1)."""
+
+
+@st.cache_resource(max_entries=STRIP_LAYER_ENTRIES, show_spinner=False)
+def _layer_maps(model_sha: str, image_key: str, layer: str, _model: FeatureModel, _image: np.ndarray) -> np.ndarray:
+    return _read_only(np.ascontiguousarray(_model.activations(_image[np.newaxis], layers=[layer])[layer][0]))
+
+
+def strip_layer(model: FeatureModel, image: CurrentImage, layer: str) -> np.ndarray:
+    """One layer's maps of one image under a training snapshot, cached apart from
+    :func:`activations`. The strip runs every snapshot on each new photo but needs one
+    layer of each: stored there, six snapshots' whole activations (5.5 MB each) pushed the
+    students' own photos out of that cache, so with a class each of their clicks ran the
+    model again (seen in a py-spy profile of 50 students, ``bench/results/load_profile.md``)."""
+    return _layer_maps(model.sha256, image.key, layer, model, image.array)
+
+
 @st.cache_data(max_entries=PNG_CACHE_ENTRIES, show_spinner=False)
 def _strip(view: tuple, models_key: tuple, _image: CurrentImage, _models: tuple) -> bytes:
     _, layer, channel, scale_key = view
-    maps = [(label, activations(model, _image)[layer][channel]) for label, model in _models]
+    *snapshots, (final_label, final) = _models
+    maps = [(label, strip_layer(model, _image, layer)[channel]) for label, model in snapshots]
+    maps.append((final_label, activations(final, _image)[layer][channel]))
     return strip_png(maps, COLOUR_SCALES[scale_key])
 
 
 def training_strip(
     image: CurrentImage, layer: str, channel: int, scale: ColourScale, models: list[tuple[str, FeatureModel]]
 ) -> bytes:
-    """:func:`featapp.render.strip_png` of one channel under each ``(label, model)``, made
+    """:func:`featapp.render.strip_png` of one channel under each ``(label, model)`` (the
+    snapshots, then the model the page shows: the last one's activations are the page's), made
     once per (image, layer, channel, colours, models): an unchanged view (a cell clicked,
     the overlay toggled, another student on the same channel) costs no drawing."""
     models_key = tuple((label, model.sha256) for label, model in models)
