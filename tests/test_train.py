@@ -281,3 +281,18 @@ def test_report_compares_each_snapshot_with_epoch_0_and_counts_live_channels(run
     for live in last["liveness"].values():
         assert live["images"] == 4 and 0 <= live["never_active"] <= live["channels"]
     assert "| 1 (best) |" in (tmp_path / "report.md").read_text()
+
+
+def test_the_first_layer_can_start_from_its_own_initializer():
+    import numpy as np
+
+    from convert.train import build_model
+
+    model = build_model("float32", "he_uniform", first_layer_initializer="glorot_uniform")
+    first, second = model.get_layer("conv2d").kernel.numpy(), model.get_layer("conv2d_1").kernel.numpy()
+    # Glorot's limit for 3x3x3 -> 32 is sqrt(6 / (27 + 288)) = 0.138; He's for 3x3x32 inputs, sqrt(6 / 288) = 0.144.
+    assert np.abs(first).max() <= np.sqrt(6 / (27 + 288)) + 1e-6
+    assert np.abs(first).max() > 0.12
+    he_first = build_model("float32", "he_uniform").get_layer("conv2d").kernel.numpy()
+    assert np.abs(he_first).max() > 0.2  # He's limit for 27 inputs is sqrt(6 / 27) = 0.47
+    assert np.abs(second).max() <= np.sqrt(6 / 288) + 1e-6
