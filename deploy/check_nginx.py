@@ -9,7 +9,8 @@ Feature map page. It checks that
   the upstream of each request and the browser's routing cookie), and that both processes
   got browsers (if the random keys of the first browsers all hashed to one process, the
   next browser is given a key that nginx sends to the other one, found by asking nginx);
-* every upload became the current image and its heatmap was drawn (no exception element);
+* every upload became the current image and its map was drawn by the browser view (the
+  component's page, ``/component/...``, came through nginx too), with no exception element;
 * the marker is on no file written during the run: not in nginx's temporary folders
   (request bodies), not in the processes' temp or cache folders, not in /tmp.
 
@@ -176,7 +177,13 @@ def browse(browser, url: str, number: int, key: str | None) -> tuple[Secret, str
         )
         page.get_by_text(f"Current image: {secret.filename} (your upload)").wait_for(timeout=SLOW_MS)
         page.locator('[data-testid="stSidebarNavLink"]', has_text="Feature map").first.click()
-        page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=SLOW_MS)
+        frame = page.frame_locator(load_test.EXPLORER_FRAME)
+        frame.locator("#map").wait_for(timeout=SLOW_MS)
+        deadline = time.monotonic() + SLOW_MS / 1000
+        while frame.locator("body").get_attribute("data-draws") in (None, "0"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Feature map's browser view drew no map")
+            time.sleep(0.1)
         if page.locator('[data-testid="stException"]').count():
             raise RuntimeError(page.locator('[data-testid="stException"]').first.inner_text()[:200])
         failure = None
@@ -221,7 +228,7 @@ def check(browsers: int = 4, *, sticky: bool = True, work: Path | None = None, l
                         browser_keys.append(route)
                     if failure:
                         result.problems.append(failure)
-                    log(failure or f"browser {number}: upload and heatmap fine")
+                    log(failure or f"browser {number}: upload and map fine")
             finally:
                 chromium.close()
             time.sleep(1)
