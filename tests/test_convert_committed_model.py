@@ -1,7 +1,8 @@
 """The committed model: ``models/cats_dogs_small.onnx`` has the lecture's 12 outputs, was
 exported from ``models/cats_dogs_small.keras`` and agrees with it on real test photos,
-and classifies a fixed sample of 100 test photos with accuracy >= 0.86 (the retrained model scores
-0.89 there and 87.5% on the whole test split; the model it replaced scored 0.83), with live channels.
+and classifies a fixed sample of 100 test photos with accuracy >= 0.90 (the retrained model scores
+0.95 there and 90.3% on the whole test split; the two models before it scored 0.89 and 0.83), with
+live channels.
 
 To check a candidate pair before committing it, point ``FEATAPP_CHECK_KERAS`` and
 ``FEATAPP_CHECK_ONNX`` at it. The accuracy test is meant to fail on an untrained or
@@ -72,12 +73,12 @@ def test_agrees_with_the_committed_keras_model_on_real_photos(committed, dataset
 
 
 def test_accuracy_on_100_test_photos(committed, dataset):
-    """The bar for shipping: >= 0.86 on a fixed sample of 50 cats and 50 dogs from the test split."""
+    """The bar for shipping: >= 0.90 on a fixed sample of 50 cats and 50 dogs from the test split."""
     sample = dataset.sample("test", per_class=50, seed=0)
     prediction = committed.predict([image.path for image in sample])
     truth = np.array([image.label for image in sample])
     accuracy = float((prediction.indices == truth).mean())
-    assert accuracy >= 0.86, f"accuracy {accuracy:.2f} on 100 test photos; the committed model must reach 0.86"
+    assert accuracy >= 0.90, f"accuracy {accuracy:.2f} on 100 test photos; the committed model must reach 0.90"
 
 
 # The model issue's liveness target over the 1,000 test photos: at most 5% of each conv layer's
