@@ -1,6 +1,5 @@
 """Feature map: the current image beside one channel's map (the lecture's Figure 2)."""
 
-import json
 from functools import partial
 
 import streamlit as st
@@ -14,7 +13,6 @@ from featapp.pages import caches, chrome, explorer, gradient_views, view
 
 HEATMAP_NONCE = "feature_map.chart_nonce"
 EXPLORER = "feature_map.explorer"
-APPLIED = "feature_map.explorer_applied"
 OVERLAY = "feature_map.overlay"
 PICTURE_PX = 360
 
@@ -44,13 +42,9 @@ def _apply_report(layer) -> None:
     server's parts (the strip, the download, other pages) follow. Each report is applied
     once (the component keeps its last value, and another page may have changed the view
     since); a report about another layer, or one that is not a view, is ignored."""
-    value = st.session_state.get(EXPLORER)
+    value = explorer.new_report(EXPLORER)
     if value is None:
         return
-    marker = json.dumps(value, sort_keys=True, default=str)
-    if st.session_state.get(APPLIED) == marker:
-        return
-    st.session_state[APPLIED] = marker
     rows, cols = layer.output_shape[0], layer.output_shape[1]
     report = parse_report(value, layer_name=layer.name, channels=layer.channels, rows=rows, cols=cols)
     if report is None:
@@ -70,15 +64,10 @@ def _shared_view(layer) -> dict:
     channel = min(max(int(st.session_state.get(view.CHANNEL, 1)), 1), count)
     st.session_state[view.CHANNEL] = channel
     cell = st.session_state.get(view.CELL)
-    colours = st.session_state.get(view.COLOURS, "blues4")
-    scaling = st.session_state.get(view.SCALING, "per map")
     return {
         "layer_name": layer.name,
         "channel": channel,
-        "colours": colours if colours in render.COLOUR_SCALES else "blues4",
-        "scaling": scaling if scaling in render.SCALINGS else "per map",
-        "fixed_low": float(st.session_state.get(view.FIXED_LOW, 0.0)),
-        "fixed_high": float(st.session_state.get(view.FIXED_HIGH, 1.0)),
+        **explorer.shared_display(),
         "cell": [int(cell[1]), int(cell[2])] if cell and cell[0] == layer.name else None,
         "overlay": bool(st.session_state.get(OVERLAY, False)),
     }

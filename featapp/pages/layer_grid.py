@@ -1,7 +1,5 @@
 """Layer grid: every channel of a layer at once (the lecture's Figures 3 and 4)."""
 
-import json
-
 import streamlit as st
 
 from featapp import render, settings
@@ -11,7 +9,6 @@ from featapp.pages import caches, chrome, explorer, view
 GOTO = "layer_grid.goto_feature_map"
 NONCE = "layer_grid.chart_nonce"
 EXPLORER = "layer_grid.explorer"
-APPLIED = "layer_grid.explorer_applied"
 FIRST, LAST, ORDER = view.GRID_FIRST, view.GRID_LAST, view.GRID_ORDER
 ORDERS = {
     "index": "channel number",
@@ -44,13 +41,9 @@ def _on_tile(layer_name: str, chart_key: str) -> None:
 def _apply_grid_report(layer) -> None:
     """The browser's grid reported a settled view, or a tile to open: make it the shared
     view (each report once; one about another layer, or not a view, is ignored)."""
-    value = st.session_state.get(EXPLORER)
+    value = explorer.new_report(EXPLORER)
     if value is None:
         return
-    marker = json.dumps(value, sort_keys=True, default=str)
-    if st.session_state.get(APPLIED) == marker:
-        return
-    st.session_state[APPLIED] = marker
     report = parse_grid_report(value, layer_name=layer.name, channels=layer.channels)
     if report is None:
         return
@@ -74,15 +67,10 @@ def _browser_grid(layer, view_model, layer_number: int, at: str) -> None:
     rows, cols, count = layer.output_shape
     _apply_grid_report(layer)
     first_key, last_key = f"{FIRST}.{layer.name}", f"{LAST}.{layer.name}"
-    colours = st.session_state.get(view.COLOURS, "blues4")
-    scaling = st.session_state.get(view.SCALING, "per map")
     order = st.session_state.get(ORDER, "index")
     state = {
         "layer_name": layer.name,
-        "colours": colours if colours in render.COLOUR_SCALES else "blues4",
-        "scaling": scaling if scaling in render.SCALINGS else "per map",
-        "fixed_low": float(st.session_state.get(view.FIXED_LOW, 0.0)),
-        "fixed_high": float(st.session_state.get(view.FIXED_HIGH, 1.0)),
+        **explorer.shared_display(),
         "first": min(max(int(st.session_state.get(first_key, 1)), 1), count),
         "last": min(max(int(st.session_state.get(last_key, count)), 1), count),
         "order": order if order in ORDERS else "index",

@@ -58,9 +58,10 @@ def legend_labels(vr, scale) -> list[str]:
     return list(table["label"])
 
 
-def explorer(page):
+def explorer(page, canvas: str = "#map"):
+    """The browser view's frame once it has drawn: the Feature map's (``#map``) or the grid's (``#grid``)."""
     frame = page.frame_locator(FRAME)
-    frame.locator("#map").wait_for(timeout=SLOW)
+    frame.locator(canvas).wait_for(timeout=SLOW)
     wait_until(lambda: frame.locator("body").get_attribute("data-draws") not in (None, "0"), 60, "the first draw")
     return frame
 
@@ -191,7 +192,7 @@ def test_a_dead_channel_says_so(app_url, page, photo_maps):
 
 def test_opening_a_tile_opens_its_channel_here(app_url, page):
     page.goto(app_url + "/layer_grid")
-    frame = explorer_grid(page)
+    frame = explorer(page, "#grid")
     frame.get_by_text("One tile is one channel").wait_for(timeout=SLOW)
     frame.get_by_label("channel number").check()
     grid = frame.locator("#grid").bounding_box()
@@ -211,7 +212,7 @@ def test_the_layer_grid_is_drawn_in_the_browser_too(app_url, page, photo_maps):
     frames = sent_frames(page)
     page.goto(app_url + "/layer_grid")
     page.get_by_role("heading", name="Layer grid").wait_for(timeout=SLOW)
-    frame = explorer_grid(page)
+    frame = explorer(page, "#grid")
     choose(page, "Layer", "6 · max_pooling2d_2")
     wait_until(lambda: frame.locator("body").get_attribute("data-layer") == "max_pooling2d_2", 60, "layer 6")
     values = maps["max_pooling2d_2"]
@@ -243,10 +244,3 @@ def test_the_layer_grid_is_drawn_in_the_browser_too(app_url, page, photo_maps):
     wait_until(lambda: feature.locator("body").get_attribute("data-channel") == str(first_tile), 30, "the tile")
     assert feature.locator("#title").inner_text() == f"Layer 6 (max_pooling2d_2), channel {first_tile}"
     no_exception(page)
-
-
-def explorer_grid(page):
-    frame = page.frame_locator(FRAME)
-    frame.locator("#grid").wait_for(timeout=SLOW)
-    wait_until(lambda: frame.locator("body").get_attribute("data-draws") not in (None, "0"), 60, "the first draw")
-    return frame
