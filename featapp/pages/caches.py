@@ -24,7 +24,10 @@ Caching lives here and only here, so the library stays free of Streamlit:
   student's click builds the view and the class reuses it (``bench/class_at_once.py``).
 
 The public function beside each private cached one builds the cache key (hashes, not
-arrays: arguments starting with ``_`` are not hashed by Streamlit).
+arrays: arguments starting with ``_`` are not hashed by Streamlit), and calls it with
+keyword arguments: for each positional one Streamlit reads the function's signature again
+to learn its name, which made a cached call about three times as slow (``inspect.signature``
+was 4% of the server's time with a class, ``bench/results/load_profile.md``).
 """
 
 from __future__ import annotations
@@ -152,7 +155,7 @@ def model_at(path: str | os.PathLike) -> FeatureModel:
         info = resolved.stat()
     except OSError:
         return load_model(resolved)  # raises ModelError with the "no model file" message
-    return _model_at(str(resolved), info.st_mtime_ns, info.st_size)
+    return _model_at(path=str(resolved), mtime_ns=info.st_mtime_ns, size=info.st_size)
 
 
 def spec_key(spec: InputSpec) -> tuple[int, int, int]:
@@ -179,7 +182,7 @@ def activations(model: FeatureModel, image: CurrentImage) -> Mapping[str, np.nda
 
     Shared by every session and read-only: copy an array before changing it.
     """
-    return _activations(model.sha256, image.key, model, image.array)
+    return _activations(model_sha=model.sha256, image_key=image.key, _model=model, _image=image.array)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -191,7 +194,7 @@ def prediction(model: FeatureModel, image: CurrentImage) -> Prediction | None:
     """The model's class probabilities for the image, or ``None`` for a model without a classifier."""
     if not model.has_classifier:
         return None
-    return _prediction(model.sha256, image.key, model, image.array)
+    return _prediction(model_sha=model.sha256, image_key=image.key, _model=model, _image=image.array)
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -203,7 +206,7 @@ def _npz(model_sha: str, image_key: str, _model: FeatureModel, _image: CurrentIm
 
 def activations_file(model: FeatureModel, image: CurrentImage) -> bytes:
     """The image's activations as ``.npz`` bytes (cached: compressing takes a moment)."""
-    return _npz(model.sha256, image.key, model, image)
+    return _npz(model_sha=model.sha256, image_key=image.key, _model=model, _image=image)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -213,7 +216,7 @@ def _occlusion(model_sha: str, image_key: str, _model: FeatureModel, _image: np.
 
 def occlusion(model: FeatureModel, image: CurrentImage) -> OcclusionMap:
     """The image's occlusion-sensitivity map (:mod:`featapp.occlusion`), computed once per image."""
-    return _occlusion(model.sha256, image.key, model, image.array)
+    return _occlusion(model_sha=model.sha256, image_key=image.key, _model=model, _image=image.array)
 
 
 def has_occlusion(model: FeatureModel, image: CurrentImage) -> bool:
@@ -233,7 +236,7 @@ def _filters(model_sha: str, _path: str) -> FirstLayerFilters:
 
 def first_layer_filters(model: FeatureModel) -> FirstLayerFilters:
     """The model's first-layer filters (:mod:`featapp.filters`). Raises :class:`ModelError`."""
-    return _filters(model.sha256, str(model.path))
+    return _filters(model_sha=model.sha256, _path=str(model.path))
 
 
 @st.cache_resource(max_entries=2, ttl=3600, show_spinner=False)
@@ -251,7 +254,9 @@ def neuron_stats(model: FeatureModel, data: Dataset, split: str) -> NeuronStats 
     """
     path = analysis.cache_path(model, data, split)
     mtime = path.stat().st_mtime_ns if path.is_file() else 0
-    return _neuron_stats(model.sha256, str(data.root), split, mtime, model, data)
+    return _neuron_stats(
+        model_sha=model.sha256, root=str(data.root), split=split, mtime_ns=mtime, _model=model, _data=data
+    )
 
 
 # -- class-level views over a scan (featapp.classes, featapp.projection) ----------------------------------
@@ -268,7 +273,15 @@ def _separation(
 
 def separation(stats: NeuronStats, layer: str, by: str, positive: str | None = None) -> SeparationTable:
     """:func:`featapp.classes.layer_separation` of a scan, computed once per layer, score and positive class."""
-    return _separation(stats.model_sha256, stats.dataset_fingerprint, str(stats.split), layer, by, positive, stats)
+    return _separation(
+        model_sha=stats.model_sha256,
+        fingerprint=stats.dataset_fingerprint,
+        split=str(stats.split),
+        layer=layer,
+        by=by,
+        positive=positive,
+        _stats=stats,
+    )
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -280,7 +293,14 @@ def _projection(
 
 def projection(stats: NeuronStats, layer: str = "dense", method: str = "pca") -> Projection:
     """The scan's 2-D map (:func:`featapp.projection.load_or_fit`: fitted once, cached on disk and here)."""
-    return _projection(stats.model_sha256, stats.dataset_fingerprint, str(stats.split), layer, method, stats)
+    return _projection(
+        model_sha=stats.model_sha256,
+        fingerprint=stats.dataset_fingerprint,
+        split=str(stats.split),
+        layer=layer,
+        method=method,
+        _stats=stats,
+    )
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
@@ -290,7 +310,9 @@ def _thumbnails(fingerprint: str, split: str, count: int, _paths: tuple) -> list
 
 def thumbnails(stats: NeuronStats) -> list[str | None]:
     """A small JPEG data URL per scanned photo, for the map's tooltips (made once per scan, about 2 kB each)."""
-    return _thumbnails(stats.dataset_fingerprint, str(stats.split), len(stats), tuple(stats.paths))
+    return _thumbnails(
+        fingerprint=stats.dataset_fingerprint, split=str(stats.split), count=len(stats), _paths=tuple(stats.paths)
+    )
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -300,7 +322,7 @@ def _output_weights(model_sha: str, _path: str) -> OutputWeights:
 
 def output_weights(model: FeatureModel) -> OutputWeights:
     """The output layer's weights (:func:`featapp.classes.output_weights`). Raises :class:`ModelError`."""
-    return _output_weights(model.sha256, str(model.path))
+    return _output_weights(model_sha=model.sha256, _path=str(model.path))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -318,7 +340,7 @@ def _photos(spec: tuple[int, int, int], paths: tuple, _model: FeatureModel) -> t
 
 def photos(model: FeatureModel, paths: Iterable[str | os.PathLike]) -> tuple[tuple[str, ...], np.ndarray]:
     """A few photo files as the model sees them: the paths that could be read, and their pixels."""
-    return _photos(spec_key(model.input_spec), tuple(str(p) for p in paths), model)
+    return _photos(spec=spec_key(model.input_spec), paths=tuple(str(p) for p in paths), _model=model)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -337,7 +359,9 @@ def channel_maps(
 ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
     """For a few photo files: the ones that could be read, their pixels, and ``channel`` of
     ``layer`` for each (one model run for all; only that channel is kept)."""
-    return _channel_maps(model.sha256, tuple(str(p) for p in paths), layer, channel, model)
+    return _channel_maps(
+        model_sha=model.sha256, paths=tuple(str(p) for p in paths), layer=layer, channel=channel, _model=model
+    )
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -350,7 +374,7 @@ def _gallery_liveness(
 def gallery_liveness(model: FeatureModel, pixels: np.ndarray) -> dict[str, LayerLiveness]:
     """:func:`featapp.liveness.liveness_of` over the gallery's photos (all layers, eight photos at a time)."""
     key = hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=16).hexdigest()
-    return _gallery_liveness(model.sha256, key, model, pixels)
+    return _gallery_liveness(model_sha=model.sha256, sample_key=key, _model=model, _pixels=pixels)
 
 
 def cache_summary(model: FeatureModel) -> str:
@@ -374,7 +398,7 @@ def _dataset_at(root: str) -> Dataset:
 def dataset() -> Dataset:
     """The dataset folder (:func:`featapp.dataset.resolve_data_dir`: ``$FEATAPP_DATA_DIR``, ``data/cats_vs_dogs``,
     then the download folders). Raises :class:`DatasetError`."""
-    return _dataset_at(str(resolve_data_dir().resolve()))
+    return _dataset_at(root=str(resolve_data_dir().resolve()))
 
 
 @st.cache_resource(show_spinner=False)
@@ -420,7 +444,14 @@ def gallery(
 ) -> tuple[tuple[DatasetImage, ...], np.ndarray | None]:
     """The gallery sample: (dataset images, their pixels ``(N, H, W, C)``); 20 photos split over the classes."""
     per_class = max(1, GALLERY_SIZE // max(1, len(data.classes(split))))
-    return _gallery(str(data.root), split, int(seed), per_class, spec_key(model.input_spec), data)
+    return _gallery(
+        root=str(data.root),
+        split=split,
+        seed=int(seed),
+        per_class=per_class,
+        spec=spec_key(model.input_spec),
+        _data=data,
+    )
 
 
 @st.cache_resource(max_entries=GALLERY_CACHE_SAMPLES, show_spinner=False)
@@ -434,7 +465,7 @@ def gallery_pictures(model: FeatureModel, data: Dataset, split: str, seed: int) 
     hashed and looked up again on every rerun of the gallery, for every student."""
     per_class = max(1, GALLERY_SIZE // max(1, len(data.classes(split))))
     sample = (str(data.root), split, int(seed), per_class, spec_key(model.input_spec))
-    return _gallery_pngs(sample, gallery(model, data, split, seed)[1])
+    return _gallery_pngs(sample=sample, _pixels=gallery(model, data, split, seed)[1])
 
 
 @st.cache_data(max_entries=GALLERY_CACHE_SAMPLES * 2, show_spinner=False)
@@ -446,7 +477,7 @@ def gallery_prediction(model: FeatureModel, pixels: np.ndarray) -> Prediction | 
     """The model's answers for the gallery's photos, or ``None`` for a model without a classifier."""
     if not model.has_classifier:
         return None
-    return _gallery_prediction(model.sha256, image_key(pixels), model, pixels)
+    return _gallery_prediction(model_sha=model.sha256, sample_key=image_key(pixels), _model=model, _pixels=pixels)
 
 
 @st.cache_resource(max_entries=GALLERY_LAYER_CACHE, show_spinner=False)
@@ -458,7 +489,9 @@ def _gallery_layer(
 
 def gallery_layer(model: FeatureModel, pixels: np.ndarray, layer: str) -> np.ndarray:
     """One layer's output for every gallery photo: ``(N, C, H, W)`` or ``(N, units)``."""
-    return _gallery_layer(model.sha256, image_key(pixels), layer, model, pixels)
+    return _gallery_layer(
+        model_sha=model.sha256, sample_key=image_key(pixels), layer=layer, _model=model, _pixels=pixels
+    )
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -468,7 +501,7 @@ def _probes(spec: tuple[int, int, int]) -> list[Probe]:
 
 def probes(model: FeatureModel) -> list[Probe]:
     """The synthetic probe images at the model's input size (:mod:`featapp.probes`)."""
-    return _probes(spec_key(model.input_spec))
+    return _probes(spec=spec_key(model.input_spec))
 
 
 # -- pictures and charts -------------------------------------------------------------------------------
@@ -487,7 +520,7 @@ def picture_png(picture: np.ndarray, width_px: int | None = None) -> bytes:
     """
     array = np.ascontiguousarray(picture)
     digest = hashlib.blake2b(array.tobytes(), digest_size=16).hexdigest()
-    return _png(f"{array.shape}{array.dtype}{digest}", width_px, array)
+    return _png(content_key=f"{array.shape}{array.dtype}{digest}", width_px=width_px, _picture=array)
 
 
 @st.cache_resource(max_entries=HEATMAP_CACHE_ENTRIES, show_spinner=False)
@@ -531,7 +564,14 @@ def heatmap_spec(
     values = activations(model, image)[layer][channel]
     vr_key = (float(vr.low), float(vr.high), vr.mode, bool(vr.clipped))
     cell = None if selected_cell is None else (int(selected_cell[0]), int(selected_cell[1]))
-    return _heatmap((model.sha256, image.key, layer, int(channel)), scale.key, vr_key, cell, int(width_px), values)
+    return _heatmap(
+        map_key=(model.sha256, image.key, layer, int(channel)),
+        scale_key=scale.key,
+        vr=vr_key,
+        selected=cell,
+        width_px=int(width_px),
+        _values=values,
+    )
 
 
 @st.cache_resource(max_entries=HEATMAP_CACHE_ENTRIES // 4, show_spinner=False)
@@ -562,7 +602,7 @@ def tile_grid(
     first, last = int(channels[0]), int(channels[1])
     fixed_key = None if fixed is None else (float(fixed[0]), float(fixed[1]))
     view = (model.sha256, image.key, layer, first, last, order, scale.key, mode, fixed_key, int(width_px))
-    chart, ordered, dead = _tile_grid(view, activations(model, image)[layer])
+    chart, ordered, dead = _tile_grid(view=view, _maps=activations(model, image)[layer])
     return chart, list(ordered), list(dead)
 
 
@@ -581,7 +621,7 @@ def strip_layer(model: FeatureModel, image: CurrentImage, layer: str) -> np.ndar
     layer of each: stored there, six snapshots' whole activations (5.5 MB each) pushed the
     students' own photos out of that cache, so with a class each of their clicks ran the
     model again (seen in a py-spy profile of 50 students, ``bench/results/load_profile.md``)."""
-    return _layer_maps(model.sha256, image.key, layer, model, image.array)
+    return _layer_maps(model_sha=model.sha256, image_key=image.key, layer=layer, _model=model, _image=image.array)
 
 
 @st.cache_data(max_entries=PNG_CACHE_ENTRIES, show_spinner=False)
@@ -601,7 +641,9 @@ def training_strip(
     once per (image, layer, channel, colours, models): an unchanged view (a cell clicked,
     the overlay toggled, another student on the same channel) costs no drawing."""
     models_key = tuple((label, model.sha256) for label, model in models)
-    return _strip((image.key, layer, int(channel), scale.key), models_key, image, tuple(models))
+    return _strip(
+        view=(image.key, layer, int(channel), scale.key), models_key=models_key, _image=image, _models=tuple(models)
+    )
 
 
 # -- training snapshots -----------------------------------------------------------------------------------
@@ -618,7 +660,7 @@ def read_snapshots() -> tuple[list[Snapshot], str | None]:
         return [], None
     if not stat.S_ISREG(info.st_mode):
         return [], None
-    snaps, problem = _snapshots_at(str(folder), info.st_mtime_ns, info.st_size)
+    snaps, problem = _snapshots_at(folder=str(folder), mtime_ns=info.st_mtime_ns, size=info.st_size)
     return list(snaps), problem
 
 
@@ -659,4 +701,4 @@ def explorer(model: FeatureModel, image: CurrentImage, layer: str) -> ExplorerPa
     """One layer's maps of one image, quantised for the browser (:mod:`featapp.map_explorer`),
     made once per (model, image, layer) in this process and shared: a class on one photo
     costs one payload. Never change it."""
-    return _explorer((model.sha256, image.key, layer, image.title), model, image)
+    return _explorer(view=(model.sha256, image.key, layer, image.title), _model=model, _image=image)

@@ -42,7 +42,7 @@ def _gradients(model_sha: str, _model: FeatureModel) -> Gradients | str:
 
 def gradients_or_message(model: FeatureModel) -> Gradients | str:
     """The model's gradients, or the message saying why there are none (never raises)."""
-    return _gradients(model.sha256, model)
+    return _gradients(model_sha=model.sha256, _model=model)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -73,7 +73,9 @@ def saliency_section(model: FeatureModel, image: CurrentImage) -> None:
         return
     with st.spinner("Differentiating the class score..."):
         try:
-            sal, cam, layer, class_index = _class_maps(model.sha256, image.key, grads, image.array)
+            sal, cam, layer, class_index = _class_maps(
+                model_sha=model.sha256, image_key=image.key, _grads=grads, _image=image.array
+            )
         except GradientError as err:
             st.info(str(err))
             return
