@@ -23,6 +23,7 @@ from featapp import render
 from featapp.captions import WRONG_MARK, markdown_literal
 from featapp.images import prepare_image
 from featapp.model import load_model
+from featapp.pages import view
 from featapp.pages.chrome import PAGE_FILES
 from featapp.probes import probe_images
 from tests import imagefactory
@@ -575,11 +576,20 @@ def test_training_snapshots_on_feature_map_grid_and_model_pages(app_env, monkeyp
     random_maps = load_model(epoch0, provider="cpu").activations(first_photo[1])[model.layers[0].name][0]
     assert np.array_equal(heatmap_picture(at), expected_picture(random_maps[0]))
     assert not np.array_equal(heatmap_picture(at), final_picture)
+    # The map across training is closed, and not drawn, until a student opens it.
+    assert at.main.expander[0].label == "This map across training" and not at.main.expander[0].proto.expanded
+    assert not any(c.startswith("Left to right: ") for c in captions(at)) and "noise-like" not in main_text(at)
+    at.session_state[view.STRIP_OPEN] = True  # what opening it does (AppTest cannot click an expander)
+    at.run()
+    assert_clean(at)
     strip = next(c for c in captions(at) if c.startswith("Left to right: ")).removeprefix("Left to right: ")
     labels = strip.rstrip(".").split(", ")
     assert len(labels) == 3 and labels[0].startswith("epoch 0") and labels[1].startswith("epoch 3 (best): 53%")
     assert labels[2] == "final model"
     assert "noise-like" in main_text(at)
+    go(at, "gallery")
+    go(at, "feature_map")  # still open on the next visit
+    assert at.main.expander[0].proto.expanded and any(c.startswith("Left to right: ") for c in captions(at))
     go(at, "layer_grid")  # the choice carries over
     assert at.select_slider(key="layer_grid.snapshot").value == epoch0
     assert "at epoch 0" in main_text(at)

@@ -14,6 +14,7 @@ from featapp.pages import caches, chrome, explorer, gradient_views, view
 HEATMAP_NONCE = "feature_map.chart_nonce"
 EXPLORER = "feature_map.explorer"
 OVERLAY = "feature_map.overlay"
+STRIP_KEY = "feature_map.strip"
 PICTURE_PX = 360
 
 model = chrome.model_or_error_page()
@@ -126,9 +127,18 @@ def _below_the_map(view_model, layer, channel: int, values, vr, scale) -> None:
 
     # -- the same map across training (issue 6) -------------------------------------------------------------
     snaps = caches.snapshots()
-    if snaps:
-        st.markdown(  # heading and text in one element: each element is browser work on every channel change
-            "### This map across training\n\n"
+    if not snaps:
+        return
+    # Closed until a student opens it, and drawn only while open: each new photo and layer
+    # runs every snapshot, which was the largest share of the server's time with a class
+    # clicking at once (bench/results/load_profile.md). Open, it stays open on every page visit.
+    across = view.synced(
+        st.expander, "This map across training", key=STRIP_KEY, shared=view.STRIP_OPEN, default=False, icon="🎞️"
+    )
+    if not across.open:
+        return
+    with across:
+        st.markdown(
             "The same image, layer and channel, saved while the network learned. At epoch 0 the filters are "
             "random, so the map is noise-like; watch it turn into structure (edges, colours, textures) as "
             "training goes on. Each map is scaled to its own range: compare patterns, not brightness."

@@ -27,6 +27,7 @@ Constant               Key                   Holds
 :data:`GRID_FIRST`     ``view.grid_first``   + ``.<layer>``: the Layer grid's first channel
 :data:`GRID_LAST`      ``view.grid_last``    + ``.<layer>``: the Layer grid's last channel
 :data:`GRID_ORDER`     ``view.grid_order``   the Layer grid's channel order
+:data:`STRIP_OPEN`     ``view.strip_open``   whether the map across training is open
 :data:`GALLERY_TAB`    ``gallery.tab``       the Gallery's open tab (a widget key)
 :data:`CLASSES_TAB`    ``classes.tab``       the Cats vs dogs page's open tab (a widget key)
 :data:`CLASSES_LAYER`  ``classes.layer``     its ranked layer (a widget key)
@@ -72,6 +73,7 @@ __all__ = [
     "GRID_FIRST",
     "GRID_LAST",
     "GRID_ORDER",
+    "STRIP_OPEN",
     "GALLERY_TAB",
     "GALLERY_TABS",
     "CLASSES_TAB",
@@ -115,6 +117,7 @@ RANK_BY = "view.rank_by"
 GRID_FIRST = "view.grid_first"
 GRID_LAST = "view.grid_last"
 GRID_ORDER = "view.grid_order"
+STRIP_OPEN = "view.strip_open"
 GALLERY_TAB = "gallery.tab"
 GALLERY_TABS = ("📷 Dataset photos", "🧪 Probes", "⬆️ Your photo or the camera")
 """The gallery's tabs: the dataset photos, the probes, and uploads with the camera."""

@@ -119,7 +119,8 @@ def test_a_student_walks_through_the_app(app_url, page, dataset):
     page.keyboard.press("Home")
     page.get_by_text("epoch 0 (initial weights)").first.wait_for(timeout=SLOW)
     wait_until(lambda: changed_from(before_snapshot)(page), 60, "the heatmap at epoch 0")
-    page.get_by_role("heading", name="This map across training").wait_for(timeout=SLOW)
+    page.get_by_text("This map across training").click()  # closed, and not computed, until opened
+    page.get_by_text("Left to right: epoch 0").wait_for(timeout=SLOW)
     page.wait_for_timeout(800)
     shot(page, "07_epoch0")
     page.locator("input[type=range][aria-label='Training progress']").focus()
