@@ -6,7 +6,8 @@ Streamlit reads this file two ways:
   server starts it loads the model and the first gallery in a thread, before any browser
   connects: a plain script runs only for a visitor, and the first one used to wait for
   all of that after their page had loaded (BENCHMARKS.md, cold start). It also keeps
-  uploaded photos in memory (:func:`keep_uploads_in_memory`).
+  uploaded photos in memory (:func:`keep_uploads_in_memory`) and answers the requests for
+  Streamlit's own scripts from memory (:func:`frontend_assets`).
 * For every browser session it runs the file as the app's script (``__name__`` is
   ``"__main__"``, in AppTest too): the model or a page that says how to fix it,
   ``st.navigation`` over the pages in ``featapp/pages/``, and the sidebar.
@@ -64,7 +65,22 @@ async def _prepare_in_background(_app):
     yield
 
 
+def frontend_assets() -> list:
+    """Streamlit's frontend files served from memory, compressed (:mod:`featapp.asset_server`)."""
+    from pathlib import Path
+
+    from starlette.middleware import Middleware
+    from streamlit import file_util
+
+    from featapp.asset_server import FrontendAssets
+
+    folder = Path(file_util.get_static_dir()) / "static"
+    if not folder.is_dir():
+        return []
+    return [Middleware(FrontendAssets, directory=folder, base_path=lambda: st.get_option("server.baseUrlPath"))]
+
+
 if __name__ == "__main__":
     run_session()
 else:
-    app = st.App("streamlit_app.py", lifespan=_prepare_in_background)
+    app = st.App("streamlit_app.py", lifespan=_prepare_in_background, middleware=frontend_assets())

@@ -14,7 +14,9 @@ with one change of each kind, then makes ``--changes`` changes of each kind, in 
 * ``change_layer``: the next layer with 2-D maps;
 * ``open_grid``: the Layer grid page (all channels of that layer);
 * ``open_gallery``: the Gallery page (its 20 photos, fetched once by this client);
-* ``open_feature_map``: back to the Feature map.
+* ``open_feature_map``: back to the Feature map;
+* ``open_app``: a new browser opens the app: the page, Streamlit's scripts and styles, the
+  websocket, the first run (the gallery) and its pictures (then it leaves).
 
 Where the Feature map is drawn in the browser (the default view), a channel, colour or
 scale change costs the server nothing until the student stops: then the browser reports
@@ -62,6 +64,7 @@ KINDS = (
     "open_grid",
     "open_gallery",
     "open_feature_map",
+    "open_app",
 )
 
 
@@ -131,6 +134,13 @@ class Student:
             return
         elif kind == "open_feature_map":
             self.run = await client.rerun(page="feature_map")
+        elif kind == "open_app":
+            newcomer = AppClient(self.server.url, timeout=120)
+            first = await newcomer.open()
+            await newcomer.close()
+            if len(first.widgets("button", "Look inside")) < 20:
+                raise RuntimeError("open_app: the gallery does not show 20 photos")
+            return
         else:
             raise ValueError(kind)
         if self.run.count("vega_lite_chart") < 1 and self._explorer() is None:

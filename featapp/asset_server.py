@@ -1,0 +1,144 @@
+"""Streamlit's frontend files, answered from memory before the request reaches Streamlit.
+
+Every new browser asks for the page's scripts, styles and font: 62 files, 2.3 MB, named by
+their content's hash. Streamlit serves them with Starlette's ``StaticFiles``, behind its
+session, security and proxy middleware, reading each file in a worker thread on every
+request, uncompressed. That cost about 200 ms of the server's CPU per new browser, so a
+class opening the app at once queued behind it (``bench/bench_open.py``). Starlette has no
+in-memory, precompressed file responder, so this small ASGI middleware is one: it answers
+``GET``/``HEAD`` for the files under Streamlit's ``static/`` folder, each read and
+gzip-compressed once, and passes every other request through untouched.
+
+It answers only names it found in that folder when it started (a dictionary lookup: no path
+from a request ever reaches the file system), with the headers Streamlit gives the same
+files (``Cache-Control: public, immutable``: the names change when the content does).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import mimetypes
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FrontendAssets", "Asset", "CACHE_CONTROL", "COMPRESSIBLE"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+CACHE_CONTROL = "public, immutable, max-age=31536000"
+"""What Streamlit sends for its hashed bundles too (a year; the name changes with the content)."""
+COMPRESSIBLE = (".js", ".css", ".json", ".svg", ".map", ".txt", ".html")
+"""Text, which gzip shrinks to about a third; fonts and pictures are compressed already."""
+_GZIP_LEVEL = 6
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One file, as sent: its bytes, their gzip form (``None`` where that would not help) and headers."""
+
+    body: bytes
+    gzipped: bytes | None
+    content_type: str
+    etag: str
+
+
+def _load(path: Path) -> Asset:
+    body = path.read_bytes()
+    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    if content_type.startswith("text/") or content_type in ("application/javascript", "text/javascript"):
+        content_type += "; charset=utf-8"
+    gzipped = None
+    if path.suffix in COMPRESSIBLE and len(body) > 1000:
+        packed = gzip.compress(body, compresslevel=_GZIP_LEVEL, mtime=0)
+        gzipped = packed if len(packed) < len(body) else None
+    etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+    return Asset(body, gzipped, content_type, etag)
+
+
+class FrontendAssets:
+    """ASGI middleware: answer ``<base>/static/<file>`` from memory for every file found
+    under ``directory`` (Streamlit's ``static/static`` folder); pass the rest to ``app``.
+
+    ``base_path`` is called on the first request (Streamlit parses ``server.baseUrlPath``
+    after this object is built). A file is read and compressed when it is first asked for,
+    then kept: the bundle a browser loads is a few MB, not the whole 25 MB folder.
+    """
+
+    def __init__(self, app: ASGIApp, *, directory: Path, base_path: Callable[[], str] = lambda: "") -> None:
+        self.app = app
+        self.directory = Path(directory)
+        self._base_path = base_path
+        self._prefix: str | None = None
+        self._names: frozenset[str] = frozenset(
+            path.relative_to(self.directory).as_posix() for path in self.directory.rglob("*") if path.is_file()
+        )
+        self._assets: dict[str, Asset] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The files it answers for, relative to ``directory``."""
+        return self._names
+
+    def _prefix_now(self) -> str:
+        if self._prefix is None:
+            base = (self._base_path() or "").strip("/")
+            self._prefix = f"/{base}/static/" if base else "/static/"
+        return self._prefix
+
+    def asset(self, name: str) -> Asset | None:
+        """The file ``name`` (relative to ``directory``), loaded once; ``None`` if it is not one of them."""
+        if name not in self._names:
+            return None
+        found = self._assets.get(name)
+        if found is None:
+            with self._lock:
+                found = self._assets.get(name)
+                if found is None:
+                    found = self._assets[name] = _load(self.directory / name)
+        return found
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        prefix = self._prefix_now()
+        asset = self.asset(path[len(prefix) :]) if path.startswith(prefix) else None
+        if asset is None:
+            await self.app(scope, receive, send)
+            return
+        await _respond(asset, scope, send)
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers") or ():
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return ""
+
+
+async def _respond(asset: Asset, scope: Scope, send: Send) -> None:
+    headers = [
+        (b"cache-control", CACHE_CONTROL.encode()),
+        (b"etag", asset.etag.encode()),
+        (b"vary", b"Accept-Encoding"),
+    ]
+    if asset.etag in _header(scope, b"if-none-match"):
+        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    body = asset.body
+    if asset.gzipped is not None and "gzip" in _header(scope, b"accept-encoding").lower():
+        body = asset.gzipped
+        headers.append((b"content-encoding", b"gzip"))
+    headers += [(b"content-type", asset.content_type.encode()), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body})

@@ -1,0 +1,139 @@
+"""featapp.asset_server: Streamlit's frontend files answered from memory, everything else passed on.
+
+Driven as ASGI (scope, receive, send) over real files: Streamlit's own ``static`` folder and a
+small one made here. The app behind it records what reaches it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import re
+from pathlib import Path
+
+import pytest
+from streamlit import file_util
+
+from featapp.asset_server import CACHE_CONTROL, FrontendAssets
+
+STREAMLIT_STATIC = Path(file_util.get_static_dir()) / "static"
+
+
+class Behind:
+    """The app behind the middleware (Streamlit's, in the real server): says who reached it."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        self.paths.append(scope["path"])
+        await send({"type": "http.response.start", "status": 299, "headers": []})
+        await send({"type": "http.response.body", "body": b"from behind"})
+
+
+def request(app, path: str, *, method: str = "GET", headers: dict[str, str] | None = None):
+    """(status, headers, body) of one HTTP request to the ASGI ``app``."""
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+    }
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    (tmp_path / "js").mkdir()
+    (tmp_path / "js" / "index.abc123.js").write_text("console.log('featapp');\n" * 400)
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "font.woff2").write_bytes(bytes(range(256)) * 20)
+    (tmp_path / "js" / "tiny.js").write_text("x")
+    return tmp_path
+
+
+def test_a_frontend_file_comes_from_memory_compressed_and_cacheable(folder):
+    behind = Behind()
+    assets = FrontendAssets(behind, directory=folder)
+    original = (folder / "js" / "index.abc123.js").read_bytes()
+    status, headers, body = request(assets, "/static/js/index.abc123.js", headers={"Accept-Encoding": "gzip, br"})
+    assert status == 200 and behind.paths == []
+    assert headers["content-encoding"] == "gzip" and gzip.decompress(body) == original
+    assert len(body) < len(original) / 5 and headers["content-length"] == str(len(body))
+    assert headers["cache-control"] == CACHE_CONTROL and headers["vary"] == "Accept-Encoding"
+    assert headers["content-type"].startswith(("application/javascript", "text/javascript"))
+    # A client that does not take gzip gets the bytes as they are on disk.
+    status, headers, plain = request(assets, "/static/js/index.abc123.js")
+    assert status == 200 and plain == original and "content-encoding" not in headers
+
+
+def test_files_that_do_not_compress_are_sent_as_they_are(folder):
+    assets = FrontendAssets(Behind(), directory=folder)
+    for name in ("media/font.woff2", "js/tiny.js"):  # a font (compressed already); a file too small to gain
+        status, headers, body = request(assets, f"/static/{name}", headers={"Accept-Encoding": "gzip"})
+        assert status == 200 and body == (folder / name).read_bytes() and "content-encoding" not in headers
+
+
+def test_a_browser_that_has_the_file_gets_304_and_head_gets_no_body(folder):
+    assets = FrontendAssets(Behind(), directory=folder)
+    _, headers, _ = request(assets, "/static/js/index.abc123.js")
+    status, _, body = request(assets, "/static/js/index.abc123.js", headers={"If-None-Match": headers["etag"]})
+    assert status == 304 and body == b""
+    status, head_headers, body = request(assets, "/static/js/index.abc123.js", method="HEAD")
+    assert status == 200 and body == b"" and head_headers["content-length"] == headers["content-length"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",  # the page itself: Streamlit's, never cached
+        "/static/js/missing.js",  # not a file here: Streamlit answers (its page, for client-side routes)
+        "/static/../js/index.abc123.js",  # no path from a request reaches the file system
+        "/static/js/../js/index.abc123.js",
+        "/static//js/index.abc123.js",
+        "/media/abc.png",  # the app's pictures
+        "/_stcore/health",
+        "/js/index.abc123.js",
+    ],
+)
+def test_everything_else_reaches_streamlit(folder, path):
+    behind = Behind()
+    status, _, body = request(FrontendAssets(behind, directory=folder), path)
+    assert (status, body, behind.paths) == (299, b"from behind", [path])
+
+
+def test_uploads_and_other_methods_reach_streamlit(folder):
+    behind = Behind()
+    status, _, _ = request(FrontendAssets(behind, directory=folder), "/static/js/index.abc123.js", method="POST")
+    assert status == 299 and behind.paths == ["/static/js/index.abc123.js"]
+
+
+def test_under_a_url_path_only_that_path_is_answered(folder):
+    behind = Behind()
+    assets = FrontendAssets(behind, directory=folder, base_path=lambda: "/course/")
+    assert request(assets, "/course/static/js/index.abc123.js")[0] == 200
+    assert request(assets, "/static/js/index.abc123.js")[0] == 299 and behind.paths == ["/static/js/index.abc123.js"]
+
+
+def test_every_file_streamlit_names_in_its_page_is_answered_as_streamlit_has_it():
+    """Against the installed Streamlit: the scripts its page asks for are all found, byte for byte."""
+    page = (STREAMLIT_STATIC.parent / "index.html").read_text(encoding="utf-8")
+    named = re.findall(r'(?:src|href)="\./static/([^"]+)"', page)
+    assert len(named) > 10
+    assets = FrontendAssets(Behind(), directory=STREAMLIT_STATIC)
+    for name in named:
+        status, headers, body = request(assets, f"/static/{name}", headers={"Accept-Encoding": "gzip"})
+        assert status == 200, name
+        sent = gzip.decompress(body) if headers.get("content-encoding") == "gzip" else body
+        assert sent == (STREAMLIT_STATIC / name).read_bytes(), name
