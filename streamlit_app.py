@@ -66,18 +66,18 @@ async def _prepare_in_background(_app):
 
 
 def frontend_assets() -> list:
-    """Streamlit's frontend files served from memory, compressed (:mod:`featapp.asset_server`)."""
+    """Streamlit's frontend files served from memory, compressed, and the pages' shared
+    pictures (:mod:`featapp.asset_server`)."""
     from pathlib import Path
 
     from starlette.middleware import Middleware
     from streamlit import file_util
 
-    from featapp.asset_server import FrontendAssets
+    from featapp.asset_server import SHELF, FrontendAssets
 
-    folder = Path(file_util.get_static_dir()) / "static"
-    if not folder.is_dir():
-        return []
-    return [Middleware(FrontendAssets, directory=folder, base_path=lambda: st.get_option("server.baseUrlPath"))]
+    folder = Path(file_util.get_static_dir()) / "static"  # a missing one leaves them to Streamlit
+    base_path = lambda: st.get_option("server.baseUrlPath")  # noqa: E731 - read on the first request
+    return [Middleware(FrontendAssets, directory=folder, base_path=base_path, shelf=SHELF)]
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ It does what Streamlit's frontend does for the actions a student takes:
   names the page shown now, as the frontend does);
 * an upload: ``file_urls_request``, a multipart ``PUT`` to the URL the server returns
   (with the XSRF header), then the uploader's new value in a rerun;
-* the pictures: every ``/media/...`` URL of the run's images that this client has not
+* the pictures: every ``/media/...`` and ``/app/static/...`` URL of the run's images that this client has not
   fetched before (the browser's cache);
 * large messages: like the frontend, it keeps every message the server marks cacheable and
   names them in each rerun (``cached_message_hashes``), so the server sends a reference
@@ -298,7 +298,11 @@ class AppClient:
         urls = []
         for element, _ in run.elements:
             if element.WhichOneof("type") == "imgs":
-                urls.extend(image.url for image in element.imgs.imgs if image.url.startswith("/media/"))
+                # /app/static/: the pictures every student shares (the gallery's), which the
+                # browser fetches from there as it does /media/ (featapp.asset_server).
+                urls.extend(
+                    image.url for image in element.imgs.imgs if image.url.startswith(("/media/", "/app/static/"))
+                )
         new = [url for url in dict.fromkeys(urls) if url not in self.fetched]
         results = await asyncio.gather(
             *(asyncio.to_thread(_http, "GET", self.url + url, {}, None, self.timeout) for url in new),

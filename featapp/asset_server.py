@@ -1,4 +1,5 @@
-"""Streamlit's frontend files, answered from memory before the request reaches Streamlit.
+"""Streamlit's frontend files and the app's shared pictures, answered from memory before
+the request reaches Streamlit.
 
 Every new browser asks for the page's scripts, styles and font: 62 files, 2.3 MB, named by
 their content's hash. Streamlit serves them with Starlette's ``StaticFiles``, behind its
@@ -20,12 +21,13 @@ import gzip
 import hashlib
 import mimetypes
 import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FrontendAssets", "Asset", "CACHE_CONTROL", "COMPRESSIBLE"]
+__all__ = ["FrontendAssets", "PictureShelf", "Asset", "CACHE_CONTROL", "COMPRESSIBLE", "SHELF_PATH"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -36,6 +38,8 @@ CACHE_CONTROL = "public, immutable, max-age=31536000"
 """What Streamlit sends for its hashed bundles too (a year; the name changes with the content)."""
 COMPRESSIBLE = (".js", ".css", ".json", ".svg", ".map", ".txt", ".html")
 """Text, which gzip shrinks to about a third; fonts and pictures are compressed already."""
+SHELF_PATH = "/app/static/_featapp/"
+"""Where a :class:`PictureShelf`'s pictures are served (under ``server.baseUrlPath``)."""
 _GZIP_LEVEL = 6
 
 
@@ -62,22 +66,90 @@ def _load(path: Path) -> Asset:
     return Asset(body, gzipped, content_type, etag)
 
 
+class PictureShelf:
+    """Pictures held in memory, each at a URL named by its content (:data:`SHELF_PATH`).
+
+    Bounded by ``max_bytes``: the least recently added or served go first. A page shows a
+    picture with :meth:`url` on every rerun, which puts it back if it had gone, so a URL
+    the page sends is always answered. Thread-safe (pages run in threads; the server in its
+    event loop)."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict[str, Asset] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def name_of(data: bytes, suffix: str = ".png") -> str:
+        """The file name ``data`` is served under: its content hash."""
+        return hashlib.blake2b(data, digest_size=16).hexdigest() + suffix
+
+    def url(self, data: bytes, *, name: str | None = None, content_type: str = "image/png") -> str:
+        """The URL path ``data`` is served at (put on the shelf if it is not there).
+        ``name``: :meth:`name_of` computed before (the pages keep it, so a rerun hashes nothing)."""
+        name = name or self.name_of(data)
+        with self._lock:
+            if name in self._items:
+                self._items.move_to_end(name)
+            else:
+                etag = '"' + name.split(".")[0] + '"'
+                self._items[name] = Asset(data, None, content_type, etag)
+                self._bytes += len(data)
+                while self._bytes > self.max_bytes and len(self._items) > 1:
+                    _, gone = self._items.popitem(last=False)
+                    self._bytes -= len(gone.body)
+        return SHELF_PATH + name
+
+    def get(self, name: str) -> Asset | None:
+        """The picture served as ``name``, or ``None``."""
+        with self._lock:
+            found = self._items.get(name)
+            if found is not None:
+                self._items.move_to_end(name)
+            return found
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes held."""
+        return self._bytes
+
+
+SHELF = PictureShelf()
+"""The process's shelf: what the pages put there, the server's middleware serves."""
+
+
 class FrontendAssets:
     """ASGI middleware: answer ``<base>/static/<file>`` from memory for every file found
-    under ``directory`` (Streamlit's ``static/static`` folder); pass the rest to ``app``.
+    under ``directory`` (Streamlit's ``static/static`` folder), and ``<base>/app/static/_featapp/<name>``
+    from ``shelf``; pass the rest to ``app``.
 
     ``base_path`` is called on the first request (Streamlit parses ``server.baseUrlPath``
     after this object is built). A file is read and compressed when it is first asked for,
     then kept: the bundle a browser loads is a few MB, not the whole 25 MB folder.
     """
 
-    def __init__(self, app: ASGIApp, *, directory: Path, base_path: Callable[[], str] = lambda: "") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        directory: Path | None,
+        base_path: Callable[[], str] = lambda: "",
+        shelf: PictureShelf | None = None,
+    ) -> None:
         self.app = app
-        self.directory = Path(directory)
+        self.shelf = shelf
+        self.directory = None if directory is None else Path(directory)
         self._base_path = base_path
         self._prefix: str | None = None
+        self._shelf_prefix = SHELF_PATH
         self._names: frozenset[str] = frozenset(
-            path.relative_to(self.directory).as_posix() for path in self.directory.rglob("*") if path.is_file()
+            ()
+            if self.directory is None or not self.directory.is_dir()
+            else (path.relative_to(self.directory).as_posix() for path in self.directory.rglob("*") if path.is_file())
         )
         self._assets: dict[str, Asset] = {}
         self._lock = threading.Lock()
@@ -91,6 +163,7 @@ class FrontendAssets:
         if self._prefix is None:
             base = (self._base_path() or "").strip("/")
             self._prefix = f"/{base}/static/" if base else "/static/"
+            self._shelf_prefix = f"/{base}{SHELF_PATH}" if base else SHELF_PATH
         return self._prefix
 
     def asset(self, name: str) -> Asset | None:
@@ -102,7 +175,7 @@ class FrontendAssets:
             with self._lock:
                 found = self._assets.get(name)
                 if found is None:
-                    found = self._assets[name] = _load(self.directory / name)
+                    found = self._assets[name] = _load(self.directory / name)  # type: ignore[operator]
         return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -111,7 +184,12 @@ class FrontendAssets:
             return
         path: str = scope.get("path", "")
         prefix = self._prefix_now()
-        asset = self.asset(path[len(prefix) :]) if path.startswith(prefix) else None
+        if path.startswith(prefix):
+            asset = self.asset(path[len(prefix) :])
+        elif self.shelf is not None and path.startswith(self._shelf_prefix):
+            asset = self.shelf.get(path[len(self._shelf_prefix) :])
+        else:
+            asset = None
         if asset is None:
             await self.app(scope, receive, send)
             return

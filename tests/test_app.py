@@ -20,6 +20,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from featapp import render
+from featapp.asset_server import SHELF, SHELF_PATH
 from featapp.captions import WRONG_MARK, markdown_literal
 from featapp.images import prepare_image
 from featapp.model import load_model
@@ -55,7 +56,8 @@ from tests.modelfactory import Conv, TinyNet, build
 
 @pytest.fixture
 def sent_pictures(monkeypatch):
-    """The pictures the app sent, by URL: what the browser would draw (``st.image`` bytes)."""
+    """The pictures the app sent, by URL: what the browser would draw (``st.image`` bytes,
+    or the picture shelf's for the shared ones)."""
     from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
     sent: dict[str, bytes] = {}
@@ -70,8 +72,11 @@ def sent_pictures(monkeypatch):
     monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
 
     def picture(url: str) -> np.ndarray:
-        file_id = url.rsplit("/", 1)[-1].split(".")[0]
-        return np.asarray(Image.open(io.BytesIO(sent[file_id])).convert("RGB"))
+        if url.startswith(SHELF_PATH):  # a shared picture: what the server's middleware answers there
+            data = SHELF.get(url.removeprefix(SHELF_PATH)).body
+        else:
+            data = sent[url.rsplit("/", 1)[-1].split(".")[0]]
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
     return picture
 

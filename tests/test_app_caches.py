@@ -104,15 +104,27 @@ def test_a_layer_grid_is_built_once_per_view(caches, model, photo):
     assert fewer[1] == [1, 2, 3, 4]
 
 
-def test_gallery_pictures_are_the_photos_encoded_once(caches, model, dataset):
-    pictures = caches.gallery_pictures(model, dataset, "test", 0)
-    assert caches.gallery_pictures(model, dataset, "test", 0) is pictures
-    _, pixels = caches.gallery(model, dataset, "test", 0)
-    assert len(pictures) == len(pixels) == 20
-    for data, photo in zip(pictures, pixels, strict=True):
-        assert data == caches.picture_png(photo)
-        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), photo)
-    assert caches.gallery_pictures(model, dataset, "test", 1) != pictures  # another sample, other photos
+def test_gallery_cards_are_the_photos_made_once_and_served_from_the_shelf(caches, model, dataset):
+    from featapp.asset_server import SHELF, SHELF_PATH
+
+    cards = caches.gallery_cards(model, dataset, "test", 0)
+    assert caches.gallery_cards(model, dataset, "test", 0) is cards  # one lookup per rerun, for every student
+    items, pixels = caches.gallery(model, dataset, "test", 0)
+    assert [card.item for card in cards] == list(items) and len(cards) == 20
+    probabilities = model.predict(pixels).probabilities
+    for card, photo, p in zip(cards, pixels, probabilities, strict=True):
+        assert card.wrong == (card.item.label != int(p.argmax()))
+        shown = np.asarray(Image.open(io.BytesIO(card.png)).convert("RGB"))
+        if card.wrong:  # framed in red
+            assert (shown[:3, :, 0] > 180).all() and (shown[:3, :, 1] < 80).all()
+            assert not np.array_equal(shown, photo)
+        else:
+            np.testing.assert_array_equal(shown, photo)
+        url = caches.card_url(card)
+        assert url == SHELF_PATH + card.name and SHELF.get(card.name).body == card.png
+    assert any(card.wrong for card in cards) and not all(card.wrong for card in cards)
+    other = caches.gallery_cards(model, dataset, "test", 1)
+    assert {c.name for c in other}.isdisjoint(c.name for c in cards)  # another sample, other photos
 
 
 def test_the_snapshot_index_is_read_again_only_when_it_changes(caches, monkeypatch, tmp_path):

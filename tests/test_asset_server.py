@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from streamlit import file_util
 
-from featapp.asset_server import CACHE_CONTROL, FrontendAssets
+from featapp.asset_server import CACHE_CONTROL, SHELF_PATH, FrontendAssets, PictureShelf
 
 STREAMLIT_STATIC = Path(file_util.get_static_dir()) / "static"
 
@@ -137,3 +137,43 @@ def test_every_file_streamlit_names_in_its_page_is_answered_as_streamlit_has_it(
         assert status == 200, name
         sent = gzip.decompress(body) if headers.get("content-encoding") == "gzip" else body
         assert sent == (STREAMLIT_STATIC / name).read_bytes(), name
+
+
+# -- the picture shelf ----------------------------------------------------------------------------------
+
+
+def test_a_shelved_picture_is_served_at_its_url_under_the_base_path(folder):
+    shelf = PictureShelf()
+    png = b"\x89PNG fake picture bytes" * 10
+    url = shelf.url(png)
+    assert url == SHELF_PATH + PictureShelf.name_of(png) and shelf.url(png) == url  # named by content
+    behind = Behind()
+    assets = FrontendAssets(behind, directory=folder, base_path=lambda: "course", shelf=shelf)
+    status, headers, body = request(assets, "/course" + url, headers={"Accept-Encoding": "gzip"})
+    assert (status, body) == (200, png) and headers["content-type"] == "image/png"
+    assert headers["cache-control"] == CACHE_CONTROL and "content-encoding" not in headers
+    status, _, _ = request(assets, "/course" + url, headers={"If-None-Match": headers["etag"]})
+    assert status == 304
+    # Not on the shelf, or outside the base path: Streamlit's to answer.
+    assert request(assets, "/course" + SHELF_PATH + "0" * 32 + ".png")[0] == 299
+    assert request(assets, url)[0] == 299 and behind.paths == ["/course" + SHELF_PATH + "0" * 32 + ".png", url]
+
+
+def test_the_shelf_makes_room_and_a_page_puts_back_what_it_shows():
+    shelf = PictureShelf(max_bytes=3_000)
+    pictures = [bytes([i]) * 1_000 for i in range(5)]
+    urls = [shelf.url(p) for p in pictures]
+    assert len(shelf) == 3 and shelf.nbytes == 3_000  # the two added first have gone
+    assert shelf.get(urls[0].removeprefix(SHELF_PATH)) is None
+    assert shelf.get(urls[4].removeprefix(SHELF_PATH)).body == pictures[4]
+    # A rerun showing the first picture again puts it back (and the least recently used goes).
+    assert shelf.url(pictures[0], name=PictureShelf.name_of(pictures[0])) == urls[0]
+    assert shelf.get(urls[0].removeprefix(SHELF_PATH)).body == pictures[0]
+    assert shelf.get(urls[2].removeprefix(SHELF_PATH)) is None and len(shelf) == 3
+
+
+def test_without_streamlits_folder_the_shelf_is_still_served(tmp_path):
+    shelf = PictureShelf()
+    url = shelf.url(b"picture")
+    assets = FrontendAssets(Behind(), directory=tmp_path / "missing", shelf=shelf)
+    assert request(assets, url)[0] == 200 and request(assets, "/static/js/index.js")[0] == 299

@@ -20,7 +20,7 @@ Caching lives here and only here, so the library stays free of Streamlit:
 * What a view sends is made once per view, for every session: the Feature map's chart
   (:func:`heatmap_spec`, :data:`HEATMAP_CACHE_ENTRIES`), the Layer grid's
   (:func:`tile_grid`), the training strip (:func:`training_strip`) and the gallery's
-  pictures (:func:`gallery_pictures`). When a teacher says "everyone, channel 5", the first
+  photos (:func:`gallery_cards`). When a teacher says "everyone, channel 5", the first
   student's click builds the view and the class reuses it (``bench/class_at_once.py``).
 
 The public function beside each private cached one builds the cache key (hashes, not
@@ -37,6 +37,7 @@ import os
 import stat
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
@@ -49,6 +50,8 @@ from featapp import projection as projection_module
 from featapp.activation_file import activations_npz
 from featapp.analysis import NeuronStats
 from featapp.appstate import CurrentImage, image_key
+from featapp.asset_server import SHELF, PictureShelf
+from featapp.captions import gallery_caption, match_classes
 from featapp.classes import OutputWeights, SeparationTable
 from featapp.dataset import Dataset, DatasetImage, resolve_data_dir
 from featapp.download import default_destination
@@ -71,6 +74,7 @@ from featapp.render import (
     heatmap_chart,
     make_tiles,
     order_channels,
+    outline_box,
     png_bytes,
     strip_png,
     tile_grid_chart,
@@ -108,7 +112,9 @@ __all__ = [
     "trained_on",
     "default_split",
     "gallery",
-    "gallery_pictures",
+    "GalleryCard",
+    "gallery_cards",
+    "card_url",
     "gallery_prediction",
     "gallery_layer",
     "probes",
@@ -454,18 +460,56 @@ def gallery(
     )
 
 
+@dataclass(frozen=True)
+class GalleryCard:
+    """One gallery photo as the page shows it: its PNG (framed in red where the model is
+    wrong), the name it has on the picture shelf, its caption, and the marks behind them."""
+
+    item: DatasetImage
+    png: bytes
+    name: str
+    caption: str
+    wrong: bool | None
+    trained_on: bool
+
+
 @st.cache_resource(max_entries=GALLERY_CACHE_SAMPLES, show_spinner=False)
-def _gallery_pngs(sample: tuple, _pixels: np.ndarray | None) -> tuple[bytes, ...]:
-    return () if _pixels is None else tuple(png_bytes(picture) for picture in _pixels)
+def _gallery_cards(model_sha: str, sample: tuple, _model: FeatureModel, _data: Dataset) -> tuple[GalleryCard, ...]:
+    _, split, seed, _, _ = sample
+    items, pixels = gallery(_model, _data, split, seed)
+    if not items:
+        return ()
+    prediction = gallery_prediction(_model, pixels)
+    folders = match_classes(_data.classes(split), _model.class_names)
+    seen_before = trained_on(_model, items)
+    cards = []
+    for index, (item, picture) in enumerate(zip(items, pixels, strict=True)):
+        probabilities = None if prediction is None else prediction.probabilities[index]
+        caption, wrong = gallery_caption(
+            item.class_name, probabilities, _model.class_names, folders, trained_on=seen_before[index]
+        )
+        if wrong:  # a red frame as well as the words: neither needs an emoji font
+            picture = outline_box(picture, (0, 0, *picture.shape[:2]), thickness=6, pointer_below=0)
+        png = png_bytes(picture)
+        cards.append(GalleryCard(item, png, PictureShelf.name_of(png), caption, wrong, seen_before[index]))
+    return tuple(cards)
 
 
-def gallery_pictures(model: FeatureModel, data: Dataset, split: str, seed: int) -> tuple[bytes, ...]:
-    """PNG bytes of each gallery photo (as :func:`picture_png` makes them), encoded once per
-    sample and found with one cache lookup: through :func:`picture_png` each of the 20 was
-    hashed and looked up again on every rerun of the gallery, for every student."""
+def gallery_cards(model: FeatureModel, data: Dataset, split: str, seed: int) -> tuple[GalleryCard, ...]:
+    """The gallery sample's photos as the page shows them (:class:`GalleryCard`), made once
+    per (model, sample) for every student: captions, frames and PNGs. The page shows each at
+    :func:`card_url`. Through ``st.image``'s bytes each of the 20 was hashed and registered
+    again on every rerun, for every student, and fetched by every new browser through
+    Streamlit's media route (``bench/results/server_cpu.md``, ``open_app``, ``open_gallery``)."""
     per_class = max(1, GALLERY_SIZE // max(1, len(data.classes(split))))
     sample = (str(data.root), split, int(seed), per_class, spec_key(model.input_spec))
-    return _gallery_pngs(sample=sample, _pixels=gallery(model, data, split, seed)[1])
+    return _gallery_cards(model_sha=model.sha256, sample=sample, _model=model, _data=data)
+
+
+def card_url(card: GalleryCard) -> str:
+    """Where the browser gets the card's picture: the process's picture shelf
+    (:data:`featapp.asset_server.SHELF`), put back there if it had made room since."""
+    return SHELF.url(card.png, name=card.name)
 
 
 @st.cache_data(max_entries=GALLERY_CACHE_SAMPLES * 2, show_spinner=False)

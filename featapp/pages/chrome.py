@@ -131,7 +131,7 @@ def warm_up() -> str:
     _, pixels = caches.gallery(model, data, split, view.DEFAULT_SEED)
     if pixels is not None:
         caches.gallery_prediction(model, pixels)
-        caches.gallery_pictures(model, data, split, view.DEFAULT_SEED)
+        caches.gallery_cards(model, data, split, view.DEFAULT_SEED)
     return (
         f"featapp: model loaded ({model.provider.upper()}) and the first gallery ready "
         f"({time.perf_counter() - started:.1f} s)"

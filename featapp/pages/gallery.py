@@ -5,7 +5,7 @@ import random
 import streamlit as st
 
 from featapp.appstate import CurrentImage, from_upload, set_current
-from featapp.captions import TRAINED_ON_TEXT, WRONG_MARK, gallery_caption, markdown_literal, match_classes
+from featapp.captions import TRAINED_ON_TEXT, WRONG_MARK, markdown_literal, match_classes
 from featapp.dataset import DatasetError
 from featapp.download import SOURCES, DownloadError, download_photos
 from featapp.images import ImageError
@@ -122,46 +122,29 @@ def _dataset_photos() -> None:
         with button_col:
             st.button("🎲 New random sample", on_click=_new_sample)
         seed = int(seed)
-        items, pixels = caches.gallery(model, data, split, seed)
-        pictures = caches.gallery_pictures(model, data, split, seed)
-        prediction = caches.gallery_prediction(model, pixels) if items else None
-        folders = match_classes(data.classes(split), model.class_names)
+        cards = caches.gallery_cards(model, data, split, seed)
         st.caption(
             f"Sample seed **{seed}** from the {split} split: type this number in to see the same "
-            f"{len(items)} photos on any machine."
+            f"{len(cards)} photos on any machine."
         )
-        seen_before = caches.trained_on(model, items)
-        wrong_count = 0
-        for start in range(0, len(items), COLUMNS):
-            columns = st.columns(COLUMNS)
-            for offset, column in enumerate(columns):
+        for start in range(0, len(cards), COLUMNS):
+            for offset, column in enumerate(st.columns(COLUMNS)):
                 index = start + offset
-                if index >= len(items):
+                if index >= len(cards):
                     break
-                item = items[index]
-                probabilities = None if prediction is None else prediction.probabilities[index]
-                caption, wrong = gallery_caption(
-                    item.class_name, probabilities, model.class_names, folders, trained_on=seen_before[index]
-                )
-                wrong_count += bool(wrong) and not seen_before[index]
-                picture = pixels[index]
-                if wrong:
-                    # A red frame as well as the word: neither needs an emoji font.
-                    picture = outline_box(picture, (0, 0, *picture.shape[:2]), thickness=6, pointer_below=0)
                 with column:
-                    if wrong:  # the framed picture is this photo's own: not the sample's cached PNG
-                        chrome.show_image(picture, caption=caption, width="stretch")
-                    else:
-                        st.image(pictures[index], caption=caption, width="stretch", output_format="PNG")
+                    st.image(caches.card_url(cards[index]), caption=cards[index].caption, width="stretch")
                     st.button(
                         "Look inside", key=f"gallery.use_{index}", on_click=_choose_gallery, args=(index, split, seed)
                     )
-        if prediction is None:
+        seen_before = sum(card.trained_on for card in cards)
+        wrong_count = sum(bool(card.wrong) and not card.trained_on for card in cards)
+        if not (model.has_classifier and cards):
             st.caption("This model has no classifier, so there are no predictions to show.")
-        elif folders is None:
+        elif match_classes(data.classes(split), model.class_names) is None:
             st.caption("The dataset's folders do not match the model's classes, so right and wrong are not marked.")
         else:
-            fresh = len(items) - sum(seen_before)
+            fresh = len(cards) - seen_before
             line = (
                 f"The model gets **{fresh - wrong_count} of {fresh}** right; the ones it gets wrong are marked "
                 f"{WRONG_MARK} with a red frame."
@@ -172,9 +155,9 @@ def _dataset_photos() -> None:
                     "its answers here say little about how well it does: for an honest score, choose photos it "
                     "has not seen (the course's test split, for example)."
                 )
-            elif any(seen_before):
+            elif seen_before:
                 line += (
-                    f" {sum(seen_before)} of these photos are ones the model was trained or selected on "
+                    f" {seen_before} of these photos are ones the model was trained or selected on "
                     f"(marked *{TRAINED_ON_TEXT}*); they are not counted, since its answers on them say little."
                 )
             st.markdown(line)
