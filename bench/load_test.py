@@ -121,6 +121,7 @@ picture, an image mark, a moment after the axes)."""
 INTERACTIONS = (
     "open",
     "pick_gallery",
+    "open_upload_tab",
     "upload",
     "open_feature_map",
     "change_channel",
@@ -132,7 +133,9 @@ INTERACTIONS = (
     "browser_change_scale",
 )
 """The steps each student takes. Since the gallery draws only its open tab (fourth session),
-"upload" includes opening the upload tab, a rerun of its own, in both clients. Where the
+opening its upload tab is a step of its own (``open_upload_tab``), a rerun the student waits
+for before choosing a file, as ``upload`` is the wait after choosing it (until this session
+of 2026-12-02 the protocol client timed the two as one ``upload``). Where the
 Feature map is drawn in the browser (the default), a protocol student's channel change is
 the view its browser reports (``report_view``: the server's part, the strip and the rest),
 and the change the student sees happens in the browser: ``--browsers N`` real Chromium
@@ -424,8 +427,12 @@ async def student(
         await step("pick_gallery", lambda: looks.nth(index).click(), gallery_photo_current)
         current_before = await page.get_by_text("Current image:").first.inner_text()
 
-        await page.get_by_role("tab", name="Your photo or the camera").click()
         uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+        await step(
+            "open_upload_tab",
+            lambda: page.get_by_role("tab", name="Your photo or the camera").click(),
+            lambda: uploader.wait_for(state="attached", timeout=timeout_ms),
+        )
         filename = f"student-{wave}-{session}.png"
         photo = student_photo(session + 1000 * wave)
         await step(
@@ -515,14 +522,12 @@ async def protocol_student(server: Server, wave: int, session: int, timeout_s: f
         filename = f"student-{wave}-{session}.png"
         photo = student_photo(session + 1000 * wave)
 
-        async def open_tab_and_upload():
-            # The gallery draws only its open tab: open the uploader's first, as a click does.
-            tabs, labels = run.tabs()
-            client.set_value(tabs, string_value=next(label for label in labels if "Your photo" in label))
-            with_uploader = await client.rerun(changed=tabs)
-            return await client.upload(with_uploader.widget("file_uploader"), filename, photo, "image/png")
-
-        run = await step("upload", open_tab_and_upload)
+        # The gallery draws only its open tab: open the uploader's first, as a click does.
+        tabs, labels = run.tabs()
+        client.set_value(tabs, string_value=next(label for label in labels if "Your photo" in label))
+        run = await step("open_upload_tab", lambda: client.rerun(changed=tabs))
+        uploader = run.widget("file_uploader")
+        run = await step("upload", lambda: client.upload(uploader, filename, photo, "image/png"))
         expect(sidebar_caption(run).startswith(filename), f"the upload is not current: {sidebar_caption(run)!r}")
 
         for label, channels, layer_name in plan:

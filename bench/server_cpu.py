@@ -16,7 +16,10 @@ with one change of each kind, then makes ``--changes`` changes of each kind, in 
 * ``open_gallery``: the Gallery page (its 20 photos, fetched once by this client);
 * ``open_feature_map``: back to the Feature map;
 * ``open_app``: a new browser opens the app: the page, Streamlit's scripts and styles, the
-  websocket, the first run (the gallery) and its pictures (then it leaves).
+  websocket, the first run (the gallery) and its pictures (then it leaves);
+* ``upload``: on the Gallery, open the upload tab and upload a photo nobody uploaded before
+  (``load_test.student_photo``), as ``load_test``'s students do; then back to the Feature map
+  (not counted).
 
 Where the Feature map is drawn in the browser (the default view), a channel, colour or
 scale change costs the server nothing until the student stops: then the browser reports
@@ -65,6 +68,7 @@ KINDS = (
     "open_gallery",
     "open_feature_map",
     "open_app",
+    "upload",
 )
 
 
@@ -76,6 +80,7 @@ class Student:
         self.client = AppClient(server.url, timeout=120)
         self.run = None
         self.layer_index = 0
+        self.uploads = 0
 
     async def open(self) -> None:
         await self.client.open()
@@ -134,6 +139,20 @@ class Student:
             return
         elif kind == "open_feature_map":
             self.run = await client.rerun(page="feature_map")
+        elif kind == "upload":  # on the Gallery (see timed)
+            tabs, labels = self.run.tabs()
+            client.set_value(tabs, string_value=next(label for label in labels if "Your photo" in label))
+            with_uploader = await client.rerun(changed=tabs)
+            self.uploads += 1
+            name = f"server-cpu-{self.uploads}.png"
+            self.run = run = await client.upload(
+                with_uploader.widget("file_uploader"), name, load_test.student_photo(50_000 + self.uploads), "image/png"
+            )
+            shown = [image.caption for element, _ in run.elements if element.WhichOneof("type") == "imgs"
+                     for image in element.imgs.imgs]  # fmt: skip
+            if not any(caption.replace("\\", "").startswith(name) for caption in shown):
+                raise RuntimeError(f"upload: the photo did not become the current image: {shown[:1]}")
+            return
         elif kind == "open_app":
             newcomer = AppClient(self.server.url, timeout=120)
             first = await newcomer.open()
@@ -148,10 +167,19 @@ class Student:
 
     async def timed(self, kind: str) -> float:
         """The server's CPU milliseconds for one change."""
+        if kind == "upload":  # from the Gallery, as in load_test (opening it is open_gallery's)
+            self.run = await self.client.rerun(page="gallery" if "gallery" in self.client.pages else "")
+            await asyncio.sleep(0.05)
         before = self.server.cpu_seconds()
         await self.change(kind)
         await asyncio.sleep(0.05)  # the last media request's bookkeeping
-        return (self.server.cpu_seconds() - before) * 1000
+        spent = (self.server.cpu_seconds() - before) * 1000
+        if kind == "upload":  # the dataset photos' tab again (open_gallery counts those), then the Feature map
+            tabs, labels = self.run.tabs()
+            self.client.set_value(tabs, string_value=next(label for label in labels if "Dataset" in label))
+            await self.client.rerun(changed=tabs)
+            self.run = await self.client.rerun(page="feature_map")
+        return spent
 
 
 async def measure(
@@ -161,7 +189,7 @@ async def measure(
     for student in students:
         await student.open()
         for kind in KINDS:  # warm: the first of each fills the caches
-            await student.change(kind)
+            await student.timed(kind)
     samples: dict[str, dict[str, list[float]]] = {s.name: collections.defaultdict(list) for s in servers}
     for _ in range(changes):
         for kind in kinds:

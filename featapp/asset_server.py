@@ -188,12 +188,22 @@ class FrontendAssets:
             asset = self.asset(path[len(prefix) :])
         elif self.shelf is not None and path.startswith(self._shelf_prefix):
             asset = self.shelf.get(path[len(self._shelf_prefix) :])
+            if asset is None:  # the shelf's own path: Streamlit would answer with its page
+                await _not_found(send)
+                return
         else:
             asset = None
         if asset is None:
             await self.app(scope, receive, send)
             return
         await _respond(asset, scope, send)
+
+
+async def _not_found(send: Send) -> None:
+    body = b"Not on the picture shelf (the page that named it is out of date: reload it)."
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 404, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _header(scope: Scope, name: bytes) -> str:

@@ -10,7 +10,16 @@ import pytest
 
 from tests.browsing import server_env, streamlit_server
 
-STEPS = ("open", "pick_gallery", "upload", "open_feature_map", "CHANNEL", "change_layer", "open_grid")
+STEPS = (
+    "open",
+    "pick_gallery",
+    "open_upload_tab",
+    "upload",
+    "open_feature_map",
+    "CHANNEL",
+    "change_layer",
+    "open_grid",
+)
 
 
 @pytest.mark.parametrize(("map_view", "channel_step"), [("browser", "report_view"), ("server", "change_channel")])

@@ -45,6 +45,12 @@ def test_after_warm_up_the_first_visit_runs_no_inference(app_env, empty_caches, 
     assert image.title == f"{items[0].name} (test)"
     assert caches.prediction(model, image) is not None
     assert list(caches.activations(model, image)) == list(model.layer_names)
+    # The gradient model is loaded too (its first load imports onnx, a second of the GIL).
+    from featapp.gradients import Gradients
+    from featapp.pages import gradient_views
+
+    monkeypatch.setattr(gradient_views, "load_gradients", lambda *a, **k: pytest.fail("loaded again"))
+    assert isinstance(gradient_views.gradients_or_message(model), Gradients)
 
 
 def test_without_a_dataset_warm_up_prepares_the_first_probe(app_env, empty_caches, monkeypatch, tmp_path):

@@ -119,6 +119,7 @@ __all__ = [
     "gallery_layer",
     "probes",
     "picture_png",
+    "picture_url",
     "heatmap_spec",
     "tile_grid",
     "training_strip",
@@ -562,9 +563,24 @@ def picture_png(picture: np.ndarray, width_px: int | None = None) -> bytes:
     for one 150 x 150 photo here, so 160 ms for the gallery's 20), and given a picture
     wider than its ``width`` it scales and encodes it once more.
     """
+    return _picture(picture, width_px)[1]
+
+
+def _picture(picture: np.ndarray, width_px: int | None) -> tuple[str, bytes]:
     array = np.ascontiguousarray(picture)
     digest = hashlib.blake2b(array.tobytes(), digest_size=16).hexdigest()
-    return _png(content_key=f"{array.shape}{array.dtype}{digest}", width_px=width_px, _picture=array)
+    png = _png(content_key=f"{array.shape}{array.dtype}{digest}", width_px=width_px, _picture=array)
+    # Named by the picture's content (and width): the PNG is hashed by no one.
+    return f"{digest}-{width_px or 0}.png", png
+
+
+def picture_url(picture: np.ndarray, width_px: int | None = None) -> str:
+    """Where the browser gets :func:`picture_png`'s picture: the process's picture shelf
+    (:data:`featapp.asset_server.SHELF`), at a URL named by its content. Through
+    ``st.image``'s bytes Streamlit hashed and registered it again on every rerun, and a
+    browser fetched it again for every session; from the shelf it keeps it."""
+    name, png = _picture(picture, width_px)
+    return SHELF.url(png, name=name)
 
 
 @st.cache_resource(max_entries=HEATMAP_CACHE_ENTRIES, show_spinner=False)

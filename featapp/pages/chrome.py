@@ -66,14 +66,13 @@ def model_or_error_page() -> FeatureModel:
 
 
 def show_image(array: np.ndarray, *, width: int | str = "content", **kwargs: Any) -> None:
-    """``st.image`` for uint8 pictures of 1 or 3 channels, sent as cached PNG bytes.
+    """``st.image`` for uint8 pictures of 1 or 3 channels, encoded once as PNG and shown
+    from the picture shelf (:func:`featapp.pages.caches.picture_url`).
 
     An integer ``width`` is the shown width in pixels: the picture is made that wide here
-    (crisp when enlarged), so Streamlit passes the bytes through untouched.
+    (crisp when enlarged).
     """
-    # PNG named explicitly: with "auto", Streamlit re-encodes an opaque picture as JPEG on every rerun.
-    kwargs.setdefault("output_format", "PNG")
-    st.image(caches.picture_png(array, width if isinstance(width, int) else None), width=width, **kwargs)
+    st.image(caches.picture_url(array, width if isinstance(width, int) else None), width=width, **kwargs)
 
 
 def prediction_text(pred: Prediction | None, model: FeatureModel) -> str:
@@ -132,7 +131,11 @@ def warm_up() -> str:
     if pixels is not None:
         caches.gallery_prediction(model, pixels)
         caches.gallery_cards(model, data, split, view.DEFAULT_SEED)
-    return (
-        f"featapp: model loaded ({model.provider.upper()}) and the first gallery ready "
-        f"({time.perf_counter() - started:.1f} s)"
-    )
+    ready = time.perf_counter() - started
+    # Last, as the gallery is what the first visitor sees: the gradient model (the Feature map's
+    # "what this channel looks for"), whose first load imports onnx, about a second holding the
+    # GIL, which every other student's click would have waited behind.
+    from featapp.pages.gradient_views import gradients_or_message
+
+    gradients_or_message(model)
+    return f"featapp: model loaded ({model.provider.upper()}) and the first gallery ready ({ready:.1f} s)"
