@@ -48,11 +48,20 @@ def keep_uploads_in_memory() -> None:
     MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, (limit_mb + 1) * 1024 * 1024)
 
 
+GRADIENTS_AFTER_S = 5.0
+"""Seconds between the first gallery being ready and the gradient model's load (see
+:func:`featapp.pages.chrome.warm_up_gradients`): a visitor who came at once has their gallery by then."""
+
+
 def _warm_up() -> None:
-    from featapp.pages.chrome import warm_up
+    import time
+
+    from featapp.pages.chrome import warm_up, warm_up_gradients
 
     try:
         print(warm_up(), flush=True)
+        time.sleep(GRADIENTS_AFTER_S)
+        print(warm_up_gradients(), flush=True)
     except Exception as err:  # noqa: BLE001 - a thread's last stop; the first visitor retries and sees the error
         print(f"featapp: could not prepare before the first visitor: {type(err).__name__}: {err}", flush=True)
 

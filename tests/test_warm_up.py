@@ -45,11 +45,16 @@ def test_after_warm_up_the_first_visit_runs_no_inference(app_env, empty_caches, 
     assert image.title == f"{items[0].name} (test)"
     assert caches.prediction(model, image) is not None
     assert list(caches.activations(model, image)) == list(model.layer_names)
-    # The gradient model is loaded too (its first load imports onnx, a second of the GIL).
+
+
+def test_the_gradient_model_is_loaded_before_a_student_asks(app_env, empty_caches, monkeypatch):
+    # Its first load imports onnx, most of a second holding the GIL: not on a student's click.
     from featapp.gradients import Gradients
     from featapp.pages import gradient_views
 
+    assert chrome.warm_up_gradients() == "featapp: gradient model loaded"
     monkeypatch.setattr(gradient_views, "load_gradients", lambda *a, **k: pytest.fail("loaded again"))
+    model = caches.model_at(settings.model_path())
     assert isinstance(gradient_views.gradients_or_message(model), Gradients)
 
 
@@ -88,7 +93,10 @@ def test_the_server_prepares_before_anyone_visits(tmp_path, data_dir):
     with browsing.streamlit_server(log, env):
         # Only the health check has been asked for: no browser, no session, no script run.
         content = _wait_for_line(log, "first gallery ready")
+        # Then, a few seconds later (a first visitor has their gallery by then), the gradient model.
+        later = _wait_for_line(log, "featapp: gradient model loaded")
     assert "featapp: model loaded (CPU) and the first gallery ready (" in content
+    assert later.index("first gallery ready") < later.index("gradient model loaded")
     assert "Traceback" not in content
 
 

@@ -131,11 +131,25 @@ def warm_up() -> str:
     if pixels is not None:
         caches.gallery_prediction(model, pixels)
         caches.gallery_cards(model, data, split, view.DEFAULT_SEED)
-    ready = time.perf_counter() - started
-    # Last, as the gallery is what the first visitor sees: the gradient model (the Feature map's
-    # "what this channel looks for"), whose first load imports onnx, about a second holding the
-    # GIL, which every other student's click would have waited behind.
+    return (
+        f"featapp: model loaded ({model.provider.upper()}) and the first gallery ready "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
+
+
+def warm_up_gradients() -> str:
+    """Load the gradient model (the Feature map's "what this channel looks for") before a
+    student needs it: its first load imports onnx, most of a second holding the GIL, which
+    every other student's click in a class waited behind. ``streamlit_app.py`` runs it a few
+    seconds after :func:`warm_up`, so a first visitor's gallery does not wait for it either.
+    Returns one line for the server's console."""
     from featapp.pages.gradient_views import gradients_or_message
 
-    gradients_or_message(model)
-    return f"featapp: model loaded ({model.provider.upper()}) and the first gallery ready ({ready:.1f} s)"
+    try:
+        model = caches.model_at(settings.model_path())
+    except ModelError:
+        return "featapp: no model, so no gradient model to load"
+    grads = gradients_or_message(model)
+    return (
+        f"featapp: gradient views unavailable ({grads})" if isinstance(grads, str) else "featapp: gradient model loaded"
+    )
