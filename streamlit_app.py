@@ -77,16 +77,36 @@ async def _prepare_in_background(_app):
 def frontend_assets() -> list:
     """Streamlit's frontend files served from memory, compressed, and the pages' shared
     pictures (:mod:`featapp.asset_server`)."""
-    from pathlib import Path
-
     from starlette.middleware import Middleware
-    from streamlit import file_util
 
-    from featapp.asset_server import SHELF, FrontendAssets
+    return [Middleware(_AssetsOnFirstUse)]
 
-    folder = Path(file_util.get_static_dir()) / "static"  # a missing one leaves them to Streamlit
-    base_path = lambda: st.get_option("server.baseUrlPath")  # noqa: E731 - read on the first request
-    return [Middleware(FrontendAssets, directory=folder, base_path=base_path, shelf=SHELF)]
+
+class _AssetsOnFirstUse:
+    """:class:`featapp.asset_server.FrontendAssets`, made on the first request for a static
+    file. Importing ``featapp`` (numpy and the library, about 0.1 s) here, when the server
+    builds its middleware, made every start answer that much later; by the first browser's
+    first script request the warm-up thread has imported it."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.assets = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self.assets is None and (scope["type"] != "http" or "/static/" not in scope.get("path", "")):
+            await self.app(scope, receive, send)  # the health check, the page, websockets, lifespan
+            return
+        if self.assets is None:
+            from pathlib import Path
+
+            from streamlit import file_util
+
+            from featapp.asset_server import SHELF, FrontendAssets
+
+            folder = Path(file_util.get_static_dir()) / "static"  # a missing one leaves them to Streamlit
+            base_path = lambda: st.get_option("server.baseUrlPath")  # noqa: E731 - read on the first request
+            self.assets = FrontendAssets(self.app, directory=folder, base_path=base_path, shelf=SHELF)
+        await self.assets(scope, receive, send)
 
 
 if __name__ == "__main__":

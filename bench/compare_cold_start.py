@@ -15,6 +15,11 @@ launching the server to:
 * **photos shown**: the 20 photos and the sidebar's are decoded in the page, the end of
   ``bench_browser.py``'s cold start.
 
+With ``--returning`` the browser has visited the app before: each round first starts the
+version once in a fresh browser context (untimed), stops it, and times a second cold start
+of the same server on the same port in that context, with Streamlit's code and the photos it
+may keep in the browser's cache (``bench_browser.py``'s "cold start, browser cache warm").
+
 Make the old version with ``git worktree add /tmp/old-checkout COMMIT`` and link this
 checkout's ``.venv`` into it.
 """
@@ -28,7 +33,7 @@ from pathlib import Path
 
 from bench.bench_browser import COLD_START_PHASES as PHASES
 from bench.bench_browser import app_environment, cold_start_phases
-from tests.browsing import launch_chromium
+from tests.browsing import free_port, launch_chromium
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("versions", nargs=2, metavar="LABEL=APP_DIR", help="two app checkouts to compare")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--data", default=str(REPO_ROOT.parent / "shared" / "data" / "cats_vs_dogs"))
+    parser.add_argument("--returning", action="store_true", help="a browser that visited the app before (cache warm)")
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     versions = dict(version.split("=", 1) for version in args.versions)
@@ -52,14 +58,26 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for round_number in range(args.rounds):
                 for label, app_dir in versions.items():
-                    phases = cold_start_phases(browser, env, Path(app_dir).resolve())
+                    if args.returning:
+                        context = browser.new_context(viewport={"width": 1400, "height": 1100})
+                        try:
+                            port = free_port()
+                            cold_start_phases(browser, env, Path(app_dir).resolve(), context=context, port=port)
+                            phases = cold_start_phases(
+                                browser, env, Path(app_dir).resolve(), context=context, port=port
+                            )
+                        finally:
+                            context.close()
+                    else:
+                        phases = cold_start_phases(browser, env, Path(app_dir).resolve())
                     runs[label].append(phases)
                     print(f"round {round_number + 1} {label}: " + ", ".join(f"{p:.2f}" for p in phases), flush=True)
         finally:
             browser.close()
 
     lines = [
-        f"Cold start, {args.rounds} interleaved rounds; 2-CPU load average {load_before:.2f} at the start. "
+        f"Cold start{', a browser that visited before (cache warm)' if args.returning else ''}, "
+        f"{args.rounds} interleaved rounds; 2-CPU load average {load_before:.2f} at the start. "
         "Median seconds from `streamlit run` to each phase (min-max of the last in brackets).",
         "",
         "| version | " + " | ".join(PHASES) + " |",

@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import gzip
 import re
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 from streamlit import file_util
 
 from featapp.asset_server import CACHE_CONTROL, SHELF_PATH, FrontendAssets, PictureShelf
+from tests import browsing
 
 STREAMLIT_STATIC = Path(file_util.get_static_dir()) / "static"
 
@@ -179,3 +182,29 @@ def test_without_streamlits_folder_the_shelf_is_still_served(tmp_path):
     url = shelf.url(b"picture")
     assets = FrontendAssets(Behind(), directory=tmp_path / "missing", shelf=shelf)
     assert request(assets, url)[0] == 200 and request(assets, "/static/js/index.js")[0] == 299
+
+
+# -- in the running app ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("base_path", ["", "course/featapp"])
+def test_the_running_app_answers_streamlits_scripts_from_memory(tmp_path, base_path):
+    """``streamlit run streamlit_app.py`` puts the middleware in front of Streamlit (it is made on
+    the first script request, not at start): a script the page names comes gzip-compressed with
+    this module's headers, which Streamlit's own file serving does not send, and a name the shelf
+    does not hold is a 404, not Streamlit's page."""
+    env = browsing.server_env(FEATAPP_CACHE_DIR=str(tmp_path / "cache"))
+    with browsing.streamlit_server(tmp_path / "streamlit.log", env, base_path=base_path) as url:
+        with urllib.request.urlopen(url + "/", timeout=30) as response:
+            page = response.read().decode("utf-8")
+        name = re.findall(r'src="\./static/([^"]+\.js)"', page)[0]
+        scripted = urllib.request.Request(f"{url}/static/{name}", headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(scripted, timeout=30) as response:
+            headers, body = response.headers, response.read()
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"{url}{SHELF_PATH}{'0' * 32}.png", timeout=30)
+    assert headers["Content-Encoding"] == "gzip"
+    assert headers["Cache-Control"] == CACHE_CONTROL
+    assert re.fullmatch(r'"[0-9a-f]{32}"', headers["ETag"])
+    assert gzip.decompress(body) == (STREAMLIT_STATIC / name).read_bytes()
+    assert missing.value.code == 404
