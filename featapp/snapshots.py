@@ -32,12 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from featapp import settings
 from featapp.model import FeatureModel, ModelError, load_model
 
 __all__ = [
     "Snapshot",
     "load_snapshots",
+    "same_network",
     "index_json",
     "INDEX_FILE",
     "INDEX_SCHEMA",
@@ -177,3 +180,27 @@ def index_json(snapshots: Iterable[Snapshot]) -> str:
             {"epoch": snapshot.epoch, "val_accuracy": accuracy, "file": snapshot.path.name, "is_best": snapshot.is_best}
         )
     return json.dumps({"schema": INDEX_SCHEMA, "snapshots": rows}, indent=2, sort_keys=True)
+
+
+def same_network(snapshot: FeatureModel, model: FeatureModel) -> bool:
+    """Whether ``snapshot`` computes the same maps as ``model`` on every layer it has.
+
+    Training keeps its best epoch, and that epoch is also a snapshot, so the final model
+    and the best snapshot are usually one network saved twice (the snapshot only its
+    trunk). Decided on one fixed pseudo-random input: two different sets of weights agree
+    there only by accident, while the same weights exported twice agree to float rounding.
+    False when the inputs differ or no layer is shared.
+    """
+    spec = model.input_spec
+    if (snapshot.input_spec.height, snapshot.input_spec.width, snapshot.input_spec.channels) != (
+        spec.height,
+        spec.width,
+        spec.channels,
+    ):
+        return False
+    shared = [name for name in snapshot.layer_names if name in model.layer_names]
+    if not shared:
+        return False
+    probe = np.random.default_rng(0).integers(0, 256, size=(spec.height, spec.width, spec.channels), dtype=np.uint8)
+    theirs, ours = snapshot.activations(probe), model.activations(probe)
+    return all(np.allclose(theirs[name], ours[name], rtol=1e-5, atol=1e-6) for name in shared)

@@ -567,6 +567,18 @@ def test_a_trunk_model_has_no_predictions_but_every_page_works(app_env, monkeypa
     assert "unavailable for a model without a classifier" in main_text(at)
 
 
+def test_the_strip_ends_with_the_final_model_when_no_snapshot_is_that_network(app_env, monkeypatch, model, first_photo):
+    folder = snapshot_folder(app_env / "snapshots", {0: 11, 3: 5}, best=3)  # best epoch: other weights
+    monkeypatch.setenv("FEATAPP_SNAPSHOTS", str(folder))
+    at = open_app("feature_map")
+    at.session_state[view.STRIP_OPEN] = True
+    at.run()
+    assert_clean(at)
+    strip = next(c for c in captions(at) if c.startswith("Left to right: ")).removeprefix("Left to right: ")
+    labels = strip.rstrip(".").split(", ")
+    assert labels == ["epoch 0 (initial weights)", "epoch 3 (best): 53% on validation", "final model"]
+
+
 def test_training_snapshots_on_feature_map_grid_and_model_pages(app_env, monkeypatch, model, first_photo):
     folder = snapshot_folder(app_env / "snapshots", {0: 11, 3: None}, best=3)
     monkeypatch.setenv("FEATAPP_SNAPSHOTS", str(folder))
@@ -583,15 +595,16 @@ def test_training_snapshots_on_feature_map_grid_and_model_pages(app_env, monkeyp
     assert not np.array_equal(heatmap_picture(at), final_picture)
     # The map across training is closed, and not drawn, until a student opens it.
     assert at.main.expander[0].label == "This map across training" and not at.main.expander[0].proto.expanded
-    assert not any(c.startswith("Left to right: ") for c in captions(at)) and "noise-like" not in main_text(at)
+    assert not any(c.startswith("Left to right: ") for c in captions(at)) and "tuned to nothing" not in main_text(at)
     at.session_state[view.STRIP_OPEN] = True  # what opening it does (AppTest cannot click an expander)
     at.run()
     assert_clean(at)
     strip = next(c for c in captions(at) if c.startswith("Left to right: ")).removeprefix("Left to right: ")
     labels = strip.rstrip(".").split(", ")
-    assert len(labels) == 3 and labels[0].startswith("epoch 0") and labels[1].startswith("epoch 3 (best): 53%")
-    assert labels[2] == "final model"
-    assert "noise-like" in main_text(at)
+    # Epoch 3, the best, has the committed weights: one tile for it and the final model.
+    assert len(labels) == 2 and labels[0].startswith("epoch 0")
+    assert labels[1] == "epoch 3 (best): 53% on validation = the final model"
+    assert "tuned to nothing" in main_text(at)
     go(at, "gallery")
     go(at, "feature_map")  # still open on the next visit
     assert at.main.expander[0].proto.expanded and any(c.startswith("Left to right: ") for c in captions(at))

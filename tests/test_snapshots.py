@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from featapp.model import ModelError
-from featapp.snapshots import SNAPSHOTS_ENV, Snapshot, index_json, load_snapshots
+from featapp.snapshots import SNAPSHOTS_ENV, Snapshot, index_json, load_snapshots, same_network
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +119,43 @@ def test_missing_folder_index_or_file(tmp_path, trunk_file):
     (folder / "index.json").write_text(json.dumps({"schema": 2, "snapshots": GOOD}))
     with pytest.raises(ModelError, match="schema 2 is not the supported 1"):
         load_snapshots(folder)
+
+
+# -- the best snapshot and the final model -----------------------------------------------------------------
+
+
+def test_the_committed_model_is_its_best_snapshot_and_no_other():
+    """The committed model kept its best epoch, which is also a snapshot: one network saved twice."""
+    from featapp.model import load_model
+
+    model = load_model(provider="cpu")
+    snaps = load_snapshots()
+    best = [s for s in snaps if s.is_best]
+    assert len(best) == 1
+    assert same_network(load_model(best[0].path, provider="cpu"), model)
+    assert not any(same_network(load_model(s.path, provider="cpu"), model) for s in snaps if not s.is_best)
+
+
+def test_one_filter_changed_is_another_network(tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from featapp.model import load_model
+    from tests.appmodels import COMMITTED_MODEL, trunk_of
+
+    model = load_model(COMMITTED_MODEL, provider="cpu")
+    same = trunk_of(COMMITTED_MODEL, tmp_path / "same.onnx")
+    nudged = onnx.load(str(same))
+    # Layer 1's filters take the photo's 3 colours; nudge the centre weight of the one that
+    # responds most to a photo, so the change shows in its map (a dead filter's would not).
+    photo = np.asarray(np.random.default_rng(7).integers(0, 256, (150, 150, 3)), dtype=np.uint8)
+    liveliest = int(model.activations(photo)[model.layers[0].name][0].mean(axis=(1, 2)).argmax())
+    index = next(
+        i for i, init in enumerate(nudged.graph.initializer) if numpy_helper.to_array(init).shape[1:] == (3, 3, 3)
+    )
+    weights = numpy_helper.to_array(nudged.graph.initializer[index]).copy()
+    weights[liveliest, :, 1, 1] += 0.05
+    nudged.graph.initializer[index].CopyFrom(numpy_helper.from_array(weights, nudged.graph.initializer[index].name))
+    onnx.save(nudged, str(tmp_path / "nudged.onnx"))
+    assert same_network(load_model(same, provider="cpu"), model)
+    assert not same_network(load_model(tmp_path / "nudged.onnx", provider="cpu"), model)

@@ -79,6 +79,7 @@ from featapp.render import (
     strip_png,
     tile_grid_chart,
 )
+from featapp import snapshots as snapshots_module
 from featapp.snapshots import INDEX_FILE, Snapshot, load_snapshots
 
 __all__ = [
@@ -685,24 +686,35 @@ def strip_layer(model: FeatureModel, image: CurrentImage, layer: str) -> np.ndar
 
 
 @st.cache_data(max_entries=PNG_CACHE_ENTRIES, show_spinner=False)
-def _strip(view: tuple, models_key: tuple, _image: CurrentImage, _models: tuple) -> bytes:
+def _strip(view: tuple, models_key: tuple, _image: CurrentImage, _models: tuple, _final: FeatureModel) -> bytes:
     _, layer, channel, scale_key = view
-    *snapshots, (final_label, final) = _models
-    maps = [(label, strip_layer(model, _image, layer)[channel]) for label, model in snapshots]
-    maps.append((final_label, activations(final, _image)[layer][channel]))
+    maps = [
+        (label, (activations(model, _image)[layer] if model is _final else strip_layer(model, _image, layer))[channel])
+        for label, model in _models
+    ]
     return strip_png(maps, COLOUR_SCALES[scale_key])
 
 
 def training_strip(
-    image: CurrentImage, layer: str, channel: int, scale: ColourScale, models: list[tuple[str, FeatureModel]]
+    image: CurrentImage,
+    layer: str,
+    channel: int,
+    scale: ColourScale,
+    models: list[tuple[str, FeatureModel]],
+    final: FeatureModel,
 ) -> bytes:
-    """:func:`featapp.render.strip_png` of one channel under each ``(label, model)`` (the
-    snapshots, then the model the page shows: the last one's activations are the page's), made
-    once per (image, layer, channel, colours, models): an unchanged view (a cell clicked,
-    the overlay toggled, another student on the same channel) costs no drawing."""
+    """:func:`featapp.render.strip_png` of one channel under each ``(label, model)``, left to
+    right; where that model is ``final`` (the model the page shows) its activations are the
+    page's, not a run of their own. Made once per (image, layer, channel, colours, models): an
+    unchanged view (a cell clicked, the overlay toggled, another student on the same channel)
+    costs no drawing."""
     models_key = tuple((label, model.sha256) for label, model in models)
     return _strip(
-        view=(image.key, layer, int(channel), scale.key), models_key=models_key, _image=image, _models=tuple(models)
+        view=(image.key, layer, int(channel), scale.key),
+        models_key=models_key,
+        _image=image,
+        _models=tuple(models),
+        _final=final,
     )
 
 
@@ -731,6 +743,16 @@ def _snapshots_at(folder: str, mtime_ns: int, size: int) -> tuple[tuple[Snapshot
         return tuple(load_snapshots(folder)), None
     except ModelError as err:
         return (), str(err)
+
+
+def same_network(snapshot_model: FeatureModel, model: FeatureModel) -> bool:
+    """:func:`featapp.snapshots.same_network`, decided once per pair of model files."""
+    return _same_network(files=(snapshot_model.sha256, model.sha256), _snapshot=snapshot_model, _model=model)
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _same_network(files: tuple[str, str], _snapshot: FeatureModel, _model: FeatureModel) -> bool:
+    return snapshots_module.same_network(_snapshot, _model)
 
 
 def snapshots() -> list[Snapshot]:

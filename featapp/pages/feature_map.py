@@ -140,10 +140,13 @@ def _below_the_map(view_model, layer, channel: int, values, vr, scale) -> None:
     with across:
         st.markdown(
             "The same image, layer and channel, saved while the network learned. At epoch 0 the filters are "
-            "random, so the map is noise-like; watch it turn into structure (edges, colours, textures) as "
-            "training goes on. Each map is scaled to its own range: compare patterns, not brightness."
+            "random: a random filter still passes on some of the photo's light and dark (most visibly in "
+            "layer 1), but it is tuned to nothing. Watch the channel settle on what it detects (an edge "
+            "direction, a colour, a texture) as training goes on. Each map is scaled to its own range: "
+            "compare patterns, not brightness."
         )
         strip_models = []
+        final_shown = False
         for snap in snaps:
             try:
                 snap_model = caches.model_at(snap.path)
@@ -151,10 +154,17 @@ def _below_the_map(view_model, layer, channel: int, values, vr, scale) -> None:
                 st.error(f"{view.model_label(snap)} cannot be loaded: {err}")
                 continue
             if layer.name in snap_model.layer_names and caches.spec_key(snap_model.input_spec) == caches.spec_key(spec):
-                strip_models.append((view.model_label(snap), snap_model))
-        strip_models.append((view.model_label(None), model))
+                # Training keeps its best epoch: that snapshot and the final model are one
+                # network, so one tile, the final model's (its maps are the page's), says so.
+                if snap.is_best and not final_shown and caches.same_network(snap_model, model):
+                    strip_models.append((f"{view.model_label(snap)} = the {view.model_label(None)}", model))
+                    final_shown = True
+                else:
+                    strip_models.append((view.model_label(snap), snap_model))
+        if not final_shown:
+            strip_models.append((view.model_label(None), model))
         st.image(
-            caches.training_strip(image, layer.name, channel, scale, strip_models),
+            caches.training_strip(image, layer.name, channel, scale, strip_models, final=model),
             caption="Left to right: " + ", ".join(label for label, _ in strip_models) + ".",
             width="stretch",
             output_format="PNG",
