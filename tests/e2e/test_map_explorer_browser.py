@@ -234,10 +234,27 @@ def test_the_layer_grid_is_drawn_in_the_browser_too(app_url, page, photo_maps):
     frame.locator("#grid-last").fill("5")
     frame.get_by_text("'From channel' (10) is after 'To channel' (5); showing channels 5 to 10.").wait_for(timeout=5000)
     assert len(json.loads(frame.locator("#grid").get_attribute("data-order"))) == 6
+    # A number past the layer is taken as its last channel, and leaving the field shows that.
+    frame.locator("#grid-last").fill("500")
+    frame.locator("#grid-last").press("Tab")
+    wait_until(lambda: frame.locator("#grid-last").input_value() == "128", 5, "the clamped range")
+    assert len(json.loads(frame.locator("#grid").get_attribute("data-order"))) == 128 - 10 + 1
+    frame.locator("#grid-last").fill("5")
+    wait_until(lambda: len(json.loads(frame.locator("#grid").get_attribute("data-order"))) == 6, 5, "the range")
     shot(page, "explorer_04_grid")
-    # Click the first tile: it opens on the Feature map, in the browser view there.
+    # Hover the first tile: its channel's numbers, as the library has them.
     first_tile = json.loads(frame.locator("#grid").get_attribute("data-order"))[0]
     grid = frame.locator("#grid").bounding_box()
+    page.mouse.move(grid["x"] + 5, grid["y"] + 5)
+    wait_until(lambda: frame.locator("#tooltip").is_visible(), 5, "the tile's tooltip")
+    tile_values = values[first_tile - 1]
+    assert frame.locator("#tooltip").inner_text() == (
+        f"channel {first_tile}: min {float(tile_values.min()):.4g}, mean {float(tile_values.mean()):.4g}, "
+        f"max {float(tile_values.max()):.4g}, {'dead (constant)' if tile_values.max() == tile_values.min() else 'active'}"
+    )
+    page.mouse.move(grid["x"] - 40, grid["y"] - 40)  # off the grid: the tooltip goes
+    wait_until(lambda: not frame.locator("#tooltip").is_visible(), 5, "the tooltip gone")
+    # Click the first tile: it opens on the Feature map, in the browser view there.
     page.mouse.click(grid["x"] + 5, grid["y"] + 5)
     page.get_by_role("heading", name="Feature map").wait_for(timeout=SLOW)
     feature = explorer(page)
