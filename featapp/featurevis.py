@@ -38,6 +38,7 @@ from featapp.gradients import Gradients
 __all__ = [
     "APP_STEPS",
     "FeatureVisualization",
+    "cache_file",
     "cached_layer_pictures",
     "channel_picture",
     "layer_pictures",
@@ -198,6 +199,19 @@ channel's picture is the same wherever it is shown)."""
 def _cache_file(grads: Gradients, layer: str, what: str, steps: int, seed: int, cache_dir: Path | None) -> Path:
     folder = (cache_dir or default_cache_dir()) / "featurevis" / grads.model.sha256[:32]
     return folder / f"{layer}-{what}-steps{steps}-seed{seed}.npz"
+
+
+def cache_file(
+    grads: Gradients,
+    layer: str,
+    channel: int | None = None,
+    steps: int = APP_STEPS,
+    seed: int = 0,
+    cache_dir: Path | None = None,
+) -> Path:
+    """Where :func:`layer_pictures` (``channel=None``) or :func:`channel_picture` keeps its
+    pictures; a reader can watch the file's time stamp to notice new ones."""
+    return _cache_file(grads, layer, "all" if channel is None else f"channel{channel}", steps, seed, cache_dir)
 
 
 def _read_cached(path: Path) -> dict[str, np.ndarray] | None:

@@ -70,3 +70,74 @@ def test_trunk_models_give_messages_not_crashes(app_env, monkeypatch):
     go(at, "feature_map")
     assert "gradient views unavailable" in main_text(at)
     assert not np.any([b.label.startswith("Optimise") for b in at.main.button])
+
+
+def test_pictures_on_disk_are_read_once_and_sent_from_the_shelf(app_env, monkeypatch, model):
+    """An instructor computed a layer's pictures before class: every student's rerun shows them
+    from memory (a rerun that read and encoded them cost a third of a second), the browser gets
+    them at a URL of the picture shelf, and pictures computed again are read again."""
+    import io
+    import os
+
+    from PIL import Image
+
+    from featapp import featurevis
+    from featapp.asset_server import SHELF, SHELF_PATH
+    from featapp.pages import gradient_views
+
+    monkeypatch.setenv("FEATAPP_VIS_STEPS", str(STEPS))
+    grads = load_gradients(model)
+    whole = featurevis.layer_pictures(grads, "conv2d", steps=STEPS)
+
+    def shown(at) -> dict[str, np.ndarray]:
+        found = {}
+        for image in at.main.image:
+            caption = image.captions[0] if image.captions else ""
+            url = image.value[0]
+            if caption.startswith(("All 32 channels", "Channel 1: mean activation")):
+                assert url.startswith(SHELF_PATH), url
+                body = SHELF.get(url.removeprefix(SHELF_PATH)).body
+                found[caption.split(":")[0].split(" of ")[0]] = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+        return found
+
+    at = open_app("feature_map")
+    pictures = shown(at)
+    assert np.array_equal(pictures["All 32 channels"], gradient_views._mosaic(whole.images))
+    assert np.array_equal(pictures["Channel 1"], whole.images[0])
+
+    read = featurevis._read_cached
+
+    def refuse(path):
+        raise AssertionError(f"{path} was read again on a rerun")
+
+    monkeypatch.setattr(featurevis, "_read_cached", refuse)
+    at.run()
+    assert not at.exception
+    assert set(shown(at)) == {"All 32 channels", "Channel 1"}
+
+    monkeypatch.setattr(featurevis, "_read_cached", read)
+    again = featurevis.FeatureVisualization(
+        "conv2d", whole.channels, 255 - whole.images, whole.activations, whole.start_activations
+    )
+    path = featurevis.cache_file(grads, "conv2d", steps=STEPS)
+    featurevis._write_cached(path, again)
+    later = path.stat().st_mtime_ns + 2_000_000_000  # a coarse file system may keep the old time stamp
+    os.utime(path, ns=(later, later))
+    at.run()
+    assert np.array_equal(shown(at)["All 32 channels"], gradient_views._mosaic(again.images))
+
+
+def test_a_wide_layers_mosaic_is_shrunk_by_a_whole_factor_to_fit_the_page():
+    from featapp.pages.gradient_views import MOSAIC_MAX_PX, _mosaic
+
+    # 128 pictures, 16 to a row: at 150 px that is 2,460 px; halved (block means) it is 1,260.
+    values = np.arange(128, dtype=np.uint8)[:, None, None, None]
+    pictures = np.broadcast_to(values, (128, 150, 150, 3)).copy()
+    pictures[0, :2, :2] = [[[0, 0, 0], [4, 4, 4]], [[8, 8, 8], [12, 12, 12]]]  # one 2x2 block: mean 6
+    mosaic = _mosaic(pictures)
+    assert mosaic.shape == (8 * 79 - 4, 16 * 79 - 4, 3) and mosaic.shape[1] <= MOSAIC_MAX_PX
+    assert (mosaic[0, 0] == 6).all() and (mosaic[0, 1] == 0).all()
+    assert (mosaic[79 * 7 + 10, 79 * 15 + 10] == 127).all()  # the last picture, bottom right
+    assert (mosaic[:, 75:79] == 255).all()  # the white gap after the first column
+    # 32 pictures, 8 to a row, fit as they are.
+    assert _mosaic(pictures[:32]).shape == (4 * 154 - 4, 8 * 154 - 4, 3)

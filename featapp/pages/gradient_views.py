@@ -9,12 +9,23 @@ message in place of the view; the page goes on.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import streamlit as st
 
 from featapp import render, settings
 from featapp.appstate import CurrentImage
-from featapp.featurevis import APP_STEPS, cached_layer_pictures, channel_picture, layer_pictures
+from featapp.asset_server import SHELF
+from featapp.featurevis import (
+    APP_STEPS,
+    FeatureVisualization,
+    cache_file,
+    cached_layer_pictures,
+    channel_picture,
+    layer_pictures,
+)
 from featapp.gradcam import gradcam
 from featapp.gradients import GradientError, Gradients, load_gradients
 from featapp.metadata import LayerInfo
@@ -123,18 +134,92 @@ def channel_section(model: FeatureModel, layer: LayerInfo, channel: int, key: st
     if not layer.is_spatial:
         st.info("Feature visualisation is shown for layers with 2-D maps.")
         return
-    result = channel_picture(grads, layer.name, channel, steps=vis_steps(), compute=False)
-    if result is None and st.button(f"Optimise a picture for channel {channel + 1} (a few seconds)", key=key):
+    shown = _kept_channel_picture(grads, layer.name, channel)
+    if shown is None and st.button(f"Optimise a picture for channel {channel + 1} (a few seconds)", key=key):
         with st.spinner(f"Optimising a picture for channel {channel + 1}..."):
-            result = channel_picture(grads, layer.name, channel, steps=vis_steps())
-    if result is not None:
-        st.image(result.images[0], caption=_picture_caption(result, channel), width=PICTURE_PX, output_format="PNG")
+            channel_picture(grads, layer.name, channel, steps=vis_steps())
+        shown = _kept_channel_picture(grads, layer.name, channel)
+    if shown is not None:
+        result, name, png = shown
+        st.image(SHELF.url(png, name=name), caption=_picture_caption(result, channel), width=PICTURE_PX)
     _grid_part(grads, layer, key)
 
 
-def _grid_part(grads: Gradients, layer: LayerInfo, key: str) -> None:
-    whole = cached_layer_pictures(grads, layer.name, steps=vis_steps())
+# Pictures someone computed are on disk; a whole class's reruns read them from here. Read from
+# the file and encoded on every rerun, a layer's grid cost the server about a third of a second
+# per click (bench/results/featurevis_reruns.md). The key holds the file's path, time stamp and
+# size, so pictures computed again are read again.
+_Shown = tuple[FeatureVisualization, str, bytes]
+
+
+def _file_version(path: Path) -> tuple[str, int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (str(path), info.st_mtime_ns, info.st_size)
+
+
+def _shelf_name(png: bytes) -> str:
+    return "featurevis-" + hashlib.blake2b(png, digest_size=16).hexdigest() + ".png"
+
+
+def _kept_channel_picture(grads: Gradients, layer: str, channel: int) -> _Shown | None:
+    """The channel's picture, if it or its layer's grid was computed: (result, shelf name, PNG)."""
+    steps = vis_steps()
+    grid = _kept_layer_pictures(grads, layer)
+    if grid is not None and channel in grid[0].channels:  # the layer's grid, already in memory
+        return _channel_of_grid(grid_name=grid[1], channel=channel, _grid=grid[0])
+    alone = _file_version(cache_file(grads, layer, channel, steps=steps))
+    if alone is None:
+        return None
+    return _channel_at(version=alone, layer=layer, channel=channel, steps=steps, _grads=grads)
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _channel_of_grid(grid_name: str, channel: int, _grid: FeatureVisualization) -> _Shown:
+    i = _grid.channels.index(channel)
+    result = FeatureVisualization(
+        _grid.layer,
+        (channel,),
+        _grid.images[i : i + 1],
+        _grid.activations[i : i + 1],
+        _grid.start_activations[i : i + 1],
+    )
+    png = render.png_bytes(result.images[0])
+    return result, _shelf_name(png), png
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _channel_at(version: tuple, layer: str, channel: int, steps: int, _grads: Gradients) -> _Shown | None:
+    result = channel_picture(_grads, layer, channel, steps=steps, compute=False)
+    if result is None:
+        return None
+    png = render.png_bytes(result.images[0])
+    return result, _shelf_name(png), png
+
+
+def _kept_layer_pictures(grads: Gradients, layer: str) -> _Shown | None:
+    """The layer's grid of pictures, if it was computed: (result, shelf name, PNG of the mosaic)."""
+    steps = vis_steps()
+    version = _file_version(cache_file(grads, layer, steps=steps))
+    if version is None:
+        return None
+    return _layer_at(version=version, layer=layer, steps=steps, _grads=grads)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _layer_at(version: tuple, layer: str, steps: int, _grads: Gradients) -> _Shown | None:
+    whole = cached_layer_pictures(_grads, layer, steps=steps)
     if whole is None:
+        return None
+    png = render.png_bytes(_mosaic(whole.images))
+    return whole, _shelf_name(png), png
+
+
+def _grid_part(grads: Gradients, layer: LayerInfo, key: str) -> None:
+    shown = _kept_layer_pictures(grads, layer.name)
+    if shown is None:
         if not st.button(
             f"Compute pictures for all {layer.channels} channels of {layer.name} (once per model; minutes on a CPU)",
             key=f"{key}_grid",
@@ -146,18 +231,32 @@ def _grid_part(grads: Gradients, layer: LayerInfo, key: str) -> None:
             bar.progress(min(fraction, 1.0), text=f"Optimising the whole layer: {fraction:.0%}")
 
         layer_pictures(grads, layer.name, steps=vis_steps(), progress=_progress)
-        st.rerun()  # drawn again from the cache: the channel's picture comes from the grid too
+        st.rerun()  # drawn again from the file: the channel's picture comes from the grid too
+    whole, name, png = shown
     st.image(
-        render.enlarge(_mosaic(whole.images), 1),
+        SHELF.url(png, name=name),
         caption=f"All {len(whole.channels)} channels of {layer.name}, channel 1 at the top left, row by row.",
         width="stretch",
-        output_format="PNG",
     )
 
 
-def _mosaic(images: np.ndarray, gap: int = 4) -> np.ndarray:
+MOSAIC_MAX_PX = 1400
+"""The layer grid's widest picture: the page shows it about 1,000 px wide, and 128 pictures at
+full size made a 2,460 px mosaic of several MB for every student's browser."""
+
+
+def _mosaic(images: np.ndarray, gap: int = 4, max_px: int = MOSAIC_MAX_PX) -> np.ndarray:
     count, height, width, depth = images.shape
     columns = render.grid_columns(count)
+    # Shrink every picture by the same whole factor (block means) until the row fits.
+    factor = 1
+    while factor < min(height, width) and columns * (width // factor + gap) - gap > max_px:
+        factor += 1
+    if factor > 1:
+        h, w = height // factor, width // factor
+        blocks = images[:, : h * factor, : w * factor].reshape(count, h, factor, w, factor, depth)
+        images = np.round(blocks.mean(axis=(2, 4))).astype(np.uint8)
+        height, width = h, w
     rows = -(-count // columns)
     canvas = np.full((rows * (height + gap) - gap, columns * (width + gap) - gap, 3), 255, np.uint8)
     for i, picture in enumerate(images):
