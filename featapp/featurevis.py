@@ -62,6 +62,17 @@ class FeatureVisualization:
     activations: np.ndarray
     start_activations: np.ndarray
 
+    def of_channel(self, channel: int) -> FeatureVisualization:
+        """The part for one of :attr:`channels` (0-based); raises ``ValueError`` for another."""
+        i = self.channels.index(channel)
+        return FeatureVisualization(
+            self.layer,
+            (channel,),
+            self.images[i : i + 1],
+            self.activations[i : i + 1],
+            self.start_activations[i : i + 1],
+        )
+
 
 def _spectrum_weights(height: int, width: int, decay: float) -> np.ndarray:
     fy = np.fft.fftfreq(height)[:, None]
@@ -286,14 +297,7 @@ def channel_picture(
     else computed once and kept on disk like it (``compute=False``: ``None`` instead)."""
     whole = cached_layer_pictures(grads, layer, cache_dir, steps, seed)
     if whole is not None and channel in whole.channels:
-        i = whole.channels.index(channel)
-        return FeatureVisualization(
-            layer,
-            (channel,),
-            whole.images[i : i + 1],
-            whole.activations[i : i + 1],
-            whole.start_activations[i : i + 1],
-        )
+        return whole.of_channel(channel)
     path = _cache_file(grads, layer, f"channel{channel}", steps, seed, cache_dir)
     data = _read_cached(path)
     if data is not None:

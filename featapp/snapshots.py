@@ -192,11 +192,7 @@ def same_network(snapshot: FeatureModel, model: FeatureModel) -> bool:
     False when the inputs differ or no layer is shared.
     """
     spec = model.input_spec
-    if (snapshot.input_spec.height, snapshot.input_spec.width, snapshot.input_spec.channels) != (
-        spec.height,
-        spec.width,
-        spec.channels,
-    ):
+    if snapshot.input_spec != spec:
         return False
     shared = [name for name in snapshot.layer_names if name in model.layer_names]
     if not shared:

@@ -47,6 +47,7 @@ import streamlit as st
 
 from featapp import analysis, classes, settings
 from featapp import projection as projection_module
+from featapp import snapshots as snapshots_module
 from featapp.activation_file import activations_npz
 from featapp.analysis import NeuronStats
 from featapp.appstate import CurrentImage, image_key
@@ -79,7 +80,6 @@ from featapp.render import (
     strip_png,
     tile_grid_chart,
 )
-from featapp import snapshots as snapshots_module
 from featapp.snapshots import INDEX_FILE, Snapshot, load_snapshots
 
 __all__ = [

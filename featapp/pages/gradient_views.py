@@ -134,15 +134,16 @@ def channel_section(model: FeatureModel, layer: LayerInfo, channel: int, key: st
     if not layer.is_spatial:
         st.info("Feature visualisation is shown for layers with 2-D maps.")
         return
-    shown = _kept_channel_picture(grads, layer.name, channel)
+    grid = _kept_layer_pictures(grads, layer.name)
+    shown = _kept_channel_picture(grads, layer.name, channel, grid)
     if shown is None and st.button(f"Optimise a picture for channel {channel + 1} (a few seconds)", key=key):
         with st.spinner(f"Optimising a picture for channel {channel + 1}..."):
             channel_picture(grads, layer.name, channel, steps=vis_steps())
-        shown = _kept_channel_picture(grads, layer.name, channel)
+        shown = _kept_channel_picture(grads, layer.name, channel, grid)
     if shown is not None:
         result, name, png = shown
         st.image(SHELF.url(png, name=name), caption=_picture_caption(result, channel), width=PICTURE_PX)
-    _grid_part(grads, layer, key)
+    _grid_part(grads, layer, key, grid)
 
 
 # Pictures someone computed are on disk; a whole class's reruns read them from here. Read from
@@ -160,16 +161,17 @@ def _file_version(path: Path) -> tuple[str, int, int] | None:
     return (str(path), info.st_mtime_ns, info.st_size)
 
 
-def _shelf_name(png: bytes) -> str:
-    return "featurevis-" + hashlib.blake2b(png, digest_size=16).hexdigest() + ".png"
+def _shown(result: FeatureVisualization, picture: np.ndarray) -> _Shown:
+    png = render.png_bytes(picture)
+    return result, "featurevis-" + hashlib.blake2b(png, digest_size=16).hexdigest() + ".png", png
 
 
-def _kept_channel_picture(grads: Gradients, layer: str, channel: int) -> _Shown | None:
-    """The channel's picture, if it or its layer's grid was computed: (result, shelf name, PNG)."""
-    steps = vis_steps()
-    grid = _kept_layer_pictures(grads, layer)
+def _kept_channel_picture(grads: Gradients, layer: str, channel: int, grid: _Shown | None) -> _Shown | None:
+    """The channel's picture, if it or its layer's ``grid`` (:func:`_kept_layer_pictures`) was
+    computed: (result, shelf name, PNG)."""
     if grid is not None and channel in grid[0].channels:  # the layer's grid, already in memory
         return _channel_of_grid(grid_name=grid[1], channel=channel, _grid=grid[0])
+    steps = vis_steps()
     alone = _file_version(cache_file(grads, layer, channel, steps=steps))
     if alone is None:
         return None
@@ -178,25 +180,14 @@ def _kept_channel_picture(grads: Gradients, layer: str, channel: int) -> _Shown 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
 def _channel_of_grid(grid_name: str, channel: int, _grid: FeatureVisualization) -> _Shown:
-    i = _grid.channels.index(channel)
-    result = FeatureVisualization(
-        _grid.layer,
-        (channel,),
-        _grid.images[i : i + 1],
-        _grid.activations[i : i + 1],
-        _grid.start_activations[i : i + 1],
-    )
-    png = render.png_bytes(result.images[0])
-    return result, _shelf_name(png), png
+    result = _grid.of_channel(channel)
+    return _shown(result, result.images[0])
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
 def _channel_at(version: tuple, layer: str, channel: int, steps: int, _grads: Gradients) -> _Shown | None:
     result = channel_picture(_grads, layer, channel, steps=steps, compute=False)
-    if result is None:
-        return None
-    png = render.png_bytes(result.images[0])
-    return result, _shelf_name(png), png
+    return None if result is None else _shown(result, result.images[0])
 
 
 def _kept_layer_pictures(grads: Gradients, layer: str) -> _Shown | None:
@@ -213,12 +204,10 @@ def _layer_at(version: tuple, layer: str, steps: int, _grads: Gradients) -> _Sho
     whole = cached_layer_pictures(_grads, layer, steps=steps)
     if whole is None:
         return None
-    png = render.png_bytes(_mosaic(whole.images))
-    return whole, _shelf_name(png), png
+    return _shown(whole, _mosaic(whole.images))
 
 
-def _grid_part(grads: Gradients, layer: LayerInfo, key: str) -> None:
-    shown = _kept_layer_pictures(grads, layer.name)
+def _grid_part(grads: Gradients, layer: LayerInfo, key: str, shown: _Shown | None) -> None:
     if shown is None:
         if not st.button(
             f"Compute pictures for all {layer.channels} channels of {layer.name} (once per model; minutes on a CPU)",
