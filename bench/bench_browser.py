@@ -187,16 +187,21 @@ def cold_start(browser, env: dict[str, str], app_dir: Path = REPO_ROOT) -> float
     return cold_start_phases(browser, env, app_dir)[-1]
 
 
-def cold_start_returning_browser(browser, env: dict[str, str], app_dir: Path = REPO_ROOT) -> float:
-    """As :func:`cold_start`, but the browser has visited the app before (an earlier
+def returning_cold_start_phases(browser, env: dict[str, str], app_dir: Path = REPO_ROOT) -> tuple[float, ...]:
+    """As :func:`cold_start_phases`, but the browser has visited the app before (an earlier
     server on the same port): the server starts cold, Streamlit's code is in the browser's cache."""
     context = browser.new_context(viewport={"width": 1400, "height": 1100})
     try:
         port = free_port()
         cold_start_phases(browser, env, app_dir, context=context, port=port)
-        return cold_start_phases(browser, env, app_dir, context=context, port=port)[-1]
+        return cold_start_phases(browser, env, app_dir, context=context, port=port)
     finally:
         context.close()
+
+
+def cold_start_returning_browser(browser, env: dict[str, str], app_dir: Path = REPO_ROOT) -> float:
+    """:func:`returning_cold_start_phases` to the photos shown."""
+    return returning_cold_start_phases(browser, env, app_dir)[-1]
 
 
 def first_heatmap(browser, url: str, reload: bool = False) -> float:

@@ -32,8 +32,8 @@ import statistics
 from pathlib import Path
 
 from bench.bench_browser import COLD_START_PHASES as PHASES
-from bench.bench_browser import app_environment, cold_start_phases
-from tests.browsing import free_port, launch_chromium
+from bench.bench_browser import app_environment, cold_start_phases, returning_cold_start_phases
+from tests.browsing import launch_chromium
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,18 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for round_number in range(args.rounds):
                 for label, app_dir in versions.items():
-                    if args.returning:
-                        context = browser.new_context(viewport={"width": 1400, "height": 1100})
-                        try:
-                            port = free_port()
-                            cold_start_phases(browser, env, Path(app_dir).resolve(), context=context, port=port)
-                            phases = cold_start_phases(
-                                browser, env, Path(app_dir).resolve(), context=context, port=port
-                            )
-                        finally:
-                            context.close()
-                    else:
-                        phases = cold_start_phases(browser, env, Path(app_dir).resolve())
+                    timed = returning_cold_start_phases if args.returning else cold_start_phases
+                    phases = timed(browser, env, Path(app_dir).resolve())
                     runs[label].append(phases)
                     print(f"round {round_number + 1} {label}: " + ", ".join(f"{p:.2f}" for p in phases), flush=True)
         finally:
