@@ -50,6 +50,8 @@ def _train(args: argparse.Namespace) -> int:
         kernel_initializer=args.kernel_initializer,
         first_layer_initializer=args.first_layer_initializer,
         label_smoothing=args.label_smoothing,
+        first_layer_kernel_scale=args.first_layer_kernel_scale,
+        centre_inputs=args.centre_inputs,
     )
     train(config)
     return 0
@@ -245,6 +247,18 @@ def _parser() -> argparse.ArgumentParser:
         help="Keras initializer of the first conv layer's kernel (default: --kernel-initializer's)",
     )
     p.add_argument("--label-smoothing", type=float, default=0.0, help="binary cross-entropy's label smoothing")
+    p.add_argument(
+        "--first-layer-kernel-scale",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="train the first layer's kernel as S x w, so its steps are S times larger (folded away on saving)",
+    )
+    p.add_argument(
+        "--centre-inputs",
+        action="store_true",
+        help="train on pixels centred to [-1, 1]; folded into the first layer on saving (the model takes [0, 1])",
+    )
     p.add_argument("--refit", action="store_true", help="after choosing the epoch, fit again on train+validation")
     p.add_argument(
         "--refit-epochs", type=int, default=None, help="epochs of the refit (default: where validation accuracy peaks)"

@@ -27,24 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from featapp.dataset import Dataset
+from featapp.filters import kernel_correlation
 from featapp.images import InputSpec, prepare_image
 from featapp.liveness import LivenessCounter
 
 INPUT_SPEC = InputSpec(150, 150, 3)
-
-
-def kernel_correlation(kernel: np.ndarray, start: np.ndarray) -> float:
-    """Pearson correlation of two kernels of the same shape, over all their weights.
-
-    >>> w = np.arange(6.0).reshape(1, 2, 3)
-    >>> kernel_correlation(w, w), kernel_correlation(w, -w), round(kernel_correlation(w, w * 2 + 1), 6)
-    (1.0, -1.0, 1.0)
-    """
-    a = np.asarray(kernel, np.float64).ravel()
-    b = np.asarray(start, np.float64).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"kernels of different shapes: {kernel.shape} and {start.shape}")
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def _photos(data_dir: str, split: str, limit: int | None) -> np.ndarray:

@@ -91,6 +91,14 @@ class TrainConfig:
     first_layer_initializer: str | None = None
     label_smoothing: float = 0.0
     liveness_images: int = 1000
+    # The first layer's kernel is trained as ``scale * w`` (w starts at init / scale): AdamW's
+    # step on w, whose size does not depend on the gradient's, then moves the kernel ``scale``
+    # times further per step, in the first layer only. Folded away when the model is saved.
+    first_layer_kernel_scale: float = 1.0
+    # Train on pixels centred to [-1, 1] (2x - 1): the first layer then sees inputs of both
+    # signs, so a ReLU channel is less easily pushed to never firing. Folded into the first
+    # layer's kernel and bias when the model is saved, which keeps the [0, 1] input contract.
+    centre_inputs: bool = False
 
 
 def native_bfloat16() -> bool:
@@ -119,22 +127,43 @@ def build_model(
     dtype: str | None = None,
     kernel_initializer: str = "glorot_uniform",
     first_layer_initializer: str | None = None,
+    first_layer_kernel_scale: float = 1.0,
+    centre_inputs: bool = False,
 ):
     """The lecture's convnet: 4 x (Conv2D 3x3 relu + MaxPool 2x2), Flatten, Dropout 0.5,
-    Dense 512 relu, Dense 1 sigmoid = p(dog). Input 150x150x3 in [0, 1]."""
+    Dense 512 relu, Dense 1 sigmoid = p(dog). Input 150x150x3 in [0, 1].
+
+    ``first_layer_kernel_scale`` and ``centre_inputs`` build the network as it is trained
+    with those options (see :class:`TrainConfig`); :func:`float32_copy` folds both away, so
+    every saved model is the plain one."""
     import keras
     from keras import layers
 
     init = {"kernel_initializer": kernel_initializer}
     first_init = {"kernel_initializer": first_layer_initializer or kernel_initializer}
 
+    class ScaledKernelConv2D(layers.Conv2D):
+        """A Conv2D whose kernel is ``kernel_scale * self.kernel``, starting where the plain one starts."""
+
+        kernel_scale = first_layer_kernel_scale
+
+        def build(self, input_shape):
+            super().build(input_shape)
+            self.kernel.assign(self.kernel / self.kernel_scale)
+
+        def convolution_op(self, inputs, kernel):
+            return super().convolution_op(inputs, kernel * self.kernel_scale)
+
+    first_conv = layers.Conv2D if first_layer_kernel_scale == 1.0 else ScaledKernelConv2D
     # With mixed precision the classifier's output stays float32 for a stable loss.
     head_dtype = "float32" if dtype == "mixed_bfloat16" else dtype
+    centre = [layers.Rescaling(2.0, offset=-1.0, name="centre", dtype=dtype)] if centre_inputs else []
     n = iter(LAYER_NAMES)
     return keras.Sequential(
         [
             keras.Input(shape=(INPUT_SPEC.height, INPUT_SPEC.width, INPUT_SPEC.channels), name="input"),
-            layers.Conv2D(32, 3, activation="relu", name=next(n), dtype=dtype, **first_init),
+            *centre,
+            first_conv(32, 3, activation="relu", name=next(n), dtype=dtype, **first_init),
             layers.MaxPooling2D(2, name=next(n), dtype=dtype),
             layers.Conv2D(64, 3, activation="relu", name=next(n), dtype=dtype, **init),
             layers.MaxPooling2D(2, name=next(n), dtype=dtype),
@@ -151,10 +180,49 @@ def build_model(
     )
 
 
+def fold_first_layer(weights: list[np.ndarray], kernel_scale: float, centred: bool) -> list[np.ndarray]:
+    """The weights of the network :func:`build_model` trains as the plain model's.
+
+    With a kernel scale the kernel is ``scale * w``. With centred inputs the layer computes
+    ``K * (2x - 1) + b = (2K) * x + (b - sum K)``: the window of a 'valid' convolution always
+    lies inside the image, so the sum over the kernel is exact at every position.
+    """
+    kernel, bias, *rest = [np.asarray(w, np.float64) for w in weights]
+    kernel = kernel * kernel_scale
+    if centred:
+        bias = bias - kernel.sum(axis=(0, 1, 2))
+        kernel = 2.0 * kernel
+    return [np.asarray(w, np.float32) for w in (kernel, bias, *rest)]
+
+
+def unfold_first_layer(weights: list[np.ndarray], kernel_scale: float, centred: bool) -> list[np.ndarray]:
+    """The inverse of :func:`fold_first_layer`: a plain model's weights for the training network."""
+    kernel, bias, *rest = [np.asarray(w, np.float64) for w in weights]
+    if centred:
+        kernel = kernel / 2.0
+        bias = bias + kernel.sum(axis=(0, 1, 2))
+    return [np.asarray(w, np.float32) for w in (kernel / kernel_scale, bias, *rest)]
+
+
+def first_layer_kernel(model) -> np.ndarray:
+    """The first conv layer's effective kernel ``(rows, cols, in, out)`` as the plain model has it."""
+    scale, centred = _reparametrisation(model)
+    return fold_first_layer(model.get_weights()[:2], scale, centred)[0]
+
+
+def _reparametrisation(model) -> tuple[float, bool]:
+    import keras
+
+    centred = any(isinstance(layer, keras.layers.Rescaling) for layer in model.layers)
+    conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    return float(getattr(conv, "kernel_scale", 1.0)), centred
+
+
 def float32_copy(model):
     """A plain float32 model with ``model``'s weights: what gets saved and exported."""
     copy = build_model("float32")
-    copy.set_weights([np.asarray(w, dtype=np.float32) for w in model.get_weights()])
+    scale, centred = _reparametrisation(model)
+    copy.set_weights(fold_first_layer(model.get_weights(), scale, centred))
     return copy
 
 
@@ -381,11 +449,39 @@ def _callbacks(config: TrainConfig, run_dir: Path, with_validation: bool, model,
             summary = ", ".join(f"{logs[f'dead_{n}']:.0%}" for n in self.names)
             print(f"\nEpoch {epoch + 1}: channels never active on validation: {summary}", flush=True)
 
+    class FirstLayerMeasures(keras.callbacks.Callback):
+        """After each epoch, how far the first layer is from its start and how many of its
+        kernels are oriented edges (:mod:`featapp.filters`); into the epoch's logs, like liveness."""
+
+        start_file = run_dir / "first_layer_start.npy"
+
+        def on_train_begin(self, logs=None):
+            # Runs after BackupAndRestore: on a resume the start file is already there.
+            if not self.start_file.exists():
+                _atomic_write_npy(self.start_file, first_layer_kernel(model))
+            self.start = np.load(self.start_file)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is None:
+                return
+            from featapp.filters import edge_like_kernels, kernel_correlation
+
+            kernel = first_layer_kernel(model)
+            logs["first_layer_correlation_with_start"] = kernel_correlation(kernel, self.start)
+            logs["first_layer_edge_kernels"] = float(len(edge_like_kernels(kernel.transpose(3, 2, 0, 1))))
+            print(
+                f"\nEpoch {epoch + 1}: first layer's correlation with its start "
+                f"{logs['first_layer_correlation_with_start']:.3f}, "
+                f"edge-like kernels {int(logs['first_layer_edge_kernels'])} of {kernel.shape[-1]}",
+                flush=True,
+            )
+
     liveness = None
     if with_validation and liveness_images is not None and len(liveness_images):
         liveness = Liveness(liveness_images)
     return [
         atomic_backup_and_restore(run_dir / "backup"),
+        FirstLayerMeasures(),
         liveness,
         SaveFloat32() if with_validation or config.snapshot_epochs else None,
         HistoryFile(run_dir / "history.json"),
@@ -433,6 +529,13 @@ def _atomic_save(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _atomic_write_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.npy")
+    np.save(tmp, array)
+    _fsync(tmp)
+    os.replace(tmp, path)
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -449,10 +552,17 @@ def _fit(
     policy = "mixed_bfloat16" if config.mixed_precision else "float32"
     keras.mixed_precision.set_global_policy(policy)
     run_dir.mkdir(parents=True, exist_ok=True)
-    model = build_model(policy, config.kernel_initializer, config.first_layer_initializer)
+    model = build_model(
+        policy,
+        config.kernel_initializer,
+        config.first_layer_initializer,
+        config.first_layer_kernel_scale,
+        config.centre_inputs,
+    )
     if start_from is not None:
         # A resumed run then overwrites these with its own backup, as it should.
-        model.set_weights(keras.models.load_model(start_from, compile=False).get_weights())
+        plain = keras.models.load_model(start_from, compile=False).get_weights()
+        model.set_weights(unfold_first_layer(plain, config.first_layer_kernel_scale, config.centre_inputs))
     steps = int(np.ceil(len(train_xy[0]) / config.batch_size))
     optimizer = keras.optimizers.AdamW(
         learning_rate=learning_rate_schedule(config, steps), weight_decay=config.weight_decay

@@ -127,3 +127,52 @@ def filter_pictures(filters: FirstLayerFilters, *, shared_scale: bool = False) -
         picture = np.clip(np.round(127.5 + 127.5 * unit), 0, 255).astype(np.uint8)
         pictures.append(np.ascontiguousarray(picture.transpose(1, 2, 0)))
     return pictures
+
+
+# The two 3x3 Sobel kernels (horizontal and vertical first derivatives): they are
+# orthogonal and zero-mean, so their span is a 2-dimensional subspace of the 8-dimensional
+# space of zero-mean 3x3 patterns; a random pattern puts about 2/8 of its energy there.
+_SOBEL_VERTICAL_EDGE = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+_SOBEL_BASIS = np.stack([_SOBEL_VERTICAL_EDGE.ravel(), _SOBEL_VERTICAL_EDGE.T.ravel()]) / np.sqrt(12.0)
+EDGE_ENERGY_THRESHOLD = 0.7
+"""A kernel is edge-like when at least this share of its luminance part's energy lies in the Sobel span."""
+
+
+def edge_energy_shares(weights: np.ndarray) -> np.ndarray:
+    """For each 3x3 kernel of ``weights`` ``(filters, channels, 3, 3)``, the share of its
+    luminance part's energy in the span of the two Sobel kernels.
+
+    The luminance part is the mean over the input channels, minus its own mean: the part of
+    the kernel that answers to brightness patterns rather than to colour or overall light.
+
+    >>> w = np.zeros((2, 3, 3, 3)); w[0, :] = _SOBEL_VERTICAL_EDGE; w[1, :, 1, 1] = 1.0
+    >>> [round(float(s), 3) for s in edge_energy_shares(w)]
+    [1.0, 0.0]
+    """
+    weights = np.asarray(weights, np.float64)
+    if weights.shape[2:] != (3, 3):
+        raise ValueError(f"edge shares are defined for 3x3 kernels, not {weights.shape[2:]}")
+    luminance = weights.mean(axis=1).reshape(len(weights), 9)
+    luminance -= luminance.mean(axis=1, keepdims=True)
+    energy = (luminance**2).sum(axis=1)
+    in_span = ((luminance @ _SOBEL_BASIS.T) ** 2).sum(axis=1)
+    return np.divide(in_span, energy, out=np.zeros_like(energy), where=energy > 1e-12)
+
+
+def edge_like_kernels(weights: np.ndarray, threshold: float = EDGE_ENERGY_THRESHOLD) -> np.ndarray:
+    """Indices of the kernels of ``weights`` ``(filters, channels, 3, 3)`` that are oriented edges."""
+    return np.flatnonzero(edge_energy_shares(weights) >= threshold)
+
+
+def kernel_correlation(kernel: np.ndarray, start: np.ndarray) -> float:
+    """Pearson correlation of two kernels of the same shape, over all their weights.
+
+    >>> w = np.arange(6.0).reshape(1, 2, 3)
+    >>> kernel_correlation(w, w), kernel_correlation(w, -w), round(kernel_correlation(w, w * 2 + 1), 6)
+    (1.0, -1.0, 1.0)
+    """
+    a = np.asarray(kernel, np.float64).ravel()
+    b = np.asarray(start, np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"kernels of different shapes: {kernel.shape} and {start.shape}")
+    return float(np.corrcoef(a, b)[0, 1])
