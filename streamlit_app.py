@@ -48,9 +48,9 @@ def keep_uploads_in_memory() -> None:
     MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, (limit_mb + 1) * 1024 * 1024)
 
 
+# Seconds between the first gallery being ready and the gradient model's load (see
+# featapp.pages.chrome.warm_up_gradients): a visitor who came at once has their gallery by then.
 GRADIENTS_AFTER_S = 5.0
-"""Seconds between the first gallery being ready and the gradient model's load (see
-:func:`featapp.pages.chrome.warm_up_gradients`): a visitor who came at once has their gallery by then."""
 
 
 def _warm_up() -> None:
