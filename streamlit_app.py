@@ -20,7 +20,7 @@ import streamlit as st
 
 
 def run_session() -> None:
-    from featapp.pages import chrome
+    from featapp.app import chrome
 
     st.set_page_config(page_title="featapp: look inside a convnet", page_icon="🔎", layout="wide")
     model = chrome.model_or_error_page()
@@ -49,14 +49,14 @@ def keep_uploads_in_memory() -> None:
 
 
 # Seconds between the first gallery being ready and the gradient model's load (see
-# featapp.pages.chrome.warm_up_gradients): a visitor who came at once has their gallery by then.
+# featapp.app.chrome.warm_up_gradients): a visitor who came at once has their gallery by then.
 GRADIENTS_AFTER_S = 5.0
 
 
 def _warm_up() -> None:
     import time
 
-    from featapp.pages.chrome import warm_up, warm_up_gradients
+    from featapp.app.chrome import warm_up, warm_up_gradients
 
     try:
         print(warm_up(), flush=True)
@@ -76,14 +76,14 @@ async def _prepare_in_background(_app):
 
 def frontend_assets() -> list:
     """Streamlit's frontend files served from memory, compressed, and the pages' shared
-    pictures (:mod:`featapp.asset_server`)."""
+    pictures (:mod:`featapp.app.asset_server`)."""
     from starlette.middleware import Middleware
 
     return [Middleware(_AssetsOnFirstUse)]
 
 
 class _AssetsOnFirstUse:
-    """:class:`featapp.asset_server.FrontendAssets`, made on the first request for a static
+    """:class:`featapp.app.asset_server.FrontendAssets`, made on the first request for a static
     file. Importing ``featapp`` (numpy and the library, about 0.1 s) here, when the server
     builds its middleware, made every start answer that much later; by the first browser's
     first script request the warm-up thread has imported it."""
@@ -101,7 +101,7 @@ class _AssetsOnFirstUse:
 
             from streamlit import file_util
 
-            from featapp.asset_server import SHELF, FrontendAssets
+            from featapp.app.asset_server import SHELF, FrontendAssets
 
             folder = Path(file_util.get_static_dir()) / "static"  # a missing one leaves them to Streamlit
             base_path = lambda: st.get_option("server.baseUrlPath")  # noqa: E731 - read on the first request

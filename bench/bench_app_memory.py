@@ -7,7 +7,7 @@ each of ``--images`` different photos (generated, so every one is a new cache en
 uploads it and opens its Feature map and Layer grid pages, which computes and caches
 its activations. The resident set size (RSS) is recorded after each image. It should
 grow by about one image's activations per image until the activation cache is full
-(``ACTIVATION_CACHE_IMAGES`` in ``featapp/pages/caches.py``), then stay flat. Memory is
+(``ACTIVATION_CACHE_IMAGES`` in ``featapp/app/caches.py``), then stay flat. Memory is
 not a timing: this can run on a busy machine.
 """
 
@@ -33,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
     from streamlit.testing.v1 import AppTest
 
-    from featapp.metadata import activation_bytes
-    from featapp.model import load_model
-    from featapp.pages.caches import ACTIVATION_CACHE_IMAGES
-    from featapp.pages.chrome import PAGE_FILES
+    from featapp.engine.metadata import activation_bytes
+    from featapp.engine.model import load_model
+    from featapp.app.caches import ACTIVATION_CACHE_IMAGES
+    from featapp.app.chrome import PAGE_FILES
 
     os.environ.setdefault("FEATAPP_PROVIDER", "cpu")
     model = load_model(provider="cpu")

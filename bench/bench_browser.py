@@ -308,8 +308,8 @@ def channel_changes_browser_view(browser, url: str, runs: int, warm_up: int = 3)
 
 def live_channels(model, data_dir: str) -> list[int]:
     """Layer-1 channels (1-based) whose maps are not constant for the photo the app opens with."""
-    from featapp.dataset import Dataset
-    from featapp.images import prepare_image
+    from featapp.data.dataset import Dataset
+    from featapp.engine.images import prepare_image
     from featapp.render import is_constant
 
     first = Dataset(data_dir).sample("test", per_class=10, seed=0)[0]
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from playwright.sync_api import sync_playwright
 
-    from featapp.model import load_model
+    from featapp.engine.model import load_model
 
     model = load_model(provider="cpu")
     wide = [layer for layer in model.layers if layer.is_spatial and layer.channels == 128]

@@ -5,7 +5,7 @@
 
 Targets from issue 18, all from the cached scan (scanned first if it is not there):
 
-* ranking a layer (:func:`featapp.classes.layer_separation`) < 100 ms;
+* ranking a layer (:func:`featapp.stats.classes.layer_separation`) < 100 ms;
 * the projection (PCA by SVD) computed once < 10 s for 4,000 photos: timed on the
   scan's dense table repeated to 4,000 rows with a little noise (the SVD's cost depends
   on the table's shape, not on which photos it holds), beside the scanned rows alone;
@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.bench_analysis import machine, ms, timed
-from featapp import classes, projection
-from featapp.analysis import load_or_scan
-from featapp.dataset import Dataset, resolve_data_dir
-from featapp.model import load_model
+from featapp.stats import classes, projection
+from featapp.stats.analysis import load_or_scan
+from featapp.data.dataset import Dataset, resolve_data_dir
+from featapp.engine.model import load_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,7 +110,7 @@ def _single_thread_fit(table: np.ndarray) -> float:
         path = Path(folder) / "table.npy"
         np.save(path, table)
         code = (
-            "import sys, time, numpy as np; sys.path.insert(0, sys.argv[2]); from featapp.projection import fit_pca; "
+            "import sys, time, numpy as np; sys.path.insert(0, sys.argv[2]); from featapp.stats.projection import fit_pca; "
             "t = np.load(sys.argv[1]); fit_pca(t); s = time.perf_counter(); [fit_pca(t) for _ in range(3)]; "
             "print((time.perf_counter() - s) / 3)"
         )
@@ -124,8 +124,8 @@ def _single_thread_fit(table: np.ndarray) -> float:
 def bench_apptest(data_dir: Path, split: str, cache_dir: Path) -> list[str]:
     from streamlit.testing.v1 import AppTest
 
-    from featapp.pages.chrome import PAGE_FILES
-    from featapp.pages.view import CLASSES_TAB, CLASSES_TABS, SCAN_SPLIT
+    from featapp.app.chrome import PAGE_FILES
+    from featapp.app.view import CLASSES_TAB, CLASSES_TABS, SCAN_SPLIT
 
     os.environ.update(
         FEATAPP_DATA_DIR=str(data_dir),

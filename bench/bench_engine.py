@@ -40,9 +40,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.machine import cpu_features, cpu_name, memory_gib
-from featapp.dataset import Dataset
-from featapp.images import prepare_image
-from featapp.model import load_model
+from featapp.data.dataset import Dataset
+from featapp.engine.images import prepare_image
+from featapp.engine.model import load_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -270,8 +270,8 @@ MEMORY_CHILD = """
 import gc, json, os, resource, sys
 sys.path.insert(0, sys.argv[1])
 import numpy as np, psutil
-from featapp.dataset import Dataset
-from featapp.model import load_model
+from featapp.data.dataset import Dataset
+from featapp.engine.model import load_model
 model = load_model(sys.argv[2] or None, provider=sys.argv[4])
 paths = [i.path for i in Dataset(sys.argv[3]).sample("train", per_class=10, seed=0)]
 batch = model.prepare(paths)

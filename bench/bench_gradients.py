@@ -33,13 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from featapp.backward import gradient_path
-from featapp.dataset import Dataset
-from featapp.featurevis import visualize
-from featapp.gradcam import gradcam
-from featapp.gradients import load_gradients
-from featapp.model import load_model
-from featapp.saliency import saliency, smoothgrad
+from featapp.explain.backward import gradient_path
+from featapp.data.dataset import Dataset
+from featapp.explain.featurevis import visualize
+from featapp.explain.gradcam import gradcam
+from featapp.explain.gradients import load_gradients
+from featapp.engine.model import load_model
+from featapp.explain.saliency import saliency, smoothgrad
 
 REPO = Path(__file__).resolve().parent.parent
 

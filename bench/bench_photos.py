@@ -1,8 +1,8 @@
 """What the photo download and the trained-on marks cost, side by side in one run.
 
 1. The Gallery's trained-on marks per rerun: hashing its 20 photos the first time against
-   the cached lookups of every later rerun (featapp.provenance caches by path, mtime, size).
-2. The broken-photo check of the ``microsoft`` source (featapp.download._image_check, a
+   the cached lookups of every later rerun (featapp.data.provenance caches by path, mtime, size).
+2. The broken-photo check of the ``microsoft`` source (featapp.data.download._image_check, a
    prepare_image at 32 x 32) per photo, against reading the same bytes only; extrapolated
    to the archive's 25,000 photos.
 3. The CRC pass and extraction of a local ``tf-filtered``-shaped archive made from the
@@ -23,9 +23,9 @@ import time
 import zipfile
 from pathlib import Path
 
-from featapp import download as dl
-from featapp.dataset import Dataset
-from featapp.provenance import _sha256_cached, file_sha256, trained_on
+from featapp.data import download as dl
+from featapp.data.dataset import Dataset
+from featapp.data.provenance import _sha256_cached, file_sha256, trained_on
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,7 +2,7 @@
 
     python -m bench.bench_tiles --before /tmp/featapp-base [--repeats 7] [--out bench/results/tiles.md]
 
-Both ``featapp/render.py`` files are loaded into this one process (``--before``'s under
+Both ``featapp/render/`` files are loaded into this one process (``--before``'s under
 another module name) and run on the same activations: every spatial layer of the committed
 model for one test photo, all channels, each scaling mode, alternating before and after,
 ``--repeats`` times; the median per grid is reported. One photo's grids are new to the
@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 from featapp import render
-from featapp.dataset import Dataset
-from featapp.images import prepare_image
-from featapp.model import load_model
+from featapp.data.dataset import Dataset
+from featapp.engine.images import prepare_image
+from featapp.engine.model import load_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from playwright.sync_api import sync_playwright
 
-    from featapp.model import load_model
+    from featapp.engine.model import load_model
 
     model = load_model(provider="cpu")
     live = live_channels(model, args.data)[1:]

@@ -36,15 +36,15 @@ FRAME = re.compile(r"^(?P<function>.*) \((?P<file>.*):\d+\)$")
 # when one of its frames matches. Indented rows are parts of the row above them.
 PARTS: list[tuple[str, str, str]] = [
     ("every page script (Streamlit's script thread)", "", "streamlit/runtime/scriptrunner/"),
-    ("  Gallery page", "", "featapp/pages/gallery.py"),
-    ("    the gallery's cards (`caches.gallery_cards`)", "gallery_cards", "featapp/pages/caches.py"),
-    ("    an upload decoded (`prepare_image`)", "prepare_image", "featapp/images.py"),
-    ("  Feature map page", "", "featapp/pages/feature_map.py"),
-    ("    the explorer component (`explorer.show`)", "show", "featapp/pages/explorer.py"),
-    ("    the explorer's payload for a new (photo, layer) (`caches.explorer`)", "explorer", "featapp/pages/caches.py"),
-    ("  Layer grid page", "", "featapp/pages/layer_grid.py"),
-    ("  the sidebar (`chrome`)", "sidebar", "featapp/pages/chrome.py"),
-    ("  pictures put on the shelf (`caches.picture_url`)", "picture_url", "featapp/pages/caches.py"),
+    ("  Gallery page", "", "featapp/app/pages/gallery.py"),
+    ("    the gallery's cards (`caches.gallery_cards`)", "gallery_cards", "featapp/app/caches.py"),
+    ("    an upload decoded (`prepare_image`)", "prepare_image", "featapp/engine/images.py"),
+    ("  Feature map page", "", "featapp/app/pages/feature_map.py"),
+    ("    the explorer component (`explorer.show`)", "show", "featapp/app/explorer.py"),
+    ("    the explorer's payload for a new (photo, layer) (`caches.explorer`)", "explorer", "featapp/app/caches.py"),
+    ("  Layer grid page", "", "featapp/app/pages/layer_grid.py"),
+    ("  the sidebar (`chrome`)", "sidebar", "featapp/app/chrome.py"),
+    ("  pictures put on the shelf (`caches.picture_url`)", "picture_url", "featapp/app/caches.py"),
     (
         "  the model run on a photo (ONNX Runtime's Python; it computes without the GIL)",
         "InferenceSession.run",
@@ -52,7 +52,7 @@ PARTS: list[tuple[str, str, str]] = [
     ),
     ("  Streamlit's messages to the browser (protobuf, `ForwardMsg`)", "", "streamlit/runtime/forward_msg"),
     ("the ASGI server: HTTP, websocket, files (uvicorn, Starlette)", "", "uvicorn/"),
-    ("  Streamlit's frontend files and the picture shelf (`featapp.asset_server`)", "", "featapp/asset_server.py"),
+    ("  Streamlit's frontend files and the picture shelf (`featapp.app.asset_server`)", "", "featapp/app/asset_server.py"),
     ("  Streamlit's websocket (messages in and out)", "", "streamlit/web/server/starlette/starlette_websocket.py"),
     ("  uploads, media and the page (Streamlit's routes)", "", "streamlit/web/server/starlette/starlette_routes.py"),
 ]

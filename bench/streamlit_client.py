@@ -299,7 +299,7 @@ class AppClient:
         for element, _ in run.elements:
             if element.WhichOneof("type") == "imgs":
                 # /app/static/: the pictures every student shares (the gallery's), which the
-                # browser fetches from there as it does /media/ (featapp.asset_server).
+                # browser fetches from there as it does /media/ (featapp.app.asset_server).
                 urls.extend(
                     image.url for image in element.imgs.imgs if image.url.startswith(("/media/", "/app/static/"))
                 )

@@ -145,7 +145,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from convert.evaluate import evaluate
     from convert.export import write_atomically
-    from featapp.dataset import Dataset
+    from featapp.data.dataset import Dataset
 
     Dataset(args.data_dir).classes(args.split)  # fast refusals before TensorFlow loads
     if Path(args.model).suffix.lower() != ".onnx":
@@ -200,9 +200,9 @@ def _report(args: argparse.Namespace) -> int:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from convert.errors import ConversionError
-    from featapp.dataset import DatasetError
-    from featapp.images import ImageError
-    from featapp.model import ModelError
+    from featapp.data.dataset import DatasetError
+    from featapp.engine.images import ImageError
+    from featapp.engine.model import ModelError
 
     return (ConversionError, ModelError, DatasetError, ImageError)
 

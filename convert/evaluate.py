@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from featapp.dataset import Dataset, DatasetError, DatasetImage
-from featapp.images import InputSpec, prepare_image
+from featapp.data.dataset import Dataset, DatasetError, DatasetImage
+from featapp.engine.images import InputSpec, prepare_image
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def _keras_predictor(path: Path, input_range: str | None, log: Callable[[str], N
 
 
 def _onnx_predictor(path: Path, log: Callable[[str], None]):
-    from featapp.model import load_model
+    from featapp.engine.model import load_model
 
     model = load_model(path)
     log(f"Loading {path} with ONNX Runtime ({model.provider}) ...")

@@ -5,10 +5,10 @@
 * The input is ``input``: float32 NHWC, ``uint8 pixels * input_scale + input_offset``.
 * Every layer's output is a graph output named after the layer (nested models are
   unpacked, see :mod:`convert.flatten`); opset 17.
-* 4-D outputs are NCHW (:data:`featapp.metadata.SPATIAL_LAYOUT`): ONNX Runtime's
+* 4-D outputs are NCHW (:data:`featapp.engine.metadata.SPATIAL_LAYOUT`): ONNX Runtime's
   convolutions are NCHW, so the graph needs no transposes inside and runs faster, and
   ``maps[i, c]`` is a 2-D map.
-* The featapp metadata (:mod:`featapp.metadata`) goes into ``metadata_props``.
+* The featapp metadata (:mod:`featapp.engine.metadata`) goes into ``metadata_props``.
 * Before writing, ONNX Runtime is compared with Keras on every output, and the flat
   graph with the original model; the file is written atomically, and only when all agree.
 * Then the gradient model ``MODEL.grad.onnx`` is written beside it (:mod:`convert.gradients`),
@@ -39,8 +39,8 @@ import numpy as np
 from convert.errors import ConversionError
 from convert.flatten import FlatLayer, FlatModel, compute_in_float32, flatten_model
 from convert.inspect_keras import KerasFile, check_input_shapes, check_known_classes, inspect_keras_file
-from featapp.images import InputSpec
-from featapp.metadata import METADATA_KEY, LayerInfo, ModelSpec, with_receptive_fields
+from featapp.engine.images import InputSpec
+from featapp.engine.metadata import METADATA_KEY, LayerInfo, ModelSpec, with_receptive_fields
 
 __all__ = [
     "ConversionError",
@@ -63,7 +63,7 @@ INPUT_RANGES: dict[str, tuple[float, float]] = {
 }
 """What the model's input expects, as ``(scale, offset)`` applied to uint8 pixels."""
 
-# Layers whose geometry featapp.geometry follows, and the config key of their window.
+# Layers whose geometry featapp.engine.geometry follows, and the config key of their window.
 _GEOMETRY_KEYS = {
     "Conv2D": "kernel_size",
     "SeparableConv2D": "kernel_size",

@@ -12,7 +12,7 @@ Each becomes ``epoch_XXX.onnx`` (and its gradient model ``epoch_XXX.grad.onnx``)
 through the last pooling layer), converted and verified exactly like ``export --trunk``,
 with ``epoch``, ``val_accuracy`` and ``is_best`` in the metadata's ``extra``. When the
 best epoch is also a snapshot epoch, that snapshot is marked best instead of being
-written twice. ``index.json`` (:func:`featapp.snapshots.index_json`) is written last;
+written twice. ``index.json`` (:func:`featapp.engine.snapshots.index_json`) is written last;
 files listed by an earlier index and not by the new one are removed.
 """
 
@@ -27,8 +27,8 @@ from pathlib import Path
 
 from convert.errors import ConversionError
 from convert.export import ExportOptions, export, write_atomically
-from featapp.backward import gradient_path
-from featapp.snapshots import INDEX_FILE, Snapshot, index_json
+from featapp.explain.backward import gradient_path
+from featapp.engine.snapshots import INDEX_FILE, Snapshot, index_json
 
 
 def _read_json(path: Path) -> object:

@@ -1,6 +1,6 @@
 """Verify and write a converted model's gradient model (``MODEL.grad.onnx``).
 
-The backward graph itself is built by :mod:`featapp.backward` (ONNX and NumPy only, so the
+The backward graph itself is built by :mod:`featapp.explain.backward` (ONNX and NumPy only, so the
 app can also say why a model has none). Here it is checked against ``tf.GradientTape``
 on a replay of the forward graph in TensorFlow, and written only when they agree.
 
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from convert.errors import ConversionError
-from featapp.backward import (
+from featapp.explain.backward import (
     GRADIENTS_KEY,
     UnsupportedLayer,
     _analyse,
@@ -210,7 +210,7 @@ def verify_gradients(
     import onnxruntime as ort
     import tensorflow as tf
 
-    from featapp.metadata import METADATA_KEY, ModelSpec
+    from featapp.engine.metadata import METADATA_KEY, ModelSpec
 
     meta = {p.key: p.value for p in gradient_model.metadata_props}
     spec = ModelSpec.from_json(meta[METADATA_KEY])
@@ -341,7 +341,7 @@ def write_gradient_model(
     import onnx
 
     from convert.export import verification_images, write_atomically
-    from featapp.metadata import METADATA_KEY, ModelSpec
+    from featapp.engine.metadata import METADATA_KEY, ModelSpec
 
     forward_path = Path(forward_path)
     data = forward_path.read_bytes()

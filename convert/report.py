@@ -9,7 +9,7 @@ and its best epoch (``selection/best.keras``):
 * the Pearson correlation of each conv layer's kernel with the same layer at epoch 0: near 1
   means the filters are still their random initialisation (nothing learned), lower means
   features were learned;
-* each conv layer's liveness on the photos of one split (:mod:`featapp.liveness`): the
+* each conv layer's liveness on the photos of one split (:mod:`featapp.stats.liveness`): the
   channels that never fire, the share of constant maps per photo.
 
 ``--onnx`` adds the same liveness for converted models, run through ONNX Runtime exactly as
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from featapp.dataset import Dataset
-from featapp.filters import kernel_correlation
-from featapp.images import InputSpec, prepare_image
-from featapp.liveness import LivenessCounter
+from featapp.data.dataset import Dataset
+from featapp.engine.filters import kernel_correlation
+from featapp.engine.images import InputSpec, prepare_image
+from featapp.stats.liveness import LivenessCounter
 
 INPUT_SPEC = InputSpec(150, 150, 3)
 
@@ -59,7 +59,7 @@ def _keras_liveness(model, photos: np.ndarray) -> dict[str, dict]:
 
 def onnx_liveness(path: str | os.PathLike, photos: np.ndarray) -> dict[str, dict]:
     """Liveness of every conv layer of a converted model, through ONNX Runtime."""
-    from featapp.model import load_model
+    from featapp.engine.model import load_model
 
     model = load_model(path, provider="cpu")
     conv = [layer.name for layer in model.layers if layer.kind == "Conv2D"]

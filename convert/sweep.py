@@ -77,8 +77,8 @@ RECIPES = (
 def pack(data_dir: Path, out: Path) -> None:
     from PIL import Image
 
-    from featapp.dataset import Dataset
-    from featapp.images import InputSpec, prepare_image
+    from featapp.data.dataset import Dataset
+    from featapp.engine.images import InputSpec, prepare_image
 
     dataset = Dataset(data_dir)
     spec = InputSpec(150, 150, 3)

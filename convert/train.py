@@ -48,8 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-from featapp.dataset import Dataset
-from featapp.images import InputSpec, prepare_image
+from featapp.data.dataset import Dataset
+from featapp.engine.images import InputSpec, prepare_image
 
 INPUT_SPEC = InputSpec(150, 150, 3)
 DEFAULT_SNAPSHOT_EPOCHS = (0, 1, 2, 5, 10)
@@ -246,7 +246,7 @@ def load_extra_train(folder: str | os.PathLike, classes: tuple[str, ...]) -> tup
     """A further training folder in the ``<class>/`` layout (``cats_vs_dogs_extra/train``),
     as uint8 images and labels in the main dataset's class order. Its class folders must
     be the main dataset's, or the labels would silently mean something else."""
-    from featapp.dataset import DatasetError, _is_image, _natural_key
+    from featapp.data.dataset import DatasetError, _is_image, _natural_key
 
     root = Path(folder)
     if not root.is_dir():
@@ -430,7 +430,7 @@ def _callbacks(config: TrainConfig, run_dir: Path, with_validation: bool, model,
             self.trunk = keras.Model(model.inputs, [layer.output for layer in conv])
 
         def measure(self) -> dict[str, dict]:
-            from featapp.liveness import LivenessCounter
+            from featapp.stats.liveness import LivenessCounter
 
             counters = [LivenessCounter(channels_last=True) for _ in self.names]
             for start in range(0, len(self.images), 64):
@@ -451,7 +451,7 @@ def _callbacks(config: TrainConfig, run_dir: Path, with_validation: bool, model,
 
     class FirstLayerMeasures(keras.callbacks.Callback):
         """After each epoch, how far the first layer is from its start and how many of its
-        kernels are oriented edges (:mod:`featapp.filters`); into the epoch's logs, like liveness."""
+        kernels are oriented edges (:mod:`featapp.engine.filters`); into the epoch's logs, like liveness."""
 
         start_file = run_dir / "first_layer_start.npy"
 
@@ -464,7 +464,7 @@ def _callbacks(config: TrainConfig, run_dir: Path, with_validation: bool, model,
         def on_epoch_end(self, epoch, logs=None):
             if logs is None:
                 return
-            from featapp.filters import edge_like_kernels, kernel_correlation
+            from featapp.engine.filters import edge_like_kernels, kernel_correlation
 
             kernel = first_layer_kernel(model)
             logs["first_layer_correlation_with_start"] = kernel_correlation(kernel, self.start)

@@ -13,24 +13,30 @@ Everything a user can get wrong raises :class:`ImageError`, :class:`ModelError` 
 :class:`DatasetError`, with a message written for a student.
 """
 
-from featapp.analysis import NeuronHit, NeuronStats, StatsFileError, load_cached, load_or_scan, scan
-from featapp.cache import default_cache_dir
-from featapp.classes import SeparationTable, contributions, layer_separation, network_health, output_weights
-from featapp.dataset import Dataset, DatasetError, DatasetImage
-from featapp.download import DownloadError, download_photos
-from featapp.featurevis import FeatureVisualization, visualize
-from featapp.geometry import ReceptiveField, receptive_box
-from featapp.gradcam import GradCAM, gradcam
-from featapp.gradients import GradientError, GradientResult, Gradients, load_gradients
-from featapp.images import ImageError, InputSpec, prepare_image
-from featapp.metadata import LayerInfo, ModelSpec
-from featapp.model import FeatureModel, ModelError, Prediction, load_model
-from featapp.occlusion import OcclusionMap, occlusion_sensitivity
-from featapp.probes import Probe, probe, probe_images
-from featapp.projection import Projection, load_or_fit, nearest
-from featapp.provenance import file_sha256, trained_on
-from featapp.saliency import SaliencyMap, saliency, smoothgrad
-from featapp.snapshots import Snapshot, load_snapshots
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from featapp.stats.analysis import NeuronHit, NeuronStats, StatsFileError, load_cached, load_or_scan, scan
+    from featapp.cache import default_cache_dir
+    from featapp.stats.classes import SeparationTable, contributions, layer_separation, network_health, output_weights
+    from featapp.data.dataset import Dataset, DatasetError, DatasetImage
+    from featapp.data.download import DownloadError, download_photos
+    from featapp.explain.featurevis import FeatureVisualization, visualize
+    from featapp.engine.geometry import ReceptiveField, receptive_box
+    from featapp.explain.gradcam import GradCAM, gradcam
+    from featapp.explain.gradients import GradientError, GradientResult, Gradients, load_gradients
+    from featapp.engine.images import ImageError, InputSpec, prepare_image
+    from featapp.engine.metadata import LayerInfo, ModelSpec
+    from featapp.engine.model import FeatureModel, ModelError, Prediction, load_model
+    from featapp.explain.occlusion import OcclusionMap, occlusion_sensitivity
+    from featapp.engine.probes import Probe, probe, probe_images
+    from featapp.stats.projection import Projection, load_or_fit, nearest
+    from featapp.data.provenance import file_sha256, trained_on
+    from featapp.explain.saliency import SaliencyMap, saliency, smoothgrad
+    from featapp.engine.snapshots import Snapshot, load_snapshots
 
 __all__ = [
     # the model
@@ -93,3 +99,74 @@ __all__ = [
     "load_snapshots",
     "Snapshot",
 ]
+
+
+# Public names are loaded on first use (PEP 562), so that importing one module of the
+# library (``featapp.engine.images`` in a training loop, ``featapp.render`` in a test) does
+# not load every folder, and the folder rules of docs/architecture.md can be checked.
+_EXPORTS = {
+    "NeuronHit": "featapp.stats.analysis",
+    "NeuronStats": "featapp.stats.analysis",
+    "StatsFileError": "featapp.stats.analysis",
+    "load_cached": "featapp.stats.analysis",
+    "load_or_scan": "featapp.stats.analysis",
+    "scan": "featapp.stats.analysis",
+    "default_cache_dir": "featapp.cache",
+    "SeparationTable": "featapp.stats.classes",
+    "contributions": "featapp.stats.classes",
+    "layer_separation": "featapp.stats.classes",
+    "network_health": "featapp.stats.classes",
+    "output_weights": "featapp.stats.classes",
+    "Dataset": "featapp.data.dataset",
+    "DatasetError": "featapp.data.dataset",
+    "DatasetImage": "featapp.data.dataset",
+    "DownloadError": "featapp.data.download",
+    "download_photos": "featapp.data.download",
+    "FeatureVisualization": "featapp.explain.featurevis",
+    "visualize": "featapp.explain.featurevis",
+    "ReceptiveField": "featapp.engine.geometry",
+    "receptive_box": "featapp.engine.geometry",
+    "GradCAM": "featapp.explain.gradcam",
+    "gradcam": "featapp.explain.gradcam",
+    "GradientError": "featapp.explain.gradients",
+    "GradientResult": "featapp.explain.gradients",
+    "Gradients": "featapp.explain.gradients",
+    "load_gradients": "featapp.explain.gradients",
+    "ImageError": "featapp.engine.images",
+    "InputSpec": "featapp.engine.images",
+    "prepare_image": "featapp.engine.images",
+    "LayerInfo": "featapp.engine.metadata",
+    "ModelSpec": "featapp.engine.metadata",
+    "FeatureModel": "featapp.engine.model",
+    "ModelError": "featapp.engine.model",
+    "Prediction": "featapp.engine.model",
+    "load_model": "featapp.engine.model",
+    "OcclusionMap": "featapp.explain.occlusion",
+    "occlusion_sensitivity": "featapp.explain.occlusion",
+    "Probe": "featapp.engine.probes",
+    "probe": "featapp.engine.probes",
+    "probe_images": "featapp.engine.probes",
+    "Projection": "featapp.stats.projection",
+    "load_or_fit": "featapp.stats.projection",
+    "nearest": "featapp.stats.projection",
+    "file_sha256": "featapp.data.provenance",
+    "trained_on": "featapp.data.provenance",
+    "SaliencyMap": "featapp.explain.saliency",
+    "saliency": "featapp.explain.saliency",
+    "smoothgrad": "featapp.explain.saliency",
+    "Snapshot": "featapp.engine.snapshots",
+    "load_snapshots": "featapp.engine.snapshots",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'featapp' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

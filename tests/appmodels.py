@@ -3,7 +3,7 @@
 :func:`trunk_of` cuts the committed model down to its convolutional trunk (input through
 the last pooling layer), as the training snapshots are, optionally with its convolution
 weights replaced by seeded random ones (what "epoch 0" looks like). :func:`snapshot_folder`
-writes such trunks and an ``index.json`` with :func:`featapp.snapshots.index_json`, so the
+writes such trunks and an ``index.json`` with :func:`featapp.engine.snapshots.index_json`, so the
 app reads them exactly as it will read the real ones.
 """
 
@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from featapp.metadata import METADATA_KEY, ModelSpec
-from featapp.snapshots import INDEX_FILE, Snapshot, index_json
+from featapp.engine.metadata import METADATA_KEY, ModelSpec
+from featapp.engine.snapshots import INDEX_FILE, Snapshot, index_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMMITTED_MODEL = REPO_ROOT / "models" / "cats_dogs_small.onnx"

@@ -16,8 +16,8 @@ import pyarrow as pa
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from featapp.pages.chrome import PAGE_FILES
-from featapp.pages.view import GALLERY_TAB, GALLERY_TABS
+from featapp.app.chrome import PAGE_FILES
+from featapp.app.view import GALLERY_TAB, GALLERY_TABS
 from tests import imagefactory
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

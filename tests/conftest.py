@@ -27,7 +27,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def dataset(data_dir):
-    from featapp.dataset import Dataset
+    from featapp.data.dataset import Dataset
 
     return Dataset(data_dir)
 
@@ -35,7 +35,7 @@ def dataset(data_dir):
 @pytest.fixture(scope="session")
 def model():
     """The committed model, in ONNX Runtime on the CPU (one session for the whole run)."""
-    from featapp.model import load_model
+    from featapp.engine.model import load_model
 
     return load_model(REPO_ROOT / "models" / "cats_dogs_small.onnx", provider="cpu")
 
@@ -52,7 +52,7 @@ def dog_photo(dataset):
 
 @pytest.fixture(autouse=True)
 def _no_downloaded_photos(monkeypatch, tmp_path_factory):
-    """Photos a user downloaded on this machine (featapp.download) never leak into a test."""
+    """Photos a user downloaded on this machine (featapp.data.download) never leak into a test."""
     monkeypatch.setenv("FEATAPP_DATA_HOME", str(tmp_path_factory.mktemp("data-home")))
 
 
@@ -76,8 +76,8 @@ def app_env(monkeypatch, tmp_path, data_dir):
 def first_photo(dataset):
     """What the app shows before anything is chosen: photo 1 of the default gallery (test
     split, seed 0), and its pixels as the committed model sees them."""
-    from featapp.images import prepare_image
-    from featapp.model import load_model
+    from featapp.engine.images import prepare_image
+    from featapp.engine.model import load_model
     from tests.appmodels import COMMITTED_MODEL
 
     item = dataset.sample("test", per_class=10, seed=0)[0]

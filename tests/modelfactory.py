@@ -20,8 +20,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from featapp.images import InputSpec
-from featapp.metadata import METADATA_KEY, LayerInfo, ModelSpec, with_receptive_fields
+from featapp.engine.images import InputSpec
+from featapp.engine.metadata import METADATA_KEY, LayerInfo, ModelSpec, with_receptive_fields
 
 __all__ = ["Conv", "TinyNet", "build", "reference", "build_red_model"]
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import featapp.analysis as analysis
-from featapp.analysis import NeuronStats, cache_path, load_cached, load_or_scan, scan
+import featapp.stats.analysis as analysis
+from featapp.stats.analysis import NeuronStats, cache_path, load_cached, load_or_scan, scan
 from featapp.cache import default_cache_dir
-from featapp.dataset import Dataset, DatasetError
-from featapp.geometry import receptive_box
-from featapp.images import ImageError, InputSpec, prepare_image
-from featapp.model import load_model
+from featapp.data.dataset import Dataset, DatasetError
+from featapp.engine.geometry import receptive_box
+from featapp.engine.images import ImageError, InputSpec, prepare_image
+from featapp.engine.model import load_model
 from tests.modelfactory import build_red_model
 
 SIZE = 48

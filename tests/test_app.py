@@ -20,13 +20,13 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from featapp import render
-from featapp.asset_server import SHELF, SHELF_PATH
-from featapp.captions import WRONG_MARK, markdown_literal
-from featapp.images import prepare_image
-from featapp.model import load_model
-from featapp.pages import view
-from featapp.pages.chrome import PAGE_FILES
-from featapp.probes import probe_images
+from featapp.app.asset_server import SHELF, SHELF_PATH
+from featapp.app.captions import WRONG_MARK, markdown_literal
+from featapp.engine.images import prepare_image
+from featapp.engine.model import load_model
+from featapp.app import view
+from featapp.app.chrome import PAGE_FILES
+from featapp.engine.probes import probe_images
 from tests import imagefactory
 from tests.appmodels import COMMITTED_MODEL, snapshot_folder, trunk_of
 from tests.apptest import (
@@ -221,7 +221,7 @@ def test_a_file_with_another_extension_gets_the_same_clear_error(app_env):
 
 
 def test_probe_pictures_have_a_frame_against_the_white_page(app_env, model, sent_pictures):
-    from featapp.pages.gallery import PROBE_FRAME
+    from featapp.app.pages.gallery import PROBE_FRAME
 
     at = open_tab(open_app(), 1)
     assert not [m.value for m in at.main.markdown if "prepare_image" in m.value]  # no stray text on the page
@@ -242,7 +242,7 @@ def test_probe_pictures_have_a_frame_against_the_white_page(app_env, model, sent
 
 
 def test_the_uploader_accepts_every_format_the_error_text_offers(app_env):
-    from featapp.images import _FORMATS_HINT
+    from featapp.engine.images import _FORMATS_HINT
 
     extensions = {"JPEG": {"jpg", "jpeg"}, "PNG": {"png"}, "WebP": {"webp"}, "GIF": {"gif"}, "BMP": {"bmp"}}
     extensions["TIFF"] = {"tif", "tiff"}

@@ -13,9 +13,9 @@ import shutil
 
 import pytest
 
-from featapp.analysis import NeuronStats, cache_path
-from featapp.dataset import Dataset
-from featapp.model import load_model
+from featapp.stats.analysis import NeuronStats, cache_path
+from featapp.data.dataset import Dataset
+from featapp.engine.model import load_model
 from tests.appmodels import COMMITTED_MODEL
 from tests.apptest import captions, main_text, open_app
 

@@ -1,4 +1,4 @@
-"""The app's shared caches (featapp/pages/caches.py), called directly: one copy of an image's
+"""The app's shared caches (featapp/app/caches.py), called directly: one copy of an image's
 activations for every session, which no page can change, and pictures encoded once."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featapp.appstate import CurrentImage
-from featapp.images import prepare_image
+from featapp.app.appstate import CurrentImage
+from featapp.engine.images import prepare_image
 
 # Outside `streamlit run` the caches still work, in memory; Streamlit says so once per cache.
 logging.getLogger("streamlit.runtime.caching").setLevel(logging.ERROR)
@@ -19,7 +19,7 @@ logging.getLogger("streamlit.runtime.caching").setLevel(logging.ERROR)
 
 @pytest.fixture(scope="module")
 def caches():
-    from featapp.pages import caches
+    from featapp.app import caches
 
     return caches
 
@@ -105,7 +105,7 @@ def test_a_layer_grid_is_built_once_per_view(caches, model, photo):
 
 
 def test_gallery_cards_are_the_photos_made_once_and_served_from_the_shelf(caches, model, dataset):
-    from featapp.asset_server import SHELF, SHELF_PATH
+    from featapp.app.asset_server import SHELF, SHELF_PATH
 
     cards = caches.gallery_cards(model, dataset, "test", 0)
     assert caches.gallery_cards(model, dataset, "test", 0) is cards  # one lookup per rerun, for every student

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from featapp.download import SOURCES
+from featapp.data.download import SOURCES
 from tests.apptest import APP, TIMEOUT, assert_clean, captions, main_text
 from tests.archives import FILTERED_COUNTS, ArchiveServer, filtered_members, zip_bytes
 

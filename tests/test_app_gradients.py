@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from featapp.featurevis import visualize
-from featapp.gradients import load_gradients
+from featapp.explain.featurevis import visualize
+from featapp.explain.gradients import load_gradients
 from tests.appmodels import COMMITTED_MODEL, trunk_of
 from tests.apptest import captions, go, main_text, open_app
 
@@ -81,9 +81,9 @@ def test_pictures_on_disk_are_read_once_and_sent_from_the_shelf(app_env, monkeyp
 
     from PIL import Image
 
-    from featapp import featurevis
-    from featapp.asset_server import SHELF, SHELF_PATH
-    from featapp.pages import gradient_views
+    from featapp.explain import featurevis
+    from featapp.app.asset_server import SHELF, SHELF_PATH
+    from featapp.app import sections
 
     monkeypatch.setenv("FEATAPP_VIS_STEPS", str(STEPS))
     grads = load_gradients(model)
@@ -128,7 +128,7 @@ def test_pictures_on_disk_are_read_once_and_sent_from_the_shelf(app_env, monkeyp
 
 
 def test_a_wide_layers_mosaic_is_shrunk_by_a_whole_factor_to_fit_the_page():
-    from featapp.pages.gradient_views import MOSAIC_MAX_PX, _mosaic
+    from featapp.app.sections import MOSAIC_MAX_PX, _mosaic
 
     # 128 pictures, 16 to a row: at 150 px that is 2,460 px; halved (block means) it is 1,260.
     values = np.arange(128, dtype=np.uint8)[:, None, None, None]

@@ -1,4 +1,4 @@
-"""featapp.appstate: the current image, uploads, class matching and captions (plain data, no Streamlit)."""
+"""featapp.app.appstate: the current image, uploads, class matching and captions (plain data, no Streamlit)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import io
 import numpy as np
 import pytest
 
-from featapp.appstate import UPLOAD_MAX_BYTES, CurrentImage, from_upload, get_current, image_key, set_current
-from featapp.captions import describe_prediction, gallery_caption, match_classes
-from featapp.images import ImageError, InputSpec
-from featapp.metadata import LayerInfo, activation_bytes
+from featapp.app.appstate import UPLOAD_MAX_BYTES, CurrentImage, from_upload, get_current, image_key, set_current
+from featapp.app.captions import describe_prediction, gallery_caption, match_classes
+from featapp.engine.images import ImageError, InputSpec
+from featapp.engine.metadata import LayerInfo, activation_bytes
 from tests import imagefactory
 
 
@@ -92,7 +92,7 @@ def test_activation_bytes_of_the_committed_model(model):
 
 
 def test_activations_npz_holds_every_layer_and_the_pixels():
-    from featapp.activation_file import activations_npz
+    from featapp.engine.activation_file import activations_npz
 
     image = CurrentImage.from_array(np.arange(12, dtype=np.uint8).reshape(2, 2, 3), "probe", "x")
     layers = [LayerInfo("conv", "Conv2D", (2, 2, 2)), LayerInfo("dense", "Dense", (1,))]
@@ -106,7 +106,7 @@ def test_activations_npz_holds_every_layer_and_the_pixels():
 
 
 def test_markdown_literal_escapes_what_markdown_and_streamlit_would_interpret() -> None:
-    from featapp.captions import markdown_literal
+    from featapp.app.captions import markdown_literal
 
     name = "cat *final* [v2] $5 :red[x] `code` # 1.png"
     escaped = markdown_literal(name)

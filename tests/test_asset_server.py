@@ -1,4 +1,4 @@
-"""featapp.asset_server: Streamlit's frontend files answered from memory, everything else passed on.
+"""featapp.app.asset_server: Streamlit's frontend files answered from memory, everything else passed on.
 
 Driven as ASGI (scope, receive, send) over real files: Streamlit's own ``static`` folder and a
 small one made here. The app behind it records what reaches it.
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from streamlit import file_util
 
-from featapp.asset_server import CACHE_CONTROL, SHELF_PATH, FrontendAssets, PictureShelf
+from featapp.app.asset_server import CACHE_CONTROL, SHELF_PATH, FrontendAssets, PictureShelf
 from tests import browsing
 
 STREAMLIT_STATIC = Path(file_util.get_static_dir()) / "static"

@@ -41,7 +41,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featapp.analysis import NeuronStats
+from featapp.stats.analysis import NeuronStats
 from tests.appmodels import COMMITTED_MODEL
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -120,7 +120,7 @@ _STATS_WRITER = """
     import sys
     from pathlib import Path
     import numpy as np
-    from featapp.analysis import NeuronStats, _Layer
+    from featapp.stats.analysis import NeuronStats, _Layer
 
     def stats(count, units, value):
         layer = _Layer("dense", "vector", units, values=np.full((count, units), value, np.float32))
@@ -239,7 +239,7 @@ _BYTES_WRITER = """
 @pytest.mark.slow
 @pytest.mark.parametrize("previous", [False, True], ids=["no-previous-file", "previous-file"])
 def test_exported_onnx_file(tmp_path, previous):
-    from featapp.model import load_model
+    from featapp.engine.model import load_model
 
     target = tmp_path / "model.onnx"
     code = _BYTES_WRITER.format(

@@ -9,10 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
-from featapp import classes, projection
-from featapp.analysis import load_or_scan
-from featapp.dataset import Dataset
-from featapp.liveness import liveness_of
+from featapp.stats import classes, projection
+from featapp.stats.analysis import load_or_scan
+from featapp.data.dataset import Dataset
+from featapp.stats.liveness import liveness_of
 
 
 def brute_force_auc(values: np.ndarray, positive: np.ndarray) -> np.ndarray:
@@ -206,7 +206,7 @@ def test_output_weights_reproduce_the_models_probability(model, scanned):
 
 
 def test_output_weights_of_a_file_that_is_not_onnx(tmp_path):
-    from featapp.model import ModelError
+    from featapp.engine.model import ModelError
 
     bad = tmp_path / "model.onnx"
     bad.write_bytes(b"not a model")

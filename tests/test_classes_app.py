@@ -7,13 +7,13 @@ import shutil
 import numpy as np
 import pytest
 
-from featapp import classes, projection
-from featapp.analysis import load_cached
-from featapp.appstate import get_current
-from featapp.dataset import Dataset
-from featapp.images import prepare_image
-from featapp.pages.chrome import PAGE_FILES
-from featapp.pages.view import CHANNEL, CLASSES_LAYER, CLASSES_TAB, CLASSES_TABS, LAYER
+from featapp.stats import classes, projection
+from featapp.stats.analysis import load_cached
+from featapp.app.appstate import get_current
+from featapp.data.dataset import Dataset
+from featapp.engine.images import prepare_image
+from featapp.app.chrome import PAGE_FILES
+from featapp.app.view import CHANNEL, CLASSES_LAYER, CLASSES_TAB, CLASSES_TABS, LAYER
 from tests.apptest import as_shown, assert_clean, charts, go, main_text, open_app, rows_of, views
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featapp.analysis import load_cached
-from featapp.dataset import Dataset
+from featapp.stats.analysis import load_cached
+from featapp.data.dataset import Dataset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -220,8 +220,8 @@ def test_top_on_a_vector_layer_and_its_errors(small_data, cache_dir, tmp_path):
 
 
 def test_saliency_and_visualize_write_pictures(model, cat_photo, tmp_path):
-    from featapp.gradients import load_gradients
-    from featapp.saliency import saliency
+    from featapp.explain.gradients import load_gradients
+    from featapp.explain.saliency import saliency
 
     out = tmp_path / "saliency.png"
     result = run("saliency", str(cat_photo), "--out", str(out), "--method", "plain")

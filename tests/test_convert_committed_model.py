@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featapp.geometry import ReceptiveField
-from featapp.images import InputSpec, prepare_image
-from featapp.model import load_model
+from featapp.engine.geometry import ReceptiveField
+from featapp.engine.images import InputSpec, prepare_image
+from featapp.engine.model import load_model
 from tests.appmodels import LECTURE_OUTPUT_SHAPES as LECTURE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +87,7 @@ MOST_NEVER_ACTIVE = {"conv2d": 1, "conv2d_1": 3, "conv2d_2": 6, "conv2d_3": 6}
 
 
 def test_channels_are_alive_on_100_test_photos(committed, dataset):
-    from featapp.liveness import liveness_of
+    from featapp.stats.liveness import liveness_of
 
     photos = [image.path for image in dataset.sample("test", per_class=50, seed=0)]
     conv = list(MOST_NEVER_ACTIVE)

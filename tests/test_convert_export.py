@@ -21,9 +21,9 @@ ort = pytest.importorskip("onnxruntime")
 
 from convert.errors import ConversionError  # noqa: E402
 from convert.export import ExportOptions, export, export_model  # noqa: E402
-from featapp.geometry import ReceptiveField, receptive_box  # noqa: E402
-from featapp.metadata import METADATA_KEY, ModelSpec  # noqa: E402
-from featapp.model import ModelError, load_model  # noqa: E402
+from featapp.engine.geometry import ReceptiveField, receptive_box  # noqa: E402
+from featapp.engine.metadata import METADATA_KEY, ModelSpec  # noqa: E402
+from featapp.engine.model import ModelError, load_model  # noqa: E402
 from tests.keras_builders import (  # noqa: E402
     branchy,
     grayscale_nonsquare,

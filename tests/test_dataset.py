@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from featapp.dataset import DATA_DIR_ENV, DEFAULT_DATA_DIR, Dataset, DatasetError, resolve_data_dir
+from featapp.data.dataset import DATA_DIR_ENV, DEFAULT_DATA_DIR, Dataset, DatasetError, resolve_data_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +57,7 @@ def test_sample_is_deterministic_per_seed(dataset):
 def test_sample_is_the_same_in_another_process(dataset):
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from featapp.dataset import Dataset;"
+        "from featapp.data.dataset import Dataset;"
         "print(' '.join(i.name for i in Dataset(sys.argv[2]).sample('test', per_class=4, seed=5)))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "123"}

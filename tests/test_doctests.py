@@ -13,7 +13,7 @@ import featapp
 LIBRARY_MODULES = sorted(
     info.name
     for info in pkgutil.walk_packages(featapp.__path__, "featapp.")
-    if not info.name.startswith("featapp.pages") and info.name != "featapp.__main__"
+    if not info.name.startswith("featapp.app") and info.name != "featapp.__main__"
 )
 
 

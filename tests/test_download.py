@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from featapp import download as dl
+from featapp.data import download as dl
 from featapp.cli import main
-from featapp.dataset import Dataset, resolve_data_dir
-from featapp.download import SOURCES, DownloadError, download_photos
+from featapp.data.dataset import Dataset, resolve_data_dir
+from featapp.data.download import SOURCES, DownloadError, download_photos
 from tests.archives import FILTERED_COUNTS, ArchiveServer, filtered_members, jpeg, zip_bytes
 
 
@@ -285,7 +285,7 @@ def test_cli_default_destination_is_where_the_app_looks(server, tmp_path, monkey
     archive.write_bytes(data)
     monkeypatch.setitem(SOURCES, "tf-filtered", _source(server, data))
     monkeypatch.delenv("FEATAPP_DATA_DIR", raising=False)
-    monkeypatch.setattr("featapp.dataset.DEFAULT_DATA_DIR", tmp_path / "no-repo-data")
+    monkeypatch.setattr("featapp.data.dataset.DEFAULT_DATA_DIR", tmp_path / "no-repo-data")
     assert main(["download-photos", "--archive", str(archive)]) == 0
     assert server.ranges == []  # offline: the archive was used, the server never asked
     assert resolve_data_dir() == dl.default_destination("tf-filtered")

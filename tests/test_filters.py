@@ -1,4 +1,4 @@
-"""featapp.filters: the first convolution's weights, read from the ONNX file, and their pictures."""
+"""featapp.engine.filters: the first convolution's weights, read from the ONNX file, and their pictures."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from featapp.filters import FirstLayerFilters, filter_pictures, read_first_layer_filters
-from featapp.images import prepare_image
-from featapp.model import ModelError, load_model
+from featapp.engine.filters import FirstLayerFilters, filter_pictures, read_first_layer_filters
+from featapp.engine.images import prepare_image
+from featapp.engine.model import ModelError, load_model
 from tests.modelfactory import Conv, TinyNet, build, build_red_model
 
 

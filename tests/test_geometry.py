@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from featapp.geometry import LayerGeometry, ReceptiveField, propagate, receptive_box, same_padding_before
+from featapp.engine.geometry import LayerGeometry, ReceptiveField, propagate, receptive_box, same_padding_before
 
 # -- by hand -------------------------------------------------------------------------
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featapp.backward import gradient_path
-from featapp.gradients import GradientError, load_gradients
-from featapp.model import load_model
+from featapp.explain.backward import gradient_path
+from featapp.explain.gradients import GradientError, load_gradients
+from featapp.engine.model import load_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,8 +120,8 @@ def test_verification_refuses_a_wrong_backward_graph(small, tmp_path):
 
     from convert.errors import ConversionError
     from convert.gradients import verify_gradients
-    from featapp.backward import build_gradient_model
-    from featapp.metadata import METADATA_KEY
+    from featapp.explain.backward import build_gradient_model
+    from featapp.engine.metadata import METADATA_KEY
 
     _, feature_model = small
     forward = onnx.load(str(feature_model.path))
@@ -182,8 +182,8 @@ def test_committed_gradients_agree_with_tensorflow_on_real_photos(model, dataset
 
 
 def test_gradcam_concentrates_on_the_animal_where_occlusion_agrees(model, committed_grads, dataset):
-    from featapp.gradcam import gradcam
-    from featapp.occlusion import occlusion_sensitivity
+    from featapp.explain.gradcam import gradcam
+    from featapp.explain.occlusion import occlusion_sensitivity
 
     def centre_vs_border(values: np.ndarray) -> float:
         h, w = values.shape
@@ -209,8 +209,8 @@ def test_gradcam_concentrates_on_the_animal_where_occlusion_agrees(model, commit
 
 
 def test_layer1_neuron_picture_is_the_filter_pattern(model, committed_grads):
-    from featapp.featurevis import visualize
-    from featapp.filters import read_first_layer_filters
+    from featapp.explain.featurevis import visualize
+    from featapp.engine.filters import read_first_layer_filters
 
     filters = read_first_layer_filters(model.path).weights  # (out, in, 3, 3)
     channel = int(np.abs(filters).reshape(len(filters), -1).sum(axis=1).argmax())
@@ -243,7 +243,7 @@ def test_layer1_neuron_picture_is_the_filter_pattern(model, committed_grads):
 
 
 def test_feature_visualisation_raises_the_channel_and_is_deterministic(committed_grads, model):
-    from featapp.featurevis import visualize
+    from featapp.explain.featurevis import visualize
 
     layer = "conv2d_1"
     # Two channels that respond to faint noise at all (picked by what the model computes).
@@ -259,7 +259,7 @@ def test_feature_visualisation_raises_the_channel_and_is_deterministic(committed
 
 
 def test_saliency_and_smoothgrad_on_a_photo(committed_grads, cat_photo):
-    from featapp.saliency import saliency, smoothgrad
+    from featapp.explain.saliency import saliency, smoothgrad
 
     plain = saliency(committed_grads, cat_photo)
     smooth = smoothgrad(committed_grads, cat_photo, samples=4, seed=1)
@@ -269,10 +269,10 @@ def test_saliency_and_smoothgrad_on_a_photo(committed_grads, cat_photo):
 
 
 def test_trunk_snapshot_gives_a_clear_message_for_class_views_only():
-    from featapp.featurevis import visualize
-    from featapp.gradcam import gradcam
-    from featapp.saliency import saliency
-    from featapp.snapshots import load_snapshots
+    from featapp.explain.featurevis import visualize
+    from featapp.explain.gradcam import gradcam
+    from featapp.explain.saliency import saliency
+    from featapp.engine.snapshots import load_snapshots
 
     snapshot = load_snapshots()[0].load(provider="cpu")
     grads = load_gradients(snapshot)

@@ -30,8 +30,8 @@ from PIL import Image
 from test_images import _peak_rss_of
 from uploadcorpus import BY_NAME, CASES, cases_for
 
-from featapp.appstate import CURRENT_KEY, UPLOAD_MAX_BYTES
-from featapp.images import prepare_image
+from featapp.app.appstate import CURRENT_KEY, UPLOAD_MAX_BYTES
+from featapp.engine.images import prepare_image
 from tests.apptest import as_shown, go, heatmap_picture, main_text, open_app, upload
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featapp.images import (
+from featapp.engine.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
     TRANSPARENCY_BACKGROUND,
@@ -185,7 +185,7 @@ def _peak_rss_of(snippet: str, *argv: str, env: dict[str, str] | None = None) ->
             "import json, resource, sys",
             f"sys.path[:0] = [{str(REPO_ROOT)!r}, {str(REPO_ROOT / 'tests')!r}]",
             "import numpy, PIL.Image, imagefactory",
-            "from featapp.images import ImageError, InputSpec, prepare_image",
+            "from featapp.engine.images import ImageError, InputSpec, prepare_image",
             setup,
             "def peak_mb():",
             "    try:",
@@ -731,7 +731,7 @@ def test_big_png_is_reduced_then_resized_as_documented(big_photo):
 
 _CONCURRENT_DECODES = """
     import threading
-    from featapp import images
+    from featapp.engine import images
     data = imagefactory.png_stream(6000, 6600, bands=4, row=[200, 100, 0, 128] * 6000)
     threads = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     if len(sys.argv) > 2:  # the control: let every thread decode at full size at once

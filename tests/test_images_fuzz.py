@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from featapp.images import ImageError, InputSpec, prepare_image
+from featapp.engine.images import ImageError, InputSpec, prepare_image
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL.*")
 

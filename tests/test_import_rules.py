@@ -1,8 +1,8 @@
-"""The layering rule: the library outside ``featapp/pages`` never loads Streamlit or TensorFlow.
+"""The house rules: which folder of ``featapp`` may load what (``docs/architecture.md``).
 
 ``featapp`` is used from notebooks, the command line and the converter's training loop, where
 Streamlit is dead weight and TensorFlow is not installed (``requirements.txt`` has no TensorFlow).
-Only ``featapp/pages`` is the Streamlit edge. Each module is imported in a fresh interpreter, so a
+Only ``featapp/app`` is the Streamlit edge. Each module is imported in a fresh interpreter, so a
 module that is clean only because something else imported it first cannot hide a bad import.
 """
 
@@ -18,25 +18,43 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = REPO_ROOT / "featapp"
 
-# Top-level packages the library must not load, directly or through anything it imports.
-FORBIDDEN = ("streamlit", "tensorflow", "keras", "tf2onnx")
+# What each folder must never load, directly or through anything it imports. The library's
+# top-level modules (featapp.cache, featapp.settings, featapp.errors) count as engine.
+NO_APP = ("streamlit", "tensorflow", "keras", "tf2onnx")
+RULES: dict[str, tuple[str, ...]] = {
+    "engine": (*NO_APP, "featapp.render", "featapp.app", "featapp.explain", "featapp.stats", "featapp.cli"),
+    "explain": (*NO_APP, "featapp.render", "featapp.app", "featapp.cli"),
+    "data": (*NO_APP, "featapp.app", "featapp.cli"),
+    "stats": (*NO_APP, "featapp.app", "featapp.cli"),
+    "render": (*NO_APP, "onnxruntime", "featapp.app", "featapp.cli"),
+    "cli": (*NO_APP, "featapp.app"),
+    "app": ("tensorflow", "keras", "tf2onnx"),
+    # `import featapp` gathers the library's public names from every folder but the app's.
+    "package": (*NO_APP, "featapp.app", "featapp.cli"),
+}
 
 
-def library_modules() -> list[str]:
-    """Every module of ``featapp`` outside ``featapp/pages``, found on disk (new files count at once).
+def folder_of(module: str) -> str:
+    if module == "featapp":
+        return "package"
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in RULES) else "engine"
 
-    ``featapp.__main__`` is left out: importing it runs the command line.
+
+def importable_modules() -> list[str]:
+    """Every importable module of ``featapp``, found on disk (new files count at once).
+
+    Left out: ``featapp.__main__`` (importing it runs the command line) and the page scripts in
+    ``featapp/app/pages`` (scripts, run by ``st.navigation``; importing one draws a page).
     """
-    names = ["featapp"]
+    names = []
     for path in sorted(PACKAGE.rglob("*.py")):
         parts = path.relative_to(REPO_ROOT).with_suffix("").parts
-        if "pages" in parts[1:] or parts[-1] == "__main__":
+        if parts[-1] == "__main__" or (parts[1:3] == ("app", "pages") and parts[-1] != "__init__"):
             continue
         if parts[-1] == "__init__":
             parts = parts[:-1]
-        name = ".".join(parts)
-        if name != "featapp":
-            names.append(name)
+        names.append(".".join(parts))
     return names
 
 
@@ -44,13 +62,13 @@ CHECK = """
 import importlib, json, sys
 importlib.import_module(sys.argv[1])
 forbidden = tuple(sys.argv[2:])
-print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in forbidden)))
+print(json.dumps(sorted(m for m in sys.modules if any(m == f or m.startswith(f + ".") for f in forbidden))))
 """
 
 
-def forbidden_modules_loaded_by(module: str) -> list[str]:
+def forbidden_modules_loaded_by(module: str, forbidden: tuple[str, ...]) -> list[str]:
     result = subprocess.run(
-        [sys.executable, "-c", CHECK, module, *FORBIDDEN],
+        [sys.executable, "-c", CHECK, module, *forbidden],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -60,22 +78,32 @@ def forbidden_modules_loaded_by(module: str) -> list[str]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_the_module_list_covers_the_library_and_leaves_out_the_pages() -> None:
-    modules = library_modules()
-    assert {"featapp", "featapp.model", "featapp.images", "featapp.render", "featapp.cli"} <= set(modules)
-    assert not [m for m in modules if m.startswith("featapp.pages") or m == "featapp.__main__"]
+def test_the_module_list_covers_every_folder_and_leaves_out_the_page_scripts() -> None:
+    modules = importable_modules()
+    assert {"featapp", "featapp.engine.model", "featapp.engine.images", "featapp.render", "featapp.cli"} <= set(modules)
+    assert {folder_of(m) for m in modules} == set(RULES)
+    assert not [m for m in modules if m.startswith("featapp.app.pages.") or m == "featapp.__main__"]
 
 
-@pytest.mark.parametrize("module", library_modules())
-def test_importing_a_library_module_loads_no_streamlit_and_no_tensorflow(module: str) -> None:
-    loaded = forbidden_modules_loaded_by(module)
-    assert loaded == [], (
-        f"importing {module} loads {loaded[:5]}: only featapp/pages may use Streamlit, only convert/ TensorFlow"
-    )
+@pytest.mark.parametrize("module", importable_modules())
+def test_a_module_loads_nothing_its_folder_must_not(module: str) -> None:
+    folder = folder_of(module)
+    loaded = forbidden_modules_loaded_by(module, RULES[folder])
+    assert loaded == [], f"importing {module} ({folder}/) loads {loaded[:5]}: docs/architecture.md says it must not"
 
 
 def test_the_check_sees_a_forbidden_import() -> None:
-    # The control: the pages are the Streamlit edge, so the same check must report Streamlit there.
+    # The control: the app is the Streamlit edge, so the same check must report Streamlit there.
     # Without this a check that never finds anything (a wrong module list, a broken filter) would pass.
-    # caches.py is a module of helpers; the page files are scripts that draw when imported.
-    assert "streamlit" in forbidden_modules_loaded_by("featapp.pages.caches")
+    assert "streamlit" in forbidden_modules_loaded_by("featapp.app.caches", NO_APP)
+
+
+def test_page_scripts_live_only_in_app_pages_and_helpers_only_outside_it() -> None:
+    # A page script calls st.navigation's page API at its top level; a helper module defines things.
+    for path in sorted((PACKAGE / "app" / "pages").glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        text = path.read_text()
+        assert "import streamlit as st" in text, f"{path.name} is in app/pages but is not a page script"
+    for path in sorted((PACKAGE / "app").glob("*.py")):
+        assert "st.navigation" not in path.read_text() or path.name == "chrome.py", path.name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featapp.liveness import LivenessCounter, layer_liveness, liveness_of
+from featapp.stats.liveness import LivenessCounter, layer_liveness, liveness_of
 
 
 def test_a_channel_that_fires_once_on_one_photo_is_alive():

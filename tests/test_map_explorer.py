@@ -1,4 +1,4 @@
-"""The browser view's payload (featapp.map_explorer): what the browser draws must be what the
+"""The browser view's payload (featapp.app.map_explorer): what the browser draws must be what the
 library would draw, for the committed model's real maps of a real photo."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from featapp.geometry import ReceptiveField, receptive_box
-from featapp.map_explorer import (
+from featapp.engine.geometry import ReceptiveField, receptive_box
+from featapp.app.map_explorer import (
     STEPS,
     box_edges,
     dequantise,
@@ -24,7 +24,7 @@ from featapp.render import COLOUR_SCALES, LECTURE_BLUES, ValueRange, overlay_map
 
 @pytest.fixture(scope="module")
 def real_maps(first_photo):
-    from featapp.model import load_model
+    from featapp.engine.model import load_model
     from tests.appmodels import COMMITTED_MODEL
 
     model = load_model(COMMITTED_MODEL, provider="cpu")

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from featapp.map_explorer import dequantise
+from featapp.app.map_explorer import dequantise
 from tests.apptest import go, main_text, open_app, open_tab, png_upload, upload
 
 EXPLORER = "feature_map.explorer"
@@ -51,7 +51,7 @@ def test_the_page_sends_the_layer_once_with_the_shared_view(browser_view, first_
     assert args["state"]["channel"] == 1 and args["state"]["colours"] == "blues4"
     assert item.name in args["title"]
     # The steps are the committed model's maps of the first photo.
-    from featapp.model import load_model
+    from featapp.engine.model import load_model
     from tests.appmodels import COMMITTED_MODEL
 
     maps = load_model(COMMITTED_MODEL, provider="cpu").activations(pixels[np.newaxis])["conv2d"][0]

@@ -1,6 +1,6 @@
-"""featapp.metadata: the JSON schema in the ONNX file, and receptive fields against hand-computed values.
+"""featapp.engine.metadata: the JSON schema in the ONNX file, and receptive fields against hand-computed values.
 
-Receptive fields follow the recurrence in featapp.geometry: a layer with kernel k,
+Receptive fields follow the recurrence in featapp.engine.geometry: a layer with kernel k,
 stride s and p pixels of padding before the first row maps (size, jump, offset) to
 (size + (k-1)*jump, jump*s, offset + ((k-1)/2 - p)*jump). The expected values below
 were worked out by hand with it (see the comments), not copied from the output.
@@ -12,9 +12,9 @@ import json
 
 import pytest
 
-from featapp.geometry import ReceptiveField
-from featapp.images import InputSpec
-from featapp.metadata import METADATA_KEY, SCHEMA_VERSION, LayerInfo, MetadataError, ModelSpec, with_receptive_fields
+from featapp.engine.geometry import ReceptiveField
+from featapp.engine.images import InputSpec
+from featapp.engine.metadata import METADATA_KEY, SCHEMA_VERSION, LayerInfo, MetadataError, ModelSpec, with_receptive_fields
 
 
 def conv(name, shape, k=3, s=1, padding="valid", dilation=None):

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featapp.images import ImageError, InputSpec, prepare_image
-from featapp.model import (
+from featapp.engine.images import ImageError, InputSpec, prepare_image
+from featapp.engine.model import (
     DEFAULT_MODEL_PATH,
     MODEL_ENV,
     PROVIDER_ENV,
@@ -130,7 +130,7 @@ def test_auto_loads_pip_cuda_libraries_before_the_cuda_session_and_survives_a_fa
     harmless (the model still loads, on the CPU here) and the note says how to fix it."""
     import onnxruntime as ort
 
-    import featapp.model as model_module
+    import featapp.engine.model as model_module
 
     order: list[str] = []
     monkeypatch.setattr(model_module, "cuda_usable", lambda: order.append("gpu found") or True)
@@ -171,7 +171,7 @@ def test_no_cuda_error_text_on_a_machine_without_a_gpu(provider):
     ONNX Runtime print CUDA library errors."""
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from featapp.model import load_model;"
+        "from featapp.engine.model import load_model;"
         "import numpy as np;"
         "m = load_model(provider=sys.argv[2]);"
         "m.predict(np.zeros((1, 150, 150, 3), np.uint8));"

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from traces import Secret, default_roots, files_modified_since, find_traces
 
-from featapp.appstate import CURRENT_KEY
+from featapp.app.appstate import CURRENT_KEY
 from tests.apptest import go, open_app, open_tab, upload
 
 

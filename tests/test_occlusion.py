@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from featapp.images import prepare_image
-from featapp.model import load_model
-from featapp.occlusion import occlusion_sensitivity, patch_starts
+from featapp.engine.images import prepare_image
+from featapp.engine.model import load_model
+from featapp.explain.occlusion import occlusion_sensitivity, patch_starts
 from tests.modelfactory import build_red_model
 
 

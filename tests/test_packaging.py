@@ -41,8 +41,8 @@ def test_wheel_holds_the_packages_the_model_and_the_scripts(wheel):
         entry_points = next(zf.read(n).decode() for n in names if n.endswith("entry_points.txt"))
         metadata = next(zf.read(n).decode() for n in names if n.endswith("METADATA"))
     for expected in (
-        "featapp/cli.py",
-        "featapp/pages/gallery.py",
+        "featapp/cli/",
+        "featapp/app/pages/gallery.py",
         "convert/cli.py",
         "featapp/models/cats_dogs_small.onnx",
         "featapp/models/cats_dogs_small.trained_on.sha256.gz",
@@ -72,7 +72,7 @@ def test_installed_package_finds_its_model_from_anywhere(wheel, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(target), "FEATAPP_PROVIDER": "cpu"}
     env.pop("FEATAPP_MODEL", None)
     code = (
-        "import featapp, featapp.model as m; model = featapp.load_model(); "
+        "import featapp, featapp.engine.model as m; model = featapp.load_model(); "
         "print(featapp.__file__); print(model.path); print(model.has_classifier)"
     )
     run = subprocess.run(

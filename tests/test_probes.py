@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featapp.images import InputSpec
-from featapp.probes import COLOURS, GRATING_PERIODS, colour_patch_box, dot_radius, probe, probe_images, probe_names
+from featapp.engine.images import InputSpec
+from featapp.engine.probes import COLOURS, GRATING_PERIODS, colour_patch_box, dot_radius, probe, probe_images, probe_names
 
 SPECS = [InputSpec(150, 150, 3), InputSpec(64, 96, 1), InputSpec(33, 47, 3)]
 
@@ -202,7 +202,7 @@ def test_real_model_layer_1_has_channels_that_prefer_horizontal_or_vertical_edge
 
 
 def test_a_grayscale_model_takes_its_probes(tmp_path):
-    from featapp.model import load_model
+    from featapp.engine.model import load_model
     from tests.modelfactory import build_red_model
 
     gray = load_model(build_red_model(tmp_path / "gray.onnx", height=32, width=40, channels=1), provider="cpu")

@@ -27,7 +27,7 @@ def test_each_part_counts_the_samples_with_one_of_its_frames_on_the_stack(tmp_pa
     assert share["  Gallery page"] == 3 / 5
     assert share["    an upload decoded (`prepare_image`)"] == 1 / 5
     assert share["the ASGI server: HTTP, websocket, files (uvicorn, Starlette)"] == 1 / 5
-    assert share["  Streamlit's frontend files and the picture shelf (`featapp.asset_server`)"] == 1 / 5
+    assert share["  Streamlit's frontend files and the picture shelf (`featapp.app.asset_server`)"] == 1 / 5
     assert share["  Feature map page"] == 1 / 5
     assert share["    the explorer's payload for a new (photo, layer) (`caches.explorer`)"] == 0
 

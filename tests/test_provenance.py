@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from featapp.captions import TRAINED_ON_TEXT, WRONG_MARK
+from featapp.app.captions import TRAINED_ON_TEXT, WRONG_MARK
 from featapp.cli import main
-from featapp.dataset import Dataset
-from featapp.model import DEFAULT_MODEL_PATH
-from featapp.provenance import file_sha256, hash_folders, hashes_path, read_hashes, trained_on, write_hashes
+from featapp.data.dataset import Dataset
+from featapp.engine.model import DEFAULT_MODEL_PATH
+from featapp.data.provenance import file_sha256, hash_folders, hashes_path, read_hashes, trained_on, write_hashes
 from tests.apptest import APP, TIMEOUT, assert_clean, captions, main_text
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"

@@ -1,12 +1,12 @@
-"""featapp.ranking: images ranked by one channel, with the cell and box of each image's peak."""
+"""featapp.stats.ranking: images ranked by one channel, with the cell and box of each image's peak."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from featapp.geometry import ReceptiveField, receptive_box
-from featapp.ranking import rank_by_activation
+from featapp.engine.geometry import ReceptiveField, receptive_box
+from featapp.stats.ranking import rank_by_activation
 
 
 def test_rank_by_max_and_mean_by_hand():

@@ -13,7 +13,7 @@ from altair.vegalite.schema import load_schema  # the Vega-Lite version this Alt
 from PIL import Image
 
 from featapp import render
-from featapp.geometry import ReceptiveField
+from featapp.engine.geometry import ReceptiveField
 from featapp.render import LECTURE_BLUES, VIRIDIS, ValueRange
 
 

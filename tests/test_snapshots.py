@@ -1,4 +1,4 @@
-"""featapp.snapshots: the index of training snapshots, and trunk-only models loaded like any other."""
+"""featapp.engine.snapshots: the index of training snapshots, and trunk-only models loaded like any other."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featapp.model import ModelError
-from featapp.snapshots import SNAPSHOTS_ENV, Snapshot, index_json, load_snapshots, same_network
+from featapp.engine.model import ModelError
+from featapp.engine.snapshots import SNAPSHOTS_ENV, Snapshot, index_json, load_snapshots, same_network
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_missing_folder_index_or_file(tmp_path, trunk_file):
 
 def test_the_committed_model_is_its_best_snapshot_and_no_other():
     """The committed model kept its best epoch, which is also a snapshot: one network saved twice."""
-    from featapp.model import load_model
+    from featapp.engine.model import load_model
 
     model = load_model(provider="cpu")
     snaps = load_snapshots()
@@ -140,7 +140,7 @@ def test_one_filter_changed_is_another_network(tmp_path):
     import onnx
     from onnx import numpy_helper
 
-    from featapp.model import load_model
+    from featapp.engine.model import load_model
     from tests.appmodels import COMMITTED_MODEL, trunk_of
 
     model = load_model(COMMITTED_MODEL, provider="cpu")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from convert.sweep import PACK_QUALITY, RECIPES, Recipe, pack, smoothed_best
-from featapp.images import InputSpec, prepare_image
+from featapp.engine.images import InputSpec, prepare_image
 
 
 def test_smoothed_best_is_the_best_mean_of_consecutive_epochs():

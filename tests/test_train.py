@@ -132,7 +132,7 @@ def test_evaluate_export_and_evaluate_again(run_dir, tiny_dataset, tmp_path):
 
 @pytest.mark.slow
 def test_snapshots_command_exports_trunks(run_dir, tmp_path, dataset):
-    from featapp.snapshots import load_snapshots
+    from featapp.engine.snapshots import load_snapshots
 
     out = tmp_path / "snapshots"
     (out).mkdir()
@@ -236,7 +236,7 @@ def test_extra_training_folder_reads_its_classes_in_the_dataset_order(tiny_extra
 
 def test_extra_training_folder_with_other_classes_is_a_clear_error(tmp_path, tiny_extra):
     from convert.train import load_extra_train
-    from featapp.dataset import DatasetError
+    from featapp.data.dataset import DatasetError
 
     (tmp_path / "cats").symlink_to(tiny_extra / "cats")
     (tmp_path / "birds").mkdir()

@@ -10,8 +10,8 @@ import pytest
 import streamlit as st
 
 from featapp import settings
-from featapp.model import FeatureModel
-from featapp.pages import caches, chrome, view
+from featapp.engine.model import FeatureModel
+from featapp.app import caches, chrome, view
 from tests import browsing
 
 
@@ -49,8 +49,8 @@ def test_after_warm_up_the_first_visit_runs_no_inference(app_env, empty_caches, 
 
 def test_the_gradient_model_is_loaded_before_a_student_asks(app_env, empty_caches, monkeypatch):
     # Its first load imports onnx, most of a second holding the GIL: not on a student's click.
-    from featapp.gradients import Gradients
-    from featapp.pages import gradient_views
+    from featapp.explain.gradients import Gradients
+    from featapp.app import sections
 
     assert chrome.warm_up_gradients() == "featapp: gradient model loaded"
     monkeypatch.setattr(gradient_views, "load_gradients", lambda *a, **k: pytest.fail("loaded again"))

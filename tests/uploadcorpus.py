@@ -350,8 +350,8 @@ def cases_for(path: str) -> list[Case]:
 def markdown_table() -> str:
     """The README's table: each case and what it gives, with the real messages
     (``python tests/uploadcorpus.py``)."""
-    from featapp.appstate import UPLOAD_MAX_BYTES
-    from featapp.images import ImageError, InputSpec, prepare_image
+    from featapp.app.appstate import UPLOAD_MAX_BYTES
+    from featapp.engine.images import ImageError, InputSpec, prepare_image
 
     def result(case: Case, **limits) -> str:
         try:

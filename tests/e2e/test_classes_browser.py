@@ -11,8 +11,8 @@ import shutil
 
 import pytest
 
-from featapp.analysis import load_or_scan
-from featapp.dataset import Dataset
+from featapp.stats.analysis import load_or_scan
+from featapp.data.dataset import Dataset
 from tests import browsing
 from tests.e2e.steps import SLOW, no_exception, shot, wait_until
 

@@ -14,14 +14,14 @@ import json
 import numpy as np
 import pytest
 
-from featapp.geometry import receptive_box
+from featapp.engine.geometry import receptive_box
 from featapp.render import COLOUR_SCALES, describe_range, legend_chart, value_range
 from tests import browsing
 from tests.e2e.steps import SLOW, choose, no_exception, running_app, shot, wait_until
 
 pytestmark = pytest.mark.e2e
 
-FRAME = 'iframe[title="featapp.pages.explorer.map_explorer"]'
+FRAME = 'iframe[title="featapp.app.explorer.map_explorer"]'
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def app_url(tmp_path_factory, data_dir):
 
 @pytest.fixture(scope="module")
 def photo_maps(first_photo):
-    from featapp.model import load_model
+    from featapp.engine.model import load_model
     from tests.appmodels import COMMITTED_MODEL
 
     model = load_model(COMMITTED_MODEL, provider="cpu")
@@ -145,7 +145,7 @@ def test_channel_colours_and_scaling_change_in_the_browser(app_url, page, photo_
     wait_until(lambda: tip.is_visible(), 5, "the tooltip")
     assert tip.inner_text() == f"row {r + 1}, column {c + 1}: {float(values[2, r, c]):.4g}"
 
-    # 5. Click: the box on the photo is featapp.geometry's, and the text says it.
+    # 5. Click: the box on the photo is featapp.engine.geometry's, and the text says it.
     page.mouse.click(x, y)
     photo_box = wait_until(lambda: frame.locator("#photo").get_attribute("data-box"), 5, "the box")
     field = model.layer("conv2d").receptive_field

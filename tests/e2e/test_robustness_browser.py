@@ -30,7 +30,7 @@ import pytest
 from PIL import Image
 from traces import Secret, default_roots, find_traces
 
-from featapp.images import prepare_image
+from featapp.engine.images import prepare_image
 from tests import browsing
 from tests.appmodels import COMMITTED_MODEL
 from tests.test_broken_model import BROKEN_MODELS, make_broken_model

@@ -1,0 +1,787 @@
+"""Every ``st.cache_*`` wrapper of the app: model sessions, activations and predictions,
+scans and the class-level views over them, the dataset and the gallery, encoded pictures,
+charts, and the training-snapshot index.
+
+Caching lives here and only here, so the library stays free of Streamlit:
+
+* ``st.cache_resource`` holds each ONNX Runtime session, one per model file per process.
+* It also holds one image's activations (all layers), keyed by the model's hash and the
+  image's content hash, shared by every session of the process and bounded by
+  :data:`ACTIVATION_CACHE_IMAGES` entries. For the lecture's model one image is about
+  6.1 MB of float32 (see :func:`featapp.engine.metadata.activation_bytes`), so the cache holds
+  at most about 195 MB. Not ``st.cache_data``: that unpickles a fresh copy on every read,
+  and the Feature map page reads seven images' activations per rerun (its training
+  strip), which cost about 30 ms of every channel change. The arrays are shared, so
+  they are made read-only (:func:`_read_only`): a page that wrote into one would change
+  it for every student.
+* The gallery's 20 photos and one layer of their activations are held the same way, by
+  sample; :data:`GALLERY_LAYER_CACHE` bounds the largest of these (layer 1 of 20 photos
+  is 56 MB, which ``st.cache_data`` copied on every rerun of the Neuron page).
+* What a view sends is made once per view, for every session: the Feature map's chart
+  (:func:`heatmap_spec`, :data:`HEATMAP_CACHE_ENTRIES`), the Layer grid's
+  (:func:`tile_grid`), the training strip (:func:`training_strip`) and the gallery's
+  photos (:func:`gallery_cards`). When a teacher says "everyone, channel 5", the first
+  student's click builds the view and the class reuses it (``bench/class_at_once.py``).
+
+The public function beside each private cached one builds the cache key (hashes, not
+arrays: arguments starting with ``_`` are not hashed by Streamlit), and calls it with
+keyword arguments: for each positional one Streamlit reads the function's signature again
+to learn its name, which made a cached call about three times as slow (``inspect.signature``
+was 4% of the server's time with a class, ``bench/results/load_profile.md``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+import pyarrow as pa
+import streamlit as st
+
+from featapp.stats import analysis, classes
+from featapp import settings
+from featapp.stats import projection as projection_module
+from featapp.engine import snapshots as snapshots_module
+from featapp.engine.activation_file import activations_npz
+from featapp.stats.analysis import NeuronStats
+from featapp.app.appstate import CurrentImage, image_key
+from featapp.app.asset_server import SHELF, PictureShelf
+from featapp.app.captions import gallery_caption, match_classes
+from featapp.stats.classes import OutputWeights, SeparationTable
+from featapp.data.dataset import Dataset, DatasetImage, resolve_data_dir
+from featapp.data.download import default_destination
+from featapp.engine.filters import FirstLayerFilters, read_first_layer_filters
+from featapp.engine.images import ImageError, InputSpec, prepare_image
+from featapp.stats.liveness import LayerLiveness, liveness_of
+from featapp.app.map_explorer import ExplorerPayload, explorer_payload
+from featapp.engine.metadata import activation_bytes
+from featapp.engine.model import FeatureModel, ModelError, Prediction, load_model
+from featapp.explain.occlusion import OcclusionMap, occlusion_sensitivity
+from featapp.engine.probes import Probe, probe_images
+from featapp.stats.projection import Projection
+from featapp.data.provenance import file_sha256
+from featapp.data.provenance import trained_on as hashes_of
+from featapp.render import (
+    COLOUR_SCALES,
+    ColourScale,
+    ValueRange,
+    fit_width,
+    heatmap_chart,
+    make_tiles,
+    order_channels,
+    outline_box,
+    png_bytes,
+    strip_png,
+    tile_grid_chart,
+)
+from featapp.engine.snapshots import INDEX_FILE, Snapshot, load_snapshots
+
+__all__ = [
+    "ACTIVATION_CACHE_IMAGES",
+    "GALLERY_CACHE_SAMPLES",
+    "GALLERY_LAYER_CACHE",
+    "GALLERY_SIZE",
+    "PNG_CACHE_ENTRIES",
+    "HEATMAP_CACHE_ENTRIES",
+    "model_at",
+    "spec_key",
+    "activations",
+    "prediction",
+    "activations_file",
+    "occlusion",
+    "has_occlusion",
+    "mark_occlusion",
+    "first_layer_filters",
+    "neuron_stats",
+    "separation",
+    "projection",
+    "thumbnails",
+    "output_weights",
+    "photos",
+    "channel_maps",
+    "gallery_liveness",
+    "cache_summary",
+    "dataset",
+    "download_lock",
+    "download_destination",
+    "trained_on",
+    "default_split",
+    "gallery",
+    "GalleryCard",
+    "gallery_cards",
+    "card_url",
+    "gallery_prediction",
+    "gallery_layer",
+    "probes",
+    "picture_png",
+    "picture_url",
+    "heatmap_spec",
+    "tile_grid",
+    "training_strip",
+    "strip_layer",
+    "read_snapshots",
+    "snapshots",
+]
+
+ACTIVATION_CACHE_IMAGES = settings.cache_images()
+"""Images whose activations stay in memory (about 6.1 MB each for the lecture's model);
+``$FEATAPP_CACHE_IMAGES`` changes it (read once, when the app starts)."""
+GALLERY_CACHE_SAMPLES = 4
+"""Gallery samples (20 photos each, 1.35 MB of pixels) kept decoded."""
+GALLERY_LAYER_CACHE = 2
+"""Layers of gallery activations kept (at most 56 MB each: layer 1 for 20 photos)."""
+GALLERY_SIZE = 20
+"""Photos in one gallery sample, split over the classes."""
+
+PNG_CACHE_ENTRIES = 256
+"""Encoded pictures kept (photos, thumbnails, overlays: 20-300 kB each, so at most about 40 MB)."""
+HEATMAP_CACHE_ENTRIES = 256
+"""Heatmap chart specs kept, each one map's picture and cells (at most about 60 kB: layer 1)."""
+
+OCCLUSION_DONE = "model.occlusion_done"
+
+
+# -- models --------------------------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False, max_entries=12)
+def _model_at(path: str, mtime_ns: int, size: int) -> FeatureModel:
+    # mtime and size are in the key so a replaced file gets a fresh session.
+    return load_model(path)
+
+
+def model_at(path: str | os.PathLike) -> FeatureModel:
+    """The model in ``path``, loaded once per process. Raises :class:`ModelError`."""
+    resolved = Path(path).expanduser().resolve()
+    try:
+        info = resolved.stat()
+    except OSError:
+        return load_model(resolved)  # raises ModelError with the "no model file" message
+    return _model_at(path=str(resolved), mtime_ns=info.st_mtime_ns, size=info.st_size)
+
+
+def spec_key(spec: InputSpec) -> tuple[int, int, int]:
+    """The input size as a hashable cache key: ``(height, width, channels)``."""
+    return (spec.height, spec.width, spec.channels)
+
+
+# -- activations and predictions --------------------------------------------------------------------
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+@st.cache_resource(max_entries=ACTIVATION_CACHE_IMAGES, show_spinner=False)
+def _activations(model_sha: str, image_key: str, _model: FeatureModel, _image: np.ndarray) -> Mapping[str, np.ndarray]:
+    batch = _model.activations(_image[np.newaxis])
+    return MappingProxyType({name: _read_only(np.ascontiguousarray(values[0])) for name, values in batch.items()})
+
+
+def activations(model: FeatureModel, image: CurrentImage) -> Mapping[str, np.ndarray]:
+    """Every layer's output for one image: maps ``(C, H, W)``, vectors ``(units,)``.
+
+    Shared by every session and read-only: copy an array before changing it.
+    """
+    return _activations(model_sha=model.sha256, image_key=image.key, _model=model, _image=image.array)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _prediction(model_sha: str, image_key: str, _model: FeatureModel, _image: np.ndarray) -> Prediction:
+    return _model.predict(_image[np.newaxis])
+
+
+def prediction(model: FeatureModel, image: CurrentImage) -> Prediction | None:
+    """The model's class probabilities for the image, or ``None`` for a model without a classifier."""
+    if not model.has_classifier:
+        return None
+    return _prediction(model_sha=model.sha256, image_key=image.key, _model=model, _image=image.array)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _npz(model_sha: str, image_key: str, _model: FeatureModel, _image: CurrentImage) -> bytes:
+    # The command line's layout, with N = 1: one file format for activations.
+    batch = {name: values[np.newaxis] for name, values in activations(_model, _image).items()}
+    return activations_npz(_model.layers, [_image.title], _image.array[np.newaxis], batch)
+
+
+def activations_file(model: FeatureModel, image: CurrentImage) -> bytes:
+    """The image's activations as ``.npz`` bytes (cached: compressing takes a moment)."""
+    return _npz(model_sha=model.sha256, image_key=image.key, _model=model, _image=image)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _occlusion(model_sha: str, image_key: str, _model: FeatureModel, _image: np.ndarray) -> OcclusionMap:
+    return occlusion_sensitivity(_model, _image)
+
+
+def occlusion(model: FeatureModel, image: CurrentImage) -> OcclusionMap:
+    """The image's occlusion-sensitivity map (:mod:`featapp.explain.occlusion`), computed once per image."""
+    return _occlusion(model_sha=model.sha256, image_key=image.key, _model=model, _image=image.array)
+
+
+def has_occlusion(model: FeatureModel, image: CurrentImage) -> bool:
+    """True when the occlusion map of this image is already computed (so it shows without asking)."""
+    return (model.sha256, image.key) in st.session_state.get(OCCLUSION_DONE, set())
+
+
+def mark_occlusion(model: FeatureModel, image: CurrentImage) -> None:
+    """Remember, for this session, that the image's occlusion map was asked for."""
+    st.session_state.setdefault(OCCLUSION_DONE, set()).add((model.sha256, image.key))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _filters(model_sha: str, _path: str) -> FirstLayerFilters:
+    return read_first_layer_filters(_path)
+
+
+def first_layer_filters(model: FeatureModel) -> FirstLayerFilters:
+    """The model's first-layer filters (:mod:`featapp.engine.filters`). Raises :class:`ModelError`."""
+    return _filters(model_sha=model.sha256, _path=str(model.path))
+
+
+@st.cache_resource(max_entries=2, ttl=3600, show_spinner=False)
+def _neuron_stats(
+    model_sha: str, root: str, split: str, mtime_ns: int, _model: FeatureModel, _data: Dataset
+) -> NeuronStats | None:
+    return analysis.load_cached(_model, _data, split=split)
+
+
+def neuron_stats(model: FeatureModel, data: Dataset, split: str) -> NeuronStats | None:
+    """The scanned neuron statistics of a split (:mod:`featapp.stats.analysis`), or ``None`` before a scan.
+
+    Kept in memory once loaded (about 41 MB for the lecture's model and 4,000 photos);
+    the cache file's time stamp is in the key, so a new scan is picked up.
+    """
+    path = analysis.cache_path(model, data, split)
+    mtime = path.stat().st_mtime_ns if path.is_file() else 0
+    return _neuron_stats(
+        model_sha=model.sha256, root=str(data.root), split=split, mtime_ns=mtime, _model=model, _data=data
+    )
+
+
+# -- class-level views over a scan (featapp.stats.classes, featapp.stats.projection) ----------------------------------
+# Keyed by the scan's model hash and dataset fingerprint: a new scan (a new fingerprint or
+# model) makes new entries; the tables are small, so st.cache_data's copy on read is cheap.
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _separation(
+    model_sha: str, fingerprint: str, split: str, layer: str, by: str, positive: str | None, _stats: NeuronStats
+) -> SeparationTable:
+    return classes.layer_separation(_stats, layer, by=by, positive=positive)
+
+
+def separation(stats: NeuronStats, layer: str, by: str, positive: str | None = None) -> SeparationTable:
+    """:func:`featapp.stats.classes.layer_separation` of a scan, computed once per layer, score and positive class."""
+    return _separation(
+        model_sha=stats.model_sha256,
+        fingerprint=stats.dataset_fingerprint,
+        split=str(stats.split),
+        layer=layer,
+        by=by,
+        positive=positive,
+        _stats=stats,
+    )
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _projection(
+    model_sha: str, fingerprint: str, split: str, layer: str, method: str, _stats: NeuronStats
+) -> Projection:
+    return projection_module.load_or_fit(_stats, layer, method)
+
+
+def projection(stats: NeuronStats, layer: str = "dense", method: str = "pca") -> Projection:
+    """The scan's 2-D map (:func:`featapp.stats.projection.load_or_fit`: fitted once, cached on disk and here)."""
+    return _projection(
+        model_sha=stats.model_sha256,
+        fingerprint=stats.dataset_fingerprint,
+        split=str(stats.split),
+        layer=layer,
+        method=method,
+        _stats=stats,
+    )
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _thumbnails(fingerprint: str, split: str, count: int, _paths: tuple) -> list[str | None]:
+    return projection_module.thumbnail_data_urls(_paths)
+
+
+def thumbnails(stats: NeuronStats) -> list[str | None]:
+    """A small JPEG data URL per scanned photo, for the map's tooltips (made once per scan, about 2 kB each)."""
+    return _thumbnails(
+        fingerprint=stats.dataset_fingerprint, split=str(stats.split), count=len(stats), _paths=tuple(stats.paths)
+    )
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _output_weights(model_sha: str, _path: str) -> OutputWeights:
+    return classes.output_weights(_path)
+
+
+def output_weights(model: FeatureModel) -> OutputWeights:
+    """The output layer's weights (:func:`featapp.stats.classes.output_weights`). Raises :class:`ModelError`."""
+    return _output_weights(model_sha=model.sha256, _path=str(model.path))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _photos(spec: tuple[int, int, int], paths: tuple, _model: FeatureModel) -> tuple[tuple[str, ...], np.ndarray]:
+    pixels, kept = [], []
+    for path in paths:
+        try:
+            pixels.append(prepare_image(path, _model))
+            kept.append(path)
+        except ImageError:
+            continue
+    batch = np.stack(pixels) if pixels else np.zeros((0, *spec), np.uint8)
+    return tuple(kept), batch
+
+
+def photos(model: FeatureModel, paths: Iterable[str | os.PathLike]) -> tuple[tuple[str, ...], np.ndarray]:
+    """A few photo files as the model sees them: the paths that could be read, and their pixels."""
+    return _photos(spec=spec_key(model.input_spec), paths=tuple(str(p) for p in paths), _model=model)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _channel_maps(
+    model_sha: str, paths: tuple, layer: str, channel: int, _model: FeatureModel
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    kept, batch = photos(_model, paths)
+    if not kept:
+        return (), batch, np.zeros((0,), np.float32)
+    maps = _model.activations(batch, layers=[layer])[layer][:, channel]
+    return kept, batch, maps
+
+
+def channel_maps(
+    model: FeatureModel, paths: Iterable[str | os.PathLike], layer: str, channel: int
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """For a few photo files: the ones that could be read, their pixels, and ``channel`` of
+    ``layer`` for each (one model run for all; only that channel is kept)."""
+    return _channel_maps(
+        model_sha=model.sha256, paths=tuple(str(p) for p in paths), layer=layer, channel=channel, _model=model
+    )
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _gallery_liveness(
+    model_sha: str, sample_key: str, _model: FeatureModel, _pixels: np.ndarray
+) -> dict[str, LayerLiveness]:
+    return liveness_of(_model.activations(_pixels[i : i + 8]) for i in range(0, len(_pixels), 8))
+
+
+def gallery_liveness(model: FeatureModel, pixels: np.ndarray) -> dict[str, LayerLiveness]:
+    """:func:`featapp.stats.liveness.liveness_of` over the gallery's photos (all layers, eight photos at a time)."""
+    key = hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=16).hexdigest()
+    return _gallery_liveness(model_sha=model.sha256, sample_key=key, _model=model, _pixels=pixels)
+
+
+def cache_summary(model: FeatureModel) -> str:
+    """One sentence on the activation cache's size for this model (the Model page's last line)."""
+    per_image = activation_bytes(model.layers)
+    return (
+        f"Activations are cached for up to {ACTIVATION_CACHE_IMAGES} images, shared by everyone using this "
+        f"server: {per_image / 1e6:.1f} MB per image for this model, so at most "
+        f"{ACTIVATION_CACHE_IMAGES * per_image / 1e6:.0f} MB."
+    )
+
+
+# -- dataset and gallery ------------------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False, max_entries=4, ttl=600)
+def _dataset_at(root: str) -> Dataset:
+    return Dataset(root)
+
+
+def dataset() -> Dataset:
+    """The dataset folder (:func:`featapp.data.dataset.resolve_data_dir`: ``$FEATAPP_DATA_DIR``, ``data/cats_vs_dogs``,
+    then the download folders). Raises :class:`DatasetError`."""
+    return _dataset_at(root=str(resolve_data_dir().resolve()))
+
+
+@st.cache_resource(show_spinner=False)
+def download_lock() -> threading.Lock:
+    """One photo download per server at a time: every visitor without a dataset sees the button."""
+    return threading.Lock()
+
+
+def download_destination(source: str) -> Path:
+    """Where the Gallery's download button puts the photos: the folder the app reads
+    (``$FEATAPP_DATA_DIR`` when set), else the folder the dataset lookup checks."""
+    configured = settings.configured(settings.DATA_DIR_ENV)
+    return Path(configured).expanduser() if configured else default_destination(source)
+
+
+def trained_on(model: FeatureModel, items: Sequence[DatasetImage]) -> list[bool]:
+    """For each dataset image, whether the model was trained or selected on that photo
+    (its file's sha256 is in the model's list, :mod:`featapp.data.provenance`); all ``False``
+    when the model ships no list."""
+    hashes = hashes_of(model.path)
+    if not hashes:
+        return [False] * len(items)
+    return [file_sha256(item.path) in hashes for item in items]
+
+
+def default_split(data: Dataset) -> str:
+    """The test split when there is one (photos the model never trained on), else the first."""
+    return "test" if "test" in data.splits else data.splits[0]
+
+
+@st.cache_resource(max_entries=GALLERY_CACHE_SAMPLES, show_spinner=False)
+def _gallery(
+    root: str, split: str, seed: int, per_class: int, spec: tuple[int, int, int], _data: Dataset
+) -> tuple[tuple[DatasetImage, ...], np.ndarray | None]:
+    items = tuple(_data.sample(split, per_class=per_class, seed=seed))
+    input_spec = InputSpec(*spec)
+    pixels = _read_only(np.stack([prepare_image(item.path, input_spec) for item in items])) if items else None
+    return items, pixels
+
+
+def gallery(
+    model: FeatureModel, data: Dataset, split: str, seed: int
+) -> tuple[tuple[DatasetImage, ...], np.ndarray | None]:
+    """The gallery sample: (dataset images, their pixels ``(N, H, W, C)``); 20 photos split over the classes."""
+    per_class = max(1, GALLERY_SIZE // max(1, len(data.classes(split))))
+    return _gallery(
+        root=str(data.root),
+        split=split,
+        seed=int(seed),
+        per_class=per_class,
+        spec=spec_key(model.input_spec),
+        _data=data,
+    )
+
+
+@dataclass(frozen=True)
+class GalleryCard:
+    """One gallery photo as the page shows it: its PNG (framed in red where the model is
+    wrong), the name it has on the picture shelf, its caption, and the marks behind them."""
+
+    item: DatasetImage
+    png: bytes
+    name: str
+    caption: str
+    wrong: bool | None
+    trained_on: bool
+
+
+@st.cache_resource(max_entries=GALLERY_CACHE_SAMPLES, show_spinner=False)
+def _gallery_cards(model_sha: str, sample: tuple, _model: FeatureModel, _data: Dataset) -> tuple[GalleryCard, ...]:
+    _, split, seed, _, _ = sample
+    items, pixels = gallery(_model, _data, split, seed)
+    if not items:
+        return ()
+    prediction = gallery_prediction(_model, pixels)
+    folders = match_classes(_data.classes(split), _model.class_names)
+    seen_before = trained_on(_model, items)
+    cards = []
+    for index, (item, picture) in enumerate(zip(items, pixels, strict=True)):
+        probabilities = None if prediction is None else prediction.probabilities[index]
+        caption, wrong = gallery_caption(
+            item.class_name, probabilities, _model.class_names, folders, trained_on=seen_before[index]
+        )
+        if wrong:  # a red frame as well as the words: neither needs an emoji font
+            picture = outline_box(picture, (0, 0, *picture.shape[:2]), thickness=6, pointer_below=0)
+        png = png_bytes(picture)
+        cards.append(GalleryCard(item, png, PictureShelf.name_of(png), caption, wrong, seen_before[index]))
+    return tuple(cards)
+
+
+def gallery_cards(model: FeatureModel, data: Dataset, split: str, seed: int) -> tuple[GalleryCard, ...]:
+    """The gallery sample's photos as the page shows them (:class:`GalleryCard`), made once
+    per (model, sample) for every student: captions, frames and PNGs. The page shows each at
+    :func:`card_url`. Through ``st.image``'s bytes each of the 20 was hashed and registered
+    again on every rerun, for every student, and fetched by every new browser through
+    Streamlit's media route (``bench/results/server_cpu.md``, ``open_app``, ``open_gallery``)."""
+    per_class = max(1, GALLERY_SIZE // max(1, len(data.classes(split))))
+    sample = (str(data.root), split, int(seed), per_class, spec_key(model.input_spec))
+    return _gallery_cards(model_sha=model.sha256, sample=sample, _model=model, _data=data)
+
+
+def card_url(card: GalleryCard) -> str:
+    """Where the browser gets the card's picture: the process's picture shelf
+    (:data:`featapp.app.asset_server.SHELF`), put back there if it had made room since."""
+    return SHELF.url(card.png, name=card.name)
+
+
+@st.cache_data(max_entries=GALLERY_CACHE_SAMPLES * 2, show_spinner=False)
+def _gallery_prediction(model_sha: str, sample_key: str, _model: FeatureModel, _pixels: np.ndarray) -> Prediction:
+    return _model.predict(_pixels)
+
+
+def gallery_prediction(model: FeatureModel, pixels: np.ndarray) -> Prediction | None:
+    """The model's answers for the gallery's photos, or ``None`` for a model without a classifier."""
+    if not model.has_classifier:
+        return None
+    return _gallery_prediction(model_sha=model.sha256, sample_key=image_key(pixels), _model=model, _pixels=pixels)
+
+
+@st.cache_resource(max_entries=GALLERY_LAYER_CACHE, show_spinner=False)
+def _gallery_layer(
+    model_sha: str, sample_key: str, layer: str, _model: FeatureModel, _pixels: np.ndarray
+) -> np.ndarray:
+    return _read_only(_model.activations(_pixels, layers=[layer])[layer])
+
+
+def gallery_layer(model: FeatureModel, pixels: np.ndarray, layer: str) -> np.ndarray:
+    """One layer's output for every gallery photo: ``(N, C, H, W)`` or ``(N, units)``."""
+    return _gallery_layer(
+        model_sha=model.sha256, sample_key=image_key(pixels), layer=layer, _model=model, _pixels=pixels
+    )
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _probes(spec: tuple[int, int, int]) -> list[Probe]:
+    return probe_images(InputSpec(*spec))
+
+
+def probes(model: FeatureModel) -> list[Probe]:
+    """The synthetic probe images at the model's input size (:mod:`featapp.engine.probes`)."""
+    return _probes(spec=spec_key(model.input_spec))
+
+
+# -- pictures and charts -------------------------------------------------------------------------------
+
+
+@st.cache_data(max_entries=PNG_CACHE_ENTRIES, show_spinner=False)
+def _png(content_key: str, width_px: int | None, _picture: np.ndarray) -> bytes:
+    return png_bytes(_picture if width_px is None else fit_width(_picture, width_px))
+
+
+def picture_png(picture: np.ndarray, width_px: int | None = None) -> bytes:
+    """PNG bytes of a uint8 picture (at ``width_px`` wide, if given), encoded once per
+    distinct picture. Given an array, ``st.image`` encodes it again on every rerun (8 ms
+    for one 150 x 150 photo here, so 160 ms for the gallery's 20), and given a picture
+    wider than its ``width`` it scales and encodes it once more.
+    """
+    return _picture(picture, width_px)[1]
+
+
+def _picture(picture: np.ndarray, width_px: int | None) -> tuple[str, bytes]:
+    array = np.ascontiguousarray(picture)
+    digest = hashlib.blake2b(array.tobytes(), digest_size=16).hexdigest()
+    png = _png(content_key=f"{array.shape}{array.dtype}{digest}", width_px=width_px, _picture=array)
+    # Named by the picture's content (and width): the PNG is hashed by no one.
+    return f"{digest}-{width_px or 0}.png", png
+
+
+def picture_url(picture: np.ndarray, width_px: int | None = None) -> str:
+    """Where the browser gets :func:`picture_png`'s picture: the process's picture shelf
+    (:data:`featapp.app.asset_server.SHELF`), at a URL named by its content. Through
+    ``st.image``'s bytes Streamlit hashed and registered it again on every rerun, and a
+    browser fetched it again for every session; from the shelf it keeps it."""
+    name, png = _picture(picture, width_px)
+    return SHELF.url(png, name=name)
+
+
+@st.cache_resource(max_entries=HEATMAP_CACHE_ENTRIES, show_spinner=False)
+def _heatmap(
+    map_key: tuple, scale_key: str, vr: tuple, selected: tuple[int, int] | None, width_px: int, _values: np.ndarray
+) -> dict:
+    # Arrow tables: Streamlit converts pandas frames to Arrow on every call, tables it only writes out.
+    return heatmap_chart(
+        _values, ValueRange(*vr), COLOUR_SCALES[scale_key], width_px=width_px, selected_cell=selected, arrow=True
+    )
+
+
+def _with_arrow_tables(spec: dict) -> dict:
+    """The spec with its datasets as Arrow tables, not pandas frames: Streamlit converts a
+    frame to Arrow on every call (1.4-3 ms per heatmap here), a table it only writes out
+    (0.1 ms), so a cached spec costs almost nothing to send again."""
+    spec["datasets"] = {
+        name: pa.Table.from_pandas(frame, preserve_index=False) for name, frame in spec["datasets"].items()
+    }
+    return spec
+
+
+def heatmap_spec(
+    model: FeatureModel,
+    image: CurrentImage,
+    layer: str,
+    channel: int,
+    vr: ValueRange,
+    scale: ColourScale,
+    *,
+    width_px: int,
+    selected_cell: tuple[int, int] | None = None,
+) -> dict:
+    """:func:`featapp.render.heatmap_chart` of one channel's map, made once per (model,
+    image, layer, channel, range, colours, chosen cell, width) in this process: a class
+    looking at the same view costs one chart, and going back to a channel costs none.
+
+    The spec is shared: pass it to ``st.vega_lite_chart`` (which copies what it changes),
+    never change it.
+    """
+    values = activations(model, image)[layer][channel]
+    vr_key = (float(vr.low), float(vr.high), vr.mode, bool(vr.clipped))
+    cell = None if selected_cell is None else (int(selected_cell[0]), int(selected_cell[1]))
+    return _heatmap(
+        map_key=(model.sha256, image.key, layer, int(channel)),
+        scale_key=scale.key,
+        vr=vr_key,
+        selected=cell,
+        width_px=int(width_px),
+        _values=values,
+    )
+
+
+@st.cache_resource(max_entries=HEATMAP_CACHE_ENTRIES // 4, show_spinner=False)
+def _tile_grid(view: tuple, _maps: np.ndarray) -> tuple[dict, tuple[int, ...], tuple[int, ...]]:
+    _, _, _, first, last, order, scale_key, mode, fixed, width_px = view
+    ordered = order_channels(_maps, range(first - 1, last), order)
+    tiles = make_tiles(_maps, ordered, COLOUR_SCALES[scale_key], mode, fixed=fixed)
+    rows, cols = _maps.shape[1:]
+    chart = _with_arrow_tables(tile_grid_chart(tiles, map_aspect=rows / cols, width_px=width_px))
+    return chart, tuple(ordered), tuple(tile.channel for tile in tiles if tile.dead)
+
+
+def tile_grid(
+    model: FeatureModel,
+    image: CurrentImage,
+    layer: str,
+    channels: tuple[int, int],
+    order: str,
+    scale: ColourScale,
+    mode: str,
+    fixed: tuple[float, float] | None,
+    *,
+    width_px: int,
+) -> tuple[dict, list[int], list[int]]:
+    """The Layer grid's chart for channels ``first..last`` (1-based, inclusive), made once
+    per view in this process, with the channels in their shown order and the dead ones
+    (both 0-based). The chart is shared: never change it."""
+    first, last = int(channels[0]), int(channels[1])
+    fixed_key = None if fixed is None else (float(fixed[0]), float(fixed[1]))
+    view = (model.sha256, image.key, layer, first, last, order, scale.key, mode, fixed_key, int(width_px))
+    chart, ordered, dead = _tile_grid(view=view, _maps=activations(model, image)[layer])
+    return chart, list(ordered), list(dead)
+
+
+STRIP_LAYER_ENTRIES = 96
+"""Snapshot layers kept for the training strip: 16 strips of 6 snapshots (at most 135 MB, for layer 1)."""
+
+
+@st.cache_resource(max_entries=STRIP_LAYER_ENTRIES, show_spinner=False)
+def _layer_maps(model_sha: str, image_key: str, layer: str, _model: FeatureModel, _image: np.ndarray) -> np.ndarray:
+    return _read_only(np.ascontiguousarray(_model.activations(_image[np.newaxis], layers=[layer])[layer][0]))
+
+
+def strip_layer(model: FeatureModel, image: CurrentImage, layer: str) -> np.ndarray:
+    """One layer's maps of one image under a training snapshot, cached apart from
+    :func:`activations`. The strip runs every snapshot on each new photo but needs one
+    layer of each: stored there, six snapshots' whole activations (5.5 MB each) pushed the
+    students' own photos out of that cache, so with a class each of their clicks ran the
+    model again (seen in a py-spy profile of 50 students, ``bench/results/load_profile.md``)."""
+    return _layer_maps(model_sha=model.sha256, image_key=image.key, layer=layer, _model=model, _image=image.array)
+
+
+@st.cache_data(max_entries=PNG_CACHE_ENTRIES, show_spinner=False)
+def _strip(view: tuple, models_key: tuple, _image: CurrentImage, _models: tuple, _final: FeatureModel) -> bytes:
+    _, layer, channel, scale_key = view
+    maps = [
+        (label, (activations(model, _image)[layer] if model is _final else strip_layer(model, _image, layer))[channel])
+        for label, model in _models
+    ]
+    return strip_png(maps, COLOUR_SCALES[scale_key])
+
+
+def training_strip(
+    image: CurrentImage,
+    layer: str,
+    channel: int,
+    scale: ColourScale,
+    models: list[tuple[str, FeatureModel]],
+    final: FeatureModel,
+) -> bytes:
+    """:func:`featapp.render.strip_png` of one channel under each ``(label, model)``, left to
+    right; where that model is ``final`` (the model the page shows) its activations are the
+    page's, not a run of their own. Made once per (image, layer, channel, colours, models): an
+    unchanged view (a cell clicked, the overlay toggled, another student on the same channel)
+    costs no drawing."""
+    models_key = tuple((label, model.sha256) for label, model in models)
+    return _strip(
+        view=(image.key, layer, int(channel), scale.key),
+        models_key=models_key,
+        _image=image,
+        _models=tuple(models),
+        _final=final,
+    )
+
+
+# -- training snapshots -----------------------------------------------------------------------------------
+
+
+def read_snapshots() -> tuple[list[Snapshot], str | None]:
+    """The snapshot index and the problem that kept it from being read (``None`` when none),
+    read once per version of its file (the Feature map page asks for it twice per rerun:
+    the training-progress control and the strip)."""
+    folder = settings.snapshots_dir()
+    try:
+        info = (folder / INDEX_FILE).stat()
+    except OSError:
+        return [], None
+    if not stat.S_ISREG(info.st_mode):
+        return [], None
+    snaps, problem = _snapshots_at(folder=str(folder), mtime_ns=info.st_mtime_ns, size=info.st_size)
+    return list(snaps), problem
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _snapshots_at(folder: str, mtime_ns: int, size: int) -> tuple[tuple[Snapshot, ...], str | None]:
+    # The index's time stamp and size are in the key, so a rewritten index is read again.
+    try:
+        return tuple(load_snapshots(folder)), None
+    except ModelError as err:
+        return (), str(err)
+
+
+def same_network(snapshot_model: FeatureModel, model: FeatureModel) -> bool:
+    """:func:`featapp.engine.snapshots.same_network`, decided once per pair of model files."""
+    return _same_network(files=(snapshot_model.sha256, model.sha256), _snapshot=snapshot_model, _model=model)
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _same_network(files: tuple[str, str], _snapshot: FeatureModel, _model: FeatureModel) -> bool:
+    return snapshots_module.same_network(_snapshot, _model)
+
+
+def snapshots() -> list[Snapshot]:
+    """The training snapshots (:func:`featapp.engine.snapshots.load_snapshots`); empty when there are none.
+
+    No snapshot folder is normal (a model converted without them). A damaged index is
+    reported by :func:`featapp.app.view.pick_snapshot`, the control that would use it.
+    """
+    return read_snapshots()[0]
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _explorer(view: tuple, _model: FeatureModel, _image: CurrentImage) -> ExplorerPayload:
+    _, _, layer_name, title = view
+    layer = _model.layer(layer_name)
+    return explorer_payload(
+        activations(_model, _image)[layer_name],
+        _image.array,
+        layer.receptive_field,
+        data_key=":".join(view[:3]),
+        title=title,
+        layer_number=_model.layer_names.index(layer_name) + 1,
+        layer_name=layer_name,
+    )
+
+
+def explorer(model: FeatureModel, image: CurrentImage, layer: str) -> ExplorerPayload:
+    """One layer's maps of one image, quantised for the browser (:mod:`featapp.app.map_explorer`),
+    made once per (model, image, layer) in this process and shared: a class on one photo
+    costs one payload. Never change it."""
+    return _explorer(view=(model.sha256, image.key, layer, image.title), _model=model, _image=image)

@@ -1,0 +1,230 @@
+"""One neuron, many images: which photos make one channel fire most, and where (where the lecture goes next)."""
+
+import dataclasses
+from typing import NamedTuple
+
+import numpy as np
+import streamlit as st
+
+from featapp.stats import analysis
+from featapp import render
+from featapp.app.appstate import CurrentImage, image_key, set_current
+from featapp.app.captions import markdown_literal
+from featapp.data.dataset import DatasetError
+from featapp.engine.images import ImageError, prepare_image
+from featapp.app import caches, chrome, sections, view
+from featapp.stats.ranking import RankedHit, rank_by_activation
+
+COLUMNS = 5
+SOURCE, RANK_BY, SCAN_SPLIT = view.RANK_SOURCE, view.RANK_BY, view.SCAN_SPLIT
+SOURCES = {"gallery": "the gallery's photos", "dataset": "a whole dataset split (scanned once, then cached)"}
+RANKINGS = {"max": "strongest cell (max)", "mean": "whole map (mean)"}
+TOP_K = 10
+
+model = chrome.model_or_error_page()
+image = view.current_image(model)
+spec = model.input_spec
+input_hw = (spec.height, spec.width)
+
+
+def _use(array, title: str, label: str | None, source: str = "gallery") -> None:
+    set_current(st.session_state, CurrentImage.from_array(array, source, title, label))
+    st.session_state[view.CELL] = None
+
+
+class _Shown(NamedTuple):
+    """A ranked image as the page shows it: the hit, the photo and its map of the channel."""
+
+    key: str
+    hit: RankedHit
+    pixels: np.ndarray
+    values: np.ndarray
+
+
+def _show_ranked(entries: list[_Shown], scale, vr, score_name: str) -> None:
+    """Each photo with its peak's box, then its map."""
+    for start in range(0, len(entries), COLUMNS):
+        columns = st.columns(COLUMNS)
+        for offset, column in enumerate(columns):
+            if start + offset >= len(entries):
+                break
+            key, hit, pixels, values = entries[start + offset]
+            title, label, box, value = hit.name, hit.class_name, hit.box, hit.value
+            with column:
+                picture = render.outline_box(pixels, box) if box is not None else pixels
+                chrome.show_image(
+                    render.enlarge(picture, 2),
+                    caption=f"#{start + offset + 1} {markdown_literal(title)}",
+                    width="stretch",
+                    output_format="PNG",
+                )
+                st.image(
+                    render.map_png(values, vr, scale, min_px=200),
+                    caption=f"{score_name} {value:.3g}",
+                    width="stretch",
+                    output_format="PNG",
+                )
+                st.button("Look inside", key=f"neuron.use_{key}", on_click=_use, args=(pixels, title, label))
+
+
+st.title("🎯 One neuron, many images")
+st.markdown(
+    "So far we looked at many channels for one image. Now turn it around: pick **one channel** and ask "
+    "*which images make it fire most, and where?* The red box on each photo is the part of the image the "
+    "strongest cell can see (its receptive field). If the top images share an eye, a fur texture or an "
+    "edge in the boxes, that is what this channel detects. This is the road the lecture points to next: "
+    "finding the inputs that maximise a neuron."
+)
+
+controls_left, controls_right = st.columns(2)
+with controls_left:
+    layer = view.pick_layer(model, key="neuron.layer", spatial_only=True)
+    if layer is None:
+        st.info("This model has no layers with 2-D feature maps to rank by.")
+        st.stop()
+    channel = view.pick_channel(layer, key="neuron.channel")
+with controls_right:
+    source = view.synced(
+        st.radio,
+        "Rank",
+        key="neuron.source",
+        shared=SOURCE,
+        default="gallery",
+        options=list(SOURCES),
+        format_func=lambda k: SOURCES[k],
+    )
+    rank_by = view.synced(
+        st.radio,
+        "by",
+        key="neuron.rank_by",
+        shared=RANK_BY,
+        default="max",
+        options=list(RANKINGS),
+        format_func=lambda k: RANKINGS[k],
+        horizontal=True,
+    )
+    scale = view.pick_colours(key="neuron.colours")
+
+layer_number = model.layer_names.index(layer.name) + 1
+try:
+    data = caches.dataset()
+except DatasetError as err:
+    data = None
+    st.info(
+        f"{err}\n\nWithout a dataset there are no photos to rank; the comparison below still works for the current image."
+    )
+
+gallery_items, gallery_pixels = ([], None)
+if data is not None:
+    split = (
+        st.session_state.get(view.SPLIT)
+        if st.session_state.get(view.SPLIT) in data.splits
+        else caches.default_split(data)
+    )
+    gallery_seed = int(st.session_state.get(view.SEED, view.DEFAULT_SEED))
+    gallery_items, gallery_pixels = caches.gallery(model, data, split, gallery_seed)
+
+st.subheader(f"Layer {layer_number} ({layer.name}), channel {channel + 1}: the images it likes most")
+if data is not None and source == "gallery" and gallery_items:
+    maps = caches.gallery_layer(model, gallery_pixels, layer.name)[:, channel]
+    ranked = rank_by_activation(maps, layer.receptive_field, input_hw, by=rank_by)
+    vr = render.shared_range(maps)
+    st.caption(
+        f"The gallery's {len(gallery_items)} photos (seed {gallery_seed}), strongest first. "
+        f"All maps share one scale. {render.describe_range(vr, scale)}"
+    )
+    entries = []
+    for hit in ranked:
+        item = gallery_items[hit.index]
+        hit = dataclasses.replace(hit, path=item.path, class_name=item.class_name, label=item.label)
+        entries.append(_Shown(f"g{hit.index}", hit, gallery_pixels[hit.index], maps[hit.index]))
+    _show_ranked(entries, scale, vr, rank_by)
+elif data is not None and source == "dataset":
+    scan_split = view.pick_scan_split(data, key="neuron.split", label="Split to scan")
+    stats = caches.neuron_stats(model, data, scan_split)
+    if stats is None:
+        count = len(data.images(scan_split))
+        # One placeholder for the notice, the button and the progress bar, emptied once the
+        # scan is done: otherwise "not scanned yet" stays above the results it just made.
+        notice = st.empty()
+        with notice.container():
+            st.info(
+                f"The {count} photos of the {scan_split} split have not been scanned with this model yet. A scan "
+                "runs every photo through the network once and keeps, for every channel, its strongest images; it "
+                f"is saved in {analysis.default_cache_dir()} and reused by everyone afterwards."
+            )
+            scan_now = st.button(f"Scan the {count} photos now", type="primary")
+            bar = st.progress(0.0, text="Scanning...") if scan_now else None
+        if scan_now:
+
+            def _progress(done: int, total: int) -> None:
+                bar.progress(min(done / max(total, 1), 1.0), text=f"Scanned {done} of {total} photos")
+
+            stats = analysis.load_or_scan(model, data, split=scan_split, progress=_progress)
+            notice.empty()
+    if stats is not None:
+        hits = stats.top_k(layer.name, channel, k=TOP_K, by=rank_by)
+        entries, maps = [], []
+        for number, hit in enumerate(hits):
+            try:
+                pixels = prepare_image(hit.path, model)
+            except ImageError as err:
+                st.error(f"{hit.path.name} could not be read again: {err}")
+                continue
+            photo = CurrentImage.from_array(pixels, "gallery", hit.path.name, hit.class_name)
+            values = caches.activations(model, photo)[layer.name][channel]
+            maps.append(values)
+            entries.append(_Shown(f"d{number}", hit, pixels, values))
+        if entries:
+            vr = render.shared_range(*maps)
+            st.caption(
+                f"The top {len(entries)} of {len(stats.paths)} scanned photos ({scan_split}), strongest first. "
+                f"All maps share one scale. {render.describe_range(vr, scale)}"
+            )
+            _show_ranked(entries, scale, vr, rank_by)
+
+gradient_views.channel_section(model, layer, channel, key="neuron.featurevis")
+
+# -- compare two images on the same channel ---------------------------------------------------------------
+st.subheader("Compare two images on this channel")
+st.markdown("Both maps use **one** colour scale, so the same colour means the same activation in both.")
+choices = {"current": f"current image ({image.title})"}
+for index, item in enumerate(gallery_items):
+    choices[f"g{index}"] = f"{item.name} ({item.class_name})"
+
+
+def _pixels_of(choice: str) -> tuple:
+    if choice == "current":
+        return image
+    index = int(choice[1:])
+    item = gallery_items[index]
+    return CurrentImage.from_array(gallery_pixels[index], "gallery", item.name, item.class_name)
+
+
+left_col, right_col = st.columns(2)
+options = list(choices)
+# The current image is usually gallery photo 1 (the default), so "the next option" would
+# compare it with itself: start the right side on the first gallery photo that differs.
+current_key = image_key(image.array)
+other = next(
+    (f"g{index}" for index in range(len(gallery_items)) if image_key(gallery_pixels[index]) != current_key), None
+)
+if st.session_state.get("neuron.compare_right") not in options:
+    st.session_state.pop("neuron.compare_right", None)
+right_default = options.index(other) if other in options else min(1, len(options) - 1)
+with left_col:
+    first = st.selectbox("Left", options, format_func=lambda k: choices[k], key="neuron.compare_left")
+with right_col:
+    second = st.selectbox(
+        "Right", options, index=right_default, format_func=lambda k: choices[k], key="neuron.compare_right"
+    )
+pair = [_pixels_of(first), _pixels_of(second)]
+pair_maps = [caches.activations(model, photo)[layer.name][channel] for photo in pair]
+pair_range = render.shared_range(*pair_maps)
+for column, photo, values in zip((left_col, right_col), pair, pair_maps, strict=False):
+    with column:
+        chrome.show_image(photo.array, caption=markdown_literal(photo.title), width=300)
+        st.vega_lite_chart(
+            render.heatmap_chart(values, pair_range, scale, width_px=300, selection=None), width="content"
+        )
+st.caption(render.describe_range(pair_range, scale))

@@ -1,0 +1,178 @@
+"""The first convolution's filters, read from the ONNX file's weights, as small pictures.
+
+ONNX Runtime runs a model but does not hand out its weights, so the file is read with
+the ``onnx`` package. The first ``Conv`` node in graph order (ONNX nodes are stored in
+topological order) is the one that touches the input; its weight tensor has the layout
+``(filters, input channels, kernel rows, kernel cols)``, and input channel order is the
+photo's (R, G, B), because the exporter only transposes the pixel layout.
+
+>>> filters = read_first_layer_filters("models/cats_dogs_small.onnx")   # doctest: +SKIP
+>>> filters.weights.shape                                                # doctest: +SKIP
+(32, 3, 3, 3)
+>>> filter_pictures(filters)[0].shape     # 3 x 3 RGB, grey = 0        # doctest: +SKIP
+(3, 3, 3)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from featapp.engine.model import ModelError
+
+__all__ = ["FirstLayerFilters", "read_first_layer_filters", "filter_pictures"]
+
+
+@dataclass(frozen=True)
+class FirstLayerFilters:
+    """Weights ``(filters, channels, rows, cols)`` and bias ``(filters,)`` of the first convolution."""
+
+    weights: np.ndarray
+    bias: np.ndarray | None
+    node_name: str
+
+    @property
+    def count(self) -> int:
+        return int(self.weights.shape[0])
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        return int(self.weights.shape[2]), int(self.weights.shape[3])
+
+
+def read_graph(path: str | os.PathLike):
+    """An ONNX file's graph, its constant tensors by name, and each output's producing node:
+    what reading any layer's weights needs. An unreadable file is a :class:`ModelError`."""
+    import onnx
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # noqa: BLE001 - onnx raises several types for an unreadable file
+        raise ModelError(f"'{path.name}' could not be read as an ONNX file ({type(err).__name__}).") from None
+    graph = model.graph
+    return graph, _constant_tensors(graph), {output: node for node in graph.node for output in node.output}
+
+
+def _constant_tensors(graph) -> dict[str, np.ndarray]:
+    """Every tensor whose value is in the file: initializers, and Constant nodes' outputs."""
+    from onnx import numpy_helper
+
+    tensors = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attribute in node.attribute:
+                if attribute.name == "value":
+                    tensors[node.output[0]] = numpy_helper.to_array(attribute.t)
+    return tensors
+
+
+def _resolve(name: str, tensors: dict[str, np.ndarray], producers: dict[str, object]) -> np.ndarray | None:
+    """The constant value behind ``name``, looking through Identity nodes."""
+    seen = set()
+    while name not in tensors and name in producers and name not in seen:
+        seen.add(name)
+        node = producers[name]
+        if node.op_type != "Identity":  # type: ignore[attr-defined]
+            return None
+        name = node.input[0]  # type: ignore[attr-defined]
+    return tensors.get(name)
+
+
+def read_first_layer_filters(path: str | os.PathLike) -> FirstLayerFilters:
+    """The first convolution's weights (and bias, if it has one) from an ONNX file.
+
+    Raises :class:`ModelError` when the file cannot be read or has no convolution
+    whose weights are stored in it.
+    """
+    graph, tensors, producers = read_graph(path)
+    for node in graph.node:
+        if node.op_type != "Conv":
+            continue
+        weights = _resolve(node.input[1], tensors, producers)
+        if weights is None or weights.ndim != 4:
+            break
+        bias = _resolve(node.input[2], tensors, producers) if len(node.input) > 2 and node.input[2] else None
+        return FirstLayerFilters(
+            weights=np.asarray(weights, dtype=np.float32),
+            bias=None if bias is None else np.asarray(bias, dtype=np.float32).reshape(-1),
+            node_name=node.name or node.output[0],
+        )
+    raise ModelError(f"'{path.name}' has no first convolution with stored weights, so there are no filters to show.")
+
+
+def filter_pictures(filters: FirstLayerFilters, *, shared_scale: bool = False) -> list[np.ndarray]:
+    """Each filter as a uint8 picture ``(rows, cols, channels)``: mid-grey is a weight of 0.
+
+    Positive weights are lighter, negative darker, per colour channel, so a filter that
+    responds to "red on the left, green on the right" looks like that. Each filter is
+    scaled by its own largest absolute weight (``shared_scale=False``, to see every
+    filter's pattern) or by the largest over all filters (to compare their strength).
+
+    >>> w = np.zeros((1, 1, 1, 2), np.float32); w[0, 0, 0] = [1.0, -0.5]
+    >>> filter_pictures(FirstLayerFilters(w, None, "conv"))[0][:, :, 0].tolist()
+    [[255, 64]]
+    """
+    weights = filters.weights
+    if shared_scale:
+        peaks = np.full(weights.shape[0], np.abs(weights).max())
+    else:
+        peaks = np.abs(weights).reshape(weights.shape[0], -1).max(axis=1)
+    pictures = []
+    for weight, peak in zip(weights, peaks, strict=False):
+        unit = weight / peak if peak > 0 else np.zeros_like(weight)
+        picture = np.clip(np.round(127.5 + 127.5 * unit), 0, 255).astype(np.uint8)
+        pictures.append(np.ascontiguousarray(picture.transpose(1, 2, 0)))
+    return pictures
+
+
+# The two 3x3 Sobel kernels (horizontal and vertical first derivatives): they are
+# orthogonal and zero-mean, so their span is a 2-dimensional subspace of the 8-dimensional
+# space of zero-mean 3x3 patterns; a random pattern puts about 2/8 of its energy there.
+_SOBEL_VERTICAL_EDGE = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+_SOBEL_BASIS = np.stack([_SOBEL_VERTICAL_EDGE.ravel(), _SOBEL_VERTICAL_EDGE.T.ravel()]) / np.sqrt(12.0)
+EDGE_ENERGY_THRESHOLD = 0.7
+"""A kernel is edge-like when at least this share of its luminance part's energy lies in the Sobel span."""
+
+
+def edge_energy_shares(weights: np.ndarray) -> np.ndarray:
+    """For each 3x3 kernel of ``weights`` ``(filters, channels, 3, 3)``, the share of its
+    luminance part's energy in the span of the two Sobel kernels.
+
+    The luminance part is the mean over the input channels, minus its own mean: the part of
+    the kernel that answers to brightness patterns rather than to colour or overall light.
+
+    >>> w = np.zeros((2, 3, 3, 3)); w[0, :] = _SOBEL_VERTICAL_EDGE; w[1, :, 1, 1] = 1.0
+    >>> [round(float(s), 3) for s in edge_energy_shares(w)]
+    [1.0, 0.0]
+    """
+    weights = np.asarray(weights, np.float64)
+    if weights.shape[2:] != (3, 3):
+        raise ValueError(f"edge shares are defined for 3x3 kernels, not {weights.shape[2:]}")
+    luminance = weights.mean(axis=1).reshape(len(weights), 9)
+    luminance -= luminance.mean(axis=1, keepdims=True)
+    energy = (luminance**2).sum(axis=1)
+    in_span = ((luminance @ _SOBEL_BASIS.T) ** 2).sum(axis=1)
+    return np.divide(in_span, energy, out=np.zeros_like(energy), where=energy > 1e-12)
+
+
+def edge_like_kernels(weights: np.ndarray, threshold: float = EDGE_ENERGY_THRESHOLD) -> np.ndarray:
+    """Indices of the kernels of ``weights`` ``(filters, channels, 3, 3)`` that are oriented edges."""
+    return np.flatnonzero(edge_energy_shares(weights) >= threshold)
+
+
+def kernel_correlation(kernel: np.ndarray, start: np.ndarray) -> float:
+    """Pearson correlation of two kernels of the same shape, over all their weights.
+
+    >>> w = np.arange(6.0).reshape(1, 2, 3)
+    >>> kernel_correlation(w, w), kernel_correlation(w, -w), round(kernel_correlation(w, w * 2 + 1), 6)
+    (1.0, -1.0, 1.0)
+    """
+    a = np.asarray(kernel, np.float64).ravel()
+    b = np.asarray(start, np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"kernels of different shapes: {kernel.shape} and {start.shape}")
+    return float(np.corrcoef(a, b)[0, 1])

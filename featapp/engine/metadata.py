@@ -1,0 +1,270 @@
+"""What a converted model says about itself, stored in the ONNX file's ``metadata_props``.
+
+One JSON document under the key :data:`METADATA_KEY` carries everything the app needs,
+so nothing about the model is hard-coded: input size and channels, how pixels are
+scaled, class names, every layer's kind, shape, parameters and geometry, where the
+model came from and which packages converted it.
+
+This module is the single reader and writer: ``convert`` builds a :class:`ModelSpec`
+and calls :meth:`ModelSpec.to_json`; ``featapp`` calls :meth:`ModelSpec.from_json`.
+It imports neither Keras nor ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from featapp.engine.geometry import LayerGeometry, ReceptiveField, propagate
+from featapp.engine.images import InputSpec
+
+__all__ = [
+    "METADATA_KEY",
+    "SCHEMA_VERSION",
+    "SPATIAL_LAYOUT",
+    "LayerInfo",
+    "ModelSpec",
+    "MetadataError",
+    "with_receptive_fields",
+    "activation_bytes",
+]
+
+METADATA_KEY = "featapp"
+SCHEMA_VERSION = 1
+
+SPATIAL_LAYOUT = "NCHW"
+"""Layout of every 4-D output in the ONNX graph and of every map featapp returns:
+(image, channel, row, column). ONNX Runtime's convolutions are NCHW natively, so no
+transposes are added, and ``maps[i, c]`` is one image's 2-D map for channel ``c``.
+The graph's *input* stays NHWC (image, row, column, channel), the layout of photos
+and of Keras; ``LayerInfo.output_shape`` is also written channels-last, as Keras
+prints it. The converter asks tf2onnx for NCHW outputs (``outputs_as_nchw``)."""
+
+
+class MetadataError(ValueError):
+    """The metadata is missing or does not describe the file it is in."""
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer, as the lecture's ``model.summary()`` would describe it, plus geometry.
+
+    ``output_shape`` is per image and channels-last, as Keras prints it:
+    ``(148, 148, 32)`` for a map, ``(512,)`` for a vector. ``kernel``, ``stride``,
+    ``padding`` (``"valid"``/``"same"``) and ``dilation`` are set for convolutions and
+    pooling, ``None`` for the rest. ``receptive_field`` is the size, jump and offset per
+    axis for spatial layers, and ``None`` for vectors and for maps after a layer whose
+    geometry the converter cannot follow (e.g. ``UpSampling2D``, ``ZeroPadding2D``).
+
+    >>> LayerInfo("conv2d", "Conv2D", (148, 148, 32), kernel=(3, 3), stride=(1, 1)).shape_text
+    '148 x 148 x 32'
+    """
+
+    name: str
+    kind: str
+    output_shape: tuple[int, ...]
+    params: int = 0
+    kernel: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+    padding: str | None = None
+    activation: str | None = None
+    receptive_field: ReceptiveField | None = None
+    dilation: tuple[int, int] | None = None
+
+    @property
+    def is_spatial(self) -> bool:
+        """True for feature maps (height, width, channels)."""
+        return len(self.output_shape) == 3
+
+    @property
+    def channels(self) -> int:
+        """Channels of a map, or units of a vector."""
+        return int(self.output_shape[-1])
+
+    @property
+    def shape_text(self) -> str:
+        """The shape as the lecture writes it, e.g. ``148 x 148 x 32``."""
+        return " x ".join(str(d) for d in self.output_shape)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything featapp reads from a converted model's metadata.
+
+    The graph takes ``input_name`` = ``uint8 pixels * input_scale + input_offset``
+    (NHWC, float32) and has one output per entry of ``layers``, named like it.
+    ``class_names`` are the classifier's classes in output order; for one sigmoid unit
+    they are (negative, positive). ``output_activation`` is ``"sigmoid"``, ``"softmax"``
+    or ``None`` (no classifier, e.g. a trunk-only snapshot).
+
+    ``extra`` holds facts about where the model came from, all optional:
+    ``trunk`` (True when only the layers up to the last map were exported),
+    ``epoch`` and ``val_accuracy`` (for training snapshots), ``is_best`` (the epoch
+    chosen on validation), ``dropped_layers`` (augmentation layers left out because
+    they do nothing at inference), ``folded_rescaling`` (a leading ``Rescaling``
+    layer moved into ``input_scale``/``input_offset``), ``float32_instead_of_mixed_precision``
+    (layers of a mixed-precision model exported computing in float32) and ``source_format``.
+
+    >>> spec = ModelSpec(InputSpec(8, 8, 1), (LayerInfo("conv2d", "Conv2D", (6, 6, 4)),))
+    >>> ModelSpec.from_json(spec.to_json()) == spec
+    True
+    """
+
+    input: InputSpec
+    layers: tuple[LayerInfo, ...]
+    input_name: str = "input"
+    input_scale: float = 1 / 255
+    input_offset: float = 0.0
+    output_activation: str | None = "sigmoid"
+    class_names: tuple[str, ...] = ("cat", "dog")
+    layout: str = SPATIAL_LAYOUT
+    source_file: str = ""
+    source_sha256: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_classifier(self) -> bool:
+        """True when the last layer gives class probabilities (sigmoid or softmax)."""
+        return self.output_activation in ("sigmoid", "softmax") and not self.layers[-1].is_spatial
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["schema"] = SCHEMA_VERSION
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        try:
+            data = json.loads(text)
+            if data.get("schema") != SCHEMA_VERSION:
+                raise MetadataError(
+                    f"featapp metadata schema {data.get('schema')!r} is not the supported {SCHEMA_VERSION}; "
+                    "convert the model again with this version (python -m convert export)."
+                )
+            layers = tuple(
+                LayerInfo(
+                    name=str(row["name"]),
+                    kind=str(row["kind"]),
+                    output_shape=tuple(int(d) for d in row["output_shape"]),
+                    params=int(row.get("params", 0)),
+                    kernel=_pair(row.get("kernel")),
+                    stride=_pair(row.get("stride")),
+                    padding=row.get("padding"),
+                    activation=row.get("activation"),
+                    receptive_field=_field(row.get("receptive_field")),
+                    dilation=_pair(row.get("dilation")),
+                )
+                for row in data["layers"]
+            )
+            return cls(
+                input=InputSpec(**data["input"]),
+                layers=layers,
+                input_name=str(data["input_name"]),
+                input_scale=float(data["input_scale"]),
+                input_offset=float(data["input_offset"]),
+                output_activation=data.get("output_activation"),
+                class_names=tuple(str(c) for c in data.get("class_names", ())),
+                layout=str(data.get("layout", SPATIAL_LAYOUT)),
+                source_file=str(data.get("source_file", "")),
+                source_sha256=str(data.get("source_sha256", "")),
+                versions={str(k): str(v) for k, v in data.get("versions", {}).items()},
+                extra=dict(data.get("extra", {})),
+            )
+        except MetadataError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise MetadataError(f"featapp metadata is damaged ({type(err).__name__}: {err}).") from None
+
+
+def _pair(value: Any) -> tuple[int, int] | None:
+    return None if value is None else (int(value[0]), int(value[1]))
+
+
+def _field(value: Any) -> ReceptiveField | None:
+    if value is None:
+        return None
+    return ReceptiveField(
+        size=_pair(value["size"]),  # type: ignore[arg-type]
+        jump=_pair(value["jump"]),  # type: ignore[arg-type]
+        offset=(float(value["offset"][0]), float(value["offset"][1])),
+    )
+
+
+def with_receptive_fields(
+    layers: Sequence[LayerInfo],
+    input_hw: tuple[int, int],
+    inputs: Sequence[Sequence[int | None]] | None = None,
+    opaque: Collection[str] = (),
+) -> tuple[LayerInfo, ...]:
+    """Fill in every layer's receptive field from its kernel, stride, padding and dilation.
+
+    ``inputs[i]`` lists the indices of the layers whose outputs layer ``i`` reads
+    (``None`` stands for the model's input); by default each layer reads the one before
+    it. A layer that merges several inputs (``Add``, ``Concatenate``) gets the receptive
+    field of the input that sees most pixels. A layer named in ``opaque``, or one
+    without a kernel that changes the height or width of its map, moves pixels in a way
+    these numbers cannot describe: it, and every layer that reads it, gets ``None``.
+
+    >>> conv = LayerInfo("conv2d", "Conv2D", (6, 6, 4), kernel=(3, 3), stride=(1, 1), padding="valid")
+    >>> pool = LayerInfo("pool", "MaxPooling2D", (3, 3, 4), kernel=(2, 2), stride=(2, 2), padding="valid")
+    >>> [layer.receptive_field.size for layer in with_receptive_fields([conv, pool], (8, 8))]
+    [(3, 3), (4, 4)]
+    """
+    layers = list(layers)
+    if inputs is None:
+        inputs = [[None]] + [[i] for i in range(len(layers) - 1)] if layers else []
+    if len(inputs) != len(layers):
+        raise ValueError(f"inputs given for {len(inputs)} layers, but there are {len(layers)}")
+    parents: list[int | None] = []
+    broken: list[bool] = []
+    fields: list[ReceptiveField | None] = []
+    for index, layer in enumerate(layers):
+        sources = list(inputs[index]) or [None]
+        for source in sources:
+            if source is not None and not 0 <= source < index:
+                raise ValueError(f"layer {layer.name!r} must read earlier layers, not index {source}")
+
+        def pixels_seen(source: int | None) -> int:
+            rf = fields[source] if source is not None else None
+            return rf.size[0] * rf.size[1] if rf is not None else 1
+
+        parent = max(sources, key=pixels_seen)
+        parents.append(parent)
+        in_hw = tuple(layers[parent].output_shape[:2]) if parent is not None else tuple(input_hw)
+        resized = layer.is_spatial and layer.kernel is None and tuple(layer.output_shape[:2]) != in_hw
+        is_broken = any(broken[s] for s in sources if s is not None) or layer.name in opaque or resized
+        broken.append(is_broken)
+        if is_broken or not layer.is_spatial:
+            fields.append(None)
+            continue
+        chain = [index]
+        while parents[chain[-1]] is not None:
+            chain.append(parents[chain[-1]])  # type: ignore[arg-type]
+        geometry = [
+            LayerGeometry(
+                name=layers[i].name,
+                kernel=layers[i].kernel,
+                stride=layers[i].stride,
+                padding=layers[i].padding or "valid",
+                spatial=layers[i].is_spatial,
+                dilation=layers[i].dilation or (1, 1),
+            )
+            for i in reversed(chain)
+        ]
+        fields.append(propagate(geometry, input_hw)[-1])
+    return tuple(
+        LayerInfo(**{**layer.__dict__, "receptive_field": rf}) for layer, rf in zip(layers, fields, strict=True)
+    )
+
+
+def activation_bytes(layers: Sequence[LayerInfo]) -> int:
+    """Bytes of float32 activations one image produces over all ``layers``.
+
+    >>> activation_bytes([LayerInfo("conv", "Conv2D", (2, 2, 3)), LayerInfo("dense", "Dense", (5,))])
+    68
+    """
+    return sum(4 * math.prod(layer.output_shape) for layer in layers)

@@ -1,0 +1,2 @@
+"""Everything that explains a prediction or a channel through the gradient model
+(saliency, Grad-CAM, feature visualisation, the backward graph), and occlusion."""
