@@ -102,7 +102,7 @@ def test_pictures_on_disk_are_read_once_and_sent_from_the_shelf(app_env, monkeyp
 
     at = open_app("feature_map")
     pictures = shown(at)
-    assert np.array_equal(pictures["All 32 channels"], gradient_views._mosaic(whole.images))
+    assert np.array_equal(pictures["All 32 channels"], sections._mosaic(whole.images))
     assert np.array_equal(pictures["Channel 1"], whole.images[0])
 
     read = featurevis._read_cached
@@ -124,7 +124,7 @@ def test_pictures_on_disk_are_read_once_and_sent_from_the_shelf(app_env, monkeyp
     later = path.stat().st_mtime_ns + 2_000_000_000  # a coarse file system may keep the old time stamp
     os.utime(path, ns=(later, later))
     at.run()
-    assert np.array_equal(shown(at)["All 32 channels"], gradient_views._mosaic(again.images))
+    assert np.array_equal(shown(at)["All 32 channels"], sections._mosaic(again.images))
 
 
 def test_a_wide_layers_mosaic_is_shrunk_by_a_whole_factor_to_fit_the_page():
