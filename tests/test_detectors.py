@@ -31,7 +31,7 @@ def test_known_detectors_are_found_with_their_selectivity(tmp_path):
     horizontal, vertical, colour = lecture_detectors(model)
     assert (horizontal.kind, horizontal.channel, horizontal.layer) == ("horizontal edge", 2, "conv2d")
     assert (vertical.kind, vertical.channel) == ("vertical edge", 0)
-    assert (colour.kind, colour.channel) == ("red colour", 3)
+    assert (colour.kind, colour.channel) == ("red patch", 3)
     # An ideal Sobel answers its own edge and not the other: selectivity 1, both polarities seen.
     assert horizontal.selectivity == pytest.approx(1.0) and horizontal.other_response == pytest.approx(0.0, abs=1e-6)
     assert horizontal.response > 0 and horizontal.clear and vertical.clear and colour.clear
@@ -48,7 +48,7 @@ def test_a_network_without_detectors_says_none_is_clear(tmp_path):
 
 def test_committed_model_answers_for_every_kind(model):
     matches = lecture_detectors(model)
-    assert [m.kind.split()[-1] for m in matches] == ["edge", "edge", "colour"]
+    assert [m.kind.split()[-1] for m in matches] == ["edge", "edge", "patch"]
     for match in matches:
         assert 0 <= match.channel < model.layers[0].channels
         assert -1.0 <= match.selectivity <= 1.0

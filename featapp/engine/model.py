@@ -31,6 +31,7 @@ from PIL import Image
 from featapp import settings
 from featapp.engine.images import ImageError, ImageSource, InputSpec, prepare_image
 from featapp.engine.metadata import METADATA_KEY, LayerInfo, MetadataError, ModelSpec
+from featapp.errors import FeatappError
 
 __all__ = [
     "ModelError",
@@ -60,7 +61,7 @@ _REBUILD_HINT = (
 )
 
 
-class ModelError(RuntimeError):
+class ModelError(FeatappError, RuntimeError):
     """A model file that is missing, is not a converted featapp model, or cannot run."""
 
 
