@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from featapp import render
 from featapp.explain.featurevis import visualize
 from featapp.explain.gradients import load_gradients
 from tests.appmodels import COMMITTED_MODEL, trunk_of
@@ -81,7 +82,6 @@ def test_pictures_on_disk_are_read_once_and_sent_from_the_shelf(app_env, monkeyp
 
     from PIL import Image
 
-    from featapp.app import sections
     from featapp.app.asset_server import SHELF, SHELF_PATH
     from featapp.explain import featurevis
 
@@ -103,7 +103,7 @@ def test_pictures_on_disk_are_read_once_and_sent_from_the_shelf(app_env, monkeyp
     at = open_app("feature_map")
     pictures = shown(at)
     assert whole.objective == "neuron"  # layer 1: the centre cell's receptive field, enlarged
-    assert np.array_equal(pictures["All 32 channels"], sections._mosaic(whole.shown()))
+    assert np.array_equal(pictures["All 32 channels"], render.picture_mosaic(whole.shown()))
     assert np.array_equal(pictures["Channel 1"], whole.shown()[0])
 
     read = featurevis._read_cached
@@ -131,11 +131,12 @@ def test_pictures_on_disk_are_read_once_and_sent_from_the_shelf(app_env, monkeyp
     later = path.stat().st_mtime_ns + 2_000_000_000  # a coarse file system may keep the old time stamp
     os.utime(path, ns=(later, later))
     at.run()
-    assert np.array_equal(shown(at)["All 32 channels"], sections._mosaic(again.shown()))
+    assert np.array_equal(shown(at)["All 32 channels"], render.picture_mosaic(again.shown()))
 
 
 def test_a_wide_layers_mosaic_is_shrunk_by_a_whole_factor_to_fit_the_page():
-    from featapp.app.sections import MOSAIC_MAX_PX, _mosaic
+    from featapp.render import MOSAIC_MAX_PX
+    from featapp.render import picture_mosaic as _mosaic
 
     # 128 pictures, 16 to a row: at 150 px that is 2,460 px; halved (block means) it is 1,260.
     values = np.arange(128, dtype=np.uint8)[:, None, None, None]

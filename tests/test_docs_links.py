@@ -84,3 +84,92 @@ def test_the_checker_finds_a_broken_link_and_accepts_a_good_one(tmp_path: Path) 
 @pytest.mark.parametrize("path", markdown_files(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_every_relative_link_resolves(path: Path) -> None:
     assert broken_links(path) == []
+
+
+# -- every file and module a page or a docstring names exists ---------------------------------------------
+# A path of the repository (featapp/app/caches.py, bench/results/load_50.md, docs/, models/...) or a dotted
+# featapp or convert name (featapp.app.caches, featapp.engine.model.load_model), in Markdown or in a
+# Python docstring or comment.
+NAMED_PATH = re.compile(
+    r"(?<![\w./-])((?:featapp|convert|bench|tests|docs|deploy|models)/[\w./-]*[\w/])"
+)
+# Not after a quote: a string such as a session-state key or a frame's title is not a reference.
+NAMED_MODULE = re.compile(r"(?<![\w./\"'=-])((?:featapp|convert)(?:\.[A-Za-z_]\w*)+)(?!\.(?:org|com)\b)")
+NOT_PATHS = ("featapp/models/",)  # the installed package's folder for models/ (pyproject.toml)
+
+
+def _sources() -> list[Path]:
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.md", "*.py", "*.toml", ".ci/run"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return [REPO_ROOT / n for n in sorted(listed) if (REPO_ROOT / n).is_file() and not n.startswith("tests/")]
+
+
+def _path_exists(named: str, source: Path) -> bool:
+    named = named.rstrip(".")
+    if named.startswith(NOT_PATHS) or any(ch in named for ch in "*{<") or "XXX" in named:
+        return True
+    if source.parent.name == "bench" and named.startswith("bench/results/"):
+        return True  # a benchmark script names the results it writes
+    return (REPO_ROOT / named).exists() or any(REPO_ROOT.glob(named + "*"))
+
+
+def _module_exists(named: str) -> bool:
+    import importlib
+
+    parts = named.rstrip(".").split(".")
+    for cut in range(len(parts), 0, -1):
+        module = ".".join(parts[:cut])
+        file = REPO_ROOT.joinpath(*parts[:cut])
+        if file.with_suffix(".py").is_file() or (file / "__init__.py").is_file():
+            try:
+                value = importlib.import_module(module)
+            except ImportError:
+                return False  # a module that cannot be imported here (TensorFlow) counts as missing only if absent
+            for attribute in parts[cut:]:
+                if attribute in getattr(value, "__dataclass_fields__", {}) or _set_in_init(value, attribute):
+                    return True
+                if not hasattr(value, attribute):
+                    return False
+                value = getattr(value, attribute)
+            return True
+    return False
+
+
+def test_every_file_and_module_named_in_the_docs_and_the_code_exists() -> None:
+    missing = []
+    for source in _sources():
+        text = source.read_text(encoding="utf-8")
+        for named in set(NAMED_PATH.findall(text)):
+            if not _path_exists(named, source):
+                missing.append(f"{source.relative_to(REPO_ROOT)}: {named}")
+        for named in set(NAMED_MODULE.findall(text)):
+            if named.endswith((".org", ".com")) or named.startswith("featapp.models"):
+                continue  # a host name; the installed package's models folder
+            if not _module_exists_cached(named):
+                missing.append(f"{source.relative_to(REPO_ROOT)}: {named}")
+    assert not missing, "named but not there:\n" + "\n".join(sorted(missing))
+
+
+def _set_in_init(cls: object, attribute: str) -> bool:
+    """An instance attribute its class's ``__init__`` sets (``self.paths = ...``)."""
+    import inspect
+
+    init = getattr(cls, "__init__", None)
+    try:
+        return isinstance(cls, type) and f"self.{attribute} =" in inspect.getsource(init)
+    except (OSError, TypeError):
+        return False
+
+
+_KNOWN: dict[str, bool] = {}
+
+
+def _module_exists_cached(named: str) -> bool:
+    if named not in _KNOWN:
+        _KNOWN[named] = _module_exists(named)
+    return _KNOWN[named]

@@ -129,3 +129,18 @@ def test_every_user_facing_error_derives_from_one_base() -> None:
         cls = getattr(__import__(module, fromlist=[name]), name)
         assert issubclass(cls, featapp.FeatappError), f"{name} ({path.name}) does not derive from FeatappError"
     assert issubclass(convert.errors.ConversionError, featapp.FeatappError)
+
+
+def test_every_streamlit_cache_is_in_the_apps_cache_module() -> None:
+    """One place holds every ``st.cache_*`` (what is kept, for how long, keyed on what), so the
+    memory a class can make the server hold is read in one file."""
+    import re
+
+    pattern = re.compile(r"st\.cache_(data|resource)")
+    elsewhere = [
+        str(path.relative_to(REPO_ROOT))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path != PACKAGE / "app" / "caches.py" and pattern.search(path.read_text())
+    ]
+    assert elsewhere == [], f"st.cache_* outside featapp/app/caches.py: {elsewhere}"
+    assert pattern.search((PACKAGE / "app" / "caches.py").read_text())

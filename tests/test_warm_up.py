@@ -53,7 +53,7 @@ def test_the_gradient_model_is_loaded_before_a_student_asks(app_env, empty_cache
     from featapp.app import sections
 
     assert chrome.warm_up_gradients() == "featapp: gradient model loaded"
-    monkeypatch.setattr(sections, "load_gradients", lambda *a, **k: pytest.fail("loaded again"))
+    monkeypatch.setattr(caches, "load_gradients", lambda *a, **k: pytest.fail("loaded again"))
     model = caches.model_at(settings.model_path())
     assert isinstance(sections.gradients_or_message(model), Gradients)
 

@@ -4,8 +4,8 @@ the request reaches Streamlit.
 Every new browser asks for the page's scripts, styles and font: 62 files, 2.3 MB, named by
 their content's hash. Streamlit serves them with Starlette's ``StaticFiles``, behind its
 session, security and proxy middleware, reading each file in a worker thread on every
-request, uncompressed. That cost about 200 ms of the server's CPU per new browser, so a
-class opening the app at once queued behind it (``bench/bench_open.py``). Starlette has no
+request, uncompressed. That was most of the server's CPU for a new browser, so a class
+opening the app at once queued behind it (``bench/results/server_cpu.md``, "open_app"). Starlette has no
 in-memory, precompressed file responder, so this small ASGI middleware is one: it answers
 ``GET``/``HEAD`` for the files under Streamlit's ``static/`` folder, each read and
 gzip-compressed once, and passes every other request through untouched.

@@ -45,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 import streamlit as st
 
-from featapp import settings
+from featapp import render, settings
 from featapp.app.appstate import CurrentImage, image_key
 from featapp.app.asset_server import SHELF, PictureShelf
 from featapp.app.captions import gallery_caption, match_classes
@@ -63,7 +63,11 @@ from featapp.engine.metadata import activation_bytes
 from featapp.engine.model import FeatureModel, ModelError, Prediction, load_model
 from featapp.engine.probes import Probe, probe_images
 from featapp.engine.snapshots import INDEX_FILE, Snapshot, load_snapshots
+from featapp.explain.featurevis import FeatureVisualization, cached_layer_pictures, channel_picture
+from featapp.explain.gradcam import gradcam
+from featapp.explain.gradients import GradientError, Gradients, load_gradients
 from featapp.explain.occlusion import OcclusionMap, occlusion_sensitivity
+from featapp.explain.saliency import smoothgrad
 from featapp.render import (
     COLOUR_SCALES,
     ColourScale,
@@ -103,6 +107,12 @@ __all__ = [
     "first_layer_filters",
     "first_layer_summary",
     "detectors",
+    "gradients",
+    "class_maps",
+    "featurevis_channel_of_grid",
+    "featurevis_channel_at",
+    "featurevis_layer_at",
+    "ShownPicture",
     "neuron_stats",
     "separation",
     "projection",
@@ -813,3 +823,50 @@ def explorer(model: FeatureModel, image: CurrentImage, layer: str) -> ExplorerPa
     made once per (model, image, layer) in this process and shared: a class on one photo
     costs one payload. Never change it."""
     return _explorer(view=(model.sha256, image.key, layer, image.title), _model=model, _image=image)
+
+
+# -- gradient views (Model, Feature map and One-neuron pages: featapp.app.sections) ----------------------------
+ShownPicture = tuple[FeatureVisualization, str, bytes]
+"""A feature visualisation with the shelf name and PNG of what is shown of it."""
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def gradients(model_sha: str, _model: FeatureModel) -> Gradients | str:
+    try:
+        return load_gradients(_model)
+    except GradientError as err:
+        return str(err)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def class_maps(model_sha: str, image_key: str, _grads: Gradients, _image: np.ndarray):
+    smooth = smoothgrad(_grads, _image, samples=16, seed=0)
+    cam = gradcam(_grads, _image)
+    return smooth.per_pixel, cam.per_pixel, cam.layer, smooth.class_index
+
+
+def _shown(result: FeatureVisualization, picture: np.ndarray) -> ShownPicture:
+    png = render.png_bytes(picture)
+    return result, "featurevis-" + hashlib.blake2b(png, digest_size=16).hexdigest() + ".png", png
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def featurevis_channel_of_grid(grid_name: str, channel: int, _grid: FeatureVisualization) -> ShownPicture:
+    result = _grid.of_channel(channel)
+    return _shown(result, result.shown()[0])
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def featurevis_channel_at(
+    version: tuple, layer: str, channel: int, steps: int, _grads: Gradients
+) -> ShownPicture | None:
+    result = channel_picture(_grads, layer, channel, steps=steps, compute=False)
+    return None if result is None else _shown(result, result.shown()[0])
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def featurevis_layer_at(version: tuple, layer: str, steps: int, _grads: Gradients) -> ShownPicture | None:
+    whole = cached_layer_pictures(_grads, layer, steps=steps)
+    if whole is None:
+        return None
+    return _shown(whole, render.picture_mosaic(whole.shown()))

@@ -9,29 +9,26 @@ message in place of the view; the page goes on.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-import numpy as np
 import streamlit as st
 
 from featapp import render, settings
+from featapp.app import caches
 from featapp.app.appstate import CurrentImage
 from featapp.app.asset_server import SHELF
+from featapp.app.caches import ShownPicture
 from featapp.engine.metadata import LayerInfo
 from featapp.engine.model import FeatureModel
 from featapp.explain.featurevis import (
     APP_STEPS,
     FeatureVisualization,
     cache_file,
-    cached_layer_pictures,
     channel_picture,
     default_objective,
     layer_pictures,
 )
-from featapp.explain.gradcam import gradcam
-from featapp.explain.gradients import GradientError, Gradients, load_gradients
-from featapp.explain.saliency import smoothgrad
+from featapp.explain.gradients import GradientError, Gradients
 
 __all__ = ["gradients_or_message", "saliency_section", "channel_section"]
 
@@ -44,24 +41,9 @@ def vis_steps() -> int:
     return settings.vis_steps(APP_STEPS)
 
 
-@st.cache_resource(max_entries=8, show_spinner=False)
-def _gradients(model_sha: str, _model: FeatureModel) -> Gradients | str:
-    try:
-        return load_gradients(_model)
-    except GradientError as err:
-        return str(err)
-
-
 def gradients_or_message(model: FeatureModel) -> Gradients | str:
     """The model's gradients, or the message saying why there are none (never raises)."""
-    return _gradients(model_sha=model.sha256, _model=model)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def _class_maps(model_sha: str, image_key: str, _grads: Gradients, _image: np.ndarray):
-    smooth = smoothgrad(_grads, _image, samples=16, seed=0)
-    cam = gradcam(_grads, _image)
-    return smooth.per_pixel, cam.per_pixel, cam.layer, smooth.class_index
+    return caches.gradients(model_sha=model.sha256, _model=model)
 
 
 def saliency_section(model: FeatureModel, image: CurrentImage) -> None:
@@ -85,7 +67,7 @@ def saliency_section(model: FeatureModel, image: CurrentImage) -> None:
         return
     with st.spinner("Differentiating the class score..."):
         try:
-            sal, cam, layer, class_index = _class_maps(
+            sal, cam, layer, class_index = caches.class_maps(
                 model_sha=model.sha256, image_key=image.key, _grads=grads, _image=image.array
             )
         except GradientError as err:
@@ -161,11 +143,10 @@ def channel_section(model: FeatureModel, layer: LayerInfo, channel: int, key: st
     _grid_part(grads, layer, key, grid)
 
 
-# Pictures someone computed are on disk; a whole class's reruns read them from here. Read from
-# the file and encoded on every rerun, a layer's grid cost the server about a third of a second
-# per click (bench/results/featurevis_reruns.md). The key holds the file's path, time stamp and
-# size, so pictures computed again are read again.
-_Shown = tuple[FeatureVisualization, str, bytes]
+# Pictures someone computed are on disk; a whole class's reruns read them from memory
+# (caches.featurevis_*): read from the file and encoded on every rerun, a layer's grid was most of
+# the server's time per click (bench/results/featurevis_reruns.md). The key holds the file's path,
+# time stamp and size, so pictures computed again are read again.
 
 
 def _file_version(path: Path) -> tuple[str, int, int] | None:
@@ -176,53 +157,28 @@ def _file_version(path: Path) -> tuple[str, int, int] | None:
     return (str(path), info.st_mtime_ns, info.st_size)
 
 
-def _shown(result: FeatureVisualization, picture: np.ndarray) -> _Shown:
-    png = render.png_bytes(picture)
-    return result, "featurevis-" + hashlib.blake2b(png, digest_size=16).hexdigest() + ".png", png
-
-
-def _kept_channel_picture(grads: Gradients, layer: str, channel: int, grid: _Shown | None) -> _Shown | None:
+def _kept_channel_picture(grads: Gradients, layer: str, channel: int, grid: ShownPicture | None) -> ShownPicture | None:
     """The channel's picture, if it or its layer's ``grid`` (:func:`_kept_layer_pictures`) was
     computed: (result, shelf name, PNG)."""
     if grid is not None and channel in grid[0].channels:  # the layer's grid, already in memory
-        return _channel_of_grid(grid_name=grid[1], channel=channel, _grid=grid[0])
+        return caches.featurevis_channel_of_grid(grid_name=grid[1], channel=channel, _grid=grid[0])
     steps = vis_steps()
     alone = _file_version(cache_file(grads, layer, channel, steps=steps))
     if alone is None:
         return None
-    return _channel_at(version=alone, layer=layer, channel=channel, steps=steps, _grads=grads)
+    return caches.featurevis_channel_at(version=alone, layer=layer, channel=channel, steps=steps, _grads=grads)
 
 
-@st.cache_resource(max_entries=64, show_spinner=False)
-def _channel_of_grid(grid_name: str, channel: int, _grid: FeatureVisualization) -> _Shown:
-    result = _grid.of_channel(channel)
-    return _shown(result, result.shown()[0])
-
-
-@st.cache_resource(max_entries=64, show_spinner=False)
-def _channel_at(version: tuple, layer: str, channel: int, steps: int, _grads: Gradients) -> _Shown | None:
-    result = channel_picture(_grads, layer, channel, steps=steps, compute=False)
-    return None if result is None else _shown(result, result.shown()[0])
-
-
-def _kept_layer_pictures(grads: Gradients, layer: str) -> _Shown | None:
+def _kept_layer_pictures(grads: Gradients, layer: str) -> ShownPicture | None:
     """The layer's grid of pictures, if it was computed: (result, shelf name, PNG of the mosaic)."""
     steps = vis_steps()
     version = _file_version(cache_file(grads, layer, steps=steps))
     if version is None:
         return None
-    return _layer_at(version=version, layer=layer, steps=steps, _grads=grads)
+    return caches.featurevis_layer_at(version=version, layer=layer, steps=steps, _grads=grads)
 
 
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _layer_at(version: tuple, layer: str, steps: int, _grads: Gradients) -> _Shown | None:
-    whole = cached_layer_pictures(_grads, layer, steps=steps)
-    if whole is None:
-        return None
-    return _shown(whole, _mosaic(whole.shown()))
-
-
-def _grid_part(grads: Gradients, layer: LayerInfo, key: str, shown: _Shown | None) -> None:
+def _grid_part(grads: Gradients, layer: LayerInfo, key: str, shown: ShownPicture | None) -> None:
     if shown is None:
         if not st.button(
             f"Compute pictures for all {layer.channels} channels of {layer.name} (once per model; minutes on a CPU)",
@@ -242,29 +198,3 @@ def _grid_part(grads: Gradients, layer: LayerInfo, key: str, shown: _Shown | Non
         caption=f"All {len(whole.channels)} channels of {layer.name}, channel 1 at the top left, row by row.",
         width="stretch",
     )
-
-
-MOSAIC_MAX_PX = 1400
-"""The layer grid's widest picture: the page shows it about 1,000 px wide, and 128 pictures at
-full size made a 2,460 px mosaic of several MB for every student's browser."""
-
-
-def _mosaic(images: np.ndarray, gap: int = 4, max_px: int = MOSAIC_MAX_PX) -> np.ndarray:
-    count, height, width, depth = images.shape
-    columns = render.grid_columns(count)
-    # Shrink every picture by the same whole factor (block means) until the row fits.
-    factor = 1
-    while factor < min(height, width) and columns * (width // factor + gap) - gap > max_px:
-        factor += 1
-    if factor > 1:
-        h, w = height // factor, width // factor
-        blocks = images[:, : h * factor, : w * factor].reshape(count, h, factor, w, factor, depth)
-        images = np.round(blocks.mean(axis=(2, 4))).astype(np.uint8)
-        height, width = h, w
-    rows = -(-count // columns)
-    canvas = np.full((rows * (height + gap) - gap, columns * (width + gap) - gap, 3), 255, np.uint8)
-    for i, picture in enumerate(images):
-        r, c = divmod(i, columns)
-        tile = picture if depth == 3 else np.repeat(picture, 3, axis=2)
-        canvas[r * (height + gap) : r * (height + gap) + height, c * (width + gap) : c * (width + gap) + width] = tile
-    return canvas

@@ -1180,3 +1180,31 @@ def layer_table(layers: Sequence[LayerInfo]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame.from_records(rows)
+
+
+MOSAIC_MAX_PX = 1400
+"""The layer grid's widest picture: the page shows it about 1,000 px wide, and 128 pictures at
+full size made a 2,460 px mosaic of several MB for every student's browser."""
+
+
+def picture_mosaic(images: np.ndarray, gap: int = 4, max_px: int = MOSAIC_MAX_PX) -> np.ndarray:
+    """Pictures ``(N, H, W, C)`` in rows on white, each shrunk by the same whole factor (block
+    means) until a row is at most ``max_px`` wide."""
+    count, height, width, depth = images.shape
+    columns = grid_columns(count)
+    # Shrink every picture by the same whole factor (block means) until the row fits.
+    factor = 1
+    while factor < min(height, width) and columns * (width // factor + gap) - gap > max_px:
+        factor += 1
+    if factor > 1:
+        h, w = height // factor, width // factor
+        blocks = images[:, : h * factor, : w * factor].reshape(count, h, factor, w, factor, depth)
+        images = np.round(blocks.mean(axis=(2, 4))).astype(np.uint8)
+        height, width = h, w
+    rows = -(-count // columns)
+    canvas = np.full((rows * (height + gap) - gap, columns * (width + gap) - gap, 3), 255, np.uint8)
+    for i, picture in enumerate(images):
+        r, c = divmod(i, columns)
+        tile = picture if depth == 3 else np.repeat(picture, 3, axis=2)
+        canvas[r * (height + gap) : r * (height + gap) + height, c * (width + gap) : c * (width + gap) + width] = tile
+    return canvas
