@@ -54,7 +54,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.browsing import (
+from tests.helpers.browsing import (
     PHOTOS_SHOWN,
     free_port,
     launch_chromium,

@@ -156,7 +156,7 @@ def bench_apptest(data_dir: Path, split: str, cache_dir: Path) -> list[str]:
 def bench_browser(data_dir: Path, split: str, cache_dir: Path, count: int) -> list[str]:
     from playwright.sync_api import sync_playwright
 
-    from tests.browsing import launch_chromium, server_env, streamlit_server
+    from tests.helpers.browsing import launch_chromium, server_env, streamlit_server
 
     env = server_env(
         FEATAPP_DATA_DIR=str(data_dir), FEATAPP_CACHE_DIR=str(cache_dir), FEATAPP_SNAPSHOTS=str(cache_dir / "none")

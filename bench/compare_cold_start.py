@@ -33,7 +33,7 @@ from pathlib import Path
 
 from bench.bench_browser import COLD_START_PHASES as PHASES
 from bench.bench_browser import app_environment, cold_start_phases, returning_cold_start_phases
-from tests.browsing import launch_chromium
+from tests.helpers.browsing import launch_chromium
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

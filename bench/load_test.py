@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from tests.browsing import NO_BACKGROUND_THROTTLING, free_port, launch_chromium, start_streamlit, wait_for_health
+from tests.helpers.browsing import NO_BACKGROUND_THROTTLING, free_port, launch_chromium, start_streamlit, wait_for_health
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

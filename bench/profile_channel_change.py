@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from bench.bench_browser import RECORD_CANVAS, add_app_arguments, app_environment, final_picture_time, live_channels
-from tests.browsing import free_port, launch_chromium, start_streamlit, stop, wait_for_health
+from tests.helpers.browsing import free_port, launch_chromium, start_streamlit, stop, wait_for_health
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

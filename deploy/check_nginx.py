@@ -44,8 +44,8 @@ import numpy as np
 from PIL import Image
 
 from bench import load_test
-from tests import browsing, imagefactory
-from tests.traces import Secret, default_roots, find_traces
+from tests.helpers import browsing, imagefactory
+from tests.helpers.traces import Secret, default_roots, find_traces
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,5 +1,5 @@
 """Shared fixtures: the real committed model and the real shared photos, and the app's
-environment for AppTest runs (the helpers that drive the app are in ``tests/apptest.py``)."""
+environment for AppTest runs (the helpers that drive the app are in ``tests/helpers/apptest.py``)."""
 
 from __future__ import annotations
 
@@ -59,14 +59,14 @@ def _no_downloaded_photos(monkeypatch, tmp_path_factory):
 @pytest.fixture
 def app_env(monkeypatch, tmp_path, data_dir):
     """For an AppTest run: the shared photos, a private cache folder, no snapshots and the
-    committed model on the CPU (servers in a subprocess take ``tests.browsing.server_env``)."""
+    committed model on the CPU (servers in a subprocess take ``tests.helpers.browsing.server_env``)."""
     monkeypatch.setenv("FEATAPP_DATA_DIR", str(data_dir))
     monkeypatch.setenv("FEATAPP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("FEATAPP_SNAPSHOTS", str(tmp_path / "no-snapshots"))
     monkeypatch.setenv("FEATAPP_PROVIDER", "cpu")
     # An AppTest runs no JavaScript, so it drives the Feature map's server-drawn view; the
     # browser-drawn default is tested in a real browser (tests/e2e/test_map_explorer_browser.py)
-    # and by tests/test_map_explorer_app.py, which asks for it.
+    # and by tests/app/test_map_explorer_app.py, which asks for it.
     monkeypatch.setenv("FEATAPP_MAP_VIEW", "server")
     monkeypatch.delenv("FEATAPP_MODEL", raising=False)
     return tmp_path
@@ -78,7 +78,7 @@ def first_photo(dataset):
     split, seed 0), and its pixels as the committed model sees them."""
     from featapp.engine.images import prepare_image
     from featapp.engine.model import load_model
-    from tests.appmodels import COMMITTED_MODEL
+    from tests.helpers.appmodels import COMMITTED_MODEL
 
     item = dataset.sample("test", per_class=10, seed=0)[0]
     return item, prepare_image(item.path, load_model(COMMITTED_MODEL, provider="cpu"))

@@ -18,7 +18,7 @@ must accept it. Writers:
   shows a kill then broke every resume; ``convert.train.atomic_backup_and_restore`` fixes it.
 
 Corrupt and stale neuron-statistics files being detected and rebuilt is tested in
-``tests/test_analysis.py``.
+``tests/stats/test_analysis.py``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import pytest
 from PIL import Image
 
 from featapp.stats.analysis import NeuronStats
-from tests.appmodels import COMMITTED_MODEL
+from tests.helpers.appmodels import COMMITTED_MODEL
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

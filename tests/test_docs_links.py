@@ -90,9 +90,7 @@ def test_every_relative_link_resolves(path: Path) -> None:
 # A path of the repository (featapp/app/caches.py, bench/results/load_50.md, docs/, models/...) or a dotted
 # featapp or convert name (featapp.app.caches, featapp.engine.model.load_model), in Markdown or in a
 # Python docstring or comment.
-NAMED_PATH = re.compile(
-    r"(?<![\w./-])((?:featapp|convert|bench|tests|docs|deploy|models)/[\w./-]*[\w/])"
-)
+NAMED_PATH = re.compile(r"(?<![\w./-])((?:featapp|convert|bench|tests|docs|deploy|models)/[\w./-]*[\w/])")
 # Not after a quote: a string such as a session-state key or a frame's title is not a reference.
 NAMED_MODULE = re.compile(r"(?<![\w./\"'=-])((?:featapp|convert)(?:\.[A-Za-z_]\w*)+)(?!\.(?:org|com)\b)")
 NOT_PATHS = ("featapp/models/",)  # the installed package's folder for models/ (pyproject.toml)

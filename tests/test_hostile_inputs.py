@@ -1,7 +1,7 @@
 """Hostile and odd files through every path (issue 5): the command line and the app.
 
 The corpus, with one expected outcome per case, is :mod:`uploadcorpus`. The library path
-(``prepare_image``) is tested case by case in ``tests/test_images.py`` with hand-worked
+(``prepare_image``) is tested case by case in ``tests/engine/test_images.py`` with hand-worked
 pixel values; here the same files go through
 
 * ``python -m featapp predict`` in one subprocess, each followed by a good file: every
@@ -23,16 +23,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import imagefactory as factory
 import numpy as np
 import pytest
 from PIL import Image
 from test_images import _peak_rss_of
-from uploadcorpus import BY_NAME, CASES, cases_for
 
 from featapp.app.appstate import CURRENT_KEY, UPLOAD_MAX_BYTES
 from featapp.engine.images import prepare_image
-from tests.apptest import as_shown, go, heatmap_picture, main_text, open_app, upload
+from tests.helpers import imagefactory as factory
+from tests.helpers.apptest import as_shown, go, heatmap_picture, main_text, open_app, upload
+from tests.helpers.uploadcorpus import BY_NAME, CASES, cases_for
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -121,8 +121,8 @@ def test_every_user_facing_error_derives_from_one_base() -> None:
                 if isinstance(node, ast.ClassDef) and node.name.endswith("Error") and not node.name.startswith("_"):
                     found[node.name] = path
     assert {"ImageError", "ModelError", "DatasetError", "DownloadError", "ConversionError"} <= set(found)
-    import featapp
     import convert.errors
+    import featapp
 
     for name, path in found.items():
         module = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)

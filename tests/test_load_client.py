@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from tests.browsing import server_env, streamlit_server
+from tests.helpers.browsing import server_env, streamlit_server
 
 STEPS = (
     "open",

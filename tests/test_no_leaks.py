@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 import time
 
-import imagefactory as factory
 import numpy as np
 from PIL import Image
-from traces import Secret, default_roots, files_modified_since, find_traces
 
 from featapp.app.appstate import CURRENT_KEY
-from tests.apptest import go, open_app, open_tab, upload
+from tests.helpers import imagefactory as factory
+from tests.helpers.apptest import go, open_app, open_tab, upload
+from tests.helpers.traces import Secret, default_roots, files_modified_since, find_traces
 
 
 def photo(seed: int) -> np.ndarray:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.browsing import CHROMIUM, launch_chromium
+from tests.helpers.browsing import CHROMIUM, launch_chromium
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests import browsing
 from tests.e2e.steps import (
     SLOW,
     changed_from,
@@ -28,6 +27,7 @@ from tests.e2e.steps import (
     tile_urls,
     wait_until,
 )
+from tests.helpers import browsing
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +38,7 @@ SERVER_MAP_VIEW = "server"
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, data_dir):
-    from tests.appmodels import snapshot_folder
+    from tests.helpers.appmodels import snapshot_folder
 
     work = tmp_path_factory.mktemp("e2e")
     snapshots = snapshot_folder(work / "snapshots", {0: 11, 3: None}, best=3)

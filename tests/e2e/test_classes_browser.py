@@ -11,10 +11,10 @@ import shutil
 
 import pytest
 
-from featapp.stats.analysis import load_or_scan
 from featapp.data.dataset import Dataset
-from tests import browsing
+from featapp.stats.analysis import load_or_scan
 from tests.e2e.steps import SLOW, no_exception, shot, wait_until
+from tests.helpers import browsing
 
 pytestmark = pytest.mark.e2e
 

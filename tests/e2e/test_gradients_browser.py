@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests import browsing
 from tests.e2e.steps import SLOW, no_exception, open_page, running_app, shot
+from tests.helpers import browsing
 
 pytestmark = pytest.mark.e2e
 

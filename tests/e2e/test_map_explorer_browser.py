@@ -16,8 +16,8 @@ import pytest
 
 from featapp.engine.geometry import receptive_box
 from featapp.render import COLOUR_SCALES, describe_range, legend_chart, value_range
-from tests import browsing
 from tests.e2e.steps import SLOW, choose, no_exception, running_app, shot, wait_until
+from tests.helpers import browsing
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +39,7 @@ def app_url(tmp_path_factory, data_dir):
 @pytest.fixture(scope="module")
 def photo_maps(first_photo):
     from featapp.engine.model import load_model
-    from tests.appmodels import COMMITTED_MODEL
+    from tests.helpers.appmodels import COMMITTED_MODEL
 
     model = load_model(COMMITTED_MODEL, provider="cpu")
     _, pixels = first_photo

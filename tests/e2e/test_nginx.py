@@ -18,7 +18,7 @@ import os
 import pytest
 
 from deploy import check_nginx
-from tests.browsing import CHROMIUM
+from tests.helpers.browsing import CHROMIUM
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -3,16 +3,16 @@
 A bare string in a script is drawn by Streamlit's "magic" (off in ``.streamlit/config.toml``);
 a note under a constant once appeared above every page's title and no test saw it, because the
 browser tests looked for exceptions, not for what a student reads. Checked on the lecture's
-model and on another converted model (a small one written by ``tests/modelfactory.py``).
+model and on another converted model (a small one written by ``tests/helpers/modelfactory.py``).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests import browsing
 from tests.e2e.steps import SLOW, no_exception, wait_until
-from tests.modelfactory import Conv, TinyNet, build
+from tests.helpers import browsing
+from tests.helpers.modelfactory import Conv, TinyNet, build
 
 PAGES = {
     "Gallery": "🖼️ Gallery",

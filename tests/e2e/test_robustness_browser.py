@@ -24,16 +24,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import imagefactory as factory
 import numpy as np
 import pytest
 from PIL import Image
-from traces import Secret, default_roots, find_traces
+from tests.engine.test_broken_model import BROKEN_MODELS, make_broken_model
 
 from featapp.engine.images import prepare_image
-from tests import browsing
-from tests.appmodels import COMMITTED_MODEL
-from tests.test_broken_model import BROKEN_MODELS, make_broken_model
+from tests.helpers import browsing
+from tests.helpers import imagefactory as factory
+from tests.helpers.appmodels import COMMITTED_MODEL
+from tests.helpers.traces import Secret, default_roots, find_traces
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -1,0 +1,143 @@
+"""The app's shared caches (featapp/app/caches.py), called directly: one copy of an image's
+activations for every session, which no page can change, and pictures encoded once."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from featapp.app.appstate import CurrentImage
+from featapp.engine.images import prepare_image
+
+# Outside `streamlit run` the caches still work, in memory; Streamlit says so once per cache.
+logging.getLogger("streamlit.runtime.caching").setLevel(logging.ERROR)
+
+
+@pytest.fixture(scope="module")
+def caches():
+    from featapp.app import caches
+
+    return caches
+
+
+@pytest.fixture
+def photo(model, cat_photo) -> CurrentImage:
+    return CurrentImage.from_array(prepare_image(cat_photo, model.input_spec), "dataset", cat_photo.name)
+
+
+def test_activations_are_computed_once_shared_and_read_only(caches, model, photo):
+    first = caches.activations(model, photo)
+    assert caches.activations(model, photo) is first  # every session reads the same arrays, no copy
+    name = model.layers[0].name
+    expected = model.activations(photo.array[np.newaxis])[name][0]
+    np.testing.assert_array_equal(first[name], expected)
+    with pytest.raises(ValueError, match="read-only"):
+        first[name][0, 0, 0] = 1.0  # a page writing into the map would change it for every student
+    with pytest.raises(TypeError):
+        first["extra"] = expected  # type: ignore[index]
+    np.testing.assert_array_equal(caches.activations(model, photo)[name], expected)
+
+
+def test_a_picture_is_encoded_once_as_png_and_sized_for_its_place(caches):
+    picture = np.random.default_rng(5).integers(0, 256, (150, 150, 3), dtype=np.uint8)
+    data = caches.picture_png(picture)
+    decoded = Image.open(io.BytesIO(data))
+    assert decoded.format == "PNG"
+    np.testing.assert_array_equal(np.asarray(decoded), picture)  # lossless
+    assert caches.picture_png(picture.copy()) == data  # the same pixels are the same cached bytes
+    other = picture.copy()
+    other[0, 0, 0] ^= 1
+    assert caches.picture_png(other) != data  # one changed pixel is another picture
+    sized = Image.open(io.BytesIO(caches.picture_png(picture, 360)))
+    assert sized.size == (360, 360)
+
+
+def test_a_heatmap_view_is_built_once_and_every_channel_is_its_own(caches, model, photo):
+    import pyarrow as pa
+
+    from featapp import render
+
+    layer = model.layers[0].name
+    maps = caches.activations(model, photo)[layer]
+    scale = render.COLOUR_SCALES["blues4"]
+    vr = render.value_range(maps[0], "per map")
+    spec = caches.heatmap_spec(model, photo, layer, 0, vr, scale, width_px=360)
+    assert caches.heatmap_spec(model, photo, layer, 0, vr, scale, width_px=360) is spec  # a second student: no work
+    assert all(isinstance(table, pa.Table) for table in spec["datasets"].values())
+    # What it shows is the chart of that map: the picture render draws for it.
+    picture = spec["datasets"]["picture"].column("url")[0].as_py()
+    assert picture == render.data_url(render.map_png(maps[0], vr, scale))
+    # Another channel, range, colour scale or chosen cell is another chart.
+    other_vr = render.value_range(maps[1], "per map")
+    others = [
+        caches.heatmap_spec(model, photo, layer, 1, other_vr, scale, width_px=360),
+        caches.heatmap_spec(
+            model, photo, layer, 0, render.value_range(maps[0], "per layer", layer_values=maps), scale, width_px=360
+        ),
+        caches.heatmap_spec(model, photo, layer, 0, vr, render.COLOUR_SCALES["viridis"], width_px=360),
+        caches.heatmap_spec(model, photo, layer, 0, vr, scale, width_px=360, selected_cell=(3, 4)),
+    ]
+    assert all(other is not spec for other in others)
+    assert others[3]["datasets"]["outline"].to_pylist() == [{"r0": 3, "r1": 4, "c0": 4, "c1": 5}]
+    assert others[0]["datasets"]["picture"].column("url")[0].as_py() == render.data_url(
+        render.map_png(maps[1], other_vr, scale)
+    )
+
+
+def test_a_layer_grid_is_built_once_per_view(caches, model, photo):
+    from featapp import render
+
+    layer = model.layers[2].name
+    maps = caches.activations(model, photo)[layer]
+    scale = render.COLOUR_SCALES["blues4"]
+    chart, ordered, dead = caches.tile_grid(model, photo, layer, (1, 8), "max", scale, "per map", None, width_px=880)
+    again = caches.tile_grid(model, photo, layer, (1, 8), "max", scale, "per map", None, width_px=880)
+    assert again[0] is chart
+    assert ordered == render.order_channels(maps, range(8), "max")
+    assert dead == [channel for channel in range(8) if render.is_constant(maps[channel])]
+    assert [row["ch"] for row in chart["datasets"]["tiles"].to_pylist()] == ordered
+    fewer = caches.tile_grid(model, photo, layer, (2, 5), "index", scale, "per map", None, width_px=880)
+    assert fewer[1] == [1, 2, 3, 4]
+
+
+def test_gallery_cards_are_the_photos_made_once_and_served_from_the_shelf(caches, model, dataset):
+    from featapp.app.asset_server import SHELF, SHELF_PATH
+
+    cards = caches.gallery_cards(model, dataset, "test", 0)
+    assert caches.gallery_cards(model, dataset, "test", 0) is cards  # one lookup per rerun, for every student
+    items, pixels = caches.gallery(model, dataset, "test", 0)
+    assert [card.item for card in cards] == list(items) and len(cards) == 20
+    probabilities = model.predict(pixels).probabilities
+    for card, photo, p in zip(cards, pixels, probabilities, strict=True):
+        assert card.wrong == (card.item.label != int(p.argmax()))
+        shown = np.asarray(Image.open(io.BytesIO(card.png)).convert("RGB"))
+        if card.wrong:  # framed in red
+            assert (shown[:3, :, 0] > 180).all() and (shown[:3, :, 1] < 80).all()
+            assert not np.array_equal(shown, photo)
+        else:
+            np.testing.assert_array_equal(shown, photo)
+        url = caches.card_url(card)
+        assert url == SHELF_PATH + card.name and SHELF.get(card.name).body == card.png
+    assert any(card.wrong for card in cards) and not all(card.wrong for card in cards)
+    other = caches.gallery_cards(model, dataset, "test", 1)
+    assert {c.name for c in other}.isdisjoint(c.name for c in cards)  # another sample, other photos
+
+
+def test_the_snapshot_index_is_read_again_only_when_it_changes(caches, monkeypatch, tmp_path):
+    from tests.helpers.appmodels import snapshot_folder
+
+    folder = snapshot_folder(tmp_path / "snaps", {0: 11, 3: None}, best=3)
+    monkeypatch.setenv("FEATAPP_SNAPSHOTS", str(folder))
+    first, problem = caches.read_snapshots()
+    assert problem is None and len(first) == 2
+    assert caches.read_snapshots()[0] == first
+    index = folder / "index.json"
+    index.write_text("{not json", encoding="utf-8")  # a new size and time stamp: read again
+    snaps, problem = caches.read_snapshots()
+    assert snaps == [] and "damaged" in problem
+    index.unlink()
+    assert caches.read_snapshots() == ([], None)

@@ -1,0 +1,1 @@
+"""Support for the tests: model and image factories, AppTest and browser helpers."""
