@@ -373,8 +373,41 @@ def _install_message(missing: str) -> str:
     return f"error: the converter needs {missing}, which is not installed; install its packages with: {INSTALL_HINT}"
 
 
+VALUE_OPTIONS_THAT_MAY_START_WITH_MINUS = ("--input-range",)
+"""Options whose value can start with '-' (``--input-range -1..1``); argparse would take it for an option."""
+
+
+def attach_minus_values(argv: list[str]) -> list[str]:
+    """``--input-range -1..1`` as ``--input-range=-1..1``, the one spelling argparse accepts.
+
+    >>> attach_minus_values(["export", "m.keras", "--input-range", "-1..1"])
+    ['export', 'm.keras', '--input-range=-1..1']
+    """
+    result: list[str] = []
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        following = argv[index + 1] if index + 1 < len(argv) else ""
+        if (
+            token in VALUE_OPTIONS_THAT_MAY_START_WITH_MINUS
+            and following[:2].startswith("-")
+            and following[1:2].isdigit()
+        ):
+            result.append(f"{token}={following}")
+            index += 2
+            continue
+        result.append(token)
+        index += 1
+    return result
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, read by :func:`_parser` after :func:`attach_minus_values`."""
+    return _parser().parse_args(attach_minus_values(list(sys.argv[1:] if argv is None else argv)))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse_arguments(argv)
     missing = _missing_package(args.command)
     if missing is not None:
         print(_install_message(missing), file=sys.stderr, flush=True)
