@@ -58,9 +58,19 @@ models_dir = settings.models_dir
 DEFAULT_MODEL_PATH = models_dir() / "cats_dogs_small.onnx"
 
 _REBUILD_HINT = (
-    "Use the committed models/cats_dogs_small.onnx, or convert a Keras model with "
-    "'python -m convert export MODEL.keras --out MODEL.onnx' (see docs/convert.md)."
+    "Use the committed models/cats_dogs_small.onnx, or convert your model (Keras, or an ONNX file from PyTorch "
+    "or any tool) with 'python -m convert export MODEL --out MODEL_featapp.onnx' (see docs/convert.md)."
 )
+
+
+def convert_command(path: Path) -> str:
+    """The one command that converts ``path`` for featapp (the app and the CLI both say it).
+
+    >>> convert_command(Path("models/resnet18.onnx"))
+    'python -m convert export models/resnet18.onnx --out models/resnet18_featapp.onnx'
+    """
+    out = path.with_name(f"{path.stem}_featapp.onnx")
+    return f"python -m convert export {path.as_posix()} --out {out.as_posix()}"
 
 
 class ModelError(RuntimeError):
@@ -442,8 +452,9 @@ def _read_spec(session, path: Path) -> ModelSpec:
     props = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in props:
         raise ModelError(
-            f"'{path.name}' is an ONNX model, but not one converted for featapp: it has no "
-            f"'{METADATA_KEY}' metadata. {_REBUILD_HINT}"
+            f"'{path.name}' is an ONNX model, but not one converted for featapp (it has no '{METADATA_KEY}' "
+            f"metadata). Convert it with: {convert_command(path)} (for a PyTorch model add its input's "
+            "--mean and --std, and --class-names; see docs/convert.md, From PyTorch)."
         )
     try:
         return ModelSpec.from_json(props[METADATA_KEY])
