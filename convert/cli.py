@@ -140,6 +140,7 @@ def _export_onnx(args: argparse.Namespace) -> int:
         layout=args.layout,
         tolerance=args.tolerance,
         gradients=not args.no_gradients,
+        run_id=args.run_id,
     )
     export_onnx(args.model, args.out, options, log=_log)
     return 0
@@ -166,6 +167,7 @@ def _export(args: argparse.Namespace) -> int:
         input_range=args.input_range,
         tolerance=args.tolerance,
         gradients=not args.no_gradients,
+        run_id=args.run_id,
     )
     export(args.model, args.out, options, log=_log)
     return 0
@@ -413,6 +415,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--no-gradients", action="store_true", help="do not write MODEL.grad.onnx (saliency, Grad-CAM, feature vis)"
+    )
+    p.add_argument(
+        "--run-id",
+        default="",
+        metavar="ID",
+        help="the training run the model came from (printed by 'convert snapshots'): the app then offers that "
+        "run's snapshots with this model only",
     )
     p.add_argument("--verbose", action="store_true", help="show tracebacks and TensorFlow's log")
     p.set_defaults(func=_export, handles_errors=True)

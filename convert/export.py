@@ -41,7 +41,14 @@ from convert.flatten import FlatLayer, FlatModel, compute_in_float32, flatten_mo
 from convert.inspect_keras import KerasFile, check_input_shapes, check_known_classes, inspect_keras_file
 from convert.verification import accumulation_lengths, allowed_error, relative_error
 from featapp.engine.images import InputSpec
-from featapp.engine.metadata import METADATA_KEY, LayerInfo, ModelSpec, with_receptive_fields
+from featapp.engine.metadata import (
+    IDENTITY_KEY,
+    METADATA_KEY,
+    LayerInfo,
+    ModelSpec,
+    architecture_id,
+    with_receptive_fields,
+)
 
 __all__ = [
     "ConversionError",
@@ -89,6 +96,7 @@ class ExportOptions:
     tolerance: float = 1e-4
     fold_rescaling: bool = True
     gradients: bool = True  # also write <name>.grad.onnx (convert.gradients), when differentiable
+    run_id: str = ""  # the training run (see featapp.engine.metadata.model_identity); "" when unknown
 
 
 def sha256_file(path: Path) -> str:
@@ -495,6 +503,7 @@ def export_model(
         extra=extra,
     )
 
+    spec = with_identity(spec, options.run_id)
     names = [info.name for info in infos]
     nchw = [info.name for info in infos if info.is_spatial]
     log(f"Converting {count} layers to ONNX (opset {OPSET}, maps as {spec.layout}) ...")
@@ -519,6 +528,14 @@ def export_model(
         except ConversionError as err:
             raise ConversionError(written_without_gradients(onnx_path, err)) from err
     return spec
+
+
+def with_identity(spec: ModelSpec, run_id: str = "") -> ModelSpec:
+    """``spec`` with its identity in ``extra`` (:func:`featapp.engine.metadata.model_identity`)."""
+    from dataclasses import replace
+
+    identity = {"architecture": architecture_id(spec), "run": run_id}
+    return replace(spec, extra={**spec.extra, IDENTITY_KEY: identity})
 
 
 def written_without_gradients(onnx_path: Path, err: Exception) -> str:

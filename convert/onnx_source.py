@@ -109,6 +109,7 @@ class OnnxOptions:
     layout: str | None = None  # "NCHW" or "NHWC"; None: from the input's shape
     tolerance: float = 1e-4
     gradients: bool = True
+    run_id: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -841,7 +842,9 @@ def export_onnx(
     infos, reads, opaque = _describe(layers, source, weights)
     infos = list(with_receptive_fields(infos, (raw.height, raw.width), inputs=reads, opaque=opaque))
     head = _head(layers[-1])
-    spec = _spec(source, infos, head, options, source_path)
+    from convert.export import with_identity
+
+    spec = with_identity(_spec(source, infos, head, options, source_path), options.run_id)
     log(
         f"  input: {raw.height}x{raw.width}x{raw.channels} ({raw.layout} in the file), "
         f"{spec.channel_order}, range {spec.extra['input_range']}"

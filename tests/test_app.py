@@ -696,3 +696,21 @@ def test_config_limits_uploads_and_needs_no_internet():
         text = source.read_text(encoding="utf-8")
         assert ":material/" not in text, f"{source.name} uses a Material icon (a font from the internet)"
         assert "http://" not in text and "https://" not in text, f"{source.name} refers to the internet"
+
+
+def test_another_model_starting_with_conv2d_is_not_offered_the_lectures_snapshots(app_env, monkeypatch):
+    """Snapshots belong to their model: a model whose first layer is also called conv2d, but
+    which is another network, gets no training slider and no strip."""
+    from tests import modelfactory
+
+    folder = snapshot_folder(app_env / "snapshots", {0: 11, 3: None}, best=3)
+    other = modelfactory.build(modelfactory.TinyNet(height=40, width=40, channels=3), app_env / "other.onnx")
+    assert load_model(other, provider="cpu").layer_names[0] == "conv2d"
+    monkeypatch.setenv("FEATAPP_SNAPSHOTS", str(folder))
+    monkeypatch.setenv("FEATAPP_MODEL", str(other))
+    at = open_app("feature_map")
+    assert_clean(at)
+    assert not [s for s in at.select_slider if s.label == "Training progress"]
+    monkeypatch.setenv("FEATAPP_MODEL", str(COMMITTED_MODEL))  # the lecture's model still has them
+    at = open_app("feature_map")
+    assert [s for s in at.select_slider if s.label == "Training progress"]

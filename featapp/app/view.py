@@ -321,6 +321,7 @@ def pick_snapshot(model: FeatureModel, *, key: str, layer: str | None = None) ->
     snaps, problem = caches.read_snapshots()
     if problem:
         st.warning(f"The training snapshots cannot be used: {problem}")
+    snaps = caches.own_snapshots(snaps, model)  # another model's training is not this one's
     if not snaps:
         return model, None
     by_id = {str(Path(s.path)): s for s in snaps}

@@ -30,6 +30,9 @@ __all__ = [
     "MetadataError",
     "with_receptive_fields",
     "activation_bytes",
+    "architecture_id",
+    "model_identity",
+    "IDENTITY_KEY",
 ]
 
 METADATA_KEY = "featapp"
@@ -316,3 +319,38 @@ def activation_bytes(layers: Sequence[LayerInfo]) -> int:
     68
     """
     return sum(4 * math.prod(layer.output_shape) for layer in layers)
+
+
+IDENTITY_KEY = "model_identity"
+"""Key in :attr:`ModelSpec.extra` (and in a snapshot folder's ``index.json``) of
+:func:`model_identity`: ``{"architecture": ..., "run": ...}``."""
+
+
+def architecture_id(spec: ModelSpec) -> str:
+    """A hash of the convolutional trunk: the input, then each layer up to the last map
+    (name, kind, shape, window). A model and its training snapshots (trunks) share it; a
+    model that merely begins with a layer called ``conv2d`` does not.
+
+    >>> a = ModelSpec(InputSpec(8, 8, 1), (LayerInfo("conv2d", "Conv2D", (6, 6, 4), kernel=(3, 3)),))
+    >>> b = ModelSpec(InputSpec(8, 8, 1), (LayerInfo("conv2d", "Conv2D", (6, 6, 8), kernel=(3, 3)),))
+    >>> architecture_id(a) == architecture_id(a), architecture_id(a) == architecture_id(b)
+    (True, False)
+    """
+    import hashlib
+
+    spatial = [i for i, layer in enumerate(spec.layers) if layer.is_spatial]
+    trunk = spec.layers[: spatial[-1] + 1] if spatial else ()
+    rows = [
+        [layer.name, layer.kind, list(layer.output_shape), layer.kernel, layer.stride, layer.padding, layer.dilation]
+        for layer in trunk
+    ]
+    text = json.dumps({"input": asdict(spec.input), "trunk": rows}, sort_keys=True)
+    return "arch-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def model_identity(spec: ModelSpec) -> dict[str, str]:
+    """The model's identity: :func:`architecture_id` (always computed from the layers, so
+    files written before identities existed have one too) and the training run it came
+    from (``""`` when the converter was not told)."""
+    recorded = spec.extra.get(IDENTITY_KEY) if isinstance(spec.extra.get(IDENTITY_KEY), dict) else {}
+    return {"architecture": architecture_id(spec), "run": str(recorded.get("run", "") or "")}
