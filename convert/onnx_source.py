@@ -67,6 +67,7 @@ SHOWN_OPS = {
 """ONNX operators whose float outputs are shown as layers, and the Keras-style kind featapp
 names them by (the app picks Grad-CAM's layer and the filter pages by kind)."""
 _ACTIVATIONS = {"Relu": "relu", "LeakyRelu": "leaky_relu", "Clip": "relu6", "Sigmoid": "sigmoid", "Softmax": "softmax"}
+_KINDS_WITH_WEIGHTS = ("Conv2D", "DepthwiseConv2D", "GroupConv2D", "Dense", "BatchNormalization")
 _POOLS_TO_VECTORS = ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean")
 _LAYOUT_KEEPING = {
     "Relu",
@@ -229,7 +230,7 @@ def _scope_of(node) -> tuple[list[str], str, bool]:
     parts = [p for p in re.split(r"[/]", name) if p]
     if len(parts) <= 1:
         return [], parts[0] if parts else node.op_type, False
-    return _join_module_parts(parts[:-1]), parts[-1], False
+    return parts[:-1], parts[-1], False  # the scopes as written; layer_names reads them per exporter
 
 
 def _join_module_parts(parts: Sequence[str]) -> list[str]:
@@ -239,6 +240,8 @@ def _join_module_parts(parts: Sequence[str]) -> list[str]:
     >>> _join_module_parts(["layer1", "layer1.0", "conv1"])
     ['layer1', '0', 'conv1']
     """
+    if not parts:
+        return []
     path = ""
     for part in parts:
         joined = f"{path}.{part}" if path else part
@@ -257,13 +260,14 @@ def layer_names(nodes: Sequence[Any], producer: str = "") -> list[str]:
     A module that computes one shown tensor gives it its path (``layer1.0.conv1``); a
     module that computes several (a Keras ``Conv2D`` with its activation) gives its path
     to the last (its output) and ``path.op`` to the others; an operation written in a
-    container's ``forward`` (a residual ``+``) is ``path.op`` (``layer1.0.add``). tf2onnx's
-    first part, the Keras model's name shared by every layer, is dropped.
+    container's ``forward`` (a residual ``+``) is ``path.op`` (``layer1.0.add``). For tf2onnx
+    files the path is the Keras layer (:func:`_keras_layer`).
     """
-    scoped = [_scope_of(node) for node in nodes]
-    if producer == "tf2onnx" and all(p.endswith("_1") for parts, _, _ in scoped for p in parts) and scoped:
-        # Keras traces each layer in a second name scope: conv2d -> conv2d_1.
-        scoped = [([p[:-2] for p in parts], op, dyn) for parts, op, dyn in scoped]
+    scoped = []
+    for parts, op, dynamo in (_scope_of(node) for node in nodes):
+        if not dynamo:
+            parts = _keras_layer(parts) if producer == "tf2onnx" else _join_module_parts(parts)
+        scoped.append((parts, op, dynamo))
     paths = [".".join(parts) for parts, _, _ in scoped]
     containers = {p for p in paths if p} | set()
     has_children = {q for q in containers if any(p.startswith(q + ".") for p in containers)}
@@ -278,22 +282,22 @@ def layer_names(nodes: Sequence[Any], producer: str = "") -> list[str]:
             names.append(f"{path}.{local}")
         else:
             names.append(path)
-    # tf2onnx puts every Keras layer under the model's name: that part says nothing.
-    common = _common_prefix([n.split(".") for n in names]) if producer == "tf2onnx" else 0
-    if common and all(len(n.split(".")) > common for n in names):
-        names = [".".join(n.split(".")[common:]) for n in names]
     return _unique(names)
 
 
-def _common_prefix(split: list[list[str]]) -> int:
-    if len(split) < 2:
-        return 0
-    count = 0
-    for parts in zip(*split, strict=False):
-        if len(set(parts)) != 1:
-            break
-        count += 1
-    return count
+def _keras_layer(parts: Sequence[str]) -> list[str]:
+    """The Keras layer in a tf2onnx node's scope (``model_1/conv2d_1/batchnorm/mul``): the part
+    after the model's name. Keras traces a called model in a second name scope, which adds
+    ``_1`` to the model and to each layer: that suffix is taken off again.
+
+    >>> _keras_layer(["mobilenetv2_1.00_224_1", "block_1_project_BN_1", "batchnorm"])
+    ['block_1_project_BN']
+    """
+    if not parts:
+        return []
+    layer = parts[1] if len(parts) > 1 else parts[0]
+    traced = parts[0].endswith("_1")
+    return [layer[:-2] if traced and layer.endswith("_1") else layer]
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -509,7 +513,7 @@ def _describe(
                 name=layer.name,
                 kind=kind,
                 output_shape=_channels_last(layer),
-                params=params if op not in ("Concat", "ReduceMean") and kind != "Add" else 0,
+                params=params if kind in _KINDS_WITH_WEIGHTS else 0,
                 activation=_ACTIVATIONS.get(op),
                 **geometry,
             )
