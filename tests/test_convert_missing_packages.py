@@ -60,3 +60,12 @@ def test_converter_without_its_packages_says_what_to_install(blocked, command, m
         "pip install -r requirements-convert.txt (from a clone) or pip install 'featapp[convert]'"
     ], run.stderr
     assert not (ROOT / "x.onnx").exists()
+
+
+def test_an_onnx_file_converts_on_an_app_only_install(tmp_path):
+    """onnx and ONNX Runtime come with the app: an ONNX file needs nothing else."""
+    out = tmp_path / "legacy_featapp.onnx"
+    fixture = ROOT / "tests" / "fixtures" / "onnx" / "torch_legacy.onnx"
+    run = run_blocked("tensorflow,keras,tf2onnx,tf_keras,torch", "export", str(fixture), "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    assert out.is_file() and out.with_name("legacy_featapp.grad.onnx").is_file()
