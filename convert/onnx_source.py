@@ -741,8 +741,9 @@ def _session(model_or_bytes, what: str):
     try:
         return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        raise ConversionError(f"ONNX Runtime cannot run {what} ({first}).") from err
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        # ONNX Runtime's messages start with its source path: the reason is at the end.
+        raise ConversionError(f"ONNX Runtime cannot run {what} (...{first[-240:]}).") from err
 
 
 def _run_source(session, source: _Source, fed_nhwc: np.ndarray) -> np.ndarray:
@@ -751,7 +752,15 @@ def _run_source(session, source: _Source, fed_nhwc: np.ndarray) -> np.ndarray:
     try:
         return session.run([source.output_name], {name: feed})[0]
     except Exception:  # noqa: BLE001 - a graph exported for batches of one: run the images one at a time
+        pass
+    try:
         return np.concatenate([session.run([source.output_name], {name: feed[i : i + 1]})[0] for i in range(len(feed))])
+    except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ConversionError(
+            f"ONNX Runtime cannot run the source file on a test image ({first}); check the input size, layout "
+            "and channels it was exported with (--input-size, --layout)."
+        ) from err
 
 
 def verify_against_source(
@@ -837,8 +846,7 @@ def export_onnx(
     layers = _pick_layers(source, shapes, _layouts(inferred, raw.input_name, raw.layout))
     names = layer_names([layer.node for layer in layers], inferred.producer_name)
     names[-1] = names[-1] if layers[-1].node.op_type in SHOWN_OPS else "logits"
-    for layer, name in zip(layers, names, strict=True):
-        layer.name = name
+    _name_layers(layers, names, inferred.graph)
     from onnx import numpy_helper
 
     weights = {init.name: numpy_helper.to_array(init) for init in inferred.graph.initializer}
@@ -872,6 +880,19 @@ def export_onnx(
         log("Writing the gradient model (saliency, Grad-CAM, feature visualisation) ...")
         write_gradient_model_checked_numerically(out_path, log=log)
     return spec
+
+
+def _name_layers(layers: list[_Layer], names: list[str], graph) -> None:
+    """Give each layer its name; a name that another tensor of the graph already has (or
+    ``input``, the new input's) gets a suffix, since each layer's tensor is renamed to it."""
+    taken = {"input"} | {init.name for init in graph.initializer} | {value.name for value in graph.input}
+    taken |= {out for node in graph.node for out in node.output}
+    chosen: set[str] = set()
+    for layer, name in zip(layers, names, strict=True):
+        if (name in taken and name != layer.tensor) or name in chosen:
+            name = _free(name, taken | chosen)
+        chosen.add(name)
+        layer.name = name
 
 
 def _identity_weights(model, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -216,3 +216,41 @@ def test_layer_names_from_each_exporters_scopes():
     assert layer_names(dynamo) == ["layer1.0.conv1", "layer1.0.relu", "layer1.0.add", "layer1.0.relu_1"]
     keras = [node("model_1/conv2d_1/convolution"), node("model_1/conv2d_1/Relu"), node("model_1/conv2d_1_1/Relu")]
     assert layer_names(keras, "tf2onnx") == ["conv2d.convolution", "conv2d", "conv2d_1"]
+
+
+def test_a_layer_name_that_is_another_tensors_name_gets_a_suffix(tmp_path):
+    """Each layer's tensor is renamed to the layer's name: a name some other tensor already
+    has must not merge the two."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["t1"], name="/y/Conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["t1"], ["y"], name="/b/Relu"),
+        helper.make_node("GlobalAveragePool", ["y"], ["pooled"], name="/pool/GlobalAveragePool"),
+        helper.make_node("Flatten", ["pooled"], ["flat"], name="/Flatten"),
+        helper.make_node("Gemm", ["flat", "fc.weight"], ["logits"], name="/fc/Gemm", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 4])],
+        [
+            numpy_helper.from_array(rng.normal(size=(5, 3, 3, 3)).astype(np.float32), "w"),
+            numpy_helper.from_array(rng.normal(size=(4, 5)).astype(np.float32), "fc.weight"),
+        ],
+    )
+    source = tmp_path / "clash.onnx"
+    made = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    made.ir_version = 8  # what exporters write; onnx's own default is newer than ONNX Runtime reads
+    onnx.save(made, source)
+    spec = export_onnx(source, tmp_path / "out.onnx", OnnxOptions(gradients=False), log=lambda _: None)
+    assert [layer.name for layer in spec.layers] == ["y_1", "b", "pool", "fc", "softmax"]
+    model = load_model(tmp_path / "out.onnx", provider="cpu")
+    photos = _photos(8, 8, 2)
+    maps = model.activations(photos)
+    fed = np.transpose(photos / np.float32(255), (0, 3, 1, 2)).astype(np.float32)
+    np.testing.assert_allclose(maps["b"], np.maximum(maps["y_1"], 0), rtol=1e-6)
+    session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(maps["fc"], session.run(None, {"x": fed})[0], rtol=1e-5, atol=1e-6)
