@@ -159,6 +159,14 @@ def _read_source(path: Path, options: OnnxOptions) -> _Source:
         )
     initializers = {init.name for init in model.graph.initializer}
     inputs = [value for value in model.graph.input if value.name not in initializers]
+    images = [value for value in inputs if _looks_like_images(_dims(value))]
+    if len(inputs) > 1 and len(images) == 1:
+        others = ", ".join(f"{v.name} {_dims(v)}" for v in inputs if v is not images[0])
+        raise ConversionError(
+            f"'{path.name}' asks for more than the image: also {others}. Those are values the exporter left as "
+            "inputs instead of storing them (Keras' Normalization layer does this in model.export): store them "
+            "in the model (e.g. give the layer its mean and variance) and export again."
+        )
     if len(inputs) != 1:
         raise ConversionError(
             f"'{path.name}' has {len(inputs)} inputs ({', '.join(v.name for v in inputs)}); featapp needs an image "
@@ -199,6 +207,11 @@ def _read_source(path: Path, options: OnnxOptions) -> _Source:
             "trained on, e.g. --input-size 224 (or HEIGHTxWIDTH)."
         )
     return _Source(model, source_input.name, layout, height, width, int(channels), model.graph.output[0].name)
+
+
+def _looks_like_images(dims: Sequence[int | str | None]) -> bool:
+    """A 4-D input with two sides that are free or larger than a channel count."""
+    return len(dims) == 4 and sum(not isinstance(d, int) or d > 4 for d in dims[1:]) >= 2
 
 
 def _guess_layout(dims: Sequence[int | str | None], path: Path) -> str:

@@ -254,3 +254,13 @@ def test_a_layer_name_that_is_another_tensors_name_gets_a_suffix(tmp_path):
     np.testing.assert_allclose(maps["b"], np.maximum(maps["y_1"], 0), rtol=1e-6)
     session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(maps["fc"], session.run(None, {"x": fed})[0], rtol=1e-5, atol=1e-6)
+
+
+def test_values_left_as_inputs_are_named_with_advice(tmp_path):
+    """Keras' model.export leaves a Normalization layer's mean and variance as graph inputs."""
+    model = onnx.load(str(FIXTURES / "keras_export.onnx"))
+    model.graph.input.append(onnx.helper.make_tensor_value_info("norm/Sub/y:0", onnx.TensorProto.FLOAT, [1, 1, 1, 3]))
+    extra = tmp_path / "extra_input.onnx"
+    onnx.save(model, extra)
+    with pytest.raises(ConversionError, match=r"also norm/Sub/y:0 \[1, 1, 1, 3\].*store them"):
+        export_onnx(extra, tmp_path / "out.onnx", log=lambda _: None)
