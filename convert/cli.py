@@ -196,17 +196,23 @@ def _gradients(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from convert.errors import ConversionError
+    from convert.gradients import converted_from_onnx, write_gradient_model_checked_numerically
 
     for name in args.models:
         if not Path(name).is_file():
             raise ConversionError(f"No such file: '{name}'.")
-    _log("Loading TensorFlow ...")
-    _load_tensorflow(args.verbose)
+    from_onnx = {name: converted_from_onnx(name) for name in args.models}
+    if not all(from_onnx.values()):  # models converted from ONNX files are checked without TensorFlow
+        _log("Loading TensorFlow ...")
+        _load_tensorflow(args.verbose)
     from convert.gradients import write_gradient_model
 
     for name in args.models:
         _log(f"\n== {name} ==")
-        write_gradient_model(name, tolerance=args.tolerance, log=_log)
+        if from_onnx[name]:
+            write_gradient_model_checked_numerically(name, log=_log)
+        else:
+            write_gradient_model(name, tolerance=args.tolerance, log=_log)
     return 0
 
 
@@ -472,12 +478,13 @@ CONVERTER_PACKAGES = frozenset({"tensorflow", "keras", "tf2onnx", "tf_keras", "m
 INSTALL_HINT = "pip install -r requirements-convert.txt (from a clone) or pip install 'featapp[convert]'"
 
 
-def _missing_package(command: str, model: str = "") -> str | None:
+def _missing_package(command: str, model: str = "", models: list[str] | None = None) -> str | None:
     """The first converter package this command needs that is not installed (found without importing it).
-    Exporting an ONNX file needs onnx only (and ONNX Runtime, which the app needs anyway)."""
+    Exporting an ONNX file, or the gradients of models converted from ONNX files, needs onnx
+    only (and ONNX Runtime, which the app needs anyway)."""
     import importlib.util
 
-    if command == "export" and _is_onnx(model):
+    if (command == "export" and _is_onnx(model)) or (command == "gradients" and _all_from_onnx(models or [])):
         needed = ["onnx"]
     else:
         needed = ["tensorflow", "keras"] + (["tf2onnx"] if command in {"export", "snapshots"} else [])
@@ -488,6 +495,18 @@ def _missing_package(command: str, model: str = "") -> str | None:
         except (ImportError, ValueError):
             return name
     return None
+
+
+def _all_from_onnx(models: list[str]) -> bool:
+    """Whether every file is a featapp model converted from an ONNX file (unreadable ones: no)."""
+    from convert.errors import ConversionError
+
+    try:
+        from convert.gradients import converted_from_onnx
+
+        return bool(models) and all(converted_from_onnx(name) for name in models)
+    except (ImportError, OSError, ValueError, ConversionError):
+        return False
 
 
 def _install_message(missing: str) -> str:
@@ -529,7 +548,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
-    missing = _missing_package(args.command, getattr(args, "model", "") or "")
+    missing = _missing_package(args.command, getattr(args, "model", "") or "", getattr(args, "models", None))
     if missing is not None:
         print(_install_message(missing), file=sys.stderr, flush=True)
         return 1

@@ -534,3 +534,17 @@ def write_gradient_model_checked_numerically(
     write_atomically(target, payload)
     log(f"Wrote {target} ({len(payload) / 1e6:.1f} MB)")
     return target
+
+
+def converted_from_onnx(forward_path: str | Path) -> bool:
+    """Whether a featapp model was converted from an ONNX file (``convert.onnx_source``), whose
+    gradient model is checked by finite differences rather than by a TensorFlow replay."""
+    import onnx
+
+    from featapp.engine.metadata import METADATA_KEY, ModelSpec
+
+    model = onnx.load(str(forward_path), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY not in meta:
+        raise ConversionError(f"'{Path(forward_path).name}' is not a featapp model (no '{METADATA_KEY}' metadata).")
+    return "source_layout" in ModelSpec.from_json(meta[METADATA_KEY]).extra
