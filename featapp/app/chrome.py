@@ -10,10 +10,10 @@ import numpy as np
 import streamlit as st
 
 from featapp import settings
+from featapp.app import caches, view
 from featapp.app.captions import describe_prediction, markdown_literal
 from featapp.data.dataset import DatasetError
 from featapp.engine.model import FeatureModel, ModelError, Prediction
-from featapp.app import caches, view
 
 __all__ = [
     "PAGE_FILES",

@@ -45,13 +45,13 @@ from typing import Any
 
 import streamlit as st
 
+from featapp.app import caches
 from featapp.app.appstate import CurrentImage, get_current, set_current
 from featapp.data.dataset import Dataset, DatasetError
 from featapp.engine.metadata import LayerInfo
 from featapp.engine.model import FeatureModel, ModelError
-from featapp.app import caches
-from featapp.render import COLOUR_SCALES, SCALINGS, ColourScale
 from featapp.engine.snapshots import Snapshot
+from featapp.render import COLOUR_SCALES, SCALINGS, ColourScale
 
 __all__ = [
     "FINAL",

@@ -5,11 +5,11 @@ from functools import partial
 import streamlit as st
 
 from featapp import render, settings
-from featapp.app.captions import markdown_literal
-from featapp.engine.geometry import receptive_box
-from featapp.app.map_explorer import parse_report
-from featapp.engine.model import ModelError
 from featapp.app import caches, chrome, explorer, sections, view
+from featapp.app.captions import markdown_literal
+from featapp.app.map_explorer import parse_report
+from featapp.engine.geometry import receptive_box
+from featapp.engine.model import ModelError
 
 HEATMAP_NONCE = "feature_map.chart_nonce"
 EXPLORER = "feature_map.explorer"
