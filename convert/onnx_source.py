@@ -342,6 +342,8 @@ class _Layer:
     shape: tuple[int, ...]  # per image, as in the source tensor
     name: str = ""
     vector_from_map: bool = False
+    kind: str | None = None  # overrides SHOWN_OPS (a Mul that is swish or a gate)
+    activation: str | None = None
 
 
 def _infer(model, input_name: str, dims: list[int | str]) -> Any:
@@ -414,14 +416,44 @@ def _layouts(model, input_name: str, layout: str) -> dict[str, str]:
     return found
 
 
+def _products(graph) -> tuple[dict[str, tuple[str, str | None]], set[str]]:
+    """Products of two computed tensors worth showing: swish and hard swish
+    (``x * sigmoid(x)``, shown instead of their sigmoid) and gates (squeeze-and-excitation,
+    attention). A product with a weight (a batch norm written as Mul + Add) is not one.
+    Returns {Mul output: (kind, activation)} and the sigmoids that swish replaces."""
+    constant = {init.name for init in graph.initializer}
+    constant |= {out for node in graph.node if node.op_type == "Constant" for out in node.output}
+    producer = {out: node for node in graph.node for out in node.output}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    products: dict[str, tuple[str, str | None]] = {}
+    hidden: set[str] = set()
+    for node in graph.node:
+        if node.op_type != "Mul" or len(node.input) != 2 or any(name in constant for name in node.input):
+            continue
+        kind: tuple[str, str | None] = ("Multiply", None)
+        for gate, other in (node.input, reversed(node.input)):
+            source = producer.get(gate)
+            if source is not None and source.op_type in ("Sigmoid", "HardSigmoid") and source.input[0] == other:
+                kind = ("Activation", "swish" if source.op_type == "Sigmoid" else "hard_swish")
+                if readers.get(gate, 0) == 1:
+                    hidden.add(gate)
+                break
+        products[node.output[0]] = kind
+    return products, hidden
+
+
 def _pick_layers(source: _Source, shapes, layouts) -> list[_Layer]:
     layers: list[_Layer] = []
+    products, hidden = _products(source.model.graph)
     for node in source.model.graph.node:
         if not node.output:
             continue
         tensor = node.output[0]
         is_output = tensor == source.output_name
-        if node.op_type not in SHOWN_OPS and not is_output:
+        if (node.op_type not in SHOWN_OPS and tensor not in products and not is_output) or tensor in hidden:
             continue
         dims, elem = shapes.get(tensor, ((), 0))
         if elem != FLOAT or not dims or any(d is None for d in dims[1:]):
@@ -435,7 +467,18 @@ def _pick_layers(source: _Source, shapes, layouts) -> list[_Layer]:
             layout = layouts[tensor]
             rows, cols = per_image[1:] if layout == "NCHW" else per_image[:2]
             vector = node.op_type in _POOLS_TO_VECTORS and rows == cols == 1
-            layers.append(_Layer(tensor, node, None if vector else layout, per_image, vector_from_map=vector))
+            kind, activation = products.get(tensor, (None, None))
+            layers.append(
+                _Layer(
+                    tensor,
+                    node,
+                    None if vector else layout,
+                    per_image,
+                    vector_from_map=vector,
+                    kind=kind,
+                    activation=activation,
+                )
+            )
         elif len(per_image) == 1:
             layers.append(_Layer(tensor, node, None, per_image))
         elif is_output:
@@ -514,7 +557,7 @@ def _describe(
             opaque.add(layer.name)
         geometry = {k: v for k, v in geometry.items() if v is not None}
         op = layer.node.op_type
-        kind = SHOWN_OPS.get(op, "Dense" if layer.layout is None else op)
+        kind = layer.kind or SHOWN_OPS.get(op, "Dense" if layer.layout is None else op)
         if op == "Add" and layer.layout is None and sources[0] is not None and infos[sources[0]].kind == "Dense":
             kind = "Dense"  # the bias of a linear layer written as MatMul + Add
         group = int(_attrs(layer.node).get("group", 1)) if op == "Conv" else 1
@@ -527,7 +570,7 @@ def _describe(
                 kind=kind,
                 output_shape=_channels_last(layer),
                 params=params if kind in _KINDS_WITH_WEIGHTS else 0,
-                activation=_ACTIVATIONS.get(op),
+                activation=layer.activation or _ACTIVATIONS.get(op),
                 **geometry,
             )
         )

@@ -264,3 +264,53 @@ def test_values_left_as_inputs_are_named_with_advice(tmp_path):
     onnx.save(model, extra)
     with pytest.raises(ConversionError, match=r"also norm/Sub/y:0 \[1, 1, 1, 3\].*store them"):
         export_onnx(extra, tmp_path / "out.onnx", log=lambda _: None)
+
+
+def _tiny_graph(tmp_path: Path, nodes: list, name: str) -> Path:
+    """NCHW 3x8x8 input 'x' and 4 logits 'logits'; weights 'w' (5x3x3x3) and 'fc.weight' (4x5)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 4])],
+        [
+            numpy_helper.from_array(rng.normal(size=(5, 3, 3, 3)).astype(np.float32), "w"),
+            numpy_helper.from_array(rng.normal(size=(4, 5)).astype(np.float32), "fc.weight"),
+        ],
+    )
+    made = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    made.ir_version = 8
+    path = tmp_path / name
+    onnx.save(made, path)
+    return path
+
+
+def test_swish_is_one_layer_with_gradients(tmp_path):
+    """SiLU (EfficientNet) exports as x * sigmoid(x): featapp shows the product, not the gate."""
+    from onnx import helper
+
+    source = _tiny_graph(
+        tmp_path,
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], name="/block/conv/Conv", pads=[1, 1, 1, 1]),
+            helper.make_node("Sigmoid", ["c"], ["s"], name="/block/act/Sigmoid"),
+            helper.make_node("Mul", ["c", "s"], ["m"], name="/block/act/Mul"),
+            helper.make_node("GlobalAveragePool", ["m"], ["p"], name="/pool/GlobalAveragePool"),
+            helper.make_node("Flatten", ["p"], ["f"], name="/Flatten"),
+            helper.make_node("Gemm", ["f", "fc.weight"], ["logits"], name="/fc/Gemm", transB=1),
+        ],
+        "swish.onnx",
+    )
+    out = tmp_path / "swish_featapp.onnx"
+    spec = export_onnx(source, out, log=lambda _: None)
+    assert [(layer.name, layer.kind, layer.activation) for layer in spec.layers[:2]] == [
+        ("block.conv", "Conv2D", None),
+        ("block.act", "Activation", "swish"),
+    ]
+    assert out.with_name("swish_featapp.grad.onnx").is_file()
+    maps = load_model(out, provider="cpu").activations(_photos(8, 8, 1))
+    conv = maps["block.conv"]
+    np.testing.assert_allclose(maps["block.act"], conv / (1 + np.exp(-conv)), rtol=1e-5, atol=1e-6)
