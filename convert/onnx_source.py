@@ -506,8 +506,14 @@ def _attrs(node) -> dict[str, Any]:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _geometry(layer: _Layer, in_hw: tuple[int, int] | None, weights: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Kernel, stride, padding ("valid"/"same", else None: opaque) and dilation of a window op."""
+def _geometry(
+    layer: _Layer,
+    in_hw: tuple[int, int] | None,
+    weights: dict[str, np.ndarray],
+    extra_pads: Sequence[int] = (0, 0, 0, 0),
+) -> dict[str, Any]:
+    """Kernel, stride, padding ("valid"/"same", else None: opaque) and dilation of a window op;
+    ``extra_pads`` (top, left, bottom, right) come from a ``Pad`` just before it."""
     node = layer.node
     if node.op_type not in ("Conv", "MaxPool", "AveragePool") or layer.layout is None or in_hw is None:
         return {}
@@ -522,9 +528,11 @@ def _geometry(layer: _Layer, in_hw: tuple[int, int] | None, weights: dict[str, n
     out_hw = _channels_last(layer)[:2]
     auto_pad = a.get("auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    pads = list(a.get("pads", (0, 0, 0, 0)))
-    if auto_pad == "VALID" or (auto_pad == "NOTSET" and not any(pads)):
-        padding: str | None = "valid"
+    pads = [own + extra for own, extra in zip(a.get("pads", (0, 0, 0, 0)), extra_pads, strict=True)]
+    if auto_pad == "VALID" and any(extra_pads):
+        padding: str | None = None
+    elif auto_pad == "VALID" or (auto_pad == "NOTSET" and not any(pads)):
+        padding = "valid"
     elif all(out_hw[i] == math.ceil(in_hw[i] / stride[i]) for i in range(2)):
         padding = "same"
     else:
@@ -538,7 +546,7 @@ def _geometry(layer: _Layer, in_hw: tuple[int, int] | None, weights: dict[str, n
 
 
 def _describe(
-    layers: list[_Layer], source: _Source, weights: dict[str, np.ndarray]
+    layers: list[_Layer], source: _Source, weights: dict[str, np.ndarray], layouts: dict[str, str]
 ) -> tuple[list[LayerInfo], list[list[int | None]], set[str]]:
     """Each layer's :class:`LayerInfo`, the layers it reads, and those whose geometry is opaque."""
     graph = source.model.graph
@@ -548,12 +556,13 @@ def _describe(
     reads: list[list[int | None]] = []
     opaque: set[str] = set()
     for position, layer in enumerate(layers):
-        sources, passes_padding = _layer_inputs(layer.node, producer, index_of, source.input_name)
+        sources, movers = _layer_inputs(layer.node, producer, index_of, source.input_name)
         reads.append(sources)
         parent = sources[0] if sources else None
         in_hw = (source.height, source.width) if parent is None else infos[parent].output_shape[:2]
-        geometry = _geometry(layer, tuple(in_hw) if len(in_hw) == 2 else None, weights)  # type: ignore[arg-type]
-        if geometry.get("padding", "valid") is None or passes_padding:
+        extra = _zero_pads(movers, weights, layouts) if layer.node.op_type in _WINDOW_OPS else None
+        geometry = _geometry(layer, tuple(in_hw) if len(in_hw) == 2 else None, weights, extra or (0, 0, 0, 0))  # type: ignore[arg-type]
+        if geometry.get("padding", "valid") is None or (movers and extra is None):
             opaque.add(layer.name)
         geometry = {k: v for k, v in geometry.items() if v is not None}
         op = layer.node.op_type
@@ -578,11 +587,40 @@ def _describe(
     return infos, reads, opaque
 
 
-def _layer_inputs(node, producer, index_of: dict[str, int], input_name: str) -> tuple[list[int | None], bool]:
+_WINDOW_OPS = ("Conv", "MaxPool", "AveragePool")
+
+
+def _zero_pads(movers: list[Any], constants: dict[str, np.ndarray], layouts: dict[str, str]) -> tuple[int, ...] | None:
+    """(top, left, bottom, right) of one zero ``Pad`` of rows and columns only (Keras'
+    ZeroPadding2D, PyTorch's ZeroPad2d) before a window op: the window sees it as its own
+    padding. ``None`` for anything else that moves pixels."""
+    if not movers:
+        return (0, 0, 0, 0)
+    if len(movers) != 1 or movers[0].op_type != "Pad":
+        return None
+    pad = movers[0]
+    a = _attrs(pad)
+    mode = a.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    amounts = a.get("pads") if "pads" in a else constants.get(pad.input[1]) if len(pad.input) > 1 else None
+    value = constants.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else None
+    layout = layouts.get(pad.input[0])
+    if mode != "constant" or amounts is None or len(amounts) != 8 or layout is None:
+        return None
+    if value is not None and float(np.ravel(value)[0]) != 0.0:
+        return None
+    amounts = [int(v) for v in np.ravel(amounts)]
+    rows, cols = (2, 3) if layout == "NCHW" else (1, 2)
+    if any(amounts[axis] or amounts[axis + 4] for axis in range(4) if axis not in (rows, cols)):
+        return None
+    return (amounts[rows], amounts[cols], amounts[rows + 4], amounts[cols + 4])
+
+
+def _layer_inputs(node, producer, index_of: dict[str, int], input_name: str) -> tuple[list[int | None], list[Any]]:
     """The layers (``None``: the input) whose tensors reach ``node`` through unshown ops, and
-    whether a ``Pad``, ``Resize`` or the like lies between (it moves pixels)."""
+    the nodes between that move pixels (``Pad``, ``Resize`` and the like)."""
     found: list[int | None] = []
-    moves_pixels = False
+    movers: list[Any] = []
     stack = [name for name in node.input if name]
     seen: set[str] = set()
     while stack:
@@ -600,10 +638,10 @@ def _layer_inputs(node, producer, index_of: dict[str, int], input_name: str) -> 
         if upstream is None:
             continue
         if upstream.op_type in ("Pad", "Resize", "Upsample", "Slice", "SpaceToDepth", "DepthToSpace"):
-            moves_pixels = True
+            movers.append(upstream)
         stack.extend(name for name in upstream.input if name)
     unique = list(dict.fromkeys(found))
-    return (unique or [None]), moves_pixels
+    return (unique or [None]), movers
 
 
 # -- building the featapp graph ---------------------------------------------------------------------
@@ -899,7 +937,8 @@ def export_onnx(
     inferred = _infer(raw.model, raw.input_name, dims)
     source = _Source(inferred, raw.input_name, raw.layout, raw.height, raw.width, raw.channels, raw.output_name)
     shapes = _shapes(inferred)
-    layers = _pick_layers(source, shapes, _layouts(inferred, raw.input_name, raw.layout))
+    layouts = _layouts(inferred, raw.input_name, raw.layout)
+    layers = _pick_layers(source, shapes, layouts)
     names = layer_names([layer.node for layer in layers], inferred.producer_name)
     names[-1] = names[-1] if layers[-1].node.op_type in SHOWN_OPS else "logits"
     _name_layers(layers, names, inferred.graph)
@@ -907,7 +946,10 @@ def export_onnx(
 
     weights = {init.name: numpy_helper.to_array(init) for init in inferred.graph.initializer}
     weights.update(_identity_weights(inferred, weights))
-    infos, reads, opaque = _describe(layers, source, weights)
+    for node in inferred.graph.node:  # constants written as nodes (a Pad's amounts)
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            weights.setdefault(node.output[0], numpy_helper.to_array(node.attribute[0].t))
+    infos, reads, opaque = _describe(layers, source, weights, layouts)
     infos = list(with_receptive_fields(infos, (raw.height, raw.width), inputs=reads, opaque=opaque))
     head = _head(layers[-1])
     from convert.export import with_identity

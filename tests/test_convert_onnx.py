@@ -314,3 +314,36 @@ def test_swish_is_one_layer_with_gradients(tmp_path):
     maps = load_model(out, provider="cpu").activations(_photos(8, 8, 1))
     conv = maps["block.conv"]
     np.testing.assert_allclose(maps["block.act"], conv / (1 + np.exp(-conv)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("fill", "has_field"), [(0.0, True), (1.0, False)])
+def test_zero_padding_before_a_strided_conv_keeps_receptive_fields(tmp_path, fill, has_field):
+    """Keras' ZeroPadding2D (a Pad node) before a stride-2 'valid' conv is that conv's padding:
+    its maps keep their receptive fields. A pad with another value moves pixels: none."""
+    from onnx import helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Pad", ["x", "pads", "fill"], ["padded"], name="/pad/Pad"),
+        helper.make_node("Conv", ["padded", "w"], ["c"], name="/conv/Conv", strides=[2, 2]),
+        helper.make_node("Relu", ["c"], ["r"], name="/relu/Relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="/pool/GlobalAveragePool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="/Flatten"),
+        helper.make_node("Gemm", ["f", "fc.weight"], ["logits"], name="/fc/Gemm", transB=1),
+    ]
+    source = _tiny_graph(tmp_path, nodes, "padded.onnx")
+    model = onnx.load(str(source))
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([0, 0, 0, 0, 0, 0, 1, 1], np.int64), "pads"),
+            numpy_helper.from_array(np.array(fill, np.float32), "fill"),
+        ]
+    )
+    onnx.save(model, source)
+    spec = export_onnx(source, tmp_path / "out.onnx", OnnxOptions(gradients=False), log=lambda _: None)
+    conv = spec.layers[0]
+    assert (conv.name, conv.output_shape) == ("conv", (4, 4, 5))
+    if has_field:
+        assert conv.receptive_field.size == (3, 3) and conv.receptive_field.jump == (2, 2)
+        assert spec.layers[1].receptive_field == conv.receptive_field
+    else:
+        assert conv.receptive_field is None
