@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from featapp.errors import FeatappError
 
-class ConversionError(Exception):
+
+class ConversionError(FeatappError):
     """A model file that cannot be converted, with a one-line message saying why and what to do.
 
     The command line prints the message alone (no traceback unless ``--verbose``) and

@@ -9,6 +9,7 @@ and its best epoch (``selection/best.keras``):
 * the Pearson correlation of each conv layer's kernel with the same layer at epoch 0: near 1
   means the filters are still their random initialisation (nothing learned), lower means
   features were learned;
+* which first-layer kernels are oriented edges (:func:`featapp.engine.filters.edge_like_kernels`);
 * each conv layer's liveness on the photos of one split (:mod:`featapp.stats.liveness`): the
   channels that never fire, the share of constant maps per photo.
 
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from featapp.data.dataset import Dataset
-from featapp.engine.filters import kernel_correlation
+from featapp.engine.filters import edge_like_kernels, kernel_correlation
 from featapp.engine.images import InputSpec, prepare_image
 from featapp.stats.liveness import LivenessCounter
 
@@ -97,9 +98,11 @@ def training_report(
             name: kernel_correlation(model.get_layer(name).kernel.numpy(), start.get_layer(name).kernel.numpy())
             for name in conv_names
         }
+        first_kernel = model.get_layer(conv_names[0]).kernel.numpy()  # (rows, cols, in, out)
         rows.append(
             {
                 "epoch": epoch,
+                "first_layer_edge_kernels": [int(i) for i in edge_like_kernels(first_kernel.transpose(3, 2, 0, 1))],
                 "file": path.name,
                 "is_best": path.name == "best.keras",
                 "val_accuracy": index.get(str(epoch), {}).get("val_accuracy")
@@ -119,8 +122,12 @@ def training_report(
 def report_markdown(report: dict) -> str:
     """The report as Markdown tables, for the model card."""
     conv = list(report["snapshots"][0]["liveness"])
-    head = "| epoch | val acc. | " + " | ".join(f"{n}: corr. / never active / constant" for n in conv) + " |"
-    lines = [head, "|" + "---|" * (2 + len(conv))]
+    head = (
+        "| epoch | val acc. | layer-1 edge-like kernels | "
+        + " | ".join(f"{n}: corr. / never active / constant" for n in conv)
+        + " |"
+    )
+    lines = [head, "|" + "---|" * (3 + len(conv))]
     for row in report["snapshots"]:
         cells = []
         for name in conv:
@@ -131,7 +138,9 @@ def report_markdown(report: dict) -> str:
             )
         label = f"{row['epoch']} (best)" if row["is_best"] else str(row["epoch"])
         acc = "-" if row["val_accuracy"] is None else f"{100 * row['val_accuracy']:.1f}%"
-        lines.append(f"| {label} | {acc} | " + " | ".join(cells) + " |")
+        edges = row.get("first_layer_edge_kernels")
+        edge_cell = "-" if edges is None else f"{len(edges)} of {row['liveness'][conv[0]]['channels']}"
+        lines.append(f"| {label} | {acc} | {edge_cell} | " + " | ".join(cells) + " |")
     for path, layers in report["onnx"].items():
         lines += ["", f"ONNX Runtime, `{Path(path).name}`, {report['images']} {report['split']} photos:", ""]
         lines += ["| layer | never active | constant maps per photo | zero activations |", "|---|---|---|---|"]

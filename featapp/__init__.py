@@ -9,8 +9,9 @@ The lecture's ``activation_model.predict(img_tensor)``, in ONNX Runtime:
 >>> acts["conv2d"][0, 0].shape   # image 0, channel 1 of layer 1  # doctest: +SKIP
 (148, 148)
 
-Everything a user can get wrong raises :class:`ImageError`, :class:`ModelError` or
-:class:`DatasetError`, with a message written for a student.
+Everything a user can get wrong raises a :class:`FeatappError` (:class:`ImageError`,
+:class:`ModelError`, :class:`DatasetError`, :class:`DownloadError`, :class:`GradientError`,
+:class:`StatsFileError` and the rest), with a message written for a student.
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ if TYPE_CHECKING:
     from featapp.data.provenance import file_sha256, trained_on
     from featapp.explain.saliency import SaliencyMap, saliency, smoothgrad
     from featapp.engine.snapshots import Snapshot, load_snapshots
+    from featapp.errors import FeatappError
 
 __all__ = [
+    # every error a user can cause
+    "FeatappError",
     # the model
     "load_model",
     "FeatureModel",
@@ -156,6 +160,7 @@ _EXPORTS = {
     "smoothgrad": "featapp.explain.saliency",
     "Snapshot": "featapp.engine.snapshots",
     "load_snapshots": "featapp.engine.snapshots",
+    "FeatappError": "featapp.errors",
 }
 
 

@@ -594,7 +594,8 @@ def test_training_snapshots_on_feature_map_grid_and_model_pages(app_env, monkeyp
     assert np.array_equal(heatmap_picture(at), expected_picture(random_maps[0]))
     assert not np.array_equal(heatmap_picture(at), final_picture)
     # The map across training is closed, and not drawn, until a student opens it.
-    assert at.main.expander[0].label == "This map across training" and not at.main.expander[0].proto.expanded
+    across = next(e for e in at.main.expander if e.label == "This map across training")
+    assert not across.proto.expanded
     assert not any(c.startswith("Left to right: ") for c in captions(at)) and "tuned to nothing" not in main_text(at)
     at.session_state[view.STRIP_OPEN] = True  # what opening it does (AppTest cannot click an expander)
     at.run()
@@ -607,7 +608,9 @@ def test_training_snapshots_on_feature_map_grid_and_model_pages(app_env, monkeyp
     assert "tuned to nothing" in main_text(at)
     go(at, "gallery")
     go(at, "feature_map")  # still open on the next visit
-    assert at.main.expander[0].proto.expanded and any(c.startswith("Left to right: ") for c in captions(at))
+    assert next(e for e in at.main.expander if e.label == "This map across training").proto.expanded and any(
+        c.startswith("Left to right: ") for c in captions(at)
+    )
     go(at, "layer_grid")  # the choice carries over
     assert at.select_slider(key="layer_grid.snapshot").value == epoch0
     assert "at epoch 0" in main_text(at)
@@ -690,12 +693,42 @@ def test_config_limits_uploads_and_needs_no_internet():
     config = tomllib.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
     assert config["server"]["maxUploadSize"] == 10
     assert config["browser"]["gatherUsageStats"] is False
-    helpers = [REPO_ROOT / "featapp" / "pages" / f"{name}.py" for name in ("caches", "view", "chrome")]
+    assert config["runner"]["magicEnabled"] is False  # a page shows only what it calls st.* for
+    helpers = sorted((REPO_ROOT / "featapp" / "app").glob("*.py"))
     sources = [APP, *(REPO_ROOT / path for path in PAGE_FILES.values()), *helpers]
     for source in sources:
         text = source.read_text(encoding="utf-8")
         assert ":material/" not in text, f"{source.name} uses a Material icon (a font from the internet)"
         assert "http://" not in text and "https://" not in text, f"{source.name} refers to the internet"
+
+
+def test_feature_map_finds_the_lecture_detectors_and_says_what_the_filters_are(app_env, model, monkeypatch):
+    """The lecture's horizontal-edge detector is channel 1 of another network: the button opens
+    this network's counterpart, found with the probes, and says how clearly it prefers the edge."""
+    from featapp.stats.detectors import lecture_detectors
+
+    horizontal = lecture_detectors(model)[0]
+    at = open_app("feature_map")
+    next(b for b in at.main.button if b.label == "Its horizontal edge detector").click().run()
+    assert_clean(at)
+    assert at.session_state["view.channel"] == horizontal.channel + 1
+    assert at.session_state["view.layer"] == "conv2d"
+    text = main_text(at)
+    assert f"channel {horizontal.channel + 1} of conv2d" in text
+    assert "oriented edge" in text  # the first layer's filters, measured
+    # The Model page says what the committed filters are, with the numbers the library measures.
+    from featapp.engine.filters import first_layer_summary, read_first_layer_filters
+
+    start = read_first_layer_filters(REPO_ROOT / "models" / "snapshots" / "epoch_000.onnx")
+    summary = first_layer_summary(read_first_layer_filters(model.path), start)
+    monkeypatch.setenv("FEATAPP_SNAPSHOTS", str(REPO_ROOT / "models" / "snapshots"))
+    text = main_text(go(open_app(), "model"))
+    assert f"{len(summary.edge_like)} of the {summary.count} filters" in text
+    assert (
+        f"correlate {summary.correlation_with_start:.2f}" in text
+        or f"only {summary.correlation_with_start:.2f}" in text
+    )
+    assert "training turns them into edge and colour detectors" not in text
 
 
 def test_another_model_starting_with_conv2d_is_not_offered_the_lectures_snapshots(app_env, monkeypatch):

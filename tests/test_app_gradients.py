@@ -32,8 +32,8 @@ def test_feature_map_channel_picture_and_layer_grid(app_env, monkeypatch, model)
     assert "What this channel looks for" in main_text(at)
     next(b for b in at.main.button if b.label.startswith("Optimise a picture for channel 1")).click().run()
     assert not at.exception
-    expected = visualize(load_gradients(model), "conv2d", [0], steps=STEPS)
-    caption = next(c for c in captions(at) if c.startswith("Channel 1: mean activation"))
+    expected = visualize(load_gradients(model), "conv2d", [0], steps=STEPS, objective="neuron")
+    caption = next(c for c in captions(at) if c.startswith("Channel 1: its centre cell"))
     assert f"{expected.activations[0]:.3f} on this picture" in caption
     next(b for b in at.main.button if b.label.startswith("Compute pictures for all 32 channels")).click().run()
     assert not at.exception
@@ -42,7 +42,7 @@ def test_feature_map_channel_picture_and_layer_grid(app_env, monkeypatch, model)
     assert len(cached) == 1  # on disk, keyed by the model's hash: the next session needs no button
     at2 = open_app("feature_map")
     assert any(c.startswith("All 32 channels of conv2d") for c in captions(at2))
-    assert any(c.startswith("Channel 1: mean activation") for c in captions(at2))
+    assert any(c.startswith("Channel 1: its centre cell") for c in captions(at2))
 
 
 def test_neuron_page_shows_what_the_channel_looks_for(app_env, monkeypatch):
@@ -51,7 +51,7 @@ def test_neuron_page_shows_what_the_channel_looks_for(app_env, monkeypatch):
     assert "What this channel looks for" in main_text(at)
     next(b for b in at.main.button if b.label.startswith("Optimise a picture for channel 1")).click().run()
     assert not at.exception
-    assert any(c.startswith("Channel 1: mean activation") for c in captions(at))
+    assert any(c.startswith("Channel 1: its centre cell") for c in captions(at))
 
 
 def test_trunk_models_give_messages_not_crashes(app_env, monkeypatch):
@@ -62,7 +62,7 @@ def test_trunk_models_give_messages_not_crashes(app_env, monkeypatch):
     assert "Saliency and Grad-CAM need a class score" in main_text(at)
     go(at, "feature_map")
     next(b for b in at.main.button if b.label.startswith("Optimise a picture")).click().run()
-    assert not at.exception and any(c.startswith("Channel 1: mean activation") for c in captions(at))
+    assert not at.exception and any(c.startswith("Channel 1: its centre cell") for c in captions(at))
     # A trunk cut in the test has no gradient file: every gradient view says how to make one.
     monkeypatch.setenv("FEATAPP_MODEL", str(trunk_of(COMMITTED_MODEL, app_env / "trunk.onnx")))
     at = open_app("model")
@@ -81,9 +81,9 @@ def test_pictures_on_disk_are_read_once_and_sent_from_the_shelf(app_env, monkeyp
 
     from PIL import Image
 
-    from featapp.explain import featurevis
-    from featapp.app.asset_server import SHELF, SHELF_PATH
     from featapp.app import sections
+    from featapp.app.asset_server import SHELF, SHELF_PATH
+    from featapp.explain import featurevis
 
     monkeypatch.setenv("FEATAPP_VIS_STEPS", str(STEPS))
     grads = load_gradients(model)
@@ -94,7 +94,7 @@ def test_pictures_on_disk_are_read_once_and_sent_from_the_shelf(app_env, monkeyp
         for image in at.main.image:
             caption = image.captions[0] if image.captions else ""
             url = image.value[0]
-            if caption.startswith(("All 32 channels", "Channel 1: mean activation")):
+            if caption.startswith(("All 32 channels", "Channel 1: its centre cell")):
                 assert url.startswith(SHELF_PATH), url
                 body = SHELF.get(url.removeprefix(SHELF_PATH)).body
                 found[caption.split(":")[0].split(" of ")[0]] = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
@@ -102,8 +102,9 @@ def test_pictures_on_disk_are_read_once_and_sent_from_the_shelf(app_env, monkeyp
 
     at = open_app("feature_map")
     pictures = shown(at)
-    assert np.array_equal(pictures["All 32 channels"], gradient_views._mosaic(whole.images))
-    assert np.array_equal(pictures["Channel 1"], whole.images[0])
+    assert whole.objective == "neuron"  # layer 1: the centre cell's receptive field, enlarged
+    assert np.array_equal(pictures["All 32 channels"], sections._mosaic(whole.shown()))
+    assert np.array_equal(pictures["Channel 1"], whole.shown()[0])
 
     read = featurevis._read_cached
 
@@ -117,14 +118,20 @@ def test_pictures_on_disk_are_read_once_and_sent_from_the_shelf(app_env, monkeyp
 
     monkeypatch.setattr(featurevis, "_read_cached", read)
     again = featurevis.FeatureVisualization(
-        "conv2d", whole.channels, 255 - whole.images, whole.activations, whole.start_activations
+        "conv2d",
+        whole.channels,
+        255 - whole.images,
+        whole.activations,
+        whole.start_activations,
+        whole.objective,
+        whole.box,
     )
     path = featurevis.cache_file(grads, "conv2d", steps=STEPS)
     featurevis._write_cached(path, again)
     later = path.stat().st_mtime_ns + 2_000_000_000  # a coarse file system may keep the old time stamp
     os.utime(path, ns=(later, later))
     at.run()
-    assert np.array_equal(shown(at)["All 32 channels"], gradient_views._mosaic(again.images))
+    assert np.array_equal(shown(at)["All 32 channels"], sections._mosaic(again.shown()))
 
 
 def test_a_wide_layers_mosaic_is_shrunk_by_a_whole_factor_to_fit_the_page():

@@ -86,3 +86,29 @@ def test_filter_pictures_put_zero_at_grey():
     assert shared[1][0, 0].tolist() == [128, 128, 191]  # half the strongest weight overall
     all_zero = filter_pictures(FirstLayerFilters(np.zeros((1, 1, 2, 2), np.float32), None, "conv"))
     assert np.all(all_zero[0] == 128)
+
+
+def test_edge_energy_share_of_sobel_kernels_is_one_and_of_a_blob_zero():
+    from featapp.engine.filters import edge_energy_shares, edge_like_kernels
+
+    sobel = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+    weights = np.zeros((4, 3, 3, 3))
+    weights[0, :] = sobel  # vertical edge in every colour
+    weights[1, :] = sobel.T  # horizontal edge
+    weights[2, :, 1, 1] = 1.0  # a bright spot: no edge
+    weights[3, 0] = 1.0  # pure red, flat: no luminance pattern at all
+    shares = edge_energy_shares(weights)
+    assert shares[:2] == pytest.approx([1.0, 1.0]) and shares[2] == pytest.approx(0.0, abs=1e-12)
+    assert shares[3] == 0.0
+    assert edge_like_kernels(weights).tolist() == [0, 1]
+    # A rotation of a Sobel pair stays in their span; the colour part does not count.
+    diagonal = (sobel + sobel.T) / 2
+    coloured = np.stack([diagonal + 5.0, diagonal - 5.0, diagonal])
+    assert edge_energy_shares(coloured[None])[0] == pytest.approx(1.0)
+
+
+def test_random_kernels_put_about_a_quarter_of_their_energy_in_the_sobel_span():
+    from featapp.engine.filters import edge_energy_shares
+
+    shares = edge_energy_shares(np.random.default_rng(0).normal(size=(4000, 3, 3, 3)))
+    assert shares.mean() == pytest.approx(2 / 8, abs=0.02)

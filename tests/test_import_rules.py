@@ -107,3 +107,25 @@ def test_page_scripts_live_only_in_app_pages_and_helpers_only_outside_it() -> No
         assert "import streamlit as st" in text, f"{path.name} is in app/pages but is not a page script"
     for path in sorted((PACKAGE / "app").glob("*.py")):
         assert "st.navigation" not in path.read_text() or path.name == "chrome.py", path.name
+
+
+def test_every_user_facing_error_derives_from_one_base() -> None:
+    """The app and the CLI show a FeatappError's message as advice; every error class of the
+    library and the converter must be one, so none slips through as "a bug in featapp"."""
+    import ast
+
+    found = {}
+    for folder in (PACKAGE, REPO_ROOT / "convert"):
+        for path in folder.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ClassDef) and node.name.endswith("Error") and not node.name.startswith("_"):
+                    found[node.name] = path
+    assert {"ImageError", "ModelError", "DatasetError", "DownloadError", "ConversionError"} <= set(found)
+    import featapp
+    import convert.errors
+
+    for name, path in found.items():
+        module = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
+        cls = getattr(__import__(module, fromlist=[name]), name)
+        assert issubclass(cls, featapp.FeatappError), f"{name} ({path.name}) does not derive from FeatappError"
+    assert issubclass(convert.errors.ConversionError, featapp.FeatappError)

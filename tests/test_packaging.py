@@ -41,7 +41,7 @@ def test_wheel_holds_the_packages_the_model_and_the_scripts(wheel):
         entry_points = next(zf.read(n).decode() for n in names if n.endswith("entry_points.txt"))
         metadata = next(zf.read(n).decode() for n in names if n.endswith("METADATA"))
     for expected in (
-        "featapp/cli/",
+        "featapp/cli/__init__.py",
         "featapp/app/pages/gallery.py",
         "convert/cli.py",
         "featapp/models/cats_dogs_small.onnx",
@@ -49,6 +49,15 @@ def test_wheel_holds_the_packages_the_model_and_the_scripts(wheel):
         "featapp/models/snapshots/index.json",
     ):
         assert expected in names
+    # Every model file the library looks for: the model, its gradient model (saliency and
+    # feature visualisation), the trained-on hashes, and each snapshot the index names with its own.
+    import json
+
+    index = json.loads((ROOT / "models" / "snapshots" / "index.json").read_text())
+    for row in index["snapshots"]:
+        onnx_file = f"featapp/models/snapshots/{row['file']}"
+        assert onnx_file in names and onnx_file.replace(".onnx", ".grad.onnx") in names
+    assert "featapp/models/cats_dogs_small.grad.onnx" in names
     assert not any(name.startswith(("tests/", "bench/")) for name in names)
     assert "featapp = featapp.cli:main" in entry_points and "featapp-convert = convert.cli:main" in entry_points
     assert "Provides-Extra: convert" in metadata and "Provides-Extra: cuda" in metadata
@@ -92,3 +101,12 @@ def test_installed_package_finds_its_model_from_anywhere(wheel, tmp_path):
         [str(target / "bin" / "featapp-convert"), "--help"], cwd=elsewhere, env=env, capture_output=True, text=True
     )
     assert convert.returncode == 0 and "export" in convert.stdout, convert.stderr
+    # The gradient views work from the wheel too (its gradient model is installed with it).
+    out = elsewhere / "channel.png"
+    visualize = subprocess.run(
+        [str(target / "bin" / "featapp"), "visualize", "--layer", "conv2d", "--channel", "1", "--steps", "4",
+         "--out", str(out)],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert visualize.returncode == 0, visualize.stderr
+    assert out.read_bytes().startswith(b"\x89PNG")

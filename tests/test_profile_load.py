@@ -10,13 +10,13 @@ def test_each_part_counts_the_samples_with_one_of_its_frames_on_the_stack(tmp_pa
     raw.write_text(
         # 3 samples in the Gallery page, one of them decoding an upload
         "Thread 1 (idle);_run_script (streamlit/runtime/scriptrunner/script_runner.py:600);"
-        "<module> (/repo/featapp/pages/gallery.py:10) 2\n"
+        "<module> (/repo/featapp/app/pages/gallery.py:10) 2\n"
         "Thread 1;_run_script (streamlit/runtime/scriptrunner/script_runner.py:600);"
-        "<module> (/repo/featapp/pages/gallery.py:10);prepare_image (/repo/featapp/images.py:560) 1\n"
+        "<module> (/repo/featapp/app/pages/gallery.py:10);prepare_image (/repo/featapp/engine/images.py:560) 1\n"
         # 1 sample in uvicorn, answering a script from memory
-        "Thread 2;run (uvicorn/server.py:60);__call__ (/repo/featapp/asset_server.py:190) 1\n"
+        "Thread 2;run (uvicorn/server.py:60);__call__ (/repo/featapp/app/asset_server.py:190) 1\n"
         # a function of the same name in another file is not caches.explorer
-        "Thread 1;explorer (/repo/featapp/pages/feature_map.py:40) 1\n"
+        "Thread 1;explorer (/repo/featapp/app/pages/feature_map.py:40) 1\n"
         "not a sample line\n"
     )
     total, rows = shares(raw)

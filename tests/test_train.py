@@ -72,6 +72,7 @@ def run_dir(tiny_dataset, tiny_extra, tmp_path_factory) -> Path:
     result = run_convert(
         "train", tiny_dataset, "--out", out, "--epochs", "1", "--snapshot-epochs", "0", "1",
         "--weight-decay", "0.05", "--warmup-epochs", "0", "--extra-train", tiny_extra,
+        "--first-layer-kernel-scale", "10", "--centre-inputs",
     )  # fmt: skip
     (out / "stdout.txt").write_text(result.stdout)
     return out
@@ -107,6 +108,45 @@ def test_train_writes_model_history_curve_and_snapshots(run_dir):
     config = json.loads((run_dir / "config.json").read_text())
     assert (config["epochs"], config["weight_decay"], config["warmup_epochs"]) == (1, 0.05, 0)
     assert summary["keras_backend"] == "tensorflow"
+    assert (config["first_layer_kernel_scale"], config["centre_inputs"]) == (10.0, True)
+
+
+@pytest.mark.slow
+def test_the_first_layers_measures_are_logged_and_the_saved_models_are_plain(run_dir):
+    import keras
+
+    selection = run_dir / "selection"
+    history = json.loads((selection / "history.json").read_text())
+    assert -1.0 <= history[0]["first_layer_correlation_with_start"] < 1.0
+    assert 0 <= history[0]["first_layer_edge_kernels"] <= 32
+    assert "first layer's correlation with its start" in (run_dir / "stdout.txt").read_text()
+    start = np.load(selection / "first_layer_start.npy")
+    # Kernel scale and centring are folded away: every saved model is the lecture's plain network,
+    # and the epoch-0 snapshot's first layer is the start the measures compare with.
+    for path in (run_dir / "model.keras", selection / "snapshots" / "epoch_000.keras"):
+        saved = keras.models.load_model(path, compile=False)
+        assert [type(layer).__name__ for layer in saved.layers][:2] == ["Conv2D", "MaxPooling2D"]
+    epoch0 = keras.models.load_model(selection / "snapshots" / "epoch_000.keras", compile=False)
+    assert np.allclose(epoch0.get_layer("conv2d").kernel.numpy(), start, atol=1e-6)
+
+
+def test_kernel_scale_and_centring_fold_into_the_plain_model_exactly():
+    import keras
+
+    from convert.train import build_model, first_layer_kernel, float32_copy, unfold_first_layer
+
+    trained = build_model("float32", "he_uniform", None, first_layer_kernel_scale=10.0, centre_inputs=True)
+    rng = np.random.default_rng(0)
+    trained.set_weights([w + 0.01 * rng.standard_normal(w.shape).astype(np.float32) for w in trained.get_weights()])
+    plain = float32_copy(trained)
+    assert [type(layer).__name__ for layer in plain.layers][0] == "Conv2D" and len(plain.layers) == 12
+    pixels = rng.random((2, 150, 150, 3)).astype(np.float32)
+    first = keras.Model(trained.inputs, trained.get_layer("conv2d").output)(pixels).numpy()
+    assert np.allclose(keras.Model(plain.inputs, plain.get_layer("conv2d").output)(pixels).numpy(), first, atol=1e-5)
+    assert np.allclose(plain(pixels).numpy(), trained(pixels).numpy(), atol=1e-6)
+    assert np.allclose(first_layer_kernel(trained), plain.get_layer("conv2d").kernel.numpy(), atol=1e-6)
+    back = unfold_first_layer(plain.get_weights(), 10.0, True)
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(back, trained.get_weights(), strict=True))
 
 
 @pytest.mark.slow
@@ -286,6 +326,7 @@ def test_report_compares_each_snapshot_with_epoch_0_and_counts_live_channels(run
     for live in last["liveness"].values():
         assert live["images"] == 4 and 0 <= live["never_active"] <= live["channels"]
     assert "| 1 (best) |" in (tmp_path / "report.md").read_text()
+    assert all(0 <= len(row["first_layer_edge_kernels"]) <= 32 for row in report["snapshots"])
 
 
 def test_the_first_layer_can_start_from_its_own_initializer():

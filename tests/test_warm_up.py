@@ -53,9 +53,9 @@ def test_the_gradient_model_is_loaded_before_a_student_asks(app_env, empty_cache
     from featapp.app import sections
 
     assert chrome.warm_up_gradients() == "featapp: gradient model loaded"
-    monkeypatch.setattr(gradient_views, "load_gradients", lambda *a, **k: pytest.fail("loaded again"))
+    monkeypatch.setattr(sections, "load_gradients", lambda *a, **k: pytest.fail("loaded again"))
     model = caches.model_at(settings.model_path())
-    assert isinstance(gradient_views.gradients_or_message(model), Gradients)
+    assert isinstance(sections.gradients_or_message(model), Gradients)
 
 
 def test_without_a_dataset_warm_up_prepares_the_first_probe(app_env, empty_caches, monkeypatch, tmp_path):

@@ -56,7 +56,8 @@ from featapp.data.provenance import file_sha256
 from featapp.data.provenance import trained_on as hashes_of
 from featapp.engine import snapshots as snapshots_module
 from featapp.engine.activation_file import activations_npz
-from featapp.engine.filters import FirstLayerFilters, read_first_layer_filters
+from featapp.engine.filters import FirstLayerFilters, FirstLayerSummary, read_first_layer_filters
+from featapp.engine.filters import first_layer_summary as first_layer_summary_of
 from featapp.engine.images import ImageError, InputSpec, prepare_image
 from featapp.engine.metadata import activation_bytes
 from featapp.engine.model import FeatureModel, ModelError, Prediction, load_model
@@ -80,6 +81,7 @@ from featapp.stats import analysis, classes
 from featapp.stats import projection as projection_module
 from featapp.stats.analysis import NeuronStats
 from featapp.stats.classes import OutputWeights, SeparationTable
+from featapp.stats.detectors import DetectorMatch, lecture_detectors
 from featapp.stats.liveness import LayerLiveness, liveness_of
 from featapp.stats.projection import Projection
 
@@ -99,6 +101,8 @@ __all__ = [
     "has_occlusion",
     "mark_occlusion",
     "first_layer_filters",
+    "first_layer_summary",
+    "detectors",
     "neuron_stats",
     "separation",
     "projection",
@@ -247,6 +251,30 @@ def _filters(model_sha: str, _path: str) -> FirstLayerFilters:
 def first_layer_filters(model: FeatureModel) -> FirstLayerFilters:
     """The model's first-layer filters (:mod:`featapp.engine.filters`). Raises :class:`ModelError`."""
     return _filters(model_sha=model.sha256, _path=str(model.path))
+
+
+def first_layer_summary(model: FeatureModel) -> FirstLayerSummary:
+    """:func:`featapp.engine.filters.first_layer_summary` of ``model``, against the training
+    snapshot of epoch 0 when there is one with filters of the same shape. Raises :class:`ModelError`."""
+    start = next((snap for snap in snapshots() if snap.epoch == 0), None)
+    start_filters = None
+    if start is not None:
+        try:
+            start_filters = _filters(model_sha=f"snapshot:{start.path}", _path=str(start.path))
+        except ModelError:
+            start_filters = None  # an unreadable snapshot: the summary says nothing about training
+    return first_layer_summary_of(first_layer_filters(model), start_filters)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _detectors(model_sha: str, _model: FeatureModel) -> list[DetectorMatch]:
+    return lecture_detectors(_model)
+
+
+def detectors(model: FeatureModel) -> list[DetectorMatch]:
+    """This model's counterparts of the lecture's layer-1 detectors (:mod:`featapp.stats.detectors`),
+    once per model. Raises ``ValueError`` for a model without a convolution."""
+    return _detectors(model_sha=model.sha256, _model=model)
 
 
 @st.cache_resource(max_entries=2, ttl=3600, show_spinner=False)

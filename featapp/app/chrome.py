@@ -106,7 +106,7 @@ def warm_up() -> str:
     """Do the first visitor's work before anyone visits: load the model, read and predict
     the gallery's first sample, and encode what the gallery page and the sidebar send.
 
-    ``streamlit_app.py`` runs this in a thread when the server starts, so the first
+    :mod:`featapp.app.server` runs this in a thread when the server starts, so the first
     student's browser, still loading Streamlit's JavaScript, finds it done; everything
     lands in the same caches the pages read. A visitor who arrives mid-way waits on
     Streamlit's per-entry lock for the result, not for a second computation. A
@@ -141,7 +141,7 @@ def warm_up() -> str:
 def warm_up_gradients() -> str:
     """Load the gradient model (the Feature map's "what this channel looks for") before a
     student needs it: its first load imports onnx, most of a second holding the GIL, which
-    every other student's click in a class waited behind. ``streamlit_app.py`` runs it a few
+    every other student's click in a class waited behind. :mod:`featapp.app.server` runs it a few
     seconds after :func:`warm_up`, so a first visitor's gallery does not wait for it either.
     Returns one line for the server's console."""
     from featapp.app.sections import gradients_or_message

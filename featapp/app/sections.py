@@ -18,18 +18,19 @@ import streamlit as st
 from featapp import render, settings
 from featapp.app.appstate import CurrentImage
 from featapp.app.asset_server import SHELF
+from featapp.engine.metadata import LayerInfo
+from featapp.engine.model import FeatureModel
 from featapp.explain.featurevis import (
     APP_STEPS,
     FeatureVisualization,
     cache_file,
     cached_layer_pictures,
     channel_picture,
+    default_objective,
     layer_pictures,
 )
 from featapp.explain.gradcam import gradcam
 from featapp.explain.gradients import GradientError, Gradients, load_gradients
-from featapp.engine.metadata import LayerInfo
-from featapp.engine.model import FeatureModel
 from featapp.explain.saliency import smoothgrad
 
 __all__ = ["gradients_or_message", "saliency_section", "channel_section"]
@@ -111,22 +112,36 @@ def saliency_section(model: FeatureModel, image: CurrentImage) -> None:
     )
 
 
-def _picture_caption(result, channel: int) -> str:
+def _picture_caption(result: FeatureVisualization, channel: int) -> str:
+    what = "its centre cell" if result.objective == "neuron" else "mean activation"
     return (
-        f"Channel {channel + 1}: mean activation {result.start_activations[0]:.3f} on faint noise, "
+        f"Channel {channel + 1}: {what} {result.start_activations[0]:.3f} on faint noise, "
         f"{result.activations[0]:.3f} on this picture"
+    )
+
+
+def _objective_text(model: FeatureModel, layer: LayerInfo) -> str:
+    spec = model.spec.input
+    if default_objective(layer, (spec.height, spec.width)) == "neuron":
+        size = layer.receptive_field.size if layer.receptive_field else (0, 0)
+        return (
+            "Start from faint noise and change the picture, step by step, in the direction that raises the "
+            f"activation of this channel's **centre cell**, keeping the contrast of the {size[0]} x {size[1]} "
+            f"pixels it sees fixed ({vis_steps()} gradient steps). The picture is that patch, enlarged; in the "
+            "first layer it is the filter itself. A cell this early sees only a few pixels, so optimising the "
+            "channel's mean over its whole map would give a flat colour or a fine texture instead."
+        )
+    return (
+        "Start from faint noise and change the picture, step by step, in the direction that raises this "
+        f"channel's **mean activation over its whole map** ({vis_steps()} gradient steps, with small random "
+        "shifts and rescaling so the picture cannot cheat with single pixels). What emerges is the pattern "
+        "the channel responds to most, wherever it is in the picture."
     )
 
 
 def channel_section(model: FeatureModel, layer: LayerInfo, channel: int, key: str) -> None:
     """ "What this channel looks for": the channel's optimised picture, and the layer's grid."""
-    st.markdown(
-        "### What this channel looks for\n\n"
-        "Start from faint noise and change the picture, step by step, in the direction that raises this "
-        f"channel's mean activation ({vis_steps()} gradient steps, with small random shifts and rescaling so "
-        "the picture cannot cheat with single pixels). What emerges is the pattern the channel responds to "
-        "most: colours and edges in layer 1, textures deeper, parts of animals at the end."
-    )
+    st.markdown("### What this channel looks for\n\n" + _objective_text(model, layer))
     grads = gradients_or_message(model)
     if isinstance(grads, str):
         st.info(grads)
@@ -181,13 +196,13 @@ def _kept_channel_picture(grads: Gradients, layer: str, channel: int, grid: _Sho
 @st.cache_resource(max_entries=64, show_spinner=False)
 def _channel_of_grid(grid_name: str, channel: int, _grid: FeatureVisualization) -> _Shown:
     result = _grid.of_channel(channel)
-    return _shown(result, result.images[0])
+    return _shown(result, result.shown()[0])
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
 def _channel_at(version: tuple, layer: str, channel: int, steps: int, _grads: Gradients) -> _Shown | None:
     result = channel_picture(_grads, layer, channel, steps=steps, compute=False)
-    return None if result is None else _shown(result, result.images[0])
+    return None if result is None else _shown(result, result.shown()[0])
 
 
 def _kept_layer_pictures(grads: Gradients, layer: str) -> _Shown | None:
@@ -204,7 +219,7 @@ def _layer_at(version: tuple, layer: str, steps: int, _grads: Gradients) -> _Sho
     whole = cached_layer_pictures(_grads, layer, steps=steps)
     if whole is None:
         return None
-    return _shown(whole, _mosaic(whole.images))
+    return _shown(whole, _mosaic(whole.shown()))
 
 
 def _grid_part(grads: Gradients, layer: LayerInfo, key: str, shown: _Shown | None) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from featapp import settings
+from featapp.errors import FeatappError
 
 __all__ = [
     "DatasetError",
@@ -43,7 +44,7 @@ _HOW_TO_GET_DATA = (
 )
 
 
-class DatasetError(ValueError):
+class DatasetError(FeatappError, ValueError):
     """A dataset folder that is missing, empty or not in the expected layout."""
 
 

@@ -50,6 +50,7 @@ from dataclasses import replace as _replace_fields
 from pathlib import Path, PurePosixPath
 
 from featapp import settings
+from featapp.errors import FeatappError
 
 __all__ = [
     "DownloadError",
@@ -75,7 +76,7 @@ _CHUNK = 1 << 20
 _TIMEOUT_S = 30
 
 
-class DownloadError(RuntimeError):
+class DownloadError(FeatappError, RuntimeError):
     """A download that cannot be done or an archive that is refused; the message says what to do."""
 
 

@@ -23,7 +23,17 @@ import numpy as np
 
 from featapp.engine.model import ModelError
 
-__all__ = ["FirstLayerFilters", "read_first_layer_filters", "filter_pictures"]
+__all__ = [
+    "EDGE_ENERGY_THRESHOLD",
+    "FirstLayerFilters",
+    "FirstLayerSummary",
+    "edge_energy_shares",
+    "edge_like_kernels",
+    "filter_pictures",
+    "first_layer_summary",
+    "kernel_correlation",
+    "read_first_layer_filters",
+]
 
 
 @dataclass(frozen=True)
@@ -176,3 +186,23 @@ def kernel_correlation(kernel: np.ndarray, start: np.ndarray) -> float:
     if a.shape != b.shape:
         raise ValueError(f"kernels of different shapes: {kernel.shape} and {start.shape}")
     return float(np.corrcoef(a, b)[0, 1])
+
+
+@dataclass(frozen=True)
+class FirstLayerSummary:
+    """What the first layer's filters are, measured: which are oriented edges
+    (:func:`edge_like_kernels`) and how far they are from the run's epoch-0 filters."""
+
+    count: int
+    edge_like: tuple[int, ...]
+    correlation_with_start: float | None = None
+
+
+def first_layer_summary(filters: FirstLayerFilters, start: FirstLayerFilters | None = None) -> FirstLayerSummary:
+    """The measures of ``filters``; ``start`` (the same layer at epoch 0) adds the correlation.
+    Edges are measured on 3x3 kernels only (the Sobel span is 3x3); other sizes count none."""
+    edges = tuple(int(i) for i in edge_like_kernels(filters.weights)) if filters.kernel == (3, 3) else ()
+    correlation = None
+    if start is not None and start.weights.shape == filters.weights.shape:
+        correlation = kernel_correlation(filters.weights, start.weights)
+    return FirstLayerSummary(filters.count, edges, correlation)

@@ -62,6 +62,8 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from featapp.errors import FeatappError
+
 __all__ = [
     "ImageError",
     "InputSpec",
@@ -118,7 +120,7 @@ without this limit a few such uploads at the same moment would multiply that (fo
 _large_decodes = threading.BoundedSemaphore(MAX_LARGE_DECODES)
 
 
-class ImageError(ValueError):
+class ImageError(FeatappError, ValueError):
     """An input that cannot be used as a picture, with a message a student can act on."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from featapp.engine.geometry import LayerGeometry, ReceptiveField, propagate
 from featapp.engine.images import InputSpec
+from featapp.errors import FeatappError
 
 __all__ = [
     "METADATA_KEY",
@@ -48,7 +49,7 @@ and of Keras; ``LayerInfo.output_shape`` is also written channels-last, as Keras
 prints it. The converter asks tf2onnx for NCHW outputs (``outputs_as_nchw``)."""
 
 
-class MetadataError(ValueError):
+class MetadataError(FeatappError, ValueError):
     """The metadata is missing or does not describe the file it is in."""
 
 

@@ -31,6 +31,7 @@ from PIL import Image
 from featapp import settings
 from featapp.engine.images import ImageError, ImageSource, InputSpec, prepare_image
 from featapp.engine.metadata import METADATA_KEY, LayerInfo, MetadataError, ModelSpec
+from featapp.errors import FeatappError
 
 __all__ = [
     "ModelError",
@@ -73,7 +74,7 @@ def convert_command(path: Path) -> str:
     return f"python -m convert export {path.as_posix()} --out {out.as_posix()}"
 
 
-class ModelError(RuntimeError):
+class ModelError(FeatappError, RuntimeError):
     """A model file that is missing, is not a converted featapp model, or cannot run."""
 
 

@@ -50,6 +50,8 @@ from typing import Any
 
 import numpy as np
 
+from featapp.errors import FeatappError
+
 __all__ = [
     "GRADIENTS_KEY",
     "GRADIENT_SUFFIX",
@@ -70,7 +72,7 @@ IR_VERSION = 8
 MAX_IR_VERSION = 10
 
 
-class UnsupportedLayer(ValueError):
+class UnsupportedLayer(FeatappError, ValueError):
     """The forward graph has an operator this module cannot differentiate."""
 
     def __init__(self, layer: str, kind: str, op: str) -> None:

@@ -13,6 +13,14 @@ that make the pictures readable:
   automatic differentiation of the parametrisation is needed (ONNX Runtime has none);
 * **random scaling** every few steps (the image is resized by up to ±5 % and back).
 
+For early layers the app optimises the channel's **centre neuron** instead (Lucid's neuron
+objective, :func:`default_objective`): a channel's mean over a whole map is maximised by a
+flat colour when its receptive field is a few pixels wide, while one cell shows the pattern in
+its own receptive field. That picture is found as Erhan et al. (2009) did for early layers:
+plain gradient ascent with the receptive field's contrast held to a fixed norm, so for a
+first-layer cell (a linear function of its pixels before the ReLU) the answer is the kernel
+itself, not a saturated black-and-white copy of its signs.
+
 Many channels run as one batch (one image per channel). The same ``seed`` gives the same
 pictures. Nothing here is written for a particular model.
 
@@ -32,6 +40,8 @@ import numpy as np
 from PIL import Image
 
 from featapp.cache import atomic_write, default_cache_dir
+from featapp.engine.geometry import receptive_box
+from featapp.engine.metadata import LayerInfo
 from featapp.engine.model import graph_input
 from featapp.explain.backward import PREACT_SUFFIX
 from featapp.explain.gradients import Gradients
@@ -42,6 +52,7 @@ __all__ = [
     "cache_file",
     "cached_layer_pictures",
     "channel_picture",
+    "default_objective",
     "layer_pictures",
     "visualize",
 ]
@@ -55,13 +66,32 @@ _COLOR_CORRELATION /= np.linalg.norm(_COLOR_CORRELATION, axis=0).max()
 @dataclass(frozen=True)
 class FeatureVisualization:
     """``images[i]``: the optimised picture for ``channels[i]`` (0-based), uint8 (H, W, C);
-    ``activations[i]``: the channel's mean activation on it; ``start_activations``: on the start noise."""
+    ``activations[i]``: the channel's mean activation on it; ``start_activations``: on the start noise.
+    ``objective`` is ``"channel"`` or ``"neuron"``; for a neuron, ``box`` is the input box
+    ``(top, left, bottom, right)`` its centre cell sees, where the picture is."""
 
     layer: str
     channels: tuple[int, ...]
     images: np.ndarray
     activations: np.ndarray
     start_activations: np.ndarray
+    objective: str = "channel"
+    box: tuple[int, int, int, int] | None = None
+
+    def shown(self, min_px: int = 96) -> np.ndarray:
+        """The pictures as a student should see them: a neuron's receptive field, with a margin
+        of a quarter of its size and enlarged by a whole factor to at least ``min_px`` (the
+        rest of its picture is the start noise, which the cell never sees); else as they are."""
+        if self.box is None:
+            return self.images
+        top, left, bottom, right = self.box
+        margin = max(1, (bottom - top) // 4)
+        height, width = self.images.shape[1:3]
+        crop = self.images[
+            :, max(0, top - margin) : min(height, bottom + margin), max(0, left - margin) : min(width, right + margin)
+        ]
+        factor = max(1, -(-min_px // max(crop.shape[1:3])))
+        return np.repeat(np.repeat(crop, factor, axis=1), factor, axis=2)
 
     def of_channel(self, channel: int) -> FeatureVisualization:
         """The part for one of :attr:`channels` (0-based); raises ``ValueError`` for another."""
@@ -72,6 +102,8 @@ class FeatureVisualization:
             self.images[i : i + 1],
             self.activations[i : i + 1],
             self.start_activations[i : i + 1],
+            self.objective,
+            self.box,
         )
 
 
@@ -115,6 +147,44 @@ def _rescale(batch: np.ndarray, factors: Sequence[float]) -> np.ndarray:
     return out
 
 
+NEURON_CONTRAST = 0.2
+"""RMS distance from mid-grey of a neuron picture inside its receptive field (the norm constraint)."""
+
+
+def default_objective(layer: LayerInfo, input_hw: tuple[int, int]) -> str:
+    """``"neuron"`` for a layer whose cells see under a quarter of the image's shorter side
+    (early layers: a channel's mean there is maximised by a flat colour), else ``"channel"``."""
+    field = layer.receptive_field
+    if not layer.is_spatial or field is None:
+        return "channel"
+    return "neuron" if max(field.size) * 4 < min(input_hw) else "channel"
+
+
+def _centre_box(grads: Gradients, layer: str, seed_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    spec = grads.model.spec.input
+    field = grads.model.layer(layer).receptive_field
+    if field is None:
+        raise ValueError(f"the neuron objective needs a receptive field; {layer!r} has none")
+    return receptive_box(field, seed_shape[2] // 2, seed_shape[3] // 2, (spec.height, spec.width))
+
+
+def _neuron_seed(seed_tensor: np.ndarray, chunk: Sequence[int]) -> np.ndarray:
+    if seed_tensor.ndim != 4:
+        raise ValueError("the neuron objective needs a layer with 2-D maps")
+    centre = np.zeros_like(seed_tensor)
+    centre[np.arange(len(chunk)), list(chunk), seed_tensor.shape[2] // 2, seed_tensor.shape[3] // 2] = 1.0
+    return centre
+
+
+def _hold_contrast(picture: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Scale each picture's departure from grey inside ``box`` down to :data:`NEURON_CONTRAST` RMS."""
+    top, left, bottom, right = box
+    inside = picture[:, top:bottom, left:right] - 0.5
+    rms = np.sqrt((inside**2).mean(axis=(1, 2, 3), keepdims=True))
+    picture[:, top:bottom, left:right] = 0.5 + inside * np.minimum(1.0, NEURON_CONTRAST / np.maximum(rms, 1e-12))
+    return picture
+
+
 def visualize(
     grads: Gradients,
     layer: str,
@@ -133,21 +203,29 @@ def visualize(
 ) -> FeatureVisualization:
     """Optimise one picture per channel of ``layer`` (channels counted from 0).
 
-    ``objective`` is ``"channel"`` (the channel's mean over its whole map, the default)
-    or ``"neuron"`` (the one cell at the map's centre: for the first convolution its best
-    input is the filter's own pattern, in the cell's receptive field).
-    ``decay=0`` turns the Fourier preconditioning off and ``decorrelate=False`` the colour one
-    (plain gradient ascent). ``learning_rate`` is the step in the [0, 1] picture range after each gradient is
-    normalised; ``progress`` is called with the fraction done (for a progress bar).
+    ``objective`` is ``"channel"`` (the channel's mean over its whole map, with Lucid's
+    jitter, scaling and preconditioning) or ``"neuron"`` (the cell at the map's centre, by
+    plain gradient ascent at a fixed contrast inside its receptive field; jitter is capped
+    at a quarter of the field and nothing is rescaled, so the pattern stays where the cell
+    looks). ``decay=0`` turns the Fourier preconditioning off and ``decorrelate=False`` the
+    colour one. ``learning_rate`` is the step in the [0, 1] picture range after each
+    gradient is normalised; ``progress`` is called with the fraction done (for a progress bar).
     """
     if steps < 1:
         raise ValueError("steps must be at least 1")
+    if objective not in ("channel", "neuron"):
+        raise ValueError(f"objective must be 'channel' or 'neuron', not {objective!r}")
     channels = tuple(int(c) for c in channels)
     grads.channel_seed(layer, channels, len(channels))  # checks the channels exist
     # Climb the value before the ReLU where there is one, as Lucid does.
     climb = f"{layer}{PREACT_SUFFIX}" if preactivation and f"{layer}{PREACT_SUFFIX}" in grads.targets else layer
     spec = grads.model.spec
     height, width, depth = spec.input.height, spec.input.width, spec.input.channels
+    box = None
+    if objective == "neuron":
+        box = _centre_box(grads, layer, grads.channel_seed(climb, channels[:1], 1).shape)
+        jitter = min(jitter, (box[2] - box[0]) // 4)
+        decay, decorrelate, scale_every = 0.0, False, 0
     spectrum = _spectrum_weights(height, width, decay)
     scale, offset = _picture_affine(spec)
     flip = spec.reverses_channels
@@ -164,15 +242,9 @@ def visualize(
         picture = picture.astype(np.float32)
         seed_tensor = grads.channel_seed(climb, chunk, len(chunk))
         if objective == "neuron":
-            if seed_tensor.ndim != 4:
-                raise ValueError(f"the neuron objective needs a layer with 2-D maps; {layer!r} has none")
-            centre = np.zeros_like(seed_tensor)
-            rows, cols = seed_tensor.shape[2] // 2, seed_tensor.shape[3] // 2
-            centre[np.arange(len(chunk)), list(chunk), rows, cols] = 1.0
-            seed_tensor = centre
-        elif objective != "channel":
-            raise ValueError(f"objective must be 'channel' or 'neuron', not {objective!r}")
-        start[first : first + len(chunk)] = _channel_means(grads, layer, _as_input(picture, scale, offset, flip), chunk)
+            seed_tensor = _neuron_seed(seed_tensor, chunk)
+        measure = _neuron_values if objective == "neuron" else _channel_means
+        start[first : first + len(chunk)] = measure(grads, layer, _as_input(picture, scale, offset, flip), chunk)
         for step in range(steps):
             shifts = [tuple(int(v) for v in rng.integers(-jitter, jitter + 1, 2)) if jitter else (0, 0) for rng in rngs]
             shifted = np.stack([np.roll(p, shift, axis=(0, 1)) for p, shift in zip(picture, shifts, strict=True)])
@@ -184,18 +256,20 @@ def visualize(
                 [np.roll(g, (-dy, -dx), axis=(0, 1)) for g, (dy, dx) in zip(gradient, shifts, strict=True)]
             )
             step_dir = _precondition(gradient, spectrum if decay else None, decorrelate and depth == 3)
-            norm = np.sqrt((step_dir**2).mean(axis=(1, 2, 3), keepdims=True)) + 1e-12
-            picture = np.clip(picture + learning_rate * step_dir / norm, 0.0, 1.0)
+            area = step_dir if box is None else step_dir[:, box[0] : box[2], box[1] : box[3]]
+            norm = np.sqrt((area**2).mean(axis=(1, 2, 3), keepdims=True)) + 1e-12
+            picture = picture + learning_rate * step_dir / norm
+            picture = np.clip(picture if box is None else _hold_contrast(picture, box), 0.0, 1.0)
             if scale_every and (step + 1) % scale_every == 0 and step + 1 < steps:
                 picture = _rescale(picture, [float(rng.uniform(0.95, 1.05)) for rng in rngs])
             done += len(chunk)
             if progress is not None:
                 progress(done / total)
         images[first : first + len(chunk)] = np.round(picture * 255).astype(np.uint8)
-        final[first : first + len(chunk)] = _channel_means(
+        final[first : first + len(chunk)] = measure(
             grads, layer, graph_input(spec, images[first : first + len(chunk)]), chunk
         )
-    return FeatureVisualization(layer, channels, images, final, start)
+    return FeatureVisualization(layer, channels, images, final, start, objective, box)
 
 
 def _picture_affine(spec) -> tuple[np.ndarray, np.ndarray]:
@@ -219,15 +293,32 @@ def _channel_means(grads: Gradients, layer: str, inputs: np.ndarray, channels: S
     return picked.reshape(len(channels), -1).mean(axis=1)
 
 
+def _neuron_values(grads: Gradients, layer: str, inputs: np.ndarray, channels: Sequence[int]) -> np.ndarray:
+    model = grads.model
+    maps = model._session.run([layer], {model.spec.input_name: inputs.astype(np.float32)})[0]
+    return maps[np.arange(len(channels)), list(channels), maps.shape[2] // 2, maps.shape[3] // 2].astype(np.float64)
+
+
 # -- cached pictures (the app's "what this channel looks for" and the layer grid) ------------------
 APP_STEPS = 128
 """Steps the app and the cached pictures use (the same for one channel and the grid, so a
 channel's picture is the same wherever it is shown)."""
 
 
-def _cache_file(grads: Gradients, layer: str, what: str, steps: int, seed: int, cache_dir: Path | None) -> Path:
+def _resolve_objective(grads: Gradients, layer: str, objective: str | None) -> str:
+    if objective is not None:
+        return objective
+    spec = grads.model.spec.input
+    return default_objective(grads.model.layer(layer), (spec.height, spec.width))
+
+
+def _cache_file(
+    grads: Gradients, layer: str, what: str, steps: int, seed: int, cache_dir: Path | None, objective: str
+) -> Path:
     folder = (cache_dir or default_cache_dir()) / "featurevis" / grads.model.sha256[:32]
-    return folder / f"{layer}-{what}-steps{steps}-seed{seed}.npz"
+    # The channel objective keeps the names pictures computed before the neuron objective had.
+    kind = what if objective == "channel" else f"{what}-{objective}"
+    return folder / f"{layer}-{kind}-steps{steps}-seed{seed}.npz"
 
 
 def cache_file(
@@ -237,10 +328,12 @@ def cache_file(
     steps: int = APP_STEPS,
     seed: int = 0,
     cache_dir: Path | None = None,
+    objective: str | None = None,
 ) -> Path:
     """Where :func:`layer_pictures` (``channel=None``) or :func:`channel_picture` keeps its
     pictures; a reader can watch the file's time stamp to notice new ones."""
-    return _cache_file(grads, layer, "all" if channel is None else f"channel{channel}", steps, seed, cache_dir)
+    what = "all" if channel is None else f"channel{channel}"
+    return _cache_file(grads, layer, what, steps, seed, cache_dir, _resolve_objective(grads, layer, objective))
 
 
 def _read_cached(path: Path) -> dict[str, np.ndarray] | None:
@@ -259,26 +352,36 @@ def _write_cached(path: Path, result: FeatureVisualization) -> None:
             images=result.images,
             activations=result.activations,
             start_activations=result.start_activations,
+            objective=np.asarray(result.objective),
+            box=np.asarray(result.box if result.box is not None else (), dtype=np.int64),
         )
 
     atomic_write(path, write)
 
 
 def _from_cached(layer: str, data: dict[str, np.ndarray]) -> FeatureVisualization:
+    box = tuple(int(v) for v in data["box"]) if "box" in data and data["box"].size == 4 else None
     return FeatureVisualization(
         layer,
         tuple(int(c) for c in data["channels"]),
         data["images"],
         data["activations"],
         data["start_activations"],
+        str(data["objective"]) if "objective" in data else "channel",
+        box,  # type: ignore[arg-type]
     )
 
 
 def cached_layer_pictures(
-    grads: Gradients, layer: str, cache_dir: Path | None = None, steps: int = APP_STEPS, seed: int = 0
+    grads: Gradients,
+    layer: str,
+    cache_dir: Path | None = None,
+    steps: int = APP_STEPS,
+    seed: int = 0,
+    objective: str | None = None,
 ) -> FeatureVisualization | None:
     """The whole layer's pictures if they were computed before (no computing here)."""
-    data = _read_cached(_cache_file(grads, layer, "all", steps, seed, cache_dir))
+    data = _read_cached(cache_file(grads, layer, None, steps, seed, cache_dir, objective))
     return None if data is None else _from_cached(layer, data)
 
 
@@ -289,16 +392,19 @@ def layer_pictures(
     steps: int = APP_STEPS,
     seed: int = 0,
     progress: Callable[[float], None] | None = None,
+    objective: str | None = None,
 ) -> FeatureVisualization:
     """Every channel's picture for ``layer``, computed once per model and kept on disk
     (in ``cache_dir``, default :func:`featapp.cache.default_cache_dir`, keyed by the
-    model's sha256, the layer, the steps and the seed)."""
-    cached = cached_layer_pictures(grads, layer, cache_dir, steps, seed)
+    model's sha256, the layer, the objective (default :func:`default_objective`), the steps
+    and the seed)."""
+    objective = _resolve_objective(grads, layer, objective)
+    cached = cached_layer_pictures(grads, layer, cache_dir, steps, seed, objective)
     if cached is not None:
         return cached
     channels = range(grads.model.layer(layer).channels)
-    result = visualize(grads, layer, channels, steps=steps, seed=seed, progress=progress)
-    _write_cached(_cache_file(grads, layer, "all", steps, seed, cache_dir), result)
+    result = visualize(grads, layer, channels, steps=steps, seed=seed, progress=progress, objective=objective)
+    _write_cached(cache_file(grads, layer, None, steps, seed, cache_dir, objective), result)
     return result
 
 
@@ -310,18 +416,20 @@ def channel_picture(
     steps: int = APP_STEPS,
     seed: int = 0,
     compute: bool = True,
+    objective: str | None = None,
 ) -> FeatureVisualization | None:
     """One channel's picture (0-based), from the layer's cached grid when there is one,
     else computed once and kept on disk like it (``compute=False``: ``None`` instead)."""
-    whole = cached_layer_pictures(grads, layer, cache_dir, steps, seed)
+    objective = _resolve_objective(grads, layer, objective)
+    whole = cached_layer_pictures(grads, layer, cache_dir, steps, seed, objective)
     if whole is not None and channel in whole.channels:
         return whole.of_channel(channel)
-    path = _cache_file(grads, layer, f"channel{channel}", steps, seed, cache_dir)
+    path = cache_file(grads, layer, channel, steps, seed, cache_dir, objective)
     data = _read_cached(path)
     if data is not None:
         return _from_cached(layer, data)
     if not compute:
         return None
-    result = visualize(grads, layer, [channel], steps=steps, seed=seed)
+    result = visualize(grads, layer, [channel], steps=steps, seed=seed, objective=objective)
     _write_cached(path, result)
     return result

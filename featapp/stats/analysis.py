@@ -58,6 +58,7 @@ from featapp.cache import atomic_write, default_cache_dir
 from featapp.data.dataset import Dataset, DatasetError, DatasetImage
 from featapp.engine.geometry import ReceptiveField, receptive_box
 from featapp.engine.images import ImageError, prepare_image
+from featapp.errors import FeatappError
 from featapp.stats.liveness import LayerLiveness
 from featapp.stats.ranking import RankedHit
 
@@ -92,7 +93,7 @@ BY_CHOICES = ("max", "mean")
 Progress = Callable[[int, int], None]
 
 
-class StatsFileError(ValueError):
+class StatsFileError(FeatappError, ValueError):
     """A statistics file that is damaged, from another format, or does not match."""
 
 

@@ -200,7 +200,7 @@ def test_an_instructor_points_the_app_at_sample_photos_through_secrets(tmp_path,
 
 
 def test_a_large_upload_never_touches_the_disk(tmp_path, browser):
-    """Starlette spools an upload over 1 MB to a temporary file; ``streamlit_app.py``
+    """Starlette spools an upload over 1 MB to a temporary file; ``featapp.app.server``
     raises that limit to the upload limit. Here the server cannot create a temporary file
     at all (``tempfile.tempdir`` points nowhere, set by a ``sitecustomize`` module), so a
     photo spooled to disk would fail to arrive instead of passing unnoticed: on Linux the

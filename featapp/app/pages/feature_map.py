@@ -10,6 +10,7 @@ from featapp.app.captions import markdown_literal
 from featapp.app.map_explorer import parse_report
 from featapp.engine.geometry import receptive_box
 from featapp.engine.model import ModelError
+from featapp.render import words as render_words
 
 HEATMAP_NONCE = "feature_map.chart_nonce"
 EXPLORER = "feature_map.explorer"
@@ -108,10 +109,56 @@ def _browser_view() -> None:
 st.title("🔥 Feature map")
 st.markdown(
     "One channel of one layer, for the current image. Each cell is one neuron: the same small filter, "
-    "applied at that place in the picture. **Layer 1** channels answer simple questions (*is there an edge "
-    "here? this colour?*); deeper layers answer about larger, more abstract patterns, so their maps get "
-    "smaller and harder to read. Click a cell to see which part of the photo it looks at."
+    "applied at that place in the picture. A **layer 1** cell sees only a few pixels, so it can answer only "
+    "simple questions about light, colour and the steps between them; deeper cells see larger parts of the "
+    "photo, and their maps get smaller and harder to read. Click a cell to see which part of the photo it looks at."
 )
+
+DETECTOR_NOTE = "feature_map.detector_note"
+
+
+def _go_to_detector(match) -> None:
+    """Runs before the page (a button's callback), so the layer and channel pickers open on it."""
+    st.session_state[view.LAYER] = match.layer
+    st.session_state[view.CHANNEL] = match.channel + 1
+    st.session_state[view.CELL] = None
+    st.session_state[DETECTOR_NOTE] = match
+
+
+def _lecture_detectors() -> None:
+    """The lecture's Figure 2 is channel 1 of another network: find this network's counterparts."""
+    try:
+        matches = caches.detectors(model)
+    except ValueError:
+        return  # no convolution: nothing to look for
+    with st.expander("Find the lecture's detectors in this network", icon="🧭"):
+        st.markdown(
+            "The lecture's Figure 2 shows channel 1 of layer 1 of *another* network, a horizontal-edge detector. "
+            "Channel numbers are arbitrary, so this network's channel 1 need not be one. These buttons show each "
+            "first-layer channel a horizontal edge, a vertical edge and colour patches (the probes on the "
+            "Gallery page), and open the channel that prefers one over the other most."
+        )
+        columns = st.columns(len(matches))
+        for column, match in zip(columns, matches, strict=True):
+            column.button(
+                f"Its {match.kind} detector",
+                key=f"feature_map.detector.{match.kind}",
+                on_click=_go_to_detector,
+                args=(match,),
+            )
+        note = st.session_state.get(DETECTOR_NOTE)
+        if note is not None and note.layer in model.layer_names:
+            summary = None
+            try:
+                summary = caches.first_layer_summary(model)
+            except ModelError:
+                pass
+            st.markdown(render_words.detector_words(note, summary))
+            if summary is not None:
+                st.caption(render_words.first_layer_words(summary))
+
+
+_lecture_detectors()
 
 
 def _below_the_map(view_model, layer, channel: int, values, vr, scale) -> None:
@@ -141,9 +188,9 @@ def _below_the_map(view_model, layer, channel: int, values, vr, scale) -> None:
         st.markdown(
             "The same image, layer and channel, saved while the network learned. At epoch 0 the filters are "
             "random: a random filter still passes on some of the photo's light and dark (most visibly in "
-            "layer 1), but it is tuned to nothing. Watch the channel settle on what it detects (an edge "
-            "direction, a colour, a texture) as training goes on. Each map is scaled to its own range: "
-            "compare patterns, not brightness."
+            "layer 1), but it is tuned to nothing. Where a later map differs from epoch 0, training changed "
+            "what this channel detects; where they look alike, it still answers much as its random start did. "
+            "Each map is scaled to its own range: compare patterns, not brightness."
         )
         strip_models = []
         final_shown = False

@@ -9,6 +9,7 @@ from featapp.app.captions import markdown_literal
 from featapp.data.dataset import DatasetError
 from featapp.engine.filters import filter_pictures
 from featapp.engine.model import ModelError
+from featapp.render import words as render_words
 from featapp.stats.classes import health_table, network_health
 
 FILTER_PX = 48
@@ -18,11 +19,18 @@ image = view.current_image(model)
 spec = model.input_spec
 
 st.title("🧠 Model")
+_fields = [layer.receptive_field.size for layer in model.layers if layer.receptive_field is not None]
 st.markdown(
     "The network every page looks inside. Convolution layers hold the learned filters; each pooling layer "
     "halves the map, so every cell of the next layer sees a larger part of the photo (its **receptive "
-    "field** grows). That is why layer 1 can only find edges and colours, while the last maps respond to "
-    "whole ears, eyes or fur."
+    "field** grows)."
+    + (
+        f" In this network a layer-1 cell sees {_fields[0][0]} x {_fields[0][1]} pixels, so it can answer only "
+        f"about light, colour and small steps between them; a cell of the last map sees {_fields[-1][0]} x "
+        f"{_fields[-1][1]} of the photo's {spec.height} x {spec.width}."
+        if _fields
+        else ""
+    )
 )
 
 colour_text = "RGB" if spec.channels == 3 else "grayscale"
@@ -94,8 +102,8 @@ else:
         f"{filters.count} filters of {rows} x {cols} pixels x {filters.weights.shape[1]} colour channel"
         f"{'s' if filters.weights.shape[1] > 1 else ''} ({view.model_label(filter_snapshot)}). Grey is a weight of 0; lighter means "
         "the filter adds that colour at that place, darker that it subtracts it. A filter that is light on one "
-        "side and dark on the other is an edge detector. Before training (epoch 0) they are random noise; "
-        "training turns them into edge and colour detectors."
+        "side and dark on the other is an edge detector. "
+        + render_words.first_layer_words(caches.first_layer_summary(filter_model))
     )
     st.image(
         [p[:, :, 0] if p.shape[2] == 1 else p for p in pictures],
