@@ -2,7 +2,7 @@
 
 ``python -m convert train DATA_DIR``        train the lecture's model
 ``python -m convert evaluate MODEL``        accuracy and confusion matrix on a split
-``python -m convert export MODEL --out F``  Keras -> ONNX for featapp
+``python -m convert export MODEL --out F``  Keras or any ONNX file -> featapp ONNX
 ``python -m convert snapshots RUN/selection --out models/snapshots``
 ``python -m convert report RUN --out R.json`` filters moved and channels alive, per snapshot
 
@@ -104,39 +104,115 @@ def _load_tensorflow(verbose: bool) -> None:
         tf2onnx.logging.set_level(logging.ERROR)
 
 
+def _is_onnx(path: str) -> bool:
+    return path.lower().endswith(".onnx")
+
+
+def _class_names_from(args: argparse.Namespace) -> tuple[str, ...] | None:
+    from pathlib import Path
+
+    from convert.errors import ConversionError
+
+    if args.class_names and args.class_names_file:
+        raise ConversionError("give the class names once: --class-names or --class-names-file, not both.")
+    if args.class_names_file:
+        try:
+            lines = Path(args.class_names_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConversionError(f"cannot read --class-names-file '{args.class_names_file}' ({err}).") from None
+        return tuple(line.strip() for line in lines if line.strip())
+    return tuple(args.class_names) if args.class_names else None
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from convert.errors import ConversionError
+    from convert.onnx_source import OnnxOptions, export_onnx
+
+    if args.trunk:
+        raise ConversionError("--trunk is for Keras models; an ONNX file is converted whole.")
+    options = OnnxOptions(
+        class_names=_class_names_from(args),
+        input_size=args.input_size,
+        input_range=args.input_range,
+        mean=tuple(args.mean or ()),
+        std=tuple(args.std or ()),
+        channel_order=args.channel_order,
+        layout=args.layout,
+        tolerance=args.tolerance,
+        gradients=not args.no_gradients,
+        run_id=args.run_id,
+    )
+    export_onnx(args.model, args.out, options, log=_log)
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
+    from convert.errors import ConversionError
     from convert.export import ExportOptions, export
     from convert.inspect_keras import inspect_keras_file
 
+    if _is_onnx(args.model):
+        return _export_onnx(args)
+    onnx_only = [flag for flag, value in _onnx_only_flags(args) if value]
+    if onnx_only:
+        raise ConversionError(
+            f"{', '.join(onnx_only)} describe an ONNX file's input; a Keras file says its own input size and layout."
+        )
     inspect_keras_file(args.model)  # fast refusals before TensorFlow loads
     _log("Loading TensorFlow ...")
     _load_tensorflow(args.verbose)
     options = ExportOptions(
-        class_names=tuple(args.class_names) if args.class_names else None,
+        class_names=_class_names_from(args),
         trunk=args.trunk,
         input_range=args.input_range,
         tolerance=args.tolerance,
         gradients=not args.no_gradients,
+        run_id=args.run_id,
     )
     export(args.model, args.out, options, log=_log)
     return 0
+
+
+def _onnx_only_flags(args: argparse.Namespace) -> list[tuple[str, object]]:
+    return [
+        ("--input-size", args.input_size),
+        ("--mean", args.mean),
+        ("--std", args.std),
+        ("--layout", args.layout),
+        ("--channel-order", args.channel_order != "RGB"),
+    ]
+
+
+def _input_size(text: str) -> tuple[int, int]:
+    from convert.onnx_source import parse_input_size
+
+    try:
+        return parse_input_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _gradients(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from convert.errors import ConversionError
+    from convert.gradients import converted_from_onnx, write_gradient_model_checked_numerically
 
     for name in args.models:
         if not Path(name).is_file():
             raise ConversionError(f"No such file: '{name}'.")
-    _log("Loading TensorFlow ...")
-    _load_tensorflow(args.verbose)
+    from_onnx = {name: converted_from_onnx(name) for name in args.models}
+    if not all(from_onnx.values()):  # models converted from ONNX files are checked without TensorFlow
+        _log("Loading TensorFlow ...")
+        _load_tensorflow(args.verbose)
     from convert.gradients import write_gradient_model
 
     for name in args.models:
         _log(f"\n== {name} ==")
-        write_gradient_model(name, tolerance=args.tolerance, log=_log)
+        if from_onnx[name]:
+            write_gradient_model_checked_numerically(name, log=_log)
+        else:
+            write_gradient_model(name, tolerance=args.tolerance, log=_log)
     return 0
 
 
@@ -285,8 +361,15 @@ def _parser() -> argparse.ArgumentParser:
         f"what the model's input expects: {ranges} (default 0..1, or 0..255 for a model that scales its input "
         "with its own Rescaling layer)"
     )
-    p = sub.add_parser("export", help="convert a Keras image classifier (.keras or .h5) to ONNX for featapp")
-    p.add_argument("model", help="Keras model file (.keras or legacy .h5, Keras 2 or 3)")
+    p = sub.add_parser(
+        "export",
+        help="convert an image classifier for featapp: Keras (.keras, .h5) or any ONNX file (PyTorch, Keras, ...)",
+    )
+    p.add_argument(
+        "model",
+        help="Keras model file (.keras or legacy .h5, Keras 2 or 3), or an ONNX file from torch.onnx.export, "
+        "Keras' model.export(format='onnx') or any tool",
+    )
     p.add_argument("--out", required=True, help="ONNX file to write (written only if verification passes)")
     p.add_argument(
         "--class-names",
@@ -295,8 +378,41 @@ def _parser() -> argparse.ArgumentParser:
         help="class names in output order; for one sigmoid unit NEGATIVE POSITIVE (default: cat dog); "
         "for softmax one per class (default: class 0, class 1, ...)",
     )
+    p.add_argument(
+        "--class-names-file", metavar="FILE", help="class names in output order, one a line (e.g. ImageNet's 1000)"
+    )
     p.add_argument("--trunk", action="store_true", help="export only the input through the last layer with 2-D maps")
     p.add_argument("--input-range", choices=list(INPUT_RANGES), help=range_help)
+    onnx_group = p.add_argument_group(
+        "ONNX files", "what an ONNX file does not say about its input (PyTorch: see docs/convert.md, From PyTorch)"
+    )
+    onnx_group.add_argument(
+        "--input-size", type=_input_size, metavar="SIZE", help="SIZE or HEIGHTxWIDTH, when the file leaves it free"
+    )
+    onnx_group.add_argument(
+        "--mean",
+        type=float,
+        nargs="+",
+        metavar="M",
+        help="per-channel mean subtracted after --input-range, in the model's channel order "
+        "(torchvision: 0.485 0.456 0.406 with 0..1; caffe-style Keras: 103.939 116.779 123.68 with 0..255 and BGR)",
+    )
+    onnx_group.add_argument(
+        "--std",
+        type=float,
+        nargs="+",
+        metavar="S",
+        help="per-channel divisor after the mean (torchvision: 0.229 0.224 0.225)",
+    )
+    onnx_group.add_argument(
+        "--channel-order", choices=["RGB", "BGR"], default="RGB", type=str.upper, help="the model's colour order"
+    )
+    onnx_group.add_argument(
+        "--layout",
+        choices=["NCHW", "NHWC"],
+        type=str.upper,
+        help="where the channels are, when the shape leaves it open",
+    )
     p.add_argument(
         "--tolerance",
         type=float,
@@ -305,6 +421,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--no-gradients", action="store_true", help="do not write MODEL.grad.onnx (saliency, Grad-CAM, feature vis)"
+    )
+    p.add_argument(
+        "--run-id",
+        default="",
+        metavar="ID",
+        help="the training run the model came from (printed by 'convert snapshots'): the app then offers that "
+        "run's snapshots with this model only",
     )
     p.add_argument("--verbose", action="store_true", help="show tracebacks and TensorFlow's log")
     p.set_defaults(func=_export, handles_errors=True)
@@ -355,11 +478,16 @@ CONVERTER_PACKAGES = frozenset({"tensorflow", "keras", "tf2onnx", "tf_keras", "m
 INSTALL_HINT = "pip install -r requirements-convert.txt (from a clone) or pip install 'featapp[convert]'"
 
 
-def _missing_package(command: str) -> str | None:
-    """The first converter package this command needs that is not installed (found without importing it)."""
+def _missing_package(command: str, model: str = "", models: list[str] | None = None) -> str | None:
+    """The first converter package this command needs that is not installed (found without importing it).
+    Exporting an ONNX file, or the gradients of models converted from ONNX files, needs onnx
+    only (and ONNX Runtime, which the app needs anyway)."""
     import importlib.util
 
-    needed = ["tensorflow", "keras"] + (["tf2onnx"] if command in {"export", "snapshots"} else [])
+    if (command == "export" and _is_onnx(model)) or (command == "gradients" and _all_from_onnx(models or [])):
+        needed = ["onnx"]
+    else:
+        needed = ["tensorflow", "keras"] + (["tf2onnx"] if command in {"export", "snapshots"} else [])
     for name in needed:
         try:
             if importlib.util.find_spec(name) is None:
@@ -369,13 +497,58 @@ def _missing_package(command: str) -> str | None:
     return None
 
 
+def _all_from_onnx(models: list[str]) -> bool:
+    """Whether every file is a featapp model converted from an ONNX file (unreadable ones: no)."""
+    from convert.errors import ConversionError
+
+    try:
+        from convert.gradients import converted_from_onnx
+
+        return bool(models) and all(converted_from_onnx(name) for name in models)
+    except (ImportError, OSError, ValueError, ConversionError):
+        return False
+
+
 def _install_message(missing: str) -> str:
     return f"error: the converter needs {missing}, which is not installed; install its packages with: {INSTALL_HINT}"
 
 
+VALUE_OPTIONS_THAT_MAY_START_WITH_MINUS = ("--input-range",)
+"""Options whose value can start with '-' (``--input-range -1..1``); argparse would take it for an option."""
+
+
+def attach_minus_values(argv: list[str]) -> list[str]:
+    """``--input-range -1..1`` as ``--input-range=-1..1``, the one spelling argparse accepts.
+
+    >>> attach_minus_values(["export", "m.keras", "--input-range", "-1..1"])
+    ['export', 'm.keras', '--input-range=-1..1']
+    """
+    result: list[str] = []
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        following = argv[index + 1] if index + 1 < len(argv) else ""
+        if (
+            token in VALUE_OPTIONS_THAT_MAY_START_WITH_MINUS
+            and following[:2].startswith("-")
+            and following[1:2].isdigit()
+        ):
+            result.append(f"{token}={following}")
+            index += 2
+            continue
+        result.append(token)
+        index += 1
+    return result
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, read by :func:`_parser` after :func:`attach_minus_values`."""
+    return _parser().parse_args(attach_minus_values(list(sys.argv[1:] if argv is None else argv)))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    missing = _missing_package(args.command)
+    args = parse_arguments(argv)
+    missing = _missing_package(args.command, getattr(args, "model", "") or "", getattr(args, "models", None))
     if missing is not None:
         print(_install_message(missing), file=sys.stderr, flush=True)
         return 1

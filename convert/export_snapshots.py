@@ -27,8 +27,9 @@ from pathlib import Path
 
 from convert.errors import ConversionError
 from convert.export import ExportOptions, export, write_atomically
-from featapp.explain.backward import gradient_path
+from featapp.engine.metadata import IDENTITY_KEY
 from featapp.engine.snapshots import INDEX_FILE, Snapshot, index_json
+from featapp.explain.backward import gradient_path
 
 
 def _read_json(path: Path) -> object:
@@ -82,6 +83,17 @@ class SnapshotJob:
     is_best: bool
 
 
+def run_id(jobs: list[SnapshotJob]) -> str:
+    """The training run's id: a hash of its earliest snapshot file (the initial weights), which
+    every snapshot and the final model of that run share, and another run does not."""
+    import hashlib
+
+    if not jobs:
+        return ""
+    first = min(jobs, key=lambda job: job.epoch)
+    return "run-" + hashlib.sha256(Path(first.source).read_bytes()).hexdigest()[:16]
+
+
 def plan_snapshots(selection_dir: str | os.PathLike, log: Callable[[str], None] = print) -> list[SnapshotJob]:
     """What :func:`export_snapshots` will export, read from the run folder (no TensorFlow needed)."""
     selection = Path(selection_dir)
@@ -116,14 +128,18 @@ def export_snapshots(
     jobs = plan_snapshots(selection_dir, log) if jobs is None else jobs
     previous = _previously_listed(out)
     written: list[Snapshot] = []
+    run = run_id(jobs)
+    identity: dict[str, str] | None = None
     for job in jobs:
         target = out / f"epoch_{job.epoch:03d}.onnx"
         log(f"\n== Snapshot epoch {job.epoch}{' (best)' if job.is_best else ''} from {job.source} ==")
         extra = {"epoch": job.epoch, "val_accuracy": job.val_accuracy, "is_best": job.is_best}
-        export(job.source, target, ExportOptions(trunk=True, extra=extra, tolerance=tolerance), log=log)
+        options = ExportOptions(trunk=True, extra=extra, tolerance=tolerance, run_id=run)
+        spec = export(job.source, target, options, log=log)
+        identity = spec.extra.get(IDENTITY_KEY)
         written.append(Snapshot(epoch=job.epoch, val_accuracy=job.val_accuracy, path=target, is_best=job.is_best))
 
-    write_atomically(out / INDEX_FILE, index_json(written).encode())
+    write_atomically(out / INDEX_FILE, index_json(written, identity).encode())
     kept = {s.path.name for s in written}
     for name in sorted(previous - kept):
         (out / name).unlink(missing_ok=True)
@@ -131,4 +147,8 @@ def export_snapshots(
         log(f"Removed {name}, which the new index no longer lists.")
     total = sum(s.path.stat().st_size for s in written)
     log(f"\nWrote {len(written)} snapshots and {out / INDEX_FILE} ({total / 1e6:.1f} MB in all).")
+    log(
+        f"They belong to training run {run}: export the final model with --run-id {run}, so that the app "
+        "offers them with it and with no other model of this architecture."
+    )
     return written

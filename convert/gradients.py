@@ -35,10 +35,17 @@ __all__ = ["verify_gradients", "write_gradient_model"]
 
 
 # -- verification -------------------------------------------------------------------------
+RELU_TIE = 1e-5
+"""How near zero, relative to the largest value of its input, a ReLU input may be for
+ONNX Runtime and TensorFlow to see it on different sides of the kink (float32 rounding of
+the sums before it): there the replay follows ONNX Runtime (see :func:`_replay`)."""
+
+
 def _replay(
     forward,
     fed,
     argmax: dict[str, np.ndarray] | None = None,
+    relu_outputs: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Run the forward ONNX graph again with TensorFlow operations (float ops on the tape;
     shape arithmetic in NumPy), so that ``tf.GradientTape`` can differentiate it.
@@ -48,7 +55,13 @@ def _replay(
     pick different pixels, and so route the gradient differently. So the replay takes the
     values at ONNX Runtime's positions (a gather, which the tape differentiates) after
     checking they are the window maxima TensorFlow finds; the check then tests every
-    other part of the backward graph exactly."""
+    other part of the backward graph exactly.
+
+    ``relu_outputs`` does the same for ReLUs: an input at rounding distance from zero
+    (one of a trained network's many) can be positive in one framework and negative in
+    the other, which sends its whole gradient another way. The replay multiplies by ONNX
+    Runtime's 0/1 mask after checking that every cell where the two disagree is within
+    :data:`RELU_TIE` of the kink."""
     import tensorflow as tf
     from onnx import numpy_helper
 
@@ -168,6 +181,8 @@ def _replay(
         elif op in ("Add", "Sub", "Mul", "Div"):
             fn = {"Add": tf.add, "Sub": tf.subtract, "Mul": tf.multiply, "Div": tf.divide}[op]
             out = fn(x, ins[1])
+        elif op == "Relu" and (relu_outputs or {}).get(node.output[0]) is not None:
+            out = x * _relu_mask(node, x, relu_outputs[node.output[0]])  # type: ignore[index]
         elif op == "Relu":
             out = tf.nn.relu(x)
         elif op == "LeakyRelu":
@@ -182,6 +197,23 @@ def _replay(
             raise ConversionError(f"the gradient check cannot replay ONNX operator {op} ({node.name})")
         values[node.output[0]] = out
     return values
+
+
+def _relu_mask(node, x, ort_output: np.ndarray) -> np.ndarray:
+    """ONNX Runtime's ReLU mask (1 where it passed the value), once the cells where it and
+    TensorFlow disagree are all at rounding distance from zero."""
+    values = np.asarray(x)
+    mask = ort_output > 0
+    disagree = mask != (values > 0)
+    if disagree.any():
+        limit = RELU_TIE * max(float(np.abs(values).max()), 1e-12)
+        worst = float(np.abs(values[disagree]).max())
+        if worst > limit:
+            raise ConversionError(
+                f"ReLU '{node.name}' passes values ONNX Runtime and TensorFlow disagree on by more than rounding "
+                f"({worst:.2e}, allowed {limit:.1e}); the gradient model was not written."
+            )
+    return mask.astype(np.float32)
 
 
 def _numpy_type(onnx_type: int):
@@ -232,10 +264,17 @@ def verify_gradients(
             pooled = [n.output[1] for n in pruned.graph.node if n.op_type == "MaxPool" and len(n.output) > 1]
             for name in pooled:  # read back where each max came from (see _replay)
                 pruned.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, None))
+            outputs = {value.name for value in pruned.graph.output}
+            relus = [n.output[0] for n in pruned.graph.node if n.op_type == "Relu"]
+            for name in relus:  # and which side of zero each ReLU input was on
+                if name not in outputs:
+                    pruned.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
             session = ort.InferenceSession(pruned.SerializeToString(), providers=["CPUExecutionProvider"])
         except Exception as err:  # noqa: BLE001 - ORT raises its own types; the cause stays chained
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-            raise ConversionError(f"ONNX Runtime cannot run the gradient graph ({first}); nothing written.") from err
+            raise ConversionError(
+                f"ONNX Runtime cannot run the gradient graph ({first}); the gradient model was not written."
+            ) from err
         position = names_in_order.index(layer.name)
         forward_names = names_in_order[: position + 1]
         acts.update(zip(forward_names, _forward(forward, images, forward_names), strict=True))
@@ -253,15 +292,16 @@ def verify_gradients(
             seed[:, channel] = 1.0 / (rows * cols)
             label = f"{target['name']} channel {channel + 1} mean"
         names = list(target["gradients"].values())
-        results = session.run([*names, *pooled], {spec.input_name: images, target["seed"]: seed})
+        results = session.run([*names, *pooled, *relus], {spec.input_name: images, target["seed"]: seed})
         got = dict(zip(target["gradients"], results[: len(names)], strict=True))
-        argmax = dict(zip(pooled, results[len(names) :], strict=True))
+        argmax = dict(zip(pooled, results[len(names) : len(names) + len(pooled)], strict=True))
+        relu_outputs = dict(zip(relus, results[len(names) + len(pooled) :], strict=True))
 
         watched: dict[str, Any] = {}
         x = tf.Variable(images)
 
         with tf.GradientTape(persistent=True) as tape:
-            values = _replay(forward, x, argmax)
+            values = _replay(forward, x, argmax, relu_outputs)
             if target["logit"] or target["preactivation"]:
                 value = values[graph_producer_input(forward, layer.name)]
             else:
@@ -285,7 +325,8 @@ def verify_gradients(
             if not error <= tolerance:
                 raise ConversionError(
                     f"ONNX Runtime and tf.GradientTape disagree on the gradient of {label} with respect to {name} "
-                    f"(error {error:.2e} of its largest value, tolerance {tolerance:.0e}); nothing written."
+                    f"(error {error:.2e} of its largest value, tolerance {tolerance:.0e}); "
+                    "the gradient model was not written."
                 )
         errors[label] = worst
         log(
@@ -366,3 +407,144 @@ def write_gradient_model(
     write_atomically(target, payload)
     log(f"Wrote {target} ({len(payload) / 1e6:.1f} MB)")
     return target
+
+
+# -- without TensorFlow: finite differences ------------------------------------------------------------
+def _scalar_model(forward, tensor: str):
+    """The forward graph with ``tensor`` (the value a target's seed weighs) as its one output."""
+    import onnx
+
+    model = onnx.ModelProto()
+    model.CopyFrom(forward)
+    del model.graph.output[:]
+    model.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+    return model
+
+
+def check_gradients_numerically(
+    forward, gradient_model, images: np.ndarray, tolerance: float = 1e-2, log: Callable[[str], None] = print
+) -> dict[str, float]:
+    """Compare ONNX Runtime's input gradients with central differences of the forward graph.
+
+    For each target checked (each class logit, and the channel mean of the first and the
+    deepest convolution), the derivative along two directions (the gradient itself, and
+    a random one) is compared with ``(f(x + h v) - f(x - h v)) / 2h``, the error relative
+    to ``|gradient| |v|``. The step is small against the input's range, so few ReLU or
+    max-pool kinks lie within it, and the check needs no other framework. Raises
+    :class:`ConversionError` beyond ``tolerance``; returns the largest error per target.
+    """
+    import onnxruntime as ort
+
+    from featapp.engine.metadata import METADATA_KEY, ModelSpec
+
+    meta = {p.key: p.value for p in gradient_model.metadata_props}
+    spec = ModelSpec.from_json(meta[METADATA_KEY])
+    info = json.loads(meta[GRADIENTS_KEY])
+    layers = {layer.name: layer for layer in spec.layers}
+    names_in_order = [layer.name for layer in spec.layers]
+    convs = [
+        t
+        for t in info["targets"]
+        if not t["logit"] and not t["preactivation"] and layers[t["layer"]].kind.endswith("Conv2D")
+    ]
+    chosen = [t for t in info["targets"] if t["logit"]] + ([convs[0], convs[-1]] if convs else [])
+    rng = np.random.default_rng(0)
+    x = images.astype(np.float64)
+    reach = max(float(np.abs(x).max()), 1e-3)
+    errors: dict[str, float] = {}
+    for target in {t["name"]: t for t in chosen}.values():
+        layer = layers[target["layer"]]
+        tensor = graph_producer_input(forward, layer.name) if target["logit"] else layer.name
+        forward_session = ort.InferenceSession(
+            _scalar_model(forward, tensor).SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        pruned = target_graph(gradient_model, target["name"], names_in_order)
+        session = ort.InferenceSession(pruned.SerializeToString(), providers=["CPUExecutionProvider"])
+        base = forward_session.run(None, {spec.input_name: images.astype(np.float32)})[0]
+        if target["logit"]:
+            units = layer.channels
+            seed = np.ones_like(base) if units == 1 else np.eye(units, dtype=np.float32)[base.argmax(axis=1)]
+            label = f"logit of {layer.name}"
+        else:
+            channel = int(base.mean(axis=(0, 2, 3)).argmax())
+            seed = np.zeros_like(base)
+            seed[:, channel] = 1.0 / (base.shape[2] * base.shape[3])
+            label = f"{layer.name} channel {channel + 1} mean"
+        gradient = session.run([target["gradients"]["input"]], {spec.input_name: images, target["seed"]: seed})[0]
+        gradient = gradient.astype(np.float64)
+
+        def value(inputs: np.ndarray, session=forward_session, seed=seed) -> float:
+            out = session.run(None, {spec.input_name: inputs.astype(np.float32)})[0]
+            return float((out.astype(np.float64) * seed).sum())
+
+        worst = 0.0
+        for direction in (gradient, rng.standard_normal(x.shape)):
+            norm = float(np.abs(direction).max())
+            if norm == 0:
+                continue
+            v = direction / norm
+            step = 1e-4 * reach
+            numeric = (value(x + step * v) - value(x - step * v)) / (2 * step)
+            analytic = float((gradient * v).sum())
+            scale = max(float(np.linalg.norm(gradient) * np.linalg.norm(v)), 1e-12)
+            worst = max(worst, abs(numeric - analytic) / scale)
+        errors[label] = worst
+        log(f"  d({label}) / d(input) against finite differences: error {worst:.1e} of |gradient| |direction|")
+        if not worst <= tolerance:
+            raise ConversionError(
+                f"the gradient of {label} disagrees with finite differences of the forward graph (error {worst:.2e}, "
+                f"tolerance {tolerance:.0e}); the gradient model was not written."
+            )
+    return errors
+
+
+def write_gradient_model_checked_numerically(
+    forward_path: str | Path, tolerance: float = 1e-2, log: Callable[[str], None] = print
+) -> Path | None:
+    """:func:`write_gradient_model` for a model converted from an ONNX file, with no
+    TensorFlow: checked by :func:`check_gradients_numerically` instead of the tape."""
+    import onnx
+
+    from convert.export import verification_images, write_atomically, written_without_gradients
+    from featapp.engine.metadata import METADATA_KEY, ModelSpec
+    from featapp.engine.model import graph_input
+
+    forward_path = Path(forward_path)
+    data = forward_path.read_bytes()
+    forward = onnx.load_from_string(data)
+    meta = {p.key: p.value for p in forward.metadata_props}
+    spec = ModelSpec.from_json(meta[METADATA_KEY])
+    target = gradient_path(forward_path)
+    try:
+        model = build_gradient_model(forward, meta[METADATA_KEY], hashlib.sha256(data).hexdigest())
+    except UnsupportedLayer as err:
+        target.unlink(missing_ok=True)
+        log(f"No gradient model: {err}. Saliency, Grad-CAM and feature visualisation will be unavailable.")
+        return None
+    # The flat grey test image is left out: its max-pool windows are all ties, where a
+    # gradient is right but a finite difference along a random direction picks another winner.
+    raw = verification_images(spec.input.height, spec.input.width, spec.input.channels)[:3]
+    log(f"Checking the gradient graph against finite differences ({len(raw)} images) ...")
+    try:
+        check_gradients_numerically(forward, model, graph_input(spec, raw), tolerance, log)
+    except ConversionError as err:
+        target.unlink(missing_ok=True)
+        raise ConversionError(written_without_gradients(forward_path, err)) from err
+    payload = model.SerializeToString()
+    write_atomically(target, payload)
+    log(f"Wrote {target} ({len(payload) / 1e6:.1f} MB)")
+    return target
+
+
+def converted_from_onnx(forward_path: str | Path) -> bool:
+    """Whether a featapp model was converted from an ONNX file (``convert.onnx_source``), whose
+    gradient model is checked by finite differences rather than by a TensorFlow replay."""
+    import onnx
+
+    from featapp.engine.metadata import METADATA_KEY, ModelSpec
+
+    model = onnx.load(str(forward_path), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY not in meta:
+        raise ConversionError(f"'{Path(forward_path).name}' is not a featapp model (no '{METADATA_KEY}' metadata).")
+    return "source_layout" in ModelSpec.from_json(meta[METADATA_KEY]).extra

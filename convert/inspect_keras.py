@@ -91,7 +91,7 @@ def _what_is(head: bytes, path: Path) -> str:
         if head[offset : offset + len(magic)] == magic:
             return what
     if path.suffix.lower() == ".onnx":
-        return "probably an ONNX model already (featapp can load converted models directly)"
+        return "an ONNX file (convert it with 'python -m convert export FILE.onnx --out FILE_featapp.onnx')"
     text = head.lstrip()
     if text[:1] in (b"{", b"["):
         return "a JSON or text file (a model's configuration alone is not enough; the weights are needed too)"

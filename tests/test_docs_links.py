@@ -90,7 +90,25 @@ def test_every_relative_link_resolves(path: Path) -> None:
 # A path of the repository (featapp/app/caches.py, bench/results/load_50.md, docs/, models/...) or a dotted
 # featapp or convert name (featapp.app.caches, featapp.engine.model.load_model), in Markdown or in a
 # Python docstring or comment.
-NAMED_PATH = re.compile(r"(?<![\w./-])((?:featapp|convert|bench|tests|docs|deploy|models)/[\w./-]*[\w/])")
+# Not after a quote: a string (a node's name, an example argument) is not a reference.
+NAMED_PATH = re.compile(r"(?<![\w./\"'-])((?:featapp|convert|bench|tests|docs|deploy|models)/[\w./-]*[\w/])")
+
+
+def _without_doctests(text: str) -> str:
+    """Doctest examples and their output name made-up files (``models/resnet18.onnx``)."""
+    kept, skip_output = [], False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith((">>>", "...")):
+            skip_output = True
+            continue
+        if skip_output and stripped:
+            skip_output = False
+            continue
+        kept.append(line)
+    return "\n".join(kept)
+
+
 # Not after a quote: a string such as a session-state key or a frame's title is not a reference.
 NAMED_MODULE = re.compile(r"(?<![\w./\"'=-])((?:featapp|convert)(?:\.[A-Za-z_]\w*)+)(?!\.(?:org|com)\b)")
 NOT_PATHS = ("featapp/models/",)  # the installed package's folder for models/ (pyproject.toml)
@@ -141,7 +159,7 @@ def _module_exists(named: str) -> bool:
 def test_every_file_and_module_named_in_the_docs_and_the_code_exists() -> None:
     missing = []
     for source in _sources():
-        text = source.read_text(encoding="utf-8")
+        text = _without_doctests(source.read_text(encoding="utf-8"))
         for named in set(NAMED_PATH.findall(text)):
             if not _path_exists(named, source):
                 missing.append(f"{source.relative_to(REPO_ROOT)}: {named}")

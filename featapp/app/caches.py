@@ -142,6 +142,7 @@ __all__ = [
     "strip_layer",
     "read_snapshots",
     "snapshots",
+    "own_snapshots",
 ]
 
 ACTIVATION_CACHE_IMAGES = settings.cache_images()
@@ -794,13 +795,21 @@ def _same_network(files: tuple[str, str], _snapshot: FeatureModel, _model: Featu
     return snapshots_module.same_network(_snapshot, _model)
 
 
-def snapshots() -> list[Snapshot]:
+def snapshots(model: FeatureModel | None = None) -> list[Snapshot]:
     """The training snapshots (:func:`featapp.engine.snapshots.load_snapshots`); empty when there are none.
+    With ``model``, only that model's own (:func:`own_snapshots`).
 
     No snapshot folder is normal (a model converted without them). A damaged index is
     reported by :func:`featapp.app.view.pick_snapshot`, the control that would use it.
     """
-    return read_snapshots()[0]
+    snaps = read_snapshots()[0]
+    return snaps if model is None else own_snapshots(snaps, model)
+
+
+def own_snapshots(snaps: list[Snapshot], model: FeatureModel) -> list[Snapshot]:
+    """The snapshots of ``model``'s own training (:func:`featapp.engine.snapshots.own_snapshots`):
+    another model that merely starts with a layer called ``conv2d`` gets none."""
+    return snapshots_module.own_snapshots(snaps, model, spec_of=lambda snap: model_at(snap.path).spec)
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)

@@ -10,10 +10,10 @@ import numpy as np
 import streamlit as st
 
 from featapp import settings
+from featapp.app import caches, view
 from featapp.app.captions import describe_prediction, markdown_literal
 from featapp.data.dataset import DatasetError
 from featapp.engine.model import FeatureModel, ModelError, Prediction
-from featapp.app import caches, view
 
 __all__ = [
     "PAGE_FILES",
@@ -57,8 +57,9 @@ def model_or_error_page() -> FeatureModel:
             "(a fresh `git clone` has it).\n"
             f"- Or point the app at another converted model: set the environment variable `{settings.MODEL_ENV}` "
             "to its path (on Streamlit Community Cloud, put it in the app's secrets).\n"
-            "- To convert a Keras model: `python -m convert export MODEL.keras --out MODEL.onnx` "
-            "(see the README).\n\n"
+            "- To convert your own model (a Keras file, or an ONNX file from PyTorch or any tool): "
+            "`python -m convert export MODEL --out MODEL_featapp.onnx`, then point the app at the file it writes "
+            "(see docs/convert.md).\n\n"
             "Then reload this page."
         )
         st.stop()

@@ -45,13 +45,13 @@ from typing import Any
 
 import streamlit as st
 
+from featapp.app import caches
 from featapp.app.appstate import CurrentImage, get_current, set_current
 from featapp.data.dataset import Dataset, DatasetError
 from featapp.engine.metadata import LayerInfo
 from featapp.engine.model import FeatureModel, ModelError
-from featapp.app import caches
-from featapp.render import COLOUR_SCALES, SCALINGS, ColourScale
 from featapp.engine.snapshots import Snapshot
+from featapp.render import COLOUR_SCALES, SCALINGS, ColourScale
 
 __all__ = [
     "FINAL",
@@ -321,6 +321,7 @@ def pick_snapshot(model: FeatureModel, *, key: str, layer: str | None = None) ->
     snaps, problem = caches.read_snapshots()
     if problem:
         st.warning(f"The training snapshots cannot be used: {problem}")
+    snaps = caches.own_snapshots(snaps, model)  # another model's training is not this one's
     if not snaps:
         return model, None
     by_id = {str(Path(s.path)): s for s in snaps}

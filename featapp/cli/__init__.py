@@ -582,8 +582,8 @@ def cmd_download_photos(args: argparse.Namespace) -> int:
 
 
 def cmd_trained_on_hashes(args: argparse.Namespace) -> int:
-    from featapp.engine.model import DEFAULT_MODEL_PATH
     from featapp.data.provenance import hash_folders, hashes_path, write_hashes
+    from featapp.engine.model import DEFAULT_MODEL_PATH
 
     out = Path(args.out) if args.out else hashes_path(args.model or DEFAULT_MODEL_PATH)
     for folder in args.folders:
@@ -652,7 +652,11 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=lambda fraction: bar(round(fraction * args.steps), args.steps),
     )
-    _save_png(Image.fromarray(render.enlarge(result.images[0], 2)), Path(args.out))
+    picture = result.images[0]
+    # Pillow takes a grey picture as (H, W), not (H, W, 1): a grayscale model's picture is one channel.
+    _save_png(
+        Image.fromarray(render.enlarge(picture[:, :, 0] if picture.shape[-1] == 1 else picture, 2)), Path(args.out)
+    )
     print(
         f"{layer.name} channel {args.channel}: mean activation {result.start_activations[0]:.4f} on the start noise, "
         f"{result.activations[0]:.4f} on the picture; saved {args.out}"
@@ -888,10 +892,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.verbose = args.verbose or args.verbose_everywhere
     logging.basicConfig(level=logging.WARNING, format="note: %(message)s", stream=sys.stderr)
-    from featapp.stats.analysis import StatsFileError
     from featapp.data.dataset import DatasetError
     from featapp.engine.images import ImageError
     from featapp.engine.model import ModelError
+    from featapp.stats.analysis import StatsFileError
 
     try:
         return int(args.run(args))

@@ -31,10 +31,14 @@ __all__ = [
     "MetadataError",
     "with_receptive_fields",
     "activation_bytes",
+    "architecture_id",
+    "model_identity",
+    "IDENTITY_KEY",
 ]
 
 METADATA_KEY = "featapp"
 SCHEMA_VERSION = 1
+CHANNEL_ORDERS = ("RGB", "BGR")
 
 SPATIAL_LAYOUT = "NCHW"
 """Layout of every 4-D output in the ONNX graph and of every map featapp returns:
@@ -96,7 +100,15 @@ class ModelSpec:
     """Everything featapp reads from a converted model's metadata.
 
     The graph takes ``input_name`` = ``uint8 pixels * input_scale + input_offset``
-    (NHWC, float32) and has one output per entry of ``layers``, named like it.
+    (NHWC, float32) and has one output per entry of ``layers``, named like it. Models
+    trained on normalised photos (torchvision's ImageNet mean and standard deviation,
+    Keras' caffe-style BGR with the mean subtracted) also say ``input_mean`` and
+    ``input_std`` per channel of the graph (in ``channel_order``: B, G, R for BGR) and
+    ``channel_order``: the graph then takes
+    ``(pixels[channel_order] * input_scale + input_offset - input_mean) / input_std``;
+    :attr:`pixel_scales` and :attr:`pixel_offsets` fold that into one scale and offset per
+    channel. Empty ``input_mean``/``input_std`` mean 0 and 1 (files written before these
+    fields existed load unchanged).
     ``class_names`` are the classifier's classes in output order; for one sigmoid unit
     they are (negative, positive). ``output_activation`` is ``"sigmoid"``, ``"softmax"``
     or ``None`` (no classifier, e.g. a trunk-only snapshot).
@@ -126,6 +138,42 @@ class ModelSpec:
     source_sha256: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    input_mean: tuple[float, ...] = ()
+    input_std: tuple[float, ...] = ()
+    channel_order: str = "RGB"
+
+    def __post_init__(self) -> None:
+        channels = self.input.channels
+        for label, values in (("input_mean", self.input_mean), ("input_std", self.input_std)):
+            if values and len(values) != channels:
+                raise MetadataError(f"{label} has {len(values)} values, but the input has {channels} channel(s).")
+        if any(not math.isfinite(v) or v == 0 for v in self.input_std):
+            raise MetadataError(f"input_std must be finite and non-zero, not {list(self.input_std)}.")
+        if self.channel_order not in CHANNEL_ORDERS or (self.channel_order == "BGR" and channels != 3):
+            raise MetadataError(f"channel_order {self.channel_order!r} is not RGB, or BGR for a 3-channel input.")
+
+    @property
+    def reverses_channels(self) -> bool:
+        """True when the graph takes blue, green, red (photos are read as red, green, blue)."""
+        return self.channel_order == "BGR"
+
+    @property
+    def pixel_scales(self) -> tuple[float, ...]:
+        """Per graph channel: graph input = pixel (0..255) * scale + offset.
+
+        >>> spec = ModelSpec(InputSpec(2, 2, 3), (), input_scale=1 / 255, input_mean=(0.5,) * 3, input_std=(0.25,) * 3)
+        >>> [round(v * 255, 6) for v in spec.pixel_scales], spec.pixel_offsets
+        ([4.0, 4.0, 4.0], (-2.0, -2.0, -2.0))
+        """
+        stds = self.input_std or (1.0,) * self.input.channels
+        return tuple(self.input_scale / std for std in stds)
+
+    @property
+    def pixel_offsets(self) -> tuple[float, ...]:
+        """Per graph channel; see :attr:`pixel_scales`."""
+        means = self.input_mean or (0.0,) * self.input.channels
+        stds = self.input_std or (1.0,) * self.input.channels
+        return tuple((self.input_offset - mean) / std for mean, std in zip(means, stds, strict=True))
 
     @property
     def has_classifier(self) -> bool:
@@ -174,6 +222,9 @@ class ModelSpec:
                 source_sha256=str(data.get("source_sha256", "")),
                 versions={str(k): str(v) for k, v in data.get("versions", {}).items()},
                 extra=dict(data.get("extra", {})),
+                input_mean=tuple(float(v) for v in data.get("input_mean", ())),
+                input_std=tuple(float(v) for v in data.get("input_std", ())),
+                channel_order=str(data.get("channel_order", "RGB")),
             )
         except MetadataError:
             raise
@@ -269,3 +320,38 @@ def activation_bytes(layers: Sequence[LayerInfo]) -> int:
     68
     """
     return sum(4 * math.prod(layer.output_shape) for layer in layers)
+
+
+IDENTITY_KEY = "model_identity"
+"""Key in :attr:`ModelSpec.extra` (and in a snapshot folder's ``index.json``) of
+:func:`model_identity`: ``{"architecture": ..., "run": ...}``."""
+
+
+def architecture_id(spec: ModelSpec) -> str:
+    """A hash of the convolutional trunk: the input, then each layer up to the last map
+    (name, kind, shape, window). A model and its training snapshots (trunks) share it; a
+    model that merely begins with a layer called ``conv2d`` does not.
+
+    >>> a = ModelSpec(InputSpec(8, 8, 1), (LayerInfo("conv2d", "Conv2D", (6, 6, 4), kernel=(3, 3)),))
+    >>> b = ModelSpec(InputSpec(8, 8, 1), (LayerInfo("conv2d", "Conv2D", (6, 6, 8), kernel=(3, 3)),))
+    >>> architecture_id(a) == architecture_id(a), architecture_id(a) == architecture_id(b)
+    (True, False)
+    """
+    import hashlib
+
+    spatial = [i for i, layer in enumerate(spec.layers) if layer.is_spatial]
+    trunk = spec.layers[: spatial[-1] + 1] if spatial else ()
+    rows = [
+        [layer.name, layer.kind, list(layer.output_shape), layer.kernel, layer.stride, layer.padding, layer.dilation]
+        for layer in trunk
+    ]
+    text = json.dumps({"input": asdict(spec.input), "trunk": rows}, sort_keys=True)
+    return "arch-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def model_identity(spec: ModelSpec) -> dict[str, str]:
+    """The model's identity: :func:`architecture_id` (always computed from the layers, so
+    files written before identities existed have one too) and the training run it came
+    from (``""`` when the converter was not told)."""
+    recorded = spec.extra.get(IDENTITY_KEY) if isinstance(spec.extra.get(IDENTITY_KEY), dict) else {}
+    return {"architecture": architecture_id(spec), "run": str(recorded.get("run", "") or "")}

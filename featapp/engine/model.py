@@ -39,6 +39,9 @@ __all__ = [
     "Prediction",
     "load_model",
     "cuda_usable",
+    "graph_input",
+    "input_gradient_in_pixels",
+    "pixel_affine",
     "DEFAULT_MODEL_PATH",
     "models_dir",
     "MODEL_ENV",
@@ -56,9 +59,19 @@ models_dir = settings.models_dir
 DEFAULT_MODEL_PATH = models_dir() / "cats_dogs_small.onnx"
 
 _REBUILD_HINT = (
-    "Use the committed models/cats_dogs_small.onnx, or convert a Keras model with "
-    "'python -m convert export MODEL.keras --out MODEL.onnx' (see docs/convert.md)."
+    "Use the committed models/cats_dogs_small.onnx, or convert your model (Keras, or an ONNX file from PyTorch "
+    "or any tool) with 'python -m convert export MODEL --out MODEL_featapp.onnx' (see docs/convert.md)."
 )
+
+
+def convert_command(path: Path) -> str:
+    """The one command that converts ``path`` for featapp (the app and the CLI both say it).
+
+    >>> convert_command(Path("models/resnet18.onnx"))
+    'python -m convert export models/resnet18.onnx --out models/resnet18_featapp.onnx'
+    """
+    out = path.with_name(f"{path.stem}_featapp.onnx")
+    return f"python -m convert export {path.as_posix()} --out {out.as_posix()}"
 
 
 class ModelError(FeatappError, RuntimeError):
@@ -161,8 +174,7 @@ class FeatureModel:
         _check_graph_matches(path, spec, session)
         self._output_names = [layer.name for layer in spec.layers]
         self._output_shapes = {layer.name: _nchw_shape(layer) for layer in spec.layers}
-        self._scale = np.float32(spec.input_scale)
-        self._offset = np.float32(spec.input_offset)
+        self._scale, self._offset = pixel_affine(spec)
 
     # -- what the model is -------------------------------------------------------------
     @property
@@ -265,14 +277,8 @@ class FeatureModel:
             raise ImageError(f"Expected uint8 pixels (0..255), got {batch.dtype}.{hint}")
 
     def _scaled(self, batch: np.ndarray) -> np.ndarray:
-        """uint8 pixels to the float32 input the graph takes (``x * scale + offset``).
-
-        One pass that casts and multiplies in float32, with no temporary copy.
-        """
-        scaled = np.multiply(batch, self._scale, dtype=np.float32)
-        if self._offset:
-            scaled += self._offset
-        return scaled
+        """uint8 pixels to the float32 input the graph takes (:func:`graph_input`)."""
+        return graph_input(self.spec, batch, (self._scale, self._offset))
 
     def _select(self, layers: Sequence[str] | None) -> list[str]:
         if layers is None:
@@ -352,6 +358,45 @@ class FeatureModel:
         return Prediction(probabilities=probabilities, class_names=names)
 
 
+def pixel_affine(spec: ModelSpec) -> tuple[np.float32 | np.ndarray, np.float32 | np.ndarray]:
+    """The metadata's scaling as NumPy values: one scale and offset for all channels when
+    they agree (the common case, kept scalar so the multiply stays one pass), else per channel."""
+    scales, offsets = spec.pixel_scales, spec.pixel_offsets
+    if len(set(scales)) == 1 and len(set(offsets)) == 1:
+        return np.float32(scales[0]), np.float32(offsets[0])
+    return np.asarray(scales, np.float32), np.asarray(offsets, np.float32)
+
+
+def graph_input(
+    spec: ModelSpec,
+    pixels: np.ndarray,
+    affine: tuple[np.float32 | np.ndarray, np.float32 | np.ndarray] | None = None,
+) -> np.ndarray:
+    """Pixels (uint8 or float, 0..255, RGB, NHWC) as the float32 input the graph takes:
+    channels reversed for a BGR model, then ``pixel * scale + offset`` per channel
+    (:attr:`ModelSpec.pixel_scales`). One pass that casts and multiplies in float32.
+
+    >>> spec = ModelSpec(InputSpec(1, 1, 3), (), input_scale=1.0, input_mean=(1.0, 2.0, 3.0), channel_order="BGR")
+    >>> graph_input(spec, np.array([[[[10, 20, 30]]]], np.uint8)).ravel().tolist()
+    [29.0, 18.0, 7.0]
+    """
+    scale, offset = affine or pixel_affine(spec)
+    if spec.reverses_channels:
+        pixels = pixels[..., ::-1]
+    scaled = np.multiply(pixels, scale, dtype=np.float32)
+    if np.any(offset):
+        scaled += offset
+    return scaled
+
+
+def input_gradient_in_pixels(spec: ModelSpec, gradient: np.ndarray) -> np.ndarray:
+    """A gradient with respect to the graph's input as one per pixel value (0..255, RGB):
+    the chain rule through :func:`graph_input`."""
+    scale, _ = pixel_affine(spec)
+    per_pixel = gradient * scale
+    return per_pixel[..., ::-1] if spec.reverses_channels else per_pixel
+
+
 def _is_single_source(images: object) -> bool:
     """True for one image given on its own rather than in a sequence. File objects are
     iterable (by lines), so they must be caught before the sequence test."""
@@ -408,8 +453,9 @@ def _read_spec(session, path: Path) -> ModelSpec:
     props = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in props:
         raise ModelError(
-            f"'{path.name}' is an ONNX model, but not one converted for featapp: it has no "
-            f"'{METADATA_KEY}' metadata. {_REBUILD_HINT}"
+            f"'{path.name}' is an ONNX model, but not one converted for featapp (it has no '{METADATA_KEY}' "
+            f"metadata). Convert it with: {convert_command(path)} (for a PyTorch model add its input's "
+            "--mean and --std, and --class-names; see docs/convert.md, From PyTorch)."
         )
     try:
         return ModelSpec.from_json(props[METADATA_KEY])

@@ -10,7 +10,13 @@ classifier (``has_classifier`` is False and ``predict`` raises :class:`ModelErro
 The folder holds the ``.onnx`` files and ``index.json``::
 
     {"schema": 1,
+     "model_identity": {"architecture": "arch-...", "run": "run-..."},
      "snapshots": [{"epoch": 0, "val_accuracy": null, "file": "epoch_000.onnx", "is_best": false}, ...]}
+
+``model_identity`` (:func:`featapp.engine.metadata.model_identity`) ties the snapshots to
+the model they trained into: :func:`own_snapshots` offers them only with a model of that
+architecture and, when both say it, that training run. An index written before it
+existed is matched by the architecture of its snapshot files.
 
 This module is the one reader and writer of that index.
 
@@ -27,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,12 +41,15 @@ from typing import Any
 import numpy as np
 
 from featapp import settings
+from featapp.engine.metadata import ModelSpec, model_identity
 from featapp.engine.model import FeatureModel, ModelError, load_model
 
 __all__ = [
     "Snapshot",
     "load_snapshots",
     "same_network",
+    "belongs_to",
+    "own_snapshots",
     "index_json",
     "INDEX_FILE",
     "INDEX_SCHEMA",
@@ -67,6 +76,7 @@ class Snapshot:
     val_accuracy: float | None
     path: Path
     is_best: bool = False
+    identity: dict[str, str] | None = None  # the index's model_identity; None in an older index
 
     @property
     def label(self) -> str:
@@ -95,7 +105,16 @@ def _folder(folder: str | os.PathLike | None) -> Path:
     return settings.snapshots_dir()
 
 
-def _entry(row: Any, folder: Path) -> Snapshot:
+def _identity(data: dict) -> dict[str, str] | None:
+    value = data.get("model_identity")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("architecture"), str):
+        raise ValueError(f"model_identity {value!r} is not an object with an 'architecture'")
+    return {"architecture": value["architecture"], "run": str(value.get("run", "") or "")}
+
+
+def _entry(row: Any, folder: Path, identity: dict[str, str] | None = None) -> Snapshot:
     if not isinstance(row, dict):
         raise TypeError(f"an entry is {type(row).__name__}, not an object")
     epoch = row["epoch"]
@@ -112,7 +131,7 @@ def _entry(row: Any, folder: Path) -> Snapshot:
     is_best = row.get("is_best", False)
     if not isinstance(is_best, bool):
         raise ValueError(f"is_best {is_best!r} of epoch {epoch} is not true or false")
-    return Snapshot(epoch=epoch, val_accuracy=accuracy, path=folder / name, is_best=is_best)
+    return Snapshot(epoch=epoch, val_accuracy=accuracy, path=folder / name, is_best=is_best, identity=identity)
 
 
 def load_snapshots(folder: str | os.PathLike | None = None) -> list[Snapshot]:
@@ -137,7 +156,8 @@ def load_snapshots(folder: str | os.PathLike | None = None) -> list[Snapshot]:
         rows = data["snapshots"]
         if not isinstance(rows, list):
             raise TypeError("'snapshots' is not a list")
-        snapshots = [_entry(row, where) for row in rows]
+        identity = _identity(data)
+        snapshots = [_entry(row, where, identity) for row in rows]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
         raise ModelError(f"'{index_path}' is damaged ({type(err).__name__}: {err}). {_HOW_TO_MAKE}") from None
     if not snapshots:
@@ -155,7 +175,7 @@ def load_snapshots(folder: str | os.PathLike | None = None) -> list[Snapshot]:
     return sorted(snapshots, key=lambda s: s.epoch)
 
 
-def index_json(snapshots: Iterable[Snapshot]) -> str:
+def index_json(snapshots: Iterable[Snapshot], identity: dict[str, str] | None = None) -> str:
     """The ``index.json`` text for ``snapshots`` (files are stored by name, relative to the folder).
 
     >>> print(index_json([Snapshot(0, None, Path("epoch_000.onnx"))]))
@@ -179,7 +199,41 @@ def index_json(snapshots: Iterable[Snapshot]) -> str:
         rows.append(
             {"epoch": snapshot.epoch, "val_accuracy": accuracy, "file": snapshot.path.name, "is_best": snapshot.is_best}
         )
-    return json.dumps({"schema": INDEX_SCHEMA, "snapshots": rows}, indent=2, sort_keys=True)
+    data: dict[str, Any] = {"schema": INDEX_SCHEMA, "snapshots": rows}
+    if identity is not None:
+        data["model_identity"] = {"architecture": identity["architecture"], "run": identity.get("run", "")}
+    return json.dumps(data, indent=2, sort_keys=True)
+
+
+def belongs_to(snapshot: Snapshot, model: FeatureModel, snapshot_spec: ModelSpec | None = None) -> bool:
+    """Whether ``snapshot`` is a moment of ``model``'s own training: the same architecture
+    (:func:`featapp.engine.metadata.architecture_id`) and, when both record one, the same
+    run. ``snapshot_spec`` (the snapshot file's metadata) stands in for an older index
+    without ``model_identity``; without either, it is not the model's."""
+    ours = model_identity(model.spec)
+    theirs = snapshot.identity or (model_identity(snapshot_spec) if snapshot_spec is not None else None)
+    if theirs is None or theirs["architecture"] != ours["architecture"]:
+        return False
+    return not (theirs.get("run") and ours["run"] and theirs["run"] != ours["run"])
+
+
+def own_snapshots(
+    snapshots: Iterable[Snapshot], model: FeatureModel, spec_of: Callable[[Snapshot], ModelSpec] | None = None
+) -> list[Snapshot]:
+    """The snapshots of ``model``'s own training (:func:`belongs_to`), for the training
+    slider and strip. ``spec_of`` reads a snapshot file's metadata when the index has no
+    identity (default: loading it)."""
+    own = []
+    for snapshot in snapshots:
+        spec = None
+        if snapshot.identity is None:
+            try:
+                spec = spec_of(snapshot) if spec_of else snapshot.load(provider="cpu").spec
+            except ModelError:
+                continue
+        if belongs_to(snapshot, model, spec):
+            own.append(snapshot)
+    return own
 
 
 def same_network(snapshot: FeatureModel, model: FeatureModel) -> bool:

@@ -65,8 +65,11 @@ __all__ = [
 
 GRADIENTS_KEY = "featapp_gradients"
 GRADIENT_SUFFIX = ".grad.onnx"
-# ONNX 1.23 writes IR version 14, which ONNX Runtime 1.31 refuses to load.
+# ONNX 1.23 writes IR version 14, which ONNX Runtime 1.31 refuses to load: the gradient
+# model keeps its forward model's version (8 from tf2onnx, 10 from PyTorch's dynamo
+# exporter), never above MAX_IR_VERSION.
 IR_VERSION = 8
+MAX_IR_VERSION = 10
 
 
 class UnsupportedLayer(FeatappError, ValueError):
@@ -105,6 +108,7 @@ SUPPORTED_OPS = (
     "MatMul",
     "MaxPool",
     "Mul",
+    "ReduceMean",
     "Relu",
     "Reshape",
     "Sigmoid",
@@ -160,6 +164,10 @@ def _analyse(model, layer_names: Sequence[str]) -> _Graph:
             for attr in node.attribute:
                 if attr.name == "value":
                     constants[node.output[0]] = numpy_helper.to_array(attr.t)
+    for node in nodes:
+        # PyTorch's legacy exporter passes a weight used twice through an Identity.
+        if node.op_type == "Identity" and node.input and node.input[0] in constants:
+            constants[node.output[0]] = constants[node.input[0]]
     for name, array in constants.items():
         shapes.setdefault(name, tuple(array.shape))
         if array.dtype == np.float32:
@@ -275,6 +283,8 @@ class _Builder:
             area = float(np.prod(shape[2:]))
             scaled = self.node("Mul", [g, self.const(np.float32(1 / area), "area")])
             return [(ins[0], self.node("Expand", [scaled, self.node("Shape", [ins[0]])]))]
+        if op == "ReduceMean":
+            return [(ins[0], self._reduce_mean(index, g, a))]
         if op == "BatchNormalization" and all(name in self.g.constants for name in ins[1:5]):
             scale, _, _, var = (self.g.constants[name] for name in ins[1:5])
             factor = (scale / np.sqrt(var + a.get("epsilon", 1e-5))).astype(np.float32)
@@ -286,6 +296,24 @@ class _Builder:
         if op in ("Add", "Sub", "Mul", "Div"):
             return self._elementwise(index, g)
         raise self.unsupported(index)
+
+    def _reduce_mean(self, index: int, g: str, a: dict[str, Any]) -> str:
+        """A mean's gradient: ``g / count``, spread back over the axes it averaged."""
+        node = self.g.nodes[index]
+        shape = self.static(node.input[0])
+        axes = a.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = self.g.constants.get(node.input[1])
+        if not shape or axes is None or len(np.ravel(axes)) == 0:
+            raise self.unsupported(index)
+        axes = sorted(int(axis) % len(shape) for axis in np.ravel(axes))
+        if any(shape[axis] is None for axis in axes):
+            raise self.unsupported(index)
+        count = float(np.prod([shape[axis] for axis in axes]))
+        if not a.get("keepdims", 1):
+            g = self.node("Unsqueeze", [g, self.const(np.array(axes, np.int64), "axes")])
+        scaled = self.node("Mul", [g, self.const(np.float32(1 / count), "count")])
+        return self.node("Expand", [scaled, self.node("Shape", [node.input[0]])])
 
     def _zero(self) -> str:
         return self.const(np.float32(0), "zero")
@@ -588,7 +616,7 @@ def build_gradient_model(forward, spec_json: str, forward_sha256: str = ""):
     model = onnx.helper.make_model(
         graph_proto, opset_imports=list(forward.opset_import), producer_name="featapp convert"
     )
-    model.ir_version = min(IR_VERSION, forward.ir_version or IR_VERSION)
+    model.ir_version = min(forward.ir_version or IR_VERSION, MAX_IR_VERSION)
     info = {"schema": 1, "forward_sha256": forward_sha256, "targets": targets}
     for key, value in ((METADATA_KEY, spec_json), (GRADIENTS_KEY, json.dumps(info, sort_keys=True))):
         entry = model.metadata_props.add()

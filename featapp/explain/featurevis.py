@@ -42,6 +42,7 @@ from PIL import Image
 from featapp.cache import atomic_write, default_cache_dir
 from featapp.engine.geometry import receptive_box
 from featapp.engine.metadata import LayerInfo
+from featapp.engine.model import graph_input
 from featapp.explain.backward import PREACT_SUFFIX
 from featapp.explain.gradients import Gradients
 
@@ -226,8 +227,8 @@ def visualize(
         jitter = min(jitter, (box[2] - box[0]) // 4)
         decay, decorrelate, scale_every = 0.0, False, 0
     spectrum = _spectrum_weights(height, width, decay)
-    scale = np.float32(255.0 * spec.input_scale)
-    offset = np.float32(spec.input_offset)
+    scale, offset = _picture_affine(spec)
+    flip = spec.reverses_channels
     images = np.empty((len(channels), height, width, depth), np.uint8)
     final = np.zeros(len(channels), np.float64)
     start = np.zeros(len(channels), np.float64)
@@ -243,11 +244,14 @@ def visualize(
         if objective == "neuron":
             seed_tensor = _neuron_seed(seed_tensor, chunk)
         measure = _neuron_values if objective == "neuron" else _channel_means
-        start[first : first + len(chunk)] = measure(grads, layer, picture * scale + offset, chunk)
+        start[first : first + len(chunk)] = measure(grads, layer, _as_input(picture, scale, offset, flip), chunk)
         for step in range(steps):
             shifts = [tuple(int(v) for v in rng.integers(-jitter, jitter + 1, 2)) if jitter else (0, 0) for rng in rngs]
             shifted = np.stack([np.roll(p, shift, axis=(0, 1)) for p, shift in zip(picture, shifts, strict=True)])
-            gradient = grads.run_scaled(shifted * scale + offset, climb, seed_tensor).gradients["input"] * scale
+            gradient = grads.run_scaled(_as_input(shifted, scale, offset, flip), climb, seed_tensor).gradients["input"]
+            gradient = gradient * scale  # per unit of the 0..1 picture, in the graph's channel order
+            if flip:
+                gradient = gradient[..., ::-1]
             gradient = np.stack(
                 [np.roll(g, (-dy, -dx), axis=(0, 1)) for g, (dy, dx) in zip(gradient, shifts, strict=True)]
             )
@@ -263,9 +267,23 @@ def visualize(
                 progress(done / total)
         images[first : first + len(chunk)] = np.round(picture * 255).astype(np.uint8)
         final[first : first + len(chunk)] = measure(
-            grads, layer, images[first : first + len(chunk)].astype(np.float32) * spec.input_scale + offset, chunk
+            grads, layer, graph_input(spec, images[first : first + len(chunk)]), chunk
         )
     return FeatureVisualization(layer, channels, images, final, start, objective, box)
+
+
+def _picture_affine(spec) -> tuple[np.ndarray, np.ndarray]:
+    """Scale and offset from a 0..1 picture to the graph's input, per graph channel (or one for all)."""
+    scales = np.asarray(spec.pixel_scales, np.float64) * 255.0
+    offsets = np.asarray(spec.pixel_offsets, np.float64)
+    if len(set(scales.tolist())) == 1 and len(set(offsets.tolist())) == 1:
+        return np.float32(scales[0]), np.float32(offsets[0])
+    return scales.astype(np.float32), offsets.astype(np.float32)
+
+
+def _as_input(picture: np.ndarray, scale, offset, flip: bool) -> np.ndarray:
+    """A 0..1 RGB picture as the graph's input (channels reversed first for a BGR model)."""
+    return (picture[..., ::-1] if flip else picture) * scale + offset
 
 
 def _channel_means(grads: Gradients, layer: str, inputs: np.ndarray, channels: Sequence[int]) -> np.ndarray:

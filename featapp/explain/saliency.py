@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from featapp.explain.gradients import Gradients
 from featapp.engine.images import ImageSource
+from featapp.explain.gradients import Gradients
 
 __all__ = ["SaliencyMap", "saliency", "smoothgrad"]
 
@@ -71,7 +71,7 @@ def smoothgrad(
         class_index = int(grads.model.predict(batch).indices[0])
     spec = grads.model.spec
     clean = grads.scaled(batch)
-    sigma = noise * 255.0 * abs(spec.input_scale)
+    sigma = noise * 255.0 * np.abs(np.asarray(spec.pixel_scales, np.float64))  # per graph channel
     rng = np.random.default_rng(seed)
     noisy = clean + rng.normal(0.0, sigma, (samples, *clean.shape[1:])).astype(np.float32)
     result = grads.class_gradient(batch, class_index, scaled=noisy)

@@ -729,3 +729,39 @@ def test_feature_map_finds_the_lecture_detectors_and_says_what_the_filters_are(a
         or f"only {summary.correlation_with_start:.2f}" in text
     )
     assert "training turns them into edge and colour detectors" not in text
+
+
+def test_another_model_starting_with_conv2d_is_not_offered_the_lectures_snapshots(app_env, monkeypatch):
+    """Snapshots belong to their model: a model whose first layer is also called conv2d, but
+    which is another network, gets no training slider and no strip."""
+    from tests import modelfactory
+
+    folder = snapshot_folder(app_env / "snapshots", {0: 11, 3: None}, best=3)
+    other = modelfactory.build(modelfactory.TinyNet(height=40, width=40, channels=3), app_env / "other.onnx")
+    assert load_model(other, provider="cpu").layer_names[0] == "conv2d"
+    monkeypatch.setenv("FEATAPP_SNAPSHOTS", str(folder))
+    monkeypatch.setenv("FEATAPP_MODEL", str(other))
+    at = open_app("feature_map")
+    assert_clean(at)
+    assert not [s for s in at.select_slider if s.label == "Training progress"]
+    monkeypatch.setenv("FEATAPP_MODEL", str(COMMITTED_MODEL))  # the lecture's model still has them
+    at = open_app("feature_map")
+    assert [s for s in at.select_slider if s.label == "Training progress"]
+
+
+@pytest.mark.slow
+def test_a_model_converted_from_pytorch_opens_every_page(app_env, monkeypatch):
+    """The app treats a PyTorch model converted with 'convert export MODEL.onnx' like any other."""
+    from convert.onnx_source import OnnxOptions, export_onnx
+
+    converted = app_env / "torch_featapp.onnx"
+    fixture = COMMITTED_MODEL.parent.parent / "tests" / "fixtures" / "onnx" / "torch_legacy.onnx"
+    options = OnnxOptions(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    export_onnx(fixture, converted, options, log=lambda _: None)
+    monkeypatch.setenv("FEATAPP_MODEL", str(converted))
+    at = open_app()
+    assert_clean(at)
+    for page in PAGE_FILES:
+        go(at, page)
+        assert_clean(at)
+    assert "class " in sidebar_text(at)  # a prediction among its ten classes

@@ -245,3 +245,27 @@ def test_saliency_on_a_trunk_snapshot_is_one_clear_line(cat_photo, tmp_path):
     result = run("saliency", str(cat_photo), "--out", str(tmp_path / "s.png"), "--model", str(snapshot))
     assert result.returncode == 1 and "no classifier" in result.stderr and len(result.stderr.splitlines()) == 1
     assert not (tmp_path / "s.png").exists()
+
+
+def test_visualize_on_a_grayscale_model_writes_a_picture(tmp_path):
+    """Feature visualisation of a one-channel model: the CLI saves a grey picture (Pillow
+    refuses (H, W, 1) arrays, which the app's view never handed it)."""
+    import hashlib
+
+    import onnx
+
+    from featapp.engine.metadata import METADATA_KEY
+    from featapp.explain.backward import build_gradient_model, gradient_path
+    from tests.modelfactory import TinyNet, build
+
+    path = build(TinyNet(channels=1), tmp_path / "gray.onnx")
+    forward = onnx.load(path)
+    spec_json = {p.key: p.value for p in forward.metadata_props}[METADATA_KEY]
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    onnx.save(build_gradient_model(forward, spec_json, sha), gradient_path(path))
+    out = tmp_path / "gray_channel.png"
+    result = run(
+        "visualize", "--model", str(path), "--layer", "conv2d", "--channel", "1", "--steps", "2", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    assert Image.open(out).mode == "L"

@@ -205,3 +205,13 @@ def test_evaluate_and_snapshots_refuse_with_one_line(tmp_path):
     result = run_convert("snapshots", tmp_path, "--out", tmp_path / "snaps")
     assert result.returncode == 1 and "has no snapshots/index.json" in result.stderr
     assert not (tmp_path / "snaps").exists()
+
+
+@pytest.mark.parametrize("spelling", [["--input-range", "-1..1"], ["--input-range=-1..1"]])
+def test_input_range_starting_with_minus_is_accepted_as_documented(spelling):
+    from convert.cli import parse_arguments
+
+    args = parse_arguments(["export", "model.keras", "--out", "model.onnx", *spelling])
+    assert args.input_range == "-1..1"
+    args = parse_arguments(["evaluate", "model.keras", *spelling])
+    assert args.input_range == "-1..1"

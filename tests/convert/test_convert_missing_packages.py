@@ -60,3 +60,23 @@ def test_converter_without_its_packages_says_what_to_install(blocked, command, m
         "pip install -r requirements-convert.txt (from a clone) or pip install 'featapp[convert]'"
     ], run.stderr
     assert not (ROOT / "x.onnx").exists()
+
+
+def test_an_onnx_file_converts_on_an_app_only_install(tmp_path):
+    """onnx and ONNX Runtime come with the app: an ONNX file needs nothing else."""
+    out = tmp_path / "legacy_featapp.onnx"
+    fixture = ROOT / "tests" / "fixtures" / "onnx" / "torch_legacy.onnx"
+    run = run_blocked("tensorflow,keras,tf2onnx,tf_keras,torch", "export", str(fixture), "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    assert out.is_file() and out.with_name("legacy_featapp.grad.onnx").is_file()
+
+
+def test_gradients_of_a_model_converted_from_onnx_need_no_tensorflow(tmp_path):
+    out = tmp_path / "legacy_featapp.onnx"
+    fixture = ROOT / "tests" / "fixtures" / "onnx" / "torch_legacy.onnx"
+    blocked = "tensorflow,keras,tf2onnx,tf_keras,torch"
+    assert run_blocked(blocked, "export", str(fixture), "--out", str(out), "--no-gradients").returncode == 0
+    assert not out.with_name("legacy_featapp.grad.onnx").exists()
+    run = run_blocked(blocked, "gradients", str(out))
+    assert run.returncode == 0, run.stderr
+    assert "finite differences" in run.stdout and out.with_name("legacy_featapp.grad.onnx").is_file()

@@ -178,8 +178,12 @@ def test_snapshots_command_exports_trunks(run_dir, tmp_path, dataset):
     (out).mkdir()
     (out / "epoch_099.onnx").write_bytes(b"stale")
     (out / "index.json").write_text(json.dumps({"schema": 1, "snapshots": [{"epoch": 99, "file": "epoch_099.onnx"}]}))
-    run_convert("snapshots", run_dir / "selection", "--out", out)
+    result = run_convert("snapshots", run_dir / "selection", "--out", out)
     snapshots = load_snapshots(out)
+    # Tied to their run: the index and every snapshot's metadata say the same identity.
+    identity = snapshots[0].identity
+    assert identity["architecture"].startswith("arch-") and identity["run"].startswith("run-")
+    assert f"--run-id {identity['run']}" in result.stdout
     history = json.loads((run_dir / "selection" / "history.json").read_text())
     assert [(s.epoch, s.is_best) for s in snapshots] == [(0, False), (1, True)]  # best = epoch 1, not written twice
     assert snapshots[1].val_accuracy == history[0]["val_accuracy"] and snapshots[0].val_accuracy is None
@@ -194,6 +198,7 @@ def test_snapshots_command_exports_trunks(run_dir, tmp_path, dataset):
         assert model.layer_names == list(LECTURE)[:8] and not model.has_classifier
         assert model.spec.extra["epoch"] == snapshot.epoch and model.spec.extra["is_best"] == snapshot.is_best
         assert model.spec.extra["trunk"] is True
+        assert model.spec.extra["model_identity"] == identity
         assert snapshot.path.stat().st_size < 1_100_000  # the trunk's 240,832 weights, under 1 MB of float32
         first_maps.append(model.activations([photo], layers=["conv2d"])["conv2d"])
     assert not np.array_equal(first_maps[0], first_maps[1])  # one epoch of training changed layer 1

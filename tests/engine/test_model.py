@@ -516,3 +516,31 @@ def test_feature_model_is_exported():
     import featapp
 
     assert featapp.FeatureModel is FeatureModel and featapp.load_model is load_model
+
+
+def test_per_channel_mean_std_and_bgr_from_the_metadata(tmp_path):
+    """A model trained on normalised BGR photos (torchvision's mean/std, Keras' caffe style)
+    gets ``(pixels[BGR] * scale + offset - mean) / std`` from the metadata, not plain scaling."""
+    from dataclasses import replace
+
+    net = tiny.TinyNet(channels=3, seed=3)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+    def normalised(spec):
+        return replace(spec, input_mean=mean, input_std=std, channel_order="BGR").to_json()
+
+    model = load_model(tiny.build(net, tmp_path / "bgr.onnx", metadata=normalised), provider="cpu")
+    assert model.spec.channel_order == "BGR" and model.spec.input_mean == mean
+    pixels = np.random.default_rng(0).integers(0, 256, (2, net.height, net.width, 3), dtype=np.uint8)
+    fed = (pixels[..., ::-1].astype(np.float64) / 255 - np.array(mean)) / np.array(std)
+    want = tiny.reference(net, fed.astype(np.float32) * 255)  # the reference scales by 1/255 itself
+    got = model.activations(pixels)
+    for name, values in want.items():
+        np.testing.assert_allclose(got[name], values, rtol=1e-4, atol=1e-4)
+
+
+def test_files_without_per_channel_fields_load_as_before(tmp_path):
+    model = load_model(tiny.build(tiny.TinyNet(), tmp_path / "plain.onnx"), provider="cpu")
+    assert model.spec.input_mean == () and model.spec.input_std == () and model.spec.channel_order == "RGB"
+    pixels = np.full((1, model.input_spec.height, model.input_spec.width, 1), 51, np.uint8)
+    assert model._scaled(pixels).ravel()[0] == np.float32(51) * np.float32(1 / 255)

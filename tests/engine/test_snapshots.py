@@ -159,3 +159,42 @@ def test_one_filter_changed_is_another_network(tmp_path):
     onnx.save(nudged, str(tmp_path / "nudged.onnx"))
     assert same_network(load_model(same, provider="cpu"), model)
     assert not same_network(load_model(tmp_path / "nudged.onnx", provider="cpu"), model)
+
+
+def test_snapshots_belong_to_their_model_only(tmp_path):
+    """The committed snapshots (an index without identity) go with the lecture's model, not
+    with another model whose first layer is also called conv2d; an index with an identity
+    is matched by architecture and, when both say one, by training run."""
+    from dataclasses import replace
+
+    from featapp.engine.metadata import IDENTITY_KEY, model_identity
+    from featapp.engine.model import load_model
+    from featapp.engine.snapshots import belongs_to, own_snapshots
+    from tests import modelfactory
+    from tests.appmodels import COMMITTED_MODEL
+
+    lecture = load_model(COMMITTED_MODEL, provider="cpu")
+    committed = load_snapshots(COMMITTED_MODEL.parent / "snapshots")
+    assert own_snapshots(committed, lecture) == committed
+    other = load_model(modelfactory.build(modelfactory.TinyNet(channels=3), tmp_path / "other.onnx"), provider="cpu")
+    assert other.layer_names[0] == lecture.layer_names[0] == "conv2d"
+    assert own_snapshots(committed, other) == []
+
+    identity = {**model_identity(lecture.spec), "run": "run-a"}
+    tagged = replace(committed[0], identity=identity)
+    assert belongs_to(tagged, lecture)  # the final model says no run: the architecture decides
+    lecture.spec.extra[IDENTITY_KEY] = {"run": "run-b"}
+    try:
+        assert not belongs_to(tagged, lecture)  # another run of the same architecture
+    finally:
+        del lecture.spec.extra[IDENTITY_KEY]
+    assert not belongs_to(tagged, other)
+
+
+def test_index_keeps_the_model_identity(tmp_path, trunk_file):
+    identity = {"architecture": "arch-0123456789abcdef", "run": "run-1"}
+    folder = tmp_path / "snaps"
+    folder.mkdir()
+    shutil.copy(trunk_file, folder / "epoch_000.onnx")
+    (folder / "index.json").write_text(index_json([Snapshot(0, None, folder / "epoch_000.onnx")], identity))
+    assert load_snapshots(folder)[0].identity == identity

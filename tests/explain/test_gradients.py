@@ -306,3 +306,77 @@ def test_class_gradient_in_one_run_equals_seeding_the_predicted_class(model, com
     np.testing.assert_array_equal(quick.class_indices, predicted)
     for name, grad in seeded.gradients.items():
         np.testing.assert_allclose(quick.gradients[name], grad, rtol=1e-6, atol=1e-12)
+
+
+def _relu_graph():
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"], name="relu")],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    return helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+
+def test_a_relu_input_at_rounding_distance_from_zero_follows_onnx_runtime():
+    """A trained network has ReLU inputs a rounding step from zero: ONNX Runtime may see one
+    negative where TensorFlow sees it positive, and route the gradient elsewhere. The check
+    follows ONNX Runtime there, and only there."""
+    import tensorflow as tf
+
+    from convert.errors import ConversionError
+    from convert.gradients import _replay
+
+    x = tf.Variable(np.array([[3e-8, 0.5, -0.5, 2.0]], np.float32))
+    ort_says = np.array([[0.0, 0.5, 0.0, 2.0]], np.float32)  # the first cell fell on the other side
+    with tf.GradientTape() as tape:
+        y = _replay(_relu_graph(), x, relu_outputs={"y": ort_says})["y"]
+        total = tf.reduce_sum(y)
+    assert tape.gradient(total, x).numpy().tolist() == [[0.0, 1.0, 0.0, 1.0]]
+    with pytest.raises(ConversionError, match="more than rounding"):
+        _replay(_relu_graph(), x, relu_outputs={"y": np.array([[3e-8, 0.0, 0.0, 2.0]], np.float32)})
+
+
+def test_a_failed_gradient_check_never_says_nothing_written(tmp_path, monkeypatch):
+    """The forward model is written before its gradient model is checked: the message says
+    what was written and what was not."""
+    import convert.gradients as gradients
+    from convert.errors import ConversionError
+
+    def disagree(*args, **kwargs):
+        raise ConversionError("ONNX Runtime and tf.GradientTape disagree (test); the gradient model was not written.")
+
+    monkeypatch.setattr(gradients, "write_gradient_model", disagree)
+    out = tmp_path / "small.onnx"
+    with pytest.raises(ConversionError) as caught:
+        _export(_small_model(), out)
+    message = str(caught.value)
+    assert "nothing written" not in message and f"{out} was written" in message
+    assert out.is_file() and not gradient_path(out).exists()
+
+
+def test_the_finite_difference_check_refuses_a_wrong_backward_graph(small):
+    """The ONNX path has no TensorFlow: its check must still catch a changed backward weight."""
+    import onnx
+    from onnx import numpy_helper
+
+    from convert.errors import ConversionError
+    from convert.gradients import check_gradients_numerically
+    from featapp.engine.metadata import METADATA_KEY
+    from featapp.explain.backward import build_gradient_model
+
+    _, feature_model = small
+    forward = onnx.load(str(feature_model.path))
+    grad = build_gradient_model(forward, {p.key: p.value for p in forward.metadata_props}[METADATA_KEY])
+    images = np.random.default_rng(2).random((2, 17, 17, 1)).astype(np.float32)
+    assert max(check_gradients_numerically(forward, grad, images, log=lambda _: None).values()) < 1e-2
+    gemm = next(n for n in grad.graph.node if n.op_type == "Gemm" and n.name.startswith("grad/dense"))
+    weights = next(i for i in grad.graph.initializer if i.name == gemm.input[1])
+    changed = numpy_helper.to_array(weights) * np.float32(-1.0)
+    grad.graph.initializer.append(numpy_helper.from_array(changed, "changed_weights"))
+    gemm.input[1] = "changed_weights"
+    with pytest.raises(ConversionError, match="finite differences"):
+        check_gradients_numerically(forward, grad, images, log=lambda _: None)

@@ -173,7 +173,7 @@ def _below_the_map(view_model, layer, channel: int, values, vr, scale) -> None:
     sections.channel_section(view_model, layer, channel, key="feature_map.featurevis")
 
     # -- the same map across training (issue 6) -------------------------------------------------------------
-    snaps = caches.snapshots()
+    snaps = caches.snapshots(model)
     if not snaps:
         return
     # Closed until a student opens it, and drawn only while open: each new photo and layer

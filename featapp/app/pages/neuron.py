@@ -6,13 +6,13 @@ from typing import NamedTuple
 import numpy as np
 import streamlit as st
 
-from featapp.stats import analysis
 from featapp import render
+from featapp.app import caches, chrome, sections, view
 from featapp.app.appstate import CurrentImage, image_key, set_current
 from featapp.app.captions import markdown_literal
 from featapp.data.dataset import DatasetError
 from featapp.engine.images import ImageError, prepare_image
-from featapp.app import caches, chrome, sections, view
+from featapp.stats import analysis
 from featapp.stats.ranking import RankedHit, rank_by_activation
 
 COLUMNS = 5
