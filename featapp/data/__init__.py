@@ -1,0 +1,1 @@
+"""Datasets on disk, the course photos' download, and which photos a model was trained on."""
