@@ -5,11 +5,11 @@ from functools import partial
 import streamlit as st
 
 from featapp import render, settings
-from featapp.app.captions import markdown_literal
-from featapp.engine.geometry import receptive_box
-from featapp.app.map_explorer import parse_report
-from featapp.engine.model import ModelError
 from featapp.app import caches, chrome, explorer, sections, view
+from featapp.app.captions import markdown_literal
+from featapp.app.map_explorer import parse_report
+from featapp.engine.geometry import receptive_box
+from featapp.engine.model import ModelError
 
 HEATMAP_NONCE = "feature_map.chart_nonce"
 EXPLORER = "feature_map.explorer"
@@ -123,7 +123,7 @@ def _below_the_map(view_model, layer, channel: int, values, vr, scale) -> None:
         mime="image/png",
     )
 
-    gradient_views.channel_section(view_model, layer, channel, key="feature_map.featurevis")
+    sections.channel_section(view_model, layer, channel, key="feature_map.featurevis")
 
     # -- the same map across training (issue 6) -------------------------------------------------------------
     snaps = caches.snapshots()

@@ -4,12 +4,12 @@ Grad-CAM, and downloads."""
 import streamlit as st
 
 from featapp import render
+from featapp.app import caches, chrome, sections, view
 from featapp.app.captions import markdown_literal
-from featapp.stats.classes import health_table, network_health
 from featapp.data.dataset import DatasetError
 from featapp.engine.filters import filter_pictures
 from featapp.engine.model import ModelError
-from featapp.app import caches, chrome, sections, view
+from featapp.stats.classes import health_table, network_health
 
 FILTER_PX = 48
 
@@ -144,7 +144,7 @@ else:
             "Negative values: covering that area made the model *more* sure."
         )
 
-gradient_views.saliency_section(model, image)
+sections.saliency_section(model, image)
 
 # -- downloads ------------------------------------------------------------------------------------------------------
 st.subheader("Downloads")

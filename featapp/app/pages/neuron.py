@@ -6,13 +6,13 @@ from typing import NamedTuple
 import numpy as np
 import streamlit as st
 
-from featapp.stats import analysis
 from featapp import render
+from featapp.app import caches, chrome, sections, view
 from featapp.app.appstate import CurrentImage, image_key, set_current
 from featapp.app.captions import markdown_literal
 from featapp.data.dataset import DatasetError
 from featapp.engine.images import ImageError, prepare_image
-from featapp.app import caches, chrome, sections, view
+from featapp.stats import analysis
 from featapp.stats.ranking import RankedHit, rank_by_activation
 
 COLUMNS = 5
@@ -183,7 +183,7 @@ elif data is not None and source == "dataset":
             )
             _show_ranked(entries, scale, vr, rank_by)
 
-gradient_views.channel_section(model, layer, channel, key="neuron.featurevis")
+sections.channel_section(model, layer, channel, key="neuron.featurevis")
 
 # -- compare two images on the same channel ---------------------------------------------------------------
 st.subheader("Compare two images on this channel")
