@@ -45,29 +45,24 @@ import numpy as np
 import pyarrow as pa
 import streamlit as st
 
-from featapp.stats import analysis, classes
 from featapp import settings
-from featapp.stats import projection as projection_module
-from featapp.engine import snapshots as snapshots_module
-from featapp.engine.activation_file import activations_npz
-from featapp.stats.analysis import NeuronStats
 from featapp.app.appstate import CurrentImage, image_key
 from featapp.app.asset_server import SHELF, PictureShelf
-from featapp.app.captions import gallery_caption, match_classes
-from featapp.stats.classes import OutputWeights, SeparationTable
+from featapp.app.captions import gallery_caption, match_classes, photo_alt
+from featapp.app.map_explorer import ExplorerPayload, explorer_payload
 from featapp.data.dataset import Dataset, DatasetImage, resolve_data_dir
 from featapp.data.download import default_destination
-from featapp.engine.filters import FirstLayerFilters, read_first_layer_filters
-from featapp.engine.images import ImageError, InputSpec, prepare_image
-from featapp.stats.liveness import LayerLiveness, liveness_of
-from featapp.app.map_explorer import ExplorerPayload, explorer_payload
-from featapp.engine.metadata import activation_bytes
-from featapp.engine.model import FeatureModel, ModelError, Prediction, load_model
-from featapp.explain.occlusion import OcclusionMap, occlusion_sensitivity
-from featapp.engine.probes import Probe, probe_images
-from featapp.stats.projection import Projection
 from featapp.data.provenance import file_sha256
 from featapp.data.provenance import trained_on as hashes_of
+from featapp.engine import snapshots as snapshots_module
+from featapp.engine.activation_file import activations_npz
+from featapp.engine.filters import FirstLayerFilters, read_first_layer_filters
+from featapp.engine.images import ImageError, InputSpec, prepare_image
+from featapp.engine.metadata import activation_bytes
+from featapp.engine.model import FeatureModel, ModelError, Prediction, load_model
+from featapp.engine.probes import Probe, probe_images
+from featapp.engine.snapshots import INDEX_FILE, Snapshot, load_snapshots
+from featapp.explain.occlusion import OcclusionMap, occlusion_sensitivity
 from featapp.render import (
     COLOUR_SCALES,
     ColourScale,
@@ -81,7 +76,12 @@ from featapp.render import (
     strip_png,
     tile_grid_chart,
 )
-from featapp.engine.snapshots import INDEX_FILE, Snapshot, load_snapshots
+from featapp.stats import analysis, classes
+from featapp.stats import projection as projection_module
+from featapp.stats.analysis import NeuronStats
+from featapp.stats.classes import OutputWeights, SeparationTable
+from featapp.stats.liveness import LayerLiveness, liveness_of
+from featapp.stats.projection import Projection
 
 __all__ = [
     "ACTIVATION_CACHE_IMAGES",
@@ -466,7 +466,8 @@ def gallery(
 @dataclass(frozen=True)
 class GalleryCard:
     """One gallery photo as the page shows it: its PNG (framed in red where the model is
-    wrong), the name it has on the picture shelf, its caption, and the marks behind them."""
+    wrong), the name it has on the picture shelf, its caption, the marks behind them, and its
+    alt text (:func:`featapp.app.captions.photo_alt`)."""
 
     item: DatasetImage
     png: bytes
@@ -474,6 +475,7 @@ class GalleryCard:
     caption: str
     wrong: bool | None
     trained_on: bool
+    alt: str = ""
 
 
 @st.cache_resource(max_entries=GALLERY_CACHE_SAMPLES, show_spinner=False)
@@ -494,7 +496,15 @@ def _gallery_cards(model_sha: str, sample: tuple, _model: FeatureModel, _data: D
         if wrong:  # a red frame as well as the words: neither needs an emoji font
             picture = outline_box(picture, (0, 0, *picture.shape[:2]), thickness=6, pointer_below=0)
         png = png_bytes(picture)
-        cards.append(GalleryCard(item, png, PictureShelf.name_of(png), caption, wrong, seen_before[index]))
+        alt = photo_alt(
+            item.name,
+            probabilities,
+            _model.class_names,
+            true_class=item.class_name,
+            wrong=wrong,
+            trained_on=seen_before[index],
+        )
+        cards.append(GalleryCard(item, png, PictureShelf.name_of(png), caption, wrong, seen_before[index], alt))
     return tuple(cards)
 
 
