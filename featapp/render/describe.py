@@ -26,7 +26,7 @@ import numpy as np
 
 from featapp.render import ColourScale, ValueRange, _fmt, level_indices
 
-__all__ = ["MapSummary", "summarise_map", "describe_map", "map_alt", "SUMMARY_LEVELS"]
+__all__ = ["MapSummary", "summarise_map", "describe_map", "map_alt", "box_words", "SUMMARY_LEVELS"]
 
 SUMMARY_LEVELS = 4
 """Bands a continuous scale's cells are counted in (a discrete scale uses its own levels):
@@ -126,3 +126,14 @@ Cells per colour level, lowest to highest: 50%, 0%, 0%, 50%.'
     if summary.dead:
         return f"{title}: {size}. {describe_map(summary)}"
     return f"{title}: {size}, values {_fmt(summary.low)} to {_fmt(summary.high)}. {describe_map(summary)}"
+
+
+def box_words(box: tuple[int, int, int, int]) -> str:
+    """A box on the photo, ``(top, left, bottom, right)`` in pixels with the ends exclusive
+    (:func:`featapp.engine.geometry.receptive_box`), as rows and columns counted from 1.
+
+    >>> box_words((0, 10, 21, 31))
+    'input rows 1-21 and columns 11-31'
+    """
+    top, left, bottom, right = (int(v) for v in box)
+    return f"input rows {top + 1}-{bottom} and columns {left + 1}-{right}"

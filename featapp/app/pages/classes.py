@@ -5,15 +5,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from featapp.stats import analysis
 from featapp import render
+from featapp.app import caches, chrome, view
 from featapp.app.appstate import CurrentImage, set_current
 from featapp.app.captions import markdown_literal
-from featapp.stats.classes import class_top, contributions, health_table, network_health
 from featapp.data.dataset import DatasetError
 from featapp.engine.images import ImageError, prepare_image
 from featapp.engine.model import ModelError
-from featapp.app import caches, chrome, view
+from featapp.render.describe import box_words, map_alt, summarise_map
+from featapp.stats import analysis
+from featapp.stats.classes import class_top, contributions, health_table, network_health
 from featapp.stats.projection import METHODS, available_methods, image_features, nearest, predicted_labels
 
 GOTO = "classes.goto"
@@ -273,13 +274,18 @@ def _channel_photos(layer: str, channel: int, by: str, is_map: bool, word: str, 
                     if hit.box is not None:
                         picture = render.outline_box(picture, hit.box)
                     chrome.show_image(
-                        picture, caption=f"{markdown_literal(hit.path.name)} · {hit.value:.3g}", width="stretch"
+                        picture,
+                        caption=f"{markdown_literal(hit.path.name)} · {hit.value:.3g}",
+                        width="stretch",
+                        alt=f"Photo {hit.path.name}, value {hit.value:.3g}"
+                        + (f"; a red box around {box_words(hit.box)}." if hit.box is not None else "."),
                     )
                     if is_map:
                         st.image(
                             render.map_png(values[position], vr, scale, min_px=120),
                             width="stretch",
                             output_format="PNG",
+                            alt=map_alt(f"The map for {hit.path.name}", summarise_map(values[position], vr, scale)),
                         )
                     st.button(
                         "Map" if is_map else "Open",
@@ -495,6 +501,8 @@ def _map_tab() -> None:
                     pixels[position],
                     caption=f"{classes[index]}{mark} · {distance:.2f}",
                     width="stretch",
+                    alt=f"Photo {stats.paths[index].name}, {classes[index]}, distance {distance:.2f}"
+                    + (", the model gets it wrong." if wrong[index] else "."),
                 )
                 st.button(
                     "Open",
