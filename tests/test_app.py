@@ -690,7 +690,7 @@ def test_config_limits_uploads_and_needs_no_internet():
     config = tomllib.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
     assert config["server"]["maxUploadSize"] == 10
     assert config["browser"]["gatherUsageStats"] is False
-    helpers = [REPO_ROOT / "featapp" / "pages" / f"{name}.py" for name in ("caches", "view", "chrome")]
+    helpers = [REPO_ROOT / "featapp" / "app" / f"{name}.py" for name in ("caches", "view", "chrome")]
     sources = [APP, *(REPO_ROOT / path for path in PAGE_FILES.values()), *helpers]
     for source in sources:
         text = source.read_text(encoding="utf-8")
