@@ -102,11 +102,31 @@ def test_axe_finds_no_serious_violation_on_any_page(app_url, page):
     frame.locator("#grid-buttons button[tabindex='0']").focus()
     assert_no_blocking(page, "Layer grid ordered, a tile focused")
 
-    # The other pages in their default state (their actions start long computations).
-    for path in ("neuron", "classes", "model"):
-        page.goto(f"{app_url}/{path}")
+    # One neuron: the small dataset is scanned, so it opens on the ranked photos and their boxes.
+    page.goto(f"{app_url}/neuron")
+    settle(page)
+    assert_no_blocking(page, "One neuron, many images")
+
+    # Cats vs dogs: each of its tabs.
+    page.goto(f"{app_url}/classes")
+    settle(page)
+    assert_no_blocking(page, "Cats vs dogs")
+    for tab in page.get_by_role("tab").all()[1:]:
+        name = tab.inner_text()
+        tab.click()
         settle(page)
-        assert_no_blocking(page, path)
+        assert_no_blocking(page, f"Cats vs dogs, tab {name}")
+
+    # Model: after occlusion, saliency and Grad-CAM.
+    page.goto(f"{app_url}/model")
+    settle(page)
+    assert_no_blocking(page, "Model")
+    page.get_by_role("button", name="Compute the occlusion map").click()
+    page.get_by_text("laid over the photo").first.wait_for(timeout=SLOW)
+    page.get_by_role("button", name="Compute saliency and Grad-CAM").click()
+    page.get_by_text("Grad-CAM of").first.wait_for(timeout=SLOW)
+    settle(page)
+    assert_no_blocking(page, "Model after occlusion, saliency and Grad-CAM")
 
 
 def focused(page) -> str:
