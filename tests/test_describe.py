@@ -62,6 +62,8 @@ def test_a_dead_map_says_so_and_nothing_about_a_strongest_cell():
 def test_percentages_round_half_up_as_the_browser_does():
     summary = MapSummary(8, 1, 0, 0, 1.0, 0.0, 1.0, (0.125, 0.375, 0.5, 0.0), False)
     assert describe_map(summary).endswith("13%, 38%, 50%, 0%.")
+    few = MapSummary(100, 100, 0, 0, 1.0, 0.0, 1.0, (0.9999, 0.0, 0.0, 0.0001), False)
+    assert describe_map(few).endswith("100%, 0%, 0%, under 1%.")
 
 
 def test_nan_cells_are_never_the_strongest():

@@ -95,7 +95,10 @@ def summarise_map(values: np.ndarray, vr: ValueRange, scale: ColourScale) -> Map
 
 
 def _percent(share: float) -> str:
-    # Half up, as the browser's Math.round does (Python's round() goes to even: 12.5 -> 12).
+    # A level with a few cells is not "0%": the strongest cell alone is in the top level.
+    if 0 < share < 0.005:
+        return "under 1%"
+    # Half up, as the browser does (Python's round() goes to even: 12.5 -> 12).
     return f"{math.floor(share * 100 + 0.5)}%"
 
 
