@@ -162,7 +162,13 @@ def test_a_student_with_only_a_keyboard(app_url, page, model):
     page.goto(app_url)
     settle(page)
 
-    # Choose a photo: one tab stop a photo, each button named after its photo.
+    # Choose a photo: one tab stop a photo (no hidden fullscreen button), each button named after its photo.
+    stops = page.evaluate(
+        """() => [...document.querySelectorAll('.st-key-gallery-photos *')]
+            .filter((e) => e.tabIndex >= 0 && e.offsetParent !== null && !e.disabled)
+            .map((e) => e.tagName + ' ' + (e.innerText || e.getAttribute('aria-label') || ''))"""
+    )
+    assert stops and all(stop.startswith("BUTTON Look inside ") for stop in stops), stops
     tab_to(page, "button Look inside")
     button = tab_to(page, "button Look inside")  # the second photo: the first is the current image
     name = button.split("Look inside ", 1)[1].strip()

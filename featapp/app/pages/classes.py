@@ -208,7 +208,12 @@ def _channels_tab() -> None:
             )
         )
         half = alt.Chart(pd.DataFrame({"AUC": [0.5]})).mark_rule(strokeDash=[4, 4], color="grey").encode(x="AUC:Q")
-        st.altair_chart((bars + half).properties(height=20 * len(frame) + 40), width="stretch")
+        best = frame.iloc[int(frame["AUC"].to_numpy().argmax())]
+        described = (
+            f"Bar chart of {len(frame)} {word}s by AUC ({positive} above {other}), with a dashed line at 0.5 "
+            f"(no better than chance); highest: {word} {best[word]} at {float(best['AUC']):.2f}."
+        )
+        st.altair_chart((bars + half).properties(height=20 * len(frame) + 40, description=described), width="stretch")
 
     rows = table.ranked()
     ranked = pd.DataFrame(
@@ -376,7 +381,11 @@ def _dense_tab() -> None:
                 color=alt.Color("pushes towards:N", scale=_class_scale([positive, other])),
                 tooltip=list(frame.columns),
             )
-            .properties(height=20 * len(frame) + 40)
+            .properties(
+                height=20 * len(frame) + 40,
+                description=f"Bar chart of the {len(frame)} units that push this photo's logit most, by "
+                f"activation x weight; positive pushes towards {positive}, negative towards {other}.",
+            )
         )
         st.altair_chart(chart, width="stretch")
         st.caption(
@@ -459,7 +468,12 @@ def _map_tab() -> None:
         .mark_text(dx=14, dy=-14, fontWeight="bold", align="left")
         .encode(x="x:Q", y="y:Q", text="label:N")
     )
-    chart = (points + marker + label).properties(height=MAP_PX)
+    chart = (points + marker + label).properties(
+        height=MAP_PX,
+        description=f"Scatter plot of the {len(frame)} photos ({x_title} across, {y_title} up), coloured by class, "
+        "wrong answers as crosses, the current image as a black diamond; the text below and the photos beside "
+        "it name the nearest ones.",
+    )
     chart_key = f"classes.map_{layer}_{method}_{st.session_state.get(MAP_NONCE, 0)}"
     map_col, near_col = st.columns([1.6, 1])
     with map_col:
@@ -535,7 +549,11 @@ def _health_tab() -> None:
             color="measure:N",
             tooltip=["layer:N", "measure:N", "percent:Q"],
         )
-        .properties(height=260)
+        .properties(
+            height=260,
+            description="Bars per layer: the percent of channels that never fire, of constant maps and of zeros; "
+            "the same numbers are in the table below.",
+        )
     )
     st.altair_chart(chart, width="stretch")
     st.dataframe(table, hide_index=True, width="stretch", height=36 * (len(table) + 1) + 4)
