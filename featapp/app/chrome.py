@@ -22,6 +22,7 @@ __all__ = [
     "goto",
     "look_inside_label",
     "PAGE_STYLE",
+    "FOCUS_TITLE_SCRIPT",
     "model_or_error_page",
     "show_image",
     "prediction_text",
@@ -59,6 +60,30 @@ input:focus-visible, [role="slider"]:focus-visible {
 [data-testid="stImageCaption"] { overflow-wrap: normal; word-break: normal; }
 </style>"""
 """The app's own CSS, on every page (:func:`sidebar` adds it)."""
+
+# After a change of page Streamlit leaves the keyboard's focus on the page's body (or on the
+# link that was followed), so a screen reader says nothing and the next Tab starts from the top:
+# this moves it to the new page's title (WCAG 2.4.3). Installed once per browser tab; it acts
+# only when the title changes and the focus is nowhere else, so a rerun never takes the focus
+# from a widget.
+FOCUS_TITLE_SCRIPT = """<script>
+if (!window.featappFocusTitle) {
+  window.featappFocusTitle = true;
+  const title = () => document.querySelector('[data-testid="stMainBlockContainer"] h1');
+  let shown = title() ? title().innerText : null;
+  new MutationObserver(() => {
+    const h1 = title();
+    if (!h1 || h1.innerText === shown) return;
+    shown = h1.innerText;
+    const active = document.activeElement;
+    if (!active || active === document.body || active.closest('[data-testid="stSidebarNav"]')) {
+      h1.tabIndex = -1;
+      h1.focus();
+    }
+  }).observe(document.body, { childList: true, subtree: true, characterData: true });
+}
+</script>"""
+"""Focus on the page's title after a change of page (:func:`sidebar` adds it)."""
 
 
 def goto(page: str) -> None:
@@ -151,6 +176,7 @@ def sidebar(model: FeatureModel) -> None:
         st.caption(f"Model `{model.path.name}` runs on the **{model.provider.upper()}** (ONNX Runtime).")
         if model.provider_note:
             st.caption(model.provider_note)
+        st.html(FOCUS_TITLE_SCRIPT, unsafe_allow_javascript=True)
 
 
 def warm_up() -> str:

@@ -175,10 +175,12 @@ def test_a_student_with_only_a_keyboard(app_url, page, model):
     page.keyboard.press("Enter")
     page.get_by_role("button", name=f"Look inside {name} (the current image)").wait_for(timeout=SLOW)
 
-    # Open the Feature map from the page's navigation.
+    # Open the Feature map from the page's navigation: the focus goes to its title.
     tab_to(page, "Feature map")
     page.keyboard.press("Enter")
     settle(page, "map")
+    wait_until(lambda: focused(page).startswith("h1"), 10, "the focus on the page's title")
+    assert "Feature map" in page.evaluate("() => document.activeElement.innerText")
     frame = page.frame_locator(FRAME)
     body = frame.locator("body")
 
