@@ -20,12 +20,12 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from featapp import render
+from featapp.app import view
 from featapp.app.asset_server import SHELF, SHELF_PATH
 from featapp.app.captions import WRONG_MARK, markdown_literal
+from featapp.app.chrome import PAGE_FILES
 from featapp.engine.images import prepare_image
 from featapp.engine.model import load_model
-from featapp.app import view
-from featapp.app.chrome import PAGE_FILES
 from featapp.engine.probes import probe_images
 from tests import imagefactory
 from tests.appmodels import COMMITTED_MODEL, snapshot_folder, trunk_of
