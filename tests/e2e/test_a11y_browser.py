@@ -87,6 +87,9 @@ def test_axe_finds_no_serious_violation_on_any_page(app_url, page):
     settle(page, "map")
     assert_no_blocking(page, "Feature map")
     frame = page.frame_locator(FRAME)
+    # The lesson above the fold on a 1400 x 900 screen: the whole photo, with no scrolling.
+    photo = frame.locator("#photo").bounding_box()
+    assert photo["y"] + photo["height"] <= 900, photo
     frame.locator("#map").focus()
     page.keyboard.press("ArrowDown")
     page.keyboard.press("Enter")
