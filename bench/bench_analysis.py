@@ -33,12 +33,12 @@ import numpy as np
 import onnxruntime
 
 from bench.machine import cpu_features, cpu_name, memory_gib
-from featapp.stats.analysis import NeuronStats, _Layer, scan
 from featapp.cache import atomic_write_bytes
 from featapp.data.dataset import Dataset
 from featapp.engine.images import prepare_image
 from featapp.engine.model import load_model
 from featapp.explain.occlusion import occlusion_sensitivity
+from featapp.stats.analysis import NeuronStats, _Layer, scan
 
 FULL_DATASET = 4000
 

@@ -33,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
     from streamlit.testing.v1 import AppTest
 
-    from featapp.engine.metadata import activation_bytes
-    from featapp.engine.model import load_model
     from featapp.app.caches import ACTIVATION_CACHE_IMAGES
     from featapp.app.chrome import PAGE_FILES
+    from featapp.engine.metadata import activation_bytes
+    from featapp.engine.model import load_model
 
     os.environ.setdefault("FEATAPP_PROVIDER", "cpu")
     model = load_model(provider="cpu")

@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.bench_analysis import machine, ms, timed
-from featapp.stats import classes, projection
-from featapp.stats.analysis import load_or_scan
 from featapp.data.dataset import Dataset, resolve_data_dir
 from featapp.engine.model import load_model
+from featapp.stats import classes, projection
+from featapp.stats.analysis import load_or_scan
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

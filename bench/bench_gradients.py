@@ -33,12 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from featapp.explain.backward import gradient_path
 from featapp.data.dataset import Dataset
+from featapp.engine.model import load_model
+from featapp.explain.backward import gradient_path
 from featapp.explain.featurevis import visualize
 from featapp.explain.gradcam import gradcam
 from featapp.explain.gradients import load_gradients
-from featapp.engine.model import load_model
 from featapp.explain.saliency import saliency, smoothgrad
 
 REPO = Path(__file__).resolve().parent.parent

@@ -61,7 +61,13 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from tests.helpers.browsing import NO_BACKGROUND_THROTTLING, free_port, launch_chromium, start_streamlit, wait_for_health
+from tests.helpers.browsing import (
+    NO_BACKGROUND_THROTTLING,
+    free_port,
+    launch_chromium,
+    start_streamlit,
+    wait_for_health,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -143,7 +149,7 @@ pages time it there while the protocol students load the server (``browser_*``; 
 server-drawn view they time the same clicks, which wait for a rerun)."""
 BROWSER_PROBE_PAUSE_S = 0.5
 """Between a probe browser's changes: a student clicking through channels, not a benchmark loop."""
-EXPLORER_FRAME = 'iframe[title="featapp.app.explorer.map_explorer"]'
+EXPLORER_FRAME = 'iframe[src*="map_explorer"]'
 # One change in the browser-drawn view, timed inside its frame: from the click to the next
 # painted frame (the map is redrawn synchronously in the click's handler).
 EXPLORER_CHANGE_JS = """async (body, what) => {

@@ -68,12 +68,15 @@ class Run:
     media_fetched: int = 0
 
     def widgets(self, kind: str, label: str | None = None) -> list[Widget]:
+        """The widgets of ``kind`` whose label is ``label`` or starts with it and a space (the
+        Gallery's buttons are "Look inside" and the photo's name)."""
         found = []
         for element, fragment_id in self.elements:
             if element.WhichOneof("type") != kind:
                 continue
             proto = getattr(element, kind)
-            if label is None or getattr(proto, "label", None) == label:
+            text = getattr(proto, "label", None)
+            if label is None or text == label or (text or "").startswith(label + " "):
                 found.append(Widget(kind, proto.id, getattr(proto, "label", ""), fragment_id, proto))
         return found
 

@@ -20,25 +20,25 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from featapp.stats.analysis import NeuronHit, NeuronStats, StatsFileError, load_cached, load_or_scan, scan
     from featapp.cache import default_cache_dir
-    from featapp.stats.classes import SeparationTable, contributions, layer_separation, network_health, output_weights
     from featapp.data.dataset import Dataset, DatasetError, DatasetImage
     from featapp.data.download import DownloadError, download_photos
-    from featapp.explain.featurevis import FeatureVisualization, visualize
+    from featapp.data.provenance import file_sha256, trained_on
     from featapp.engine.geometry import ReceptiveField, receptive_box
-    from featapp.explain.gradcam import GradCAM, gradcam
-    from featapp.explain.gradients import GradientError, GradientResult, Gradients, load_gradients
     from featapp.engine.images import ImageError, InputSpec, prepare_image
     from featapp.engine.metadata import LayerInfo, ModelSpec
     from featapp.engine.model import FeatureModel, ModelError, Prediction, load_model
-    from featapp.explain.occlusion import OcclusionMap, occlusion_sensitivity
     from featapp.engine.probes import Probe, probe, probe_images
-    from featapp.stats.projection import Projection, load_or_fit, nearest
-    from featapp.data.provenance import file_sha256, trained_on
-    from featapp.explain.saliency import SaliencyMap, saliency, smoothgrad
     from featapp.engine.snapshots import Snapshot, load_snapshots
     from featapp.errors import FeatappError
+    from featapp.explain.featurevis import FeatureVisualization, visualize
+    from featapp.explain.gradcam import GradCAM, gradcam
+    from featapp.explain.gradients import GradientError, GradientResult, Gradients, load_gradients
+    from featapp.explain.occlusion import OcclusionMap, occlusion_sensitivity
+    from featapp.explain.saliency import SaliencyMap, saliency, smoothgrad
+    from featapp.stats.analysis import NeuronHit, NeuronStats, StatsFileError, load_cached, load_or_scan, scan
+    from featapp.stats.classes import SeparationTable, contributions, layer_separation, network_health, output_weights
+    from featapp.stats.projection import Projection, load_or_fit, nearest
 
 __all__ = [
     # every error a user can cause

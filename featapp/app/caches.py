@@ -48,7 +48,7 @@ import streamlit as st
 from featapp import render, settings
 from featapp.app.appstate import CurrentImage, image_key
 from featapp.app.asset_server import SHELF, PictureShelf
-from featapp.app.captions import gallery_caption, match_classes
+from featapp.app.captions import gallery_caption, match_classes, photo_alt
 from featapp.app.map_explorer import ExplorerPayload, explorer_payload
 from featapp.data.dataset import Dataset, DatasetImage, resolve_data_dir
 from featapp.data.download import default_destination
@@ -505,7 +505,8 @@ def gallery(
 @dataclass(frozen=True)
 class GalleryCard:
     """One gallery photo as the page shows it: its PNG (framed in red where the model is
-    wrong), the name it has on the picture shelf, its caption, and the marks behind them."""
+    wrong), the name it has on the picture shelf, its caption, the marks behind them, and its
+    alt text (:func:`featapp.app.captions.photo_alt`)."""
 
     item: DatasetImage
     png: bytes
@@ -513,6 +514,7 @@ class GalleryCard:
     caption: str
     wrong: bool | None
     trained_on: bool
+    alt: str = ""
 
 
 @st.cache_resource(max_entries=GALLERY_CACHE_SAMPLES, show_spinner=False)
@@ -533,7 +535,15 @@ def _gallery_cards(model_sha: str, sample: tuple, _model: FeatureModel, _data: D
         if wrong:  # a red frame as well as the words: neither needs an emoji font
             picture = outline_box(picture, (0, 0, *picture.shape[:2]), thickness=6, pointer_below=0)
         png = png_bytes(picture)
-        cards.append(GalleryCard(item, png, PictureShelf.name_of(png), caption, wrong, seen_before[index]))
+        alt = photo_alt(
+            item.name,
+            probabilities,
+            _model.class_names,
+            true_class=item.class_name,
+            wrong=wrong,
+            trained_on=seen_before[index],
+        )
+        cards.append(GalleryCard(item, png, PictureShelf.name_of(png), caption, wrong, seen_before[index], alt))
     return tuple(cards)
 
 

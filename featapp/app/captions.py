@@ -19,6 +19,7 @@ __all__ = [
     "gallery_caption",
     "WRONG_MARK",
     "TRAINED_ON_TEXT",
+    "photo_alt",
 ]
 
 _MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:])")
@@ -123,3 +124,42 @@ def gallery_caption(
     )
     mark = f"{WRONG_MARK} · " if wrong else ""
     return f"{mark}{true_folder} · {score}{seen}", wrong
+
+
+def photo_alt(
+    name: str,
+    probabilities: np.ndarray | None,
+    class_names: Sequence[str],
+    *,
+    true_class: str | None = None,
+    wrong: bool | None = None,
+    trained_on: bool = False,
+    kind: str = "Photo",
+) -> str:
+    """Alt text for a photo: its name, its true class where known, the model's answer and
+    whether that answer is right: what the caption and the red frame say, in words a
+    screen reader reads with the picture.
+
+    >>> photo_alt("dog.1880.jpg", np.array([0.06, 0.94]), ["cat", "dog"], true_class="dogs", wrong=False)
+    'Photo dog.1880.jpg, true class dogs. The model says dog, p(dog) 0.94: right.'
+    >>> photo_alt("cat.7.jpg", np.array([0.2, 0.8]), ["cat", "dog"], true_class="cats", wrong=True)
+    'Photo cat.7.jpg, true class cats. The model says dog, p(dog) 0.80: wrong.'
+    >>> photo_alt("stripes", None, ["cat", "dog"], kind="Probe")
+    'Probe stripes.'
+    """
+    text = f"{kind} {' '.join(name.split())}"
+    if true_class is not None:
+        text += f", true class {true_class}"
+    text += "."
+    if probabilities is not None:
+        probabilities = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+        best = int(probabilities.argmax())
+        if len(probabilities) == 2:
+            score = f"p({class_names[1]}) {probabilities[1]:.2f}"
+        else:
+            score = f"p = {probabilities[best]:.2f}"
+        text += f" The model says {class_names[best]}, {score}"
+        text += {True: ": wrong.", False: ": right.", None: "."}[wrong]
+    if trained_on:
+        text += " The model trained on this photo."
+    return text

@@ -11,7 +11,8 @@ import streamlit as st
 
 from featapp import settings
 from featapp.app import caches, view
-from featapp.app.captions import describe_prediction, markdown_literal
+from featapp.app.appstate import CurrentImage
+from featapp.app.captions import describe_prediction, markdown_literal, match_classes, photo_alt
 from featapp.data.dataset import DatasetError
 from featapp.engine.model import FeatureModel, ModelError, Prediction
 
@@ -19,6 +20,9 @@ __all__ = [
     "PAGE_FILES",
     "SIDEBAR_PICTURE_PX",
     "goto",
+    "look_inside_label",
+    "PAGE_STYLE",
+    "FOCUS_TITLE_SCRIPT",
     "model_or_error_page",
     "show_image",
     "prediction_text",
@@ -38,10 +42,64 @@ PAGE_FILES = {
 
 SIDEBAR_PICTURE_PX = 180
 
+PAGE_STYLE = """<style>
+/* A focus mark every keyboard user can see (WCAG 2.4.7, 1.4.11: at least 3:1 against the
+   page): Streamlit's own is a faint tint on links and buttons. Two tones, so it shows on
+   white, on the grey sidebar and on a dark primary button alike. */
+a:focus-visible, button:focus-visible, [role="tab"]:focus-visible, [tabindex]:focus-visible,
+input:focus-visible, [role="slider"]:focus-visible {
+  outline: 3px solid #000 !important; outline-offset: 2px !important; box-shadow: 0 0 0 5px #fff !important;
+}
+/* The Gallery's photos are thumbnails to choose by their button: no fullscreen button (an
+   invisible extra tab stop before each photo's button). */
+.st-key-gallery-photos [data-testid="stElementToolbar"] { display: none !important; }
+/* Code in a caption (a model's file name) faded twice, as code and as a caption, fell
+   below 4.5:1: it takes the caption's colour, which passes. */
+[data-testid="stCaptionContainer"] code { color: inherit !important; }
+/* The current image's caption and file names wrap between words, not mid-name. */
+[data-testid="stImageCaption"] { overflow-wrap: normal; word-break: normal; }
+</style>"""
+"""The app's own CSS, on every page (:func:`sidebar` adds it)."""
+
+# After a change of page Streamlit leaves the keyboard's focus on the page's body (or on the
+# link that was followed), so a screen reader says nothing and the next Tab starts from the top:
+# this moves it to the new page's title (WCAG 2.4.3). Installed once per browser tab; it acts
+# only when the title changes and the focus is nowhere else, so a rerun never takes the focus
+# from a widget.
+FOCUS_TITLE_SCRIPT = """<script>
+if (!window.featappFocusTitle) {
+  window.featappFocusTitle = true;
+  const title = () => document.querySelector('[data-testid="stMainBlockContainer"] h1');
+  let shown = title() ? title().innerText : null;
+  new MutationObserver(() => {
+    const h1 = title();
+    if (!h1 || h1.innerText === shown) return;
+    shown = h1.innerText;
+    const active = document.activeElement;
+    if (!active || active === document.body || active.closest('[data-testid="stSidebarNav"]')) {
+      h1.tabIndex = -1;
+      h1.focus();
+    }
+  }).observe(document.body, { childList: true, subtree: true, characterData: true });
+}
+</script>"""
+"""Focus on the page's title after a change of page (:func:`sidebar` adds it)."""
+
 
 def goto(page: str) -> None:
     """Open another page (``page`` is a key of :data:`PAGE_FILES`)."""
     st.switch_page(PAGE_FILES[page])
+
+
+def look_inside_label(name: str, *, chosen: bool = False) -> str:
+    """A Gallery button's label, named after its photo, so a screen reader's list of buttons
+    says which photo each one chooses; the current image's says so.
+
+    >>> look_inside_label("dog.1880.jpg", chosen=True)
+    'Look inside dog.1880.jpg (the current image)'
+    """
+    label = f"Look inside {' '.join(name.split())}"
+    return f"{label} (the current image)" if chosen else label
 
 
 def model_or_error_page() -> FeatureModel:
@@ -76,6 +134,20 @@ def show_image(array: np.ndarray, *, width: int | str = "content", **kwargs: Any
     st.image(caches.picture_url(array, width if isinstance(width, int) else None), width=width, **kwargs)
 
 
+def image_alt(image: CurrentImage, pred: Prediction | None, model: FeatureModel) -> str:
+    """Alt text for the current image: :func:`featapp.app.captions.photo_alt` with what is known of it."""
+    kind = {"gallery": "Dataset photo", "probe": "Synthetic probe", "upload": "Your upload", "camera": "Camera photo"}
+    probabilities = None if pred is None else pred.probabilities[0]
+    wrong = None
+    if probabilities is not None and image.true_label is not None:
+        folders = match_classes([image.true_label], model.class_names)
+        if folders is not None:
+            wrong = folders[image.true_label] != int(np.argmax(probabilities))
+    return photo_alt(
+        image.title, probabilities, model.class_names, true_class=image.true_label, wrong=wrong, kind=kind[image.source]
+    )
+
+
 def prediction_text(pred: Prediction | None, model: FeatureModel) -> str:
     """The model's answer in words, or why there is none."""
     if pred is None:
@@ -89,17 +161,23 @@ def prediction_text(pred: Prediction | None, model: FeatureModel) -> str:
 def sidebar(model: FeatureModel) -> None:
     """Current image, its prediction, and where the model runs: on every page."""
     image = view.current_image(model)
+    st.html(PAGE_STYLE)
+    pred = caches.prediction(model, image)
     with st.sidebar:
         st.markdown("**Current image**")
         show_image(
-            image.array, caption=f"{markdown_literal(image.title)} · {image.source_text}", width=SIDEBAR_PICTURE_PX
+            image.array,
+            caption=f"{markdown_literal(image.title)} · {image.source_text}",
+            width=SIDEBAR_PICTURE_PX,
+            alt=image_alt(image, pred, model),
         )
         if image.true_label is not None:
             st.caption(f"True label: {image.true_label}")
-        st.markdown(prediction_text(caches.prediction(model, image), model))
+        st.markdown(prediction_text(pred, model))
         st.caption(f"Model `{model.path.name}` runs on the **{model.provider.upper()}** (ONNX Runtime).")
         if model.provider_note:
             st.caption(model.provider_note)
+        st.html(FOCUS_TITLE_SCRIPT, unsafe_allow_javascript=True)
 
 
 def warm_up() -> str:

@@ -10,8 +10,8 @@ from pathlib import Path
 import streamlit as st
 import streamlit.components.v1 as components
 
-from featapp.app.map_explorer import ExplorerPayload
 from featapp.app import view
+from featapp.app.map_explorer import ExplorerPayload
 from featapp.render import COLOUR_SCALES, SCALINGS
 
 __all__ = ["FRONTEND", "show", "new_report", "shared_display"]

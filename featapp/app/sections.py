@@ -29,6 +29,7 @@ from featapp.explain.featurevis import (
     layer_pictures,
 )
 from featapp.explain.gradients import GradientError, Gradients
+from featapp.render.describe import describe_map, summarise_map
 
 __all__ = ["gradients_or_message", "saliency_section", "channel_section"]
 
@@ -87,6 +88,8 @@ def saliency_section(model: FeatureModel, image: CurrentImage) -> None:
                 caption=title,
                 width=300,
                 output_format="PNG",
+                alt=f"{title}, laid over the photo. "
+                + describe_map(summarise_map(values, vr, render.VIRIDIS)).replace("colour level", "brightness level"),
             )
     st.caption(
         "Bright (yellow) is where the score of the predicted class depends most on the photo. Saliency is per "
@@ -139,7 +142,12 @@ def channel_section(model: FeatureModel, layer: LayerInfo, channel: int, key: st
         shown = _kept_channel_picture(grads, layer.name, channel, grid)
     if shown is not None:
         result, name, png = shown
-        st.image(SHELF.url(png, name=name), caption=_picture_caption(result, channel), width=PICTURE_PX)
+        st.image(
+            SHELF.url(png, name=name),
+            caption=_picture_caption(result, channel),
+            width=PICTURE_PX,
+            alt=f"The picture optimised for channel {channel + 1} of {layer.name}. {_picture_caption(result, channel)}.",
+        )
     _grid_part(grads, layer, key, grid)
 
 
@@ -197,4 +205,6 @@ def _grid_part(grads: Gradients, layer: LayerInfo, key: str, shown: ShownPicture
         SHELF.url(png, name=name),
         caption=f"All {len(whole.channels)} channels of {layer.name}, channel 1 at the top left, row by row.",
         width="stretch",
+        alt=f"The optimised pictures of all {len(whole.channels)} channels of {layer.name}, channel 1 at the top "
+        "left, row by row.",
     )

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from featapp.explain.gradients import GradientError, Gradients
 from featapp.engine.images import ImageSource
+from featapp.explain.gradients import GradientError, Gradients
 
 __all__ = ["GradCAM", "default_cam_layer", "gradcam"]
 

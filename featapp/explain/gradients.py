@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from featapp.explain.backward import GRADIENTS_KEY, UnsupportedLayer, build_gradient_model, gradient_path, target_graph
 from featapp.engine.images import ImageSource
 from featapp.engine.model import FeatureModel, ModelError, _session_options
+from featapp.explain.backward import GRADIENTS_KEY, UnsupportedLayer, build_gradient_model, gradient_path, target_graph
 
 __all__ = ["GradientError", "GradientResult", "Gradients", "load_gradients", "class_seed"]
 

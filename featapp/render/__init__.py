@@ -465,8 +465,13 @@ def heatmap_chart(
     legend: bool = True,
     legend_title: str = "activation",
     arrow: bool = False,
+    description: str | None = None,
 ) -> VegaLiteSpec:
     """One 2-D map as a Vega-Lite spec, oriented like the photo (row 1 at the top).
+
+    ``description`` is the chart's name for screen readers. It depends on the shape alone,
+    as the rest of the spec does; the map's numbers in words
+    (:func:`featapp.render.describe.describe_map`) belong in the text beside the chart.
 
     The map itself is one crisp picture (an ``image`` mark). On top lies a transparent
     layer of rectangles for hover and click: one per cell when the map has at most
@@ -485,7 +490,7 @@ def heatmap_chart(
 
     >>> spec = heatmap_chart(np.eye(3), value_range(np.eye(3), "per map"), LECTURE_BLUES)
     >>> [layer["mark"]["type"] for layer in spec["hconcat"][0]["layer"]]
-    ['image', 'rect', 'rect']
+    ['image', 'rect', 'rect', 'rect']
     """
     values = np.asarray(values, dtype=np.float32)
     rows, cols = values.shape
@@ -530,44 +535,58 @@ def heatmap_chart(
     }
     if selection:
         cell_layer["params"] = [{"name": selection, "select": {"type": "point", "fields": ["r", "c"], "on": "click"}}]
+    outline_encoding = {
+        "x": _q("c0", scale=x_scale),
+        "x2": {"field": "c1"},
+        "y": _q("r0", scale=y_scale),
+        "y2": {"field": "r1"},
+    }
+    # Two tones: red alone nearly vanishes on the darkest blue; the white halo does not.
+    halo_layer = {
+        "data": {"name": "outline"},
+        "mark": {"type": "rect", "filled": False, "stroke": "#ffffff", "strokeWidth": 5},
+        "encoding": outline_encoding,
+    }
     outline_layer = {
         "data": {"name": "outline"},
         "mark": {"type": "rect", "filled": False, "stroke": "#d62728", "strokeWidth": 2},
-        "encoding": {
-            "x": _q("c0", scale=x_scale),
-            "x2": {"field": "c1"},
-            "y": _q("r0", scale=y_scale),
-            "y2": {"field": "r1"},
-        },
+        "encoding": outline_encoding,
     }
     box = np.zeros(0, dtype=np.int64)
     box_r = box_c = box
     if selected_cell is not None and 0 <= selected_cell[0] < rows and 0 <= selected_cell[1] < cols:
         box_r, box_c = np.array([selected_cell[0]], np.int64), np.array([selected_cell[1]], np.int64)
     outline = _frame({"r0": box_r, "r1": box_r + 1, "c0": box_c, "c1": box_c + 1}, arrow)
-    heat = {"layer": [image_layer, cell_layer, outline_layer], "width": width_px, "height": height_px}
+    heat = {"layer": [image_layer, cell_layer, halo_layer, outline_layer], "width": width_px, "height": height_px}
     datasets = {
         "picture": _frame({"url": [data_url(map_png(values, vr, scale))], "x": [0], "y": [0]}, arrow),
         "cells": _cell_frame(values, block, arrow),
         "outline": outline,
     }
+    if description is None:
+        description = f"A map of {rows} x {cols} cells, coloured by value" + (
+            ", with a colour legend." if legend else "."
+        )
     if not legend:
-        return {**heat, "datasets": datasets, **HEATMAP_OPTIONS}
+        return {**heat, "datasets": datasets, "description": description, **HEATMAP_OPTIONS}
     bar = legend_chart(vr, scale, height_px=height_px, title=legend_title, arrow=arrow)
     datasets.update(bar.pop("datasets"))
     bar.pop("config", None)
-    return {"hconcat": [heat, bar], "spacing": 12, "datasets": datasets, **HEATMAP_OPTIONS}
+    bar.pop("description")  # its numbers change with the map: the chart's name does not
+    return {"hconcat": [heat, bar], "spacing": 12, "datasets": datasets, "description": description, **HEATMAP_OPTIONS}
 
 
 HEATMAP_OPTIONS = {
-    "config": {"view": {"strokeWidth": 0}, "aria": False},
+    # A dark frame around the map and the legend: the lowest blue is close to the page's white.
+    "config": {"view": {"stroke": "#31333f", "strokeWidth": 1}, "aria": False},
     "usermeta": {"embedOptions": {"renderer": "canvas"}},
 }
 """What makes a heatmap update fast in the browser. ``aria: False``: otherwise Vega writes
 a spoken description, with formatted numbers, for each of the up to
 :data:`MAX_CHART_CELLS` invisible hover cells on every update (Streamlit turns it off only above 5,000 marks). A canvas renderer
 always: Streamlit picks one only above 2,000 rows of data, and SVG is slower for these
-charts; the screen reader still gets the chart's title and the caption under it."""
+charts; the screen reader still gets the chart's ``description`` (the map in words) and the
+caption under it."""
 
 
 def _ticks(n: int) -> list[int]:
@@ -619,7 +638,13 @@ def legend_chart(
             text[0], text[-1] = "≤ " + text[0], "≥ " + text[-1]
         labels = _frame({"y": ticks, "label": text}, arrow)
     y_scale = {"nice": False, "zero": False}
+    if vr.constant:
+        description = f"Colour legend: one colour, every cell is {_fmt(vr.low)}."
+    else:
+        kind = f"{scale.levels} colour levels" if scale.discrete else "continuous colours"
+        description = f"Colour legend, {scale.label}: {kind}, from {text[0]} at the bottom to {text[-1]} at the top."
     return {
+        "description": description,
         "title": {"text": title, "fontSize": 11, "fontWeight": "normal", "anchor": "start"},
         "layer": [
             {
@@ -854,7 +879,16 @@ def tile_grid_chart(
             },
         },
     }
+    dead = [tile.channel + 1 for tile in tiles if tile.dead]
+    description = f"{count} channel tiles, channels {', '.join(str(tile.channel + 1) for tile in tiles[:40])}"
+    description += " ..." if count > 40 else "."
+    if dead:
+        description += f" {len(dead)} dead (constant): {', '.join(map(str, dead[:40]))}."
+    if tiles:
+        strongest = max(tiles, key=lambda tile: tile.maximum)
+        description += f" Strongest: channel {strongest.channel + 1}, max {_fmt(strongest.maximum)}."
     return {
+        "description": description,
         "layer": [images, frames, labels],
         "width": total_w,
         "height": total_h,
@@ -1030,6 +1064,13 @@ def vector_chart(values: np.ndarray, *, title: str = "", top: int | None = None,
     }
     if title:
         spec["title"] = title
+    if values.size:
+        best = int(np.argmax(values))
+        spec["description"] = (
+            f"Bar chart{': ' + title if title else ''}, {frame.shape[0]} of {values.size} units, values "
+            f"{_fmt(float(values.min()))} to {_fmt(float(values.max()))}; strongest unit {best + 1} "
+            f"({_fmt(float(values[best]))})."
+        )
     return spec
 
 
@@ -1045,7 +1086,8 @@ def vector_strip_chart(
     grid = padded.reshape(rows, per_row)
     vr = value_range(values, "per map")
     filled = np.where(np.isnan(grid), vr.low, grid)
-    chart = heatmap_chart(filled, vr, scale, width_px=width_px, selection=None)
+    description = f"{values.size} unit values in rows of {per_row}, unit 1 at the top left, coloured by value."
+    chart = heatmap_chart(filled, vr, scale, width_px=width_px, selection=None, description=description)
     return chart, vr
 
 

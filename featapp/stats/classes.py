@@ -421,8 +421,8 @@ def health_table(health: dict, spatial: Sequence[str] = ()):
 def class_top(stats, layer: str, channel: int, class_name: str, k: int = 5, by: str = "max") -> list:
     """The ``k`` photos of ``class_name`` on which ``channel`` of ``layer`` fires most
     (:class:`featapp.stats.analysis.NeuronHit`, strongest first, with the max's cell and box)."""
-    from featapp.stats.analysis import NeuronHit
     from featapp.engine.geometry import receptive_box
+    from featapp.stats.analysis import NeuronHit
 
     if class_name not in stats.class_names:
         raise ValueError(f"no class {class_name!r}; the classes are {', '.join(stats.class_names)}")

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tests.engine.test_broken_model import BROKEN_MODELS, make_broken_model
 
 from featapp.engine.images import prepare_image
+from tests.engine.test_broken_model import BROKEN_MODELS, make_broken_model
 from tests.helpers import browsing
 from tests.helpers import imagefactory as factory
 from tests.helpers.appmodels import COMMITTED_MODEL

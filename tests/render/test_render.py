@@ -214,7 +214,9 @@ def test_selected_cell_is_outlined_and_legend_is_the_palette():
     spec = valid(render.heatmap_chart(values, vr, LECTURE_BLUES, selected_cell=(2, 1)))
     views = layers_of(spec)
     outline = [v for v in views if mark_type(v) == "rect" and v["mark"].get("filled") is False]
-    assert len(outline) == 1
+    # Two tones: a white halo under the red outline, both on the same one-row dataset.
+    assert [v["mark"]["stroke"] for v in outline] == ["#ffffff", "#d62728"]
+    assert {v["data"]["name"] for v in outline} == {"outline"}
     box = records(spec, outline[0])[0]
     assert (box["r0"], box["r1"], box["c0"], box["c1"]) == (2, 3, 1, 2)
     bands = spec["datasets"]["legend"].to_dict("records")

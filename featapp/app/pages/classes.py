@@ -5,15 +5,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from featapp.stats import analysis
 from featapp import render
+from featapp.app import caches, chrome, view
 from featapp.app.appstate import CurrentImage, set_current
 from featapp.app.captions import markdown_literal
-from featapp.stats.classes import class_top, contributions, health_table, network_health
 from featapp.data.dataset import DatasetError
 from featapp.engine.images import ImageError, prepare_image
 from featapp.engine.model import ModelError
-from featapp.app import caches, chrome, view
+from featapp.render.describe import box_words, map_alt, summarise_map
+from featapp.stats import analysis
+from featapp.stats.classes import class_top, contributions, health_table, network_health
 from featapp.stats.projection import METHODS, available_methods, image_features, nearest, predicted_labels
 
 GOTO = "classes.goto"
@@ -207,7 +208,12 @@ def _channels_tab() -> None:
             )
         )
         half = alt.Chart(pd.DataFrame({"AUC": [0.5]})).mark_rule(strokeDash=[4, 4], color="grey").encode(x="AUC:Q")
-        st.altair_chart((bars + half).properties(height=20 * len(frame) + 40), width="stretch")
+        best = frame.iloc[int(frame["AUC"].to_numpy().argmax())]
+        described = (
+            f"Bar chart of {len(frame)} {word}s by AUC ({positive} above {other}), with a dashed line at 0.5 "
+            f"(no better than chance); highest: {word} {best[word]} at {float(best['AUC']):.2f}."
+        )
+        st.altair_chart((bars + half).properties(height=20 * len(frame) + 40, description=described), width="stretch")
 
     rows = table.ranked()
     ranked = pd.DataFrame(
@@ -273,13 +279,18 @@ def _channel_photos(layer: str, channel: int, by: str, is_map: bool, word: str, 
                     if hit.box is not None:
                         picture = render.outline_box(picture, hit.box)
                     chrome.show_image(
-                        picture, caption=f"{markdown_literal(hit.path.name)} · {hit.value:.3g}", width="stretch"
+                        picture,
+                        caption=f"{markdown_literal(hit.path.name)} · {hit.value:.3g}",
+                        width="stretch",
+                        alt=f"Photo {hit.path.name}, value {hit.value:.3g}"
+                        + (f"; a red box around {box_words(hit.box)}." if hit.box is not None else "."),
                     )
                     if is_map:
                         st.image(
                             render.map_png(values[position], vr, scale, min_px=120),
                             width="stretch",
                             output_format="PNG",
+                            alt=map_alt(f"The map for {hit.path.name}", summarise_map(values[position], vr, scale)),
                         )
                     st.button(
                         "Map" if is_map else "Open",
@@ -370,7 +381,11 @@ def _dense_tab() -> None:
                 color=alt.Color("pushes towards:N", scale=_class_scale([positive, other])),
                 tooltip=list(frame.columns),
             )
-            .properties(height=20 * len(frame) + 40)
+            .properties(
+                height=20 * len(frame) + 40,
+                description=f"Bar chart of the {len(frame)} units that push this photo's logit most, by "
+                f"activation x weight; positive pushes towards {positive}, negative towards {other}.",
+            )
         )
         st.altair_chart(chart, width="stretch")
         st.caption(
@@ -453,7 +468,12 @@ def _map_tab() -> None:
         .mark_text(dx=14, dy=-14, fontWeight="bold", align="left")
         .encode(x="x:Q", y="y:Q", text="label:N")
     )
-    chart = (points + marker + label).properties(height=MAP_PX)
+    chart = (points + marker + label).properties(
+        height=MAP_PX,
+        description=f"Scatter plot of the {len(frame)} photos ({x_title} across, {y_title} up), coloured by class, "
+        "wrong answers as crosses, the current image as a black diamond; the text below and the photos beside "
+        "it name the nearest ones.",
+    )
     chart_key = f"classes.map_{layer}_{method}_{st.session_state.get(MAP_NONCE, 0)}"
     map_col, near_col = st.columns([1.6, 1])
     with map_col:
@@ -495,6 +515,8 @@ def _map_tab() -> None:
                     pixels[position],
                     caption=f"{classes[index]}{mark} · {distance:.2f}",
                     width="stretch",
+                    alt=f"Photo {stats.paths[index].name}, {classes[index]}, distance {distance:.2f}"
+                    + (", the model gets it wrong." if wrong[index] else "."),
                 )
                 st.button(
                     "Open",
@@ -527,7 +549,11 @@ def _health_tab() -> None:
             color="measure:N",
             tooltip=["layer:N", "measure:N", "percent:Q"],
         )
-        .properties(height=260)
+        .properties(
+            height=260,
+            description="Bars per layer: the percent of channels that never fire, of constant maps and of zeros; "
+            "the same numbers are in the table below.",
+        )
     )
     st.altair_chart(chart, width="stretch")
     st.dataframe(table, hide_index=True, width="stretch", height=36 * (len(table) + 1) + 4)

@@ -11,6 +11,7 @@ from featapp.app.map_explorer import parse_report
 from featapp.engine.geometry import receptive_box
 from featapp.engine.model import ModelError
 from featapp.render import words as render_words
+from featapp.render.describe import box_words, describe_map, summarise_map
 
 HEATMAP_NONCE = "feature_map.chart_nonce"
 EXPLORER = "feature_map.explorer"
@@ -215,6 +216,9 @@ def _below_the_map(view_model, layer, channel: int, values, vr, scale) -> None:
             caption="Left to right: " + ", ".join(label for label, _ in strip_models) + ".",
             width="stretch",
             output_format="PNG",
+            alt=f"Channel {channel + 1} of {layer.name} for this image, saved during training, left to right: "
+            + ", ".join(label for label, _ in strip_models)
+            + ".",
         )
 
 
@@ -265,6 +269,7 @@ def _map_view() -> None:
         )
         st.vega_lite_chart(chart, on_select=partial(_on_cell, layer.name), key=_chart_key(), width="content")
         st.caption(render.describe_range(vr, scale))
+        st.markdown(describe_map(summarise_map(values, vr, scale)))
         if render.is_constant(values):
             st.warning(
                 f"Channel {channel + 1} is **dead** for this image: every one of its "
@@ -276,11 +281,14 @@ def _map_view() -> None:
         if show_overlay:
             picture = render.overlay_map(picture, values, layer.receptive_field, vr, scale)
         caption = f"{markdown_literal(image.title)} ({spec.width} x {spec.height})"
+        alt = f"{' '.join(image.title.split())} ({spec.width} x {spec.height} pixels)"
+        alt += ", with the map laid over it." if show_overlay else "."
         if selected is not None:
             box = receptive_box(layer.receptive_field, selected[0], selected[1], (spec.height, spec.width))
             picture = render.outline_box(picture, box)
             caption += " · red box: what the chosen cell sees"
-        chrome.show_image(picture, caption=caption, width=PICTURE_PX)
+            alt += f" A red box around {box_words(box)}: what the chosen cell sees."
+        chrome.show_image(picture, caption=caption, width=PICTURE_PX, alt=alt)
 
     if selected is not None:
         top, left, bottom, right = box

@@ -4,12 +4,12 @@ import random
 
 import streamlit as st
 
+from featapp.app import caches, chrome, view
 from featapp.app.appstate import CurrentImage, from_upload, set_current
-from featapp.app.captions import TRAINED_ON_TEXT, WRONG_MARK, markdown_literal, match_classes
+from featapp.app.captions import TRAINED_ON_TEXT, WRONG_MARK, markdown_literal, match_classes, photo_alt
 from featapp.data.dataset import DatasetError
 from featapp.data.download import SOURCES, DownloadError, download_photos
 from featapp.engine.images import ImageError
-from featapp.app import caches, chrome, view
 from featapp.render import outline_box
 
 # Every format featapp.prepare_image reads, and that its error messages offer (TIFF too).
@@ -23,6 +23,7 @@ UPLOAD_ERROR = "gallery.upload_error"
 DOWNLOADED = "gallery.downloaded"
 COLUMNS = 5
 PROBE_FRAME = (150, 150, 150)
+PHOTOS = "gallery-photos"  # the photos' container (its CSS class is st-key-gallery-photos)
 
 model = chrome.model_or_error_page()
 spec = model.input_spec
@@ -127,16 +128,26 @@ def _dataset_photos() -> None:
             f"Sample seed **{seed}** from the {split} split: type this number in to see the same "
             f"{len(cards)} photos on any machine."
         )
-        for start in range(0, len(cards), COLUMNS):
-            for offset, column in enumerate(st.columns(COLUMNS)):
-                index = start + offset
-                if index >= len(cards):
-                    break
-                with column:
-                    st.image(caches.card_url(cards[index]), caption=cards[index].caption, width="stretch")
-                    st.button(
-                        "Look inside", key=f"gallery.use_{index}", on_click=_choose_gallery, args=(index, split, seed)
-                    )
+        # One tab stop per photo (its button): the photos' fullscreen buttons are hidden
+        # here, where a photo is a thumbnail to choose, not a picture to study.
+        with st.container(key=PHOTOS):
+            for start in range(0, len(cards), COLUMNS):
+                for offset, column in enumerate(st.columns(COLUMNS)):
+                    index = start + offset
+                    if index >= len(cards):
+                        break
+                    card = cards[index]
+                    with column:
+                        st.image(caches.card_url(card), caption=card.caption, width="stretch", alt=card.alt)
+                        st.button(
+                            chrome.look_inside_label(
+                                card.item.name, chosen=current.title == f"{card.item.name} ({split})"
+                            ),
+                            key=f"gallery.use_{index}",
+                            on_click=_choose_gallery,
+                            args=(index, split, seed),
+                            type="primary" if current.title == f"{card.item.name} ({split})" else "secondary",
+                        )
         seen_before = sum(card.trained_on for card in cards)
         wrong_count = sum(bool(card.wrong) and not card.trained_on for card in cards)
         if not (model.has_classifier and cards):
@@ -222,9 +233,15 @@ def _probes() -> None:
                 probe.image, (0, 0, *probe.image.shape[:2]), colour=PROBE_FRAME, thickness=2, pointer_below=0
             )
             with column:
-                chrome.show_image(framed, caption=markdown_literal(probe.title), width="stretch")
+                chrome.show_image(
+                    framed,
+                    caption=markdown_literal(probe.title),
+                    width="stretch",
+                    alt=photo_alt(probe.title, None, model.class_names, kind="Synthetic probe")
+                    + f" {probe.description}",
+                )
                 st.button(
-                    "Look inside",
+                    chrome.look_inside_label(probe.title, chosen=current.title == probe.title),
                     key=f"gallery.probe_{index}",
                     on_click=_choose_probe,
                     args=(index,),

@@ -3,8 +3,8 @@
 import streamlit as st
 
 from featapp import render, settings
-from featapp.app.map_explorer import parse_grid_report
 from featapp.app import caches, chrome, explorer, view
+from featapp.app.map_explorer import parse_grid_report
 
 GOTO = "layer_grid.goto_feature_map"
 NONCE = "layer_grid.chart_nonce"

@@ -10,6 +10,7 @@ from featapp.data.dataset import DatasetError
 from featapp.engine.filters import filter_pictures
 from featapp.engine.model import ModelError
 from featapp.render import words as render_words
+from featapp.render.describe import describe_map, summarise_map
 from featapp.stats.classes import health_table, network_health
 
 FILTER_PX = 48
@@ -110,6 +111,7 @@ else:
         caption=[str(i + 1) for i in range(len(pictures))],
         width=FILTER_PX,
         output_format="PNG",
+        alt=[f"First-layer filter {i + 1}" for i in range(len(pictures))],
     )
 
 # -- prediction and occlusion -----------------------------------------------------------------------------------
@@ -144,7 +146,10 @@ else:
                 render.enlarge(render.overlay_pixels(image.array, drop, drop_range, scale, alpha=0.45), 2),
                 caption=f"Drop in p({occ.class_name}) laid over the photo",
                 width=300,
+                alt=f"Drop in p({occ.class_name}) laid over the photo. "
+                + describe_map(summarise_map(drop, drop_range, scale)).replace("colour level", "brightness level"),
             )
+            st.caption(describe_map(summarise_map(drop, drop_range, scale)).replace("Strongest", "Largest drop"))
         st.caption(
             f"p({occ.class_name}) is {occ.base_probability:.2f} for the whole photo. A {occ.patch} x {occ.patch} "
             f"grey square was moved in steps of {occ.stride} pixels; each pixel shows the mean drop of the squares "

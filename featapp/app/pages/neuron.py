@@ -12,6 +12,7 @@ from featapp.app.appstate import CurrentImage, image_key, set_current
 from featapp.app.captions import markdown_literal
 from featapp.data.dataset import DatasetError
 from featapp.engine.images import ImageError, prepare_image
+from featapp.render.describe import box_words, describe_map, map_alt, summarise_map
 from featapp.stats import analysis
 from featapp.stats.ranking import RankedHit, rank_by_activation
 
@@ -52,19 +53,24 @@ def _show_ranked(entries: list[_Shown], scale, vr, score_name: str) -> None:
             title, label, box, value = hit.name, hit.class_name, hit.box, hit.value
             with column:
                 picture = render.outline_box(pixels, box) if box is not None else pixels
+                rank = f"Number {start + offset + 1}: {' '.join(title.split())} ({label}), {score_name} {value:.3g}"
                 chrome.show_image(
                     render.enlarge(picture, 2),
                     caption=f"#{start + offset + 1} {markdown_literal(title)}",
                     width="stretch",
                     output_format="PNG",
+                    alt=rank + (f"; a red box around {box_words(box)}: what its strongest cell sees." if box else "."),
                 )
                 st.image(
                     render.map_png(values, vr, scale, min_px=200),
                     caption=f"{score_name} {value:.3g}",
                     width="stretch",
                     output_format="PNG",
+                    alt=map_alt(f"This channel's map for {' '.join(title.split())}", summarise_map(values, vr, scale)),
                 )
-                st.button("Look inside", key=f"neuron.use_{key}", on_click=_use, args=(pixels, title, label))
+                st.button(
+                    chrome.look_inside_label(title), key=f"neuron.use_{key}", on_click=_use, args=(pixels, title, label)
+                )
 
 
 st.title("🎯 One neuron, many images")
@@ -223,8 +229,11 @@ pair_maps = [caches.activations(model, photo)[layer.name][channel] for photo in 
 pair_range = render.shared_range(*pair_maps)
 for column, photo, values in zip((left_col, right_col), pair, pair_maps, strict=False):
     with column:
-        chrome.show_image(photo.array, caption=markdown_literal(photo.title), width=300)
+        chrome.show_image(
+            photo.array, caption=markdown_literal(photo.title), width=300, alt=f"Photo {' '.join(photo.title.split())}."
+        )
         st.vega_lite_chart(
             render.heatmap_chart(values, pair_range, scale, width_px=300, selection=None), width="content"
         )
+        st.caption(describe_map(summarise_map(values, pair_range, scale)))
 st.caption(render.describe_range(pair_range, scale))
