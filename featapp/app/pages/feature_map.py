@@ -149,11 +149,10 @@ def _lecture_detectors() -> None:
             )
         note = st.session_state.get(DETECTOR_NOTE)
         if note is not None and note.layer in model.layer_names:
-            summary = None
             try:
                 summary = caches.first_layer_summary(model)
             except ModelError:
-                pass
+                summary = None  # filters that cannot be read: the match is still told, without them
             st.markdown(render_words.detector_words(note, summary))
             if summary is not None:
                 st.caption(render_words.first_layer_words(summary))
