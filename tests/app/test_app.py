@@ -734,7 +734,7 @@ def test_feature_map_finds_the_lecture_detectors_and_says_what_the_filters_are(a
 def test_another_model_starting_with_conv2d_is_not_offered_the_lectures_snapshots(app_env, monkeypatch):
     """Snapshots belong to their model: a model whose first layer is also called conv2d, but
     which is another network, gets no training slider and no strip."""
-    from tests import modelfactory
+    from tests.helpers import modelfactory
 
     folder = snapshot_folder(app_env / "snapshots", {0: 11, 3: None}, best=3)
     other = modelfactory.build(modelfactory.TinyNet(height=40, width=40, channels=3), app_env / "other.onnx")

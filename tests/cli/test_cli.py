@@ -253,7 +253,7 @@ def test_visualize_on_a_grayscale_model_writes_a_picture(tmp_path):
     import hashlib
 
     import onnx
-    from tests.modelfactory import TinyNet, build
+    from tests.helpers.modelfactory import TinyNet, build
 
     from featapp.engine.metadata import METADATA_KEY
     from featapp.explain.backward import build_gradient_model, gradient_path

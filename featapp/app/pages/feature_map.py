@@ -158,8 +158,6 @@ def _lecture_detectors() -> None:
                 st.caption(render_words.first_layer_words(summary))
 
 
-_lecture_detectors()
-
 
 def _below_the_map(view_model, layer, channel: int, values, vr, scale) -> None:
     """The download, what the channel looks for, and the map across training: drawn on the server."""
@@ -170,6 +168,7 @@ def _below_the_map(view_model, layer, channel: int, values, vr, scale) -> None:
         mime="image/png",
     )
 
+    _lecture_detectors()
     sections.channel_section(view_model, layer, channel, key="feature_map.featurevis")
 
     # -- the same map across training (issue 6) -------------------------------------------------------------
