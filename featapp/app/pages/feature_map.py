@@ -123,7 +123,7 @@ def _below_the_map(view_model, layer, channel: int, values, vr, scale) -> None:
         mime="image/png",
     )
 
-    gradient_views.channel_section(view_model, layer, channel, key="feature_map.featurevis")
+    sections.channel_section(view_model, layer, channel, key="feature_map.featurevis")
 
     # -- the same map across training (issue 6) -------------------------------------------------------------
     snaps = caches.snapshots()

@@ -144,7 +144,7 @@ else:
             "Negative values: covering that area made the model *more* sure."
         )
 
-gradient_views.saliency_section(model, image)
+sections.saliency_section(model, image)
 
 # -- downloads ------------------------------------------------------------------------------------------------------
 st.subheader("Downloads")

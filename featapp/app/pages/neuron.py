@@ -183,7 +183,7 @@ elif data is not None and source == "dataset":
             )
             _show_ranked(entries, scale, vr, rank_by)
 
-gradient_views.channel_section(model, layer, channel, key="neuron.featurevis")
+sections.channel_section(model, layer, channel, key="neuron.featurevis")
 
 # -- compare two images on the same channel ---------------------------------------------------------------
 st.subheader("Compare two images on this channel")
