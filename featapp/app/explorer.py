@@ -10,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 import streamlit.components.v1 as components
 
-from featapp.app import view
+from featapp.app import view, widget_guard
 from featapp.app.map_explorer import ExplorerPayload, bounded_report
 from featapp.render import COLOUR_SCALES, SCALINGS
 
@@ -20,6 +20,7 @@ FRONTEND = Path(__file__).resolve().parent / "components" / "map_explorer"
 """The component's one file, served by Streamlit from this folder (no build step)."""
 
 _component = components.declare_component("map_explorer", path=str(FRONTEND))
+widget_guard.install()  # the component's value is parsed before any of this module's code sees it
 
 
 def show(payload: ExplorerPayload, state: dict, *, key: str, mode: str = "map") -> object:
