@@ -45,29 +45,24 @@ import numpy as np
 import pyarrow as pa
 import streamlit as st
 
-from featapp.stats import analysis, classes
 from featapp import settings
-from featapp.stats import projection as projection_module
-from featapp.engine import snapshots as snapshots_module
-from featapp.engine.activation_file import activations_npz
-from featapp.stats.analysis import NeuronStats
 from featapp.app.appstate import CurrentImage, image_key
 from featapp.app.asset_server import SHELF, PictureShelf
 from featapp.app.captions import gallery_caption, match_classes
-from featapp.stats.classes import OutputWeights, SeparationTable
+from featapp.app.map_explorer import ExplorerPayload, explorer_payload
 from featapp.data.dataset import Dataset, DatasetImage, resolve_data_dir
 from featapp.data.download import default_destination
-from featapp.engine.filters import FirstLayerFilters, read_first_layer_filters
-from featapp.engine.images import ImageError, InputSpec, prepare_image
-from featapp.stats.liveness import LayerLiveness, liveness_of
-from featapp.app.map_explorer import ExplorerPayload, explorer_payload
-from featapp.engine.metadata import activation_bytes
-from featapp.engine.model import FeatureModel, ModelError, Prediction, load_model
-from featapp.explain.occlusion import OcclusionMap, occlusion_sensitivity
-from featapp.engine.probes import Probe, probe_images
-from featapp.stats.projection import Projection
 from featapp.data.provenance import file_sha256
 from featapp.data.provenance import trained_on as hashes_of
+from featapp.engine import snapshots as snapshots_module
+from featapp.engine.activation_file import activations_npz
+from featapp.engine.filters import FirstLayerFilters, read_first_layer_filters
+from featapp.engine.images import ImageError, InputSpec, prepare_image
+from featapp.engine.metadata import activation_bytes
+from featapp.engine.model import FeatureModel, ModelError, Prediction, load_model
+from featapp.engine.probes import Probe, probe_images
+from featapp.engine.snapshots import INDEX_FILE, Snapshot, load_snapshots
+from featapp.explain.occlusion import OcclusionMap, occlusion_sensitivity
 from featapp.render import (
     COLOUR_SCALES,
     ColourScale,
@@ -81,7 +76,12 @@ from featapp.render import (
     strip_png,
     tile_grid_chart,
 )
-from featapp.engine.snapshots import INDEX_FILE, Snapshot, load_snapshots
+from featapp.stats import analysis, classes
+from featapp.stats import projection as projection_module
+from featapp.stats.analysis import NeuronStats
+from featapp.stats.classes import OutputWeights, SeparationTable
+from featapp.stats.liveness import LayerLiveness, liveness_of
+from featapp.stats.projection import Projection
 
 __all__ = [
     "ACTIVATION_CACHE_IMAGES",
@@ -265,6 +265,18 @@ def neuron_stats(model: FeatureModel, data: Dataset, split: str) -> NeuronStats 
     mtime = path.stat().st_mtime_ns if path.is_file() else 0
     return _neuron_stats(
         model_sha=model.sha256, root=str(data.root), split=split, mtime_ns=mtime, _model=model, _data=data
+    )
+
+
+def damaged_scan_note(model: FeatureModel, data: Dataset, split: str) -> str | None:
+    """When :func:`neuron_stats` found no usable scan because the saved one is damaged, what
+    a page says instead of "not scanned yet" (its scan button then replaces the file)."""
+    damage = analysis.cache_damage(model, data, split)
+    if damage is None:
+        return None
+    return (
+        f"The saved scan of the {split} split cannot be used: {damage}. Scanning again replaces it "
+        "(the damage was logged for whoever runs the app)."
     )
 
 

@@ -10,10 +10,11 @@ import numpy as np
 import streamlit as st
 
 from featapp import settings
+from featapp.app import caches, view
 from featapp.app.captions import describe_prediction, markdown_literal
+from featapp.cache import remove_stale_temporaries
 from featapp.data.dataset import DatasetError
 from featapp.engine.model import FeatureModel, ModelError, Prediction
-from featapp.app import caches, view
 
 __all__ = [
     "PAGE_FILES",
@@ -101,6 +102,13 @@ def sidebar(model: FeatureModel) -> None:
             st.caption(model.provider_note)
 
 
+def _tidy_cache() -> None:
+    """Remove temporary files a killed write left in the cache folder (:mod:`featapp.cache`)."""
+    folder = settings.cache_dir()
+    if folder.is_dir():
+        remove_stale_temporaries(folder)
+
+
 def warm_up() -> str:
     """Do the first visitor's work before anyone visits: load the model, read and predict
     the gallery's first sample, and encode what the gallery page and the sidebar send.
@@ -113,6 +121,7 @@ def warm_up() -> str:
     visitor). Returns one line for the server's console.
     """
     started = time.perf_counter()
+    _tidy_cache()
     try:
         model = caches.model_at(settings.model_path())
     except ModelError as err:

@@ -23,7 +23,7 @@ pictures. Nothing here is written for a particular model.
 
 from __future__ import annotations
 
-import zipfile
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +31,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from featapp.cache import CacheFileError, atomic_write, check_writable, default_cache_dir, read_npz
 from featapp.explain.backward import PREACT_SUFFIX
-from featapp.cache import atomic_write, default_cache_dir
 from featapp.explain.gradients import Gradients
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "APP_STEPS",
@@ -225,12 +227,25 @@ def cache_file(
     return _cache_file(grads, layer, "all" if channel is None else f"channel{channel}", steps, seed, cache_dir)
 
 
+_CACHED_KEYS = {"channels", "images", "activations", "start_activations"}
+
+
 def _read_cached(path: Path) -> dict[str, np.ndarray] | None:
+    """The saved pictures, or ``None`` when there are none or they are damaged (computed
+    again and overwritten)."""
+    if not path.is_file():
+        return None
     try:
-        with np.load(path) as data:
-            return {key: data[key] for key in data.files}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        return None  # missing or damaged: compute again (and overwrite)
+        data = read_npz(path)
+    except CacheFileError as err:
+        log.warning("Computing the pictures again: %s", err)
+        return None
+    if set(data) != _CACHED_KEYS or not all(np.isfinite(v).all() for v in data.values() if v.dtype.kind == "f"):
+        log.warning(
+            "Computing the pictures again: '%s' is damaged (wrong arrays, or values that are not numbers)", path
+        )
+        return None
+    return data
 
 
 def _write_cached(path: Path, result: FeatureVisualization) -> None:
@@ -279,8 +294,10 @@ def layer_pictures(
     if cached is not None:
         return cached
     channels = range(grads.model.layer(layer).channels)
+    path = _cache_file(grads, layer, "all", steps, seed, cache_dir)
+    check_writable(path.parent)  # before the minutes of work, not after
     result = visualize(grads, layer, channels, steps=steps, seed=seed, progress=progress)
-    _write_cached(_cache_file(grads, layer, "all", steps, seed, cache_dir), result)
+    _write_cached(path, result)
     return result
 
 
@@ -304,6 +321,7 @@ def channel_picture(
         return _from_cached(layer, data)
     if not compute:
         return None
+    check_writable(path.parent)  # before the work, not after
     result = visualize(grads, layer, [channel], steps=steps, seed=seed)
     _write_cached(path, result)
     return result
