@@ -57,6 +57,8 @@ __all__ = [
     "check_writable",
     "remove_stale_temporaries",
     "read_npz",
+    "file_mode",
+    "folder_mode",
 ]
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        os.fchmod(handle, 0o666 & ~_umask())
+        os.fchmod(handle, file_mode())
     finally:
         os.close(handle)
     tmp = Path(name)
@@ -151,6 +153,16 @@ def _umask() -> int:
             if line.startswith("Umask:"):
                 return int(line.split()[1], 8)
     return 0o022  # no /proc: the usual default
+
+
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file under this process's umask (0644 under 022)."""
+    return 0o666 & ~_umask()
+
+
+def folder_mode() -> int:
+    """The mode ``mkdir`` gives a new folder under this process's umask (0755 under 022)."""
+    return 0o777 & ~_umask()
 
 
 def _move_advice() -> str:
