@@ -242,3 +242,30 @@ def test_the_classes_page_finds_an_unwritable_cache_before_scanning(env, model, 
     next(b for b in at.button if b.label.startswith("Scan the 6 photos")).click().run()
     assert not at.exception
     assert CACHE_DIR_ENV in " ".join(e.value for e in at.error)
+
+
+def test_the_cli_removes_stale_temporaries_when_it_starts(tmp_path, monkeypatch, capsys):
+    from featapp.cli import main
+
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path))
+    stale = tmp_path / ".neurons-x.npz.k1ll3d00.tmp"
+    stale.write_bytes(b"half a scan")
+    os.utime(stale, (time.time() - 3600,) * 2)
+    assert main(["info"]) == 0
+    assert not stale.exists()
+
+
+def test_optimise_a_picture_finds_an_unwritable_cache_before_the_work(tmp_path, monkeypatch):
+    from featapp.engine.model import load_model
+    from featapp.explain import featurevis
+    from featapp.explain.gradients import load_gradients
+    from tests.appmodels import COMMITTED_MODEL
+
+    grads = load_gradients(load_model(COMMITTED_MODEL, provider="cpu"))
+    monkeypatch.setattr(featurevis, "visualize", lambda *a, **k: pytest.fail("the optimisation started"))
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")
+    with pytest.raises(CacheFolderError, match=CACHE_DIR_ENV):
+        featurevis.channel_picture(grads, "conv2d", 0, cache_dir=blocker / "cache")
+    with pytest.raises(CacheFolderError, match=CACHE_DIR_ENV):
+        featurevis.layer_pictures(grads, "conv2d", cache_dir=blocker / "cache")
