@@ -140,3 +140,29 @@ def test_the_biggest_accepted_progressive_jpeg_stays_in_budget(biggest_progressi
     assert one["grew_mb"] > 150, one  # the decode is big: the buffers are really allocated
     assert one["grew_mb"] <= 300, one
     assert five["grew_mb"] <= 600, five
+
+
+def test_a_transparent_picture_is_reduced_in_bands_exactly_as_reduce_does():
+    import numpy as np
+
+    rng = np.random.default_rng(28)
+    for mode, shape in (("RGBA", (1203, 877, 4)), ("LA", (655, 1301, 2))):
+        image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
+        for factor in (2, 3, 7):
+            assert np.array_equal(np.asarray(images._reduce_in_strips(image, factor)), np.asarray(image.reduce(factor)))
+
+
+_PNG_40MP = """
+    data = imagefactory.png_stream(6000, 6600, bands=4, row=[200, 100, 0, 128] * 6000)
+    ---
+    outcome = prepare_image(data, InputSpec(150, 150, 3)).shape[0]
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="reads /proc")
+def test_the_largest_transparent_png_stays_in_budget():
+    """40 megapixels of RGBA (a 165 KB file): its pixels, not a second premultiplied copy."""
+    one = _peak_rss_of(_PNG_40MP)
+    assert one["outcome"] == 150
+    assert 150 < one["grew_mb"] <= 300, one

@@ -125,11 +125,12 @@ at 1/8 scale: a small file can declare gigabytes. Ordinary (baseline, one-scan) 
 decoded a strip at a time and never need them."""
 
 MAX_LARGE_DECODES = 1
-"""How many large pictures one process decodes at once. Decoding, mode conversion and the
-early shrink of a large picture take 2-5 times its pixels: about 300 MB for a 40-megapixel
-RGBA PNG, which can be a 165 KB file. In the app a whole class shares one process, so
-without this limit a few such uploads at the same moment would multiply that (four took
-1.1 GB). Smaller pictures, and phone JPEGs, which libjpeg shrinks while decoding, never wait."""
+"""How many large pictures one process decodes at once. A large picture holds all its
+pixels while it is decoded and shrunk (a 40-megapixel RGBA PNG can be a 165 KB file), and a
+progressive JPEG its coefficient buffers too. In the app a whole class shares one process, so
+without this limit a few such uploads at the same moment would multiply that. Smaller
+pictures, and baseline JPEGs, which libjpeg shrinks while decoding, never wait
+(bench/results/decode_memory.md)."""
 
 _large_decodes = threading.BoundedSemaphore(MAX_LARGE_DECODES)
 
@@ -573,7 +574,23 @@ def _normalise_mode(image: Image.Image) -> Image.Image:
 def _shrink(image: Image.Image, min_side: int) -> Image.Image:
     """Box-reduce by the largest integer factor that keeps both sides >= ``min_side``."""
     factor = min(image.width // min_side, image.height // min_side)
-    return image.reduce(factor) if factor >= 2 else image
+    if factor < 2:
+        return image
+    if image.mode in ("LA", "RGBA"):
+        return _reduce_in_strips(image, factor)
+    return image.reduce(factor)
+
+
+def _reduce_in_strips(image: Image.Image, factor: int) -> Image.Image:
+    """``image.reduce(factor)``, pixel for pixel, a band of rows at a time. Pillow reduces a
+    transparent picture through a premultiplied copy of all of it, which doubled the peak of
+    a large PNG; bands whose height is a multiple of ``factor`` keep the boxes where they were."""
+    rows = max(factor, _STRIP_PIXELS // image.width // factor * factor)
+    reduced = Image.new(image.mode, (-(-image.width // factor), -(-image.height // factor)))
+    for top in range(0, image.height, rows):
+        band = image.crop((0, top, image.width, min(top + rows, image.height)))
+        reduced.paste(band.reduce(factor), (0, top // factor))
+    return reduced
 
 
 def _flatten(image: Image.Image, channels: int) -> Image.Image:
