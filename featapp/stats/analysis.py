@@ -92,7 +92,7 @@ BY_CHOICES = ("max", "mean")
 
 Progress = Callable[[int, int], None]
 
-SAVED_BYTES_PER_IMAGE = 64 * 1024
+SAVED_BYTES_PER_IMAGE = 32 * 1024
 """A generous bound on what a scan saves per photo, for the free-space check before a scan."""
 
 
