@@ -269,3 +269,36 @@ def test_optimise_a_picture_finds_an_unwritable_cache_before_the_work(tmp_path, 
         featurevis.channel_picture(grads, "conv2d", 0, cache_dir=blocker / "cache")
     with pytest.raises(CacheFolderError, match=CACHE_DIR_ENV):
         featurevis.layer_pictures(grads, "conv2d", cache_dir=blocker / "cache")
+
+
+@pytest.mark.parametrize("damage", ["huge header", "nan", "zip bomb"])
+def test_damaged_projection_and_picture_caches_are_computed_again(tmp_path, damage):
+    from featapp.explain import featurevis
+    from featapp.stats import projection
+
+    expected = {"format": projection.FORMAT_VERSION, "images": 3, "layer": "dense", "method": "pca"}
+    coords = np.zeros((3, 2), np.float32)
+    pictures = {
+        "channels": np.arange(2),
+        "images": np.zeros((2, 8, 8, 3), np.uint8),
+        "activations": np.ones(2, np.float32),
+        "start_activations": np.zeros(2, np.float32),
+    }
+    meta = np.frombuffer(json.dumps(expected).encode(), np.uint8)
+    good = {"projection": {"coords": coords, "meta": meta}, "pictures": pictures}
+    for name, arrays in good.items():
+        atomic_write(tmp_path / f"{name}.npz", lambda handle, arrays=arrays: np.savez(handle, **arrays))
+    assert projection._load(tmp_path / "projection.npz", expected) is not None
+    assert featurevis._read_cached(tmp_path / "pictures.npz") is not None
+    for name, target in (("projection", "coords.npy"), ("pictures", "activations.npy")):
+        path = tmp_path / f"{name}.npz"
+        parts = members(path)
+        if damage == "huge header":
+            parts[target] = huge_header()
+        elif damage == "nan":
+            parts[target] = npy(np.full_like(np.load(io.BytesIO(parts[target])), np.nan))
+        else:
+            parts["junk.npy"] = npy(np.zeros(50_000_000, np.uint8))
+        write_zip(path, parts, deflated=frozenset({"junk.npy"}))
+    assert projection._load(tmp_path / "projection.npz", expected) is None
+    assert featurevis._read_cached(tmp_path / "pictures.npz") is None
