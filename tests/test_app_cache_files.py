@@ -13,9 +13,9 @@ import shutil
 
 import pytest
 
-from featapp.stats.analysis import NeuronStats, cache_path
 from featapp.data.dataset import Dataset
 from featapp.engine.model import load_model
+from featapp.stats.analysis import NeuronStats, cache_path
 from tests.appmodels import COMMITTED_MODEL
 from tests.apptest import captions, main_text, open_app
 
@@ -79,3 +79,18 @@ def test_a_changed_dataset_is_scanned_again(app_env, small_dataset, dataset):
     shutil.copyfile(extra.path, target)
     at = open_app("neuron")
     scan_in_the_app(at, 7)
+
+
+def test_an_unwritable_cache_is_found_before_the_neuron_pages_scan(app_env, small_dataset, monkeypatch):
+    import featapp.stats.analysis as analysis
+
+    blocker = app_env / "a-file"
+    blocker.write_bytes(b"")
+    monkeypatch.setenv("FEATAPP_CACHE_DIR", str(blocker / "cache"))  # a folder inside a file cannot exist
+    monkeypatch.setattr(analysis, "scan", lambda *a, **k: pytest.fail("the scan started"))
+    at = open_app("neuron")
+    at.radio(key="neuron.source").set_value("dataset").run()
+    next(b for b in at.button if b.label.startswith("Scan the ")).click().run()
+    assert not at.exception
+    assert "FEATAPP_CACHE_DIR" in " ".join(e.value for e in at.error)
+    assert not ranked(at)
