@@ -181,7 +181,7 @@ def check_writable(folder: str | os.PathLike, need_bytes: int = 0) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / ".featapp-write-check") as probe:
             probe.write_bytes(b"featapp")
-        (folder / ".featapp-write-check").unlink()
+        (folder / ".featapp-write-check").unlink(missing_ok=True)  # another session may check at once
         free = shutil.disk_usage(folder).free
     except OSError as err:
         why = {errno.EROFS: "it is on a read-only disk", errno.ENOSPC: "its disk is full"}.get(
