@@ -10,8 +10,9 @@ import streamlit as st
 
 def run_session() -> None:
     """One session's script: the model (or a page that says how to fix it), the pages, the sidebar."""
-    from featapp.app import chrome
+    from featapp.app import chrome, widget_guard
 
+    widget_guard.install()  # before a browser's malformed component value can reach a rerun
     st.set_page_config(page_title="featapp: look inside a convnet", page_icon="🔎", layout="wide")
     model = chrome.model_or_error_page()
     pages = [

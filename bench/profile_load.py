@@ -52,7 +52,11 @@ PARTS: list[tuple[str, str, str]] = [
     ),
     ("  Streamlit's messages to the browser (protobuf, `ForwardMsg`)", "", "streamlit/runtime/forward_msg"),
     ("the ASGI server: HTTP, websocket, files (uvicorn, Starlette)", "", "uvicorn/"),
-    ("  Streamlit's frontend files and the picture shelf (`featapp.app.asset_server`)", "", "featapp/app/asset_server.py"),
+    (
+        "  Streamlit's frontend files and the picture shelf (`featapp.app.asset_server`)",
+        "",
+        "featapp/app/asset_server.py",
+    ),
     ("  Streamlit's websocket (messages in and out)", "", "streamlit/web/server/starlette/starlette_websocket.py"),
     ("  uploads, media and the page (Streamlit's routes)", "", "streamlit/web/server/starlette/starlette_routes.py"),
 ]

@@ -307,6 +307,18 @@ def neuron_stats(model: FeatureModel, data: Dataset, split: str) -> NeuronStats 
     )
 
 
+def damaged_scan_note(model: FeatureModel, data: Dataset, split: str) -> str | None:
+    """When :func:`neuron_stats` found no usable scan because the saved one is damaged, what
+    a page says instead of "not scanned yet" (its scan button then replaces the file)."""
+    damage = analysis.cache_damage(model, data, split)
+    if damage is None:
+        return None
+    return (
+        f"The saved scan of the {split} split cannot be used: {damage}. Scanning again replaces it "
+        "(the damage was logged for whoever runs the app)."
+    )
+
+
 # -- class-level views over a scan (featapp.stats.classes, featapp.stats.projection) ----------------------------------
 # Keyed by the scan's model hash and dataset fingerprint: a new scan (a new fingerprint or
 # model) makes new entries; the tables are small, so st.cache_data's copy on read is cheap.

@@ -13,6 +13,7 @@ from featapp import settings
 from featapp.app import caches, view
 from featapp.app.appstate import CurrentImage
 from featapp.app.captions import describe_prediction, markdown_literal, match_classes, photo_alt
+from featapp.cache import remove_stale_temporaries
 from featapp.data.dataset import DatasetError
 from featapp.engine.model import FeatureModel, ModelError, Prediction
 
@@ -180,6 +181,13 @@ def sidebar(model: FeatureModel) -> None:
         st.html(FOCUS_TITLE_SCRIPT, unsafe_allow_javascript=True)
 
 
+def _tidy_cache() -> None:
+    """Remove temporary files a killed write left in the cache folder (:mod:`featapp.cache`)."""
+    folder = settings.cache_dir()
+    if folder.is_dir():
+        remove_stale_temporaries(folder)
+
+
 def warm_up() -> str:
     """Do the first visitor's work before anyone visits: load the model, read and predict
     the gallery's first sample, and encode what the gallery page and the sidebar send.
@@ -192,6 +200,7 @@ def warm_up() -> str:
     visitor). Returns one line for the server's console.
     """
     started = time.perf_counter()
+    _tidy_cache()
     try:
         model = caches.model_at(settings.model_path())
     except ModelError as err:

@@ -10,8 +10,8 @@ from pathlib import Path
 import streamlit as st
 import streamlit.components.v1 as components
 
-from featapp.app import view
-from featapp.app.map_explorer import ExplorerPayload
+from featapp.app import view, widget_guard
+from featapp.app.map_explorer import ExplorerPayload, bounded_report
 from featapp.render import COLOUR_SCALES, SCALINGS
 
 __all__ = ["FRONTEND", "show", "new_report", "shared_display"]
@@ -20,6 +20,7 @@ FRONTEND = Path(__file__).resolve().parent / "components" / "map_explorer"
 """The component's one file, served by Streamlit from this folder (no build step)."""
 
 _component = components.declare_component("map_explorer", path=str(FRONTEND))
+widget_guard.install()  # the component's value is parsed before any of this module's code sees it
 
 
 def show(payload: ExplorerPayload, state: dict, *, key: str, mode: str = "map") -> object:
@@ -30,14 +31,15 @@ def show(payload: ExplorerPayload, state: dict, *, key: str, mode: str = "map") 
     return _component(**payload.args(), state=state, mode=mode, key=key, default=None)
 
 
-def new_report(key: str) -> object:
-    """The component's last report (``st.session_state[key]``, untrusted) if it has not been
+def new_report(key: str) -> dict | None:
+    """The component's last report (``st.session_state[key]``, untrusted, cut to the fields a
+    report carries by :func:`~featapp.app.map_explorer.bounded_report`) if it has not been
     applied yet, else ``None``. The component keeps its last value across reruns, and another
     page may have changed the view since it was sent: each report is applied once."""
-    value = st.session_state.get(key)
+    value = bounded_report(st.session_state.get(key))
     if value is None:
         return None
-    marker = json.dumps(value, sort_keys=True, default=str)
+    marker = json.dumps(value, sort_keys=True)
     if st.session_state.get(f"{key}_applied") == marker:
         return None
     st.session_state[f"{key}_applied"] = marker

@@ -31,6 +31,7 @@ number:
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -49,6 +50,9 @@ __all__ = [
     "explorer_payload",
     "ExplorerView",
     "parse_report",
+    "REPORT_KEYS",
+    "REPORT_BYTES",
+    "bounded_report",
     "GridView",
     "GRID_ORDERS",
     "parse_grid_report",
@@ -293,7 +297,7 @@ def parse_grid_report(value: object, *, layer_name: str, channels: int) -> GridV
     def whole(number: object) -> bool:
         return type(number) is int and 1 <= number <= channels
 
-    if not (whole(first) and whole(last)) or value.get("order") not in GRID_ORDERS:
+    if not (whole(first) and whole(last)) or not _one_of(value.get("order"), GRID_ORDERS):
         return None
     if opened is not None and not whole(opened):
         return None
@@ -310,12 +314,63 @@ def parse_grid_report(value: object, *, layer_name: str, channels: int) -> GridV
     )
 
 
+REPORT_KEYS = frozenset(
+    ("layer_name", "channel", "colours", "scaling", "fixed_low", "fixed_high", "cell", "overlay")
+    + ("first", "last", "order", "open_channel")
+)
+"""Every field a map or grid report may carry; :func:`bounded_report` drops the rest."""
+
+REPORT_BYTES = 2048
+"""The most a report may weigh as JSON. A real one is a few hundred bytes; a bigger one is
+junk that would otherwise sit in the session (and be copied by each rerun)."""
+
+RANGE_LIMIT = 1e30
+"""The largest magnitude a reported fixed range may have: far beyond any activation, and
+small enough that the colour scale's arithmetic cannot overflow."""
+
+
+def bounded_report(value: object) -> dict | None:
+    """``value`` with only the fields a report may carry, or ``None`` when it is not a dict
+    or is bigger than :data:`REPORT_BYTES` as JSON (nothing is kept from such a report).
+
+    >>> bounded_report({"channel": 3, "junk": "x" * 10})
+    {'channel': 3}
+    >>> bounded_report({"channel": 3, "layer_name": "x" * 5000}) is None
+    True
+    """
+    if not isinstance(value, dict):
+        return None
+    kept = {key: value[key] for key in REPORT_KEYS if key in value}
+    try:
+        size = len(json.dumps(kept, sort_keys=True, allow_nan=True))
+    except (TypeError, ValueError, RecursionError):
+        return None  # not something JSON carries, or nested past Python's recursion limit
+    return kept if size <= REPORT_BYTES else None
+
+
+def _finite(number: object) -> float | None:
+    """``number`` as a float when it is a JSON number (not a bool) within :data:`RANGE_LIMIT`;
+    an integer too big for a float (JSON allows any length) is refused, not an OverflowError."""
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        return None
+    if isinstance(number, int) and abs(number) > RANGE_LIMIT:
+        return None
+    value = float(number)
+    return value if math.isfinite(value) and abs(value) <= RANGE_LIMIT else None
+
+
+def _one_of(text: object, allowed: object) -> bool:
+    """``text`` is a string among ``allowed`` (a list or dict in a report is not hashable)."""
+    return isinstance(text, str) and text in allowed  # type: ignore[operator]
+
+
 def parse_report(value: object, *, layer_name: str, channels: int, rows: int, cols: int) -> ExplorerView | None:
     """The browser's report as a view, or ``None`` when it is not one for this layer.
 
     The report comes from a browser, so nothing in it is trusted: a wrong type, an unknown
     colour scale or scaling, a channel or cell outside the layer, or a range that is not
-    two finite numbers, and the report is ignored (the page keeps its view).
+    two finite numbers of sensible size, and the report is ignored (the page keeps its view).
+    No value JSON can carry raises here.
 
     >>> good = {"layer_name": "conv2d", "channel": 3, "colours": "viridis", "scaling": "per map",
     ...         "fixed_low": 0, "fixed_high": 1, "cell": [4, 5], "overlay": False}
@@ -326,18 +381,15 @@ def parse_report(value: object, *, layer_name: str, channels: int, rows: int, co
     """
     from featapp.render import SCALINGS
 
-    if not isinstance(value, dict) or value.get("layer_name") != layer_name:
+    if not isinstance(value, dict) or not _one_of(value.get("layer_name"), (layer_name,)):
         return None
     channel, cell = value.get("channel"), value.get("cell")
-    low, high = value.get("fixed_low"), value.get("fixed_high")
-    numbers = (int, float)
-    if isinstance(channel, bool) or not isinstance(channel, int) or not 1 <= channel <= channels:
+    low, high = _finite(value.get("fixed_low")), _finite(value.get("fixed_high"))
+    if type(channel) is not int or not 1 <= channel <= channels:
         return None
-    if value.get("colours") not in COLOUR_SCALES or value.get("scaling") not in SCALINGS:
+    if not (_one_of(value.get("colours"), COLOUR_SCALES) and _one_of(value.get("scaling"), SCALINGS)):
         return None
-    if isinstance(low, bool) or isinstance(high, bool) or not isinstance(low, numbers) or not isinstance(high, numbers):
-        return None
-    if not (math.isfinite(low) and math.isfinite(high)):
+    if low is None or high is None:
         return None
     if cell is not None:
         if not (isinstance(cell, list) and len(cell) == 2 and all(type(v) is int for v in cell)):
@@ -352,8 +404,8 @@ def parse_report(value: object, *, layer_name: str, channels: int, rows: int, co
         channel,
         str(value["colours"]),
         str(value["scaling"]),
-        float(low),
-        float(high),
+        low,
+        high,
         cell,
         value["overlay"],
     )

@@ -18,6 +18,7 @@ from featapp.app import caches
 from featapp.app.appstate import CurrentImage
 from featapp.app.asset_server import SHELF
 from featapp.app.caches import ShownPicture
+from featapp.cache import CacheFolderError
 from featapp.engine.metadata import LayerInfo
 from featapp.engine.model import FeatureModel
 from featapp.explain.featurevis import (
@@ -137,8 +138,12 @@ def channel_section(model: FeatureModel, layer: LayerInfo, channel: int, key: st
     grid = _kept_layer_pictures(grads, layer.name)
     shown = _kept_channel_picture(grads, layer.name, channel, grid)
     if shown is None and st.button(f"Optimise a picture for channel {channel + 1} (a few seconds)", key=key):
-        with st.spinner(f"Optimising a picture for channel {channel + 1}..."):
-            channel_picture(grads, layer.name, channel, steps=vis_steps())
+        try:
+            with st.spinner(f"Optimising a picture for channel {channel + 1}..."):
+                channel_picture(grads, layer.name, channel, steps=vis_steps())
+        except CacheFolderError as err:
+            st.error(str(err))
+            return
         shown = _kept_channel_picture(grads, layer.name, channel, grid)
     if shown is not None:
         result, name, png = shown
@@ -198,7 +203,12 @@ def _grid_part(grads: Gradients, layer: LayerInfo, key: str, shown: ShownPicture
         def _progress(fraction: float) -> None:
             bar.progress(min(fraction, 1.0), text=f"Optimising the whole layer: {fraction:.0%}")
 
-        layer_pictures(grads, layer.name, steps=vis_steps(), progress=_progress)
+        try:
+            layer_pictures(grads, layer.name, steps=vis_steps(), progress=_progress)
+        except CacheFolderError as err:
+            bar.empty()
+            st.error(str(err))
+            return
         st.rerun()  # drawn again from the file: the channel's picture comes from the grid too
     whole, name, png = shown
     st.image(

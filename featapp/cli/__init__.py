@@ -238,6 +238,25 @@ def _cache_dir(args: argparse.Namespace) -> Path | None:
     return Path(args.cache_dir) if args.cache_dir else None
 
 
+def _tidy_cache(args: argparse.Namespace) -> None:
+    """Remove temporary files a killed write left in the cache folder (featapp.cache)."""
+    from featapp.cache import default_cache_dir, remove_stale_temporaries
+
+    folder = Path(getattr(args, "cache_dir", None) or default_cache_dir())
+    if folder.is_dir():
+        remove_stale_temporaries(folder)
+
+
+def _say_if_damaged(model, dataset, args: argparse.Namespace) -> bool:
+    """Say so when the saved statistics are damaged (they are then scanned again)."""
+    from featapp.stats.analysis import cache_damage
+
+    damage = cache_damage(model, dataset, args.split, _cache_dir(args))
+    if damage is not None:
+        print(f"The saved neuron statistics cannot be used: {damage}. Scanning again.", file=sys.stderr)
+    return damage is not None
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     from featapp.stats.analysis import cache_path, load_cached, load_or_scan
 
@@ -250,6 +269,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if cached is not None:
             print(f"Already scanned: {len(cached)} images, statistics in {path}. Use --force to scan again.")
             return 0
+        _say_if_damaged(model, dataset, args)
     started = time.perf_counter()
     stats = load_or_scan(
         model,
@@ -389,7 +409,8 @@ def _stats_for(args: argparse.Namespace, model):
     _check_split(dataset, args.split)
     stats = load_cached(model, dataset, args.split, _cache_dir(args))
     if stats is None:
-        print("No neuron statistics for this model and dataset yet; scanning first (once).", file=sys.stderr)
+        if not _say_if_damaged(model, dataset, args):
+            print("No neuron statistics for this model and dataset yet; scanning first (once).", file=sys.stderr)
         stats = load_or_scan(
             model, dataset, args.split, _cache_dir(args), progress=TextProgress("scanning"), batch_size=args.batch_size
         )
@@ -892,17 +913,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.verbose = args.verbose or args.verbose_everywhere
     logging.basicConfig(level=logging.WARNING, format="note: %(message)s", stream=sys.stderr)
-    from featapp.data.dataset import DatasetError
-    from featapp.engine.images import ImageError
-    from featapp.engine.model import ModelError
-    from featapp.stats.analysis import StatsFileError
+    from featapp.errors import FeatappError
 
     try:
+        _tidy_cache(args)
         return int(args.run(args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (_UserError, ModelError, DatasetError, ImageError, StatsFileError) as err:
+    except (_UserError, FeatappError) as err:
         if args.verbose:
             traceback.print_exc()
         _error(str(err))

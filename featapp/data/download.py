@@ -51,6 +51,7 @@ from pathlib import Path, PurePosixPath
 
 from featapp import settings
 from featapp.errors import FeatappError
+from featapp.cache import folder_mode
 
 __all__ = [
     "DownloadError",
@@ -258,6 +259,14 @@ def _fetch(source: Source, part: Path, progress: Progress) -> tuple[int, int]:
                 f"The download from {host} stopped after {got:,} of {source.size:,} bytes ({reason}). "
                 "Run the same command again to fetch the rest."
             ) from None
+        if not isinstance(err, urllib.error.URLError):
+            # urllib wraps what fails while connecting in URLError; anything else came after
+            # the server had accepted the request.
+            raise DownloadError(
+                f"Connected to {host}, but the download stalled before any photo data came ({reason}); the "
+                f"server may be busy. Run the same command again later, or download {source.url} on another "
+                "machine and pass the file with --archive FILE. Nothing was written."
+            ) from None
         raise DownloadError(
             f"Cannot reach {host} ({reason}). Check the network connection, or download {source.url} "
             "on another machine and pass the file with --archive FILE. Nothing was written."
@@ -302,6 +311,10 @@ def _is_link(info: zipfile.ZipInfo) -> bool:
     return info.create_system == 3 and stat.S_ISLNK(mode)
 
 
+_ENCRYPTED = 0x1
+"""The ZIP flag bit of a password-protected member (PKWARE's APPNOTE, "general purpose bit 0")."""
+
+
 def _plan(source: Source, infos: list[zipfile.ZipInfo]) -> list[tuple[zipfile.ZipInfo, str]]:
     """(member, where it goes under the destination) for every photo, after refusing unsafe members."""
     total = 0
@@ -310,6 +323,12 @@ def _plan(source: Source, infos: list[zipfile.ZipInfo]) -> list[tuple[zipfile.Zi
             raise DownloadError(f"The archive holds an unsafe path '{info.filename}'; featapp refuses it.")
         if _is_link(info):
             raise DownloadError(f"The archive holds a link '{info.filename}'; featapp refuses it.")
+        if info.flag_bits & _ENCRYPTED:
+            raise DownloadError(
+                f"The archive's member '{info.filename}' is locked with a password, which the real photo "
+                "archives never are: this is not the archive featapp expects, so it refuses it. Download the "
+                "photos again from the source."
+            )
         total += info.file_size
         if info.file_size > (1 << 20) and info.file_size > source.max_ratio * max(1, info.compress_size):
             raise DownloadError(
@@ -510,6 +529,9 @@ def download_photos(
             _check_crcs(zf, plan, report)
             destination.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
+            # mkdtemp's folder is private (0700); the photos are for a server that may run as
+            # another user of the group, so the folder gets what mkdir would have given it.
+            staging.chmod(folder_mode())
             try:
                 written, skipped = _extract(source, zf, plan, staging, report)
                 _move_into_place(staging, destination)

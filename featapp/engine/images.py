@@ -22,6 +22,9 @@ Policy, in order:
    pictures are box-reduced to no less than twice the model size before the resize.
    Pictures over :data:`LARGE_DECODE_PIXELS` (4 megapixels) at full size are decoded
    and shrunk one at a time per process, so many large uploads at once cannot add up.
+   A progressive (or multi-scan) JPEG also needs coefficient buffers for its whole
+   full-size picture, whatever the draft scale: they count towards that line, and a JPEG
+   whose buffers would exceed :data:`MAX_COEFFICIENT_BYTES` is refused before decoding.
 4. **EXIF orientation** is applied (tag 1-8, also when stored in XMP), so a phone
    photo taken sideways stands upright. An unreadable EXIF block is ignored, not fatal.
 5. **Mode conversion** to the model's channels (1 = grayscale, 3 = RGB). Transparent
@@ -74,6 +77,8 @@ __all__ = [
     "TRANSPARENCY_BACKGROUND",
     "SUPPORTED_FORMATS",
     "LARGE_DECODE_PIXELS",
+    "LARGE_DECODE_BYTES",
+    "MAX_COEFFICIENT_BYTES",
     "MAX_LARGE_DECODES",
 ]
 
@@ -110,12 +115,24 @@ LARGE_DECODE_PIXELS = 4_000_000
 """Pictures with more pixels than this at full size (after JPEG draft scaling) are decoded
 one at a time per process (see :data:`MAX_LARGE_DECODES`)."""
 
+LARGE_DECODE_BYTES = 4 * LARGE_DECODE_PIXELS
+"""The same line in bytes of decoder memory (Pillow keeps a pixel in 4 bytes), which also
+counts a progressive JPEG's coefficient buffers (:data:`MAX_COEFFICIENT_BYTES`)."""
+
+MAX_COEFFICIENT_BYTES = 256 * 1024 * 1024
+"""The most memory a JPEG's whole-picture coefficient buffers may take. libjpeg keeps a
+progressive (or multi-scan) JPEG's DCT coefficients for every block of the full-size picture
+until the last scan, 2 bytes per pixel per full-resolution component, even when it decodes
+at 1/8 scale: a small file can declare gigabytes. Ordinary (baseline, one-scan) JPEGs are
+decoded a strip at a time and never need them."""
+
 MAX_LARGE_DECODES = 1
-"""How many large pictures one process decodes at once. Decoding, mode conversion and the
-early shrink of a large picture take 2-5 times its pixels: about 300 MB for a 40-megapixel
-RGBA PNG, which can be a 165 KB file. In the app a whole class shares one process, so
-without this limit a few such uploads at the same moment would multiply that (four took
-1.1 GB). Smaller pictures, and phone JPEGs, which libjpeg shrinks while decoding, never wait."""
+"""How many large pictures one process decodes at once. A large picture holds all its
+pixels while it is decoded and shrunk (a 40-megapixel RGBA PNG can be a 165 KB file), and a
+progressive JPEG its coefficient buffers too. In the app a whole class shares one process, so
+without this limit a few such uploads at the same moment would multiply that. Smaller
+pictures, and baseline JPEGs, which libjpeg shrinks while decoding, never wait
+(bench/results/decode_memory.md)."""
 
 _large_decodes = threading.BoundedSemaphore(MAX_LARGE_DECODES)
 
@@ -359,8 +376,76 @@ def _bomb_error(err: Exception, max_pixels: int) -> ImageError:
     )
 
 
-def _open(data: bytes, draft_side: int, max_pixels: int) -> Image.Image:
-    """Open ``data`` lazily (header only) and check its declared size."""
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+"""Where entropy-coded JPEG data ends: 0xFF then a byte that is not stuffing (00), a restart
+marker (D0-D7) or a fill byte (FF)."""
+
+_PROGRESSIVE_SOF = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
+
+
+def _jpeg_scans(data: bytes, enough: int = 2) -> tuple[int, bool]:
+    """(how many scans, up to ``enough``; whether the frame is progressive) of the first
+    picture in JPEG ``data``, by walking its markers: APP segments (an EXIF thumbnail is a
+    whole JPEG of its own) are skipped by their length. A malformed file stops the walk;
+    the decoder judges it."""
+    position, scans, progressive = 2, 0, False
+    while position + 4 <= len(data) and scans < enough:
+        if data[position] != 0xFF:
+            break
+        marker = data[position + 1]
+        if marker == 0xFF:  # a fill byte before a marker
+            position += 1
+            continue
+        if marker == 0xD9:  # end of the picture
+            break
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            position += 2
+            continue
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+        progressive = progressive or marker in _PROGRESSIVE_SOF
+        if marker == 0xDA:
+            scans += 1
+            after = _NEXT_MARKER.search(data, position)
+            if after is None:
+                break
+            position = after.start()
+    return scans, progressive
+
+
+def _coefficient_bytes(image: Image.Image, data: bytes) -> int:
+    """What libjpeg allocates for the whole-picture coefficient buffers of a progressive or
+    multi-scan JPEG (0 for a baseline one-scan JPEG): 64 16-bit coefficients per 8 x 8
+    block of each component at its own resolution, the block grid rounded up to whole
+    sampling units as libjpeg does."""
+    scans, progressive = _jpeg_scans(data)
+    layers = getattr(image, "layer", None) or []
+    if not (progressive or scans > 1) or not layers:
+        return 0
+    width, height = image.size  # the full size: called before draft()
+    h_max = max(max(int(layer[1]), 1) for layer in layers)
+    v_max = max(max(int(layer[2]), 1) for layer in layers)
+    total = 0
+    for layer in layers:
+        h, v = max(int(layer[1]), 1), max(int(layer[2]), 1)
+        blocks_w = math.ceil(math.ceil(width * h / h_max) / 8)
+        blocks_h = math.ceil(math.ceil(height * v / v_max) / 8)
+        total += math.ceil(blocks_w / h) * h * math.ceil(blocks_h / v) * v * 64 * 2
+    return total
+
+
+def _too_costly(width: int, height: int, cost: int) -> str:
+    return (
+        f"This photo is a progressive JPEG of {width} x {height} pixels. Reading one of those takes about "
+        f"{cost / 2**20:,.0f} MB of memory however small it is shown, more than the "
+        f"{MAX_COEFFICIENT_BYTES / 2**20:.0f} MB the app allows one photo. Make it smaller (or save it as an "
+        "ordinary, baseline JPEG) and try again."
+    )
+
+
+def _open(data: bytes, draft_side: int, max_pixels: int) -> tuple[Image.Image, int]:
+    """Open ``data`` lazily (header only), check its declared size and cost, and return the
+    picture with the bytes its decoder will hold beyond its pixels (a progressive JPEG's
+    coefficient buffers; 0 for every other picture)."""
     fmt = _known_format(data[:16])
     # A file that starts like a format we read goes to its decoder, even if its first
     # kilobyte happens to look like text.
@@ -379,6 +464,11 @@ def _open(data: bytes, draft_side: int, max_pixels: int) -> Image.Image:
     width, height = image.size
     if width < 1 or height < 1:
         raise ImageError("The image has no pixels (its width or height is 0).")
+    coefficients = 0
+    if image.format in ("JPEG", "MPO"):
+        coefficients = _coefficient_bytes(image, data)
+        if coefficients > MAX_COEFFICIENT_BYTES:
+            raise ImageError(_too_costly(width, height, coefficients))
     if image.format in ("JPEG", "MPO") and image.mode in ("RGB", "L", "CMYK", "YCbCr"):
         # libjpeg decodes at 1/2, 1/4 or 1/8 scale for almost nothing; keep at least
         # twice the model's size (either way round) so the bilinear resize still antialiases.
@@ -389,7 +479,7 @@ def _open(data: bytes, draft_side: int, max_pixels: int) -> Image.Image:
         width, height = image.size
     if width * height > max_pixels:
         raise ImageError(_too_many_pixels(width, height, max_pixels))
-    return image
+    return image, coefficients
 
 
 def _load_first_frame(image: Image.Image, fmt: str | None) -> Image.Image:
@@ -486,7 +576,23 @@ def _normalise_mode(image: Image.Image) -> Image.Image:
 def _shrink(image: Image.Image, min_side: int) -> Image.Image:
     """Box-reduce by the largest integer factor that keeps both sides >= ``min_side``."""
     factor = min(image.width // min_side, image.height // min_side)
-    return image.reduce(factor) if factor >= 2 else image
+    if factor < 2:
+        return image
+    if image.mode in ("LA", "RGBA"):
+        return _reduce_in_strips(image, factor)
+    return image.reduce(factor)
+
+
+def _reduce_in_strips(image: Image.Image, factor: int) -> Image.Image:
+    """``image.reduce(factor)``, pixel for pixel, a band of rows at a time. Pillow reduces a
+    transparent picture through a premultiplied copy of all of it, which doubled the peak of
+    a large PNG; bands whose height is a multiple of ``factor`` keep the boxes where they were."""
+    rows = max(factor, _STRIP_PIXELS // image.width // factor * factor)
+    reduced = Image.new(image.mode, (-(-image.width // factor), -(-image.height // factor)))
+    for top in range(0, image.height, rows):
+        band = image.crop((0, top, image.width, min(top + rows, image.height)))
+        reduced.paste(band.reduce(factor), (0, top // factor))
+    return reduced
 
 
 def _flatten(image: Image.Image, channels: int) -> Image.Image:
@@ -567,8 +673,8 @@ def prepare_image(
     else:
         data = _read_bytes(source, max_bytes)
         fmt = _known_format(data[:16])
-        image = _open(data, min_side, max_pixels)
-        large = image.width * image.height > LARGE_DECODE_PIXELS
+        image, coefficients = _open(data, min_side, max_pixels)
+        large = 4 * image.width * image.height + coefficients > LARGE_DECODE_BYTES
         full_size = _large_decodes if large else contextlib.nullcontext()
     with full_size:  # everything that works on the picture at full size
         if not isinstance(source, Image.Image):

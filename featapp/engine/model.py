@@ -35,6 +35,7 @@ from featapp.errors import FeatappError
 
 __all__ = [
     "ModelError",
+    "telemetry_off",
     "FeatureModel",
     "Prediction",
     "load_model",
@@ -463,9 +464,23 @@ def _read_spec(session, path: Path) -> ModelSpec:
         raise ModelError(f"'{path.name}': {err}") from None
 
 
+def telemetry_off() -> bool:
+    """Ask ONNX Runtime not to record or send usage events: a school's server sends nothing,
+    as docs/deployment.md promises. ``False`` for a build without the switch (such builds
+    have no telemetry to turn off)."""
+    import onnxruntime as ort
+
+    switch = getattr(ort, "disable_telemetry_events", None)
+    if switch is None:
+        return False
+    switch()
+    return True
+
+
 def _session_options(quiet: bool):
     import onnxruntime as ort
 
+    telemetry_off()  # before every session, so no path into ONNX Runtime misses it
     options = ort.SessionOptions()
     # The memory arena stays on (the default): after a 20-image all-layer run a session keeps
     # about 220-270 MB and reuses it, and without it runs were 1.6-2x slower on 2 cores. That

@@ -31,7 +31,7 @@ pictures. Nothing here is written for a particular model.
 
 from __future__ import annotations
 
-import zipfile
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,12 +39,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from featapp.cache import atomic_write, default_cache_dir
+from featapp.cache import CacheFileError, atomic_write, check_writable, default_cache_dir, read_npz
 from featapp.engine.geometry import receptive_box
 from featapp.engine.metadata import LayerInfo
 from featapp.engine.model import graph_input
 from featapp.explain.backward import PREACT_SUFFIX
 from featapp.explain.gradients import Gradients
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "APP_STEPS",
@@ -147,6 +149,9 @@ def _rescale(batch: np.ndarray, factors: Sequence[float]) -> np.ndarray:
     return out
 
 
+OBJECTIVES = ("channel", "neuron")
+"""What a picture can be optimised for: a channel's mean over its map, or its centre cell."""
+
 NEURON_CONTRAST = 0.2
 """RMS distance from mid-grey of a neuron picture inside its receptive field (the norm constraint)."""
 
@@ -213,7 +218,7 @@ def visualize(
     """
     if steps < 1:
         raise ValueError("steps must be at least 1")
-    if objective not in ("channel", "neuron"):
+    if objective not in OBJECTIVES:
         raise ValueError(f"objective must be 'channel' or 'neuron', not {objective!r}")
     channels = tuple(int(c) for c in channels)
     grads.channel_seed(layer, channels, len(channels))  # checks the channels exist
@@ -336,12 +341,30 @@ def cache_file(
     return _cache_file(grads, layer, what, steps, seed, cache_dir, _resolve_objective(grads, layer, objective))
 
 
+_CACHED_KEYS = {"channels", "images", "activations", "start_activations"}
+_OPTIONAL_KEYS = frozenset({"objective", "box"})  # written since the neuron objective
+
+
 def _read_cached(path: Path) -> dict[str, np.ndarray] | None:
+    """The saved pictures, or ``None`` when there are none or they are damaged (computed
+    again and overwritten)."""
+    if not path.is_file():
+        return None
     try:
-        with np.load(path) as data:
-            return {key: data[key] for key in data.files}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        return None  # missing or damaged: compute again (and overwrite)
+        data = read_npz(path)
+    except CacheFileError as err:
+        log.warning("Computing the pictures again: %s", err)
+        return None
+    keys_ok = _CACHED_KEYS <= set(data) <= _CACHED_KEYS | _OPTIONAL_KEYS
+    numbers_ok = all(np.isfinite(v).all() for v in data.values() if v.dtype.kind == "f")
+    objective_ok = "objective" not in data or (data["objective"].ndim == 0 and str(data["objective"]) in OBJECTIVES)
+    box_ok = "box" not in data or (data["box"].dtype.kind == "i" and data["box"].size in (0, 4))
+    if not (keys_ok and numbers_ok and objective_ok and box_ok):
+        log.warning(
+            "Computing the pictures again: '%s' is damaged (wrong arrays, or values that are not numbers)", path
+        )
+        return None
+    return data
 
 
 def _write_cached(path: Path, result: FeatureVisualization) -> None:
@@ -403,8 +426,10 @@ def layer_pictures(
     if cached is not None:
         return cached
     channels = range(grads.model.layer(layer).channels)
+    path = cache_file(grads, layer, None, steps, seed, cache_dir, objective)
+    check_writable(path.parent)  # before the minutes of work, not after
     result = visualize(grads, layer, channels, steps=steps, seed=seed, progress=progress, objective=objective)
-    _write_cached(cache_file(grads, layer, None, steps, seed, cache_dir, objective), result)
+    _write_cached(path, result)
     return result
 
 
@@ -430,6 +455,7 @@ def channel_picture(
         return _from_cached(layer, data)
     if not compute:
         return None
+    check_writable(path.parent)  # before the work, not after
     result = visualize(grads, layer, [channel], steps=steps, seed=seed, objective=objective)
     _write_cached(path, result)
     return result

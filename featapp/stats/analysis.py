@@ -50,15 +50,14 @@ import zipfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from featapp.cache import atomic_write, default_cache_dir
+from featapp.cache import CacheFileError, atomic_write, check_writable, default_cache_dir, read_npz
 from featapp.data.dataset import Dataset, DatasetError, DatasetImage
 from featapp.engine.geometry import ReceptiveField, receptive_box
 from featapp.engine.images import ImageError, prepare_image
-from featapp.errors import FeatappError
 from featapp.stats.liveness import LayerLiveness
 from featapp.stats.ranking import RankedHit
 
@@ -66,6 +65,7 @@ __all__ = [
     "NeuronHit",
     "NeuronStats",
     "StatsFileError",
+    "cache_damage",
     "scan",
     "load_or_scan",
     "load_cached",
@@ -92,8 +92,11 @@ BY_CHOICES = ("max", "mean")
 
 Progress = Callable[[int, int], None]
 
+SAVED_BYTES_PER_IMAGE = 32 * 1024
+"""A generous bound on what a scan saves per photo, for the free-space check before a scan."""
 
-class StatsFileError(FeatappError, ValueError):
+
+class StatsFileError(CacheFileError):
     """A statistics file that is damaged, from another format, or does not match."""
 
 
@@ -389,12 +392,13 @@ class NeuronStats:
     def load(cls, path: str | os.PathLike, relative_to: str | os.PathLike | None = None) -> NeuronStats:
         """Read a file written by :meth:`save`; :class:`StatsFileError` if it is damaged."""
         try:
-            with np.load(path, allow_pickle=False) as archive:
-                contents = {name: archive[name] for name in archive.files}
+            contents = read_npz(path)
             meta = json.loads(contents.pop("meta").tobytes().decode("utf-8"))
             return cls._from_parts(meta, contents, relative_to)
-        except StatsFileError:
-            raise
+        except StatsFileError as err:
+            raise StatsFileError(f"'{path}' is damaged: {err}") from None
+        except CacheFileError as err:  # read_npz's own message names the file
+            raise StatsFileError(str(err)) from None
         except (
             OSError,
             EOFError,
@@ -404,6 +408,7 @@ class NeuronStats:
             TypeError,
             IndexError,
             AttributeError,
+            RecursionError,
         ) as err:
             # Everything a truncated or garbled zip, npy header or JSON can raise.
             raise StatsFileError(f"'{path}' is damaged ({type(err).__name__}: {err})") from None
@@ -415,6 +420,8 @@ class NeuronStats:
         root = Path(relative_to) if relative_to is not None else None
         if bool(meta["relative"]) != (root is not None):
             raise StatsFileError("paths are stored relative to a folder that was not given, or the other way round")
+        if root is not None:
+            _check_inside(meta["paths"], [p for p, _why in meta["skipped"]])
         paths = [root / p if root else Path(p) for p in meta["paths"]]
         count = len(paths)
         class_names = [str(c) for c in meta["class_names"]]
@@ -443,6 +450,7 @@ class NeuronStats:
             for key in layer.arrays():
                 setattr(layer, key, arrays.pop(f"{number}.{key}"))
             _check_shapes(layer, count)
+            _check_finite(layer)
             layers.append(layer)
             names.add(layer.name)
         if arrays:
@@ -458,6 +466,23 @@ class NeuronStats:
             split=meta["split"],
             skipped=[(root / p if root else Path(p), str(why)) for p, why in meta["skipped"]],
         )
+
+
+def _check_inside(*path_lists: list) -> None:
+    """Stored paths are relative and stay inside the dataset: a file that names
+    ``../../etc/passwd`` or ``/etc/passwd`` was not written by featapp."""
+    for stored in (p for paths in path_lists for p in paths):
+        parts = PurePosixPath(stored).parts if isinstance(stored, str) else None
+        if not parts or parts[0] == "/" or ".." in parts:
+            raise StatsFileError(f"it names a photo outside the dataset ({str(stored)[:80]!r})")
+
+
+def _check_finite(layer: _Layer) -> None:
+    """Every stored value is a number: a scan never stores NaN or infinity (the model's
+    outputs are finite), so one means the file was damaged or forged."""
+    for key, array in layer.arrays().items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise StatsFileError(f"layer {layer.name!r}: its {key} include NaN or infinity")
 
 
 def _check_shapes(layer: _Layer, count: int) -> None:
@@ -716,6 +741,23 @@ def load_cached(
     return stats
 
 
+def cache_damage(
+    model, dataset: Dataset | str | os.PathLike, split: str | None = None, cache_dir: Path | None = None
+) -> str | None:
+    """Why the saved statistics cannot be read, or ``None`` when there are none or they read
+    (stale ones read: they are simply rebuilt). A page says this and offers to scan again,
+    rather than "not scanned yet"."""
+    dataset = _as_dataset(dataset)
+    path = cache_path(model, dataset, split, cache_dir)
+    if not path.is_file():
+        return None
+    try:
+        NeuronStats.load(path, relative_to=dataset.root)
+    except StatsFileError as err:
+        return str(err)
+    return None
+
+
 def load_or_scan(
     model,
     dataset: Dataset | str | os.PathLike,
@@ -742,6 +784,8 @@ def load_or_scan(
     images = _images_of(Dataset(dataset.root), split)
     if not images:
         raise DatasetError(f"The dataset at '{dataset.root}' has no images to scan.")
+    # A read-only or full cache folder is found now, not after the whole scan.
+    check_writable(path.parent, need_bytes=len(images) * SAVED_BYTES_PER_IMAGE)
     stats = scan(model, images, batch_size=batch_size, progress=progress)
     stats.dataset_fingerprint = fingerprint
     stats.split = split

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featapp.cache import atomic_write, default_cache_dir
+from featapp.cache import CacheFileError, atomic_write, default_cache_dir, read_npz
 
 __all__ = [
     "Projection",
@@ -219,14 +219,16 @@ def _save(path: Path, projection: Projection) -> None:
 
 def _load(path: Path, expected: dict) -> Projection | None:
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            contents = {name: archive[name] for name in archive.files}
+        contents = read_npz(path)
         meta = json.loads(contents["meta"].tobytes().decode())
         coords = contents["coords"]
-    except (OSError, EOFError, ValueError, KeyError, TypeError) as err:
+    except (CacheFileError, ValueError, KeyError, TypeError, RecursionError) as err:
         log.warning("Ignoring the projection in %s: %s", path, err)
         return None
     if meta != expected or coords.shape != (expected["images"], 2):
+        return None
+    if not all(np.isfinite(v).all() for v in contents.values() if v.dtype.kind == "f"):
+        log.warning("Ignoring the projection in %s: it holds values that are not numbers", path)
         return None
     linear = "components" in contents
     return Projection(

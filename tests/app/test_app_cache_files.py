@@ -36,9 +36,9 @@ def ranked(at) -> list[str]:
     return [c for c in captions(at) if c.startswith("#")]
 
 
-def scan_in_the_app(at, count: int) -> None:
+def scan_in_the_app(at, count: int, notice: str = "have not been scanned") -> None:
     at.radio(key="neuron.source").set_value("dataset").run()
-    assert "have not been scanned" in main_text(at)
+    assert notice in main_text(at) + " ".join(w.value for w in at.warning)
     # The page counts the photos of its cached listing (kept 10 minutes), which may not
     # have the newest file yet; the scan itself always lists the folder again.
     next(b for b in at.button if b.label.startswith("Scan the ")).click().run()
@@ -64,7 +64,9 @@ def test_a_bad_statistics_file_is_scanned_again(app_env, small_dataset, damage):
         stats.model_sha256 = "0" * 64
         stats.save(path, relative_to=small_dataset)
     at = open_app("neuron")  # a new visit: the file is looked at again
-    scan_in_the_app(at, 6)  # not trusted: the page offers a new scan, and the scan works
+    # Not trusted: the page says a damaged file is damaged (a stale one is simply not
+    # scanned yet), offers a new scan, and the scan works.
+    scan_in_the_app(at, 6, "have not been scanned" if damage == "another-model" else "cannot be used")
     assert NeuronStats.load(path, relative_to=small_dataset).model_sha256 == load_model(COMMITTED_MODEL).sha256
 
 
@@ -77,3 +79,18 @@ def test_a_changed_dataset_is_scanned_again(app_env, small_dataset, dataset):
     shutil.copyfile(extra.path, target)
     at = open_app("neuron")
     scan_in_the_app(at, 7)
+
+
+def test_an_unwritable_cache_is_found_before_the_neuron_pages_scan(app_env, small_dataset, monkeypatch):
+    import featapp.stats.analysis as analysis
+
+    blocker = app_env / "a-file"
+    blocker.write_bytes(b"")
+    monkeypatch.setenv("FEATAPP_CACHE_DIR", str(blocker / "cache"))  # a folder inside a file cannot exist
+    monkeypatch.setattr(analysis, "scan", lambda *a, **k: pytest.fail("the scan started"))
+    at = open_app("neuron")
+    at.radio(key="neuron.source").set_value("dataset").run()
+    next(b for b in at.button if b.label.startswith("Scan the ")).click().run()
+    assert not at.exception
+    assert "FEATAPP_CACHE_DIR" in " ".join(e.value for e in at.error)
+    assert not ranked(at)

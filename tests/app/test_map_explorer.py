@@ -7,9 +7,14 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from featapp.app.map_explorer import (
+    REPORT_BYTES,
+    REPORT_KEYS,
     STEPS,
+    bounded_report,
     box_edges,
     dequantise,
     explorer_payload,
@@ -275,3 +280,66 @@ def test_means_are_the_ones_order_channels_ranks_by(real_maps):
     payload = explorer_payload(maps, pixels, None, data_key="k", title="t", layer_number=5, layer_name="conv2d_2")
     by_mean = sorted(range(len(maps)), key=lambda c: -payload.means[c])  # stable, as the browser's sort
     assert by_mean == order_channels(maps, range(len(maps)), "mean")
+
+
+# Every value JSON can carry, as Python's json module reads it: any length of integer (up to
+# Python's 4,300-digit limit), NaN and infinities, nested lists and objects.
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=30,
+)
+FIELD_NAMES = st.sampled_from(sorted(REPORT_KEYS) + ["junk"])
+
+
+@given(st.dictionaries(FIELD_NAMES, JSON_VALUES, max_size=12))
+@settings(max_examples=400, deadline=None)
+def test_no_value_json_can_carry_raises(changes):
+    # Forged fields laid over a good report, so the parser gets past its first checks.
+    for value in ({**GOOD, **changes}, {**GRID, **changes}, changes):
+        view = parse(value)
+        grid = parse_grid_report(value, layer_name="conv2d", channels=32)
+        for parsed in (view, grid):
+            if parsed is not None:
+                assert math.isfinite(parsed.fixed_low) and math.isfinite(parsed.fixed_high)
+        kept = bounded_report(value)
+        assert kept is None or set(kept) <= REPORT_KEYS
+
+
+@given(JSON_VALUES)
+@settings(max_examples=200, deadline=None)
+def test_any_json_value_as_the_whole_report_is_ignored_or_a_view(value):
+    assert parse(value) is None or isinstance(value, dict)
+    assert parse_grid_report(value, layer_name="conv2d", channels=32) is None or isinstance(value, dict)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"fixed_high": 10**400},  # an integer JSON allows but a float cannot hold
+        {"fixed_low": -(10**400)},
+        {"fixed_high": 1e300},  # finite, but past any range the colour scale can divide by
+        {"colours": ["viridis"]},  # a list is not hashable: no TypeError from "in COLOUR_SCALES"
+        {"scaling": {"per map": 1}},
+        {"layer_name": ["conv2d"]},
+        {"channel": 10**400},
+        {"cell": [[1], 2]},
+        {"overlay": None},
+    ],
+)
+def test_a_hostile_field_is_ignored(change):
+    assert parse({**GOOD, **change}) is None
+    grid = parse_grid_report({**GRID, **change}, layer_name="conv2d", channels=32)
+    assert grid is None or set(change) <= {"cell", "channel", "overlay"}  # fields a grid report has not
+
+
+def test_a_report_keeps_only_its_fields_and_a_heavy_one_is_dropped():
+    assert bounded_report({**GOOD, "junk": "x" * 100}) == GOOD
+    assert bounded_report({**GRID, "junk": 1}) == GRID
+    assert bounded_report({**GOOD, "title": "x" * 10_000_000}) == GOOD  # an unknown key: dropped, not measured
+    assert bounded_report({**GOOD, "layer_name": "x" * (REPORT_BYTES + 1)}) is None
+    assert bounded_report([GOOD]) is None

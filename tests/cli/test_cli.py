@@ -253,10 +253,10 @@ def test_visualize_on_a_grayscale_model_writes_a_picture(tmp_path):
     import hashlib
 
     import onnx
-    from tests.helpers.modelfactory import TinyNet, build
 
     from featapp.engine.metadata import METADATA_KEY
     from featapp.explain.backward import build_gradient_model, gradient_path
+    from tests.helpers.modelfactory import TinyNet, build
 
     path = build(TinyNet(channels=1), tmp_path / "gray.onnx")
     forward = onnx.load(path)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from featapp.data import download as dl
 from featapp.cli import main
+from featapp.data import download as dl
 from featapp.data.dataset import Dataset, resolve_data_dir
 from featapp.data.download import SOURCES, DownloadError, download_photos
 from tests.helpers.archives import FILTERED_COUNTS, ArchiveServer, filtered_members, jpeg, zip_bytes
@@ -298,3 +298,63 @@ def test_cli_failure_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("error: There is no archive at")
     assert "Traceback" not in err
+
+
+def _encrypted(data: bytes, name: str) -> bytes:
+    """``data`` with ``name``'s "encrypted" flag set in its local and central headers, as a
+    password-protected archive has it (zipfile cannot write one)."""
+    out = bytearray(data)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        info = zf.getinfo(name)
+    out[info.header_offset + 6] |= 0x1  # local header: general purpose flags at offset 6
+    encoded = name.encode()
+    central = 0
+    while (central := data.find(b"PK\x01\x02", central + 1)) != -1:
+        length = int.from_bytes(data[central + 28 : central + 30], "little")
+        if data[central + 46 : central + 46 + length] == encoded:
+            out[central + 8] |= 0x1  # central header: flags at offset 8
+            break
+    return bytes(out)
+
+
+def test_an_encrypted_member_is_refused_with_a_reason(server, places, tmp_path):
+    name = "cats_and_dogs_filtered/train/cats/cat.1.jpg"
+    source = _source(server, _encrypted(zip_bytes(filtered_members()), name))
+    with pytest.raises(DownloadError, match="cat.1.jpg' is locked with a password"):
+        download_photos(source, places["dest"], downloads_dir=places["downloads"])
+    assert _left_behind(tmp_path) == []
+
+
+def test_a_stalled_download_says_it_connected(places, tmp_path, monkeypatch):
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True).start()  # accepts, never answers
+    monkeypatch.setattr(dl, "_TIMEOUT_S", 1)
+    port = listener.getsockname()[1]
+    source = SOURCES["tf-filtered"].with_(url=f"http://127.0.0.1:{port}/cats_and_dogs_filtered.zip")
+    try:
+        with pytest.raises(DownloadError, match="Connected to 127.0.0.1.*stalled") as caught:
+            download_photos(source, places["dest"], downloads_dir=places["downloads"])
+    finally:
+        listener.close()
+        for connection in held:
+            connection.close()
+    assert "Cannot reach" not in str(caught.value)
+    assert _left_behind(tmp_path) == []
+
+
+def test_the_photo_folder_follows_the_umask(server, places):
+    previous = os.umask(0o022)
+    try:
+        download_photos(
+            _source(server, zip_bytes(filtered_members())), places["dest"], downloads_dir=places["downloads"]
+        )
+    finally:
+        os.umask(previous)
+    assert places["dest"].stat().st_mode & 0o777 == 0o755
+    assert (places["dest"] / "train" / "dogs" / "dog.2.jpg").stat().st_mode & 0o777 == 0o644

@@ -167,12 +167,11 @@ def test_snapshots_belong_to_their_model_only(tmp_path):
     is matched by architecture and, when both say one, by training run."""
     from dataclasses import replace
 
-    from tests.helpers.appmodels import COMMITTED_MODEL
-
     from featapp.engine.metadata import IDENTITY_KEY, model_identity
     from featapp.engine.model import load_model
     from featapp.engine.snapshots import belongs_to, own_snapshots
     from tests.helpers import modelfactory
+    from tests.helpers.appmodels import COMMITTED_MODEL
 
     lecture = load_model(COMMITTED_MODEL, provider="cpu")
     committed = load_snapshots(COMMITTED_MODEL.parent / "snapshots")

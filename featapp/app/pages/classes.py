@@ -9,6 +9,7 @@ from featapp import render
 from featapp.app import caches, chrome, view
 from featapp.app.appstate import CurrentImage, set_current
 from featapp.app.captions import markdown_literal
+from featapp.cache import CacheFolderError
 from featapp.data.dataset import DatasetError
 from featapp.engine.images import ImageError, prepare_image
 from featapp.engine.model import ModelError
@@ -99,18 +100,27 @@ split = view.pick_scan_split(
 stats = caches.neuron_stats(model, data, split)
 if stats is None:
     count = len(data.images(split))
-    st.info(
-        f"The {count} photos of the {split} split have not been scanned with this model yet. A scan runs every "
-        "photo through the network once and keeps each channel's max and mean per photo; it is saved in "
-        f"{analysis.default_cache_dir()} and reused by everyone afterwards."
-    )
+    damaged = caches.damaged_scan_note(model, data, split)
+    if damaged is not None:
+        st.warning(damaged)
+    else:
+        st.info(
+            f"The {count} photos of the {split} split have not been scanned with this model yet. A scan runs every "
+            "photo through the network once and keeps each channel's max and mean per photo; it is saved in "
+            f"{analysis.default_cache_dir()} and reused by everyone afterwards."
+        )
     if st.button(f"Scan the {count} photos now", type="primary"):
         bar = st.progress(0.0, text="Scanning...")
 
         def _progress(done: int, total: int) -> None:
             bar.progress(min(done / max(total, 1), 1.0), text=f"Scanned {done} of {total} photos")
 
-        analysis.load_or_scan(model, data, split=split, progress=_progress)
+        try:
+            analysis.load_or_scan(model, data, split=split, progress=_progress)
+        except CacheFolderError as err:
+            bar.empty()
+            st.error(str(err))
+            st.stop()
         bar.empty()
         st.rerun()
     st.stop()

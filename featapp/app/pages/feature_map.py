@@ -158,7 +158,6 @@ def _lecture_detectors() -> None:
                 st.caption(render_words.first_layer_words(summary))
 
 
-
 def _below_the_map(view_model, layer, channel: int, values, vr, scale) -> None:
     """The download, what the channel looks for, and the map across training: drawn on the server."""
     st.download_button(

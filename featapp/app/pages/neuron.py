@@ -10,6 +10,7 @@ from featapp import render
 from featapp.app import caches, chrome, sections, view
 from featapp.app.appstate import CurrentImage, image_key, set_current
 from featapp.app.captions import markdown_literal
+from featapp.cache import CacheFolderError
 from featapp.data.dataset import DatasetError
 from featapp.engine.images import ImageError, prepare_image
 from featapp.render.describe import box_words, describe_map, map_alt, summarise_map
@@ -153,12 +154,16 @@ elif data is not None and source == "dataset":
         # One placeholder for the notice, the button and the progress bar, emptied once the
         # scan is done: otherwise "not scanned yet" stays above the results it just made.
         notice = st.empty()
+        damaged = caches.damaged_scan_note(model, data, scan_split)
         with notice.container():
-            st.info(
-                f"The {count} photos of the {scan_split} split have not been scanned with this model yet. A scan "
-                "runs every photo through the network once and keeps, for every channel, its strongest images; it "
-                f"is saved in {analysis.default_cache_dir()} and reused by everyone afterwards."
-            )
+            if damaged is not None:
+                st.warning(damaged)
+            else:
+                st.info(
+                    f"The {count} photos of the {scan_split} split have not been scanned with this model yet. A "
+                    "scan runs every photo through the network once and keeps, for every channel, its strongest "
+                    f"images; it is saved in {analysis.default_cache_dir()} and reused by everyone afterwards."
+                )
             scan_now = st.button(f"Scan the {count} photos now", type="primary")
             bar = st.progress(0.0, text="Scanning...") if scan_now else None
         if scan_now:
@@ -166,8 +171,12 @@ elif data is not None and source == "dataset":
             def _progress(done: int, total: int) -> None:
                 bar.progress(min(done / max(total, 1), 1.0), text=f"Scanned {done} of {total} photos")
 
-            stats = analysis.load_or_scan(model, data, split=scan_split, progress=_progress)
-            notice.empty()
+            try:
+                stats = analysis.load_or_scan(model, data, split=scan_split, progress=_progress)
+                notice.empty()
+            except CacheFolderError as err:
+                notice.empty()
+                st.error(str(err))
     if stats is not None:
         hits = stats.top_k(layer.name, channel, k=TOP_K, by=rank_by)
         entries, maps = [], []
