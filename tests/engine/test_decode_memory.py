@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 from PIL import Image
-from tests.test_images import _peak_rss_of
+from tests.engine.test_images import _peak_rss_of
 
 from featapp.engine import images
 from featapp.engine.images import MAX_COEFFICIENT_BYTES, ImageError, InputSpec, prepare_image
