@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tests.stats.test_analysis import dot_data, tiny  # noqa: F401 - fixtures
-from tests.test_classes_app import env, six_photos  # noqa: F401 - fixtures
+from tests.app.test_classes_app import env, six_photos  # noqa: F401 - fixtures
 
 import featapp.stats.analysis as analysis
 from featapp.cache import (
