@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from featapp.render import ColourScale, ValueRange, _fmt, level_indices
+from featapp.render.colours import ColourScale, ValueRange, _fmt, level_indices
 
 __all__ = ["MapSummary", "summarise_map", "describe_map", "map_alt", "box_words", "SUMMARY_LEVELS"]
 

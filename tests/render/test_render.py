@@ -13,6 +13,7 @@ from altair.vegalite.schema import load_schema  # the Vega-Lite version this Alt
 from PIL import Image
 
 from featapp import render
+from featapp.render.pictures import STRIP_LINE_PX
 from featapp.engine.geometry import ReceptiveField
 from featapp.render import LECTURE_BLUES, VIRIDIS, ValueRange
 
@@ -437,7 +438,7 @@ def test_strip_png_shows_each_map_on_its_own_range_side_by_side():
     np.testing.assert_array_equal(pixels[:10, 26:36], dead)
     assert pixels.shape[1] == 36 and (pixels[:10, 10:13] == 255).all()  # white gaps
     label_band = pixels[10:]
-    assert label_band.shape[0] >= render.STRIP_LINE_PX and (label_band < 128).any()  # text was drawn
+    assert label_band.shape[0] >= STRIP_LINE_PX and (label_band < 128).any()  # text was drawn
 
 
 def test_strip_png_continuous_scale_stays_within_a_step_of_the_heatmap_colours():
@@ -453,7 +454,7 @@ def test_strip_png_labels_wrap_instead_of_running_into_the_next_map():
     one = strip_pixels(render.strip_png([("x", np.eye(30))], LECTURE_BLUES, min_px=60))
     wrapped = strip_pixels(render.strip_png([(long_label, np.eye(30))], LECTURE_BLUES, min_px=60))
     assert wrapped.shape[1] == one.shape[1] == 60
-    assert wrapped.shape[0] - 60 >= 3 * render.STRIP_LINE_PX > one.shape[0] - 60
+    assert wrapped.shape[0] - 60 >= 3 * STRIP_LINE_PX > one.shape[0] - 60
 
 
 def test_strip_png_refuses_mixed_shapes_and_no_maps():
