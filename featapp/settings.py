@@ -41,6 +41,7 @@ __all__ = [
     "INSTALLED_MODELS_DIR",
     "REPO_DATA_DIR",
     "configured",
+    "in_checkout",
     "models_dir",
     "model_path",
     "snapshots_dir",
@@ -100,6 +101,11 @@ INSTALLED_MODELS_DIR = Path(__file__).resolve().parent / "models"
 """The same files inside an installed package (``pip install .``, which maps ``models/`` here)."""
 REPO_DATA_DIR = REPO_ROOT / "data" / "cats_vs_dogs"
 COMMITTED_MODEL = "cats_dogs_small.onnx"
+
+
+def in_checkout() -> bool:
+    """True when featapp runs from a clone of its repository, not from an installed package."""
+    return (REPO_ROOT / "streamlit_app.py").is_file() and (REPO_ROOT / "featapp" / "settings.py").is_file()
 
 
 def configured(env: str) -> str:

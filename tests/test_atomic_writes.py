@@ -9,7 +9,7 @@ must accept it. Writers:
 
 * the neuron-statistics cache (``NeuronStats.save``, through ``featapp.cache.atomic_write``);
 * ``python -m featapp activations --out`` (the real command);
-* ``top --out`` pictures (``featapp.cli._save_png``);
+* ``top --out`` pictures (``featapp.cli.commands._save_png``);
 * exported ONNX files (``convert.export.write_atomically``, which ``convert export`` and
   ``convert snapshots`` use);
 * training checkpoints (``convert.train._atomic_save``: ``best.keras``, snapshots) and the
@@ -194,7 +194,7 @@ _PNG_WRITER = """
     from pathlib import Path
     import numpy as np
     from PIL import Image
-    from featapp.cli import _save_png
+    from featapp.cli.commands import _save_png
 
     target = Path(sys.argv[1])
     if sys.argv[2] == "replace":

@@ -97,6 +97,18 @@ def test_installed_package_finds_its_model_from_anywhere(wheel, tmp_path):
         assert info.returncode == 0, info.stderr
         assert str(target / "featapp" / "models" / "cats_dogs_small.onnx") in info.stdout
         assert "conv2d" in info.stdout
+    # Run as the installed script, its help names it so; without --data-dir it looks for the
+    # downloaded photos, never inside site-packages.
+    usage = subprocess.run(
+        [str(target / "bin" / "featapp"), "--help"], cwd=elsewhere, env=env, capture_output=True, text=True
+    )
+    assert usage.stdout.startswith("usage: featapp "), usage.stdout[:80]
+    no_data = {**env, "XDG_DATA_HOME": str(tmp_path / "xdg"), "HOME": str(tmp_path)}
+    info = subprocess.run(
+        [str(target / "bin" / "featapp"), "info", "--split", "test"], cwd=elsewhere, env=no_data,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert info.returncode == 1 and "site-packages" not in info.stderr and str(target) not in info.stderr, info.stderr
     convert = subprocess.run(
         [str(target / "bin" / "featapp-convert"), "--help"], cwd=elsewhere, env=env, capture_output=True, text=True
     )

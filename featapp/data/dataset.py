@@ -66,7 +66,8 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """The dataset folder: the argument, else ``$FEATAPP_DATA_DIR``, else the repository's
     ``data/cats_vs_dogs`` when it exists, else the folder ``download-photos`` fills
     (:func:`featapp.data.download.default_destination`, first source found), else the
-    repository's default (whose absence the error message explains)."""
+    repository's default in a checkout and the download folder in an installed package
+    (whose absence the error message explains)."""
     if data_dir is not None and str(data_dir) != "":
         return Path(data_dir).expanduser()
     from_env = settings.configured(DATA_DIR_ENV)
@@ -80,7 +81,9 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
         downloaded = default_destination(source)
         if downloaded.is_dir():
             return downloaded
-    return DEFAULT_DATA_DIR
+    # An installed package has no repository around it: its "data/" would be inside
+    # site-packages. There the folder download-photos fills is the one to name.
+    return DEFAULT_DATA_DIR if settings.in_checkout() else default_destination(next(iter(SOURCES)))
 
 
 class Dataset:
