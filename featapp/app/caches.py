@@ -56,6 +56,7 @@ from featapp.data.provenance import file_sha256
 from featapp.data.provenance import trained_on as hashes_of
 from featapp.engine import snapshots as snapshots_module
 from featapp.engine.activation_file import activations_npz
+from featapp.engine.arithmetic import ConvOp, PoolOp, read_layer_ops
 from featapp.engine.filters import FirstLayerFilters, FirstLayerSummary, read_first_layer_filters
 from featapp.engine.filters import first_layer_summary as first_layer_summary_of
 from featapp.engine.images import ImageError, InputSpec, prepare_image
@@ -105,6 +106,7 @@ __all__ = [
     "has_occlusion",
     "mark_occlusion",
     "first_layer_filters",
+    "layer_ops",
     "first_layer_summary",
     "detectors",
     "gradients",
@@ -260,6 +262,20 @@ def _filters(model_sha: str, _path: str) -> FirstLayerFilters:
 def first_layer_filters(model: FeatureModel) -> FirstLayerFilters:
     """The model's first-layer filters (:mod:`featapp.engine.filters`). Raises :class:`ModelError`."""
     return _filters(model_sha=model.sha256, _path=str(model.path))
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _layer_ops(model_sha: str, _model: FeatureModel) -> Mapping[str, ConvOp | PoolOp | str] | str:
+    try:
+        return MappingProxyType(read_layer_ops(_model))
+    except ModelError as err:
+        return str(err)
+
+
+def layer_ops(model: FeatureModel) -> Mapping[str, ConvOp | PoolOp | str] | str:
+    """Each spatial layer's operator and weights as the file stores them (shared by every session:
+    reading the file takes far longer than a click may), or why the file cannot be read."""
+    return _layer_ops(model_sha=model.sha256, _model=model)
 
 
 def first_layer_summary(model: FeatureModel) -> FirstLayerSummary:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 from featapp import render, settings
@@ -18,6 +19,8 @@ from featapp.app import caches
 from featapp.app.appstate import CurrentImage
 from featapp.app.asset_server import SHELF
 from featapp.app.caches import ShownPicture
+from featapp.app.view import CELL, CHANNEL, LAYER
+from featapp.engine.arithmetic import GRAPH_INPUT, CannotExplain, ConvArithmetic, ConvOp, explain_cell
 from featapp.engine.metadata import LayerInfo
 from featapp.engine.model import FeatureModel
 from featapp.explain.featurevis import (
@@ -29,8 +32,17 @@ from featapp.explain.featurevis import (
     layer_pictures,
 )
 from featapp.explain.gradients import GradientError, Gradients
+from featapp.render import cells as render_cells
+from featapp.stats.circuits import ChannelCircuit, InputLink, channel_circuit
 
-__all__ = ["gradients_or_message", "saliency_section", "channel_section"]
+__all__ = [
+    "gradients_or_message",
+    "saliency_section",
+    "channel_section",
+    "cell_arithmetic_section",
+    "circuit_section",
+    "how_this_channel_works",
+]
 
 SALIENCY_DONE = "gradients.saliency_done"
 PICTURE_PX = 200
@@ -198,3 +210,115 @@ def _grid_part(grads: Gradients, layer: LayerInfo, key: str, shown: ShownPicture
         caption=f"All {len(whole.channels)} channels of {layer.name}, channel 1 at the top left, row by row.",
         width="stretch",
     )
+
+
+# -- how the chosen cell's value was computed (issue 29) ---------------------------------------------
+
+
+def cell_arithmetic_section(model: FeatureModel, image: CurrentImage, layer: LayerInfo, channel: int) -> None:
+    """ "How this value was computed" for the chosen cell (``view.CELL``) of ``layer``, if one is chosen."""
+    chosen = st.session_state.get(CELL)
+    if not chosen or chosen[0] != layer.name:
+        return
+    st.markdown("### How this value was computed")
+    ops = caches.layer_ops(model)
+    if isinstance(ops, str):
+        st.info(ops)
+        return
+    op = ops.get(layer.name, f"{layer.name} has no 2-D map, so it has no cells to recompute.")
+    try:
+        cell = explain_cell(op, model, caches.activations(model, image), image.array, channel, chosen[1], chosen[2])
+    except CannotExplain as err:
+        st.info(str(err))
+        return
+    spec = model.spec
+    steps = render_cells.cell_steps(cell, model.layer_names, spec.input_scale, spec.input_offset)
+    if isinstance(cell, ConvArithmetic) and cell.source == GRAPH_INPUT:
+        _first_layer_cell(cell, steps)
+        return
+    for step in steps:
+        st.markdown(step)
+
+
+def _first_layer_cell(cell: ConvArithmetic, steps: list[str]) -> None:
+    """The patch of the photo, enlarged, beside the introduction; one table per colour channel."""
+    colours = len(cell.window)
+    intro, tables, rest = steps[0], steps[1 : 1 + colours], steps[1 + colours :]
+    picture_col, text_col = st.columns([1, 4])
+    with picture_col:
+        if cell.pixels is not None and colours in (1, 3):
+            patch = np.ascontiguousarray(cell.pixels.transpose(1, 2, 0))
+            patch = patch[:, :, 0] if colours == 1 else patch
+            st.image(
+                render.enlarge(patch, 30),
+                caption="The patch, enlarged: each square is one pixel.",
+                alt=f"The {patch.shape[0]} x {patch.shape[1]} pixels this cell sees, enlarged",
+                output_format="PNG",
+            )
+    with text_col:
+        st.markdown(intro)
+    for step in [*tables, *rest]:
+        st.markdown(step)
+
+
+# -- which channels build this channel (issue 29) ------------------------------------------------------
+
+CIRCUIT_LINKS = 4
+"""Input channels listed on each side (exciting, inhibiting)."""
+LINK_PICTURE_PX = 72
+
+
+def how_this_channel_works(model: FeatureModel, image: CurrentImage, layer: LayerInfo, channel: int) -> None:
+    """The Feature map's two views of how a channel is computed: the chosen cell's arithmetic and the channel's inputs."""
+    cell_arithmetic_section(model, image, layer, channel)
+    circuit_section(model, layer, channel)
+
+
+def _open_channel(layer: str, channel: int) -> None:
+    """A button's callback (runs before the page), so the layer and channel pickers open on it."""
+    st.session_state[LAYER] = layer
+    st.session_state[CHANNEL] = channel + 1
+    st.session_state[CELL] = None
+
+
+def circuit_section(model: FeatureModel, layer: LayerInfo, channel: int) -> None:
+    """ "Which channels build this channel": the strongest exciting and inhibiting inputs from the conv below."""
+    ops = caches.layer_ops(model)
+    if isinstance(ops, str) or not isinstance(ops.get(layer.name), ConvOp):
+        return  # only convolutions are built from channels; the arithmetic section already says why not
+    with st.expander("Which channels build this channel", icon="🧩"):
+        try:
+            circuit = channel_circuit(ops, layer.name, channel, count=CIRCUIT_LINKS)
+        except CannotExplain as err:
+            st.info(str(err))
+            return
+        number = model.layer_names.index(circuit.below) + 1
+        st.markdown(render_cells.circuit_words(circuit, number))
+        grads = gradients_or_message(model)
+        for title, links in (("Excite it most", circuit.excitatory), ("Inhibit it most", circuit.inhibitory)):
+            st.markdown(f"**{title}**")
+            if not links:
+                st.caption("None: every kernel slice of this channel sums to the other sign.")
+                continue
+            for column, link in zip(st.columns(len(links)), links, strict=False):
+                with column:
+                    _link(circuit, link, number, grads)
+
+
+def _link(circuit: ChannelCircuit, link: InputLink, number: int, grads: Gradients | str) -> None:
+    shown = None if isinstance(grads, str) else _kept_channel_picture(grads, circuit.below, link.channel, None)
+    if shown is not None:
+        result, name, png = shown
+        st.image(
+            SHELF.url(png, name=name),
+            width=LINK_PICTURE_PX,
+            alt=f"What channel {link.channel + 1} of {circuit.below} looks for (its optimised picture)",
+        )
+    st.button(
+        f"Channel {link.channel + 1}",
+        key=f"circuit.{circuit.layer}.{circuit.channel}.{link.channel}",
+        help=f"Open channel {link.channel + 1} of layer {number} ({circuit.below}) on this page",
+        on_click=_open_channel,
+        args=(circuit.below, link.channel),
+    )
+    st.caption(render_cells.link_words(link))

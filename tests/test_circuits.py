@@ -1,0 +1,79 @@
+"""Which channels build a channel (issue 29, item 2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from featapp.engine.arithmetic import CannotExplain, read_layer_ops
+from featapp.engine.model import load_model
+from featapp.stats.circuits import channel_circuit
+from tests.modelfactory import Conv, TinyNet, build
+
+
+@pytest.fixture(scope="module")
+def committed_ops(model):
+    return read_layer_ops(model)
+
+
+def test_a_channel_of_the_committed_model_is_built_from_the_conv_below_through_its_pooling(committed_ops):
+    circuit = channel_circuit(committed_ops, "conv2d_3", 6, count=5)
+    assert circuit.below == "conv2d_2" and circuit.via == ("max_pooling2d_2",) and circuit.inputs == 128
+    assert len(circuit.excitatory) == 5 and len(circuit.inhibitory) == 5
+    weights = committed_ops["conv2d_3"].weights[6].astype(np.float64)
+    norms = np.sqrt((weights**2).sum(axis=(1, 2)))
+    sums = weights.sum(axis=(1, 2))
+    positive = [int(i) for i in np.argsort(-norms) if sums[i] >= 0][:5]
+    negative = [int(i) for i in np.argsort(-norms) if sums[i] < 0][:5]
+    assert [link.channel for link in circuit.excitatory] == positive
+    assert [link.channel for link in circuit.inhibitory] == negative
+    assert all(link.signed > 0 for link in circuit.excitatory) and all(link.signed < 0 for link in circuit.inhibitory)
+    assert circuit.excitatory[0].norm == pytest.approx(norms[positive[0]])
+
+
+def test_a_hand_made_kernel_ranks_as_built(tmp_path):
+    net = TinyNet(height=10, width=10, channels=1, convs=(Conv(3), Conv(2)), pool=False)
+    net.weights["conv2d_1/W"][:] = 0.0
+    net.weights["conv2d_1/W"][1, 0] = 0.1  # weak, excites
+    net.weights["conv2d_1/W"][1, 1] = -1.0  # strong, inhibits
+    net.weights["conv2d_1/W"][1, 2, 1, 1] = 2.0  # strongest, excites
+    small = load_model(build(net, tmp_path / "tiny.onnx"), provider="cpu")
+    circuit = channel_circuit(read_layer_ops(small), "conv2d_1", 1, count=3)
+    assert circuit.below == "conv2d" and circuit.via == ()
+    assert [link.channel for link in circuit.excitatory] == [2, 0]
+    assert [link.channel for link in circuit.inhibitory] == [1]
+    assert circuit.inhibitory[0].norm == pytest.approx(3.0)
+
+
+def test_layers_without_channels_below_say_why(committed_ops):
+    with pytest.raises(CannotExplain, match="first convolution"):
+        channel_circuit(committed_ops, "conv2d", 0)
+    with pytest.raises(CannotExplain, match="pooling layer"):
+        channel_circuit(committed_ops, "max_pooling2d", 0)
+    with pytest.raises(CannotExplain, match="channels 1-64"):
+        channel_circuit(committed_ops, "conv2d_1", 64)
+
+
+def test_the_feature_map_lists_the_inputs_and_a_button_opens_one(app_env, committed_ops):
+    from tests.apptest import main_text, open_app
+
+    at = open_app("feature_map")
+    at.selectbox(key="feature_map.layer").set_value("conv2d_1").run()
+    at.session_state["view.channel"] = 3
+    at.run()
+    text = main_text(at)
+    assert "Channel 3 of conv2d_1 is a weighted sum of all 32 channels of layer 1 (conv2d), through max_pooling2d" in text
+    circuit = channel_circuit(committed_ops, "conv2d_1", 2, count=4)
+    target = circuit.inhibitory[0].channel
+    button = next(b for b in at.button if b.key == f"circuit.conv2d_1.2.{target}")
+    assert button.label == f"Channel {target + 1}"
+    button.click().run()
+    assert not at.exception
+    assert at.session_state["view.layer"] == "conv2d" and at.session_state["view.channel"] == target + 1
+    assert "Layer 1 (conv2d), channel " + str(target + 1) in main_text(at)
+
+
+def test_the_first_layer_has_no_circuit_section(app_env):
+    from tests.apptest import main_text, open_app
+
+    assert "weighted sum of all" not in main_text(open_app("feature_map"))
