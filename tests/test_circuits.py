@@ -62,7 +62,9 @@ def test_the_feature_map_lists_the_inputs_and_a_button_opens_one(app_env, commit
     at.session_state["view.channel"] = 3
     at.run()
     text = main_text(at)
-    assert "Channel 3 of conv2d_1 is a weighted sum of all 32 channels of layer 1 (conv2d), through max_pooling2d" in text
+    assert (
+        "Channel 3 of conv2d_1 is a weighted sum of all 32 channels of layer 1 (conv2d), through max_pooling2d" in text
+    )
     circuit = channel_circuit(committed_ops, "conv2d_1", 2, count=4)
     target = circuit.inhibitory[0].channel
     button = next(b for b in at.button if b.key == f"circuit.conv2d_1.2.{target}")

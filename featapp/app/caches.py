@@ -69,6 +69,7 @@ from featapp.explain.gradcam import gradcam
 from featapp.explain.gradients import GradientError, Gradients, load_gradients
 from featapp.explain.occlusion import OcclusionMap, occlusion_sensitivity
 from featapp.explain.saliency import smoothgrad
+from featapp.explain.sanity import SanityCheck, sanity_check, weighted_layers
 from featapp.render import (
     COLOUR_SCALES,
     ColourScale,
@@ -111,6 +112,8 @@ __all__ = [
     "detectors",
     "gradients",
     "class_maps",
+    "weighted_layer_names",
+    "sanity",
     "featurevis_channel_of_grid",
     "featurevis_channel_at",
     "featurevis_layer_at",
@@ -859,6 +862,28 @@ def class_maps(model_sha: str, image_key: str, _grads: Gradients, _image: np.nda
     smooth = smoothgrad(_grads, _image, samples=16, seed=0)
     cam = gradcam(_grads, _image)
     return smooth.per_pixel, cam.per_pixel, cam.layer, smooth.class_index
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _weighted_layers(model_sha: str, _model: FeatureModel) -> list[str]:
+    return weighted_layers(_model)
+
+
+def weighted_layer_names(model: FeatureModel) -> list[str]:
+    """The layers with weights, bottom to top (what the sanity check can randomise)."""
+    return _weighted_layers(model_sha=model.sha256, _model=model)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _sanity(model_sha: str, image_key: str, top: int, seed: int, _grads: Gradients, _image: np.ndarray) -> SanityCheck:
+    return sanity_check(_grads, _image, top=top, seed=seed)
+
+
+def sanity(grads: Gradients, image: CurrentImage, top: int, seed: int = 0) -> SanityCheck:
+    """The sanity check of ``image`` with the top ``top`` weighted layers randomised (seconds; then kept)."""
+    return _sanity(
+        model_sha=grads.model.sha256, image_key=image.key, top=top, seed=seed, _grads=grads, _image=image.array
+    )
 
 
 def _shown(result: FeatureVisualization, picture: np.ndarray) -> ShownPicture:

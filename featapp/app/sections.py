@@ -33,6 +33,7 @@ from featapp.explain.featurevis import (
 )
 from featapp.explain.gradients import GradientError, Gradients
 from featapp.render import cells as render_cells
+from featapp.render.sanity import sanity_words
 from featapp.stats.circuits import ChannelCircuit, InputLink, channel_circuit
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "cell_arithmetic_section",
     "circuit_section",
     "how_this_channel_works",
+    "sanity_section",
 ]
 
 SALIENCY_DONE = "gradients.saliency_done"
@@ -322,3 +324,58 @@ def _link(circuit: ChannelCircuit, link: InputLink, number: int, grads: Gradient
         args=(circuit.below, link.channel),
     )
     st.caption(render_cells.link_words(link))
+
+
+# -- the sanity check (issue 29) ---------------------------------------------------------------------------
+
+SANITY_DONE = "gradients.sanity_done"
+SANITY_TOP = "gradients.sanity_top"
+
+
+def sanity_section(model: FeatureModel, image: CurrentImage) -> None:
+    """Saliency and Grad-CAM for the trained network beside the same network with random top layers."""
+    grads = gradients_or_message(model)
+    if isinstance(grads, str) or not model.has_classifier:
+        return  # the saliency section above already says why there are no gradient maps
+    st.markdown(
+        "**Sanity check.** Do these maps show what the network *learned*, or just the photo? Replace the "
+        "weights of the top layers by random numbers, from the classifier down (Adebayo et al. 2018), and "
+        "compute both maps again for the same photo and class."
+    )
+    layers = caches.weighted_layer_names(model)
+    top = st.select_slider(
+        "Layers to randomise, from the top",
+        options=list(range(1, len(layers) + 1)),
+        value=len(layers),
+        format_func=lambda k: f"{k} ({layers[-k]} and above)",
+        key=SANITY_TOP,
+    )
+    key = (model.sha256, image.key, top)
+    done = st.session_state.setdefault(SANITY_DONE, set())
+    if key not in done and not st.button("Sanity check (a few seconds)"):
+        return
+    with st.spinner("Randomising the weights and differentiating again..."):
+        try:
+            check = caches.sanity(grads, image, top)
+        except GradientError as err:
+            st.info(str(err))
+            return
+    done.add(key)
+    name = model.class_names[check.class_index] if check.class_index < len(model.class_names) else "the class"
+    trained_col, random_col = st.columns(2)
+    rows = (
+        ("Saliency", check.saliency, check.saliency_random),
+        (f"Grad-CAM at {check.cam_layer}", check.gradcam, check.gradcam_random),
+    )
+    for title, trained, random in rows:
+        for column, values, which in ((trained_col, trained, "trained"), (random_col, random, "randomised")):
+            vr = render.value_range(values, "per map")
+            with column:
+                st.image(
+                    render.enlarge(render.overlay_pixels(image.array, values, vr, render.VIRIDIS, alpha=0.55), 2),
+                    caption=f"{title} of '{name}', {which} network",
+                    alt=f"{title} of '{name}' for the {which} network, laid over the photo; yellow is where it is high",
+                    width=300,
+                    output_format="PNG",
+                )
+    st.markdown(sanity_words(check.saliency_correlation, check.gradcam_correlation, check.randomised))

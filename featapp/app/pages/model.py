@@ -153,6 +153,7 @@ else:
         )
 
 sections.saliency_section(model, image)
+sections.sanity_section(model, image)
 
 # -- downloads ------------------------------------------------------------------------------------------------------
 st.subheader("Downloads")
