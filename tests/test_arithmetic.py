@@ -115,3 +115,25 @@ def test_layers_it_cannot_explain_say_why(model, committed_ops, cat_photo):
     with pytest.raises(CannotExplain, match="rows 1-148"):
         explain_cell(committed_ops["conv2d"], model, acts, pixels, 0, 148, 0)
     assert "dense" not in committed_ops  # only layers with maps have cells
+
+
+def test_a_layer_made_by_another_operator_gets_a_reason(tmp_path):
+    """A converted network with a residual Add (as a ResNet's): that layer is explained in words, the rest still work."""
+    import onnx
+    from onnx import helper
+
+    path = build(
+        TinyNet(height=10, width=10, channels=1, convs=(Conv(2, 3, 1, "same"),), pool=False), tmp_path / "t.onnx"
+    )
+    proto = onnx.load(str(path))
+    relu = next(n for n in proto.graph.node if n.op_type == "Relu")
+    relu.output[0] = "conv2d_relu"
+    add = helper.make_node("Add", ["conv2d_relu", "conv2d_relu"], ["conv2d"])
+    position = list(proto.graph.node).index(relu) + 1
+    proto.graph.node.insert(position, add)
+    onnx.save(proto, str(path))
+    ops = read_layer_ops(load_model(path, provider="cpu"))
+    assert ops["conv2d"] == (
+        "conv2d (Conv2D) is made by an Add operator in this file; the step-by-step view covers convolutions "
+        "(with or without a ReLU) and max or average pooling."
+    )

@@ -229,7 +229,8 @@ def read_layer_ops(model: FeatureModel) -> dict[str, ConvOp | PoolOp | str]:
         elif op in ("MaxPool", "AveragePool") and not relu:
             found[layer.name] = _pool_op(layer.name, node, producers, names, model, sizes)
         else:
-            what = f"a {op} operator" + (" followed by a ReLU" if relu else "")
+            article = "an" if op[:1] in "AEIOU" else "a"
+            what = f"{article} {op} operator" + (" followed by a ReLU" if relu else "")
             found[layer.name] = (
                 f"{layer.name} ({layer.kind}) is made by {what} in this file; the step-by-step view covers "
                 "convolutions (with or without a ReLU) and max or average pooling."
