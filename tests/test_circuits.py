@@ -79,3 +79,21 @@ def test_the_first_layer_has_no_circuit_section(app_env):
     from tests.apptest import main_text, open_app
 
     assert "weighted sum of all" not in main_text(open_app("feature_map"))
+
+
+def test_an_input_channel_s_picture_shows_once_it_was_computed(app_env, model, committed_ops, monkeypatch):
+    from featapp.explain.featurevis import channel_picture
+    from featapp.explain.gradients import load_gradients
+    from tests.apptest import open_app
+
+    monkeypatch.setenv("FEATAPP_VIS_STEPS", "4")  # a few steps: this checks where the picture shows, not its look
+    target = channel_circuit(committed_ops, "conv2d_1", 2, count=4).excitatory[0].channel
+    channel_picture(load_gradients(model), "conv2d", target, steps=4)  # into app_env's cache folder
+    at = open_app("feature_map")
+    at.selectbox(key="feature_map.layer").set_value("conv2d_1").run()
+    at.session_state["view.channel"] = 3
+    at.run()
+    assert not at.exception
+    alts = [image.proto.imgs[0].alt for image in at.main.image]
+    wanted = f"What channel {target + 1} of conv2d looks for (its optimised picture)"
+    assert wanted in alts, alts
