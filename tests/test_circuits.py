@@ -97,3 +97,41 @@ def test_an_input_channel_s_picture_shows_once_it_was_computed(app_env, model, c
     alts = [image.proto.imgs[0].alt for image in at.main.image]
     wanted = f"What channel {target + 1} of conv2d looks for (its optimised picture)"
     assert wanted in alts, alts
+
+
+def test_a_dense_unit_s_channel_contributions_add_up_to_its_value(model, dataset):
+    from featapp.engine.images import prepare_image
+    from featapp.stats.circuits import dense_unit_inputs, dense_weights
+
+    weights, bias, source = dense_weights(model.path, "dense")
+    assert weights.shape == (6272, 512) and bias.shape == (512,) and source == "flatten"
+    pixels = np.stack([prepare_image(item.path, model) for item in dataset.sample("test", per_class=2, seed=7)])
+    acts = model.activations(pixels)
+    for unit in (0, 5, 300):
+        inputs = dense_unit_inputs(
+            weights, bias, "dense", unit, "max_pooling2d_3", acts["max_pooling2d_3"], acts["flatten"]
+        )
+        assert inputs.contributions.shape == (4, 128)
+        value = np.maximum(inputs.contributions.sum(axis=1) + inputs.bias, 0.0)
+        assert np.allclose(value, acts["dense"][:, unit], atol=1e-5)
+        up, down = inputs.strongest(3)
+        assert all(v > 0 for _, v in up) and all(v < 0 for _, v in down)
+    out_weights, out_bias, out_source = dense_weights(model.path, "dense_1")
+    assert out_weights.shape == (512, 1) and out_source == "dense"
+    with pytest.raises(CannotExplain, match="not the 128 x 7 x 7"):
+        dense_unit_inputs(
+            out_weights, out_bias, "dense_1", 0, "max_pooling2d_3", acts["max_pooling2d_3"], acts["dense"]
+        )
+
+
+def test_a_channels_first_flatten_is_read_in_its_own_order():
+    from featapp.stats.circuits import dense_unit_inputs
+
+    rng = np.random.default_rng(0)
+    maps = rng.random((2, 3, 2, 2))
+    weights = rng.normal(size=(12, 2))
+    flat = maps.reshape(2, -1)  # as PyTorch flattens
+    inputs = dense_unit_inputs(weights, np.zeros(2), "fc", 1, "pool", maps, flat)
+    assert np.allclose(inputs.contributions.sum(axis=1), flat @ weights[:, 1])
+    with pytest.raises(CannotExplain, match="in any order"):
+        dense_unit_inputs(weights, np.zeros(2), "fc", 1, "pool", maps, flat[:, ::-1])

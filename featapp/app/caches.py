@@ -56,7 +56,7 @@ from featapp.data.provenance import file_sha256
 from featapp.data.provenance import trained_on as hashes_of
 from featapp.engine import snapshots as snapshots_module
 from featapp.engine.activation_file import activations_npz
-from featapp.engine.arithmetic import ConvOp, PoolOp, read_layer_ops
+from featapp.engine.arithmetic import CannotExplain, ConvOp, PoolOp, read_layer_ops
 from featapp.engine.filters import FirstLayerFilters, FirstLayerSummary, read_first_layer_filters
 from featapp.engine.filters import first_layer_summary as first_layer_summary_of
 from featapp.engine.images import ImageError, InputSpec, prepare_image
@@ -86,6 +86,7 @@ from featapp.render import (
 from featapp.stats import analysis, classes
 from featapp.stats import projection as projection_module
 from featapp.stats.analysis import NeuronStats
+from featapp.stats.circuits import dense_weights
 from featapp.stats.classes import OutputWeights, SeparationTable
 from featapp.stats.detectors import DetectorMatch, lecture_detectors
 from featapp.stats.liveness import LayerLiveness, liveness_of
@@ -108,6 +109,7 @@ __all__ = [
     "mark_occlusion",
     "first_layer_filters",
     "layer_ops",
+    "dense_layer_weights",
     "first_layer_summary",
     "detectors",
     "gradients",
@@ -279,6 +281,19 @@ def layer_ops(model: FeatureModel) -> Mapping[str, ConvOp | PoolOp | str] | str:
     """Each spatial layer's operator and weights as the file stores them (shared by every session:
     reading the file takes far longer than a click may), or why the file cannot be read."""
     return _layer_ops(model_sha=model.sha256, _model=model)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _dense_weights(model_sha: str, layer: str, _model: FeatureModel) -> tuple[np.ndarray, np.ndarray, str] | str:
+    try:
+        return dense_weights(_model.path, layer)
+    except (CannotExplain, ModelError) as err:
+        return str(err)
+
+
+def dense_layer_weights(model: FeatureModel, layer: str) -> tuple[np.ndarray, np.ndarray, str] | str:
+    """Dense ``layer``'s weights, bias and input tensor from the file (read once per model), or why not."""
+    return _dense_weights(model_sha=model.sha256, layer=layer, _model=model)
 
 
 def first_layer_summary(model: FeatureModel) -> FirstLayerSummary:

@@ -15,12 +15,12 @@ import numpy as np
 import streamlit as st
 
 from featapp import render, settings
-from featapp.app import caches
+from featapp.app import caches, chrome
 from featapp.app.appstate import CurrentImage
 from featapp.app.asset_server import SHELF
 from featapp.app.caches import ShownPicture
 from featapp.app.view import CELL, CHANNEL, LAYER
-from featapp.engine.arithmetic import GRAPH_INPUT, CannotExplain, ConvArithmetic, ConvOp, explain_cell
+from featapp.engine.arithmetic import GRAPH_INPUT, CannotExplain, ConvArithmetic, ConvOp, PoolOp, explain_cell
 from featapp.engine.metadata import LayerInfo
 from featapp.engine.model import FeatureModel
 from featapp.explain.featurevis import (
@@ -34,7 +34,7 @@ from featapp.explain.featurevis import (
 from featapp.explain.gradients import GradientError, Gradients
 from featapp.render import cells as render_cells
 from featapp.render.sanity import sanity_words
-from featapp.stats.circuits import ChannelCircuit, InputLink, channel_circuit
+from featapp.stats.circuits import ChannelCircuit, InputLink, channel_circuit, dense_unit_inputs
 
 __all__ = [
     "gradients_or_message",
@@ -44,6 +44,7 @@ __all__ = [
     "circuit_section",
     "how_this_channel_works",
     "sanity_section",
+    "dense_inputs_section",
 ]
 
 SALIENCY_DONE = "gradients.saliency_done"
@@ -379,3 +380,59 @@ def sanity_section(model: FeatureModel, image: CurrentImage) -> None:
                     output_format="PNG",
                 )
     st.markdown(sanity_words(check.saliency_correlation, check.gradcam_correlation, check.randomised))
+
+
+# -- which conv channels feed a dense unit (issue 29) -----------------------------------------------------
+
+DENSE_UNIT = "circuits.dense_unit"
+DENSE_GOTO = "circuits.goto_feature_map"
+
+
+def _open_on_feature_map(layer: str, channel: int) -> None:
+    _open_channel(layer, channel)
+    st.session_state[DENSE_GOTO] = True
+
+
+def dense_inputs_section(model: FeatureModel, image: CurrentImage, layer: str) -> None:
+    """For one unit of dense ``layer``: the channels of the last maps that push it up and down on the current photo."""
+    if st.session_state.pop(DENSE_GOTO, False):
+        chrome.goto("feature_map")
+    found = caches.dense_layer_weights(model, layer)
+    maps_layer = next(
+        (info.name for info in reversed(model.layers[: model.layer_names.index(layer)]) if info.is_spatial), None
+    )
+    if isinstance(found, str) or maps_layer is None:
+        return
+    weights, bias, source = found
+    acts = caches.activations(model, image)
+    if source not in acts:
+        return
+    with st.expander(f"Which channels feed a unit of {layer}", icon="🧩"):
+        unit = int(st.number_input(f"Unit of {layer}", 1, weights.shape[1], 1, key=DENSE_UNIT)) - 1
+        try:
+            inputs = dense_unit_inputs(
+                weights, bias, layer, unit, maps_layer, acts[maps_layer][None], acts[source][None]
+            )
+        except CannotExplain as err:
+            st.info(str(err))
+            return
+        ops = caches.layer_ops(model)
+        owner = maps_layer
+        while not isinstance(ops, str) and isinstance(ops.get(owner), PoolOp):
+            owner = ops[owner].source  # a pooling keeps channels apart: open the convolution they come from
+        st.markdown(render_cells.dense_words(inputs, owner, image.title))
+        up, down = inputs.strongest(CIRCUIT_LINKS)
+        for title, links in (("Push it up most", up), ("Push it down most", down)):
+            st.markdown(f"**{title}**")
+            if not links:
+                st.caption("None for this photo.")
+                continue
+            for column, (channel, value) in zip(st.columns(len(links)), links, strict=False):
+                column.button(
+                    f"Channel {channel + 1}",
+                    key=f"dense.{layer}.{unit}.{channel}",
+                    help=f"Open channel {channel + 1} of {owner} on the Feature map",
+                    on_click=_open_on_feature_map,
+                    args=(owner, channel),
+                )
+                column.caption(f"contribution {value:+.3f}")

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from featapp.engine.arithmetic import GRAPH_INPUT, ConvArithmetic, PoolArithmetic
-from featapp.stats.circuits import ChannelCircuit, InputLink
+from featapp.stats.circuits import ChannelCircuit, InputLink, UnitInputs
 
-__all__ = ["TOP_INPUTS", "cell_steps", "colour_names", "source_label", "circuit_words", "link_words"]
+__all__ = ["TOP_INPUTS", "cell_steps", "colour_names", "source_label", "circuit_words", "link_words", "dense_words"]
 
 TOP_INPUTS = 6
 """Input channels listed one by one for a deeper convolution cell; the others are summed."""
@@ -198,3 +198,18 @@ def link_words(link: InputLink) -> str:
     'norm 0.5, sum −0.25'
     """
     return f"norm {_n(link.norm)}, sum {_n(link.total)}"
+
+
+def dense_words(inputs: UnitInputs, owner: str, photo: str) -> str:
+    """What a dense unit's inputs are, for the current photo."""
+    total = float(inputs.contributions[0].sum())
+    pre = total + inputs.bias
+    channels = inputs.contributions.shape[1]
+    via = f" (channels of {owner}, pooled)" if owner != inputs.maps else ""
+    return (
+        f"Unit {inputs.unit + 1} of {inputs.layer} adds up every cell of every channel of {inputs.maps}{via}, "
+        f"each times its own weight. Grouped by channel, on **{photo}** the {channels} channels contribute "
+        f"{_n(total)} in all; with the bias {_n(inputs.bias)} that is {_n(pre)} before the ReLU, so the unit "
+        + (f"fires at {_n(pre)}." if pre > 0 else "is silent (0).")
+        + " The channels with the largest pushes either way (a button opens one on the Feature map):"
+    )

@@ -24,7 +24,7 @@ import numpy as np
 
 from featapp.engine.arithmetic import GRAPH_INPUT, CannotExplain, ConvOp, PoolOp
 
-__all__ = ["InputLink", "ChannelCircuit", "channel_circuit"]
+__all__ = ["InputLink", "ChannelCircuit", "channel_circuit", "UnitInputs", "dense_weights", "dense_unit_inputs"]
 
 
 @dataclass(frozen=True)
@@ -104,3 +104,92 @@ def channel_circuit(
     excitatory = tuple(link for link in ranked if link.signed > 0)[:count]
     inhibitory = tuple(link for link in ranked if link.signed < 0)[:count]
     return ChannelCircuit(layer, channel, below, via, excitatory, inhibitory, len(kernel))
+
+
+# -- dense units: which conv channels feed them -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnitInputs:
+    """Unit ``unit`` of dense layer ``layer`` fed by the channels of ``maps`` (flattened by ``flatten``):
+    ``contributions[i, c]`` is image ``i``'s sum over channel ``c``'s map of activation x weight, so
+    ``contributions[i].sum() + bias`` is the unit's value before its activation, for image ``i``."""
+
+    layer: str
+    unit: int
+    maps: str
+    contributions: np.ndarray
+    bias: float
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Each channel's contribution, averaged over the images."""
+        return self.contributions.mean(axis=0)
+
+    def strongest(self, count: int) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """The ``count`` channels with the largest mean push up, and down: ``(channel, mean contribution)``."""
+        mean = self.mean
+        order = np.argsort(-mean, kind="stable")
+        up = [(int(c), float(mean[c])) for c in order[:count] if mean[c] > 0]
+        down = [(int(c), float(mean[c])) for c in order[::-1][:count] if mean[c] < 0]
+        return up, down
+
+
+def dense_weights(path, layer: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """Dense ``layer``'s weights ``(inputs, units)``, bias ``(units,)`` and the tensor it reads, from the
+    ONNX file (``MatMul`` + ``Add`` or ``Gemm``); raises :class:`CannotExplain` for anything else."""
+    from featapp.engine.filters import _resolve, read_graph
+
+    graph, tensors, producers = read_graph(path)
+    node = producers.get(layer)
+    while node is not None and node.op_type in ("Relu", "Sigmoid", "Softmax", "Identity"):
+        node = producers.get(node.input[0])
+    bias = None
+    if node is not None and node.op_type == "Add":
+        constants = [(_resolve(name, tensors, producers), name) for name in node.input]
+        bias = next((value for value, _ in constants if value is not None), None)
+        node = next((producers.get(name) for value, name in constants if value is None), None)
+    weights = None
+    if node is not None and node.op_type in ("MatMul", "Gemm"):
+        weights = _resolve(node.input[1], tensors, producers)
+        if node.op_type == "Gemm":
+            attrs = {a.name: a.i for a in node.attribute if a.name in ("transA", "transB")}
+            if attrs.get("transA"):
+                weights = None
+            elif weights is not None and attrs.get("transB"):
+                weights = weights.T
+            if len(node.input) > 2 and node.input[2]:
+                bias = _resolve(node.input[2], tensors, producers)
+    if weights is None or weights.ndim != 2:
+        raise CannotExplain(
+            f"{layer}'s weights are not stored as a plain matrix in this file, so its inputs cannot be shown."
+        )
+    if bias is None:
+        bias = np.zeros(weights.shape[1], np.float32)
+    return np.asarray(weights, np.float32), np.asarray(bias, np.float32).reshape(-1), node.input[0]
+
+
+def dense_unit_inputs(
+    weights: np.ndarray, bias: np.ndarray, layer: str, unit: int, maps_layer: str, maps: np.ndarray, flat: np.ndarray
+) -> UnitInputs:
+    """Which channels of ``maps`` (``(images, channels, rows, cols)``, the last maps before the flatten)
+    feed ``unit`` of dense ``layer``. ``flat`` is the flatten's output for the same images: it decides
+    the order the flatten took (channels last, as Keras, or first, as PyTorch); if it is neither,
+    :class:`CannotExplain`."""
+    count, channels, rows, cols = maps.shape
+    if weights.shape[0] != channels * rows * cols:
+        raise CannotExplain(
+            f"{layer} reads {weights.shape[0]} numbers, not the {channels} x {rows} x {cols} of {maps_layer}, "
+            "so its inputs are not those channels."
+        )
+    if not 0 <= unit < weights.shape[1]:
+        raise CannotExplain(f"{layer} has units 1-{weights.shape[1]}, not {unit + 1}.")
+    column = weights[:, unit].astype(np.float64)
+    if np.allclose(flat, maps.transpose(0, 2, 3, 1).reshape(count, -1), atol=1e-6):
+        per_cell = column.reshape(rows, cols, channels).transpose(2, 0, 1)
+    elif np.allclose(flat, maps.reshape(count, -1), atol=1e-6):
+        per_cell = column.reshape(channels, rows, cols)
+    else:
+        raise CannotExplain(f"{layer}'s input is not {maps_layer}'s maps in any order this view knows.")
+    contributions = np.einsum("ichw,chw->ic", maps.astype(np.float64), per_cell)
+    return UnitInputs(layer, unit, maps_layer, contributions, float(bias[unit]))

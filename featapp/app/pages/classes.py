@@ -13,7 +13,7 @@ from featapp.stats.classes import class_top, contributions, health_table, networ
 from featapp.data.dataset import DatasetError
 from featapp.engine.images import ImageError, prepare_image
 from featapp.engine.model import ModelError
-from featapp.app import caches, chrome, view
+from featapp.app import caches, chrome, sections, view
 from featapp.stats.projection import METHODS, available_methods, image_features, nearest, predicted_labels
 
 GOTO = "classes.goto"
@@ -380,6 +380,7 @@ def _dense_tab() -> None:
         )
     else:
         st.info("No unit of this layer fires for the current image, so the output is the bias alone.")
+    sections.dense_inputs_section(model, image, feeding)
 
 
 # -- the map ------------------------------------------------------------------------------------------------------------
