@@ -17,8 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.stats.test_analysis import dot_data, tiny  # noqa: F401 - fixtures
-from tests.app.test_classes_app import env, six_photos  # noqa: F401 - fixtures
 
 import featapp.stats.analysis as analysis
 from featapp.cache import (
@@ -33,6 +31,8 @@ from featapp.cache import (
 )
 from featapp.data.dataset import Dataset
 from featapp.stats.analysis import NeuronStats, cache_damage, cache_path, load_cached, load_or_scan
+from tests.app.test_classes_app import env, six_photos  # noqa: F401 - fixtures
+from tests.stats.test_analysis import dot_data, tiny  # noqa: F401 - fixtures
 
 # -- the cache folder ------------------------------------------------------------------------------------------
 

@@ -56,6 +56,7 @@ from featapp.data.provenance import file_sha256
 from featapp.data.provenance import trained_on as hashes_of
 from featapp.engine import snapshots as snapshots_module
 from featapp.engine.activation_file import activations_npz
+from featapp.engine.arithmetic import CannotExplain, ConvOp, PoolOp, read_layer_ops
 from featapp.engine.filters import FirstLayerFilters, FirstLayerSummary, read_first_layer_filters
 from featapp.engine.filters import first_layer_summary as first_layer_summary_of
 from featapp.engine.images import ImageError, InputSpec, prepare_image
@@ -68,6 +69,7 @@ from featapp.explain.gradcam import gradcam
 from featapp.explain.gradients import GradientError, Gradients, load_gradients
 from featapp.explain.occlusion import OcclusionMap, occlusion_sensitivity
 from featapp.explain.saliency import smoothgrad
+from featapp.explain.sanity import SanityCheck, sanity_check, weighted_layers
 from featapp.render import (
     COLOUR_SCALES,
     ColourScale,
@@ -84,6 +86,7 @@ from featapp.render import (
 from featapp.stats import analysis, classes
 from featapp.stats import projection as projection_module
 from featapp.stats.analysis import NeuronStats
+from featapp.stats.circuits import dense_weights
 from featapp.stats.classes import OutputWeights, SeparationTable
 from featapp.stats.detectors import DetectorMatch, lecture_detectors
 from featapp.stats.liveness import LayerLiveness, liveness_of
@@ -105,10 +108,14 @@ __all__ = [
     "has_occlusion",
     "mark_occlusion",
     "first_layer_filters",
+    "layer_ops",
+    "dense_layer_weights",
     "first_layer_summary",
     "detectors",
     "gradients",
     "class_maps",
+    "weighted_layer_names",
+    "sanity",
     "featurevis_channel_of_grid",
     "featurevis_channel_at",
     "featurevis_layer_at",
@@ -261,6 +268,33 @@ def _filters(model_sha: str, _path: str) -> FirstLayerFilters:
 def first_layer_filters(model: FeatureModel) -> FirstLayerFilters:
     """The model's first-layer filters (:mod:`featapp.engine.filters`). Raises :class:`ModelError`."""
     return _filters(model_sha=model.sha256, _path=str(model.path))
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _layer_ops(model_sha: str, _model: FeatureModel) -> Mapping[str, ConvOp | PoolOp | str] | str:
+    try:
+        return MappingProxyType(read_layer_ops(_model))
+    except ModelError as err:
+        return str(err)
+
+
+def layer_ops(model: FeatureModel) -> Mapping[str, ConvOp | PoolOp | str] | str:
+    """Each spatial layer's operator and weights as the file stores them (shared by every session:
+    reading the file takes far longer than a click may), or why the file cannot be read."""
+    return _layer_ops(model_sha=model.sha256, _model=model)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _dense_weights(model_sha: str, layer: str, _model: FeatureModel) -> tuple[np.ndarray, np.ndarray, str] | str:
+    try:
+        return dense_weights(_model.path, layer)
+    except (CannotExplain, ModelError) as err:
+        return str(err)
+
+
+def dense_layer_weights(model: FeatureModel, layer: str) -> tuple[np.ndarray, np.ndarray, str] | str:
+    """Dense ``layer``'s weights, bias and input tensor from the file (read once per model), or why not."""
+    return _dense_weights(model_sha=model.sha256, layer=layer, _model=model)
 
 
 def first_layer_summary(model: FeatureModel) -> FirstLayerSummary:
@@ -874,6 +908,28 @@ def class_maps(model_sha: str, image_key: str, _grads: Gradients, _image: np.nda
     smooth = smoothgrad(_grads, _image, samples=16, seed=0)
     cam = gradcam(_grads, _image)
     return smooth.per_pixel, cam.per_pixel, cam.layer, smooth.class_index
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _weighted_layers(model_sha: str, _model: FeatureModel) -> list[str]:
+    return weighted_layers(_model)
+
+
+def weighted_layer_names(model: FeatureModel) -> list[str]:
+    """The layers with weights, bottom to top (what the sanity check can randomise)."""
+    return _weighted_layers(model_sha=model.sha256, _model=model)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _sanity(model_sha: str, image_key: str, top: int, seed: int, _grads: Gradients, _image: np.ndarray) -> SanityCheck:
+    return sanity_check(_grads, _image, top=top, seed=seed)
+
+
+def sanity(grads: Gradients, image: CurrentImage, top: int, seed: int = 0) -> SanityCheck:
+    """The sanity check of ``image`` with the top ``top`` weighted layers randomised (seconds; then kept)."""
+    return _sanity(
+        model_sha=grads.model.sha256, image_key=image.key, top=top, seed=seed, _grads=grads, _image=image.array
+    )
 
 
 def _shown(result: FeatureVisualization, picture: np.ndarray) -> ShownPicture:

@@ -238,6 +238,7 @@ def warm_up_gradients() -> str:
     except ModelError:
         return "featapp: no model, so no gradient model to load"
     grads = gradients_or_message(model)
+    caches.layer_ops(model)  # the cell arithmetic's weights: read from the file once, before the first click
     return (
         f"featapp: gradient views unavailable ({grads})" if isinstance(grads, str) else "featapp: gradient model loaded"
     )

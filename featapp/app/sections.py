@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 from featapp import render, settings
-from featapp.app import caches
+from featapp.app import caches, chrome
 from featapp.app.appstate import CurrentImage
 from featapp.app.asset_server import SHELF
 from featapp.app.caches import ShownPicture
+from featapp.app.view import CELL, CHANNEL, LAYER
 from featapp.cache import CacheFolderError
+from featapp.engine.arithmetic import GRAPH_INPUT, CannotExplain, ConvArithmetic, ConvOp, PoolOp, explain_cell
 from featapp.engine.metadata import LayerInfo
 from featapp.engine.model import FeatureModel
 from featapp.explain.featurevis import (
@@ -30,9 +33,21 @@ from featapp.explain.featurevis import (
     layer_pictures,
 )
 from featapp.explain.gradients import GradientError, Gradients
+from featapp.render import cells as render_cells
 from featapp.render.describe import describe_map, summarise_map
+from featapp.render.sanity import sanity_words
+from featapp.stats.circuits import ChannelCircuit, InputLink, channel_circuit, dense_unit_inputs
 
-__all__ = ["gradients_or_message", "saliency_section", "channel_section"]
+__all__ = [
+    "gradients_or_message",
+    "saliency_section",
+    "channel_section",
+    "cell_arithmetic_section",
+    "circuit_section",
+    "how_this_channel_works",
+    "sanity_section",
+    "dense_inputs_section",
+]
 
 SALIENCY_DONE = "gradients.saliency_done"
 PICTURE_PX = 200
@@ -218,3 +233,226 @@ def _grid_part(grads: Gradients, layer: LayerInfo, key: str, shown: ShownPicture
         alt=f"The optimised pictures of all {len(whole.channels)} channels of {layer.name}, channel 1 at the top "
         "left, row by row.",
     )
+
+
+# -- how the chosen cell's value was computed (issue 29) ---------------------------------------------
+
+
+def cell_arithmetic_section(model: FeatureModel, image: CurrentImage, layer: LayerInfo, channel: int) -> None:
+    """ "How this value was computed" for the chosen cell (``view.CELL``) of ``layer``, if one is chosen."""
+    chosen = st.session_state.get(CELL)
+    if not chosen or chosen[0] != layer.name:
+        return
+    st.markdown("### How this value was computed")
+    ops = caches.layer_ops(model)
+    if isinstance(ops, str):
+        st.info(ops)
+        return
+    op = ops.get(layer.name, f"{layer.name} has no 2-D map, so it has no cells to recompute.")
+    try:
+        cell = explain_cell(op, model, caches.activations(model, image), image.array, channel, chosen[1], chosen[2])
+    except CannotExplain as err:
+        st.info(str(err))
+        return
+    spec = model.spec
+    steps = render_cells.cell_steps(cell, model.layer_names, spec.input_scale, spec.input_offset)
+    if isinstance(cell, ConvArithmetic) and cell.source == GRAPH_INPUT:
+        _first_layer_cell(cell, steps)
+        return
+    for step in steps:
+        st.markdown(step)
+
+
+def _first_layer_cell(cell: ConvArithmetic, steps: list[str]) -> None:
+    """The patch of the photo, enlarged, beside the introduction; one table per colour channel."""
+    colours = len(cell.window)
+    intro, tables, rest = steps[0], steps[1 : 1 + colours], steps[1 + colours :]
+    picture_col, text_col = st.columns([1, 4])
+    with picture_col:
+        if cell.pixels is not None and colours in (1, 3):
+            patch = np.ascontiguousarray(cell.pixels.transpose(1, 2, 0))
+            patch = patch[:, :, 0] if colours == 1 else patch
+            st.image(
+                render.enlarge(patch, 30),
+                caption="The patch, enlarged: each square is one pixel.",
+                alt=f"The {patch.shape[0]} x {patch.shape[1]} pixels this cell sees, enlarged",
+                output_format="PNG",
+            )
+    with text_col:
+        st.markdown(intro)
+    for step in [*tables, *rest]:
+        st.markdown(step)
+
+
+# -- which channels build this channel (issue 29) ------------------------------------------------------
+
+CIRCUIT_LINKS = 4
+"""Input channels listed on each side (exciting, inhibiting)."""
+LINK_PICTURE_PX = 72
+
+
+def how_this_channel_works(model: FeatureModel, image: CurrentImage, layer: LayerInfo, channel: int) -> None:
+    """The Feature map's two views of how a channel is computed: the chosen cell's arithmetic and the channel's inputs."""
+    cell_arithmetic_section(model, image, layer, channel)
+    circuit_section(model, layer, channel)
+
+
+def _open_channel(layer: str, channel: int) -> None:
+    """A button's callback (runs before the page), so the layer and channel pickers open on it."""
+    st.session_state[LAYER] = layer
+    st.session_state[CHANNEL] = channel + 1
+    st.session_state[CELL] = None
+
+
+def circuit_section(model: FeatureModel, layer: LayerInfo, channel: int) -> None:
+    """ "Which channels build this channel": the strongest exciting and inhibiting inputs from the conv below."""
+    ops = caches.layer_ops(model)
+    if isinstance(ops, str) or not isinstance(ops.get(layer.name), ConvOp):
+        return  # only convolutions are built from channels; the arithmetic section already says why not
+    with st.expander("Which channels build this channel", icon="🧩"):
+        try:
+            circuit = channel_circuit(ops, layer.name, channel, count=CIRCUIT_LINKS)
+        except CannotExplain as err:
+            st.info(str(err))
+            return
+        number = model.layer_names.index(circuit.below) + 1
+        st.markdown(render_cells.circuit_words(circuit, number))
+        grads = gradients_or_message(model)
+        for title, links in (("Excite it most", circuit.excitatory), ("Inhibit it most", circuit.inhibitory)):
+            st.markdown(f"**{title}**")
+            if not links:
+                st.caption("None: every kernel slice of this channel sums to the other sign.")
+                continue
+            for column, link in zip(st.columns(len(links)), links, strict=False):
+                with column:
+                    _link(circuit, link, number, grads)
+
+
+def _link(circuit: ChannelCircuit, link: InputLink, number: int, grads: Gradients | str) -> None:
+    shown = None if isinstance(grads, str) else _kept_channel_picture(grads, circuit.below, link.channel, None)
+    if shown is not None:
+        result, name, png = shown
+        st.image(
+            SHELF.url(png, name=name),
+            width=LINK_PICTURE_PX,
+            alt=f"What channel {link.channel + 1} of {circuit.below} looks for (its optimised picture)",
+        )
+    st.button(
+        f"Channel {link.channel + 1}",
+        key=f"circuit.{circuit.layer}.{circuit.channel}.{link.channel}",
+        help=f"Open channel {link.channel + 1} of layer {number} ({circuit.below}) on this page",
+        on_click=_open_channel,
+        args=(circuit.below, link.channel),
+    )
+    st.caption(render_cells.link_words(link))
+
+
+# -- the sanity check (issue 29) ---------------------------------------------------------------------------
+
+SANITY_DONE = "gradients.sanity_done"
+SANITY_TOP = "gradients.sanity_top"
+
+
+def sanity_section(model: FeatureModel, image: CurrentImage) -> None:
+    """Saliency and Grad-CAM for the trained network beside the same network with random top layers."""
+    grads = gradients_or_message(model)
+    if isinstance(grads, str) or not model.has_classifier:
+        return  # the saliency section above already says why there are no gradient maps
+    st.markdown(
+        "**Sanity check.** Do these maps show what the network *learned*, or just the photo? Replace the "
+        "weights of the top layers by random numbers, from the classifier down (Adebayo et al. 2018), and "
+        "compute both maps again for the same photo and class."
+    )
+    layers = caches.weighted_layer_names(model)
+    top = st.select_slider(
+        "Layers to randomise, from the top",
+        options=list(range(1, len(layers) + 1)),
+        value=len(layers),
+        format_func=lambda k: f"{k} ({layers[-k]} and above)",
+        key=SANITY_TOP,
+    )
+    key = (model.sha256, image.key, top)
+    done = st.session_state.setdefault(SANITY_DONE, set())
+    if key not in done and not st.button("Sanity check (a few seconds)"):
+        return
+    with st.spinner("Randomising the weights and differentiating again..."):
+        try:
+            check = caches.sanity(grads, image, top)
+        except GradientError as err:
+            st.info(str(err))
+            return
+    done.add(key)
+    name = model.class_names[check.class_index] if check.class_index < len(model.class_names) else "the class"
+    trained_col, random_col = st.columns(2)
+    rows = (
+        ("Saliency", check.saliency, check.saliency_random),
+        (f"Grad-CAM at {check.cam_layer}", check.gradcam, check.gradcam_random),
+    )
+    for title, trained, random in rows:
+        for column, values, which in ((trained_col, trained, "trained"), (random_col, random, "randomised")):
+            vr = render.value_range(values, "per map")
+            with column:
+                st.image(
+                    render.enlarge(render.overlay_pixels(image.array, values, vr, render.VIRIDIS, alpha=0.55), 2),
+                    caption=f"{title} of '{name}', {which} network",
+                    alt=f"{title} of '{name}' for the {which} network, laid over the photo; yellow is where it is high",
+                    width=300,
+                    output_format="PNG",
+                )
+    st.markdown(sanity_words(check.saliency_correlation, check.gradcam_correlation, check.randomised))
+
+
+# -- which conv channels feed a dense unit (issue 29) -----------------------------------------------------
+
+DENSE_UNIT = "circuits.dense_unit"
+DENSE_GOTO = "circuits.goto_feature_map"
+
+
+def _open_on_feature_map(layer: str, channel: int) -> None:
+    _open_channel(layer, channel)
+    st.session_state[DENSE_GOTO] = True
+
+
+def dense_inputs_section(model: FeatureModel, image: CurrentImage, layer: str) -> None:
+    """For one unit of dense ``layer``: the channels of the last maps that push it up and down on the current photo."""
+    if st.session_state.pop(DENSE_GOTO, False):
+        chrome.goto("feature_map")
+    found = caches.dense_layer_weights(model, layer)
+    maps_layer = next(
+        (info.name for info in reversed(model.layers[: model.layer_names.index(layer)]) if info.is_spatial), None
+    )
+    if isinstance(found, str) or maps_layer is None:
+        return
+    weights, bias, source = found
+    acts = caches.activations(model, image)
+    if source not in acts:
+        return
+    with st.expander(f"Which channels feed a unit of {layer}", icon="🧩"):
+        unit = int(st.number_input(f"Unit of {layer}", 1, weights.shape[1], 1, key=DENSE_UNIT)) - 1
+        try:
+            inputs = dense_unit_inputs(
+                weights, bias, layer, unit, maps_layer, acts[maps_layer][None], acts[source][None]
+            )
+        except CannotExplain as err:
+            st.info(str(err))
+            return
+        ops = caches.layer_ops(model)
+        owner = maps_layer
+        while not isinstance(ops, str) and isinstance(ops.get(owner), PoolOp):
+            owner = ops[owner].source  # a pooling keeps channels apart: open the convolution they come from
+        st.markdown(render_cells.dense_words(inputs, owner, image.title))
+        up, down = inputs.strongest(CIRCUIT_LINKS)
+        for title, links in (("Push it up most", up), ("Push it down most", down)):
+            st.markdown(f"**{title}**")
+            if not links:
+                st.caption("None for this photo.")
+                continue
+            for column, (channel, value) in zip(st.columns(len(links)), links, strict=False):
+                column.button(
+                    f"Channel {channel + 1}",
+                    key=f"dense.{layer}.{unit}.{channel}",
+                    help=f"Open channel {channel + 1} of {owner} on the Feature map",
+                    on_click=_open_on_feature_map,
+                    args=(owner, channel),
+                )
+                column.caption(f"contribution {value:+.3f}")

@@ -191,3 +191,26 @@ def scanned_page_of(six_photos):
     next(b for b in at.button if b.label.startswith("Scan the 6 photos")).click().run()
     assert_clean(at)
     return at, None
+
+
+def test_dense_tab_lists_the_channels_feeding_a_unit_and_opens_one(env, model, six_photos):
+    from featapp.stats.circuits import dense_unit_inputs, dense_weights
+
+    at, _ = scanned_page(model, six_photos)
+    open_tab(at, 1)
+    at.number_input(key="circuits.dense_unit").set_value(6).run()
+    assert_clean(at)
+    current = get_current(at.session_state)
+    acts = model.activations(current.array[np.newaxis])
+    weights, bias, _ = dense_weights(model.path, "dense")
+    inputs = dense_unit_inputs(weights, bias, "dense", 5, "max_pooling2d_3", acts["max_pooling2d_3"], acts["flatten"])
+    text = main_text(at)
+    assert (
+        "Unit 6 of dense adds up every cell of every channel of max_pooling2d_3 (channels of conv2d_3, pooled)" in text
+    )
+    up, _ = inputs.strongest(4)
+    channel = up[0][0]
+    at.button(key=f"dense.dense.5.{channel}").click().run()
+    assert_clean(at)
+    assert at.session_state[LAYER] == "conv2d_3" and at.session_state[CHANNEL] == channel + 1
+    assert at.title[0].value == "🔥 Feature map"

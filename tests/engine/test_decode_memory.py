@@ -12,10 +12,10 @@ import textwrap
 
 import pytest
 from PIL import Image
-from tests.engine.test_images import _peak_rss_of
 
 from featapp.engine import images
 from featapp.engine.images import MAX_COEFFICIENT_BYTES, ImageError, InputSpec, prepare_image
+from tests.engine.test_images import _peak_rss_of
 
 SPEC = InputSpec(150, 150, 3)
 

@@ -13,9 +13,9 @@ from altair.vegalite.schema import load_schema  # the Vega-Lite version this Alt
 from PIL import Image
 
 from featapp import render
-from featapp.render.pictures import STRIP_LINE_PX
 from featapp.engine.geometry import ReceptiveField
 from featapp.render import LECTURE_BLUES, VIRIDIS, ValueRange
+from featapp.render.pictures import STRIP_LINE_PX
 
 
 def decode_url(url: str) -> np.ndarray:

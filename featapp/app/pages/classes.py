@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from featapp import render
-from featapp.app import caches, chrome, view
+from featapp.app import caches, chrome, sections, view
 from featapp.app.appstate import CurrentImage, set_current
 from featapp.app.captions import markdown_literal
 from featapp.cache import CacheFolderError
@@ -405,6 +405,7 @@ def _dense_tab() -> None:
         )
     else:
         st.info("No unit of this layer fires for the current image, so the output is the bias alone.")
+    sections.dense_inputs_section(model, image, feeding)
 
 
 # -- the map ------------------------------------------------------------------------------------------------------------

@@ -166,6 +166,7 @@ def _below_the_map(view_model, layer, channel: int, values, vr, scale) -> None:
         file_name=f"{layer.name}_channel{channel + 1}.png",
         mime="image/png",
     )
+    sections.how_this_channel_works(view_model, image, layer, channel)
 
     _lecture_detectors()
     sections.channel_section(view_model, layer, channel, key="feature_map.featurevis")

@@ -158,6 +158,7 @@ else:
         )
 
 sections.saliency_section(model, image)
+sections.sanity_section(model, image)
 
 # -- downloads ------------------------------------------------------------------------------------------------------
 st.subheader("Downloads")
