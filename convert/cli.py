@@ -219,8 +219,8 @@ def _gradients(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from convert.common import write_atomically
     from convert.evaluate import evaluate
-    from convert.export import write_atomically
     from featapp.data.dataset import Dataset
 
     Dataset(args.data_dir).classes(args.split)  # fast refusals before TensorFlow loads
@@ -258,7 +258,7 @@ def _snapshots(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from convert.export import write_atomically
+    from convert.common import write_atomically
     from convert.report import report_markdown, training_report
 
     _log("Loading TensorFlow ...")

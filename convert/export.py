@@ -23,8 +23,6 @@ From Python, for models with custom layers the command line cannot load::
 
 from __future__ import annotations
 
-import hashlib
-import math
 import os
 import shutil
 import tempfile
@@ -36,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from convert.common import sha256_file, size_text, verification_images, write_atomically, written_without_gradients
 from convert.errors import ConversionError
 from convert.flatten import FlatLayer, FlatModel, compute_in_float32, flatten_model
 from convert.inspect_keras import KerasFile, check_input_shapes, check_known_classes, inspect_keras_file
@@ -97,14 +96,6 @@ class ExportOptions:
     fold_rescaling: bool = True
     gradients: bool = True  # also write <name>.grad.onnx (convert.gradients), when differentiable
     run_id: str = ""  # the training run (see featapp.engine.metadata.model_identity); "" when unknown
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def converter_versions() -> dict[str, str]:
@@ -290,28 +281,6 @@ def to_onnx(flat: FlatModel, count: int, input_shape: tuple[int, int, int], nchw
     return proto
 
 
-def verification_images(height: int, width: int, channels: int, seed: int = 0) -> np.ndarray:
-    """uint8 test batch: uniform noise, two photo-like scenes (smooth shading, edges, texture), flat grey.
-
-    >>> verification_images(8, 6, 3).shape, verification_images(8, 6, 3).dtype
-    ((4, 8, 6, 3), dtype('uint8'))
-    """
-    rng = np.random.default_rng(seed)
-    noise = rng.integers(0, 256, (height, width, channels))
-    yy, xx = np.mgrid[0:height, 0:width] / max(height, width, 1)
-    scenes = []
-    for k in range(2):
-        shade = np.stack([0.5 + 0.4 * np.sin(3 * xx + c + k) * np.cos(2 * yy - c) for c in range(channels)], axis=-1)
-        for _ in range(4):  # a few flat-coloured blobs with hard edges
-            cy, cx, ry, rx = rng.random(4) * [1, 1, 0.3, 0.3] + [0, 0, 0.05, 0.05]
-            inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
-            shade[inside] = rng.random(channels)
-        texture = rng.normal(0, 0.03, shade.shape)
-        scenes.append(np.clip(shade + texture, 0, 1) * 255)
-    grey = np.full((height, width, channels), 128)
-    return np.stack([noise, *scenes, grey]).round().astype(np.uint8)
-
-
 def verify(
     model,
     flat: FlatModel,
@@ -376,23 +345,6 @@ def verify(
             "Nothing written."
         )
     return errors
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or none, never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp makes it private; a model file is for everyone to read
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 # -- the two entry points -----------------------------------------------------------------
@@ -518,7 +470,7 @@ def export_model(
 
     data = proto.SerializeToString()
     write_atomically(onnx_path, data)
-    log(f"Wrote {onnx_path} ({_size_text(len(data))}, {sum(i.params for i in infos):,} parameters)")
+    log(f"Wrote {onnx_path} ({size_text(len(data))}, {sum(i.params for i in infos):,} parameters)")
     if options.gradients:
         from convert.gradients import write_gradient_model
 
@@ -536,17 +488,3 @@ def with_identity(spec: ModelSpec, run_id: str = "") -> ModelSpec:
 
     identity = {"architecture": architecture_id(spec), "run": run_id}
     return replace(spec, extra={**spec.extra, IDENTITY_KEY: identity})
-
-
-def written_without_gradients(onnx_path: Path, err: Exception) -> str:
-    """The message for a model that was written but whose gradient model was not: what works."""
-    return (
-        f"{onnx_path} was written and shows every view but saliency, Grad-CAM and feature visualisation; "
-        f"its gradient model was not written: {err}"
-    )
-
-
-def _size_text(size: int) -> str:
-    if size < 1_000_000:
-        return f"{math.ceil(size / 1000)} kB"
-    return f"{size / 1e6:.1f} MB"

@@ -25,8 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from convert.common import write_atomically
 from convert.errors import ConversionError
-from convert.export import ExportOptions, export, write_atomically
+from convert.export import ExportOptions, export
 from featapp.engine.metadata import IDENTITY_KEY
 from featapp.engine.snapshots import INDEX_FILE, Snapshot, index_json
 from featapp.explain.backward import gradient_path

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from convert.errors import ConversionError
+from convert.verification import relative_error
 from featapp.explain.backward import (
     GRADIENTS_KEY,
     UnsupportedLayer,
@@ -222,9 +223,8 @@ def _numpy_type(onnx_type: int):
     return helper.tensor_dtype_to_np_dtype(onnx_type)
 
 
-def _relative_error(want: np.ndarray, got: np.ndarray) -> float:
-    scale = max(float(np.abs(want).max()), 1e-6)
-    return float(np.abs(want.astype(np.float64) - got.astype(np.float64)).max()) / scale
+GRADIENT_FLOOR = 1e-6
+"""Gradients are often far below 1e-3: their relative error is floored lower than activations'."""
 
 
 def verify_gradients(
@@ -320,7 +320,7 @@ def verify_gradients(
                 raise ConversionError(
                     f"gradient of {label} w.r.t. {name}: shape {got[name].shape}, TensorFlow {expected.shape}"
                 )
-            error = _relative_error(expected, got[name])
+            error = relative_error(expected, got[name], floor=GRADIENT_FLOOR)
             worst = max(worst, error)
             if not error <= tolerance:
                 raise ConversionError(
@@ -381,7 +381,7 @@ def write_gradient_model(
     """
     import onnx
 
-    from convert.export import verification_images, write_atomically
+    from convert.common import verification_images, write_atomically
     from featapp.engine.metadata import METADATA_KEY, ModelSpec
 
     forward_path = Path(forward_path)
@@ -505,7 +505,7 @@ def write_gradient_model_checked_numerically(
     TensorFlow: checked by :func:`check_gradients_numerically` instead of the tape."""
     import onnx
 
-    from convert.export import verification_images, write_atomically, written_without_gradients
+    from convert.common import verification_images, write_atomically, written_without_gradients
     from featapp.engine.metadata import METADATA_KEY, ModelSpec
     from featapp.engine.model import graph_input
 

@@ -767,7 +767,8 @@ def _class_names(units: int, activation: str, options: OnnxOptions) -> tuple[str
 
 
 def _spec(source: _Source, infos: list[LayerInfo], head: str | None, options: OnnxOptions, path: Path) -> ModelSpec:
-    from convert.export import INPUT_RANGES, sha256_file
+    from convert.common import sha256_file
+    from convert.export import INPUT_RANGES
 
     last = infos[-1]
     activation = head or (last.activation or "softmax")
@@ -868,7 +869,7 @@ def verify_against_source(
 ) -> float:
     """Run the source file and the converted graph on the test images; their class scores
     must agree within the tolerance (see :func:`convert.verification.allowed_error`)."""
-    from convert.export import verification_images
+    from convert.common import verification_images
     from convert.verification import allowed_error, relative_error
     from featapp.engine.model import graph_input
 
@@ -918,7 +919,7 @@ def export_onnx(
     log: Callable[[str], None] = print,
 ) -> ModelSpec:
     """Convert an ONNX image classifier; see the module docstring. Returns the metadata written."""
-    from convert.export import _size_text, write_atomically
+    from convert.common import size_text, write_atomically
 
     options = options or OnnxOptions()
     source_path, out_path = Path(source_path), Path(out_path)
@@ -971,7 +972,7 @@ def export_onnx(
     verify_against_source(source_bytes, source, converted, spec, compared, options.tolerance, log)
     data = converted.SerializeToString()
     write_atomically(out_path, data)
-    log(f"Wrote {out_path} ({_size_text(len(data))}, {sum(i.params for i in spec.layers):,} parameters)")
+    log(f"Wrote {out_path} ({size_text(len(data))}, {sum(i.params for i in spec.layers):,} parameters)")
     if options.gradients:
         from convert.gradients import write_gradient_model_checked_numerically
 

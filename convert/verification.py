@@ -19,17 +19,23 @@ import numpy as np
 
 from featapp.engine.metadata import LayerInfo
 
-__all__ = ["FLOAT32_EPSILON", "accumulation_lengths", "allowed_error", "relative_error"]
+__all__ = ["ACTIVATION_FLOOR", "FLOAT32_EPSILON", "accumulation_lengths", "allowed_error", "relative_error"]
 
 FLOAT32_EPSILON = float(np.finfo(np.float32).eps)
 
 _CONV_KINDS = ("Conv2D", "SeparableConv2D", "GroupConv2D")
 
 
-def relative_error(want: np.ndarray, got: np.ndarray) -> float:
-    """Largest difference, relative to the layer's own largest value (floored so an
-    all-zero layer does not divide by zero)."""
-    scale = max(float(np.abs(want).max()) if want.size else 0.0, 1e-3)
+ACTIVATION_FLOOR = 1e-3
+"""The smallest scale an activation's error is measured against: a layer of near-zero values
+is compared in absolute terms below it, so a rounding of 1e-7 there is not a large relative error."""
+
+
+def relative_error(want: np.ndarray, got: np.ndarray, floor: float = ACTIVATION_FLOOR) -> float:
+    """Largest difference, relative to the layer's own largest value (floored at ``floor`` so an
+    all-zero layer does not divide by zero). Gradients are far smaller than activations, so
+    their checks pass a smaller floor."""
+    scale = max(float(np.abs(want).max()) if want.size else 0.0, floor)
     return float(np.abs(want.astype(np.float64) - got.astype(np.float64)).max()) / scale if want.size else 0.0
 
 

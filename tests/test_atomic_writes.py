@@ -10,7 +10,7 @@ must accept it. Writers:
 * the neuron-statistics cache (``NeuronStats.save``, through ``featapp.cache.atomic_write``);
 * ``python -m featapp activations --out`` (the real command);
 * ``top --out`` pictures (``featapp.cli.commands._save_png``);
-* exported ONNX files (``convert.export.write_atomically``, which ``convert export`` and
+* exported ONNX files (``convert.common.write_atomically``, which ``convert export`` and
   ``convert snapshots`` use);
 * training checkpoints (``convert.train._atomic_save``: ``best.keras``, snapshots) and the
   run's JSON files (``_atomic_write_text``: ``history.json``, ``best.json``, ...);

@@ -144,3 +144,16 @@ def test_every_streamlit_cache_is_in_the_apps_cache_module() -> None:
     ]
     assert elsewhere == [], f"st.cache_* outside featapp/app/caches.py: {elsewhere}"
     assert pattern.search((PACKAGE / "app" / "caches.py").read_text())
+
+
+def test_the_converters_steps_do_not_import_each_other_in_a_circle() -> None:
+    """export (Keras) uses gradients; gradients and onnx_source take shared helpers from
+    convert.common, never from export, so the pipeline reads top-down."""
+    import ast
+
+    def imports(name: str) -> set[str]:
+        tree = ast.parse((REPO_ROOT / "convert" / f"{name}.py").read_text())
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+
+    assert "convert.export" not in imports("gradients")
+    assert "convert.export" not in imports("common") and "convert.gradients" not in imports("common")
