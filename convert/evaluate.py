@@ -91,6 +91,7 @@ def _keras_predictor(path: Path, input_range: str | None, log: Callable[[str], N
     shapes = [tuple(None if d is None else int(d) for d in t.shape) for t in model.inputs]
     check_input_shapes(path.name, shapes)
     _, height, width, channels = shapes[0]
+    assert height is not None and width is not None and channels is not None  # check_input_shapes refuses them
     # The same rule as the exporter: a model that rescales its own input takes 0..255.
     default_range = flatten_model(model).default_input_range
     scale, offset = INPUT_RANGES[input_range or default_range]

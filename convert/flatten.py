@@ -80,7 +80,7 @@ class FlatModel:
         # Keras wants unique operation names in a model, and nested models may repeat
         # names ("conv" in two blocks). Rename such layers while the model is built, then
         # give the user's layers their names back; the ONNX outputs use FlatLayer.name.
-        renamed = []
+        renamed: list[tuple[Any, str]] = []  # (Keras layer, its own name)
         taken = {"input"}
         for layer in self.layers:
             op = layer.op

@@ -161,7 +161,8 @@ def _read_h5(path: Path) -> tuple[dict[str, Any], str | None]:
 def _walk(obj: Any, inside: tuple[str, ...]) -> Iterator[LayerEntry]:
     if not isinstance(obj, dict) or "class_name" not in obj:
         return
-    config = obj.get("config") if isinstance(obj.get("config"), dict) else {}
+    raw_config = obj.get("config")
+    config: dict[str, Any] = raw_config if isinstance(raw_config, dict) else {}
     name = str(config.get("name") or obj.get("name") or obj["class_name"])
     yield LayerEntry(
         name=name,

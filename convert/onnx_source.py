@@ -400,6 +400,7 @@ def _layouts(model, input_name: str, layout: str) -> dict[str, str]:
         known = [found[name] for name in node.input if name in found]
         if not node.output:
             continue
+        result: str | None
         if node.op_type in _NCHW_OPS:
             result = "NCHW"
         elif node.op_type == "Transpose" and known:
@@ -462,7 +463,7 @@ def _pick_layers(source: _Source, shapes, layouts) -> list[_Layer]:
                     f"the output '{tensor}' has no fixed size per image {dims}; featapp needs one vector of class scores."
                 )
             continue
-        per_image = tuple(int(d) for d in dims[1:])  # type: ignore[arg-type]
+        per_image = tuple(int(d) for d in dims[1:])
         if len(per_image) == 3 and layouts.get(tensor):
             layout = layouts[tensor]
             rows, cols = per_image[1:] if layout == "NCHW" else per_image[:2]
@@ -705,7 +706,7 @@ def _build(source: _Source, layers: list[_Layer], head: str | None, spec: ModelS
     if head:
         last = spec.layers[-2].name
         op = "Softmax" if head == "softmax" else "Sigmoid"
-        attrs = {"axis": 1} if op == "Softmax" else {}
+        attrs: dict[str, Any] = {"axis": 1} if op == "Softmax" else {}  # the node's attributes
         extra_nodes.append(helper.make_node(op, [last], [spec.layers[-1].name], name=f"featapp/{head}", **attrs))
         outputs.append(_value(spec.layers[-1]))
     graph.node.extend(extra_nodes)
@@ -899,7 +900,7 @@ def verify_against_source(
 def _longest_sum(spec: ModelSpec) -> int:
     """The most terms any one layer adds up (a global pool sums a whole map)."""
     longest = 1
-    previous = (spec.input.height, spec.input.width, spec.input.channels)
+    previous: tuple[int, ...] = (spec.input.height, spec.input.width, spec.input.channels)
     for layer in spec.layers:
         if layer.kernel:
             longest = max(longest, layer.kernel[0] * layer.kernel[1] * previous[-1])

@@ -544,7 +544,13 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def _fit(
-    config: TrainConfig, run_dir: Path, train_xy, val_xy, epochs: int, snapshots: bool, start_from: Path | None = None
+    config: TrainConfig,
+    run_dir: Path,
+    train_xy: tuple[np.ndarray, np.ndarray],
+    val_xy: tuple[np.ndarray, np.ndarray] | None,
+    epochs: int,
+    snapshots: bool,
+    start_from: Path | None = None,
 ):
     import keras
 
@@ -568,9 +574,8 @@ def _fit(
         learning_rate=learning_rate_schedule(config, steps), weight_decay=config.weight_decay
     )
     if keras.backend.backend() == "tensorflow":
-        train_ds, val_ds = make_datasets(
-            *train_xy, *(val_xy or (None, None)), config.batch_size, config.seed, config.mixup_alpha
-        )
+        x_val, y_val = val_xy or (None, None)
+        train_ds, val_ds = make_datasets(*train_xy, x_val, y_val, config.batch_size, config.seed, config.mixup_alpha)
         fitted, data = model, {"x": train_ds, "validation_data": val_ds}
     else:
         fitted = with_augmentation(model)

@@ -69,7 +69,7 @@ def accumulation_lengths(
     lengths: list[int] = []
     for index, layer in enumerate(layers):
         sources = list(inputs[index]) or [None]
-        before = input_shape if sources[0] is None else layers[sources[0]].output_shape  # type: ignore[index]
+        before = input_shape if sources[0] is None else layers[sources[0]].output_shape
         own = 1
         if layer.kernel is not None:
             area = layer.kernel[0] * layer.kernel[1]

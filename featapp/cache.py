@@ -39,7 +39,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 import numpy as np
 
@@ -125,7 +125,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def atomic_write(target: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(target: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(file)`` on a temporary binary file, then move it to ``target``.
 
     >>> atomic_write(folder / "acts.npz", lambda f: np.savez(f, x=np.zeros(3)))  # doctest: +SKIP
@@ -185,7 +185,11 @@ def check_writable(folder: str | os.PathLike, need_bytes: int = 0) -> Path:
         (folder / ".featapp-write-check").unlink(missing_ok=True)  # another session may check at once
         free = shutil.disk_usage(folder).free
     except OSError as err:
-        why = {errno.EROFS: "it is on a read-only disk", errno.ENOSPC: "its disk is full"}.get(
+        reasons: dict[int | None, str | None] = {
+            errno.EROFS: "it is on a read-only disk",
+            errno.ENOSPC: "its disk is full",
+        }
+        why = reasons.get(
             err.errno, "featapp may not write there" if err.errno in (errno.EACCES, errno.EPERM) else err.strerror
         )
         raise CacheFolderError(f"featapp cannot save its results in {folder}: {why}. {_move_advice()}") from None
@@ -197,7 +201,7 @@ def check_writable(folder: str | os.PathLike, need_bytes: int = 0) -> Path:
     return folder
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, older_than_s: float = STALE_AFTER_S) -> list[Path]:
+def remove_stale_temporaries(folder: str | os.PathLike[str], older_than_s: float = STALE_AFTER_S) -> list[Path]:
     """Remove :func:`atomic_path`'s temporary files under ``folder`` older than ``older_than_s``
     (left by a killed write); only files named as featapp names them. Returns what was removed."""
     removed: list[Path] = []
@@ -216,7 +220,7 @@ def remove_stale_temporaries(folder: str | os.PathLike, older_than_s: float = ST
     return removed
 
 
-def _member_header(member: BinaryIO, name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+def _member_header(member: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
     version = np.lib.format.read_magic(member)
     if version == (1, 0):
         shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
@@ -229,7 +233,7 @@ def _member_header(member: BinaryIO, name: str) -> tuple[tuple[int, ...], bool, 
     return shape, fortran, dtype
 
 
-def _read_member(member: BinaryIO, name: str, declared: int) -> np.ndarray:
+def _read_member(member: IO[bytes], name: str, declared: int) -> np.ndarray:
     """The array in one ``.npy`` member, read into one buffer of the size its header
     declares once that size is checked against the member's own."""
     shape, fortran, dtype = _member_header(member, name)
@@ -237,9 +241,10 @@ def _read_member(member: BinaryIO, name: str, declared: int) -> np.ndarray:
     if size > declared - member.tell():
         raise CacheFileError(f"{name} declares {size:,} bytes but holds fewer")
     array = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
-    view = memoryview(array.reshape(-1, order="A").view(np.uint8)) if size else memoryview(b"")
+    view = array.reshape(-1, order="A").view(np.uint8).data if size else memoryview(b"")
     filled = 0
     while filled < size:
+        # ZipFile.open gives a ZipExtFile, which has readinto; its stub says IO[bytes], which has not.
         count = member.readinto(view[filled:])  # type: ignore[attr-defined]
         if not count:
             raise CacheFileError(f"{name} is cut short")

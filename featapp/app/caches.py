@@ -569,6 +569,7 @@ def _gallery_cards(model_sha: str, sample: tuple, _model: FeatureModel, _data: D
     items, pixels = gallery(_model, _data, split, seed)
     if not items:
         return ()
+    assert pixels is not None  # gallery() gives pixels whenever it gives items
     prediction = gallery_prediction(_model, pixels)
     folders = match_classes(_data.classes(split), _model.class_names)
     seen_before = trained_on(_model, items)

@@ -4,7 +4,7 @@ the sidebar, pictures sent as cached PNGs, and the warm-up before the first visi
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import streamlit as st
@@ -125,7 +125,7 @@ def model_or_error_page() -> FeatureModel:
         raise  # unreachable: st.stop() ends the run
 
 
-def show_image(array: np.ndarray, *, width: int | str = "content", **kwargs: Any) -> None:
+def show_image(array: np.ndarray, *, width: int | Literal["stretch", "content"] = "content", **kwargs: Any) -> None:
     """``st.image`` for uint8 pictures of 1 or 3 channels, encoded once as PNG and shown
     from the picture shelf (:func:`featapp.app.caches.picture_url`).
 

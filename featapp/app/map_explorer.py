@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import numpy as np
 
@@ -294,7 +295,7 @@ def parse_grid_report(value: object, *, layer_name: str, channels: int) -> GridV
         return None
     first, last, opened = value.get("first"), value.get("last"), value.get("open_channel")
 
-    def whole(number: object) -> bool:
+    def whole(number: object) -> TypeGuard[int]:
         return type(number) is int and 1 <= number <= channels
 
     if not (whole(first) and whole(last)) or not _one_of(value.get("order"), GRID_ORDERS):

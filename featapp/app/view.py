@@ -159,6 +159,7 @@ def default_image(model: FeatureModel, seed: int) -> CurrentImage:
         split = caches.default_split(data)
         items, pixels = caches.gallery(model, data, split, seed)
         if items:
+            assert pixels is not None  # gallery() gives pixels whenever it gives items
             item = items[0]
             return CurrentImage.from_array(pixels[0], "gallery", f"{item.name} ({split})", item.class_name)
     except DatasetError:

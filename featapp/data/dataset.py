@@ -143,7 +143,7 @@ class Dataset:
 
     def _scan(self, split: str) -> list[DatasetImage]:
         split_dir = self._split_dir(split)
-        found = []
+        found: list[DatasetImage] = []
         for label, class_name in enumerate(self._classes_in(split_dir)):
             paths = sorted((p for p in (split_dir / class_name).iterdir() if _is_image(p)), key=_natural_key)
             found.extend(DatasetImage(p, split, class_name, label) for p in paths)

@@ -50,8 +50,8 @@ from dataclasses import replace as _replace_fields
 from pathlib import Path, PurePosixPath
 
 from featapp import settings
-from featapp.errors import FeatappError
 from featapp.cache import folder_mode
+from featapp.errors import FeatappError
 
 __all__ = [
     "DownloadError",
@@ -282,7 +282,7 @@ def _fetch(source: Source, part: Path, progress: Progress) -> tuple[int, int]:
 
 def _range_starts_at(content_range: str, start: int) -> bool:
     match = re.match(r"bytes (\d+)-", content_range.strip())
-    return bool(match) and int(match.group(1)) == start
+    return match is not None and int(match.group(1)) == start
 
 
 # -- 2. checking ----------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def activations_npz(
 ) -> bytes:
     """A batch already in memory (the Model page's one image) as the bytes of a compressed file."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **_meta(layers, files, images), **activations)
+    np.savez_compressed(buffer, **_meta(layers, files, images), **activations)  # type: ignore[arg-type]  # mypy holds each value against savez's allow_pickle: bool
     return buffer.getvalue()
 
 

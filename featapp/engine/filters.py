@@ -111,7 +111,9 @@ def read_first_layer_filters(path: str | os.PathLike) -> FirstLayerFilters:
             bias=None if bias is None else np.asarray(bias, dtype=np.float32).reshape(-1),
             node_name=node.name or node.output[0],
         )
-    raise ModelError(f"'{path.name}' has no first convolution with stored weights, so there are no filters to show.")
+    raise ModelError(
+        f"'{Path(path).name}' has no first convolution with stored weights, so there are no filters to show."
+    )
 
 
 def filter_pictures(filters: FirstLayerFilters, *, shared_scale: bool = False) -> list[np.ndarray]:

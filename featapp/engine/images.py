@@ -666,6 +666,7 @@ def prepare_image(
     # Twice the larger side, on both axes, so that a rotation by the EXIF orientation
     # or a centre crop never leaves fewer than two source pixels per output pixel.
     min_side = 2 * max(target)
+    full_size: contextlib.AbstractContextManager[object]
     if isinstance(source, Image.Image):
         fmt = source.format
         image = _from_pillow(source, max_pixels)

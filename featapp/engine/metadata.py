@@ -353,5 +353,6 @@ def model_identity(spec: ModelSpec) -> dict[str, str]:
     """The model's identity: :func:`architecture_id` (always computed from the layers, so
     files written before identities existed have one too) and the training run it came
     from (``""`` when the converter was not told)."""
-    recorded = spec.extra.get(IDENTITY_KEY) if isinstance(spec.extra.get(IDENTITY_KEY), dict) else {}
+    stored = spec.extra.get(IDENTITY_KEY)
+    recorded: dict[str, Any] = stored if isinstance(stored, dict) else {}
     return {"architecture": architecture_id(spec), "run": str(recorded.get("run", "") or "")}

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 from PIL import Image
@@ -230,7 +231,7 @@ class FeatureModel:
         )
 
     # -- running it -------------------------------------------------------------------
-    def prepare(self, images: np.ndarray | Sequence[ImageSource] | ImageSource) -> np.ndarray:
+    def prepare(self, images: np.ndarray | Sequence[ImageSource | np.ndarray] | ImageSource) -> np.ndarray:
         """Images as the uint8 batch ``(N, H, W, C)`` this model takes.
 
         Accepts such an array already (or one image ``(H, W, C)``), or a sequence of
@@ -246,10 +247,12 @@ class FeatureModel:
                 images = images[np.newaxis]
             self._check_array(images, "(N, {h}, {w}, {c}) or one image ({h}, {w}, {c})")
             return images
-        if _is_single_source(images):
-            images = [images]  # type: ignore[list-item]
+        # One source on its own (prepare_image accepts or rejects it), else a sequence of them.
+        items: Iterable[Any] = (
+            [images] if _is_single_source(images) else cast("Sequence[ImageSource | np.ndarray]", images)
+        )
         arrays = []
-        for item in images:  # type: ignore[union-attr]
+        for item in items:
             if isinstance(item, np.ndarray):
                 self._check_array(item[np.newaxis] if item.ndim == 3 else item, "({h}, {w}, {c}) per image")
                 arrays.append(item)

@@ -30,6 +30,7 @@ The set (names are stable ids, the app and the CLI use them):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -207,7 +208,7 @@ def _makers() -> dict[str, _Maker]:
                 f"A detector of {words[orientation]} texture at this scale responds all over these stripes, "
                 f"which repeat every {period} pixels.",
                 "grating",
-                lambda spec, angle=angle, period=period: _grating(spec, angle, period),
+                functools.partial(_grating, angle_degrees=angle, period=period),
             )
     add(
         "checkerboard",
@@ -229,7 +230,7 @@ def _makers() -> dict[str, _Maker]:
             f"{colour.capitalize()} patch",
             f"A {colour} detector lights up over the square in the middle and stays quiet on the grey around it.",
             "colour",
-            lambda spec, rgb=rgb: _colour(spec, rgb),
+            functools.partial(_colour, rgb=rgb),
         )
     return makers
 

@@ -220,7 +220,7 @@ class _Builder:
         self.nodes.append(onnx.helper.make_node(op, list(inputs), [out], name=out, **attrs))
         return out
 
-    def const(self, array: np.ndarray, hint: str) -> str:
+    def const(self, array: np.ndarray | np.generic, hint: str) -> str:
         from onnx import numpy_helper
 
         name = self.name(hint)
@@ -277,10 +277,10 @@ class _Builder:
         if op == "AveragePool":
             return [(ins[0], self._avgpool(index, g, a))]
         if op == "GlobalAveragePool":
-            shape = self.static(ins[0])
-            if not shape or any(d is None for d in shape[2:]):
+            spatial = _known_spatial(self.static(ins[0]))
+            if spatial is None:
                 raise self.unsupported(index)
-            area = float(np.prod(shape[2:]))
+            area = float(np.prod(spatial))
             scaled = self.node("Mul", [g, self.const(np.float32(1 / area), "area")])
             return [(ins[0], self.node("Expand", [scaled, self.node("Shape", [ins[0]])]))]
         if op == "ReduceMean":
@@ -330,7 +330,8 @@ class _Builder:
             kernel = list(a.get("kernel_shape") or (w_shape[2:] if w_shape else []))
         else:
             kernel = list(a["kernel_shape"])
-        if not x_shape or not y_shape or any(d is None for d in [*x_shape[2:], *y_shape[2:]]) or not kernel:
+        x_hw, y_hw = _known_spatial(x_shape), _known_spatial(y_shape)
+        if x_hw is None or y_hw is None or not kernel:
             raise self.unsupported(index)
         rank = len(kernel)
         strides = list(a.get("strides", [1] * rank))
@@ -342,7 +343,7 @@ class _Builder:
         else:  # SAME_UPPER / SAME_LOWER: the padding that gives ceil(in / stride) outputs
             pads = [0] * 2 * rank
             for i in range(rank):
-                total = max((y_shape[2 + i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - x_shape[2 + i], 0)
+                total = max((y_hw[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - x_hw[i], 0)
                 small, big = total // 2, total - total // 2
                 pads[i], pads[rank + i] = (small, big) if auto_pad == "SAME_UPPER" else (big, small)
         return kernel, strides, dilations, pads
@@ -350,19 +351,19 @@ class _Builder:
     def _transpose_conv(self, index: int, g: str, weights: str, a: dict[str, Any], group: int) -> str:
         node = self.g.nodes[index]
         kernel, strides, dilations, pads = self._window(index, a)
-        x_shape, y_shape = self.static(node.input[0]), self.static(node.output[0])
+        x_hw, y_hw = _known_spatial(self.static(node.input[0])), _known_spatial(self.static(node.output[0]))
+        assert x_hw is not None and y_hw is not None  # _window raised otherwise
         rank = len(kernel)
         # Rows and columns the forward window never reached (e.g. 15 -> 7 pooling drops
         # the last one) come back as output padding, so the gradient has the input's size
         # and is zero there.
         output_padding = [
-            x_shape[2 + i]
-            - ((y_shape[2 + i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - pads[i] - pads[rank + i])
+            x_hw[i] - ((y_hw[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - pads[i] - pads[rank + i])
             for i in range(rank)
         ]
         if any(p < 0 for p in output_padding):
             raise self.unsupported(index)
-        extra = {}
+        extra: dict[str, Any] = {}  # more attributes of the node
         # ConvTranspose only allows output padding below the stride; the rest is padded on.
         limited = [min(p, s - 1) for p, s in zip(output_padding, strides, strict=True)]
         pads_after = [p - q for p, q in zip(output_padding, limited, strict=True)]
@@ -538,12 +539,12 @@ def build_gradient_model(forward, spec_json: str, forward_sha256: str = ""):
         index = graph.producer.get(layer.name)
         op = graph.nodes[index].op_type if index is not None else ""
         if position == len(spec.layers) - 1 and spec.has_classifier:
-            if op not in ("Sigmoid", "Softmax"):
+            if index is None or op not in ("Sigmoid", "Softmax"):
                 raise UnsupportedLayer(layer.name, layer.kind, op or "?")
             jobs.append((layer.name, position, graph.nodes[index].input[0], True, False))
             continue
         jobs.append((layer.name, position, layer.name, False, False))
-        if op in _ACTIVATIONS:
+        if index is not None and op in _ACTIVATIONS:
             # Feature visualisation climbs the value before the ReLU, as Lucid does: a
             # channel that is zero everywhere on the start noise still has a gradient there.
             jobs.append((f"{layer.name}{PREACT_SUFFIX}", position, graph.nodes[index].input[0], False, True))
@@ -587,7 +588,7 @@ def build_gradient_model(forward, spec_json: str, forward_sha256: str = ""):
             else:
                 out = g  # the tensor itself: an Identity would copy maps of megabytes per run
             used_as_output.add(out)
-            shape = (
+            shape: list[str | int] = (
                 ["batch", spec.input.height, spec.input.width, spec.input.channels]
                 if other is None
                 else ["batch", *_nchw(other)]
@@ -623,6 +624,15 @@ def build_gradient_model(forward, spec_json: str, forward_sha256: str = ""):
         entry.key, entry.value = key, value
     onnx.checker.check_model(model)
     return model
+
+
+def _known_spatial(shape: tuple[int | None, ...] | None) -> tuple[int, ...] | None:
+    """The sizes after batch and channels of a static NCHW ``shape``, or ``None`` when
+    the shape or any of those sizes is unknown."""
+    if not shape:
+        return None
+    known = tuple(d for d in shape[2:] if d is not None)
+    return known if len(known) == len(shape[2:]) else None
 
 
 def _nchw(layer) -> list[int]:

@@ -277,7 +277,7 @@ def visualize(
     return FeatureVisualization(layer, channels, images, final, start, objective, box)
 
 
-def _picture_affine(spec) -> tuple[np.ndarray, np.ndarray]:
+def _picture_affine(spec) -> tuple[np.ndarray | np.float32, np.ndarray | np.float32]:
     """Scale and offset from a 0..1 picture to the graph's input, per graph channel (or one for all)."""
     scales = np.asarray(spec.pixel_scales, np.float64) * 255.0
     offsets = np.asarray(spec.pixel_offsets, np.float64)

@@ -60,6 +60,7 @@ def gradcam(
             f"Grad-CAM needs a layer with 2-D maps; {layer!r} is {grads.model.layer(layer).shape_text}."
         )
     result = grads.class_gradient(batch, class_index)
+    assert result.class_indices is not None  # class_gradient records the class of each image
     class_index = int(result.class_indices[0])
     maps = result.activations[layer][0]
     gradient = result.gradients[layer][0]

@@ -46,6 +46,7 @@ def saliency(grads: Gradients, image: np.ndarray | ImageSource, class_index: int
     grads.require_classifier("saliency maps")
     batch = _one_image(grads, image)
     result = grads.class_gradient(batch, class_index)
+    assert result.class_indices is not None  # class_gradient records the class of each image
     gradient = result.gradients["input"][0]
     return SaliencyMap(np.abs(gradient).max(axis=-1), gradient, int(result.class_indices[0]))
 

@@ -267,21 +267,24 @@ class NeuronStats:
         stored = self._resolved(layer)
         count = len(self)
         if stored.storage == "spatial":
-            ever = (stored.maxima > 0).any(axis=0)  # type: ignore[union-attr]
+            assert stored.maxima is not None and stored.minima is not None and stored.zeros is not None  # see _Layer
+            ever = (stored.maxima > 0).any(axis=0)
             maps = count * stored.units
-            constant = int((stored.maxima == stored.minima).sum()) / maps if maps else 0.0  # type: ignore[union-attr]
+            constant = int((stored.maxima == stored.minima).sum()) / maps if maps else 0.0
             cells = maps * stored.rows * stored.cols
-            sparsity = float(stored.zeros.sum(dtype=np.int64)) / cells if cells else 0.0  # type: ignore[union-attr]
+            sparsity = float(stored.zeros.sum(dtype=np.int64)) / cells if cells else 0.0
         elif stored.storage == "vector":
-            ever = (stored.values > 0).any(axis=0)  # type: ignore[union-attr]
+            assert stored.values is not None  # see _Layer
+            ever = (stored.values > 0).any(axis=0)
             constant = 0.0
-            sparsity = float(np.count_nonzero(stored.values == 0)) / stored.values.size if count else 0.0  # type: ignore[union-attr]
+            sparsity = float(np.count_nonzero(stored.values == 0)) / stored.values.size if count else 0.0
         else:
+            assert stored.top_value is not None and stored.zeros is not None  # see _Layer
             # Each unit's strongest image is kept, so "ever above zero" is its first value.
-            ever = stored.top_value[0] > 0 if count else np.zeros(stored.units, bool)  # type: ignore[index]
+            ever = stored.top_value[0] > 0 if count else np.zeros(stored.units, bool)
             constant = 0.0
             values = count * stored.units
-            sparsity = float(stored.zeros.sum(dtype=np.int64)) / values if values else 0.0  # type: ignore[union-attr]
+            sparsity = float(stored.zeros.sum(dtype=np.int64)) / values if values else 0.0
         return LayerLiveness(
             channels=stored.units,
             images=count,
@@ -386,7 +389,7 @@ class NeuronStats:
             "skipped": [[p.relative_to(root).as_posix() if root else str(p), why] for p, why in self.skipped],
         }
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-        return atomic_write(path, lambda handle: np.savez(handle, **arrays))
+        return atomic_write(path, lambda handle: np.savez(handle, **arrays))  # type: ignore[arg-type]  # mypy holds each value against savez's allow_pickle: bool
 
     @classmethod
     def load(cls, path: str | os.PathLike, relative_to: str | os.PathLike | None = None) -> NeuronStats:
@@ -441,7 +444,7 @@ class NeuronStats:
                 alias_of=row["alias_of"],
                 field=None
                 if field is None
-                else ReceptiveField(tuple(field["size"]), tuple(field["jump"]), tuple(field["offset"])),  # type: ignore[arg-type]
+                else ReceptiveField(tuple(field["size"]), tuple(field["jump"]), tuple(field["offset"])),
             )
             if layer.storage not in ("spatial", "vector", "top", "alias"):
                 raise StatsFileError(f"unknown storage {layer.storage!r}")
@@ -560,9 +563,9 @@ class _Accumulator:
             layer.zeros[start:stop] = np.count_nonzero(output == 0, axis=1)  # type: ignore[index]
             # Running top-KEPT_PER_UNIT per unit. The kept rows come first and hold
             # earlier images, so a stable sort keeps ties deterministic (earlier wins).
-            values = np.concatenate([layer.top_value, output.astype(np.float32)])  # type: ignore[list-item]
+            values = np.concatenate([layer.top_value, output.astype(np.float32)])
             batch_index = np.broadcast_to(np.arange(start, stop, dtype=np.int32)[:, np.newaxis], output.shape)
-            indices = np.concatenate([layer.top_index, batch_index])  # type: ignore[list-item]
+            indices = np.concatenate([layer.top_index, batch_index])
             order = np.argsort(-values, axis=0, kind="stable")[:KEPT_PER_UNIT]
             layer.top_value = np.take_along_axis(values, order, axis=0)
             layer.top_index = np.take_along_axis(indices, order, axis=0)

@@ -279,7 +279,7 @@ def separation(
         class_means=means,
         auc=rank_sum_auc(values, flags),
         effect=standardized_difference(table, flags),
-        never_fires=~(table > 0).any(axis=0) if len(table) else np.ones(table.shape[1], bool),
+        never_fires=~np.any(table > 0, axis=0) if len(table) else np.ones(table.shape[1], bool),
     )
 
 

@@ -116,6 +116,7 @@ class Projection:
         """
         points = np.atleast_2d(np.asarray(new_features, dtype=np.float64))
         if self.components is not None:
+            assert self.mean is not None  # a PCA map has both
             return (points - self.mean) @ self.components.T
         if reference is None:
             raise ValueError(f"placing a photo on a {METHODS[self.method]} map needs the scanned features")
@@ -213,8 +214,9 @@ def _meta(stats, layer: str, method: str) -> dict:
 def _save(path: Path, projection: Projection) -> None:
     arrays = {"coords": projection.coords, "meta": np.frombuffer(json.dumps(projection.meta).encode(), np.uint8)}
     if projection.components is not None:
+        assert projection.mean is not None  # a PCA map has both
         arrays.update(mean=projection.mean, components=projection.components, explained=np.array(projection.explained))
-    atomic_write(path, lambda handle: np.savez(handle, **arrays))
+    atomic_write(path, lambda handle: np.savez(handle, **arrays))  # type: ignore[arg-type]  # mypy holds each value against savez's allow_pickle: bool
 
 
 def _load(path: Path, expected: dict) -> Projection | None:

@@ -70,7 +70,7 @@ def rank_by_activation(
     peaks = flat.argmax(axis=1)
     scores = flat.max(axis=1) if by == "max" else flat.mean(axis=1)
     order = np.argsort(-scores, kind="stable")
-    ranked = []
+    ranked: list[RankedHit] = []
     for index in order:
         cell = (int(peaks[index] // cols), int(peaks[index] % cols))
         box = receptive_box(field, cell[0], cell[1], input_hw) if field is not None and input_hw else None

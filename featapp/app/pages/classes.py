@@ -97,8 +97,8 @@ split = view.pick_scan_split(
     label="Split",
     help="All photos of this split, scanned once with this model (shared with 'One neuron, many images').",
 )
-stats = caches.neuron_stats(model, data, split)
-if stats is None:
+scanned = caches.neuron_stats(model, data, split)
+if scanned is None:
     count = len(data.images(split))
     damaged = caches.damaged_scan_note(model, data, split)
     if damaged is not None:
@@ -124,6 +124,7 @@ if stats is None:
         bar.empty()
         st.rerun()
     st.stop()
+stats = scanned  # not None from here on: the tabs' functions below see it so
 if len(stats.class_names) < 2:
     st.info(f"The {split} split has only one class ({stats.class_names[0]}), so there is nothing to tell apart.")
     st.stop()
@@ -296,6 +297,7 @@ def _channel_photos(layer: str, channel: int, by: str, is_map: bool, word: str, 
                         + (f"; a red box around {box_words(hit.box)}." if hit.box is not None else "."),
                     )
                     if is_map:
+                        assert vr is not None  # made for a layer of maps
                         st.image(
                             render.map_png(values[position], vr, scale, min_px=120),
                             width="stretch",
@@ -320,6 +322,7 @@ def _channel_photos(layer: str, channel: int, by: str, is_map: bool, word: str, 
                         else f"Make {hit.path.name} the current image.",
                     )
     if is_map:
+        assert vr is not None  # made for a layer of maps
         st.caption(render.describe_range(vr, scale))
         first = hits[positive][0] if hits[positive] else None
         if first is not None:
@@ -533,7 +536,8 @@ def _map_tab() -> None:
                     "Open",
                     help="Make this photo the current image",
                     key=f"classes.near_{index}",
-                    on_click=_make_current,
+                    # Streamlit drops a callback's return value; its stub asks for None.
+                    on_click=_make_current,  # type: ignore[arg-type]
                     args=(str(stats.paths[index]), classes[index], split),
                 )
         st.caption("Under each photo: its true class (✗ when the model gets it wrong) and its distance.")

@@ -277,11 +277,13 @@ def _map_view() -> None:
     with photo_col:
         picture = image.array
         if show_overlay:
+            assert layer.receptive_field is not None  # both are off without it (above)
             picture = render.overlay_map(picture, values, layer.receptive_field, vr, scale)
         caption = f"{markdown_literal(image.title)} ({spec.width} x {spec.height})"
         alt = f"{' '.join(image.title.split())} ({spec.width} x {spec.height} pixels)"
         alt += ", with the map laid over it." if show_overlay else "."
         if selected is not None:
+            assert layer.receptive_field is not None  # both are off without it (above)
             box = receptive_box(layer.receptive_field, selected[0], selected[1], (spec.height, spec.width))
             picture = render.outline_box(picture, box)
             caption += " · red box: what the chosen cell sees"
@@ -291,6 +293,7 @@ def _map_view() -> None:
     if selected is not None:
         top, left, bottom, right = box
         field = layer.receptive_field
+        assert field is not None  # both are off without it (above)
         st.markdown(
             f"Cell **row {selected[0] + 1}, column {selected[1] + 1}** has value **{float(values[selected]):.4g}**. "
             f"It sees input rows {top + 1}-{bottom} and columns {left + 1}-{right} "

@@ -5,7 +5,7 @@ import random
 import streamlit as st
 
 from featapp.app import caches, chrome, view
-from featapp.app.appstate import CurrentImage, from_upload, set_current
+from featapp.app.appstate import CurrentImage, SourceKind, from_upload, set_current
 from featapp.app.captions import TRAINED_ON_TEXT, WRONG_MARK, markdown_literal, match_classes, photo_alt
 from featapp.data.dataset import DatasetError
 from featapp.data.download import SOURCES, DownloadError, download_photos
@@ -37,6 +37,7 @@ def _choose(image: CurrentImage) -> None:
 
 def _choose_gallery(index: int, split: str, seed: int) -> None:
     items, pixels = caches.gallery(model, caches.dataset(), split, seed)
+    assert pixels is not None  # gallery() gives pixels whenever it gives items
     item = items[index]
     _choose(CurrentImage.from_array(pixels[index], "gallery", f"{item.name} ({split})", item.class_name))
 
@@ -46,7 +47,7 @@ def _choose_probe(index: int) -> None:
     _choose(CurrentImage.from_array(probe.image, "probe", probe.title))
 
 
-def _take_photo(widget_key: str, kind: str) -> None:
+def _take_photo(widget_key: str, kind: SourceKind) -> None:
     """Decode an upload or camera photo in memory; a bad file leaves a message, not a crash."""
     uploaded = st.session_state.get(widget_key)
     if uploaded is None:

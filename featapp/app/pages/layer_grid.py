@@ -1,5 +1,7 @@
 """Layer grid: every channel of a layer at once (the lecture's Figures 3 and 4)."""
 
+from functools import partial
+
 import streamlit as st
 
 from featapp import render, settings
@@ -108,6 +110,9 @@ in_browser = settings.map_view() == "browser"
 controls_left, controls_mid, controls_right = st.columns([3, 4, 3])
 with controls_left:
     layer = view.pick_layer(model, key="layer_grid.layer", spatial_only=False)
+if layer is None:
+    st.info("This model has no layers to show.")
+    st.stop()
 if not (in_browser and layer.is_spatial):
     with controls_mid:
         scale = view.pick_colours(key="layer_grid.colours")
@@ -177,7 +182,7 @@ elif layer.is_spatial:
         view_model, image, layer.name, (first, last), order, scale, mode, fixed, width_px=GRID_PX
     )
     chart_key = f"layer_grid.chart_{st.session_state.get(NONCE, 0)}"
-    st.vega_lite_chart(chart, on_select=lambda: _on_tile(layer.name, chart_key), key=chart_key, width="content")
+    st.vega_lite_chart(chart, on_select=partial(_on_tile, layer.name, chart_key), key=chart_key, width="content")
     dead = [channel + 1 for channel in dead_channels]
     if mode == "per layer":
         st.caption(render.describe_range(render.value_range(output, "per layer"), scale))

@@ -6,7 +6,7 @@ import streamlit as st
 from featapp import render
 from featapp.app import caches, chrome, sections, view
 from featapp.app.captions import markdown_literal
-from featapp.data.dataset import DatasetError
+from featapp.data.dataset import Dataset, DatasetError
 from featapp.engine.filters import filter_pictures
 from featapp.engine.model import ModelError
 from featapp.render import words as render_words
@@ -51,6 +51,7 @@ st.caption(
 # -- liveness ------------------------------------------------------------------------------------------------
 st.subheader("How alive each layer is")
 health, where = None, ""
+data: Dataset | None
 try:
     data = caches.dataset()
 except DatasetError:
@@ -67,6 +68,7 @@ if data is not None:
         seed = int(st.session_state.get(view.SEED, view.DEFAULT_SEED))
         items, pixels = caches.gallery(model, data, gallery_split, seed)
         if items:
+            assert pixels is not None  # gallery() gives pixels whenever it gives items
             health = caches.gallery_liveness(model, pixels)
             where = (
                 f"the gallery's {len(items)} photos ({gallery_split}, seed {seed}); scan the split on the "
@@ -184,9 +186,10 @@ if layer is not None and layer.is_spatial:
             mime="image/png",
         )
     with download_cols[1]:
+        grid_layer = layer  # not None here; the lambda, run on a click, sees only this name's type
         st.download_button(
             f"Grid: all {layer.channels} channels of {layer.name} (PNG)",
-            data=lambda: render.grid_png(outputs[layer.name], range(layer.channels), scale, "per map"),
+            data=lambda: render.grid_png(outputs[grid_layer.name], range(grid_layer.channels), scale, "per map"),
             file_name=f"{layer.name}_grid.png",
             mime="image/png",
         )

@@ -1,17 +1,18 @@
 """One neuron, many images: which photos make one channel fire most, and where (where the lecture goes next)."""
 
 import dataclasses
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import NamedTuple, cast
 
 import numpy as np
 import streamlit as st
 
 from featapp import render
 from featapp.app import caches, chrome, sections, view
-from featapp.app.appstate import CurrentImage, image_key, set_current
+from featapp.app.appstate import CurrentImage, SourceKind, image_key, set_current
 from featapp.app.captions import markdown_literal
 from featapp.cache import CacheFolderError
-from featapp.data.dataset import DatasetError
+from featapp.data.dataset import Dataset, DatasetError, DatasetImage
 from featapp.engine.images import ImageError, prepare_image
 from featapp.render.describe import box_words, describe_map, map_alt, summarise_map
 from featapp.stats import analysis
@@ -29,7 +30,7 @@ spec = model.input_spec
 input_hw = (spec.height, spec.width)
 
 
-def _use(array, title: str, label: str | None, source: str = "gallery") -> None:
+def _use(array, title: str, label: str | None, source: SourceKind = "gallery") -> None:
     set_current(st.session_state, CurrentImage.from_array(array, source, title, label))
     st.session_state[view.CELL] = None
 
@@ -113,6 +114,7 @@ with controls_right:
     scale = view.pick_colours(key="neuron.colours")
 
 layer_number = model.layer_names.index(layer.name) + 1
+data: Dataset | None
 try:
     data = caches.dataset()
 except DatasetError as err:
@@ -121,10 +123,12 @@ except DatasetError as err:
         f"{err}\n\nWithout a dataset there are no photos to rank; the comparison below still works for the current image."
     )
 
+gallery_items: Sequence[DatasetImage]
+gallery_pixels: np.ndarray | None
 gallery_items, gallery_pixels = ([], None)
 if data is not None:
     split = (
-        st.session_state.get(view.SPLIT)
+        cast(str, st.session_state.get(view.SPLIT))  # a split name: it is one of data.splits
         if st.session_state.get(view.SPLIT) in data.splits
         else caches.default_split(data)
     )
@@ -133,6 +137,7 @@ if data is not None:
 
 st.subheader(f"Layer {layer_number} ({layer.name}), channel {channel + 1}: the images it likes most")
 if data is not None and source == "gallery" and gallery_items:
+    assert gallery_pixels is not None  # gallery() gives pixels whenever it gives items
     maps = caches.gallery_layer(model, gallery_pixels, layer.name)[:, channel]
     ranked = rank_by_activation(maps, layer.receptive_field, input_hw, by=rank_by)
     vr = render.shared_range(maps)
@@ -169,6 +174,7 @@ elif data is not None and source == "dataset":
         if scan_now:
 
             def _progress(done: int, total: int) -> None:
+                assert bar is not None  # made with scan_now
                 bar.progress(min(done / max(total, 1), 1.0), text=f"Scanned {done} of {total} photos")
 
             try:
@@ -179,8 +185,9 @@ elif data is not None and source == "dataset":
                 st.error(str(err))
     if stats is not None:
         hits = stats.top_k(layer.name, channel, k=TOP_K, by=rank_by)
-        entries, maps = [], []
+        entries, top_maps = [], []
         for number, hit in enumerate(hits):
+            assert hit.path is not None  # top_k gives each hit its photo's path
             try:
                 pixels = prepare_image(hit.path, model)
             except ImageError as err:
@@ -188,10 +195,10 @@ elif data is not None and source == "dataset":
                 continue
             photo = CurrentImage.from_array(pixels, "gallery", hit.path.name, hit.class_name)
             values = caches.activations(model, photo)[layer.name][channel]
-            maps.append(values)
+            top_maps.append(values)
             entries.append(_Shown(f"d{number}", hit, pixels, values))
         if entries:
-            vr = render.shared_range(*maps)
+            vr = render.shared_range(*top_maps)
             st.caption(
                 f"The top {len(entries)} of {len(stats.paths)} scanned photos ({scan_split}), strongest first. "
                 f"All maps share one scale. {render.describe_range(vr, scale)}"
@@ -208,9 +215,10 @@ for index, item in enumerate(gallery_items):
     choices[f"g{index}"] = f"{item.name} ({item.class_name})"
 
 
-def _pixels_of(choice: str) -> tuple:
+def _pixels_of(choice: str) -> CurrentImage:
     if choice == "current":
         return image
+    assert gallery_pixels is not None  # gallery() gives pixels whenever it gives items
     index = int(choice[1:])
     item = gallery_items[index]
     return CurrentImage.from_array(gallery_pixels[index], "gallery", item.name, item.class_name)
@@ -221,8 +229,13 @@ options = list(choices)
 # The current image is usually gallery photo 1 (the default), so "the next option" would
 # compare it with itself: start the right side on the first gallery photo that differs.
 current_key = image_key(image.array)
-other = next(
-    (f"g{index}" for index in range(len(gallery_items)) if image_key(gallery_pixels[index]) != current_key), None
+other = (
+    None  # no gallery photos
+    if gallery_pixels is None
+    else next(
+        (f"g{index}" for index in range(len(gallery_items)) if image_key(gallery_pixels[index]) != current_key),
+        None,
+    )
 )
 if st.session_state.get("neuron.compare_right") not in options:
     st.session_state.pop("neuron.compare_right", None)
