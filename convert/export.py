@@ -420,7 +420,8 @@ def export_model(
         count = spatial[-1] + 1
         infos = infos[:count]
         log(f"  trunk only: {count} layers, up to '{infos[-1].name}' ({infos[-1].shape_text})")
-        output_activation, class_names = None, ()
+        output_activation = None
+        class_names: tuple[str, ...] = ()
     else:
         if flat.output_index != count - 1:
             raise ConversionError(

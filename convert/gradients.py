@@ -77,9 +77,10 @@ def _replay(
 
     for node in forward.graph.node:
         a = _attrs(node)
-        ins = [values[name] if name else None for name in node.input]
+        # Values are numpy arrays or TensorFlow tensors as the graph mixes them: typed as Any.
+        ins: list[Any] = [values[name] if name else None for name in node.input]
         op = node.op_type
-        x = ins[0] if ins else None
+        x: Any = ins[0] if ins else None
         if op == "Constant":
             out = numpy_helper.to_array(node.attribute[0].t)
         elif op == "Shape":
@@ -93,8 +94,8 @@ def _replay(
         elif op == "Slice":
             arr = np.asarray(x)
             starts, ends = np.asarray(ins[1]), np.asarray(ins[2])
-            axes = np.asarray(ins[3]) if len(ins) > 3 and ins[3] is not None else np.arange(len(starts))
-            steps = np.asarray(ins[4]) if len(ins) > 4 and ins[4] is not None else np.ones(len(starts), np.int64)
+            axes: Any = np.asarray(ins[3]) if len(ins) > 3 and ins[3] is not None else np.arange(len(starts))
+            steps: Any = np.asarray(ins[4]) if len(ins) > 4 and ins[4] is not None else np.ones(len(starts), np.int64)
             index = [slice(None)] * arr.ndim
             for s, e, ax, st in zip(starts, ends, axes, steps, strict=True):
                 index[int(ax)] = slice(int(s), int(min(e, np.iinfo(np.int64).max)), int(st))
@@ -135,6 +136,7 @@ def _replay(
             auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
             w = np.transpose(np.asarray(ins[1]), (2, 3, 1, 0))  # OIHW -> HWIO
             group = int(a.get("group", 1))
+            padding: Any
             if auto_pad.startswith("SAME"):
                 padding = "SAME"
             else:

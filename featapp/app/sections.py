@@ -438,8 +438,10 @@ def dense_inputs_section(model: FeatureModel, image: CurrentImage, layer: str) -
             return
         ops = caches.layer_ops(model)
         owner = maps_layer
-        while not isinstance(ops, str) and isinstance(ops.get(owner), PoolOp):
-            owner = ops[owner].source  # a pooling keeps channels apart: open the convolution they come from
+        op = None if isinstance(ops, str) else ops.get(owner)
+        while isinstance(op, PoolOp):  # a pooling keeps channels apart: open the convolution they come from
+            owner = op.source
+            op = None if isinstance(ops, str) else ops.get(owner)
         st.markdown(render_cells.dense_words(inputs, owner, image.title))
         up, down = inputs.strongest(CIRCUIT_LINKS)
         for title, links in (("Push it up most", up), ("Push it down most", down)):

@@ -602,13 +602,13 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     else:
         if args.layer:
             raise UserError("--layer is for --method gradcam; saliency is always of the input pixels.")
-        result = (
+        pixel_map = (
             smoothgrad(grads, photo, samples=args.samples, seed=args.seed)
             if args.method == "smoothgrad"
             else saliency(grads, photo)
         )
-        values, what = result.per_pixel, "SmoothGrad" if args.method == "smoothgrad" else "saliency"
-        class_index = result.class_index
+        values, what = pixel_map.per_pixel, "SmoothGrad" if args.method == "smoothgrad" else "saliency"
+        class_index = pixel_map.class_index
     names = model.class_names or tuple(f"class {i}" for i in range(max(2, model.layers[-1].channels)))
     vr = render.value_range(values, "per map")
     picture = render.overlay_pixels(photo, values, vr, render.VIRIDIS, alpha=0.55)

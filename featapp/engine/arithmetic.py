@@ -214,7 +214,7 @@ def read_layer_ops(model: FeatureModel) -> dict[str, ConvOp | PoolOp | str]:
     names = set(model.layer_names)
     found: dict[str, ConvOp | PoolOp | str] = {}
     spec = model.input_spec
-    sizes = {GRAPH_INPUT: (spec.height, spec.width)}
+    sizes: dict[str, tuple[int, ...]] = {GRAPH_INPUT: (spec.height, spec.width)}
     sizes.update({layer.name: layer.output_shape[:2] for layer in model.layers if layer.is_spatial})
     for layer in model.layers:
         if not layer.is_spatial:

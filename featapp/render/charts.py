@@ -254,7 +254,7 @@ def legend_chart(
         bands = _frame({"y0": [0.0], "y1": [1.0], "colour": [_rgb_to_hex(colours[0])]}, arrow)
         labels = _frame({"y": [0.5], "label": [f"constant {_fmt(vr.low)}"]}, arrow)
     else:
-        steps = scale.levels if scale.discrete else 64
+        steps = scale.levels if scale.levels is not None else 64
         edges = np.linspace(vr.low, vr.high, steps + 1)
         if scale.discrete:
             hexes = [_rgb_to_hex(c) for c in colours]

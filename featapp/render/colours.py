@@ -184,7 +184,7 @@ def describe_range(vr: ValueRange, scale: ColourScale) -> str:
         "shared": "the minimum and maximum over all the maps shown, one scale for all",
     }.get(vr.mode, vr.mode)
     text = f"Colours span {_fmt(vr.low)} to {_fmt(vr.high)}: {where}."
-    if scale.discrete:
+    if scale.levels is not None:
         text += f" {scale.levels} equal bins of {_fmt((vr.high - vr.low) / scale.levels)} each."
     if vr.clipped:
         text += " Some values lie outside this range and are drawn in the end colours."

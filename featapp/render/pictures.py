@@ -95,7 +95,7 @@ def fit_width(picture: np.ndarray, width_px: int) -> np.ndarray:
         return enlarged
     height = max(1, round(rows * width_px / cols))
     squeezed = enlarged[:, :, 0] if enlarged.ndim == 3 and enlarged.shape[2] == 1 else enlarged
-    resized = np.asarray(Image.fromarray(squeezed).resize((width_px, height), resample=Image.BILINEAR))
+    resized = np.asarray(Image.fromarray(squeezed).resize((width_px, height), resample=Image.Resampling.BILINEAR))
     return resized[:, :, np.newaxis] if array.ndim == 3 and resized.ndim == 2 else resized
 
 
