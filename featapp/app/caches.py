@@ -11,7 +11,7 @@ Caching lives here and only here, so the library stays free of Streamlit:
   6.1 MB of float32 (see :func:`featapp.engine.metadata.activation_bytes`), so the cache holds
   at most about 195 MB. Not ``st.cache_data``: that unpickles a fresh copy on every read,
   and the Feature map page reads seven images' activations per rerun (its training
-  strip), which cost about 30 ms of every channel change. The arrays are shared, so
+  strip), a large part of every channel change (bench/results/channel_change_profile.md). The arrays are shared, so
   they are made read-only (:func:`_read_only`): a page that wrote into one would change
   it for every student.
 * The gallery's 20 photos and one layer of their activations are held the same way, by
@@ -657,9 +657,9 @@ def _png(content_key: str, width_px: int | None, _picture: np.ndarray) -> bytes:
 
 def picture_png(picture: np.ndarray, width_px: int | None = None) -> bytes:
     """PNG bytes of a uint8 picture (at ``width_px`` wide, if given), encoded once per
-    distinct picture. Given an array, ``st.image`` encodes it again on every rerun (8 ms
-    for one 150 x 150 photo here, so 160 ms for the gallery's 20), and given a picture
-    wider than its ``width`` it scales and encodes it once more.
+    distinct picture. Given an array, ``st.image`` encodes it again on every rerun (twenty
+    times for the gallery), and given a picture wider than its ``width`` it scales and
+    encodes it once more.
     """
     return _picture(picture, width_px)[1]
 
@@ -693,8 +693,8 @@ def _heatmap(
 
 def _with_arrow_tables(spec: dict) -> dict:
     """The spec with its datasets as Arrow tables, not pandas frames: Streamlit converts a
-    frame to Arrow on every call (1.4-3 ms per heatmap here), a table it only writes out
-    (0.1 ms), so a cached spec costs almost nothing to send again."""
+    frame to Arrow on every call, a table it only writes out, so a cached spec costs almost
+    nothing to send again (bench/results/channel_change_profile.md)."""
     spec["datasets"] = {
         name: pa.Table.from_pandas(frame, preserve_index=False) for name, frame in spec["datasets"].items()
     }

@@ -485,9 +485,9 @@ def _session_options(quiet: bool):
 
     telemetry_off()  # before every session, so no path into ONNX Runtime misses it
     options = ort.SessionOptions()
-    # The memory arena stays on (the default): after a 20-image all-layer run a session keeps
-    # about 220-270 MB and reuses it, and without it runs were 1.6-2x slower on 2 cores. That
-    # memory is per session, which is why the app holds one session per model file per process.
+    # The memory arena stays on (the default): a session keeps the working memory of its
+    # largest run and reuses it, and without it runs were much slower on 2 cores
+    # (bench/results/engine.md). That memory is per session, which is why the app holds one session per model file per process.
     threads = settings.threads_text()
     if threads:
         if not threads.isdigit():

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 # pandas is imported inside the functions that build tables: the Gallery, the app's first
-# page, draws no chart, and importing pandas was 0.3-1.2 s of the app's cold start.
+# page, draws no chart, and importing pandas was a large part of the app's cold start
+# (bench/results/cold_start_lazy_tabs.md).
 if TYPE_CHECKING:
     pass
 
@@ -20,9 +21,8 @@ from featapp.render.tiles import Tile
 MAX_CHART_CELLS = 1024
 """Most hover/click cells a heatmap chart carries. Larger maps are shown in full as a
 picture, with hover and click answered per block of cells (see :func:`heatmap_chart`),
-because every Vega mark is re-encoded on every update in the browser. Measured with
-``bench/profile_channel_change.py``, three interleaved runs each: a layer-1 channel
-change took 296-331 ms (median) with 2,500 cells and 211-249 ms with 1,024. For the
+because every Vega mark is re-encoded on every update in the browser, so a channel change
+takes longer with more cells (``bench/profile_channel_change.py``, BENCHMARKS.md). For the
 lecture's model, blocks are 5 x 5 cells in layer 1, 3 x 3 in layers 2-3, 2 x 2 in
 layers 4-5 and single cells from layer 6 on."""
 
@@ -32,8 +32,8 @@ layers 4-5 and single cells from layer 6 on."""
 
 def _frame(columns: dict, arrow: bool):
     """A dataset from its columns: a pandas frame, or with ``arrow`` a pyarrow table.
-    Streamlit sends a table as it is and converts a frame to Arrow first; for a layer-1
-    heatmap, making five small frames and converting them took 5 of its 7 ms here."""
+    Streamlit sends a table as it is and converts a frame to Arrow first, which was most of a
+    layer-1 heatmap's cost (bench/results/channel_change_profile.md)."""
     if arrow:
         import pyarrow as pa
 
@@ -114,7 +114,7 @@ def heatmap_chart(
     the named datasets ``picture``, ``cells``, ``outline`` and ``legend``, so choosing
     another channel of the same layer changes data, not the chart (the browser updates it
     in place). It is written as a plain dict, the JSON Altair would produce, because
-    building the same chart from Altair objects took about 90 ms per update here. The
+    building the same chart from Altair objects was far slower on every update. The
     datasets are pandas frames, or with ``arrow`` pyarrow tables (cheaper for Streamlit).
 
     >>> from featapp.render import LECTURE_BLUES

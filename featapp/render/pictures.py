@@ -14,8 +14,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 from featapp.engine.geometry import ReceptiveField
 
-# pandas is imported inside the functions that build tables: the Gallery, the app's first
-# page, draws no chart, and importing pandas was 0.3-1.2 s of the app's cold start.
 if TYPE_CHECKING:
     pass
 

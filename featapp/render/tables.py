@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 from featapp.engine.metadata import LayerInfo
 
 # pandas is imported inside the functions that build tables: the Gallery, the app's first
-# page, draws no chart, and importing pandas was 0.3-1.2 s of the app's cold start.
+# page, draws no chart, and importing pandas was a large part of the app's cold start
+# (bench/results/cold_start_lazy_tabs.md).
 if TYPE_CHECKING:
     import pandas as pd
 

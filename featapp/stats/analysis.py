@@ -323,7 +323,7 @@ class NeuronStats:
                 column = stored.values[:, channel]  # type: ignore[index]
             else:
                 column = (stored.maxima if by == "max" else stored.means)[:, channel]  # type: ignore[index]
-            # A stable sort of a few thousand numbers takes ~0.1 ms and, unlike
+            # A stable sort of a few thousand numbers is cheap and, unlike
             # argpartition, always breaks ties (dead ReLU channels: all zeros) the same way.
             indices = np.argsort(-column, kind="stable")[:k]
             values = column[indices]

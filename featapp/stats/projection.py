@@ -140,9 +140,9 @@ def fit_pca(table: np.ndarray, layer: str = "") -> Projection:
     centred = data - mean
     if len(centred) > centred.shape[1]:
         # The SVD of the (units x units) scatter matrix gives the same axes, and its singular
-        # values are the squared ones of the table. On a busy 2-core machine, LAPACK's
-        # multithreaded SVD of a 4,000 x 512 table took 5-7 s (one thread: 0.3 s); the
-        # 512 x 512 one takes tens of milliseconds. Only the top two axes are used, which
+        # values are the squared ones of the table. On a busy 2-core machine LAPACK's
+        # multithreaded SVD of the tall table was slow and erratic (bench/results/classes.md);
+        # the units x units one is small. Only the top two axes are used, which
         # the squared condition number does not disturb.
         _, variances, vt = np.linalg.svd(centred.T @ centred)
     else:
