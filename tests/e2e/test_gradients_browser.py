@@ -54,7 +54,7 @@ def test_gradient_views_in_the_browser(tmp_path, browser, data_dir):
 
         open_page(page, "Feature map")
         page.get_by_role("button", name="Optimise a picture for channel 1").click()
-        picture = page.locator('[data-testid="stImage"]', has_text="Channel 1: mean activation")
+        picture = page.locator('[data-testid="stImage"]', has_text="Channel 1: its centre cell")
         picture.first.wait_for(timeout=SLOW)
         page.get_by_role("button", name="Compute pictures for all 32 channels").click()
         grid = page.locator('[data-testid="stImage"]', has_text="All 32 channels of conv2d")
