@@ -36,9 +36,10 @@ if TYPE_CHECKING:
     from featapp.explain.gradients import GradientError, GradientResult, Gradients, load_gradients
     from featapp.explain.occlusion import OcclusionMap, occlusion_sensitivity
     from featapp.explain.saliency import SaliencyMap, saliency, smoothgrad
-    from featapp.stats.analysis import NeuronHit, NeuronStats, StatsFileError, load_cached, load_or_scan, scan
+    from featapp.stats.analysis import NeuronStats, StatsFileError, load_cached, load_or_scan, scan
     from featapp.stats.classes import SeparationTable, contributions, layer_separation, network_health, output_weights
     from featapp.stats.projection import Projection, load_or_fit, nearest
+    from featapp.stats.ranking import RankedHit
 
 __all__ = [
     # every error a user can cause
@@ -65,7 +66,7 @@ __all__ = [
     "load_or_scan",
     "load_cached",
     "NeuronStats",
-    "NeuronHit",
+    "RankedHit",
     "StatsFileError",
     "default_cache_dir",
     # what tells the classes apart, and a map of the feature space
@@ -109,7 +110,7 @@ __all__ = [
 # library (``featapp.engine.images`` in a training loop, ``featapp.render`` in a test) does
 # not load every folder, and the folder rules of docs/architecture.md can be checked.
 _EXPORTS = {
-    "NeuronHit": "featapp.stats.analysis",
+    "RankedHit": "featapp.stats.ranking",
     "NeuronStats": "featapp.stats.analysis",
     "StatsFileError": "featapp.stats.analysis",
     "load_cached": "featapp.stats.analysis",

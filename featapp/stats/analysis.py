@@ -62,7 +62,7 @@ from featapp.stats.liveness import LayerLiveness
 from featapp.stats.ranking import RankedHit
 
 __all__ = [
-    "NeuronHit",
+    "RankedHit",
     "NeuronStats",
     "StatsFileError",
     "cache_damage",
@@ -98,10 +98,6 @@ SAVED_BYTES_PER_IMAGE = 32 * 1024
 
 class StatsFileError(CacheFileError):
     """A statistics file that is damaged, from another format, or does not match."""
-
-
-NeuronHit = RankedHit
-"""One image among a channel's top activations in a scanned dataset (:class:`featapp.stats.ranking.RankedHit`)."""
 
 
 @dataclass
@@ -293,7 +289,7 @@ class NeuronStats:
             sparsity=sparsity,
         )
 
-    def top_k(self, layer: str, channel: int, k: int = 9, by: str = "max") -> list[NeuronHit]:
+    def top_k(self, layer: str, channel: int, k: int = 9, by: str = "max") -> list[RankedHit]:
         """The ``k`` images on which ``channel`` of ``layer`` responds most, strongest first.
 
         ``by="max"`` ranks by each image's strongest cell, ``by="mean"`` by the map's
@@ -336,7 +332,7 @@ class NeuronStats:
                 box = receptive_box(stored.field, row, col, self.input_hw)  # type: ignore[arg-type]
             label = int(self.labels[index])
             hits.append(
-                NeuronHit(
+                RankedHit(
                     path=self.paths[index],
                     class_name=self.class_names[label],
                     label=label,

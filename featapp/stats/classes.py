@@ -420,9 +420,9 @@ def health_table(health: dict, spatial: Sequence[str] = ()):
 
 def class_top(stats, layer: str, channel: int, class_name: str, k: int = 5, by: str = "max") -> list:
     """The ``k`` photos of ``class_name`` on which ``channel`` of ``layer`` fires most
-    (:class:`featapp.stats.analysis.NeuronHit`, strongest first, with the max's cell and box)."""
+    (:class:`featapp.stats.ranking.RankedHit`, strongest first, with the max's cell and box)."""
     from featapp.engine.geometry import receptive_box
-    from featapp.stats.analysis import NeuronHit
+    from featapp.stats.ranking import RankedHit
 
     if class_name not in stats.class_names:
         raise ValueError(f"no class {class_name!r}; the classes are {', '.join(stats.class_names)}")
@@ -438,7 +438,7 @@ def class_top(stats, layer: str, channel: int, class_name: str, k: int = 5, by: 
         cell = (int(cells[index, 0]), int(cells[index, 1])) if cells is not None else None
         box = receptive_box(field, *cell, stats.input_hw) if cell is not None and field is not None else None
         hits.append(
-            NeuronHit(
+            RankedHit(
                 path=stats.paths[index],
                 class_name=class_name,
                 label=label,

@@ -15,7 +15,7 @@ import numpy as np
 
 from featapp.engine.geometry import ReceptiveField, receptive_box
 
-__all__ = ["RankedHit", "RankedMap", "rank_by_activation"]
+__all__ = ["RankedHit", "rank_by_activation"]
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,6 @@ class RankedHit:
     @property
     def name(self) -> str:
         return self.path.name if self.path is not None else ""
-
-
-RankedMap = RankedHit
-"""The name this type had before it served the dataset scan too."""
 
 
 def rank_by_activation(
