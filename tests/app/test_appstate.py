@@ -115,3 +115,22 @@ def test_markdown_literal_escapes_what_markdown_and_streamlit_would_interpret() 
     # Removing the escapes gives the name back, so nothing is lost.
     assert escaped.replace("\\", "") == name
     assert markdown_literal("two\nlines") == "two lines"
+
+
+def test_every_shared_session_key_is_in_the_views_table():
+    """view.py's docstring is where a newcomer reads which session-state keys the pages share:
+    every key constant it defines, and every "view.*" key any app module spells out, is there."""
+    import re
+    from pathlib import Path
+
+    from featapp.app import view
+
+    table = view.__doc__ or ""
+    constants = {name: value for name, value in vars(view).items() if name.isupper() and isinstance(value, str)}
+    keys = {value for value in constants.values() if re.fullmatch(r"(view|gallery|classes)\.[a-z_]+", value)}
+    assert "view.layer" in keys and "view.channel" in keys
+    missing = sorted(key for key in keys if f"``{key}``" not in table)
+    assert missing == [], f"keys missing from view.py's table: {missing}"
+    app = Path(view.__file__).parent
+    spelled = {m for path in app.rglob("*.py") for m in re.findall(r'"(view\.[a-z_]+)', path.read_text())}
+    assert spelled <= keys, f"view.* keys not defined in view.py: {sorted(spelled - keys)}"
