@@ -381,24 +381,12 @@ def write_gradient_model(
     removed so it cannot be mistaken for this model's). Raises :class:`ConversionError`
     when the gradients disagree with TensorFlow.
     """
-    import onnx
 
     from convert.common import verification_images, write_atomically
-    from featapp.engine.metadata import METADATA_KEY, ModelSpec
 
     forward_path = Path(forward_path)
-    data = forward_path.read_bytes()
-    forward = onnx.load_from_string(data)
-    meta = {p.key: p.value for p in forward.metadata_props}
-    if METADATA_KEY not in meta:
-        raise ConversionError(f"'{forward_path.name}' is not a featapp model (no '{METADATA_KEY}' metadata).")
-    spec = ModelSpec.from_json(meta[METADATA_KEY])
-    target = gradient_path(forward_path)
-    try:
-        model = build_gradient_model(forward, meta[METADATA_KEY], hashlib.sha256(data).hexdigest())
-    except UnsupportedLayer as err:
-        target.unlink(missing_ok=True)
-        log(f"No gradient model: {err}. Saliency, Grad-CAM and feature visualisation will be unavailable.")
+    forward, spec, target, model = _gradient_model_of(forward_path, log)
+    if model is None:
         return None
     if images is None:
         raw = verification_images(spec.input.height, spec.input.width, spec.input.channels)
@@ -505,23 +493,13 @@ def write_gradient_model_checked_numerically(
 ) -> Path | None:
     """:func:`write_gradient_model` for a model converted from an ONNX file, with no
     TensorFlow: checked by :func:`check_gradients_numerically` instead of the tape."""
-    import onnx
 
     from convert.common import verification_images, write_atomically, written_without_gradients
-    from featapp.engine.metadata import METADATA_KEY, ModelSpec
     from featapp.engine.model import graph_input
 
     forward_path = Path(forward_path)
-    data = forward_path.read_bytes()
-    forward = onnx.load_from_string(data)
-    meta = {p.key: p.value for p in forward.metadata_props}
-    spec = ModelSpec.from_json(meta[METADATA_KEY])
-    target = gradient_path(forward_path)
-    try:
-        model = build_gradient_model(forward, meta[METADATA_KEY], hashlib.sha256(data).hexdigest())
-    except UnsupportedLayer as err:
-        target.unlink(missing_ok=True)
-        log(f"No gradient model: {err}. Saliency, Grad-CAM and feature visualisation will be unavailable.")
+    forward, spec, target, model = _gradient_model_of(forward_path, log)
+    if model is None:
         return None
     # The flat grey test image is left out: its max-pool windows are all ties, where a
     # gradient is right but a finite difference along a random direction picks another winner.
@@ -550,3 +528,27 @@ def converted_from_onnx(forward_path: str | Path) -> bool:
     if METADATA_KEY not in meta:
         raise ConversionError(f"'{Path(forward_path).name}' is not a featapp model (no '{METADATA_KEY}' metadata).")
     return "source_layout" in ModelSpec.from_json(meta[METADATA_KEY]).extra
+
+
+def _gradient_model_of(forward_path: Path, log: Callable[[str], None]):
+    """The forward file's proto, spec, gradient file's path and gradient model; ``None`` for
+    the model when the graph has a layer the backward builder cannot differentiate (then any
+    old gradient file is removed, so it cannot be taken for this model's)."""
+    import onnx
+
+    from featapp.engine.metadata import METADATA_KEY, ModelSpec
+
+    data = forward_path.read_bytes()
+    forward = onnx.load_from_string(data)
+    meta = {p.key: p.value for p in forward.metadata_props}
+    if METADATA_KEY not in meta:
+        raise ConversionError(f"'{forward_path.name}' is not a featapp model (no '{METADATA_KEY}' metadata).")
+    spec = ModelSpec.from_json(meta[METADATA_KEY])
+    target = gradient_path(forward_path)
+    try:
+        model = build_gradient_model(forward, meta[METADATA_KEY], hashlib.sha256(data).hexdigest())
+    except UnsupportedLayer as err:
+        target.unlink(missing_ok=True)
+        log(f"No gradient model: {err}. Saliency, Grad-CAM and feature visualisation will be unavailable.")
+        model = None
+    return forward, spec, target, model
