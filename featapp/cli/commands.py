@@ -309,37 +309,31 @@ def _font(size: int):
 
 
 def _top_grid(model, hits, title: str):
-    """The top images as the model saw them, each with its receptive-field box."""
+    """The top images as the model saw them, each with its receptive-field box, in
+    :func:`featapp.render.labelled_grid`."""
+    import numpy as np
     from PIL import Image, ImageDraw
 
+    from featapp import render
     from featapp.engine.images import prepare_image
 
     spec = model.input_spec
     scale = max(1, 300 // max(spec.height, spec.width))
-    cell_w, cell_h = spec.width * scale, spec.height * scale
-    caption, header, gap = 22, 30, 6
-    columns = max(1, math.ceil(math.sqrt(len(hits))))
-    rows = max(1, math.ceil(len(hits) / columns))
-    canvas = Image.new(
-        "RGB", (gap + columns * (cell_w + gap), header + rows * (cell_h + caption + gap)), (255, 255, 255)
-    )
-    draw = ImageDraw.Draw(canvas)
-    draw.text((gap, 6), title, fill=(0, 0, 0), font=_font(16))
-    for number, hit in enumerate(hits):
+    tiles = []
+    for hit in hits:
         pixels = prepare_image(hit.path, model)
         picture = Image.fromarray(pixels[:, :, 0] if spec.channels == 1 else pixels).convert("RGB")
-        picture = picture.resize((cell_w, cell_h), Image.Resampling.NEAREST)
-        x = gap + (number % columns) * (cell_w + gap)
-        y = header + (number // columns) * (cell_h + caption + gap)
-        canvas.paste(picture, (x, y))
+        picture = picture.resize((spec.width * scale, spec.height * scale), Image.Resampling.NEAREST)
         if hit.box:
             top, left, bottom, right = hit.box
-            outline = [x + left * scale - 1, y + top * scale - 1, x + right * scale, y + bottom * scale]
-            draw.rectangle(outline, outline=(255, 220, 0), width=2)
-        draw.text(
-            (x, y + cell_h + 3), f"#{hit.rank + 1} {hit.class_name} {hit.value:.3f}", fill=(0, 0, 0), font=_font(14)
-        )
-    return canvas
+            outline = [left * scale - 1, top * scale - 1, right * scale, bottom * scale]
+            ImageDraw.Draw(picture).rectangle(outline, outline=(255, 220, 0), width=2)
+        tiles.append(np.asarray(picture))
+    labels = [f"#{hit.rank + 1} {hit.class_name} {hit.value:.3f}" for hit in hits]
+    columns = max(1, math.ceil(math.sqrt(len(hits))))
+    return render.labelled_grid(
+        tiles, labels, columns=columns, title=title, gap=6, label_px=22, font=_font(14), title_font=_font(16)
+    )
 
 
 def _save_png(picture, out: Path) -> None:

@@ -118,6 +118,39 @@ VegaLiteSpec = dict
 under ``"datasets"`` (Streamlit sends them as Arrow)."""
 
 
+def labelled_grid(
+    tiles: Sequence[np.ndarray],
+    labels: Sequence[str],
+    *,
+    columns: int,
+    title: str = "",
+    gap: int = 4,
+    label_px: int = 12,
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont | None = None,
+    title_font: ImageFont.FreeTypeFont | ImageFont.ImageFont | None = None,
+) -> Image.Image:
+    """Pictures of one size in rows on white, each with its label under it, and an optional
+    title above: the one grid builder behind the grid download and the command line's top images."""
+    tile_h, tile_w = tiles[0].shape[:2]
+    rows = max(1, math.ceil(len(tiles) / columns))
+    header = 30 if title else 0
+    canvas = Image.new(
+        "RGB", (columns * (tile_w + gap) + gap, header + rows * (tile_h + label_px + gap) + gap), (255, 255, 255)
+    )
+    draw = ImageDraw.Draw(canvas)
+    font = font or ImageFont.load_default()
+    if title:
+        draw.text((gap, 6), title, fill=(0, 0, 0), font=title_font or font)
+    for i, (tile, label) in enumerate(zip(tiles, labels, strict=True)):
+        x = gap + (i % columns) * (tile_w + gap)
+        y = header + gap + (i // columns) * (tile_h + label_px + gap)
+        canvas.paste(
+            Image.fromarray(tile[:, :, 0] if tile.ndim == 3 and tile.shape[2] == 1 else tile).convert("RGB"), (x, y)
+        )
+        draw.text((x, y + tile_h), label, fill=(40, 40, 40), font=font)
+    return canvas
+
+
 def grid_png(
     maps: np.ndarray,
     channels: Sequence[int],
@@ -130,30 +163,16 @@ def grid_png(
 ) -> bytes:
     """The same grid as one PNG file (for downloading), each tile labelled with its channel."""
     channels = list(channels)
-    count = len(channels)
-    columns = columns or grid_columns(count)
-    rows_of_tiles = max(1, math.ceil(count / columns))
     map_h, map_w = maps.shape[1], maps.shape[2]
     factor = cell_px or max(1, 96 // max(map_h, map_w))
-    tile_h, tile_w = map_h * factor, map_w * factor
-    gap, label_px = 4, 12
-    canvas = Image.new(
-        "RGB",
-        (columns * (tile_w + gap) + gap, rows_of_tiles * (tile_h + label_px + gap) + gap),
-        (255, 255, 255),
-    )
-    draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default()
     layer_range = value_range(maps, "per layer") if mode == "per layer" else None
-    for i, channel in enumerate(channels):
+    tiles, labels = [], []
+    for channel in channels:
         values = maps[channel]
         vr = layer_range if layer_range is not None else value_range(values, mode, fixed=fixed)
-        picture = Image.fromarray(enlarge(colourise(values, vr, scale), factor))
-        x = gap + (i % columns) * (tile_w + gap)
-        y = gap + (i // columns) * (tile_h + label_px + gap)
-        canvas.paste(picture, (x, y))
-        label = f"{channel + 1}" + (" dead" if is_constant(values) else "")
-        draw.text((x, y + tile_h), label, fill=(40, 40, 40), font=font)
+        tiles.append(enlarge(colourise(values, vr, scale), factor))
+        labels.append(f"{channel + 1}" + (" dead" if is_constant(values) else ""))
+    canvas = labelled_grid(tiles, labels, columns=columns or grid_columns(len(channels)))
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG")
     return buffer.getvalue()
