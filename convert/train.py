@@ -21,8 +21,8 @@ Recipe (see ``models/MODEL_CARD.md`` for the numbers it gave):
   after it, which blends pairs of training images and their labels (:func:`mix`);
 * binary cross-entropy, AdamW with a linear warm-up then cosine decay, batch 32, in
   float32 (``--bfloat16`` trains in mixed precision, which is faster only on CPUs with
-  native bfloat16, such as AVX512-BF16 or AMX; on the 2-core AMD EPYC used here a
-  bfloat16 step took 6.4 s against 0.9 s in float32); every saved model is plain float32;
+  native bfloat16, such as AVX512-BF16 or AMX, and several times slower elsewhere (the model
+  card's "Training time"); every saved model is plain float32;
 * the best epoch is chosen on validation accuracy;
 * optionally (``--refit``) a final fit on train + validation, with the same schedule,
   for the number of epochs where validation accuracy peaked once smoothed over
