@@ -15,7 +15,14 @@ import numpy as np
 
 from featapp.cache import atomic_write_bytes
 
-__all__ = ["sha256_file", "size_text", "verification_images", "write_atomically", "written_without_gradients"]
+__all__ = [
+    "cpu_session",
+    "sha256_file",
+    "size_text",
+    "verification_images",
+    "write_atomically",
+    "written_without_gradients",
+]
 
 
 def write_atomically(path: str | Path, data: bytes) -> None:
@@ -66,3 +73,14 @@ def size_text(size: int) -> str:
     if size < 1_000_000:
         return f"{math.ceil(size / 1000)} kB"
     return f"{size / 1e6:.1f} MB"
+
+
+def cpu_session(model: bytes, options=None):
+    """An ONNX Runtime session on the CPU for a serialized model, with ONNX Runtime's
+    telemetry off first (:func:`featapp.engine.model.telemetry_off`), as for the app's sessions."""
+    import onnxruntime as ort
+
+    from featapp.engine.model import telemetry_off
+
+    telemetry_off()
+    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])

@@ -34,7 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from convert.common import sha256_file, size_text, verification_images, write_atomically, written_without_gradients
+from convert.common import (
+    cpu_session,
+    sha256_file,
+    size_text,
+    verification_images,
+    write_atomically,
+    written_without_gradients,
+)
 from convert.errors import ConversionError
 from convert.flatten import FlatLayer, FlatModel, compute_in_float32, flatten_model
 from convert.inspect_keras import KerasFile, check_input_shapes, check_known_classes, inspect_keras_file
@@ -294,13 +301,12 @@ def verify(
     """Compare ONNX Runtime with the flat Keras graph on every output, and the flat graph
     with the original model on its output. Raises :class:`ConversionError` when they disagree."""
     import keras
-    import onnxruntime as ort
 
     images = verification_images(spec.input.height, spec.input.width, spec.input.channels)
     fed = images.astype(np.float32) * np.float32(spec.input_scale) + np.float32(spec.input_offset)
     original_input = images.astype(np.float32) * np.float32(model_scaling[0]) + np.float32(model_scaling[1])
     try:
-        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        session = cpu_session(proto.SerializeToString())
     except Exception as err:  # noqa: BLE001 - ORT raises its own exception types; the cause stays chained
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         raise ConversionError(f"ONNX Runtime cannot run the converted graph ({first}); nothing written.") from err

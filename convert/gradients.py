@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from convert.common import cpu_session
 from convert.errors import ConversionError
 from convert.verification import relative_error
 from featapp.explain.backward import (
@@ -241,7 +242,6 @@ def verify_gradients(
     scaled to that gradient's largest value. Raises :class:`ConversionError` when one
     exceeds ``tolerance``; returns the largest error per target.
     """
-    import onnxruntime as ort
     import tensorflow as tf
 
     from featapp.engine.metadata import METADATA_KEY, ModelSpec
@@ -271,7 +271,7 @@ def verify_gradients(
             for name in relus:  # and which side of zero each ReLU input was on
                 if name not in outputs:
                     pruned.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-            session = ort.InferenceSession(pruned.SerializeToString(), providers=["CPUExecutionProvider"])
+            session = cpu_session(pruned.SerializeToString())
         except Exception as err:  # noqa: BLE001 - ORT raises its own types; the cause stays chained
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
             raise ConversionError(
@@ -338,9 +338,8 @@ def verify_gradients(
 
 
 def _forward(forward, images: np.ndarray, names: list[str]) -> list[np.ndarray]:
-    import onnxruntime as ort
 
-    session = ort.InferenceSession(forward.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = cpu_session(forward.SerializeToString())
     return session.run(names, {forward.graph.input[0].name: images})
 
 
@@ -423,7 +422,6 @@ def check_gradients_numerically(
     max-pool kinks lie within it, and the check needs no other framework. Raises
     :class:`ConversionError` beyond ``tolerance``; returns the largest error per target.
     """
-    import onnxruntime as ort
 
     from featapp.engine.metadata import METADATA_KEY, ModelSpec
 
@@ -445,11 +443,9 @@ def check_gradients_numerically(
     for target in {t["name"]: t for t in chosen}.values():
         layer = layers[target["layer"]]
         tensor = graph_producer_input(forward, layer.name) if target["logit"] else layer.name
-        forward_session = ort.InferenceSession(
-            _scalar_model(forward, tensor).SerializeToString(), providers=["CPUExecutionProvider"]
-        )
+        forward_session = cpu_session(_scalar_model(forward, tensor).SerializeToString())
         pruned = target_graph(gradient_model, target["name"], names_in_order)
-        session = ort.InferenceSession(pruned.SerializeToString(), providers=["CPUExecutionProvider"])
+        session = cpu_session(pruned.SerializeToString())
         base = forward_session.run(None, {spec.input_name: images.astype(np.float32)})[0]
         if target["logit"]:
             units = layer.channels

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from convert.common import cpu_session
 from convert.errors import ConversionError
 from featapp.engine.images import InputSpec
 from featapp.engine.metadata import METADATA_KEY, LayerInfo, MetadataError, ModelSpec, with_receptive_fields
@@ -835,7 +836,7 @@ def _session(model_or_bytes, what: str):
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
-        return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+        return cpu_session(data, options)
     except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         # ONNX Runtime's messages start with its source path: the reason is at the end.

@@ -35,3 +35,24 @@ def test_a_build_without_the_switch_still_loads(monkeypatch):
 
 def test_the_real_switch_is_there_and_works():
     assert telemetry_off() is True
+
+
+def test_the_converters_sessions_turn_it_off_too(monkeypatch):
+    """convert export, gradients and the ONNX path check their output in ONNX Runtime sessions."""
+    import ast
+    from pathlib import Path
+
+    from convert.common import cpu_session
+
+    calls = []
+    monkeypatch.setattr(ort, "disable_telemetry_events", lambda: calls.append(1), raising=False)
+    assert cpu_session(Path(COMMITTED_MODEL).read_bytes()).get_inputs()
+    assert calls
+    # ... and every converter module makes its sessions through it.
+    for path in (Path(__file__).resolve().parents[2] / "convert").glob("*.py"):
+        calls_made = [
+            node
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "InferenceSession"
+        ]
+        assert path.name == "common.py" or not calls_made, f"{path.name} makes its own ONNX Runtime session"
