@@ -121,6 +121,8 @@ __all__ = [
     "featurevis_layer_at",
     "ShownPicture",
     "neuron_stats",
+    "run_scan",
+    "SCAN_WAITING",
     "separation",
     "projection",
     "thumbnails",
@@ -351,6 +353,27 @@ def damaged_scan_note(model: FeatureModel, data: Dataset, split: str) -> str | N
         f"The saved scan of the {split} split cannot be used: {damage}. Scanning again replaces it "
         "(the damage was logged for whoever runs the app)."
     )
+
+
+SCAN_WAITING = "Another visitor started this very scan; waiting for it to finish (its result is shared)"
+"""What a page's progress bar says while it waits for someone else's scan of the same split."""
+
+
+def run_scan(model: FeatureModel, data: Dataset, split: str, bar) -> NeuronStats:
+    """Scan ``split`` (:func:`featapp.stats.analysis.load_or_scan`) with its progress on ``bar``
+    (an ``st.progress``). When another session is already scanning the same split with the
+    same model, this one waits for that scan, and ``bar`` says so and follows it. Raises
+    :class:`featapp.cache.CacheFolderError`."""
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(min(done / max(total, 1), 1.0), text=f"Scanned {done} of {total} photos")
+
+    def waiting(done: int, total: int) -> None:
+        # total is 0 when the scan runs in another process, which does not say how far it is.
+        so_far = f": {done} of {total} photos so far" if total else "..."
+        bar.progress(min(done / max(total, 1), 1.0), text=SCAN_WAITING + so_far)
+
+    return analysis.load_or_scan(model, data, split=split, progress=progress, waiting=waiting)
 
 
 # -- class-level views over a scan (featapp.stats.classes, featapp.stats.projection) ----------------------------------

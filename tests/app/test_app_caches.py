@@ -141,3 +141,43 @@ def test_the_snapshot_index_is_read_again_only_when_it_changes(caches, monkeypat
     assert snaps == [] and "damaged" in problem
     index.unlink()
     assert caches.read_snapshots() == ([], None)
+
+
+class RecordingBar:
+    """Stands in for ``st.progress``: keeps every text it is given."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def progress(self, value: float, text: str = "") -> None:
+        assert 0.0 <= value <= 1.0
+        self.texts.append(text)
+
+
+def test_a_page_scanning_a_split_someone_else_is_scanning_says_it_waits(caches, monkeypatch, tmp_path, dataset):
+    import threading
+    import time
+
+    from featapp.data.dataset import Dataset
+    from featapp.engine.model import load_model
+    from featapp.stats import analysis
+    from tests.helpers.modelfactory import build_red_model
+
+    monkeypatch.setenv("FEATAPP_CACHE_DIR", str(tmp_path / "cache"))
+    for image in dataset.sample("test", per_class=1, seed=4):
+        (tmp_path / "photos" / "test" / image.class_name).mkdir(parents=True)
+        (tmp_path / "photos" / "test" / image.class_name / image.name).symlink_to(image.path)
+    data = Dataset(tmp_path / "photos")
+    tiny = load_model(build_red_model(tmp_path / "tiny.onnx"), provider="cpu")
+    running = analysis._running_scan(analysis.cache_path(tiny, data, "test"))
+    bar, result = RecordingBar(), []
+    with running.lock:  # another session's scan of this split, half done
+        running.done, running.total = 1, 2
+        page = threading.Thread(target=lambda: result.append(caches.run_scan(tiny, data, "test", bar)))
+        page.start()
+        while not bar.texts:
+            time.sleep(0.01)
+    page.join(timeout=30)
+    assert bar.texts[0] == f"{caches.SCAN_WAITING}: 1 of 2 photos so far"
+    # That scan saved nothing here, so this session scans after it, with its own progress.
+    assert bar.texts[-1] == "Scanned 2 of 2 photos" and len(result[0]) == 2

@@ -447,3 +447,25 @@ def test_a_forced_scan_after_waiting_takes_the_fresh_result(tiny, two_splits, tm
         time.sleep(0.3)
     waiter.join(timeout=30)
     assert counted.calls == 0
+
+
+def test_a_scan_running_in_another_process_is_waited_for(tiny, two_splits, tmp_path):
+    # flock locks conflict between two opens of the file even in one process, as between processes.
+    cache = tmp_path / "cache"
+    path = cache_path(tiny, two_splits, "train", cache)
+    counted, heard, holding = CountingModel(tiny), [], threading.Event()
+
+    def other_process():
+        with analysis._file_lock(path, on_wait=lambda: None):
+            holding.set()
+            while not heard:
+                time.sleep(0.01)
+            analysis._scan_and_save(tiny, two_splits, "train", path, lambda *_: None, 32)
+
+    def caller():
+        holding.wait(timeout=10)
+        return load_or_scan(counted, two_splits, "train", cache, waiting=lambda *numbers: heard.append(numbers))
+
+    _, stats = run_together(other_process, caller)
+    assert heard[0] == (0, 0) and counted.calls == 0 and len(stats) == 4
+    assert sorted(p.name for p in cache.iterdir()) == [path.name]  # the lock file is gone
