@@ -7,7 +7,7 @@ each of ``--images`` different photos (generated, so every one is a new cache en
 uploads it and opens its Feature map and Layer grid pages, which computes and caches
 its activations. The resident set size (RSS) is recorded after each image. It should
 grow by about one image's activations per image until the activation cache is full
-(``ACTIVATION_CACHE_IMAGES`` in ``featapp/app/caches.py``), then stay flat. Memory is
+(``activation_cache_images`` in ``featapp/app/caches.py``: a byte budget), then stay flat. Memory is
 not a timing: this can run on a busy machine.
 """
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
     from streamlit.testing.v1 import AppTest
 
-    from featapp.app.caches import ACTIVATION_CACHE_IMAGES
+    from featapp.app.caches import activation_cache_images
     from featapp.app.chrome import PAGE_FILES
     from featapp.engine.metadata import activation_bytes
     from featapp.engine.model import load_model
@@ -66,12 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         for n, rss in samples
         if n in (1, 2, 4, 8, 16, 24, 32, 40, 48) or n == len(samples)
     ]
-    full = ACTIVATION_CACHE_IMAGES * per_image
+    kept = activation_cache_images(model)
+    full = kept * per_image
     lines = [
         "# App memory while viewing more and more images (bench/bench_app_memory.py)",
         "",
         f"Model `{model.path.name}`: one image's activations are {per_image / 1e6:.1f} MB of float32; the "
-        f"activation cache keeps {ACTIVATION_CACHE_IMAGES} images, at most {full / 1e6:.0f} MB.",
+        f"activation cache keeps {kept} images, at most {full / 1e6:.0f} MB.",
         "",
         f"Resident memory of the process (AppTest, in-process) with the app open: {mb(start_rss)} MB.",
         "",

@@ -30,6 +30,7 @@ __all__ = [
     "SNAPSHOTS_ENV",
     "CACHE_DIR_ENV",
     "CACHE_IMAGES_ENV",
+    "CACHE_MB_ENV",
     "PROVIDER_ENV",
     "THREADS_ENV",
     "DATA_HOME_ENV",
@@ -48,6 +49,7 @@ __all__ = [
     "cache_dir",
     "data_home",
     "cache_images",
+    "cache_mb",
     "provider",
     "threads_text",
     "vis_steps",
@@ -69,6 +71,7 @@ MODEL_ENV = "FEATAPP_MODEL"
 SNAPSHOTS_ENV = "FEATAPP_SNAPSHOTS"
 CACHE_DIR_ENV = "FEATAPP_CACHE_DIR"
 CACHE_IMAGES_ENV = "FEATAPP_CACHE_IMAGES"
+CACHE_MB_ENV = "FEATAPP_CACHE_MB"
 PROVIDER_ENV = "FEATAPP_PROVIDER"
 THREADS_ENV = "FEATAPP_THREADS"
 DATA_HOME_ENV = "FEATAPP_DATA_HOME"
@@ -80,7 +83,8 @@ SETTINGS = (
     Setting(MODEL_ENV, "models/cats_dogs_small.onnx", "another converted model"),
     Setting(SNAPSHOTS_ENV, "models/snapshots", "training snapshots for the training-progress slider"),
     Setting(CACHE_DIR_ENV, "$XDG_CACHE_HOME/featapp or ~/.cache/featapp", "dataset scans and other caches"),
-    Setting(CACHE_IMAGES_ENV, "32", "images whose activations each app process keeps in memory"),
+    Setting(CACHE_IMAGES_ENV, "32", "images whose activations each app process keeps in memory, at most"),
+    Setting(CACHE_MB_ENV, "200", "megabytes of activations each app process keeps (a bigger model keeps fewer images)"),
     Setting(PROVIDER_ENV, "auto", "cpu or cuda to force ONNX Runtime's provider"),
     Setting(THREADS_ENV, "ONNX Runtime decides", "ONNX Runtime's threads per session"),
     Setting(DATA_HOME_ENV, "$XDG_DATA_HOME/featapp or ~/.local/share/featapp", "where download-photos puts photos"),
@@ -162,6 +166,17 @@ def cache_images(default: int = 32) -> int:
     >>> del os.environ["FEATAPP_CACHE_IMAGES"]
     """
     text = configured(CACHE_IMAGES_ENV)
+    return max(1, int(text)) if text.isdigit() else default
+
+
+def cache_mb(default: int = 200) -> int:
+    """``$FEATAPP_CACHE_MB`` (at least 1), else ``default``; text that is not a whole number is ignored.
+
+    >>> os.environ["FEATAPP_CACHE_MB"] = "lots"; cache_mb()
+    200
+    >>> del os.environ["FEATAPP_CACHE_MB"]
+    """
+    text = configured(CACHE_MB_ENV)
     return max(1, int(text)) if text.isdigit() else default
 
 

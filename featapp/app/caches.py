@@ -6,10 +6,11 @@ Caching lives here and only here, so the library stays free of Streamlit:
 
 * ``st.cache_resource`` holds each ONNX Runtime session, one per model file per process.
 * It also holds one image's activations (all layers), keyed by the model's hash and the
-  image's content hash, shared by every session of the process and bounded by
-  :data:`ACTIVATION_CACHE_IMAGES` entries. For the lecture's model one image is about
-  6.1 MB of float32 (see :func:`featapp.engine.metadata.activation_bytes`), so the cache holds
-  at most about 195 MB. Not ``st.cache_data``: that unpickles a fresh copy on every read,
+  image's content hash, shared by every session of the process and bounded in bytes by
+  :data:`ACTIVATION_CACHE_BYTES` (and in images by :data:`ACTIVATION_CACHE_IMAGES`): the
+  least recently used image goes first, so a model with bigger maps keeps fewer images.
+  For the lecture's model one image is about 6.1 MB of float32 (see
+  :func:`featapp.engine.metadata.activation_bytes`), so it keeps 32. Not ``st.cache_data``: that unpickles a fresh copy on every read,
   and the Feature map page reads seven images' activations per rerun (its training
   strip), a large part of every channel change (bench/results/channel_change_profile.md). The arrays are shared, so
   they are made read-only (:func:`_read_only`): a page that wrote into one would change
@@ -36,6 +37,7 @@ import hashlib
 import os
 import stat
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +96,7 @@ from featapp.stats.projection import Projection
 
 __all__ = [
     "ACTIVATION_CACHE_IMAGES",
+    "ACTIVATION_CACHE_BYTES",
     "GALLERY_CACHE_SAMPLES",
     "GALLERY_LAYER_CACHE",
     "GALLERY_SIZE",
@@ -121,6 +124,8 @@ __all__ = [
     "featurevis_layer_at",
     "ShownPicture",
     "neuron_stats",
+    "run_scan",
+    "SCAN_WAITING",
     "separation",
     "projection",
     "thumbnails",
@@ -129,6 +134,7 @@ __all__ = [
     "channel_maps",
     "gallery_liveness",
     "cache_summary",
+    "activation_cache_images",
     "dataset",
     "download_lock",
     "download_destination",
@@ -153,8 +159,11 @@ __all__ = [
 ]
 
 ACTIVATION_CACHE_IMAGES = settings.cache_images()
-"""Images whose activations stay in memory (about 6.1 MB each for the lecture's model);
-``$FEATAPP_CACHE_IMAGES`` changes it (read once, when the app starts)."""
+"""At most this many images' activations stay in memory; ``$FEATAPP_CACHE_IMAGES`` changes it
+(read once, when the app starts)."""
+ACTIVATION_CACHE_BYTES = settings.cache_mb() * 1_000_000
+"""At most this many bytes of activations stay in memory, over all models (about 6.1 MB an image
+for the lecture's model); ``$FEATAPP_CACHE_MB`` changes it (read once, when the app starts)."""
 GALLERY_CACHE_SAMPLES = 4
 """Gallery samples (20 photos each, 1.35 MB of pixels) kept decoded."""
 GALLERY_LAYER_CACHE = 2
@@ -202,10 +211,59 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-@st.cache_resource(max_entries=ACTIVATION_CACHE_IMAGES, show_spinner=False)
-def _activations(model_sha: str, image_key: str, _model: FeatureModel, _image: np.ndarray) -> Mapping[str, np.ndarray]:
+class _ByteLedger:
+    """The bytes of each cached image's activations, least recently used first.
+
+    Streamlit's caches count entries, not bytes, so this keeps the sum and names the
+    entries to drop; Streamlit tells it (``on_release``) when it drops one itself (its
+    entry limit, "Clear caches")."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.sizes: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self.total = 0
+        self._lock = threading.Lock()
+
+    def used(self, key: tuple[str, str], size: int) -> list[tuple[str, str]]:
+        """Count a read of ``key``; returns the entries to drop to get back within the budget
+        (never the one just read: a page needs at least that)."""
+        with self._lock:
+            if key in self.sizes:
+                self.sizes.move_to_end(key)
+            else:
+                self.sizes[key] = size
+                self.total += size
+            dropped = []
+            while self.total > self.budget and len(self.sizes) > 1:
+                old, old_size = self.sizes.popitem(last=False)
+                self.total -= old_size
+                dropped.append(old)
+            return dropped
+
+    def released(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self.total -= self.sizes.pop(key, 0)
+
+
+_ACTIVATION_BYTES = _ByteLedger(ACTIVATION_CACHE_BYTES)
+
+
+@dataclass(frozen=True)
+class _CachedActivations:
+    key: tuple[str, str]
+    maps: Mapping[str, np.ndarray]
+    nbytes: int
+
+
+def _release_activations(entry: _CachedActivations) -> None:
+    _ACTIVATION_BYTES.released(entry.key)
+
+
+@st.cache_resource(max_entries=ACTIVATION_CACHE_IMAGES, show_spinner=False, on_release=_release_activations)
+def _activations(model_sha: str, image_key: str, _model: FeatureModel, _image: np.ndarray) -> _CachedActivations:
     batch = _model.activations(_image[np.newaxis])
-    return MappingProxyType({name: _read_only(np.ascontiguousarray(values[0])) for name, values in batch.items()})
+    maps = {name: _read_only(np.ascontiguousarray(values[0])) for name, values in batch.items()}
+    return _CachedActivations((model_sha, image_key), MappingProxyType(maps), sum(a.nbytes for a in maps.values()))
 
 
 def activations(model: FeatureModel, image: CurrentImage) -> Mapping[str, np.ndarray]:
@@ -213,7 +271,16 @@ def activations(model: FeatureModel, image: CurrentImage) -> Mapping[str, np.nda
 
     Shared by every session and read-only: copy an array before changing it.
     """
-    return _activations(model_sha=model.sha256, image_key=image.key, _model=model, _image=image.array)
+    entry = _activations(model_sha=model.sha256, image_key=image.key, _model=model, _image=image.array)
+    for model_sha, key in _ACTIVATION_BYTES.used(entry.key, entry.nbytes):
+        _activations.clear(model_sha=model_sha, image_key=key, _model=None, _image=None)
+    return entry.maps
+
+
+def activation_cache_images(model: FeatureModel) -> int:
+    """How many images' activations the cache keeps when all are ``model``'s."""
+    per_image = max(1, activation_bytes(model.layers))
+    return max(1, min(ACTIVATION_CACHE_IMAGES, ACTIVATION_CACHE_BYTES // per_image))
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -353,6 +420,27 @@ def damaged_scan_note(model: FeatureModel, data: Dataset, split: str) -> str | N
     )
 
 
+SCAN_WAITING = "Another visitor started this very scan; waiting for it to finish (its result is shared)"
+"""What a page's progress bar says while it waits for someone else's scan of the same split."""
+
+
+def run_scan(model: FeatureModel, data: Dataset, split: str, bar) -> NeuronStats:
+    """Scan ``split`` (:func:`featapp.stats.analysis.load_or_scan`) with its progress on ``bar``
+    (an ``st.progress``). When another session is already scanning the same split with the
+    same model, this one waits for that scan, and ``bar`` says so and follows it. Raises
+    :class:`featapp.cache.CacheFolderError`."""
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(min(done / max(total, 1), 1.0), text=f"Scanned {done} of {total} photos")
+
+    def waiting(done: int, total: int) -> None:
+        # total is 0 when the scan runs in another process, which does not say how far it is.
+        so_far = f": {done} of {total} photos so far" if total else "..."
+        bar.progress(min(done / max(total, 1), 1.0), text=SCAN_WAITING + so_far)
+
+    return analysis.load_or_scan(model, data, split=split, progress=progress, waiting=waiting)
+
+
 # -- class-level views over a scan (featapp.stats.classes, featapp.stats.projection) ----------------------------------
 # Keyed by the scan's model hash and dataset fingerprint: a new scan (a new fingerprint or
 # model) makes new entries; the tables are small, so st.cache_data's copy on read is cheap.
@@ -474,10 +562,11 @@ def gallery_liveness(model: FeatureModel, pixels: np.ndarray) -> dict[str, Layer
 def cache_summary(model: FeatureModel) -> str:
     """One sentence on the activation cache's size for this model (the Model page's last line)."""
     per_image = activation_bytes(model.layers)
+    images = activation_cache_images(model)
     return (
-        f"Activations are cached for up to {ACTIVATION_CACHE_IMAGES} images, shared by everyone using this "
-        f"server: {per_image / 1e6:.1f} MB per image for this model, so at most "
-        f"{ACTIVATION_CACHE_IMAGES * per_image / 1e6:.0f} MB."
+        f"Activations are cached for up to {images} images of this model ({per_image / 1e6:.1f} MB each, "
+        f"{images * per_image / 1e6:.0f} MB), shared by everyone using this server; the cache holds at most "
+        f"{ACTIVATION_CACHE_BYTES / 1e6:.0f} MB."
     )
 
 

@@ -7,7 +7,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -22,6 +22,8 @@ ACTIVATION_META_KEYS = META_KEYS
 """Arrays in an ``activations`` file besides one array per layer (see ``activations --help``)."""
 
 _ACTIVATIONS_LAYOUT = LAYOUT
+
+SCAN_WAITING = "Another featapp is scanning this split with this model; waiting for it, then using its result."
 
 
 class UserError(FeatappError):
@@ -248,6 +250,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         progress=TextProgress("scanning"),
         batch_size=args.batch_size,
         force=args.force,
+        waiting=_say_waiting(),
     )
     seconds = time.perf_counter() - started
     for skipped, why in stats.skipped:
@@ -365,6 +368,19 @@ def _layer_of(model, text: str):
         ) from None
 
 
+def _say_waiting() -> Callable[[int, int], None]:
+    """A ``waiting`` for :func:`featapp.stats.analysis.load_or_scan` that says once why nothing moves."""
+    said = False
+
+    def waiting(done: int, total: int) -> None:
+        nonlocal said
+        if not said:
+            said = True
+            print(SCAN_WAITING, file=sys.stderr, flush=True)
+
+    return waiting
+
+
 def _stats_for(args: argparse.Namespace, model):
     from featapp.stats.analysis import load_cached, load_or_scan
 
@@ -375,7 +391,13 @@ def _stats_for(args: argparse.Namespace, model):
         if not _say_if_damaged(model, dataset, args):
             print("No neuron statistics for this model and dataset yet; scanning first (once).", file=sys.stderr)
         stats = load_or_scan(
-            model, dataset, args.split, _cache_dir(args), progress=TextProgress("scanning"), batch_size=args.batch_size
+            model,
+            dataset,
+            args.split,
+            _cache_dir(args),
+            progress=TextProgress("scanning"),
+            batch_size=args.batch_size,
+            waiting=_say_waiting(),
         )
     return dataset, stats
 

@@ -38,16 +38,24 @@ model's SHA-256 and the dataset's fingerprint (its file list and sizes, see
 zip CRC and a structural check catch it), from another format version, another model or
 an older state of the dataset is never used: :func:`load_cached` returns ``None`` and
 :func:`load_or_scan` scans again and replaces it atomically.
+
+**One scan per file at a time.** When several visitors ask for the same scan together,
+the first one scans and the others wait for it, then read its file: a process keeps one
+lock per cache file (which names the model, the dataset folder and the split), and
+processes sharing a cache folder also take a lock file beside it (``fcntl.flock``, where
+the system has it). Scans of other splits or models do not wait.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import threading
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -757,6 +765,73 @@ def cache_damage(
     return None
 
 
+@dataclass
+class _RunningScan:
+    """The in-process lock of one cache file, and how far the scan holding it has got."""
+
+    lock: threading.Lock
+    done: int = 0
+    total: int = 0
+
+
+_RUNNING: dict[Path, _RunningScan] = {}
+_RUNNING_GUARD = threading.Lock()
+
+WAIT_POLL_SECONDS = 0.25
+"""How often a waiting caller hears how far the running scan has got."""
+
+
+def _running_scan(path: Path) -> _RunningScan:
+    # Entries are never removed: one small object per cache file this process has scanned.
+    with _RUNNING_GUARD:
+        return _RUNNING.setdefault(path.resolve(), _RunningScan(threading.Lock()))
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, on_wait: Callable[[], None]) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<cache file>.lock``, for processes sharing the cache folder;
+    ``on_wait()`` is called once if another process holds it. Skipped where there is no
+    ``fcntl`` or the lock file cannot be made (a read-only folder: the scan's own
+    writability check then says so).
+
+    The holder removes the lock file before letting go, so none is left in the folder; a
+    waiter that then finds its locked file gone or replaced tries again on the new one."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    lock_path = path.with_name(path.name + ".lock")
+    told = False
+    while True:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(lock_path, "a+b")  # noqa: SIM115 - closed below
+        except OSError:
+            yield
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not told:
+                on_wait()
+                told = True
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            current = os.stat(lock_path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(current, os.fstat(handle.fileno())):
+            break
+        handle.close()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            lock_path.unlink()
+        handle.close()  # releases the lock
+
+
 def load_or_scan(
     model,
     dataset: Dataset | str | os.PathLike,
@@ -765,9 +840,14 @@ def load_or_scan(
     progress: Progress | None = None,
     batch_size: int = 32,
     force: bool = False,
+    waiting: Progress | None = None,
 ) -> NeuronStats:
     """Cached statistics for ``dataset`` (one ``split``, or all splits when ``None``),
     scanning and caching them first if there is no valid cache (or if ``force``).
+
+    While another caller is scanning the same model, dataset and split, this one waits
+    for it and returns its result; ``waiting(done, total)`` is called meanwhile with that
+    scan's progress (``0, 0`` when it runs in another process).
 
     >>> stats = load_or_scan(model, "../shared/data/cats_vs_dogs", split="validation")  # doctest: +SKIP
     """
@@ -777,6 +857,42 @@ def load_or_scan(
     cached = None if force else load_cached(model, dataset, split, cache_dir)
     if cached is not None:
         return cached
+    running = _running_scan(path)
+    waited = False
+    while not running.lock.acquire(timeout=WAIT_POLL_SECONDS):
+        waited = True
+        if waiting is not None:
+            waiting(running.done, running.total)
+    try:
+        running.done = running.total = 0
+        other_process = [False]
+
+        def _other_process() -> None:
+            other_process[0] = True
+            if waiting is not None:
+                waiting(0, 0)
+
+        with _file_lock(path, _other_process):
+            # Whoever held the lock may just have saved this very scan (even when forced:
+            # a scan that finished while we waited is as fresh as ours would be).
+            if waited or other_process[0] or not force:
+                cached = load_cached(model, dataset, split, cache_dir)
+                if cached is not None:
+                    return cached
+
+            def _tracked(done: int, total: int) -> None:
+                running.done, running.total = done, total
+                if progress is not None:
+                    progress(done, total)
+
+            return _scan_and_save(model, dataset, split, path, _tracked, batch_size)
+    finally:
+        running.lock.release()
+
+
+def _scan_and_save(
+    model, dataset: Dataset, split: str | None, path: Path, progress: Progress, batch_size: int
+) -> NeuronStats:
     # Fingerprint first, then a fresh listing: a file added in between makes the next
     # load see a changed dataset and scan again, never trust a list that missed it.
     fingerprint = dataset.fingerprint(split)

@@ -141,3 +141,94 @@ def test_the_snapshot_index_is_read_again_only_when_it_changes(caches, monkeypat
     assert snaps == [] and "damaged" in problem
     index.unlink()
     assert caches.read_snapshots() == ([], None)
+
+
+class RecordingBar:
+    """Stands in for ``st.progress``: keeps every text it is given."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def progress(self, value: float, text: str = "") -> None:
+        assert 0.0 <= value <= 1.0
+        self.texts.append(text)
+
+
+def test_a_page_scanning_a_split_someone_else_is_scanning_says_it_waits(caches, monkeypatch, tmp_path, dataset):
+    import threading
+    import time
+
+    from featapp.data.dataset import Dataset
+    from featapp.engine.model import load_model
+    from featapp.stats import analysis
+    from tests.helpers.modelfactory import build_red_model
+
+    monkeypatch.setenv("FEATAPP_CACHE_DIR", str(tmp_path / "cache"))
+    for image in dataset.sample("test", per_class=1, seed=4):
+        (tmp_path / "photos" / "test" / image.class_name).mkdir(parents=True)
+        (tmp_path / "photos" / "test" / image.class_name / image.name).symlink_to(image.path)
+    data = Dataset(tmp_path / "photos")
+    tiny = load_model(build_red_model(tmp_path / "tiny.onnx"), provider="cpu")
+    running = analysis._running_scan(analysis.cache_path(tiny, data, "test"))
+    bar, result = RecordingBar(), []
+    with running.lock:  # another session's scan of this split, half done
+        running.done, running.total = 1, 2
+        page = threading.Thread(target=lambda: result.append(caches.run_scan(tiny, data, "test", bar)))
+        page.start()
+        while not bar.texts:
+            time.sleep(0.01)
+    page.join(timeout=30)
+    assert bar.texts[0] == f"{caches.SCAN_WAITING}: 1 of 2 photos so far"
+    # That scan saved nothing here, so this session scans after it, with its own progress.
+    assert bar.texts[-1] == "Scanned 2 of 2 photos" and len(result[0]) == 2
+
+
+class CountingModel:
+    """A real model whose ``activations`` calls are counted."""
+
+    def __init__(self, model) -> None:
+        self._model, self.calls = model, 0
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def activations(self, *args, **kwargs):
+        self.calls += 1
+        return self._model.activations(*args, **kwargs)
+
+
+def test_the_activation_cache_is_bounded_in_bytes_so_a_bigger_model_keeps_fewer_images(caches, monkeypatch, tmp_path):
+    from featapp.engine.metadata import activation_bytes
+    from featapp.engine.model import load_model
+    from tests.helpers.modelfactory import build_red_model
+
+    small = CountingModel(load_model(build_red_model(tmp_path / "small.onnx", 48, 48), provider="cpu"))
+    big = CountingModel(load_model(build_red_model(tmp_path / "big.onnx", 96, 96), provider="cpu"))
+    per_small, per_big = activation_bytes(small.layers), activation_bytes(big.layers)
+    assert per_big >= 3 * per_small
+    budget = int(2.5 * per_big)
+    caches._activations.clear()  # what other tests cached is released from the ledger too
+    monkeypatch.setattr(caches, "ACTIVATION_CACHE_BYTES", budget)
+    monkeypatch.setattr(caches, "_ACTIVATION_BYTES", caches._ByteLedger(budget))
+    keeps = {model: caches.activation_cache_images(model) for model in (small, big)}
+    assert keeps[small] == budget // per_small and keeps[big] == 2
+    rng = np.random.default_rng(0)
+    try:
+        for model in (small, big):
+            side = model.input_spec.height
+            images = [
+                CurrentImage.from_array(rng.integers(0, 256, (side, side, 3), np.uint8), "dataset", f"{side}-{i}.png")
+                for i in range(keeps[model] + 2)
+            ]
+            for image in images:
+                caches.activations(model, image)
+            assert model.calls == len(images)
+            assert caches._ACTIVATION_BYTES.total <= budget
+            for image in reversed(images[-keeps[model] :]):  # the most recent ones are all still there
+                caches.activations(model, image)
+            assert model.calls == len(images)
+            caches.activations(model, images[0])  # the oldest was dropped from Streamlit's cache, not only counted out
+            assert model.calls == len(images) + 1
+    finally:
+        caches._activations.clear()
+    assert caches._ACTIVATION_BYTES.total == 0  # Streamlit's clear is heard

@@ -269,3 +269,37 @@ def test_visualize_on_a_grayscale_model_writes_a_picture(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert Image.open(out).mode == "L"
+
+
+def test_a_scan_waits_for_the_same_scan_in_another_process(model, small_data, tmp_path):
+    import threading
+
+    from featapp.stats import analysis
+
+    cache = tmp_path / "cache"
+    path = analysis.cache_path(model, Dataset(small_data), "test", cache)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEATAPP_")}
+    env.update(FEATAPP_PROVIDER="cpu", FEATAPP_THREADS="2", FEATAPP_CACHE_DIR=str(cache))
+    told = threading.Event()
+    with analysis._file_lock(path, on_wait=lambda: None):  # this test is the process already scanning
+        scan = subprocess.Popen(
+            [sys.executable, "-m", "featapp", "scan", str(small_data), "--split", "test"],
+            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        lines: list[str] = []
+
+        def read() -> None:
+            for line in scan.stderr:  # type: ignore[union-attr]
+                lines.append(line)
+                if "waiting for it" in line:
+                    told.set()
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        assert told.wait(timeout=120), "".join(lines)
+        assert scan.poll() is None  # still waiting while the lock is held
+    stdout = scan.stdout.read()  # type: ignore[union-attr]
+    assert scan.wait(timeout=300) == 0
+    reader.join(timeout=10)
+    assert "Scanned 6 images" in stdout  # nothing was saved meanwhile, so it scanned after the wait
+    assert sorted(p.name for p in cache.iterdir()) == [path.name]

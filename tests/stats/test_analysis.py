@@ -4,6 +4,8 @@ validity checks, and the real model on a few real photos."""
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -348,3 +350,122 @@ def test_real_model_statistics_match_its_activations(model, few_photos, tmp_path
         )
         image_index = stats.paths.index(hit.path)
         assert hit.value == pytest.approx(float(acts[deepest.name][image_index, 3].max()), abs=1e-5)
+
+
+# -- one scan per file at a time ---------------------------------------------------------------
+class CountingModel:
+    """A real model whose ``activations`` calls are counted, with a hook run before each."""
+
+    def __init__(self, model, before=lambda: None) -> None:
+        self._model, self._before, self.calls = model, before, 0
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def activations(self, *args, **kwargs):
+        self.calls += 1
+        self._before()
+        return self._model.activations(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def two_splits(tmp_path_factory, dataset):
+    """2 cats and 2 dogs in each of a train and a test split, real photos copied from the shared test split."""
+    root = tmp_path_factory.mktemp("two_splits")
+    for split, seed in (("train", 2), ("test", 3)):
+        for image in dataset.sample("test", per_class=2, seed=seed):
+            target = root / split / image.class_name / image.path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(image.path, target)
+    return Dataset(root)
+
+
+def run_together(*jobs):
+    results, errors = [None] * len(jobs), []
+
+    def run(i):
+        try:
+            results[i] = jobs[i]()
+        except Exception as err:  # noqa: BLE001 - re-raised in the test's thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def test_two_callers_of_the_same_scan_share_one_run(tiny, two_splits, tmp_path):
+    cache = tmp_path / "cache"
+    second_waits = threading.Event()
+    # The first scan's model holds on until the second caller has arrived, so they overlap.
+    first = CountingModel(tiny, before=lambda: second_waits.wait(timeout=5))
+    second = CountingModel(tiny)
+    heard = []
+
+    def second_caller():
+        while not first.calls:  # the first scan is under way
+            time.sleep(0.01)
+        return load_or_scan(
+            second, two_splits, "test", cache, batch_size=2, waiting=lambda *_: (heard.append(_), second_waits.set())
+        )
+
+    a, b = run_together(lambda: load_or_scan(first, two_splits, "test", cache, batch_size=2), second_caller)
+    assert second_waits.is_set() and heard, "the second caller was never told it waits"
+    assert first.calls == 2 and second.calls == 0  # 4 photos, 2 a batch: one scan in all
+    assert_same_stats(a, b)
+    assert len(a) == 4
+
+
+def test_scans_of_different_splits_do_not_wait_on_each_other(tiny, two_splits, tmp_path):
+    cache = tmp_path / "cache"
+    test_ran = threading.Event()
+    overlapped = []
+    train = CountingModel(tiny, before=lambda: overlapped.append(test_ran.wait(timeout=10)))
+    test = CountingModel(tiny, before=test_ran.set)
+    a, b = run_together(
+        lambda: load_or_scan(train, two_splits, "train", cache, batch_size=4),
+        lambda: load_or_scan(test, two_splits, "test", cache, batch_size=4),
+    )
+    assert overlapped == [True]  # the test split ran while the train scan was in its model call
+    assert train.calls == test.calls == 1
+    assert len(a) == len(b) == 4 and a.split == "train" and b.split == "test"
+
+
+def test_a_forced_scan_after_waiting_takes_the_fresh_result(tiny, two_splits, tmp_path):
+    cache = tmp_path / "cache"
+    load_or_scan(tiny, two_splits, "test", cache)
+    running = analysis._running_scan(cache_path(tiny, two_splits, "test", cache))
+    counted = CountingModel(tiny)
+    with running.lock:
+        waiter = threading.Thread(target=lambda: load_or_scan(counted, two_splits, "test", cache, force=True))
+        waiter.start()
+        time.sleep(0.3)
+    waiter.join(timeout=30)
+    assert counted.calls == 0
+
+
+def test_a_scan_running_in_another_process_is_waited_for(tiny, two_splits, tmp_path):
+    # flock locks conflict between two opens of the file even in one process, as between processes.
+    cache = tmp_path / "cache"
+    path = cache_path(tiny, two_splits, "train", cache)
+    counted, heard, holding = CountingModel(tiny), [], threading.Event()
+
+    def other_process():
+        with analysis._file_lock(path, on_wait=lambda: None):
+            holding.set()
+            while not heard:
+                time.sleep(0.01)
+            analysis._scan_and_save(tiny, two_splits, "train", path, lambda *_: None, 32)
+
+    def caller():
+        holding.wait(timeout=10)
+        return load_or_scan(counted, two_splits, "train", cache, waiting=lambda *numbers: heard.append(numbers))
+
+    _, stats = run_together(other_process, caller)
+    assert heard[0] == (0, 0) and counted.calls == 0 and len(stats) == 4
+    assert sorted(p.name for p in cache.iterdir()) == [path.name]  # the lock file is gone

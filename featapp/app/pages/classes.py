@@ -111,12 +111,8 @@ if scanned is None:
         )
     if st.button(f"Scan the {count} photos now", type="primary"):
         bar = st.progress(0.0, text="Scanning...")
-
-        def _progress(done: int, total: int) -> None:
-            bar.progress(min(done / max(total, 1), 1.0), text=f"Scanned {done} of {total} photos")
-
         try:
-            analysis.load_or_scan(model, data, split=split, progress=_progress)
+            caches.run_scan(model, data, split, bar)
         except CacheFolderError as err:
             bar.empty()
             st.error(str(err))

@@ -172,13 +172,8 @@ elif data is not None and source == "dataset":
             scan_now = st.button(f"Scan the {count} photos now", type="primary")
             bar = st.progress(0.0, text="Scanning...") if scan_now else None
         if scan_now:
-
-            def _progress(done: int, total: int) -> None:
-                assert bar is not None  # made with scan_now
-                bar.progress(min(done / max(total, 1), 1.0), text=f"Scanned {done} of {total} photos")
-
             try:
-                stats = analysis.load_or_scan(model, data, split=scan_split, progress=_progress)
+                stats = caches.run_scan(model, data, scan_split, bar)
                 notice.empty()
             except CacheFolderError as err:
                 notice.empty()
