@@ -571,7 +571,7 @@ def _health_tab() -> None:
         )
     )
     st.altair_chart(chart, width="stretch")
-    st.dataframe(table, hide_index=True, width="stretch", height=36 * (len(table) + 1) + 4)
+    st.dataframe(table, hide_index=True, width="stretch", height="content")
 
 
 drawers = (_channels_tab, _dense_tab, _map_tab, _health_tab)
