@@ -548,8 +548,15 @@ def test_model_page_shows_the_filters_as_one_picture_in_equal_rows(app_env, mode
     assert f"in {rows} rows of {columns}" in shown[0].alt
     picture = sent_pictures(shown[0].url)
     # Each filter at a readable size: the tiles of a row span most of a readable width.
-    tile = (picture.shape[1] - 4 * (columns - 1)) / columns
-    assert tile >= 64 and picture.shape[0] == rows * tile + 4 * (rows - 1)
+
+    def runs(filled: np.ndarray) -> list[int]:  # lengths of the runs of True: the tiles along one axis
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], filled.astype(int), [0]])))
+        return (edges[1::2] - edges[::2]).tolist()
+
+    white = (picture == 255).all(axis=2)
+    across, down = runs(~white.all(axis=0)), runs(~white.all(axis=1))
+    # Equal rows of equal tiles, each at a readable size.
+    assert len(across) == columns and len(down) == rows and len(set(across + down)) == 1 and across[0] >= 64
 
 
 def test_tables_are_sized_to_their_rows(app_env, monkeypatch, model):

@@ -15,6 +15,7 @@ from featapp.render.describe import describe_map, summarise_map
 from featapp.stats.classes import health_table, network_health
 
 FILTER_PX = 72
+FILTER_GAP = 12  # white between filters: at the mosaic's default gap the 3 x 3 filters ran into one checkerboard
 
 model = chrome.model_or_error_page()
 image = view.current_image(model)
@@ -111,7 +112,7 @@ else:
     columns = render.grid_columns(len(pictures))
     rows_of_filters = -(-len(pictures) // columns)
     st.image(
-        render.picture_mosaic(np.stack(pictures)),
+        render.picture_mosaic(np.stack(pictures), gap=FILTER_GAP),
         caption=f"Filters 1 to {len(pictures)}, {columns} per row, numbered left to right from the top left.",
         output_format="PNG",
         alt=f"The {len(pictures)} first-layer filters, each {rows} x {cols} pixels, in {rows_of_filters} rows of "
