@@ -57,8 +57,10 @@ input:focus-visible, [role="slider"]:focus-visible {
 /* Code in a caption (a model's file name) faded twice, as code and as a caption, fell
    below 4.5:1: it takes the caption's colour, which passes. */
 [data-testid="stCaptionContainer"] code { color: inherit !important; }
-/* The current image's caption and file names wrap between words, not mid-name. */
-[data-testid="stImageCaption"] { overflow-wrap: normal; word-break: normal; }
+/* Captions wrap between words, never mid-name ("dog.1880.jp / g"): Streamlit's caption text
+   breaks any word wider than its column, and a file name is one word. */
+[data-testid="stImageCaption"], [data-testid="stImageCaption"] *, [data-testid="stCaptionContainer"],
+[data-testid="stCaptionContainer"] * { overflow-wrap: normal !important; word-break: normal !important; }
 </style>"""
 """The app's own CSS, on every page (:func:`sidebar` adds it)."""
 

@@ -394,6 +394,11 @@ def network_health(stats) -> dict:
     return {name: stats.liveness(name) for name in stats.layer_names}
 
 
+HEALTH_LISTED = 6
+"""How many never-firing channels a health table row lists: a longer list made the last column
+wider than the page, so the table cut it (the Layer grid lists them all for one layer)."""
+
+
 def health_table(health: dict, spatial: Sequence[str] = ()):
     """A table (pandas) of :func:`network_health` or :func:`featapp.stats.liveness.liveness_of`:
     one row per layer, numbered from 1, with the shares as percentages. ``spatial`` names
@@ -412,7 +417,8 @@ def health_table(health: dict, spatial: Sequence[str] = ()):
                 "never fire %": round(100 * live.never_active_share, 1),
                 "constant maps %": round(100 * live.constant_map_share, 1) if name in spatial else None,
                 "zeros %": round(100 * live.sparsity, 1),
-                "never-firing channels": ", ".join(map(str, dead[:40])) + (" ..." if len(dead) > 40 else ""),
+                "never-firing channels": ", ".join(map(str, dead[:HEALTH_LISTED]))
+                + (f" and {len(dead) - HEALTH_LISTED} more" if len(dead) > HEALTH_LISTED else ""),
             }
         )
     return pd.DataFrame(rows)

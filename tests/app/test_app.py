@@ -531,10 +531,48 @@ def test_model_page_lists_layers_filters_prediction_and_downloads(app_env, model
     assert list(table["layer"]) == model.layer_names
     assert list(table["parameters"]) == [layer.params for layer in model.layers]
     filters = at.main.image[0]
-    assert filters.captions == [str(i + 1) for i in range(model.layers[0].channels)]
+    assert len(filters.captions) == 1 and "1 to 32" in filters.captions[0]
     assert "The model says" in main_text(at)
     labels = [b.label for b in at.download_button]
     assert any(label.endswith(".npz)") for label in labels) and sum("(PNG)" in label for label in labels) == 2
+
+
+def test_model_page_shows_the_filters_as_one_picture_in_equal_rows(app_env, model, sent_pictures):
+    at = open_app("model")
+    shown = at.main.image[0].proto.imgs
+    assert len(shown) == 1  # one mosaic, not 32 images that wrap with the page width
+    count = model.layers[0].channels
+    columns = render.grid_columns(count)
+    rows = -(-count // columns)
+    assert count % columns == 0 and f"{count} first-layer filters" in shown[0].alt
+    assert f"in {rows} rows of {columns}" in shown[0].alt
+    picture = sent_pictures(shown[0].url)
+    # Each filter at a readable size: the tiles of a row span most of a readable width.
+
+    def runs(filled: np.ndarray) -> list[int]:  # lengths of the runs of True: the tiles along one axis
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], filled.astype(int), [0]])))
+        return (edges[1::2] - edges[::2]).tolist()
+
+    white = (picture == 255).all(axis=2)
+    across, down = runs(~white.all(axis=0)), runs(~white.all(axis=1))
+    # Equal rows of equal tiles, each at a readable size.
+    assert len(across) == columns and len(down) == rows and len(set(across + down)) == 1 and across[0] >= 64
+
+
+def test_tables_are_sized_to_their_rows(app_env, monkeypatch, model):
+    import streamlit
+
+    heights = []
+    original = streamlit.dataframe
+
+    def record(*args, **kwargs):
+        heights.append(kwargs.get("height", "auto"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(streamlit, "dataframe", record)
+    open_app("model")
+    # "content": as tall as the rows, so no blank row below the last; a computed pixel height drifted from it.
+    assert len(heights) >= 2 and set(heights) == {"content"}
 
 
 @pytest.mark.slow

@@ -136,6 +136,14 @@ def test_map_tab_places_every_photo_and_the_current_image(env, model, six_photos
     assert get_current(at.session_state).title == f"{stats.paths[first].name} (test)"
 
 
+def test_map_tab_with_one_method_names_it_instead_of_a_one_choice_radio(env, monkeypatch, model, six_photos):
+    monkeypatch.setattr(projection, "available_methods", lambda: ["pca"])
+    at, _ = scanned_page(model, six_photos)
+    open_tab(at, 2)
+    assert not [r for r in at.radio if r.label == "Map"]
+    assert "**Map:** PCA" in [m.value for m in at.main.markdown]
+
+
 def test_health_tab_and_the_model_page_show_liveness(env, model, six_photos):
     at = open_app("model")
     text = main_text(at)

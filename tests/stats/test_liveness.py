@@ -77,3 +77,14 @@ def test_liveness_of_the_committed_model_on_real_photos(model, dataset):
         fired = (acts > 0).any(axis=(0, 2, 3))
         assert live.never_active_channels == tuple(np.flatnonzero(~fired)), name
         assert live.images == 8 and live.channels == acts.shape[1]
+
+
+def test_a_health_table_lists_a_few_dead_channels_and_counts_the_rest():
+    # A list of every dead channel made the table's last column wider than the page, which cut it.
+    from featapp.stats.classes import HEALTH_LISTED, health_table
+
+    maps = np.zeros((2, 20, 3, 3), np.float32)
+    maps[:, 0] = 1.0  # channel 1 fires; channels 2 to 20 never do
+    table = health_table({"conv": layer_liveness(maps)}, ["conv"])
+    listed = table["never-firing channels"][0]
+    assert listed == ", ".join(str(c) for c in range(2, 2 + HEALTH_LISTED)) + f" and {19 - HEALTH_LISTED} more"

@@ -420,7 +420,11 @@ def _map_tab() -> None:
             help="A vector layer's values, or a feature-map layer's per-channel means.",
         )  # fmt: skip
     with right:
-        method = st.radio("Map", methods, key=MAP_METHOD, horizontal=True, format_func=METHODS.get)
+        if len(methods) > 1:
+            method = st.radio("Map", methods, key=MAP_METHOD, horizontal=True, format_func=METHODS.get)
+        else:  # a radio with one choice offers nothing to choose: say which map it is
+            method = methods[0]
+            st.markdown(f"**Map:** {METHODS[method]}")
     with st.spinner("Computing the map (once per model, split and layer)..."):
         fitted = caches.projection(stats, layer, method)
     predicted = predicted_labels(stats)
@@ -567,7 +571,7 @@ def _health_tab() -> None:
         )
     )
     st.altair_chart(chart, width="stretch")
-    st.dataframe(table, hide_index=True, width="stretch", height=36 * (len(table) + 1) + 4)
+    st.dataframe(table, hide_index=True, width="stretch", height="content")
 
 
 drawers = (_channels_tab, _dense_tab, _map_tab, _health_tab)

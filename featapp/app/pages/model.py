@@ -1,6 +1,7 @@
 """Model: the layer table, the first-layer filters, the prediction with occlusion, saliency and
 Grad-CAM, and downloads."""
 
+import numpy as np
 import streamlit as st
 
 from featapp import render
@@ -13,7 +14,8 @@ from featapp.render import words as render_words
 from featapp.render.describe import describe_map, summarise_map
 from featapp.stats.classes import health_table, network_health
 
-FILTER_PX = 48
+FILTER_PX = 72
+FILTER_GAP = 12  # white between filters: at the mosaic's default gap the 3 x 3 filters ran into one checkerboard
 
 model = chrome.model_or_error_page()
 image = view.current_image(model)
@@ -42,7 +44,7 @@ st.markdown(
     f"**File:** `{model.path.name}` (sha256 `{model.sha256[:12]}`)."
 )
 table = render.layer_table(model.layers)
-st.dataframe(table, hide_index=True, width="stretch", height=36 * (len(table) + 1) + 4)
+st.dataframe(table, hide_index=True, width="stretch", height="content")
 st.caption(
     "Output shape is per image, channels last, as Keras prints it. Receptive field: how many input pixels one "
     "cell of the layer's map can see. Jump: how many input pixels apart two neighbouring cells are."
@@ -83,9 +85,7 @@ else:
         "a **constant map** has one value everywhere for a photo; **zeros** is the share of all activations "
         "that are exactly 0. A model converted from your own training shows its dead channels here."
     )
-    st.dataframe(
-        health_table(health, spatial_layers), hide_index=True, width="stretch", height=36 * (len(health) + 1) + 4
-    )
+    st.dataframe(health_table(health, spatial_layers), hide_index=True, width="stretch", height="content")
 
 # -- first-layer filters ---------------------------------------------------------------------------------------
 st.subheader("What layer 1 looks for: its filters")
@@ -108,12 +108,15 @@ else:
         "side and dark on the other is an edge detector. "
         + render_words.first_layer_words(caches.first_layer_summary(filter_model))
     )
+    # One picture in rows of equal length: 32 separate images wrapped unevenly with the page width.
+    columns = render.grid_columns(len(pictures))
+    rows_of_filters = -(-len(pictures) // columns)
     st.image(
-        [p[:, :, 0] if p.shape[2] == 1 else p for p in pictures],
-        caption=[str(i + 1) for i in range(len(pictures))],
-        width=FILTER_PX,
+        render.picture_mosaic(np.stack(pictures), gap=FILTER_GAP),
+        caption=f"Filters 1 to {len(pictures)}, {columns} per row, numbered left to right from the top left.",
         output_format="PNG",
-        alt=[f"First-layer filter {i + 1}" for i in range(len(pictures))],
+        alt=f"The {len(pictures)} first-layer filters, each {rows} x {cols} pixels, in {rows_of_filters} rows of "
+        f"{columns}, filter 1 at the top left. Grey is a weight of 0; lighter adds that colour, darker subtracts it.",
     )
 
 # -- prediction and occlusion -----------------------------------------------------------------------------------
