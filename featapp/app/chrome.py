@@ -61,6 +61,9 @@ input:focus-visible, [role="slider"]:focus-visible {
    breaks any word wider than its column, and a file name is one word. */
 [data-testid="stImageCaption"], [data-testid="stImageCaption"] *, [data-testid="stCaptionContainer"],
 [data-testid="stCaptionContainer"] * { overflow-wrap: normal !important; word-break: normal !important; }
+/* A name wider than a narrow column is cut with an ellipsis rather than running into the
+   next column's; the picture's alt text still says it whole. */
+[data-testid="stImageCaption"] { overflow: hidden; text-overflow: ellipsis; }
 </style>"""
 """The app's own CSS, on every page (:func:`sidebar` adds it)."""
 

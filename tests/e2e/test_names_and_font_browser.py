@@ -62,7 +62,7 @@ def settle(page) -> None:
     page.wait_for_timeout(800)
 
 
-@pytest.mark.parametrize("path, width", [("", 320), ("classes", 1400), ("neuron", 1400)])
+@pytest.mark.parametrize("path, width", [("", 320), ("classes", 1400), ("classes", 700), ("neuron", 1400)])
 def test_file_names_are_never_broken_mid_name(app_url, browser, path, width):
     context = browser.new_context(viewport={"width": width, "height": 900})
     try:
@@ -76,6 +76,13 @@ def test_file_names_are_never_broken_mid_name(app_url, browser, path, width):
         names = page.evaluate(FILE_NAME_LINES)
         assert any(name.endswith(".jpg") for name, _ in names), names
         assert [name for name, lines in names if lines > 1] == []
+        # A name wider than its narrow column is cut inside its caption, never drawn over the next one.
+        spilling = page.evaluate(
+            """() => [...document.querySelectorAll('[data-testid="stImageCaption"]')]
+              .filter((c) => c.scrollWidth > c.clientWidth + 1 && getComputedStyle(c).overflowX !== 'hidden')
+              .map((c) => c.textContent)"""
+        )
+        assert spilling == []
     finally:
         context.close()
 
