@@ -278,3 +278,24 @@ def test_the_explorer_reflows_at_320_css_pixels(app_url, browser, path, mode):
         assert_no_blocking(page, f"{path} at 320 px")
     finally:
         context.close()
+
+
+def test_the_training_slider_moves_with_the_keyboard(browser, tmp_path, data_dir):
+    """The issue's last keyboard step: with the committed snapshots, Tab to "Training progress"
+    on the Feature map and move it with the arrow keys; the map then shows an earlier epoch."""
+    env = browsing.server_env(
+        FEATAPP_CACHE_DIR=str(tmp_path / "cache"),
+        FEATAPP_DATA_DIR=str(data_dir),
+        FEATAPP_SNAPSHOTS=str(browsing.REPO_ROOT / "models" / "snapshots"),
+    )
+    with browsing.streamlit_server(tmp_path / "streamlit.log", env) as url:
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        page.goto(f"{url}/feature_map")
+        settle(page, "map")
+        tab_to(page, "input Training progress")  # the slider's own range input, after its help button
+        page.keyboard.press("Home")  # the first option: epoch 0
+        page.get_by_text("Showing epoch 0").first.wait_for(timeout=SLOW)
+        assert "epoch 0" in page.evaluate("() => document.activeElement.getAttribute('aria-valuetext') || ''")
+        no_exception(page)
+        context.close()
