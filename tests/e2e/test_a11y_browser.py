@@ -282,7 +282,7 @@ def test_the_explorer_reflows_at_320_css_pixels(app_url, browser, path, mode):
 
 def test_the_training_slider_moves_with_the_keyboard(browser, tmp_path, data_dir):
     """The issue's last keyboard step: with the committed snapshots, Tab to "Training progress"
-    on the Feature map and move it with the arrow keys; the map then shows an earlier epoch."""
+    on the Feature map and move it with a key; the map then shows an earlier epoch."""
     env = browsing.server_env(
         FEATAPP_CACHE_DIR=str(tmp_path / "cache"),
         FEATAPP_DATA_DIR=str(data_dir),
