@@ -691,7 +691,7 @@ def test_another_model_grayscale_other_size_other_classes(app_env, monkeypatch):
     go(at, "model")
     text = main_text(at)
     assert "40 x 32 x 1 (grayscale)" in text and "circle, square, triangle" in text
-    assert at.main.image[0].captions == ["1", "2", "3", "4"]
+    assert at.main.image[0].captions == ["Filters 1 to 4, 4 per row, numbered left to right from the top left."]
 
 
 @pytest.mark.parametrize("problem", ["missing", "corrupt"])
