@@ -64,6 +64,9 @@ input:focus-visible, [role="slider"]:focus-visible {
 /* A name wider than a narrow column is cut with an ellipsis rather than running into the
    next column's; the picture's alt text still says it whole. */
 [data-testid="stImageCaption"] { overflow: hidden; text-overflow: ellipsis; }
+/* A page link's label wraps in a narrow column (200% zoom) instead of being cut. */
+[data-testid="stPageLink-NavLink"], [data-testid="stPageLink-NavLink"] * { white-space: normal !important;
+  overflow: visible !important; text-overflow: clip !important; }
 </style>"""
 """The app's own CSS, on every page (:func:`sidebar` adds it)."""
 

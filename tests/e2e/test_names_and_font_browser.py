@@ -131,3 +131,22 @@ def test_the_model_pages_tables_show_every_row_and_column_at_1400_px(app_url, br
             assert sizes[2] <= sizes[3] + 1, f"table {index + 1} scrolls: {sizes}"
     finally:
         context.close()
+
+
+def test_a_page_links_label_is_whole_at_200_percent_zoom(app_url, browser):
+    """At 200% zoom a 1400 px screen is 700 CSS px: the Gallery's "Look at its feature maps" link,
+    in a quarter-width column, wraps rather than losing the end of its words."""
+    context = browser.new_context(viewport={"width": 700, "height": 900}, device_scale_factor=2)
+    try:
+        page = context.new_page()
+        page.goto(app_url)
+        settle(page)
+        cut = page.evaluate(
+            """() => [...document.querySelectorAll('[data-testid="stPageLink-NavLink"] p')]
+              .filter((p) => p.scrollWidth > p.clientWidth + 1 || p.getBoundingClientRect().right > innerWidth)
+              .map((p) => p.textContent)"""
+        )
+        assert page.get_by_text("Look at its feature maps").count() == 1
+        assert cut == []
+    finally:
+        context.close()
