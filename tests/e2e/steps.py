@@ -80,3 +80,25 @@ def choose(page, label: str, option: str) -> None:
 def open_page(page, name: str) -> None:
     page.locator('[data-testid="stSidebarNavLink"]', has_text=name).first.click()
     page.get_by_role("heading", name=name).first.wait_for(timeout=SLOW)
+
+
+@contextlib.contextmanager
+def scanned_sample_app(work: Path, dataset, model):
+    """The app on 4 photos a class of the test split, scanned, so every page (the class
+    statistics and the neuron ranking included) is ready in seconds; yields its URL."""
+    import shutil
+
+    from featapp.data.dataset import Dataset
+    from featapp.stats.analysis import load_or_scan
+
+    root = work / "photos"
+    for image in dataset.sample("test", per_class=4, seed=6):
+        target = root / "test" / image.class_name / image.path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(image.path, target)
+    load_or_scan(model, Dataset(root), "test", work / "cache")
+    env = browsing.server_env(
+        FEATAPP_CACHE_DIR=str(work / "cache"), FEATAPP_DATA_DIR=str(root), FEATAPP_SNAPSHOTS=str(work / "none")
+    )
+    with browsing.streamlit_server(work / "streamlit.log", env) as url:
+        yield url

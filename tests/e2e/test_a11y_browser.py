@@ -10,18 +10,14 @@ keyboard test uses no mouse event: only Tab, arrows, Enter and typing.
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
-from featapp.data.dataset import Dataset
 from featapp.engine.images import prepare_image
 from featapp.render import LECTURE_BLUES, value_range
 from featapp.render.describe import describe_map, summarise_map
-from featapp.stats.analysis import load_or_scan
 from tests.e2e import axe_check
-from tests.e2e.steps import SLOW, no_exception, wait_until
+from tests.e2e.steps import SLOW, no_exception, scanned_sample_app, wait_until
 from tests.helpers import browsing
 
 pytestmark = pytest.mark.e2e
@@ -36,16 +32,7 @@ def app_url(tmp_path_factory, dataset, model):
     page, the class statistics and the neuron ranking included, is ready in seconds."""
     axe_check.axe_or_skip()
     work = tmp_path_factory.mktemp("e2e-a11y")
-    root = work / "photos"
-    for image in dataset.sample("test", per_class=4, seed=6):
-        target = root / "test" / image.class_name / image.path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(image.path, target)
-    load_or_scan(model, Dataset(root), "test", work / "cache")
-    env = browsing.server_env(
-        FEATAPP_CACHE_DIR=str(work / "cache"), FEATAPP_DATA_DIR=str(root), FEATAPP_SNAPSHOTS=str(work / "none")
-    )
-    with browsing.streamlit_server(work / "streamlit.log", env) as url:
+    with scanned_sample_app(work, dataset, model) as url:
         yield url
 
 

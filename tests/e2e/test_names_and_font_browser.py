@@ -4,14 +4,9 @@ font (the theme's, which Streamlit sends with each render), not the browser's de
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from featapp.data.dataset import Dataset
-from featapp.stats.analysis import load_or_scan
-from tests.e2e.steps import SLOW, no_exception, wait_until
-from tests.helpers import browsing
+from tests.e2e.steps import SLOW, no_exception, scanned_sample_app, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -43,16 +38,7 @@ FILE_NAME_LINES = r"""() => {
 def app_url(tmp_path_factory, dataset, model):
     """The app on 4 photos a class of the test split, scanned, so the Cats vs dogs page shows photos."""
     work = tmp_path_factory.mktemp("e2e-names")
-    root = work / "photos"
-    for image in dataset.sample("test", per_class=4, seed=6):
-        target = root / "test" / image.class_name / image.path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(image.path, target)
-    load_or_scan(model, Dataset(root), "test", work / "cache")
-    env = browsing.server_env(
-        FEATAPP_CACHE_DIR=str(work / "cache"), FEATAPP_DATA_DIR=str(root), FEATAPP_SNAPSHOTS=str(work / "none")
-    )
-    with browsing.streamlit_server(work / "streamlit.log", env) as url:
+    with scanned_sample_app(work, dataset, model) as url:
         yield url
 
 
