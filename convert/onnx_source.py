@@ -929,8 +929,10 @@ def export_onnx(
         raise ConversionError(f"No such file: '{source_path}'.")
     if source_path.resolve() == out_path.resolve():
         raise ConversionError("--out must be a new file, not the source ONNX file itself.")
-    source_bytes = source_path.read_bytes()
     raw = _read_source(source_path, options)
+    # From the loaded model, not the file: PyTorch's dynamo exporter keeps the weights in a
+    # separate .onnx.data file, which ONNX Runtime cannot find for a model given as bytes.
+    source_bytes = raw.model.SerializeToString()
     log(f"Reading {source_path} ({_source_format(raw.model)}) ...")
     dims: list[int | str] = (
         ["batch", raw.channels, raw.height, raw.width]

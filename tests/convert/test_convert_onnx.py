@@ -347,3 +347,29 @@ def test_zero_padding_before_a_strided_conv_keeps_receptive_fields(tmp_path, fil
         assert spec.layers[1].receptive_field == conv.receptive_field
     else:
         assert conv.receptive_field is None
+
+
+def test_weights_in_a_separate_data_file_are_read(tmp_path, monkeypatch):
+    """PyTorch's dynamo exporter keeps the weights in ``NAME.onnx.data`` beside the file: the
+    converter reads them from there wherever it is run from, and the result holds them itself."""
+    source = onnx.load(str(FIXTURES / "torch_dynamo.onnx"))
+    folder = tmp_path / "export"
+    folder.mkdir()
+    onnx.save_model(
+        source, str(folder / "net.onnx"), save_as_external_data=True, location="net.onnx.data", size_threshold=0
+    )
+    assert any(
+        init.external_data for init in onnx.load(str(folder / "net.onnx"), load_external_data=False).graph.initializer
+    )
+    monkeypatch.chdir(tmp_path)  # not the file's folder, so a relative lookup would miss it
+    export_onnx(folder / "net.onnx", tmp_path / "net_featapp.onnx", OnnxOptions(), log=lambda _: None)
+    (folder / "net.onnx.data").unlink()  # the converted file needs nothing beside it
+    photos = _photos(32, 32)
+    got = load_model(tmp_path / "net_featapp.onnx", provider="cpu").predict(photos).probabilities
+    want = load_model(tmp_path / "net_featapp.onnx", provider="cpu")  # reloaded: same numbers
+    np.testing.assert_allclose(want.predict(photos).probabilities, got)
+    reference = export_onnx(FIXTURES / "torch_dynamo.onnx", tmp_path / "ref.onnx", OnnxOptions(), log=lambda _: None)
+    assert reference.layers[-1].name == "softmax"
+    np.testing.assert_allclose(
+        got, load_model(tmp_path / "ref.onnx", provider="cpu").predict(photos).probabilities, rtol=1e-6, atol=1e-7
+    )
