@@ -691,6 +691,12 @@ def _build(source: _Source, layers: list[_Layer], head: str | None, spec: ModelS
     outputs = []
     extra_nodes = []
     for layer, info in zip(layers, spec.layers, strict=False):
+        if (layer.layout == "NHWC" or layer.vector_from_map) and layer.tensor == info.name:
+            # The layer's name is its source tensor's ('mean' from a ReduceMean), and the
+            # transposed or flattened copy takes it: the source tensor moves aside.
+            taken = {out for node in graph.node for out in node.output} | {v.name for v in graph.input}
+            layer.tensor = _free(f"{info.name}/source", taken)
+            _rename(graph, info.name, layer.tensor)
         if layer.layout == "NHWC":
             extra_nodes.append(
                 helper.make_node(

@@ -373,3 +373,18 @@ def test_weights_in_a_separate_data_file_are_read(tmp_path, monkeypatch):
     np.testing.assert_allclose(
         got, load_model(tmp_path / "ref.onnx", provider="cpu").predict(photos).probabilities, rtol=1e-6, atol=1e-7
     )
+
+
+def test_a_global_pool_named_like_its_own_tensor_keeps_its_name(tmp_path):
+    """torchvision's MobileNetV2 calls its pool functionally: the dynamo exporter names the
+    node's scope and its output both 'mean'. The flattened copy takes that name, and the
+    graph stays valid (one writer per tensor)."""
+    source = onnx.load(str(FIXTURES / "torch_dynamo.onnx"))
+    pool = next(node for node in source.graph.node if node.op_type == "ReduceMean")
+    del pool.metadata_props[:]
+    pool.metadata_props.add(key="pkg.torch.onnx.name_scopes", value="['', 'mean']")
+    onnx.save(source, str(tmp_path / "net.onnx"))
+    export_onnx(tmp_path / "net.onnx", tmp_path / "out.onnx", OnnxOptions(), log=lambda _: None)
+    model = load_model(tmp_path / "out.onnx", provider="cpu")
+    assert "mean" in model.layer_names and "mean_1" not in model.layer_names
+    assert model.activations(_photos(32, 32, 1))["mean"].shape == (1, 8)
