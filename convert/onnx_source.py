@@ -287,7 +287,9 @@ def layer_names(nodes: Sequence[Any], producer: str = "") -> list[str]:
     has_children = {q for q in containers if any(p.startswith(q + ".") for p in containers)}
     names = []
     for index, ((_, op, dynamo), path) in enumerate(zip(scoped, paths, strict=True)):
-        local = op if dynamo else _strip_op_suffix(op)
+        # The dynamo exporter's FX names count each operator over the whole graph
+        # ('add_45'); the block's own count (_unique below) reads as the legacy exporter's.
+        local = re.sub(r"_\d+$", "", op) if dynamo else _strip_op_suffix(op)
         # One call of a module computes consecutive tensors; its output is the last of them.
         inside_one_call = index + 1 < len(paths) and paths[index + 1] == path
         if not path:

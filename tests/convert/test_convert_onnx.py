@@ -388,3 +388,38 @@ def test_a_global_pool_named_like_its_own_tensor_keeps_its_name(tmp_path):
     model = load_model(tmp_path / "out.onnx", provider="cpu")
     assert "mean" in model.layer_names and "mean_1" not in model.layer_names
     assert model.activations(_photos(32, 32, 1))["mean"].shape == (1, 8)
+
+
+REAL_TORCH = FIXTURES / "pytorch_2.14"
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_files_written_by_pytorch_itself_convert_with_every_view(tmp_path, exporter):
+    """The fixtures' network exported by PyTorch 2.14's own exporters (make_torch_fixtures.py,
+    run by hand): the dynamo file keeps its weights in a .onnx.data file, opset 20, and folds
+    each batch norm into the convolution before it, naming the result after the batch norm."""
+    out = tmp_path / f"{exporter}.onnx"
+    export_onnx(REAL_TORCH / f"torch_{exporter}.onnx", out, OnnxOptions(), log=lambda _: None)
+    model = load_model(out, provider="cpu")
+    if exporter == "legacy":
+        assert model.layer_names == TORCH_LAYERS
+    else:
+        renamed = {"conv1": "bn1", "layer1.0.conv1": "layer1.0.bn1", "layer1.0.conv2": "layer1.0.bn2"}
+        assert model.layer_names == [renamed.get(name, name) for name in TORCH_LAYERS]
+    photos = _photos(32, 32)
+    source = ort.InferenceSession(str(REAL_TORCH / f"torch_{exporter}.onnx"), providers=["CPUExecutionProvider"])
+    feed = np.transpose(photos / np.float32(255), (0, 3, 1, 2)).astype(np.float32)
+    logits = source.run(None, {source.get_inputs()[0].name: feed})[0]
+    want = np.exp(logits - logits.max(axis=1, keepdims=True))
+    want /= want.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(model.predict(photos).probabilities, want, rtol=1e-5, atol=1e-6)
+    # The same network as the committed look-alikes (same weights, make_onnx_fixtures.py).
+    look_alike = tmp_path / "look_alike.onnx"
+    export_onnx(FIXTURES / "torch_legacy.onnx", look_alike, OnnxOptions(gradients=False), log=lambda _: None)
+    np.testing.assert_allclose(
+        model.predict(photos).probabilities,
+        load_model(look_alike, provider="cpu").predict(photos).probabilities,
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    assert out.with_suffix(".grad.onnx").is_file()
