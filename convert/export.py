@@ -273,12 +273,15 @@ def to_onnx(flat: FlatModel, count: int, input_shape: tuple[int, int, int], nchw
     except Exception as err:  # noqa: BLE001 - tf2onnx raises many types; the cause stays chained
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         raise ConversionError(f"tf2onnx could not convert the model: {first}") from err
+    _store_captured_constants(proto, activations.get_concrete_function(*signature))
     # tf2onnx orders outputs by name; put them in layer order, and name the batch axis.
     by_name = {output.name: output for output in proto.graph.output}
-    if set(by_name) != set(names) or [i.name for i in proto.graph.input] != ["input"]:
+    inputs = [i.name for i in proto.graph.input]
+    if set(by_name) != set(names) or inputs != ["input"]:
+        missing, extra = sorted(set(names) - set(by_name)), sorted(set(by_name) - set(names))
         raise ConversionError(
-            f"tf2onnx produced inputs {[i.name for i in proto.graph.input]} and outputs {sorted(by_name)}, "
-            f"not 'input' and the layer names {names}."
+            f"tf2onnx's graph does not match the model: inputs {_few(inputs)}, layers missing {_few(missing)}, "
+            f"outputs that are not layers {_few(extra)}."
         )
     ordered = [by_name[name] for name in names]
     del proto.graph.output[:]
@@ -286,6 +289,40 @@ def to_onnx(flat: FlatModel, count: int, input_shape: tuple[int, int, int], nchw
     for value in [*proto.graph.input, *proto.graph.output]:
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     return proto
+
+
+def _store_captured_constants(proto, concrete) -> None:
+    """Turn graph inputs that are constants captured by the traced function into weights.
+
+    A Keras ``Normalization`` layer that was never adapted (EfficientNet built with
+    ``weights=None``) holds its mean and variance as plain tensors, not variables; the traced
+    function captures them, and tf2onnx, which freezes only variables, leaves them as graph
+    inputs. Their values are the captures' own.
+    """
+    import tensorflow as tf
+    from onnx import numpy_helper
+
+    captured = {
+        internal.name: external
+        for external, internal in concrete.graph.captures
+        if internal.dtype != tf.resource and hasattr(external, "numpy")
+    }
+    used = {name for node in proto.graph.node for name in node.input}
+    kept = []
+    for value in proto.graph.input:
+        constant = next((captured[name] for name in captured if value.name.endswith(name)), None)
+        if value.name == "input" or constant is None:
+            kept.append(value)
+        elif value.name in used:  # (TensorFlow may have folded it into another constant already)
+            proto.graph.initializer.append(numpy_helper.from_array(np.asarray(constant.numpy()), value.name))
+    del proto.graph.input[:]
+    proto.graph.input.extend(kept)
+
+
+def _few(names: list[str], shown: int = 5) -> str:
+    """At most ``shown`` names of a list, and how many more: an error message stays one line."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return (", ".join(f"'{n}'" for n in names[:shown]) or "none") + more
 
 
 def verify(

@@ -450,3 +450,38 @@ def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch, failure):
 def test_written_file_is_readable_by_everyone(tmp_path):
     _export(lecture_like(), tmp_path / "m.onnx")
     assert os.stat(tmp_path / "m.onnx").st_mode & 0o044 == 0o044
+
+
+def test_an_unadapted_normalization_layer_is_stored_in_the_file(tmp_path):
+    """keras.applications.EfficientNetB0(weights=None) starts with a Normalization layer that
+    was never adapted: its mean and variance are plain tensors, which tf2onnx left as graph
+    inputs (one 10,000-character error). They are now weights in the file."""
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.Rescaling(1 / 255)(inp)
+    x = keras.layers.Normalization(axis=-1, name="normalise")(x)
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="probs")(x))
+    source = tmp_path / "normalised.keras"
+    model.save(source)
+    spec, _ = _export(source, tmp_path / "normalised.onnx")
+    assert [layer.name for layer in spec.layers] == ["normalise", "conv", "pool", "probs"]
+    images = uint8_images((16, 16, 3))
+    feature_model = load_model(tmp_path / "normalised.onnx", provider="cpu")
+    want = model.predict(images.astype(np.float32), verbose=0)
+    assert np.allclose(feature_model.predict(images).probabilities, want, atol=1e-6)
+    assert (tmp_path / "normalised.grad.onnx").is_file()
+
+
+def test_a_graph_that_does_not_match_is_named_in_one_short_line(tmp_path, monkeypatch):
+    import convert.export as export_module
+
+    monkeypatch.setattr(export_module, "_store_captured_constants", lambda proto, concrete: None)
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.Normalization(axis=-1, name="normalise")(inp)
+    x = keras.layers.Flatten(name="flat")(keras.layers.Conv2D(2, 3, name="conv")(x))
+    keras.Model(inp, keras.layers.Dense(1, activation="sigmoid", name="p")(x)).save(tmp_path / "m.keras")
+    with pytest.raises(ConversionError) as caught:
+        _export(tmp_path / "m.keras", tmp_path / "m.onnx")
+    message = str(caught.value)
+    assert "normalise" in message and len(message) < 400 and "\n" not in message
