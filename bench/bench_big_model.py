@@ -3,7 +3,7 @@
 
 Two models: Keras' ``MobileNetV2(weights=None, input_shape=(96, 96, 3), alpha=0.35)``
 (``convert.export``, needs TensorFlow) and the ~150-layer MobileNetV2-shaped ONNX file of
-``tests/helpers/onnxgraphs.many_blocks`` (``convert.onnx_source``). Each conversion runs in a
+``many_blocks`` of ``tests/helpers/onnxgraphs.py`` (``convert.onnx_source``). Each conversion runs in a
 fresh Python process, without the gradient model; "before" is the checkout at ``--before``
 (unpacked with ``git archive``), "after" the working tree.
 

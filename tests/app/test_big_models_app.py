@@ -1,5 +1,5 @@
 """The app on a big model: a MobileNetV2-shaped network of ~150 layers in blocks (PyTorch's
-module paths ``features.N...``, written by tests/helpers/onnxgraphs.many_blocks and
+module paths ``features.N...``, written by ``many_blocks`` in tests/helpers/onnxgraphs.py and
 converted with ``convert export``), whose last map has 1,280 channels.
 
 The layer choosers come in two steps, block then layer, and stay in step across pages;

@@ -1,7 +1,7 @@
 """Receptive fields through graphs, checked by brute force on small converted models.
 
-Each model (tests/helpers/keras_builders.graph_zoo for the Keras path,
-tests/helpers/onnxgraphs.graph_zoo for any ONNX file) has padding layers, strided 'same'
+Each model (``graph_zoo`` of tests/helpers/keras_builders.py for the Keras path,
+and of tests/helpers/onnxgraphs.py for any ONNX file) has padding layers, strided 'same'
 and explicitly padded convolutions, a dilated convolution, a residual add, a
 concatenation of a 1x1 and a 3x3 branch and a squeeze-and-excitation gate. Every input
 pixel is changed in turn and run through ONNX Runtime (tests/helpers/fieldcheck.py): every
