@@ -85,8 +85,12 @@ _GEOMETRY_KEYS = {
     "MaxPooling2D": "pool_size",
     "AveragePooling2D": "pool_size",
 }
-# Config keys of layers that move pixels in ways the receptive-field numbers cannot describe.
-_OPAQUE_KEYS = ("kernel_size", "pool_size", "strides", "size", "cropping", "padding", "target_shape", "height")
+# Layers that only pad or crop, and the config key of their ((top, bottom), (left, right)) and its sign.
+_PAD_KEYS = {"ZeroPadding2D": ("padding", 1), "Cropping2D": ("cropping", -1)}
+# Config keys of other layers that move pixels in ways the receptive-field numbers cannot
+# describe. (A Reshape needs none: one that keeps the map's height and width keeps its
+# pixels, and with_receptive_fields follows a vector reshaped to 1 x 1.)
+_OPAQUE_KEYS = ("kernel_size", "pool_size", "strides", "size", "cropping", "padding", "height", "dims")
 _ACTIVATION_KINDS = {"ReLU": "relu", "Softmax": "softmax", "ELU": "elu", "LeakyReLU": "leaky_relu", "PReLU": "prelu"}
 
 
@@ -168,6 +172,19 @@ def _pair(value: Any) -> tuple[int, int] | None:
     return (int(value[0]), int(value[1]))
 
 
+def _pads(value: Any, sign: int) -> tuple[int, int, int, int] | None:
+    """(top, left, bottom, right) from Keras' ``((top, bottom), (left, right))`` (or one
+    number, or one per axis), times ``sign`` (-1: cropping)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)):
+        value = (value, value)
+    rows, cols = _pair(value[0]), _pair(value[1])
+    if rows is None or cols is None:
+        return None
+    return (sign * rows[0], sign * cols[0], sign * rows[1], sign * cols[1])
+
+
 def _config(op) -> dict[str, Any]:
     try:
         config = op.get_config()
@@ -186,14 +203,16 @@ def describe_layer(layer: FlatLayer) -> tuple[LayerInfo, bool]:
     if any(d is None for d in shape):
         raise ConversionError(f"layer '{layer.name}' ({kind}) has an output of unknown size {shape}.")
     channels_last = config.get("data_format", "channels_last") in (None, "channels_last")
-    kernel = stride = padding = dilation = None
+    kernel = stride = padding = dilation = pads = None
     key = _GEOMETRY_KEYS.get(kind)
     if key and channels_last:
         kernel = _pair(config.get(key))
         stride = _pair(config.get("strides")) or kernel
         padding = str(config.get("padding", "valid")).lower()
         dilation = _pair(config.get("dilation_rate")) if key == "kernel_size" else None
-    opaque = len(shape) == 3 and kernel is None and any(k in config for k in _OPAQUE_KEYS)
+    if kind in _PAD_KEYS and channels_last:
+        pads = _pads(config.get(_PAD_KEYS[kind][0]), _PAD_KEYS[kind][1])
+    opaque = len(shape) == 3 and kernel is None and pads is None and any(k in config for k in _OPAQUE_KEYS)
     activation = config.get("activation")
     if not isinstance(activation, str):
         activation = _ACTIVATION_KINDS.get(kind)
@@ -208,6 +227,7 @@ def describe_layer(layer: FlatLayer) -> tuple[LayerInfo, bool]:
         padding=padding,
         activation=activation,
         dilation=dilation,
+        pads=pads,
     )
     return info, opaque
 

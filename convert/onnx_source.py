@@ -516,8 +516,9 @@ def _geometry(
     weights: dict[str, np.ndarray],
     extra_pads: Sequence[int] = (0, 0, 0, 0),
 ) -> dict[str, Any]:
-    """Kernel, stride, padding ("valid"/"same", else None: opaque) and dilation of a window op;
-    ``extra_pads`` (top, left, bottom, right) come from a ``Pad`` just before it."""
+    """Kernel, stride, padding and dilation of a window op: ``"valid"``, ``"same"`` where the
+    pads are TensorFlow's, else ``"explicit"`` with the ``pads`` (top, left, bottom, right),
+    ``None`` where they cannot be told (opaque); ``extra_pads`` come from a ``Pad`` just before it."""
     node = layer.node
     if node.op_type not in ("Conv", "MaxPool", "AveragePool") or layer.layout is None or in_hw is None:
         return {}
@@ -527,26 +528,50 @@ def _geometry(
         kernel = weights[node.input[1]].shape[2:]
     if kernel is None or len(kernel) != 2:
         return {}
-    stride = tuple(a.get("strides", (1, 1)))
-    dilation = tuple(a.get("dilations", (1, 1)))
-    out_hw = _channels_last(layer)[:2]
+    stride = tuple(int(v) for v in a.get("strides", (1, 1)))
+    dilation = tuple(int(v) for v in a.get("dilations", (1, 1)))
     auto_pad = a.get("auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    pads = [own + extra for own, extra in zip(a.get("pads", (0, 0, 0, 0)), extra_pads, strict=True)]
-    if auto_pad == "VALID" and any(extra_pads):
-        padding: str | None = None
-    elif auto_pad == "VALID" or (auto_pad == "NOTSET" and not any(pads)):
+    own: list[int] = [int(v) for v in a.get("pads", (0, 0, 0, 0))]
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        own = _same_pads(in_hw, kernel, stride, dilation, lower=auto_pad == "SAME_LOWER")
+    elif auto_pad == "VALID":
+        own = [0, 0, 0, 0]
+    elif auto_pad != "NOTSET" or len(own) != 4:
+        own = []
+    pads = tuple(mine + extra for mine, extra in zip(own, extra_pads, strict=True)) if own else None
+    padding: str | None
+    if pads is None:
+        padding = None
+    elif not any(pads):
         padding = "valid"
-    elif all(out_hw[i] == math.ceil(in_hw[i] / stride[i]) for i in range(2)):
+    elif list(pads) == _same_pads(in_hw, kernel, stride, dilation, lower=False):
         padding = "same"
     else:
-        padding = None
+        padding = "explicit"
     return {
         "kernel": (int(kernel[0]), int(kernel[1])),
-        "stride": (int(stride[0]), int(stride[1])),
+        "stride": (stride[0], stride[1]),
         "padding": padding,
-        "dilation": (int(dilation[0]), int(dilation[1])) if node.op_type == "Conv" else None,
+        "pads": pads if padding == "explicit" else None,
+        "dilation": (dilation[0], dilation[1]) if node.op_type == "Conv" else None,
     }
+
+
+def _same_pads(
+    in_hw: tuple[int, int], kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int], *, lower: bool
+) -> list[int]:
+    """(top, left, bottom, right) of TensorFlow's ``"same"`` (ONNX ``SAME_UPPER``: the odd
+    row after) or of ``SAME_LOWER`` (the odd row before)."""
+    before, after = [], []
+    for axis in (0, 1):
+        span = (int(kernel[axis]) - 1) * dilation[axis] + 1
+        out = math.ceil(in_hw[axis] / stride[axis])
+        total = max((out - 1) * stride[axis] + span - in_hw[axis], 0)
+        small = total // 2
+        before.append(total - small if lower else small)
+        after.append(small if lower else total - small)
+    return [before[0], before[1], after[0], after[1]]
 
 
 def _describe(
@@ -564,10 +589,19 @@ def _describe(
         reads.append(sources)
         parent = sources[0] if sources else None
         in_hw = (source.height, source.width) if parent is None else infos[parent].output_shape[:2]
-        extra = _zero_pads(movers, weights, layouts) if layer.node.op_type in _WINDOW_OPS else None
-        geometry = _geometry(layer, tuple(in_hw) if len(in_hw) == 2 else None, weights, extra or (0, 0, 0, 0))  # type: ignore[arg-type]
+        # A zero Pad before a window op is its padding; before anything else on one map
+        # (a batch norm, an activation), the layer's own pads. Before a merge it cannot be
+        # told which input it pads.
+        extra = _zero_pads(movers, weights, layouts) if len(sources) == 1 else None
+        is_window = layer.node.op_type in _WINDOW_OPS
+        map_hw = (int(in_hw[0]), int(in_hw[1])) if len(in_hw) == 2 else None
+        geometry = _geometry(layer, map_hw, weights, (extra or (0, 0, 0, 0)) if is_window else (0, 0, 0, 0))
         if geometry.get("padding", "valid") is None or (movers and extra is None):
             opaque.add(layer.name)
+        elif movers and extra is not None and not is_window and any(extra):
+            if layer.layout is None:
+                opaque.add(layer.name)  # a padded map read as a vector: nothing to place
+            geometry = {"pads": extra}
         geometry = {k: v for k, v in geometry.items() if v is not None}
         op = layer.node.op_type
         kind = layer.kind or SHOWN_OPS.get(op, "Dense" if layer.layout is None else op)
@@ -628,7 +662,7 @@ def _layer_inputs(node, producer, index_of: dict[str, int], input_name: str) -> 
     stack = [name for name in node.input if name]
     seen: set[str] = set()
     while stack:
-        tensor = stack.pop()
+        tensor = stack.pop(0)  # breadth first: the inputs in the node's order
         if tensor in seen:
             continue
         seen.add(tensor)

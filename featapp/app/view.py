@@ -35,6 +35,11 @@ Constant               Key                   Holds
 
 The current image is under :data:`featapp.app.appstate.CURRENT_KEY` (the library's, so the
 library's tests can use it without Streamlit).
+
+A model with more than :data:`BLOCKS_ABOVE` layers to choose from is chosen in two steps,
+its block, then a layer of it (:func:`pick_layer`); the block box (``<page>.layer_block``)
+holds no value of its own: it shows the block of ``view.layer``, and choosing a block opens
+its first layer there.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import streamlit as st
 from featapp.app import caches
 from featapp.app.appstate import CurrentImage, get_current, set_current
 from featapp.data.dataset import Dataset, DatasetError
+from featapp.engine.blocks import Block, group_blocks
 from featapp.engine.metadata import LayerInfo
 from featapp.engine.model import FeatureModel, ModelError
 from featapp.engine.snapshots import Snapshot
@@ -85,6 +91,8 @@ __all__ = [
     "synced",
     "layer_label",
     "layer_details",
+    "BLOCKS_ABOVE",
+    "layer_blocks",
     "pick_layer",
     "pick_channel",
     "pick_colours",
@@ -202,21 +210,56 @@ def layer_details(layer: LayerInfo) -> str:
     return f"{layer.kind}, output {layer.shape_text}"
 
 
+BLOCKS_ABOVE = 30
+"""A layer chooser with more layers than this comes in two steps: the block, then its layer."""
+
+
+def layer_blocks(model: FeatureModel, layers: list[LayerInfo]) -> list[Block]:
+    """``layers`` grouped by block (:func:`featapp.engine.blocks.group_blocks`), numbered as in the model."""
+    number = {name: index + 1 for index, name in enumerate(model.layer_names)}
+    return group_blocks([layer.name for layer in layers], [number[layer.name] for layer in layers])
+
+
+def _open_block(block_key: str, blocks: dict[str, Block]) -> None:
+    """A new block was chosen: show its first layer (the layer box then lists its layers)."""
+    st.session_state[LAYER] = blocks[st.session_state[block_key]].layers[0]
+
+
 def pick_layer(model: FeatureModel, *, key: str, spatial_only: bool, label: str = "Layer") -> LayerInfo | None:
-    """A layer chooser (layers numbered from 1, as in the lecture); ``None`` if there is none to choose."""
+    """A layer chooser (layers numbered from 1, as in the lecture); ``None`` if there is none to choose.
+
+    With more than :data:`BLOCKS_ABOVE` layers (a MobileNet, a ResNet), a "Block" box comes
+    first and the layer box lists that block's layers; both boxes filter as the student types.
+    """
     layers = [layer for layer in model.layers if layer.is_spatial or not spatial_only]
     if not layers:
         return None
     names = [layer.name for layer in layers]
     if st.session_state.get(LAYER) not in names:
         st.session_state[LAYER] = names[0]
+    options = names
+    blocks = layer_blocks(model, layers) if len(names) > BLOCKS_ABOVE else []
+    if len(blocks) > 1:
+        by_label = {block.label: block for block in blocks}
+        current = next(block.label for block in blocks if st.session_state[LAYER] in block.layers)
+        block_key = f"{key}_block"
+        st.session_state[block_key] = current
+        chosen_block = st.selectbox(
+            "Block",
+            list(by_label),
+            key=block_key,
+            on_change=_open_block,
+            args=(block_key, by_label),
+            help=f"This model has {len(names)} layers here, in {len(blocks)} blocks: type to search either box.",
+        )
+        options = list(by_label[chosen_block].layers)
     chosen = synced(
         st.selectbox,
         label,
         key=key,
         shared=LAYER,
         default=names[0],
-        options=names,
+        options=options,
         format_func=lambda name: layer_label(model, model.layer(name)),
     )
     layer = model.layer(chosen)

@@ -18,7 +18,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from featapp.engine.geometry import LayerGeometry, ReceptiveField, propagate
+from featapp.engine.geometry import INPUT_FIELD, LayerGeometry, ReceptiveField, step, union, whole_map
 from featapp.engine.images import InputSpec
 from featapp.errors import FeatappError
 
@@ -59,10 +59,15 @@ class LayerInfo:
 
     ``output_shape`` is per image and channels-last, as Keras prints it:
     ``(148, 148, 32)`` for a map, ``(512,)`` for a vector. ``kernel``, ``stride``,
-    ``padding`` (``"valid"``/``"same"``) and ``dilation`` are set for convolutions and
-    pooling, ``None`` for the rest. ``receptive_field`` is the size, jump and offset per
+    ``padding`` (``"valid"``/``"same"``, or ``"explicit"`` with ``pads``) and ``dilation``
+    are set for convolutions and pooling, ``None`` for the rest. ``pads`` are explicit
+    ``(top, left, bottom, right)`` rows and columns of padding (PyTorch's ``padding=1``,
+    an ONNX ``Pad``); on a layer without a kernel they are all it does (``ZeroPadding2D``;
+    negative for ``Cropping2D``). ``receptive_field`` is the size, jump and offset per
     axis for spatial layers, and ``None`` for vectors and for maps after a layer whose
-    geometry the converter cannot follow (e.g. ``UpSampling2D``, ``ZeroPadding2D``).
+    geometry the converter cannot follow (e.g. ``UpSampling2D``). ``inputs`` names the
+    layers it reads (``None`` in the tuple: the model's input), in the graph's order;
+    ``None`` in files written before it was recorded, which are read as plain stacks.
 
     >>> LayerInfo("conv2d", "Conv2D", (148, 148, 32), kernel=(3, 3), stride=(1, 1)).shape_text
     '148 x 148 x 32'
@@ -78,6 +83,8 @@ class LayerInfo:
     activation: str | None = None
     receptive_field: ReceptiveField | None = None
     dilation: tuple[int, int] | None = None
+    pads: tuple[int, int, int, int] | None = None
+    inputs: tuple[str | None, ...] | None = None
 
     @property
     def is_spatial(self) -> bool:
@@ -206,6 +213,8 @@ class ModelSpec:
                     activation=row.get("activation"),
                     receptive_field=_field(row.get("receptive_field")),
                     dilation=_pair(row.get("dilation")),
+                    pads=_pads(row.get("pads")),
+                    inputs=_inputs(row.get("inputs")),
                 )
                 for row in data["layers"]
             )
@@ -236,6 +245,22 @@ def _pair(value: Any) -> tuple[int, int] | None:
     return None if value is None else (int(value[0]), int(value[1]))
 
 
+def _pads(value: Any) -> tuple[int, int, int, int] | None:
+    if value is None:
+        return None
+    if len(value) != 4:
+        raise ValueError(f"pads must be (top, left, bottom, right), not {value!r}")
+    return (int(value[0]), int(value[1]), int(value[2]), int(value[3]))
+
+
+def _inputs(value: Any) -> tuple[str | None, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ValueError(f"inputs must be a list of layer names, not {value!r}")
+    return tuple(None if name is None else str(name) for name in value)
+
+
 def _field(value: Any) -> ReceptiveField | None:
     if value is None:
         return None
@@ -252,14 +277,20 @@ def with_receptive_fields(
     inputs: Sequence[Sequence[int | None]] | None = None,
     opaque: Collection[str] = (),
 ) -> tuple[LayerInfo, ...]:
-    """Fill in every layer's receptive field from its kernel, stride, padding and dilation.
+    """Fill in every layer's receptive field from its kernel, stride, padding and dilation,
+    following the graph, and record what each layer reads (:attr:`LayerInfo.inputs`).
 
     ``inputs[i]`` lists the indices of the layers whose outputs layer ``i`` reads
-    (``None`` stands for the model's input); by default each layer reads the one before
-    it. A layer that merges several inputs (``Add``, ``Concatenate``) gets the receptive
-    field of the input that sees most pixels. A layer named in ``opaque``, or one
-    without a kernel that changes the height or width of its map, moves pixels in a way
-    these numbers cannot describe: it, and every layer that reads it, gets ``None``.
+    (``None`` stands for the model's input); by default the layers' own recorded
+    :attr:`LayerInfo.inputs`, or, when a layer has none, the layer before it. A layer that
+    merges several maps (``Add``, ``Concatenate``, ``Multiply``) sees the union of what
+    they see (:func:`featapp.engine.geometry.union`). A vector (a global pooling, a dense
+    layer) sees everything the maps it reads see, so a map made from one again (the gate of
+    a squeeze-and-excitation block, reshaped to 1 x 1) sees that too; so does a map that a
+    layer without a kernel shrinks to 1 x 1 (a global pooling that keeps its dimensions).
+    A layer named in ``opaque``, or one without a kernel or pads that changes the height
+    or width of its map otherwise, moves pixels in a way these numbers cannot describe:
+    it, and every layer that reads it, gets ``None``; vectors always get ``None``.
 
     >>> conv = LayerInfo("conv2d", "Conv2D", (6, 6, 4), kernel=(3, 3), stride=(1, 1), padding="valid")
     >>> pool = LayerInfo("pool", "MaxPooling2D", (3, 3, 4), kernel=(2, 2), stride=(2, 2), padding="valid")
@@ -268,49 +299,91 @@ def with_receptive_fields(
     """
     layers = list(layers)
     if inputs is None:
-        inputs = [[None]] + [[i] for i in range(len(layers) - 1)] if layers else []
+        inputs = _recorded_inputs(layers)
     if len(inputs) != len(layers):
         raise ValueError(f"inputs given for {len(inputs)} layers, but there are {len(layers)}")
-    parents: list[int | None] = []
-    broken: list[bool] = []
+    # Per layer: its field and map size (a vector is one cell that sees all it reads), or None.
+    seen: list[tuple[ReceptiveField, tuple[int, int]] | None] = []
     fields: list[ReceptiveField | None] = []
     for index, layer in enumerate(layers):
         sources = list(inputs[index]) or [None]
         for source in sources:
             if source is not None and not 0 <= source < index:
                 raise ValueError(f"layer {layer.name!r} must read earlier layers, not index {source}")
-
-        def pixels_seen(source: int | None) -> int:
-            rf = fields[source] if source is not None else None
-            return rf.size[0] * rf.size[1] if rf is not None else 1
-
-        parent = max(sources, key=pixels_seen)
-        parents.append(parent)
-        in_hw = tuple(layers[parent].output_shape[:2]) if parent is not None else tuple(input_hw)
-        resized = layer.is_spatial and layer.kernel is None and tuple(layer.output_shape[:2]) != in_hw
-        is_broken = any(broken[s] for s in sources if s is not None) or layer.name in opaque or resized
-        broken.append(is_broken)
-        if is_broken or not layer.is_spatial:
-            fields.append(None)
-            continue
-        chain = [index]
-        while parents[chain[-1]] is not None:
-            chain.append(parents[chain[-1]])  # type: ignore[arg-type]
-        geometry = [
-            LayerGeometry(
-                name=layers[i].name,
-                kernel=layers[i].kernel,
-                stride=layers[i].stride,
-                padding=layers[i].padding or "valid",
-                spatial=layers[i].is_spatial,
-                dilation=layers[i].dilation or (1, 1),
-            )
-            for i in reversed(chain)
-        ]
-        fields.append(propagate(geometry, input_hw)[-1])
+        state = _seen_by(layer, [(INPUT_FIELD, input_hw) if s is None else seen[s] for s in sources], opaque)
+        seen.append(state)
+        fields.append(state[0] if state is not None and layer.is_spatial else None)
+    names = [layer.name for layer in layers]
     return tuple(
-        LayerInfo(**{**layer.__dict__, "receptive_field": rf}) for layer, rf in zip(layers, fields, strict=True)
+        LayerInfo(
+            **{
+                **layer.__dict__,
+                "receptive_field": rf,
+                "inputs": tuple(None if s is None else names[s] for s in (list(reads) or [None])),
+            }
+        )
+        for layer, rf, reads in zip(layers, fields, inputs, strict=True)
     )
+
+
+def _recorded_inputs(layers: Sequence[LayerInfo]) -> list[list[int | None]]:
+    """Each layer's recorded inputs as indices; the layer before it where none are recorded
+    (files written before they were) or where they name no earlier layer."""
+    index_of: dict[str, int] = {}
+    found: list[list[int | None]] = []
+    for index, layer in enumerate(layers):
+        reads = layer.inputs
+        if reads is None or any(name is not None and name not in index_of for name in reads):
+            found.append([index - 1 if index else None])
+        else:
+            found.append([None if name is None else index_of[name] for name in reads])
+        index_of.setdefault(layer.name, index)
+    return found
+
+
+def _seen_by(
+    layer: LayerInfo, reads: Sequence[tuple[ReceptiveField, tuple[int, int]] | None], opaque: Collection[str]
+) -> tuple[ReceptiveField, tuple[int, int]] | None:
+    """What ``layer``'s cells see and its map size, from those of the layers it reads."""
+    known = [state for state in reads if state is not None]
+    if len(known) < len(reads) or layer.name in opaque:
+        return None
+    if not layer.is_spatial:
+        return _one_cell(known), (1, 1)
+    out_hw = (int(layer.output_shape[0]), int(layer.output_shape[1]))
+    if len(known) == 1:
+        field, extent = known[0]
+    else:
+        merged = union(known, out_hw)
+        if merged is None:
+            return None
+        field, extent = merged, out_hw
+    if layer.kernel is not None or layer.pads is not None:
+        geometry = LayerGeometry(
+            name=layer.name,
+            kernel=layer.kernel,
+            stride=layer.stride,
+            padding=layer.padding or "valid",
+            dilation=layer.dilation or (1, 1),
+            pads=layer.pads,
+        )
+        field, extent = step(field, extent, geometry)
+        if layer.kernel is None and extent != out_hw:
+            return None  # pads that do not give this map's size: not what the metadata says
+        return field, out_hw
+    if extent == out_hw:
+        return field, out_hw
+    if out_hw == (1, 1):
+        return whole_map(field, extent), out_hw
+    return None
+
+
+def _one_cell(known: Sequence[tuple[ReceptiveField, tuple[int, int]]]) -> ReceptiveField:
+    """The field of a value that may depend on every cell of all the maps it reads."""
+    cells = [(whole_map(field, extent), (1, 1)) for field, extent in known]
+    merged = union(cells, (1, 1)) if len(cells) > 1 else cells[0][0]
+    assert merged is not None  # one-cell maps always merge
+    return merged
 
 
 def activation_bytes(layers: Sequence[LayerInfo]) -> int:

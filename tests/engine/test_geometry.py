@@ -10,7 +10,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from featapp.engine.geometry import LayerGeometry, ReceptiveField, propagate, receptive_box, same_padding_before
+from featapp.engine.geometry import (
+    INPUT_FIELD,
+    LayerGeometry,
+    ReceptiveField,
+    propagate,
+    receptive_box,
+    same_padding_before,
+    step,
+    union,
+    whole_map,
+)
 
 # -- by hand -------------------------------------------------------------------------
 
@@ -97,6 +107,95 @@ def test_layers_without_kernels_keep_the_field_and_flatten_ends_it():
     )
     assert fields[0] == fields[1]
     assert fields[2] is None and fields[3] is None
+
+
+def test_explicit_pads_replace_same_padding():
+    # PyTorch's padding=1 on a stride-2 conv over 8 rows pads one row before; TensorFlow's
+    # 'same' (the same 4 outputs) pads none before: the boxes differ by a row.
+    (torch_like,) = propagate([LayerGeometry("conv", (3, 3), (2, 2), pads=(1, 1, 1, 1))], (8, 8))
+    (tf_same,) = propagate([conv(3, stride=2, padding="same")], (8, 8))
+    assert torch_like.offset == (0.0, 0.0) and tf_same.offset == (1.0, 1.0)
+    assert receptive_box(torch_like, 1, 1, (8, 8)) == (1, 1, 4, 4)
+
+
+def test_a_padding_layer_shifts_the_cells_and_a_crop_shifts_them_back():
+    pad = LayerGeometry("pad", pads=(1, 0, 2, 3))
+    field, extent = step(INPUT_FIELD, (5, 6), pad)
+    assert (field, extent) == (ReceptiveField((1, 1), (1, 1), (-1.0, 0.0)), (8, 9))
+    assert receptive_box(field, 0, 0, (5, 6)) == (0, 0, 0, 1)  # on padding: an empty box
+    assert receptive_box(field, 1, 0, (5, 6)) == (0, 0, 1, 1)
+    crop = LayerGeometry("crop", pads=(-1, 0, -2, -3))
+    assert step(field, extent, crop) == (INPUT_FIELD, (5, 6))
+
+
+def test_whole_map_is_one_cell_that_sees_every_cell():
+    field, extent = step(INPUT_FIELD, (10, 12), conv(3))  # 8 x 10 cells, pixels 0..9 and 0..11
+    everything = whole_map(field, extent)
+    assert receptive_box(everything, 0, 0, (10, 12)) == (0, 0, 10, 12)
+
+
+def test_union_of_equal_jumps_is_exact():
+    # rows: a branch that sees pixels 0..2 and one that sees pixel 3 give 0..3 (cell 0)
+    wide = ReceptiveField((3, 3), (2, 2), (1.0, 1.0))
+    shifted = ReceptiveField((1, 1), (2, 2), (3.0, 1.0))
+    merged = union([(wide, (4, 4)), (shifted, (4, 4))], (4, 4))
+    assert merged == ReceptiveField((4, 3), (2, 2), (1.5, 1.0))
+    assert receptive_box(merged, 1, 1, (20, 20)) == (2, 2, 6, 5)
+
+
+def test_union_with_a_broadcast_gate_covers_the_gate_for_every_cell():
+    cells = ReceptiveField((3, 3), (2, 2), (1.0, 1.0))  # 5 x 5 cells over pixels 0..10
+    gate = whole_map(cells, (5, 5))
+    merged = union([(cells, (5, 5)), (gate, (1, 1))], (5, 5))
+    assert merged is not None and merged.jump == cells.jump and merged.offset == cells.offset
+    assert all(receptive_box(merged, r, c, (11, 11)) == (0, 0, 11, 11) for r in range(5) for c in range(5))
+
+
+def test_union_refuses_inputs_of_another_size():
+    field = ReceptiveField((3, 3), (1, 1), (1.0, 1.0))
+    assert union([(field, (4, 4)), (field, (3, 4))], (4, 4)) is None
+
+
+field_strategy = st.builds(
+    lambda size, jump, start, extent: (size, jump, start + (size - 1) / 2, extent),
+    st.integers(1, 30),
+    st.integers(1, 8),
+    st.integers(-10, 10),
+    st.sampled_from([1, 1, 6]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(field_strategy, min_size=2, max_size=4), count=st.sampled_from([1, 6]))
+def test_every_union_box_holds_its_inputs_boxes(parts, count):
+    """For every cell: the merged box holds each input's box for that cell (cell 0 for a
+    broadcast input); with one jump among full-size inputs it is exactly their bounding box."""
+    inputs = [
+        (ReceptiveField((size, size), (jump, jump), (offset, offset)), (extent, extent))
+        for size, jump, offset, extent in parts
+        if extent in (1, count)
+    ]
+    if len(inputs) < 2:
+        return
+    merged = union(inputs, (count, count))
+    if merged is None:  # only broadcast inputs: nothing to place the cells by
+        assert count > 1 and all(extent == (1, 1) for _, extent in inputs)
+        return
+    huge = (10_000, 10_000)
+    shift = 1_000  # keep every box away from the clipping at 0
+
+    def box(field, index):
+        moved = ReceptiveField(field.size, field.jump, (field.offset[0] + shift, field.offset[1] + shift))
+        return receptive_box(moved, index, index, huge)
+
+    exact = count == 1 or len({field.jump for field, extent in inputs if extent[0] == count}) == 1
+    exact = exact and all(extent[0] == count for _, extent in inputs)
+    for index in range(count):
+        got = box(merged, index)
+        wanted = [box(field, index if extent[0] == count else 0) for field, extent in inputs]
+        assert got[0] <= min(w[0] for w in wanted) and got[2] >= max(w[2] for w in wanted)
+        if exact:
+            assert (got[0], got[2]) == (min(w[0] for w in wanted), max(w[2] for w in wanted))
 
 
 # -- exhaustive dependency check on random stacks ----------------------------------------

@@ -8,11 +8,12 @@ were worked out by hand with it (see the comments), not copied from the output.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
-from featapp.engine.geometry import ReceptiveField
+from featapp.engine.geometry import ReceptiveField, receptive_box
 from featapp.engine.images import InputSpec
 from featapp.engine.metadata import (
     METADATA_KEY,
@@ -85,19 +86,55 @@ def test_dilation_widens_the_kernel():
     assert layer.receptive_field == ReceptiveField((5, 5), (1, 1), (2.0, 2.0))
 
 
-def test_a_merge_takes_the_input_that_sees_most():
+def test_a_merge_sees_the_union_of_its_inputs():
     layers = [
         conv("c1", (8, 8, 4)),
-        conv("c2", (8, 8, 4), padding="same"),
+        LayerInfo("shift", "ZeroPadding2D", (8, 8, 4), pads=(-1, -1, 1, 1)),  # one row and column later
         LayerInfo("add", "Add", (8, 8, 4)),
         LayerInfo("add_input", "Add", (8, 8, 4)),
     ]
     inputs = [[None], [0], [0, 1], [0, 0]]
     fields = [layer.receptive_field for layer in with_receptive_fields(layers, (10, 10), inputs=inputs)]
-    # c2 (3x3 same on c1): size 3+2=5, offset 1+(1-1)=1; the Add of c1 and c2 sees what c2 sees
-    assert fields[1] == ReceptiveField((5, 5), (1, 1), (1.0, 1.0))
-    assert fields[2] == fields[1]
+    # c1's cell 0 sees pixels 0..2, shift's 1..3: the Add's sees 0..3
+    assert fields[0] == ReceptiveField((3, 3), (1, 1), (1.0, 1.0))
+    assert fields[1] == ReceptiveField((3, 3), (1, 1), (2.0, 2.0))
+    assert fields[2] == ReceptiveField((4, 4), (1, 1), (1.5, 1.5))
     assert fields[3] == fields[0]
+
+
+def test_a_squeeze_and_excitation_gate_makes_every_cell_see_the_whole_map():
+    layers = [
+        conv("c1", (8, 8, 4)),  # pixels 0..9
+        LayerInfo("squeeze", "GlobalAveragePooling2D", (4,)),
+        LayerInfo("squeeze_map", "Reshape", (1, 1, 4)),
+        conv("gate", (1, 1, 4), k=1),
+        LayerInfo("scaled", "Multiply", (8, 8, 4)),
+        LayerInfo("keepdims", "GlobalAveragePooling2D", (1, 1, 4)),
+    ]
+    inputs = [[None], [0], [1], [2], [0, 3], [4]]
+    fields = {layer.name: layer.receptive_field for layer in with_receptive_fields(layers, (10, 10), inputs=inputs)}
+    assert fields["squeeze"] is None  # a vector has no map to place
+    assert receptive_box(fields["gate"], 0, 0, (10, 10)) == (0, 0, 10, 10)
+    scaled = fields["scaled"]
+    assert scaled.jump == (1, 1) and scaled.offset == (1.0, 1.0)  # the map's cells, where they were
+    assert {receptive_box(scaled, r, c, (10, 10)) for r in range(8) for c in range(8)} == {(0, 0, 10, 10)}
+    assert receptive_box(fields["keepdims"], 0, 0, (10, 10)) == (0, 0, 10, 10)
+
+
+def test_inputs_are_recorded_and_read_back():
+    layers = [conv("c1", (8, 8, 4)), conv("c2", (8, 8, 4), padding="same"), LayerInfo("add", "Add", (8, 8, 4))]
+    described = with_receptive_fields(layers, (10, 10), inputs=[[None], [0], [0, 1]])
+    assert [layer.inputs for layer in described] == [(None,), ("c1",), ("c1", "c2")]
+    # The recorded inputs are the graph from then on: the same fields without being told.
+    assert with_receptive_fields(described, (10, 10)) == described
+    # A file from before inputs were recorded reads as a plain stack (the Add reads c2 alone).
+    old = [dataclasses.replace(layer, inputs=None) for layer in described]
+    assert [layer.inputs for layer in with_receptive_fields(old, (10, 10))] == [(None,), ("c1",), ("c2",)]
+
+
+def test_pads_that_do_not_give_the_maps_size_end_the_receptive_fields():
+    layers = [conv("c1", (8, 8, 4)), LayerInfo("pad", "ZeroPadding2D", (9, 9, 4), pads=(1, 1, 1, 1))]
+    assert with_receptive_fields(layers, (10, 10))[1].receptive_field is None
 
 
 def test_layers_whose_geometry_is_unknown_end_the_receptive_fields():
@@ -165,6 +202,20 @@ def test_files_written_before_dilation_existed_still_read():
     assert ModelSpec.from_json(json.dumps(data)).layers[0].dilation is None
 
 
+def test_pads_and_inputs_round_trip_and_files_without_them_still_read():
+    padded = LayerInfo("pad", "ZeroPadding2D", (10, 8, 1), pads=(1, 0, 1, 0))
+    layers = with_receptive_fields([padded, conv("c1", (8, 6, 2))], (8, 8))
+    spec = _spec(layers=layers, input=InputSpec(8, 8, 1), output_activation=None, class_names=())
+    again = ModelSpec.from_json(spec.to_json())
+    assert again == spec and again.layers[0].pads == (1, 0, 1, 0) and again.layers[1].inputs == ("pad",)
+    data = json.loads(spec.to_json())
+    for row in data["layers"]:
+        del row["pads"], row["inputs"]
+    old = ModelSpec.from_json(json.dumps(data))
+    assert [(layer.pads, layer.inputs) for layer in old.layers] == [(None, None), (None, None)]
+    assert old.layers[1].receptive_field == spec.layers[1].receptive_field  # stored, not recomputed
+
+
 def test_a_trunk_has_no_classifier():
     trunk = _spec(layers=_spec().layers[:1], output_activation=None, class_names=())
     assert not ModelSpec.from_json(trunk.to_json()).has_classifier
@@ -177,6 +228,8 @@ def test_a_trunk_has_no_classifier():
         (lambda d: d.pop("layers"), "damaged"),
         (lambda d: d["layers"][0].update(output_shape="wide"), "damaged"),
         (lambda d: d["input"].update(channels=4), "damaged"),
+        (lambda d: d["layers"][0].update(pads=[1, 2]), "damaged"),
+        (lambda d: d["layers"][0].update(inputs="c0"), "damaged"),
     ],
 )
 def test_damaged_metadata_is_refused_with_a_message(damage, message):

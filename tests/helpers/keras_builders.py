@@ -95,6 +95,37 @@ def grayscale_nonsquare():
     )
 
 
+def graph_zoo():
+    """Linear, functional, 21 x 22 x 3: one of each thing receptive fields must follow.
+
+    An asymmetric ZeroPadding2D, a 'valid' conv, a stride-2 'same' conv, a dilated conv
+    added back to it (a residual Add), a Concatenate of a 1x1 and a 3x3 branch, an
+    asymmetric Cropping2D, an average pooling, and a squeeze-and-excitation gate: global
+    pooling, Reshape to 1 x 1, a 1x1 conv with a sigmoid, Multiply.
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((21, 22, 3), name="image")
+    x = layers.ZeroPadding2D(((1, 2), (0, 1)), name="pad")(inputs)  # 24 x 23
+    x = layers.Conv2D(4, 3, name="conv_after_pad")(x)  # 22 x 21
+    s2 = layers.Conv2D(4, 3, strides=2, padding="same", name="conv_s2_same")(x)  # 11 x 11
+    dilated = layers.Conv2D(4, 3, dilation_rate=2, padding="same", name="dilated")(s2)
+    x = layers.Add(name="residual")([s2, dilated])
+    one = layers.Conv2D(3, 1, name="branch_1x1")(x)
+    three = layers.Conv2D(3, 3, padding="same", name="branch_3x3")(x)
+    x = layers.Concatenate(name="concat")([one, three])
+    x = layers.Cropping2D(((1, 0), (0, 1)), name="crop")(x)  # 10 x 10
+    x = layers.AveragePooling2D(2, name="pool")(x)  # 5 x 5
+    gate = layers.GlobalAveragePooling2D(name="squeeze")(x)
+    gate = layers.Reshape((1, 1, 6), name="squeeze_map")(gate)
+    gate = layers.Conv2D(6, 1, activation="sigmoid", name="gate")(gate)
+    x = layers.Multiply(name="scaled")([x, gate])
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = layers.Dense(2, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="graph_zoo")
+
+
 def uint8_images(shape, count: int = 3, seed: int = 7) -> np.ndarray:
     """Random uint8 images ``(count, *shape)``, not the exporter's own verification images."""
     return np.random.default_rng(seed).integers(0, 256, (count, *shape)).astype(np.uint8)
