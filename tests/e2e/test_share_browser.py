@@ -138,3 +138,27 @@ def test_a_shared_link_opens_the_same_view_in_a_fresh_browser(app_url, browser, 
     no_exception(other)
     student.close()
     instructor.close()
+
+
+def test_the_share_box_and_its_large_code_pass_axe(app_url, browser):
+    """axe-core's WCAG A/AA rules on the page with "Share this view" open, and with its dialog."""
+    from tests.e2e import axe_check
+
+    axe_check.axe_or_skip()
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.goto(app_url + "/layer_grid")
+    page.get_by_role("heading", name="Layer grid").wait_for(timeout=SLOW)
+    page.locator(f"{SIDEBAR} summary", has_text="Share this view").click()
+    qr = page.locator(f'{SIDEBAR} img[alt^="QR code of the link"]')
+    qr.wait_for(timeout=SLOW)
+    assert "/layer_grid?" in qr.get_attribute("alt")
+    wait_until(lambda: page.locator('[data-testid="stStatusWidget"]').count() == 0, 90, "the run to end")
+    found = axe_check.blocking(axe_check.violations(page))
+    assert not found, axe_check.report(found)
+    page.get_by_role("button", name="Show the code large (for the projector)").click()
+    page.get_by_role("dialog").locator('img[alt^="QR code of the link"]').wait_for(timeout=SLOW)
+    found = axe_check.blocking(axe_check.violations(page))
+    assert not found, axe_check.report(found)
+    no_exception(page)
+    context.close()
