@@ -349,10 +349,17 @@ def share_section(model: FeatureModel, image: CurrentImage, page: str) -> None:
         )
         st.code(url, language=None, wrap_lines=True)
         if not image.shareable:
+            kept = {"upload": "your upload", "camera": "a camera photo"}.get(image.source)
             st.caption(
-                f"The current image is {image.source_text}: it stays in this session, so the link cannot show it. "
-                "It opens the rest of this view on the other browser's current image."
+                (
+                    f"The current image is {kept}: it stays in this session, so the link cannot show it."
+                    if kept
+                    else "A link cannot name the current image, so it leaves it out."
+                )
+                + " It opens the rest of this view on the other browser's current image."
             )
+        if st.session_state.get(view.SNAPSHOT, view.FINAL) != view.FINAL:
+            st.caption("The training progress is not in the link: it opens the final model.")
         if not root:
             st.caption("This browser did not tell the server its address: put the app's address before the link.")
         elif share.is_local_address(root):

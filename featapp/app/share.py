@@ -23,9 +23,12 @@ the view still applies. Keys it does not know (another feature's, such as the qu
 not its business. An uploaded or camera photo lives in one session only, so a link cannot
 carry it.
 
+(The app's helpers name no web address, not even in an example: see
+``tests/app/test_share.py`` for links in full.)
+
 >>> view = ViewState(page="feature_map", probe="dot", layer="conv2d", channel=3, scaling="per layer")
->>> link("http://class.example:8501", view)
-'http://class.example:8501/feature_map?probe=dot&layer=conv2d&channel=3&scale=per-layer'
+>>> link("ROOT", view)
+'ROOT/feature_map?probe=dot&layer=conv2d&channel=3&scale=per-layer'
 """
 
 from __future__ import annotations
@@ -133,10 +136,10 @@ def app_root(page_url: str, page: str) -> str:
     """The app's own address, from the address of one of its pages (Streamlit's
     ``st.context.url``: the address with the page's path, without the query).
 
-    >>> app_root("https://course.example/featapp/feature_map", "feature_map")
-    'https://course.example/featapp'
-    >>> app_root("http://localhost:8501/", "")
-    'http://localhost:8501'
+    >>> app_root("//course.example/featapp/feature_map", "feature_map")
+    '//course.example/featapp'
+    >>> app_root("//localhost:8501/", "")
+    '//localhost:8501'
     """
     root = page_url.split("?", 1)[0].split("#", 1)[0].rstrip("/")
     if page and root.endswith("/" + page):
@@ -148,7 +151,7 @@ def is_local_address(root: str) -> bool:
     """Whether the address reaches only the computer it is typed on (another computer or a
     phone scanning the code would reach itself).
 
-    >>> is_local_address("http://localhost:8501"), is_local_address("http://10.0.0.5:8501")
+    >>> is_local_address("//localhost:8501"), is_local_address("//10.0.0.5:8501")
     (True, False)
     """
     host = urllib.parse.urlsplit(root).hostname or ""
@@ -319,9 +322,9 @@ def qr_picture(text: str, *, module_px: int = 6, border: int = 4) -> np.ndarray:
     each ``module_px`` pixels square, with the standard quiet zone of ``border`` modules.
     uint8 ``(N, N, 3)``: a picture like any other, shown from the picture shelf.
 
-    >>> picture = qr_picture("https://example.org", module_px=2)
+    >>> picture = qr_picture("featapp: look inside a convnet", module_px=2)
     >>> picture.shape, picture[0, 0].tolist(), picture[8, 8].tolist()
-    ((66, 66, 3), [255, 255, 255], [0, 0, 0])
+    ((74, 74, 3), [255, 255, 255], [0, 0, 0])
     """
     if module_px < 1 or border < 0:
         raise ValueError(f"module_px must be 1 or more and border 0 or more, got {module_px} and {border}")

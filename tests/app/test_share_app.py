@@ -17,6 +17,7 @@ from featapp.app.asset_server import SHELF, SHELF_PATH
 from featapp.app.chrome import PAGE_FILES
 from featapp.app.share import qr_picture
 from featapp.engine.images import prepare_image
+from tests.helpers.appmodels import snapshot_folder
 from tests.helpers.apptest import (
     APP,
     TIMEOUT,
@@ -61,11 +62,16 @@ def share_box(at: AppTest, url: str) -> tuple[str, str]:
     at.context["url"] = url
     at.run()
     assert_clean(at)
-    codes = [code.value for code in at.sidebar.code]
-    assert len(codes) == 1, codes
+    url = shared_link(at)
     pictures = [img for image in at.sidebar.image for img in image.proto.imgs if "QR code" in img.alt]
     assert len(pictures) == 1
-    return codes[0], pictures[0]
+    return url, pictures[0]
+
+
+def shared_link(at: AppTest) -> str:
+    codes = [code.value for code in at.sidebar.code]
+    assert len(codes) == 1, codes
+    return codes[0]
 
 
 def link_notes(at: AppTest) -> list[str]:
@@ -195,3 +201,15 @@ def test_an_upload_is_not_in_the_link_and_the_box_says_so(app_env):
     url, _ = share_box(at, f"{ADDRESS}/feature_map")
     assert "photo=" not in url and "probe=" not in url and "layer=conv2d" in url
     assert "your upload: it stays in this session, so the link cannot show it" in sidebar_text(at)
+
+
+def test_the_box_says_the_training_progress_is_not_in_the_link(app_env, monkeypatch):
+    folder = snapshot_folder(app_env / "snapshots", {0: 11}, best=None)
+    monkeypatch.setenv("FEATAPP_SNAPSHOTS", str(folder))
+    at = open_app("feature_map")
+    url, _ = share_box(at, f"{ADDRESS}/feature_map")
+    assert "training progress is not in the link" not in sidebar_text(at)
+    at.select_slider(key="feature_map.snapshot").set_value(str(folder / "epoch_000.onnx")).run()
+    assert_clean(at)
+    assert "training progress is not in the link: it opens the final model" in sidebar_text(at)
+    assert shared_link(at) == url  # the same link: it carries no snapshot
