@@ -324,7 +324,7 @@ def _page_address(page: str) -> str:
 @st.dialog("Scan to open this view", width="large")
 def _large_code(url: str) -> None:
     show_image(
-        share.qr_picture(url, module_px=QR_LARGE_MODULE_PX),
+        caches.qr_code(url, QR_LARGE_MODULE_PX),
         width="content",
         alt=f"QR code of the link {url}",
     )
@@ -365,7 +365,7 @@ def share_section(model: FeatureModel, image: CurrentImage, page: str) -> None:
         elif share.is_local_address(root):
             st.caption("This address works only on this computer: students need the server's address on the network.")
         show_image(
-            share.qr_picture(url, module_px=QR_SIDEBAR_MODULE_PX),
+            caches.qr_code(url, QR_SIDEBAR_MODULE_PX),
             width="stretch",
             alt=f"QR code of the link {url}",
         )
