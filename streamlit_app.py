@@ -24,8 +24,11 @@ def run_session() -> None:
         st.Page(chrome.PAGE_FILES["model"], title="Model", icon="🧠", url_path="model"),
     ]
     page = st.navigation(pages)
-    chrome.sidebar(model)
+    chrome.open_shared_view(model, page.url_path)  # a shared link's view, before anything shows the view
+    chrome.sidebar(model, page.url_path)
+    chrome.link_notes(page.url_path)
     page.run()
+    chrome.keep_share_link_current(model, page.url_path)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ The words the app shows are in :mod:`featapp.app.captions`; the activations down
 :mod:`featapp.engine.activation_file`.
 
 The current image is one :class:`CurrentImage`: the model-ready pixels, where they came
-from, a title, the true label when known, and a content hash that keys every cache
-about it. Pages read and write it through :func:`get_current` / :func:`set_current` on
+from (and, for a dataset photo or a probe, the name another browser can find it by), a
+title, the true label when known, and a content hash that keys every cache about it. Pages read and write it through :func:`get_current` / :func:`set_current` on
 any mapping (``st.session_state`` in the app, a ``dict`` in tests).
 
 >>> import numpy as np
@@ -66,7 +66,10 @@ class CurrentImage:
 
     ``array`` is uint8 ``(H, W, C)`` at the model's input size; ``source`` is where it
     came from; ``true_label`` is the dataset's class folder name, or ``None`` for probes,
-    uploads and camera photos.
+    uploads and camera photos. ``origin`` is how another browser finds the same image
+    (what a shared link names, :mod:`featapp.app.share`): a dataset photo's
+    ``<split>/<class>/<file>`` (:attr:`featapp.data.dataset.DatasetImage.reference`), a
+    probe's name; ``None`` for uploads and camera photos, which stay in one session.
     """
 
     array: np.ndarray = field(repr=False)
@@ -74,16 +77,28 @@ class CurrentImage:
     title: str
     true_label: str | None = None
     key: str = ""
+    origin: str | None = None
 
     @classmethod
     def from_array(
-        cls, array: np.ndarray, source: SourceKind, title: str, true_label: str | None = None
+        cls,
+        array: np.ndarray,
+        source: SourceKind,
+        title: str,
+        true_label: str | None = None,
+        *,
+        origin: str | None = None,
     ) -> CurrentImage:
         array = np.ascontiguousarray(array, dtype=np.uint8)
         if array.ndim != 3:
             raise ValueError(f"expected an (H, W, C) image, got shape {array.shape}")
         array.flags.writeable = False
-        return cls(array=array, source=source, title=title, true_label=true_label, key=image_key(array))
+        return cls(array=array, source=source, title=title, true_label=true_label, key=image_key(array), origin=origin)
+
+    @property
+    def shareable(self) -> bool:
+        """Whether a link can name it: a dataset photo or a probe with its :attr:`origin`."""
+        return self.source in ("gallery", "probe") and self.origin is not None
 
     def fits(self, spec: InputSpec) -> bool:
         """True when the pixels have the size and channels ``spec`` asks for."""

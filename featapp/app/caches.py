@@ -52,6 +52,7 @@ from featapp.app.appstate import CurrentImage, image_key
 from featapp.app.asset_server import SHELF, PictureShelf
 from featapp.app.captions import gallery_caption, match_classes, photo_alt
 from featapp.app.map_explorer import ExplorerPayload, explorer_payload
+from featapp.app.share import qr_picture
 from featapp.data.dataset import Dataset, DatasetImage, resolve_data_dir
 from featapp.data.download import default_destination
 from featapp.data.provenance import file_sha256
@@ -148,6 +149,7 @@ __all__ = [
     "gallery_layer",
     "probes",
     "picture_png",
+    "qr_code",
     "picture_url",
     "heatmap_spec",
     "tile_grid",
@@ -742,6 +744,13 @@ def probes(model: FeatureModel) -> list[Probe]:
 @st.cache_data(max_entries=PNG_CACHE_ENTRIES, show_spinner=False)
 def _png(content_key: str, width_px: int | None, _picture: np.ndarray) -> bytes:
     return png_bytes(_picture if width_px is None else fit_width(_picture, width_px))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def qr_code(text: str, module_px: int) -> np.ndarray:
+    """:func:`featapp.app.share.qr_picture`, made once per link and size: segno encodes in
+    pure Python, and the open "Share this view" box draws its code on every rerun."""
+    return qr_picture(text, module_px=module_px)
 
 
 def picture_png(picture: np.ndarray, width_px: int | None = None) -> bytes:

@@ -1,5 +1,6 @@
 """The page chrome: the pages' files and navigation, the error page for a missing model,
-the sidebar, pictures sent as cached PNGs, and the warm-up before the first visitor."""
+the sidebar (with "Share this view"), a shared link opened, pictures sent as cached PNGs,
+and the warm-up before the first visitor."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import numpy as np
 import streamlit as st
 
 from featapp import settings
-from featapp.app import caches, view
-from featapp.app.appstate import CurrentImage
+from featapp.app import caches, share, view
+from featapp.app.appstate import CurrentImage, set_current
 from featapp.app.captions import describe_prediction, markdown_literal, match_classes, photo_alt
 from featapp.cache import remove_stale_temporaries
-from featapp.data.dataset import DatasetError
+from featapp.data.dataset import Dataset, DatasetError
+from featapp.engine.images import ImageError, prepare_image
 from featapp.engine.model import FeatureModel, ModelError, Prediction
+from featapp.render import COLOUR_SCALES, SCALINGS
 
 __all__ = [
     "PAGE_FILES",
@@ -28,6 +31,11 @@ __all__ = [
     "show_image",
     "prediction_text",
     "sidebar",
+    "open_shared_view",
+    "link_notes",
+    "shared_view",
+    "share_section",
+    "keep_share_link_current",
     "warm_up",
 ]
 
@@ -42,6 +50,8 @@ PAGE_FILES = {
 """Page scripts, relative to ``streamlit_app.py`` (as ``st.Page`` and ``st.switch_page`` want them)."""
 
 SIDEBAR_PICTURE_PX = 180
+QR_SIDEBAR_MODULE_PX = 5
+QR_LARGE_MODULE_PX = 14
 
 PAGE_STYLE = """<style>
 /* A focus mark every keyboard user can see (WCAG 2.4.7, 1.4.11: at least 3:1 against the
@@ -167,8 +177,9 @@ def prediction_text(pred: Prediction | None, model: FeatureModel) -> str:
     return describe_prediction(pred.probabilities[0], pred.class_names)
 
 
-def sidebar(model: FeatureModel) -> None:
-    """Current image, its prediction, and where the model runs: on every page."""
+def sidebar(model: FeatureModel, page: str = "") -> None:
+    """Current image, its prediction, where the model runs, and "Share this view": on every
+    page (``page`` is the page's URL path, for the link)."""
     image = view.current_image(model)
     st.html(PAGE_STYLE)
     pred = caches.prediction(model, image)
@@ -186,7 +197,193 @@ def sidebar(model: FeatureModel) -> None:
         st.caption(f"Model `{model.path.name}` runs on the **{model.provider.upper()}** (ONNX Runtime).")
         if model.provider_note:
             st.caption(model.provider_note)
+        share_section(model, image, page)
         st.html(FOCUS_TITLE_SCRIPT, unsafe_allow_javascript=True)
+
+
+# -- a view shared as a link (featapp.app.share) --------------------------------------------------------
+
+
+def _dataset_or_none() -> Dataset | None:
+    try:
+        return caches.dataset()
+    except DatasetError:
+        return None
+
+
+def open_shared_view(model: FeatureModel, page: str) -> None:
+    """Make a shared link's view (:mod:`featapp.app.share`) the session's view, once.
+
+    The one place the app reads the address's query (``st.query_params``): only
+    :data:`featapp.app.share.SHARE_KEYS` are read, then removed from the address, so the
+    address bar never shows a view the student has since left and a rerun does not apply
+    it again; other keys (another feature's) stay as they are. ``page`` is the page the
+    link opened (its URL path). What the link asked for and did not get is said on that
+    page (:func:`link_notes`).
+    """
+    present = [key for key in share.SHARE_KEYS if key in st.query_params]
+    if not present:
+        return
+    query = {key: st.query_params.get_all(key) for key in present}
+    for key in present:
+        del st.query_params[key]
+    data = _dataset_or_none()
+    read = share.read_query(
+        query,
+        page=page,
+        model=model,
+        dataset=data,
+        probe_names=[probe.name for probe in caches.probes(model)],
+        current_layer=st.session_state.get(view.LAYER),
+    )
+    found, ignored = read.view, list(read.ignored)
+    if found.photo is not None and data is not None:
+        photo = data.find(found.photo)  # read_query found it in this listing
+        try:
+            pixels = prepare_image(photo.path, model)
+        except ImageError as err:
+            ignored.append(f"The photo {markdown_literal(photo.name)} could not be read: {markdown_literal(str(err))}")
+        else:
+            title = f"{photo.name} ({photo.split})"
+            set_current(
+                st.session_state,
+                CurrentImage.from_array(pixels, "gallery", title, photo.class_name, origin=photo.reference),
+            )
+    elif found.probe is not None:
+        probe = next(probe for probe in caches.probes(model) if probe.name == found.probe)
+        set_current(st.session_state, CurrentImage.from_array(probe.image, "probe", probe.title, origin=probe.name))
+    st.session_state[view.CELL] = None  # a cell belongs to another image or layer
+    if found.layer is not None:
+        st.session_state[view.LAYER] = found.layer
+    if found.channel is not None:
+        st.session_state[view.CHANNEL] = found.channel
+    if found.colours is not None:
+        st.session_state[view.COLOURS] = found.colours
+    if found.scaling is not None:
+        st.session_state[view.SCALING] = found.scaling
+    if found.fixed_range is not None:
+        st.session_state[view.FIXED_LOW], st.session_state[view.FIXED_HIGH] = found.fixed_range
+    st.session_state[view.SHARE_NOTES] = (page, tuple(ignored))
+
+
+def link_notes(page: str) -> None:
+    """On the page a shared link opened, what the link asked for and did not get (until
+    the student moves to another page)."""
+    notes = st.session_state.get(view.SHARE_NOTES)
+    if not notes:
+        return
+    opened, ignored = notes
+    if opened != page:
+        del st.session_state[view.SHARE_NOTES]
+        return
+    if ignored:
+        lines = "\n".join(f"- {sentence}" for sentence in ignored)
+        st.info(f"This page opened from a shared link; part of the link was ignored, and the rest is shown:\n\n{lines}")
+
+
+def shared_view(model: FeatureModel, image: CurrentImage, page: str) -> share.ViewState:
+    """The view this session shows, as a link carries it: the values the pages would use
+    now (a layer or channel the pages would correct, corrected the same way), so that
+    another browser opening it sees what this one does."""
+    layers = [layer for layer in model.layers if layer.is_spatial or page not in share.SPATIAL_PAGES]
+    chosen = st.session_state.get(view.LAYER)
+    layer = next((item for item in layers if item.name == chosen), layers[0] if layers else None)
+    channel = None
+    if layer is not None:
+        try:
+            channel = min(max(int(st.session_state.get(view.CHANNEL, 1)), 1), layer.channels)
+        except (TypeError, ValueError):
+            channel = 1
+    colours = st.session_state.get(view.COLOURS, "blues4")
+    scaling = st.session_state.get(view.SCALING, "per map")
+    low, high = st.session_state.get(view.FIXED_LOW, 0.0), st.session_state.get(view.FIXED_HIGH, 1.0)
+    fixed_range = None
+    if scaling == "fixed":
+        if isinstance(low, int | float) and isinstance(high, int | float) and high > low:
+            fixed_range = (float(low), float(high))
+        else:
+            scaling = "per map"  # what the pages show for a range that runs the wrong way
+    return share.ViewState(
+        page=page,
+        photo=image.origin if image.source == "gallery" and image.shareable else None,
+        probe=image.origin if image.source == "probe" and image.shareable else None,
+        layer=None if layer is None else layer.name,
+        channel=channel,
+        colours=colours if colours in COLOUR_SCALES else "blues4",
+        scaling=scaling if scaling in SCALINGS else "per map",
+        fixed_range=fixed_range,
+    )
+
+
+def _page_address(page: str) -> str:
+    """The app's address as this browser reached it (``""`` when the browser did not say)."""
+    url = st.context.url
+    return share.app_root(url, page) if url else ""
+
+
+@st.dialog("Scan to open this view", width="large")
+def _large_code(url: str) -> None:
+    show_image(
+        caches.qr_code(url, QR_LARGE_MODULE_PX),
+        width="content",
+        alt=f"QR code of the link {url}",
+    )
+    st.code(url, language=None, wrap_lines=True)
+
+
+def share_section(model: FeatureModel, image: CurrentImage, page: str) -> None:
+    """ "Share this view": a link to this page with this image, layer, channel, colours and
+    scale, and its QR code for the projector. Drawn only while open (one rerun to open it)."""
+    box = view.synced(st.expander, "Share this view", key="share.box", shared=view.SHARE_OPEN, default=False, icon="🔗")
+    if not box.open:
+        st.session_state.pop(view.SHARE_SHOWN, None)
+        return
+    state = shared_view(model, image, page)
+    st.session_state[view.SHARE_SHOWN] = state
+    root = _page_address(page)
+    url = share.link(root, state)
+    with box:
+        st.caption(
+            "Anyone who opens this link, or scans the code, sees this page with the same image, layer, "
+            "channel, colours and scale (in their own session: what they change is theirs)."
+        )
+        st.code(url, language=None, wrap_lines=True)
+        if not image.shareable:
+            kept = {"upload": "your upload", "camera": "a camera photo"}.get(image.source)
+            st.caption(
+                (
+                    f"The current image is {kept}: it stays in this session, so the link cannot show it."
+                    if kept
+                    else "A link cannot name the current image, so it leaves it out."
+                )
+                + " It opens the rest of this view on the other browser's current image."
+            )
+        if st.session_state.get(view.SNAPSHOT, view.FINAL) != view.FINAL:
+            st.caption("The training progress is not in the link: it opens the final model.")
+        if not root:
+            st.caption("This browser did not tell the server its address: put the app's address before the link.")
+        elif share.is_local_address(root):
+            st.caption("This address works only on this computer: students need the server's address on the network.")
+        show_image(
+            caches.qr_code(url, QR_SIDEBAR_MODULE_PX),
+            width="stretch",
+            alt=f"QR code of the link {url}",
+        )
+        if st.button("Show the code large (for the projector)", key="share.large"):
+            _large_code(url)
+
+
+def keep_share_link_current(model: FeatureModel, page: str) -> None:
+    """While "Share this view" is open, redraw it when this run changed the view after the
+    sidebar was drawn: the page applies the browser's reports (and a fragment reruns alone),
+    so without this the link would show the view before the change."""
+    shown = st.session_state.get(view.SHARE_SHOWN)
+    if shown is None:
+        return
+    now = shared_view(model, view.current_image(model), page)
+    if now != shown:
+        st.session_state[view.SHARE_SHOWN] = now  # one rerun per change, never a loop
+        st.rerun(scope="app")
 
 
 def _tidy_cache() -> None:

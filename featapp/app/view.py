@@ -31,6 +31,9 @@ Constant               Key                   Holds
 :data:`GALLERY_TAB`    ``gallery.tab``       the Gallery's open tab (a widget key)
 :data:`CLASSES_TAB`    ``classes.tab``       the Cats vs dogs page's open tab (a widget key)
 :data:`CLASSES_LAYER`  ``classes.layer``     its ranked layer (a widget key)
+:data:`SHARE_OPEN`     ``share.open``        whether the sidebar's "Share this view" is open
+:data:`SHARE_SHOWN`    ``share.shown``       the view its link shows (while open)
+:data:`SHARE_NOTES`    ``share.notes``       ``(page, sentences)``: what an opened link asked for and did not get
 =====================  ====================  =================================================
 
 The current image is under :data:`featapp.app.appstate.CURRENT_KEY` (the library's, so the
@@ -85,9 +88,13 @@ __all__ = [
     "CLASSES_TAB",
     "CLASSES_TABS",
     "CLASSES_LAYER",
+    "SHARE_OPEN",
+    "SHARE_SHOWN",
+    "SHARE_NOTES",
     "SCALING_LABELS",
     "current_image",
     "default_image",
+    "dataset_origin",
     "synced",
     "layer_label",
     "layer_details",
@@ -139,6 +146,9 @@ CLASSES_TABS = (
 )
 """The 'Cats vs dogs' page's tabs (only the open one is drawn)."""
 CLASSES_LAYER = "classes.layer"
+SHARE_OPEN = "share.open"
+SHARE_SHOWN = "share.shown"
+SHARE_NOTES = "share.notes"
 
 SCALING_LABELS = {
     "per map": "per map (its own min to max)",
@@ -169,11 +179,22 @@ def default_image(model: FeatureModel, seed: int) -> CurrentImage:
         if items:
             assert pixels is not None  # gallery() gives pixels whenever it gives items
             item = items[0]
-            return CurrentImage.from_array(pixels[0], "gallery", f"{item.name} ({split})", item.class_name)
+            return CurrentImage.from_array(
+                pixels[0], "gallery", f"{item.name} ({split})", item.class_name, origin=item.reference
+            )
     except DatasetError:
         pass
     probe = caches.probes(model)[0]
-    return CurrentImage.from_array(probe.image, "probe", probe.title)
+    return CurrentImage.from_array(probe.image, "probe", probe.title, origin=probe.name)
+
+
+def dataset_origin(path: str | Path) -> str | None:
+    """A dataset photo's ``<split>/<class>/<file>`` (its :attr:`CurrentImage.origin`), or
+    ``None`` when ``path`` is not one the dataset lists (then no link can name it)."""
+    try:
+        return caches.dataset().reference_of(path)
+    except DatasetError:
+        return None
 
 
 # -- synced widgets ---------------------------------------------------------------------------------------

@@ -61,6 +61,12 @@ class DatasetImage:
     def name(self) -> str:
         return self.path.name
 
+    @property
+    def reference(self) -> str:
+        """Where it sits in its dataset, ``<split>/<class>/<file>``: what a shared link names
+        (:meth:`Dataset.find` turns it back into the image)."""
+        return f"{self.split}/{self.class_name}/{self.name}"
+
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """The dataset folder: the argument, else ``$FEATAPP_DATA_DIR``, else the repository's
@@ -148,6 +154,36 @@ class Dataset:
             paths = sorted((p for p in (split_dir / class_name).iterdir() if _is_image(p)), key=_natural_key)
             found.extend(DatasetImage(p, split, class_name, label) for p in paths)
         return found
+
+    def find(self, reference: str) -> DatasetImage:
+        """The listed image at ``<split>/<class>/<file>`` (a :attr:`DatasetImage.reference`).
+
+        Only a name this dataset lists is found: the path is never built from
+        ``reference``, so ``../`` or an absolute path cannot reach outside the folder.
+        Anything else raises :class:`DatasetError`.
+        """
+        parts = reference.split("/")
+        if len(parts) != 3 or parts[0] not in self.splits:
+            raise DatasetError(f"'{reference}' is not a <split>/<class>/<image> name of the dataset at '{self.root}'.")
+        split, class_name, name = parts
+        for image in self.images(split):
+            if image.class_name == class_name and image.name == name:
+                return image
+        raise DatasetError(f"The dataset at '{self.root}' has no image '{reference}'.")
+
+    def reference_of(self, path: str | os.PathLike) -> str | None:
+        """The :attr:`DatasetImage.reference` of a file this dataset lists, else ``None``."""
+        path = Path(path)
+        for root in (self.root, self.root.resolve()):
+            try:
+                relative = path.relative_to(root)
+            except ValueError:
+                continue
+            try:
+                return self.find(relative.as_posix()).reference
+            except DatasetError:
+                return None
+        return None
 
     def sample(self, split: str = "train", per_class: int = 10, seed: int = 0) -> list[DatasetImage]:
         """``per_class`` images of each class, the same for the same seed on every machine.

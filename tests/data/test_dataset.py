@@ -197,3 +197,33 @@ def test_fingerprint_ignores_timestamps_and_content_mode_sees_same_size_edits(sm
     photo.write_bytes(bytes(data))
     assert copy.fingerprint() == before
     assert copy.fingerprint(content=True) != before_content
+
+
+def test_a_reference_finds_its_image_and_nothing_outside_the_listing(small_copy, tmp_path):
+    copy = Dataset(small_copy)
+    image = copy.images("test")[-1]
+    assert image.reference == f"test/{image.class_name}/{image.name}"
+    assert copy.find(image.reference) == image
+    assert copy.reference_of(image.path) == image.reference
+    assert copy.reference_of(small_copy / "test" / image.class_name / ".." / image.class_name / image.name) is None
+    # A file beside the dataset, a hidden file and a non-image inside it: none is listed, so none is found.
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(b"x")
+    (small_copy / "test" / "cats" / ".hidden.jpg").write_bytes(b"x")
+    (small_copy / "test" / "cats" / "notes.txt").write_bytes(b"x")
+    for reference in (
+        "../secret.jpg",
+        "test/../../secret.jpg",
+        "test/cats/../../../secret.jpg",
+        str(secret),
+        "test/cats/.hidden.jpg",
+        "test/cats/notes.txt",
+        "test/cats",
+        "nosplit/cats/" + image.name,
+        f"test/{image.class_name}/{image.name}/",
+        "",
+    ):
+        with pytest.raises(DatasetError):
+            copy.find(reference)
+    assert copy.reference_of(secret) is None
+    assert copy.reference_of(small_copy / "test" / "cats" / "notes.txt") is None

@@ -45,7 +45,10 @@ def _make_current(path: str, class_name: str, split: str) -> bool:
         st.session_state["classes.error"] = f"That photo could not be read again: {err}"
         return False
     name = path.rsplit("/", 1)[-1]
-    set_current(st.session_state, CurrentImage.from_array(pixels, "gallery", f"{name} ({split})", class_name))
+    photo = CurrentImage.from_array(
+        pixels, "gallery", f"{name} ({split})", class_name, origin=view.dataset_origin(path)
+    )
+    set_current(st.session_state, photo)
     st.session_state[view.CELL] = None
     return True
 

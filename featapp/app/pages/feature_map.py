@@ -160,6 +160,8 @@ def _lecture_detectors() -> None:
 
 def _below_the_map(view_model, layer, channel: int, values, vr, scale) -> None:
     """The download, what the channel looks for, and the map across training: drawn on the server."""
+    # A fragment's rerun leaves the sidebar as it was: its share link follows the view from here.
+    chrome.keep_share_link_current(model, "feature_map")
     st.download_button(
         "Download this map (PNG)",
         data=lambda: render.png_bytes(render.map_picture(values, vr, scale, min_px=300)),  # made on click

@@ -39,12 +39,16 @@ def _choose_gallery(index: int, split: str, seed: int) -> None:
     items, pixels = caches.gallery(model, caches.dataset(), split, seed)
     assert pixels is not None  # gallery() gives pixels whenever it gives items
     item = items[index]
-    _choose(CurrentImage.from_array(pixels[index], "gallery", f"{item.name} ({split})", item.class_name))
+    _choose(
+        CurrentImage.from_array(
+            pixels[index], "gallery", f"{item.name} ({split})", item.class_name, origin=item.reference
+        )
+    )
 
 
 def _choose_probe(index: int) -> None:
     probe = caches.probes(model)[index]
-    _choose(CurrentImage.from_array(probe.image, "probe", probe.title))
+    _choose(CurrentImage.from_array(probe.image, "probe", probe.title, origin=probe.name))
 
 
 def _take_photo(widget_key: str, kind: SourceKind) -> None:

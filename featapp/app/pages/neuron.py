@@ -30,8 +30,9 @@ spec = model.input_spec
 input_hw = (spec.height, spec.width)
 
 
-def _use(array, title: str, label: str | None, source: SourceKind = "gallery") -> None:
-    set_current(st.session_state, CurrentImage.from_array(array, source, title, label))
+def _use(array, title: str, label: str | None, path=None, source: SourceKind = "gallery") -> None:
+    origin = None if path is None else view.dataset_origin(path)
+    set_current(st.session_state, CurrentImage.from_array(array, source, title, label, origin=origin))
     st.session_state[view.CELL] = None
 
 
@@ -71,7 +72,10 @@ def _show_ranked(entries: list[_Shown], scale, vr, score_name: str) -> None:
                     alt=map_alt(f"This channel's map for {' '.join(title.split())}", summarise_map(values, vr, scale)),
                 )
                 st.button(
-                    chrome.look_inside_label(title), key=f"neuron.use_{key}", on_click=_use, args=(pixels, title, label)
+                    chrome.look_inside_label(title),
+                    key=f"neuron.use_{key}",
+                    on_click=_use,
+                    args=(pixels, title, label, hit.path),
                 )
 
 
