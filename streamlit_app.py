@@ -26,7 +26,7 @@ def run_session() -> None:
     page = st.navigation(pages)
     chrome.open_shared_view(model, page.url_path)  # a shared link's view, before anything shows the view
     chrome.sidebar(model, page.url_path)
-    chrome.link_notes(page.url_path)
+    chrome.forget_link_notes_elsewhere(page.url_path)
     page.run()
     chrome.keep_share_link_current(model, page.url_path)
 

@@ -32,7 +32,8 @@ __all__ = [
     "prediction_text",
     "sidebar",
     "open_shared_view",
-    "link_notes",
+    "forget_link_notes_elsewhere",
+    "title",
     "shared_view",
     "share_section",
     "keep_share_link_current",
@@ -219,7 +220,7 @@ def open_shared_view(model: FeatureModel, page: str) -> None:
     address bar never shows a view the student has since left and a rerun does not apply
     it again; other keys (another feature's) stay as they are. ``page`` is the page the
     link opened (its URL path). What the link asked for and did not get is said on that
-    page (:func:`link_notes`).
+    page (:func:`title`).
     """
     present = [key for key in share.SHARE_KEYS if key in st.query_params]
     if not present:
@@ -266,18 +267,20 @@ def open_shared_view(model: FeatureModel, page: str) -> None:
     st.session_state[view.SHARE_NOTES] = (page, tuple(ignored))
 
 
-def link_notes(page: str) -> None:
-    """On the page a shared link opened, what the link asked for and did not get (until
-    the student moves to another page)."""
+def forget_link_notes_elsewhere(page: str) -> None:
+    """A shared link's notes belong to the page it opened; moving to another page drops them."""
     notes = st.session_state.get(view.SHARE_NOTES)
-    if not notes:
-        return
-    opened, ignored = notes
-    if opened != page:
+    if notes and notes[0] != page:
         del st.session_state[view.SHARE_NOTES]
-        return
-    if ignored:
-        lines = "\n".join(f"- {sentence}" for sentence in ignored)
+
+
+def title(text: str) -> None:
+    """The page's title, then what a shared link that opened this page asked for and did not
+    get, so that the title stays the first thing a student (or a screen reader) meets."""
+    st.title(text)
+    notes = st.session_state.get(view.SHARE_NOTES)
+    if notes and notes[1]:
+        lines = "\n".join(f"- {sentence}" for sentence in notes[1])
         st.info(f"This page opened from a shared link; part of the link was ignored, and the rest is shown:\n\n{lines}")
 
 

@@ -147,6 +147,10 @@ def test_a_hostile_link_is_ignored_with_a_message_and_the_rest_applies(app_env):
     notes = link_notes(at)
     assert len(notes) == 1
     note = notes[0]
+    # The title stays the page's first element; the note comes right after it.
+    first, second = at.main.children[0], at.main.children[1]
+    assert first.type == "title" and "Feature map" in first.value, first
+    assert second.type == "info" and second.value == note
     for words in ("photo `../../../../etc/passwd`", "layer `conv9`", "`channel` is 400 characters", "colours `[x]("):
         assert words in note, note
     assert "range `nan,1`" in note and "](http" not in note.replace("`[x](http://evil.example)`", "")

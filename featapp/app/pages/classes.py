@@ -76,7 +76,7 @@ def _on_map_click(chart_key: str, paths: list, classes: list, split: str) -> Non
         st.session_state[MAP_NONCE] = st.session_state.get(MAP_NONCE, 0) + 1
 
 
-st.title("🐾 What tells a cat from a dog")
+chrome.title("🐾 What tells a cat from a dog")
 st.markdown(
     "The other pages look at one photo, or one channel across photos. Here the whole scanned split answers "
     'the student\'s next questions: **which channels does the network use to say "dog"?** And **which photos '

@@ -107,7 +107,7 @@ def _browser_view() -> None:
     _below_the_map(view_model, layer, channel, values, vr, scale)
 
 
-st.title("🔥 Feature map")
+chrome.title("🔥 Feature map")
 st.markdown(
     "One channel of one layer, for the current image. Each cell is one neuron: the same small filter, "
     "applied at that place in the picture. A **layer 1** cell sees only a few pixels, so it can answer only "

@@ -68,7 +68,7 @@ def _new_sample() -> None:
     st.session_state[view.SEED] = random.randrange(10_000)
 
 
-st.title("🖼️ Gallery")
+chrome.title("🖼️ Gallery")
 st.markdown(
     "Choose the image to look inside: a photo from the dataset, a synthetic probe, your own photo or the "
     "camera. Every other page shows what the network does with it. As in the lecture's first figure, the "

@@ -98,7 +98,7 @@ def _browser_grid(layer, view_model, layer_number: int, at: str) -> None:
     )
 
 
-st.title("🔲 Layer grid")
+chrome.title("🔲 Layer grid")
 st.markdown(
     "All channels of one layer for the current image, side by side. In layer 1 most tiles still look like "
     "the photo: each channel keeps the picture but stresses edges or colours. Deeper, the tiles get smaller "

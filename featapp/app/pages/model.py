@@ -21,7 +21,7 @@ model = chrome.model_or_error_page()
 image = view.current_image(model)
 spec = model.input_spec
 
-st.title("🧠 Model")
+chrome.title("🧠 Model")
 _fields = [layer.receptive_field.size for layer in model.layers if layer.receptive_field is not None]
 st.markdown(
     "The network every page looks inside. Convolution layers hold the learned filters; each pooling layer "

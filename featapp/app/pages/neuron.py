@@ -79,7 +79,7 @@ def _show_ranked(entries: list[_Shown], scale, vr, score_name: str) -> None:
                 )
 
 
-st.title("🎯 One neuron, many images")
+chrome.title("🎯 One neuron, many images")
 st.markdown(
     "So far we looked at many channels for one image. Now turn it around: pick **one channel** and ask "
     "*which images make it fire most, and where?* The red box on each photo is the part of the image the "
