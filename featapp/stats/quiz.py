@@ -289,11 +289,10 @@ def draw_channel_quiz(
                 paired[i], used[free[0]] = True, True
     ties = int(tied.sum())
     if len(pairs) < count:
-        above = int(np.count_nonzero(values - values.min() > TIE_SHARE * spread))
         raise QuizUnavailable(
-            f"{name} stands out from its lowest value on only {above:,} of the {photos:,} scanned photos, so only "
-            f"{len(pairs)} pairs of a top photo and a middle one differ clearly, and the quiz needs {count}. "
-            "Choose another channel, or scan a larger split."
+            f"{name}: only {len(pairs)} of its {len(tops)} top photos (ranks {top_ranks.start + 1}-{top_ranks.stop}) "
+            f"stand out clearly from its middle ones (ranks {middle_ranks.start + 1}-{middle_ranks.stop}) among the "
+            f"{photos:,} scanned photos, and the quiz needs {count}. Choose another channel, or scan a larger split."
         )
     questions = []
     for top, middle in pairs:
@@ -447,7 +446,8 @@ def occlusion_question(occlusion: OcclusionMap, seed: int, image_id: str = "", c
     # The strongest square apart from the answer makes the question a real choice; the rest
     # are drawn at random so that they differ from photo to photo.
     candidates.sort(key=lambda rc: (-drop[rc], rc))
-    ordered = candidates[:1] + rng.sample(candidates[1:], len(candidates) - 1)
+    rest = candidates[1:]
+    ordered = candidates[:1] + rng.sample(rest, len(rest))
     for row, col in ordered:
         if len(chosen) == count:
             break

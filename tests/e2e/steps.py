@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.helpers import browsing, imagefactory
+from tests.helpers import browsing, imagefactory, samples
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "e2e"
@@ -83,22 +83,12 @@ def open_page(page, name: str) -> None:
 
 
 @contextlib.contextmanager
-def scanned_sample_app(work: Path, dataset, model):
-    """The app on 4 photos a class of the test split, scanned, so every page (the class
-    statistics and the neuron ranking included) is ready in seconds; yields its URL."""
-    import shutil
-
-    from featapp.data.dataset import Dataset
-    from featapp.stats.analysis import load_or_scan
-
-    root = work / "photos"
-    for image in dataset.sample("test", per_class=4, seed=6):
-        target = root / "test" / image.class_name / image.path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(image.path, target)
-    load_or_scan(model, Dataset(root), "test", work / "cache")
+def scanned_sample_app(work: Path, dataset, model, per_class: int = 4):
+    """The app on ``per_class`` photos a class of the test split, scanned, so every page (the
+    class statistics and the neuron ranking included) is ready in seconds; yields its URL."""
+    root, cache = samples.scanned_sample(work, dataset, model, per_class=per_class)
     env = browsing.server_env(
-        FEATAPP_CACHE_DIR=str(work / "cache"), FEATAPP_DATA_DIR=str(root), FEATAPP_SNAPSHOTS=str(work / "none")
+        FEATAPP_CACHE_DIR=str(cache), FEATAPP_DATA_DIR=str(root), FEATAPP_SNAPSHOTS=str(work / "none")
     )
     with browsing.streamlit_server(work / "streamlit.log", env) as url:
         yield url
