@@ -128,10 +128,10 @@ def _again(identity: tuple) -> None:
     st.session_state.setdefault(PROGRESS_KEY, {}).pop(identity, None)
 
 
-def _new_quiz_button(key: str) -> None:
+def _new_quiz_button() -> None:
     st.button(
         "New quiz (a new quiz number for the link)",
-        key=key,
+        key="neuron.quiz_new",
         on_click=new_quiz,
         help="Draws another quiz number and puts it in the page's address, to share with the class.",
     )
@@ -167,7 +167,6 @@ def channel_quiz_section(
         quiz = channel_quiz(stats, layer.name, channel, seed, by)
     except QuizUnavailable as err:
         st.info(str(err))
-        _new_quiz_button("neuron.quiz_new_unavailable")
         return
     st.markdown(words.quiz_intro(quiz, layer_number))
     st.caption(
@@ -175,6 +174,7 @@ def channel_quiz_section(
         "address, on the same layer, channel, ranking and scanned split, gets the same ten questions in the "
         "same order."
     )
+    _new_quiz_button()
     identity = (seed, model.sha256, stats.dataset_fingerprint, split, layer.name, channel, by)
     progress = _progress(identity)
     count = len(quiz.questions)
@@ -292,11 +292,7 @@ def _finished(quiz: ChannelQuiz, progress: QuizProgress, identity: tuple) -> Non
         for number, (question, choice) in enumerate(zip(quiz.questions, progress.answers, strict=False), start=1)
     )
     st.caption(f"Question by question: {marks}.")
-    again, new = st.columns(2)
-    with again:
-        st.button("Take this quiz again", key="neuron.quiz_again", on_click=_again, args=(identity,))
-    with new:
-        _new_quiz_button("neuron.quiz_new_done")
+    st.button("Take this quiz again", key="neuron.quiz_again", on_click=_again, args=(identity,))
 
 
 # -- which grey square lowers the model's answer most? ----------------------------------------------------------
