@@ -92,3 +92,28 @@ def scanned_sample_app(work: Path, dataset, model, per_class: int = 4):
     )
     with browsing.streamlit_server(work / "streamlit.log", env) as url:
         yield url
+
+
+def focused(page) -> str:
+    """What has the keyboard's focus, as '<tag> <name>' (a button by its text)."""
+    return page.evaluate(
+        """() => {
+          const e = document.activeElement;
+          if (!e) return "";
+          const own = ["BUTTON", "A"].includes(e.tagName) ? e.innerText : "";
+          const name = e.getAttribute("aria-label") || own || e.getAttribute("title") || e.id || "";
+          return `${e.tagName.toLowerCase()} ${name}`.trim();
+        }"""
+    )
+
+
+def tab_to(page, wanted: str, *, limit: int = 300) -> str:
+    """Press Tab, as a keyboard user does, until the focus is on something whose description
+    (:func:`focused`) contains ``wanted``."""
+    seen = []
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        seen.append(focused(page))
+        if wanted in seen[-1]:
+            return seen[-1]
+    raise AssertionError(f"Tab never reached {wanted!r}; went through: {seen[-15:]}")
