@@ -195,7 +195,7 @@ def test_the_occlusion_question_marks_squares_then_reveals_the_map_and_numbers(s
     assert_clean(at)
     image = get_current(at.session_state)
     question = occlusion_question(occlusion_sensitivity(model, image.array), 1234, image.key)
-    assert [b.label for b in at.button if b.label.startswith("Square ")] == ["Square A", "Square B", "Square C", "Square D"]
+    assert [b.label for b in at.button if b.label.startswith("Square ")] == [f"Square {x}" for x in "ABCD"]
     assert "Which square, painted grey, lowers p(dog) most?" in plain(at)
     marked = next(i for i in at.main.image if i.proto.imgs[0].caption == "The photo with the squares to choose from")
     assert marked.proto.imgs[0].alt.count(" at input rows ") == 4
