@@ -396,15 +396,16 @@ class OcclusionQuestion:
         return letter == self.answer
 
 
-def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+def _near(a: tuple[int, int, int, int], b: tuple[int, int, int, int], margin: int) -> bool:
+    """Whether two boxes overlap or are less than ``margin`` pixels apart."""
+    return a[0] < b[2] + margin and b[0] < a[2] + margin and a[1] < b[3] + margin and b[1] < a[3] + margin
 
 
 def occlusion_question(occlusion: OcclusionMap, seed: int, image_id: str = "", count: int = 4) -> OcclusionQuestion:
     """Up to ``count`` squares of an occlusion map: the one whose grey lowers the predicted
-    class's probability most, the strongest square that does not overlap it, and others
-    drawn with ``seed`` (and ``image_id``, so each photo gets its own); no two overlap, and
-    each of the others lowers it by at least :data:`MIN_DROP` less. Letters are shuffled.
+    class's probability most, the strongest square apart from it, and others drawn with
+    ``seed`` (and ``image_id``, so each photo gets its own); any two are at least one stride
+    apart, and each of the others lowers it by at least :data:`MIN_DROP` less. Letters are shuffled.
 
     Raises :class:`QuizUnavailable` when no square lowers the probability by :data:`MIN_DROP`
     (the model's answer does not depend on any one part of the photo) or when no other square
@@ -427,6 +428,9 @@ def occlusion_question(occlusion: OcclusionMap, seed: int, image_id: str = "", c
             "model's answer does not hang on any one part of it. Choose another photo for this question."
         )
     size = occlusion.patch
+    # Squares at least one step apart: neighbours of the answer lower p almost as much (the
+    # map is smooth), and touching squares are hard to tell apart on the photo.
+    gap = occlusion.stride
 
     def box(row: int, col: int) -> tuple[int, int, int, int]:
         top, left = occlusion.tops[row], occlusion.lefts[col]
@@ -440,7 +444,7 @@ def occlusion_question(occlusion: OcclusionMap, seed: int, image_id: str = "", c
         (row, col)
         for row in range(drop.shape[0])
         for col in range(drop.shape[1])
-        if drop[row, col] <= best - MIN_DROP and not _overlap(box(row, col), chosen[0].box)
+        if drop[row, col] <= best - MIN_DROP and not _near(box(row, col), chosen[0].box, gap)
     ]
     rng = random.Random(f"featapp-occlusion:{seed}:{image_id}")
     # The strongest square apart from the answer makes the question a real choice; the rest
@@ -451,12 +455,12 @@ def occlusion_question(occlusion: OcclusionMap, seed: int, image_id: str = "", c
     for row, col in ordered:
         if len(chosen) == count:
             break
-        if not any(_overlap(box(row, col), c.box) for c in chosen):
+        if not any(_near(box(row, col), c.box, gap) for c in chosen):
             chosen.append(made(row, col))
     if len(chosen) < 2:
         raise QuizUnavailable(
-            f"Every square of this photo that does not overlap the one that lowers p({name}) most lowers it almost "
-            "as much, so there is no clear answer. Choose another photo for this question."
+            f"Every square of this photo away from the one that lowers p({name}) most lowers it almost as much, so "
+            "there is no clear answer. Choose another photo for this question."
         )
     rng.shuffle(chosen)
     lettered = tuple(replace(c, letter=LETTERS[i]) for i, c in enumerate(chosen))

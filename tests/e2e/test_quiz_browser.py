@@ -5,12 +5,15 @@ its number."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from featapp.data.dataset import Dataset
 from featapp.stats.analysis import load_cached
 from featapp.stats.quiz import channel_quiz
-from tests.e2e.steps import SLOW, no_exception, scanned_sample_app, shot, tab_to, wait_until
+from tests.e2e import axe_check
+from tests.e2e.steps import SLOW, no_exception, open_page, scanned_sample_app, shot, tab_to, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -60,3 +63,47 @@ def test_a_question_answered_with_the_keyboard_is_revealed(quiz_app, page):
     page.get_by_text("Question 2 of 10").wait_for(timeout=SLOW)
     assert "quiz=1234" in page.url
     no_exception(page)
+
+
+def test_the_quiz_and_the_occlusion_question_on_an_upload_have_no_serious_accessibility_faults(quiz_app, page, dataset):
+    axe_check.axe_or_skip()
+    url, _ = quiz_app
+    # A photo of the course as a student's upload: p(dog) = 0.89, and greying its head lowers it most.
+    photo = next(image.path for image in dataset.images("test") if image.name == "dog.1962.jpg")
+    page.goto(url)
+    settle(page)
+    page.get_by_role("tab", name="Your photo or the camera").click()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+        {"name": "my dog.jpg", "mimeType": "image/jpeg", "buffer": photo.read_bytes()}
+    )
+    page.get_by_text("Current image: my dog.jpg (your upload)").wait_for(timeout=SLOW)
+    open_page(page, "One neuron, many images")
+    settle(page)
+    page.get_by_text("Question 1 of 10").wait_for(timeout=SLOW)
+    assert re.search(r"quiz=[0-9]{4,6}", page.url)  # no number in the link: the page drew one and shows it
+    assert_no_blocking(page, "a quiz question")
+    tab_to(page, "button The right one drives it harder")
+    page.keyboard.press("Enter")
+    page.get_by_text("drives this channel harder:").wait_for(timeout=SLOW)
+    settle(page)
+    assert_no_blocking(page, "a question revealed")
+
+    tab_to(page, "button Make the question for the current image")
+    page.keyboard.press("Enter")
+    page.get_by_role("button", name="Square A").wait_for(timeout=SLOW)
+    settle(page)
+    assert page.get_by_role("img", name=re.compile(r"^The photo with 4 yellow squares")).count() == 1
+    assert_no_blocking(page, "the occlusion question")
+    tab_to(page, "button Square A")
+    page.keyboard.press("Enter")
+    page.get_by_text("squares the occlusion map tried").wait_for(timeout=SLOW)
+    settle(page)
+    assert page.get_by_text("(your answer)").count() == 1
+    assert_no_blocking(page, "the occlusion question revealed")
+    shot(page, "quiz-occlusion-revealed")
+
+
+def assert_no_blocking(page, where: str) -> None:
+    no_exception(page)
+    found = axe_check.blocking(axe_check.violations(page))
+    assert not found, f"{where}:\n{axe_check.report(found)}"

@@ -264,11 +264,12 @@ def made_map(drop: np.ndarray, patch: int = 20, stride: int = 10, size: int = 15
     )
 
 
-def overlaps(a, b) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+def apart(a, b) -> int:
+    """Pixels between two boxes (0 when they touch or overlap)."""
+    return max(0, a[0] - b[2], b[0] - a[2], a[1] - b[3], b[1] - a[3])
 
 
-def test_the_squares_include_the_worst_one_and_none_overlap():
+def test_the_squares_include_the_worst_one_and_are_a_stride_apart():
     rng = np.random.default_rng(0)
     for seed in range(30):
         drop = rng.uniform(-0.05, 0.3, (14, 14))
@@ -281,7 +282,7 @@ def test_the_squares_include_the_worst_one_and_none_overlap():
             assert a.box == (a.row * 10, a.col * 10, a.row * 10 + 20, a.col * 10 + 20)
             if a.letter != question.answer:
                 assert a.drop <= drop.max() - MIN_DROP
-            assert not any(overlaps(a.box, b.box) for b in question.choices[i + 1 :])
+            assert all(apart(a.box, b.box) >= 10 for b in question.choices[i + 1 :])
     answers = {occlusion_question(made_map(drop), seed, "photo").answer for seed in range(30)}
     assert len(answers) > 1  # the right letter moves
 
