@@ -64,6 +64,16 @@ def test_a_question_answered_with_the_keyboard_is_revealed(quiz_app, page):
     assert "quiz=1234" in page.url
     no_exception(page)
 
+    # "New quiz" puts a new number in the address, for the instructor to share, and starts again.
+    settle(page)  # a key pressed while the page is redrawn may reach a button that is being replaced
+    tab_to(page, "button New quiz")
+    page.keyboard.press("Enter")
+    # page.url changes only while Playwright runs (not in wait_until's sleep): wait_for_url.
+    page.wait_for_url(re.compile(r"quiz=(?!1234$)[0-9]+$"), timeout=30_000)
+    number = page.url.rsplit("quiz=", 1)[1]
+    page.get_by_text(f"Quiz number {number}").wait_for(timeout=SLOW)
+    page.get_by_text("Question 1 of 10").wait_for(timeout=SLOW)
+
 
 def test_the_quiz_and_the_occlusion_question_on_an_upload_have_no_serious_accessibility_faults(quiz_app, page, dataset):
     axe_check.axe_or_skip()
@@ -80,7 +90,7 @@ def test_the_quiz_and_the_occlusion_question_on_an_upload_have_no_serious_access
     open_page(page, "One neuron, many images")
     settle(page)
     page.get_by_text("Question 1 of 10").wait_for(timeout=SLOW)
-    assert re.search(r"quiz=[0-9]{4,6}", page.url)  # no number in the link: the page drew one and shows it
+    page.wait_for_url(re.compile(r"/neuron\?quiz=[0-9]{4,6}$"), timeout=30_000)  # the page drew a number
     assert_no_blocking(page, "a quiz question")
     tab_to(page, "button The right one drives it harder")
     page.keyboard.press("Enter")
