@@ -179,6 +179,8 @@ HEATMAP_CACHE_ENTRIES = 256
 """Heatmap chart specs kept, each one map's picture and cells (at most about 60 kB: layer 1)."""
 
 OCCLUSION_DONE = "model.occlusion_done"
+SCANS_CHECKED = "caches.scans_checked"
+"""The scans this session has checked against their folder's listing (:func:`neuron_stats`)."""
 
 
 # -- models --------------------------------------------------------------------------------------
@@ -401,13 +403,25 @@ def neuron_stats(model: FeatureModel, data: Dataset, split: str) -> NeuronStats 
     """The scanned neuron statistics of a split (:mod:`featapp.stats.analysis`), or ``None`` before a scan.
 
     Kept in memory once loaded (about 41 MB for the lecture's model and 4,000 photos);
-    the cache file's time stamp is in the key, so a new scan is picked up.
+    the cache file's time stamp is in the key, so a new scan is picked up. Photos added to
+    or removed from the split after the scan was loaded do not change that key, so each
+    session checks the folder's listing against the scan once (its first call) and gets
+    ``None``, a scan to redo, when they differ.
     """
     path = analysis.cache_path(model, data, split)
     mtime = path.stat().st_mtime_ns if path.is_file() else 0
-    return _neuron_stats(
+    stats = _neuron_stats(
         model_sha=model.sha256, root=str(data.root), split=split, mtime_ns=mtime, _model=model, _data=data
     )
+    if stats is None:
+        return None
+    checked = st.session_state.setdefault(SCANS_CHECKED, set())
+    token = (model.sha256, str(data.root), split, mtime)
+    if token not in checked:
+        if stats.dataset_fingerprint != data.fingerprint(split):  # lists the folder again
+            return None
+        checked.add(token)
+    return stats
 
 
 def damaged_scan_note(model: FeatureModel, data: Dataset, split: str) -> str | None:

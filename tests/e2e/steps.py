@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.helpers import browsing, imagefactory
+from tests.helpers import browsing, imagefactory, samples
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "e2e"
@@ -83,22 +83,37 @@ def open_page(page, name: str) -> None:
 
 
 @contextlib.contextmanager
-def scanned_sample_app(work: Path, dataset, model):
-    """The app on 4 photos a class of the test split, scanned, so every page (the class
-    statistics and the neuron ranking included) is ready in seconds; yields its URL."""
-    import shutil
-
-    from featapp.data.dataset import Dataset
-    from featapp.stats.analysis import load_or_scan
-
-    root = work / "photos"
-    for image in dataset.sample("test", per_class=4, seed=6):
-        target = root / "test" / image.class_name / image.path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(image.path, target)
-    load_or_scan(model, Dataset(root), "test", work / "cache")
+def scanned_sample_app(work: Path, dataset, model, per_class: int = 4):
+    """The app on ``per_class`` photos a class of the test split, scanned, so every page (the
+    class statistics and the neuron ranking included) is ready in seconds; yields its URL."""
+    root, cache = samples.scanned_sample(work, dataset, model, per_class=per_class)
     env = browsing.server_env(
-        FEATAPP_CACHE_DIR=str(work / "cache"), FEATAPP_DATA_DIR=str(root), FEATAPP_SNAPSHOTS=str(work / "none")
+        FEATAPP_CACHE_DIR=str(cache), FEATAPP_DATA_DIR=str(root), FEATAPP_SNAPSHOTS=str(work / "none")
     )
     with browsing.streamlit_server(work / "streamlit.log", env) as url:
         yield url
+
+
+def focused(page) -> str:
+    """What has the keyboard's focus, as '<tag> <name>' (a button by its text)."""
+    return page.evaluate(
+        """() => {
+          const e = document.activeElement;
+          if (!e) return "";
+          const own = ["BUTTON", "A"].includes(e.tagName) ? e.innerText : "";
+          const name = e.getAttribute("aria-label") || own || e.getAttribute("title") || e.id || "";
+          return `${e.tagName.toLowerCase()} ${name}`.trim();
+        }"""
+    )
+
+
+def tab_to(page, wanted: str, *, limit: int = 300) -> str:
+    """Press Tab, as a keyboard user does, until the focus is on something whose description
+    (:func:`focused`) contains ``wanted``."""
+    seen = []
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        seen.append(focused(page))
+        if wanted in seen[-1]:
+            return seen[-1]
+    raise AssertionError(f"Tab never reached {wanted!r}; went through: {seen[-15:]}")

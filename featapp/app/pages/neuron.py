@@ -8,7 +8,7 @@ import numpy as np
 import streamlit as st
 
 from featapp import render
-from featapp.app import caches, chrome, sections, view
+from featapp.app import caches, chrome, quiz, sections, view
 from featapp.app.appstate import CurrentImage, SourceKind, image_key, set_current
 from featapp.app.captions import markdown_literal
 from featapp.cache import CacheFolderError
@@ -205,6 +205,16 @@ elif data is not None and source == "dataset":
             _show_ranked(entries, scale, vr, rank_by)
 
 sections.channel_section(model, layer, channel, key="neuron.featurevis")
+
+# -- predict, then reveal ---------------------------------------------------------------------------------------
+quiz_split = None
+if data is not None:
+    chosen_split = st.session_state.get(view.SCAN_SPLIT)
+    quiz_split = (
+        chosen_split if isinstance(chosen_split, str) and chosen_split in data.splits else caches.default_split(data)
+    )
+quiz.channel_quiz_section(model, data, quiz_split, layer, channel, rank_by, scale)
+quiz.occlusion_quiz_section(model, image)
 
 # -- compare two images on the same channel ---------------------------------------------------------------
 st.subheader("Compare two images on this channel")
