@@ -3,7 +3,7 @@
     python -m bench.bench_convert_gradients            # writes bench/results/convert_gradients.md
     python -m bench.bench_convert_gradients --quick    # only the small ONNX network, numbers not for quoting
 
-Two conversions, each once (a conversion is a one-time step, so its wall time is the figure):
+Conversions, each once (a conversion is a one-time step, so its wall time is the figure):
 
 1. ``keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3))`` through
    ``python -m convert export`` (``convert.export.export_model``): the forward export and its
@@ -11,7 +11,10 @@ Two conversions, each once (a conversion is a one-time step, so its wall time is
    replays the graph once per target (every conv layer and the logit);
 2. the MobileNet-style network of ``tests/helpers/onnxgraphs.py`` (depthwise conv, ReLU6,
    Pad, Concat, HardSwish, a squeeze-and-excitation gate) through the ONNX import path
-   (``convert.onnx_source.export_onnx``), checked by finite differences.
+   (``convert.onnx_source.export_onnx``), checked by finite differences;
+3. Keras MobileNetV2, ResNet50 (caffe-style flags) and DenseNet121 at 224 x 224 (``weights=None``)
+   saved by ``model.export(format="onnx")`` (opset 15), then the ONNX import path; the time is
+   that of ``python -m convert export FILE.onnx`` (the Keras export is not counted).
 
 Each phase is timed from the converter's own log lines. The machine is described in the report.
 """
@@ -85,12 +88,41 @@ def onnx_mobilenet(folder: Path) -> tuple[float, list[tuple[str, float]]]:
     return total, phases(start, lines)
 
 
+def keras_application_via_onnx(name: str, folder: Path) -> tuple[float, list[tuple[str, float]], str]:
+    import keras
+    import numpy as np
+
+    from convert.onnx_source import OnnxOptions, export_onnx
+    from featapp.explain.backward import gradient_path
+
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, name)(weights=None)
+    model(np.zeros((1, 224, 224, 3), np.float32))  # model.export needs a model that was called
+    source = folder / f"{name}.onnx"
+    model.export(str(source), format="onnx", verbose=False)
+    options = {
+        "MobileNetV2": OnnxOptions(input_range="-1..1"),
+        "ResNet50": OnnxOptions(input_range="0..255", channel_order="BGR", mean=(103.939, 116.779, 123.68)),
+        "DenseNet121": OnnxOptions(),
+    }[name]
+    lines: list[tuple[float, str]] = []
+    start = time.perf_counter()
+    spec = export_onnx(source, folder / f"{name}_featapp.onnx", options, log=timed_log(lines))
+    total = time.perf_counter() - start
+    written = gradient_path(folder / f"{name}_featapp.onnx").is_file()
+    return (
+        total,
+        phases(start, lines),
+        f"{len(spec.layers)} layers shown; gradient model {'written' if written else 'not written'}",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only the small ONNX network; nothing written")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "convert_gradients.md")
     args = parser.parse_args(argv)
-    load = load_average()
+    load, started = load_average(), datetime.now(timezone.utc)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         total, parts = onnx_mobilenet(Path(tmp))
@@ -100,12 +132,16 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quick:
             total, parts, targets = keras_mobilenet(Path(tmp))
             rows.append(("Keras MobileNetV2, 96 x 96, weights=None", total, parts, f"{targets} targets checked"))
+            for name in ("MobileNetV2", "ResNet50", "DenseNet121"):
+                total, parts, note = keras_application_via_onnx(name, Path(tmp))
+                rows.append((f"Keras {name}, 224 x 224, via model.export, ONNX import path", total, parts, note))
     report = [
         "# Converting a MobileNet, gradient model included",
         "",
-        f"Machine: {cpu_name()} ({cpu_features()}), {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"Machine: {cpu_name()} ({cpu_features()}), {started:%Y-%m-%d %H:%M} UTC, "
         f"load average at the start {load[0] if load else float('nan'):.1f}",
-        "Command: `python -m bench.bench_convert_gradients`; each conversion once, timed from its own log lines.",
+        "Command: `python -m bench.bench_convert_gradients`; each conversion once, timed from its own log lines;",
+        "other work (a training run) shared the machine.",
         "",
         "| conversion | total | phases |",
         "|---|---:|---|",

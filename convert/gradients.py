@@ -196,6 +196,10 @@ def _replay(
                 out = picked
         elif op == "GlobalAveragePool":
             out = tf.reduce_mean(x, axis=[2, 3], keepdims=True)
+        elif op == "ReduceMean":
+            axes = a.get("axes", np.asarray(ins[1]) if len(ins) > 1 and ins[1] is not None else None)
+            axes = None if axes is None else [int(i) for i in np.ravel(axes)]
+            out = tf.reduce_mean(x, axis=axes, keepdims=bool(a.get("keepdims", 1)))
         elif op == "BatchNormalization":
             scale, bias, mean, var = (np.asarray(i).reshape(1, -1, 1, 1) for i in ins[1:5])
             out = (x - mean) / np.sqrt(var + a.get("epsilon", 1e-5)) * scale + bias
@@ -404,8 +408,8 @@ def verify_gradients(
             scalar = tf.reduce_sum(value * seed)
             watched = {name: values[name] for name in target["gradients"] if name != "input"}
         chains = {name: _same_value_chain(graph, name) for name in watched}
-        # One backward pass for the input and every layer (one per layer grew with the
-        # square of the depth: minutes for a MobileNet, bench/results/gradients_mobilenet.md).
+        # One backward pass for the input and every layer: a pass per layer made the check
+        # grow with the square of the depth (bench/results/convert_gradients.md).
         sources = list(dict.fromkeys(t for chain in chains.values() for t, _ in chain if tf.is_tensor(values[t])))
         found = tape.gradient(scalar, [x, *(values[t] for t in sources)])
         del tape

@@ -5,10 +5,13 @@ registered, microsoft/onnxruntime#13057) and tf2onnx has no handlers for TensorF
 gradient ops (``ReluGrad``, ``MaxPoolGrad``; onnx/tensorflow-onnx#1926). So this module
 differentiates the *converted forward graph* itself, operator by operator, with the
 standard rules: ``Conv`` -> ``ConvTranspose`` with the same weights, ``Relu`` ->
-``g * Sign(y)``, ``MaxPool`` -> its ``Indices`` output into ``MaxUnpool`` (or
-``ScatterElements`` with ``add`` for overlapping windows), ``MatMul``/``Gemm`` -> ``Gemm``
-with the weights transposed in place, reshapes and transposes undone, and so on
-(:data:`SUPPORTED_OPS`). Working on the ONNX graph rather than on Keras layers means the
+``g * Sign(y)``, ``MaxPool`` -> its ``Indices`` output into ``MaxUnpool`` (one per
+subset of non-overlapping windows, summed, when windows overlap), ``MatMul``/``Gemm`` ->
+``Gemm`` with the weights transposed in place, reshapes and transposes undone, ``Pad`` and
+``Concat`` sliced back, a broadcast input's gradient summed over the axes it was broadcast
+along, and so on (:data:`SUPPORTED_OPS`; :func:`differentiate` applies the same rules to any
+graph, which is how ``tests/explain/test_backward_rules.py`` checks each against finite
+differences). Working on the ONNX graph rather than on Keras layers means the
 same code serves every model the converter accepts and the trunk-only snapshots, and it
 can be run on an existing ``.onnx`` file without its Keras source
 (``python -m convert gradients MODEL.onnx``). It needs ONNX and NumPy only, so the app
