@@ -59,11 +59,11 @@ def _replay(
     checking they are the window maxima TensorFlow finds; the check then tests every
     other part of the backward graph exactly.
 
-    ``relu_outputs`` does the same for ReLUs: an input at rounding distance from zero
-    (one of a trained network's many) can be positive in one framework and negative in
-    the other, which sends its whole gradient another way. The replay multiplies by ONNX
-    Runtime's 0/1 mask after checking that every cell where the two disagree is within
-    :data:`RELU_TIE` of the kink."""
+    ``relu_outputs`` does the same for ReLUs and Clips (ReLU6), by output name: an input at
+    rounding distance from a kink (one of a trained network's many) can be on one side in
+    one framework and on the other in the other, which sends its whole gradient another
+    way. The replay takes ONNX Runtime's 0/1 mask of where the gradient passes after
+    checking that every cell where the two disagree is within :data:`RELU_TIE` of the kink."""
     import tensorflow as tf
     from onnx import numpy_helper
 
@@ -143,12 +143,37 @@ def _replay(
             else:
                 padding = [[0, 0], [pads[0], pads[2]], [pads[1], pads[3]], [0, 0]]
             if group == 1:
-                y = tf.nn.conv2d(nhwc(x), w, strides=strides, padding=padding, dilations=dilations)
+
+                def conv(t, padding, strides=strides, dilations=dilations, w=w):
+                    return tf.nn.conv2d(t, w, strides=strides, padding=padding, dilations=dilations)
+
             elif group == x.shape[1] and w.shape[2] == 1:
                 dw = np.transpose(np.asarray(ins[1]), (2, 3, 0, 1)).reshape(w.shape[0], w.shape[1], group, -1)
-                y = tf.nn.depthwise_conv2d(nhwc(x), dw, strides=[1, *strides, 1], padding=padding, dilations=dilations)
+
+                def conv(t, padding, strides=strides, dilations=dilations, dw=dw):
+                    return tf.nn.depthwise_conv2d(t, dw, strides=[1, *strides, 1], padding=padding, dilations=dilations)
+
             else:
                 raise ConversionError(f"the gradient check cannot replay a grouped convolution ({node.name})")
+            if any(d > 1 for d in dilations):
+                # TensorFlow's CPU kernels cannot differentiate a dilated convolution
+                # (Conv2DBackpropInput refuses rates above 1): the same convolution, undilated,
+                # on a space-to-batch view of the padded input can be.
+                if any(s > 1 for s in strides):
+                    raise ConversionError(
+                        f"the gradient check cannot replay a convolution with both strides and dilations ({node.name})"
+                    )
+                if padding == "SAME":
+                    pads = _same_pads(w.shape[:2], dilations, auto_pad)
+                padded = tf.pad(nhwc(x), [[0, 0], [pads[0], pads[2]], [pads[1], pads[3]], [0, 0]])
+                y = tf.nn.with_space_to_batch(
+                    padded,
+                    dilation_rate=dilations,
+                    padding="VALID",
+                    op=lambda t, num_spatial_dims, padding, conv=conv: conv(t, padding, [1, 1], [1, 1]),
+                )
+            else:
+                y = conv(nhwc(x), padding)
             if len(ins) > 2 and ins[2] is not None:
                 y = y + np.asarray(ins[2])
             out = nchw(y)
@@ -171,6 +196,10 @@ def _replay(
                 out = picked
         elif op == "GlobalAveragePool":
             out = tf.reduce_mean(x, axis=[2, 3], keepdims=True)
+        elif op == "ReduceMean":
+            axes = a.get("axes", np.asarray(ins[1]) if len(ins) > 1 and ins[1] is not None else None)
+            axes = None if axes is None else [int(i) for i in np.ravel(axes)]
+            out = tf.reduce_mean(x, axis=axes, keepdims=bool(a.get("keepdims", 1)))
         elif op == "BatchNormalization":
             scale, bias, mean, var = (np.asarray(i).reshape(1, -1, 1, 1) for i in ins[1:5])
             out = (x - mean) / np.sqrt(var + a.get("epsilon", 1e-5)) * scale + bias
@@ -189,6 +218,14 @@ def _replay(
             out = x * _relu_mask(node, x, relu_outputs[node.output[0]])  # type: ignore[index]
         elif op == "Relu":
             out = tf.nn.relu(x)
+        elif op == "Clip":
+            out = _clip(node, x, a, ins, (relu_outputs or {}).get(node.output[0]))
+        elif op == "HardSigmoid":
+            out = tf.clip_by_value(a.get("alpha", 0.2) * x + a.get("beta", 0.5), 0.0, 1.0)
+        elif op == "HardSwish":
+            out = x * tf.clip_by_value(x / 6.0 + 0.5, 0.0, 1.0)
+        elif op == "Pad":
+            out = _pad(node, x, a, ins)
         elif op == "LeakyRelu":
             out = tf.nn.leaky_relu(x, a.get("alpha", 0.01))
         elif op == "Sigmoid":
@@ -203,21 +240,81 @@ def _replay(
     return values
 
 
+def _same_pads(kernel, dilations, auto_pad: str) -> list[int]:
+    """ONNX's explicit (top, left, bottom, right) padding of a stride-1 'SAME_UPPER'/'SAME_LOWER'
+    window (at stride 1 the output keeps the input's size, so the input's size does not matter)."""
+    totals = [(int(k) - 1) * int(d) for k, d in zip(kernel, dilations, strict=True)]
+    early = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in totals]
+    return [early[0], early[1], totals[0] - early[0], totals[1] - early[1]]
+
+
 def _relu_mask(node, x, ort_output: np.ndarray) -> np.ndarray:
     """ONNX Runtime's ReLU mask (1 where it passed the value), once the cells where it and
     TensorFlow disagree are all at rounding distance from zero."""
     values = np.asarray(x)
-    mask = ort_output > 0
-    disagree = mask != (values > 0)
+    return _tied_mask(node, "ReLU", values, ort_output > 0, values > 0, np.abs(values))
+
+
+def _tied_mask(
+    node, what: str, values: np.ndarray, ort_mask: np.ndarray, tf_mask: np.ndarray, distance: np.ndarray
+) -> np.ndarray:
+    """ONNX Runtime's mask of where a kinked operator passes its gradient, after checking that
+    where TensorFlow's differs the input is within :data:`RELU_TIE` (``distance``) of the kink."""
+    disagree = ort_mask != tf_mask
     if disagree.any():
         limit = RELU_TIE * max(float(np.abs(values).max()), 1e-12)
-        worst = float(np.abs(values[disagree]).max())
+        worst = float(distance[disagree].max())
         if worst > limit:
             raise ConversionError(
-                f"ReLU '{node.name}' passes values ONNX Runtime and TensorFlow disagree on by more than rounding "
+                f"{what} '{node.name}' passes values ONNX Runtime and TensorFlow disagree on by more than rounding "
                 f"({worst:.2e}, allowed {limit:.1e}); the gradient model was not written."
             )
-    return mask.astype(np.float32)
+    return ort_mask.astype(np.float32)
+
+
+def _clip(node, x, a: dict[str, Any], ins: list[Any], ort_output: np.ndarray | None):
+    """Clip (ReLU6) in TensorFlow; with ONNX Runtime's output, its mask decides where the
+    gradient passes (see :func:`_replay`)."""
+    import tensorflow as tf
+
+    lo = ins[1] if len(ins) > 1 and ins[1] is not None else a.get("min")
+    hi = ins[2] if len(ins) > 2 and ins[2] is not None else a.get("max")
+    lo = None if lo is None else float(np.asarray(lo))
+    hi = None if hi is None else float(np.asarray(hi))
+    clipped = tf.clip_by_value(x, -np.inf if lo is None else lo, np.inf if hi is None else hi)
+    if ort_output is None:
+        return clipped
+    values = np.asarray(x)
+
+    def inside(v: np.ndarray) -> np.ndarray:
+        return (v > (-np.inf if lo is None else lo)) & (v < (np.inf if hi is None else hi))
+
+    distance = np.minimum(
+        np.abs(values - (lo if lo is not None else -np.inf)), np.abs(values - (hi if hi is not None else np.inf))
+    )
+    mask = _tied_mask(node, "Clip", values, inside(ort_output), inside(values), distance)
+    # The input where ONNX Runtime passed it, its output (a bound, no gradient) elsewhere.
+    return x * mask + ort_output * (1 - mask)
+
+
+def _pad(node, x, a: dict[str, Any], ins: list[Any]):
+    """A constant Pad in TensorFlow (the backward graph refuses the other modes)."""
+    import tensorflow as tf
+
+    mode = a.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode != "constant":
+        raise ConversionError(f"the gradient check cannot replay a Pad in mode '{mode}' ({node.name})")
+    amounts = [int(v) for v in np.ravel(a["pads"] if "pads" in a else np.asarray(ins[1]))]
+    rank = len(x.shape)
+    axes = [int(v) % rank for v in np.ravel(ins[3])] if len(ins) > 3 and ins[3] is not None else list(range(rank))
+    begins, ends = [0] * rank, [0] * rank
+    for i, axis in enumerate(axes):
+        begins[axis], ends[axis] = amounts[i], amounts[len(axes) + i]
+    if any(v < 0 for v in begins + ends):
+        raise ConversionError(f"the gradient check cannot replay a Pad that crops ({node.name})")
+    fill = float(np.ravel(np.asarray(ins[2]))[0]) if len(ins) > 2 and ins[2] is not None else float(a.get("value", 0.0))
+    return tf.pad(x, list(zip(begins, ends, strict=True)), constant_values=fill)
 
 
 def _numpy_type(onnx_type: int):
@@ -267,7 +364,7 @@ def verify_gradients(
             for name in pooled:  # read back where each max came from (see _replay)
                 pruned.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, None))
             outputs = {value.name for value in pruned.graph.output}
-            relus = [n.output[0] for n in pruned.graph.node if n.op_type == "Relu"]
+            relus = [n.output[0] for n in pruned.graph.node if n.op_type in ("Relu", "Clip")]
             for name in relus:  # and which side of zero each ReLU input was on
                 if name not in outputs:
                     pruned.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
@@ -302,7 +399,7 @@ def verify_gradients(
         watched: dict[str, Any] = {}
         x = tf.Variable(images)
 
-        with tf.GradientTape(persistent=True) as tape:
+        with tf.GradientTape() as tape:
             values = _replay(forward, x, argmax, relu_outputs)
             if target["logit"] or target["preactivation"]:
                 value = values[graph_producer_input(forward, layer.name)]
@@ -310,10 +407,16 @@ def verify_gradients(
                 value = values[layer.name]
             scalar = tf.reduce_sum(value * seed)
             watched = {name: values[name] for name in target["gradients"] if name != "input"}
-        want = {"input": tape.gradient(scalar, x).numpy()}
-        for name in watched:
-            want[name] = _tape_gradient(tape, scalar, values, _same_value_chain(graph, name), acts[name].shape)
+        chains = {name: _same_value_chain(graph, name) for name in watched}
+        # One backward pass for the input and every layer: a pass per layer made the check
+        # grow with the square of the depth (bench/results/convert_gradients.md).
+        sources = list(dict.fromkeys(t for chain in chains.values() for t, _ in chain if tf.is_tensor(values[t])))
+        found = tape.gradient(scalar, [x, *(values[t] for t in sources)])
         del tape
+        taped = {t: grad.numpy() for t, grad in zip(sources, found[1:], strict=True) if grad is not None}
+        want = {"input": found[0].numpy()}
+        for name in watched:
+            want[name] = _tape_gradient(taped, chains[name], acts[name].shape)
         worst = 0.0
         for name, expected in want.items():
             if name not in got:
@@ -343,14 +446,14 @@ def _forward(forward, images: np.ndarray, names: list[str]) -> list[np.ndarray]:
     return session.run(names, {forward.graph.input[0].name: images})
 
 
-def _tape_gradient(tape, scalar, values: dict[str, Any], chain: list, shape: tuple[int, ...]) -> np.ndarray:
-    """TensorFlow's gradient for a layer output; one that nothing reads (an NCHW copy made
-    by Transpose, dropout's Identity) gets the gradient of the tensor it copies."""
+def _tape_gradient(taped: dict[str, np.ndarray], chain: list, shape: tuple[int, ...]) -> np.ndarray:
+    """TensorFlow's gradient for a layer output (``taped``: the tape's gradients by tensor
+    name); one that nothing reads (an NCHW copy made by Transpose, dropout's Identity) gets
+    the gradient of the tensor it copies."""
     for position, (tensor, _) in enumerate(chain):
-        grad = tape.gradient(scalar, values[tensor])
+        grad = taped.get(tensor)
         if grad is None:
             continue
-        grad = grad.numpy()
         for _, step in reversed(chain[:position]):
             if step.op_type == "Transpose":
                 grad = np.transpose(grad, list(_attrs(step)["perm"]))

@@ -5,10 +5,13 @@ registered, microsoft/onnxruntime#13057) and tf2onnx has no handlers for TensorF
 gradient ops (``ReluGrad``, ``MaxPoolGrad``; onnx/tensorflow-onnx#1926). So this module
 differentiates the *converted forward graph* itself, operator by operator, with the
 standard rules: ``Conv`` -> ``ConvTranspose`` with the same weights, ``Relu`` ->
-``g * Sign(y)``, ``MaxPool`` -> its ``Indices`` output into ``MaxUnpool`` (or
-``ScatterElements`` with ``add`` for overlapping windows), ``MatMul``/``Gemm`` -> ``Gemm``
-with the weights transposed in place, reshapes and transposes undone, and so on
-(:data:`SUPPORTED_OPS`). Working on the ONNX graph rather than on Keras layers means the
+``g * Sign(y)``, ``MaxPool`` -> its ``Indices`` output into ``MaxUnpool`` (one per
+subset of non-overlapping windows, summed, when windows overlap), ``MatMul``/``Gemm`` ->
+``Gemm`` with the weights transposed in place, reshapes and transposes undone, ``Pad`` and
+``Concat`` sliced back, a broadcast input's gradient summed over the axes it was broadcast
+along, and so on (:data:`SUPPORTED_OPS`; :func:`differentiate` applies the same rules to any
+graph, which is how ``tests/explain/test_backward_rules.py`` checks each against finite
+differences). Working on the ONNX graph rather than on Keras layers means the
 same code serves every model the converter accepts and the trunk-only snapshots, and it
 can be run on an existing ``.onnx`` file without its Keras source
 (``python -m convert gradients MODEL.onnx``). It needs ONNX and NumPy only, so the app
@@ -42,6 +45,7 @@ and targets; the file is written only when they agree.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,6 +63,7 @@ __all__ = [
     "SUPPORTED_OPS",
     "UnsupportedLayer",
     "build_gradient_model",
+    "differentiate",
     "gradient_path",
     "target_graph",
 ]
@@ -97,17 +102,22 @@ SUPPORTED_OPS = (
     "Add",
     "AveragePool",
     "BatchNormalization",
+    "Clip",
+    "Concat",
     "Conv",
     "Div",
     "Dropout",
     "Flatten",
     "Gemm",
     "GlobalAveragePool",
+    "HardSigmoid",
+    "HardSwish",
     "Identity",
     "LeakyRelu",
     "MatMul",
     "MaxPool",
     "Mul",
+    "Pad",
     "ReduceMean",
     "Relu",
     "Reshape",
@@ -136,6 +146,9 @@ class _Graph:
     shapes: dict[str, tuple[int | None, ...]]
     float_tensors: set[str]
     layer_of_node: dict[int, str]
+    opset: int
+    """The default domain's opset: it decides whether ReduceSum, Unsqueeze, Pad and Slice
+    take their axes and amounts as inputs or as attributes."""
 
 
 def _attrs(node) -> dict[str, Any]:
@@ -188,7 +201,8 @@ def _analyse(model, layer_names: Sequence[str]) -> _Graph:
                 continue
             layer_of_node[index] = layer
             stack.extend(nodes[index].input)
-    return _Graph(nodes, producer, consumers, constants, shapes, float_tensors, layer_of_node)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return _Graph(nodes, producer, consumers, constants, shapes, float_tensors, layer_of_node, opset)
 
 
 class _Builder:
@@ -267,8 +281,13 @@ class _Builder:
             one_minus = self.node("Sub", [self._one(), self.node("Mul", [out, out])])
             return [(ins[0], self.node("Mul", [g, one_minus]))]
         if op == "Softmax":
-            axis = self.const(np.array([a.get("axis", -1)], np.int64), "axis")
-            dot = self.node("ReduceSum", [self.node("Mul", [g, out]), axis], keepdims=1)
+            axes = [a.get("axis", -1)]
+            if self.g.opset < 13:  # before opset 13, one softmax over every axis from `axis` (default 1) on
+                rank = len(self.static(out) or ())
+                if not rank:
+                    raise self.unsupported(index)
+                axes = list(range(a.get("axis", 1) % rank, rank))
+            dot = self._reduce_sum(self.node("Mul", [g, out]), axes)
             return [(ins[0], self.node("Mul", [out, self.node("Sub", [g, dot])]))]
         if op == "Conv":
             return [(ins[0], self._conv(index, g, a))]
@@ -295,7 +314,143 @@ class _Builder:
             return self._matmul(index, g, a)
         if op in ("Add", "Sub", "Mul", "Div"):
             return self._elementwise(index, g)
+        if op == "Clip":
+            return [(ins[0], self._clip(index, g, a))]
+        if op == "HardSigmoid":
+            # y = clip(alpha x + beta, 0, 1): slope alpha where y is strictly inside (0, 1).
+            inside = self._mask(
+                self.node("And", [self.node("Greater", [out, self._zero()]), self.node("Less", [out, self._one()])])
+            )
+            scaled = self.node("Mul", [g, self.const(np.float32(a.get("alpha", 0.2)), "alpha")])
+            return [(ins[0], self.node("Mul", [scaled, inside]))]
+        if op == "HardSwish":
+            # y = x * clip(x / 6 + 1/2, 0, 1): slope x / 3 + 1/2 for |x| < 3, else 0 (x <= -3) or 1 (x >= 3).
+            x = ins[0]
+            three = self.const(np.float32(3), "three")
+            middle = self.node(
+                "Add",
+                [self.node("Mul", [x, self.const(np.float32(1 / 3), "third")]), self.const(np.float32(0.5), "half")],
+            )
+            outside = self._mask(self.node("Greater", [x, self._zero()]))
+            slope = self.node("Where", [self.node("Less", [self.node("Abs", [x]), three]), middle, outside])
+            return [(ins[0], self.node("Mul", [g, slope]))]
+        if op == "Pad":
+            return [(ins[0], self._pad(index, g, a))]
+        if op == "Concat":
+            return self._concat(index, g, a)
         raise self.unsupported(index)
+
+    # -- operators whose axes or amounts moved from attributes to inputs over the opsets
+    def _reduce_sum(self, x: str, axes: Sequence[int]) -> str:
+        """Sum over ``axes``, keeping them (size 1)."""
+        if self.g.opset >= 13:
+            return self.node("ReduceSum", [x, self.const(np.array(axes, np.int64), "axes")], keepdims=1)
+        return self.node("ReduceSum", [x], axes=list(axes), keepdims=1)
+
+    def _unsqueeze(self, x: str, axes: Sequence[int]) -> str:
+        if self.g.opset >= 13:
+            return self.node("Unsqueeze", [x, self.const(np.array(axes, np.int64), "axes")])
+        return self.node("Unsqueeze", [x], axes=list(axes))
+
+    def _pad_zeros(self, x: str, amounts: Sequence[int]) -> str:
+        """Zeros added around ``x``: ``amounts`` is ONNX's (begin of every axis, end of every axis)."""
+        if self.g.opset >= 11:
+            return self.node("Pad", [x, self.const(np.array(amounts, np.int64), "pads")])
+        return self.node("Pad", [x], pads=list(amounts))
+
+    def _slice(
+        self, x: str, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int], steps: Sequence[int] = ()
+    ) -> str:
+        if self.g.opset >= 10:
+            values = [starts, ends, axes, *([steps] if steps else [])]
+            hints = ("starts", "ends", "axes", "steps")[: len(values)]
+            return self.node(
+                "Slice", [x, *(self.const(np.array(v, np.int64), h) for v, h in zip(values, hints, strict=True))]
+            )
+        if any(step != 1 for step in steps):
+            raise ValueError("Slice takes steps from opset 10 on")
+        return self.node("Slice", [x], starts=list(starts), ends=list(ends), axes=list(axes))
+
+    def _mask(self, condition: str) -> str:
+        """A boolean tensor as float 0/1 (Cast and Mul, like Relu's Sign, rather than Where)."""
+        return self.node("Cast", [condition], to=_FLOAT)
+
+    # -- rules that need more than a few lines
+    def _clip(self, index: int, g: str, a: dict[str, Any]) -> str:
+        """Clip (ReLU6 is Clip(x, 0, 6)): the gradient passes where min < x < max. The bounds
+        are inputs from opset 11 and attributes before; either may be absent."""
+        node = self.g.nodes[index]
+        x = node.input[0]
+        tests = []
+        for position, attribute, compare in ((1, "min", "Greater"), (2, "max", "Less")):
+            if len(node.input) > position and node.input[position]:
+                bound = node.input[position]
+                if self.is_dynamic(bound):
+                    raise self.unsupported(index)  # a bound computed in the graph would need a gradient too
+            elif attribute in a:
+                bound = self.const(np.float32(a[attribute]), attribute)
+            else:
+                continue
+            tests.append(self.node(compare, [x, bound]))
+        if not tests:
+            return g
+        inside = tests[0] if len(tests) == 1 else self.node("And", tests)
+        return self.node("Mul", [g, self._mask(inside)])
+
+    def _pad(self, index: int, g: str, a: dict[str, Any]) -> str:
+        """A constant Pad: the gradient is the part of ``g`` over the original tensor (a negative
+        amount crops, so there the gradient is padded back with zeros). Reflect, edge and wrap
+        modes send one gradient to several pixels and are refused."""
+        node = self.g.nodes[index]
+        mode = a.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        shape = self.static(node.input[0])
+        if mode != "constant" or not shape:
+            raise self.unsupported(index)
+        if len(node.input) > 2 and node.input[2] and self.is_dynamic(node.input[2]):
+            raise self.unsupported(index)  # a fill value computed in the graph would need a gradient too
+        amounts = a.get("pads") if "pads" in a else self.g.constants.get(node.input[1]) if len(node.input) > 1 else None
+        rank = len(shape)
+        axes: Any = list(range(rank))
+        if len(node.input) > 3 and node.input[3]:
+            axes = self.g.constants.get(node.input[3])
+        if amounts is None or axes is None or len(np.ravel(amounts)) != 2 * len(np.ravel(axes)):
+            raise self.unsupported(index)
+        axes = [int(axis) % rank for axis in np.ravel(axes)]
+        amounts = [int(v) for v in np.ravel(amounts)]
+        begins, ends = [0] * rank, [0] * rank
+        for i, axis in enumerate(axes):
+            begins[axis], ends[axis] = amounts[i], amounts[len(axes) + i]
+        if any(v < 0 for v in begins + ends):
+            g = self._pad_zeros(g, [max(-v, 0) for v in begins + ends])
+        sliced = [axis for axis in range(rank) if begins[axis] > 0 or ends[axis] > 0]
+        if not sliced:
+            return g
+        last = np.iinfo(np.int64).max
+        return self._slice(
+            g,
+            [max(begins[axis], 0) for axis in sliced],
+            [-ends[axis] if ends[axis] > 0 else last for axis in sliced],
+            sliced,
+        )
+
+    def _concat(self, index: int, g: str, a: dict[str, Any]) -> list[tuple[str, str]]:
+        """Each input gets its own stretch of ``g`` along the axis (sizes from static shapes)."""
+        node = self.g.nodes[index]
+        out_shape = self.static(node.output[0])
+        if not out_shape:
+            raise self.unsupported(index)
+        axis = int(a["axis"]) % len(out_shape)
+        result, offset = [], 0
+        for tensor in node.input:
+            shape = self.static(tensor)
+            if not shape or len(shape) != len(out_shape) or shape[axis] is None:
+                raise self.unsupported(index)
+            size = int(shape[axis])  # type: ignore[arg-type]
+            if self.is_dynamic(tensor):
+                result.append((tensor, self._slice(g, [offset], [offset + size], [axis])))
+            offset += size
+        return result
 
     def _reduce_mean(self, index: int, g: str, a: dict[str, Any]) -> str:
         """A mean's gradient: ``g / count``, spread back over the axes it averaged."""
@@ -311,7 +466,7 @@ class _Builder:
             raise self.unsupported(index)
         count = float(np.prod([shape[axis] for axis in axes]))
         if not a.get("keepdims", 1):
-            g = self.node("Unsqueeze", [g, self.const(np.array(axes, np.int64), "axes")])
+            g = self._unsqueeze(g, axes)
         scaled = self.node("Mul", [g, self.const(np.float32(1 / count), "count")])
         return self.node("Expand", [scaled, self.node("Shape", [node.input[0]])])
 
@@ -380,8 +535,7 @@ class _Builder:
             **extra,
         )
         if any(pads_after):
-            pad_amounts = np.array([0, 0] + [0] * rank + [0, 0] + pads_after, np.int64)
-            result = self.node("Pad", [result, self.const(pad_amounts, "pads")])
+            result = self._pad_zeros(result, [0, 0] + [0] * rank + [0, 0] + pads_after)
         return result
 
     def _conv(self, index: int, g: str, a: dict[str, Any]) -> str:
@@ -413,21 +567,22 @@ class _Builder:
         if all(s >= k for s, k in zip(strides, kernel, strict=True)) and all(d == 1 for d in dilations):
             # Windows do not overlap, so no two outputs send gradient to one pixel.
             return self.node("MaxUnpool", [g, indices, shape], kernel_shape=kernel, strides=strides, pads=pads)
-        # Overlapping windows: one pixel can be the maximum of several, so sum (Indices are
-        # positions in the flattened N, C, H, W input).
-        flat = self.const(np.array([-1], np.int64), "flat")
-        zeros = self.node(
-            "ConstantOfShape",
-            [self.node("ReduceProd", [shape], keepdims=1)],
-            value=_float_tensor(0.0),
-        )
-        scattered = self.node(
-            "ScatterElements",
-            [zeros, self.node("Reshape", [indices, flat]), self.node("Reshape", [g, flat])],
-            axis=0,
-            reduction="add",
-        )
-        return self.node("Reshape", [scattered, shape])
+        # Overlapping windows: one pixel can be the maximum of several, so their gradients add
+        # up. Outputs `every` apart along each axis have windows that do not overlap, so each
+        # such subset goes through MaxUnpool (which places values at the Indices, positions in
+        # the flattened N, C, H, W input) and the subsets are summed: 4 for a 3x3 pool of
+        # stride 2. ScatterElements with reduction="add" would need opset 16, and Keras'
+        # model.export writes opset 15.
+        if self.g.opset < 10:  # Slice has no steps before opset 10
+            raise self.unsupported(index)
+        every = [-(-((k - 1) * d + 1) // s) for k, d, s in zip(kernel, dilations, strides, strict=True)]
+        axes = list(range(2, 2 + len(kernel)))
+        last = [np.iinfo(np.int64).max] * len(kernel)
+        parts = []
+        for start in itertools.product(*(range(n) for n in every)):
+            picked = [self._slice(t, list(start), last, axes, every) for t in (g, indices)]
+            parts.append(self.node("MaxUnpool", [*picked, shape], kernel_shape=kernel, strides=strides))
+        return parts[0] if len(parts) == 1 else self.node("Sum", parts)
 
     def _matmul(self, index: int, g: str, a: dict[str, Any]) -> list[tuple[str, str]]:
         node = self.g.nodes[index]
@@ -448,14 +603,11 @@ class _Builder:
 
     def _elementwise(self, index: int, g: str) -> list[tuple[str, str]]:
         node = self.g.nodes[index]
-        op = node.op_type
-        out_shape = self.static(node.output[0])
+        op, out = node.op_type, node.output[0]
         result = []
         for position, tensor in enumerate(node.input[:2]):
             if not self.is_dynamic(tensor):
                 continue
-            if self.static(tensor) != out_shape or out_shape is None:
-                raise self.unsupported(index)  # a broadcast input would need a sum over the broadcast axes
             other = node.input[1 - position]
             if op == "Add":
                 grad = g
@@ -465,16 +617,31 @@ class _Builder:
                 grad = self.node("Mul", [g, other])
             elif position == 0:  # Div, numerator
                 grad = self.node("Div", [g, other])
-            else:
-                raise self.unsupported(index)
-            result.append((tensor, grad))
+            else:  # Div, denominator: d(a / b) / db = -(a / b) / b
+                grad = self.node("Neg", [self.node("Mul", [g, self.node("Div", [out, tensor])])])
+            result.append((tensor, self._unbroadcast(index, grad, tensor)))
         return result
 
-
-def _float_tensor(value: float):
-    from onnx import numpy_helper
-
-    return numpy_helper.from_array(np.array([value], np.float32))
+    def _unbroadcast(self, index: int, grad: str, tensor: str) -> str:
+        """``grad`` (shaped like the node's output) summed over the axes along which ``tensor``
+        was broadcast: a squeeze-and-excitation gate (N, C, 1, 1) times a map (N, C, H, W)
+        gets the sum over H and W."""
+        shape, out_shape = self.static(tensor), self.static(self.g.nodes[index].output[0])
+        if shape is None or out_shape is None or len(shape) > len(out_shape):
+            raise self.unsupported(index)
+        padded = (1,) * (len(out_shape) - len(shape)) + tuple(shape)
+        axes = []
+        for axis, (have, want) in enumerate(zip(padded, out_shape, strict=True)):
+            if have == want:  # equal sizes, or both free (the batch)
+                continue
+            if have != 1:  # a free size against a fixed one: broadcast or not is decided at run time
+                raise self.unsupported(index)
+            axes.append(axis)  # want may be free: summing an axis that turns out to be 1 changes nothing
+        if axes:
+            grad = self._reduce_sum(grad, axes)
+        if len(shape) < len(out_shape):
+            grad = self.node("Reshape", [grad, self.node("Shape", [tensor])])
+        return grad
 
 
 def _ancestors(graph: _Graph, tensor: str) -> set[int]:
@@ -504,6 +671,69 @@ def _same_value_chain(graph: _Graph, tensor: str) -> list[tuple[str, Any]]:
         tensor = node.input[0]
     chain.append((tensor, None))
     return chain
+
+
+def _backpropagate(builder: _Builder, tensor: str, seed: str) -> dict[str, str]:
+    """Backward nodes from ``seed`` (d scalar / d ``tensor``) down to the graph's inputs:
+    the gradient tensor of every tensor the scalar depends on."""
+    graph = builder.g
+    grads: dict[str, list[str]] = {tensor: [seed]}
+    # ONNX graphs list nodes in topological order, so reverse order visits a node only
+    # after every reader of its output has sent its gradient back.
+    for index in sorted(_ancestors(graph, tensor), reverse=True):
+        node = graph.nodes[index]
+        if not node.output or node.output[0] not in grads:
+            continue
+        contributions = grads.pop(node.output[0])
+        g = contributions[0] if len(contributions) == 1 else builder.node("Sum", contributions)
+        grads[node.output[0]] = [g]
+        for source, grad in builder.backward(index, g):
+            grads.setdefault(source, []).append(grad)
+    return {name: parts[0] if len(parts) == 1 else builder.node("Sum", parts) for name, parts in grads.items()}
+
+
+def differentiate(forward, output: str, wrt: Sequence[str]):
+    """Any ONNX graph with its backward pass: ``forward`` (an ``onnx.ModelProto``) plus an
+    input ``seed`` shaped like ``output`` and one output ``grad/<name>`` per tensor in ``wrt``,
+    the gradient of ``sum(seed * output)`` with respect to it, built by the same rules as
+    :func:`build_gradient_model` (the converter's gradient files). The tests check each rule
+    against finite differences with it.
+
+    Raises :class:`UnsupportedLayer` for an operator outside :data:`SUPPORTED_OPS`, and
+    ``ValueError`` when ``output`` does not depend on a tensor of ``wrt``.
+    """
+    import onnx
+
+    graph = _analyse(forward, [output])
+    new_nodes: list = list(forward.graph.node)
+    initializers: list = list(forward.graph.initializer)
+    for i, node in enumerate(new_nodes):
+        if node.op_type == "MaxPool" and (len(node.output) < 2 or not node.output[1]):
+            # The backward rule reads the argmax positions, which the forward node must give.
+            copy = onnx.NodeProto()
+            copy.CopyFrom(node)
+            del copy.output[:]
+            copy.output.extend([node.output[0], f"{node.output[0]}__indices"])
+            new_nodes[i] = copy
+    builder = _Builder(graph, "grad", {}, new_nodes, initializers)
+    done = _backpropagate(builder, output, "seed")
+    outputs = []
+    for name in wrt:
+        if name not in done:
+            raise ValueError(f"{output} does not depend on {name}")
+        outputs.append(onnx.helper.make_tensor_value_info(f"grad/{name}", _FLOAT, graph.shapes.get(name)))
+        new_nodes.append(onnx.helper.make_node("Identity", [done[name]], [f"grad/{name}"]))
+    seed = onnx.helper.make_tensor_value_info("seed", _FLOAT, graph.shapes.get(output))
+    made = onnx.helper.make_graph(
+        new_nodes,
+        "differentiated",
+        [*forward.graph.input, seed],
+        [*forward.graph.output, *outputs],
+        initializer=initializers,
+    )
+    model = onnx.helper.make_model(made, opset_imports=list(forward.opset_import), producer_name="featapp")
+    model.ir_version = min(forward.ir_version or IR_VERSION, MAX_IR_VERSION)
+    return model
 
 
 def build_gradient_model(forward, spec_json: str, forward_sha256: str = ""):
@@ -554,20 +784,7 @@ def build_gradient_model(forward, spec_json: str, forward_sha256: str = ""):
         seed = f"seed/{target_name}"
         seeds.append(onnx.helper.make_tensor_value_info(seed, _FLOAT, ["batch", *_nchw(layer)]))
         builder = _Builder(graph, prefix, kinds, new_nodes, initializers)
-        grads: dict[str, list[str]] = {tensor: [seed]}
-        relevant = _ancestors(graph, tensor)
-        for index in sorted(relevant, reverse=True):  # tf2onnx writes nodes in topological order
-            node = graph.nodes[index]
-            if not node.output or node.output[0] not in grads:
-                continue
-            contributions = grads.pop(node.output[0])
-            g = contributions[0] if len(contributions) == 1 else builder.node("Sum", contributions)
-            grads[node.output[0]] = [g]
-            for source, grad in builder.backward(index, g):
-                grads.setdefault(source, []).append(grad)
-        done = {}
-        for name, parts in grads.items():
-            done[name] = parts[0] if len(parts) == 1 else builder.node("Sum", parts)
+        done = _backpropagate(builder, tensor, seed)
         gradients: dict[str, str] = {}
         wanted = [(input_name, None)] + [(other.name, other) for other in spec.layers[:position]]
         used_as_output: set[str] = set()

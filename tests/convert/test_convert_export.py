@@ -24,6 +24,7 @@ from convert.export import ExportOptions, export, export_model  # noqa: E402
 from featapp.engine.geometry import ReceptiveField, receptive_box  # noqa: E402
 from featapp.engine.metadata import METADATA_KEY, ModelSpec  # noqa: E402
 from featapp.engine.model import ModelError, load_model  # noqa: E402
+from featapp.explain.backward import gradient_path  # noqa: E402
 from tests.helpers.keras_builders import (  # noqa: E402
     branchy,
     grayscale_nonsquare,
@@ -200,7 +201,10 @@ def test_functional_model_with_branches(tmp_path):
     model = branchy()
     source = tmp_path / "branchy.keras"
     model.save(source)
-    spec, _ = _export(source, tmp_path / "branchy.onnx", class_names=("cat", "dog", "bird"))
+    spec, lines = _export(source, tmp_path / "branchy.onnx", class_names=("cat", "dog", "bird"))
+    # Concatenate and the dilated conv are differentiated, and checked against tf.GradientTape.
+    assert gradient_path(tmp_path / "branchy.onnx").is_file()
+    assert any(line.startswith("  d(logit of probs)") for line in lines)
     names = ["stem", "bn", "relu", "sep", "dilated", "add", "avg", "max", "concat", "gap", "probs"]
     assert [layer.name for layer in spec.layers] == names
     assert spec.class_names == ("cat", "dog", "bird") and spec.output_activation == "softmax"

@@ -423,3 +423,87 @@ def test_files_written_by_pytorch_itself_convert_with_every_view(tmp_path, expor
         atol=1e-5,
     )
     assert out.with_suffix(".grad.onnx").is_file()
+
+
+# -- a MobileNet-style network: depthwise convs, ReLU6, Pad, Concat, HardSwish, a gate ------------------
+@pytest.fixture(scope="module")
+def mobilenet(tmp_path_factory) -> Path:
+    from tests.helpers.gradgraphs import mobilenet_like
+
+    folder = tmp_path_factory.mktemp("mobilenet")
+    out = folder / "mobilenet_featapp.onnx"
+    export_onnx(mobilenet_like(folder / "mobilenet_like.onnx"), out, OnnxOptions(), log=lambda _: None)
+    return out
+
+
+def test_a_mobilenet_like_network_gets_its_gradient_model(mobilenet):
+    from featapp.explain.backward import gradient_path
+    from featapp.explain.gradients import load_gradients
+
+    assert gradient_path(mobilenet).is_file()
+    model = load_model(mobilenet, provider="cpu")
+    kinds = {layer.name: (layer.kind, layer.activation) for layer in model.layers}
+    assert kinds["features.1.dw"] == ("DepthwiseConv2D", None)
+    assert kinds["features.0.act"] == ("ReLU6", "relu6")
+    assert kinds["features.1.se.mul"] == ("Multiply", None)
+    assert kinds["features.concat"] == ("Concatenate", None)
+    assert kinds["features.3.act"] == ("Activation", None)
+    grad_ops = {node.op_type for node in onnx.load(str(gradient_path(mobilenet))).graph.node}
+    assert {"Clip", "Pad", "Concat", "HardSwish", "HardSigmoid", "ConvTranspose", "ReduceSum", "Slice"} <= grad_ops
+    assert set(model.layer_names) <= set(load_gradients(model).targets)
+
+
+def test_mobilenet_like_saliency_and_gradcam_match_finite_differences(mobilenet):
+    """Saliency is d logit / d input and Grad-CAM's weights come from d logit / d layer: both
+    checked cell by cell against central differences of the forward graph, computed in float64
+    by onnx's reference evaluator (one pixel's share of a logit is too small for float32)."""
+    from featapp.explain.gradcam import gradcam
+    from featapp.explain.gradients import load_gradients
+    from featapp.explain.saliency import saliency
+    from tests.helpers.gradgraphs import in_float64, with_offset
+
+    model = load_model(mobilenet, provider="cpu")
+    grads = load_gradients(model)
+    photo = _photos(32, 32, 1)[0]
+    scaled = grads.scaled(model.prepare(photo)).astype(np.float64)
+    logits = model.layer_names[-2]
+    forward = onnx.load(str(mobilenet))
+    h = 1e-4  # of the 0..1 input range: no ReLU6 or HardSwish kink is that close at these cells
+
+    def difference(evaluator, class_index: int, feeds: dict[str, np.ndarray], name: str, at: tuple) -> float:
+        """Central difference of the class logit for a nudge of cell ``at`` of the fed tensor ``name``."""
+        values = []
+        for sign in (1, -1):
+            moved = feeds[name].copy()
+            moved[at] += sign * h
+            values.append(float(evaluator.run([logits], {**feeds, name: moved})[0][0, class_index]))
+        return (values[0] - values[1]) / (2 * h)
+
+    plain = saliency(grads, photo)
+    assert np.isfinite(plain.gradient).all() and plain.per_pixel.max() > 0
+    largest = float(np.abs(plain.gradient).max())
+    run = in_float64(forward)
+    strongest = np.argsort(np.abs(plain.gradient).ravel())[-3:]
+    some = np.random.default_rng(3).choice(plain.gradient.size, 3, replace=False)
+    for flat in [*strongest, *some]:
+        cell = tuple(int(i) for i in np.unravel_index(flat, plain.gradient.shape))
+        numeric = difference(run, plain.class_index, {"input": scaled}, "input", (0, *cell))
+        assert numeric == pytest.approx(float(plain.gradient[cell]), rel=1e-3, abs=1e-4 * largest), cell
+
+    cam = gradcam(grads, photo)
+    assert cam.layer == "features.3.conv"
+    assert np.isfinite(cam.per_pixel).all() and cam.per_pixel.max() > 0 and np.abs(cam.weights).max() > 0
+    at_layer = grads.class_gradient(model.prepare(photo), np.array([cam.class_index])).gradients[cam.layer][0]
+    np.testing.assert_allclose(cam.weights, at_layer.mean(axis=(1, 2)), rtol=1e-6)
+    largest = float(np.abs(at_layer).max())
+    nudged = in_float64(with_offset(forward, cam.layer))
+    zero = np.zeros((1, *at_layer.shape), np.float64)
+    for cell in [
+        (0, 0, 0),
+        (3, 2, 5),
+        (15, 7, 7),
+        tuple(int(i) for i in np.unravel_index(np.abs(at_layer).argmax(), at_layer.shape)),
+    ]:
+        offset = f"{cam.layer}__offset"
+        numeric = difference(nudged, cam.class_index, {"input": scaled, offset: zero}, offset, (0, *cell))
+        assert numeric == pytest.approx(float(at_layer[cell]), rel=1e-3, abs=1e-4 * largest), cell

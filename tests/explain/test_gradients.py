@@ -380,3 +380,57 @@ def test_the_finite_difference_check_refuses_a_wrong_backward_graph(small):
     gemm.input[1] = "changed_weights"
     with pytest.raises(ConversionError, match="finite differences"):
         check_gradients_numerically(forward, grad, images, log=lambda _: None)
+
+
+def test_a_mobilenet_style_keras_model_is_checked_against_the_tape(tmp_path):
+    """ZeroPadding2D (Pad), ReLU6 (Clip, at both bounds on these images), a depthwise conv,
+    hard sigmoid (Keras writes relu6(x + 3) / 6) and Concatenate: the gradient model is written
+    only after tf.GradientTape agrees."""
+    import onnx
+
+    from tests.helpers.keras_builders import mobilenet_block, uint8_images
+
+    lines: list[str] = []
+    from convert.export import ExportOptions, export_model
+
+    export_model(mobilenet_block(), tmp_path / "block.onnx", ExportOptions(), log=lines.append)
+    assert gradient_path(tmp_path / "block.onnx").is_file()
+    checked = [line for line in lines if line.startswith("  d(")]
+    assert any("logit of probs" in line for line in checked) and len(checked) >= 4
+    nodes = onnx.load(str(tmp_path / "block.onnx")).graph.node
+    assert {"Pad", "Clip", "Concat"} <= {node.op_type for node in nodes}
+    assert any(
+        attr.name == "group" and attr.i == 8 for node in nodes if node.op_type == "Conv" for attr in node.attribute
+    )
+    model = load_model(tmp_path / "block.onnx", provider="cpu")
+    relu6 = model.activations(uint8_images((16, 16, 3)), layers=["stem_relu"])["stem_relu"]
+    assert (relu6 == 0).any() and (relu6 == 6).any() and ((relu6 > 0) & (relu6 < 6)).any()
+
+
+def test_a_relu6_input_at_rounding_distance_from_a_bound_follows_onnx_runtime():
+    """As for a ReLU: where ONNX Runtime clipped a value TensorFlow sees a rounding step inside
+    (or the other way round), the check takes ONNX Runtime's side; farther apart, it refuses."""
+    import onnx
+    import tensorflow as tf
+    from onnx import TensorProto, helper, numpy_helper
+
+    from convert.errors import ConversionError
+    from convert.gradients import _replay
+
+    graph = helper.make_graph(
+        [helper.make_node("Clip", ["x", "lo", "hi"], ["y"], name="relu6")],
+        "relu6",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(6), "hi")],
+    )
+    relu6 = helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    x = tf.Variable(np.array([[6 - 4e-6, 0.5, 7.0, 3e-8]], np.float32))
+    ort_says = np.array([[6.0, 0.5, 6.0, 0.0]], np.float32)  # cells 1 and 4 on the other side of a bound
+    with tf.GradientTape() as tape:
+        y = _replay(relu6, x, relu_outputs={"y": ort_says})["y"]
+        total = tf.reduce_sum(y)
+    assert tape.gradient(total, x).numpy().tolist() == [[0.0, 1.0, 0.0, 0.0]]
+    np.testing.assert_allclose(y.numpy(), ort_says, atol=1e-5)
+    with pytest.raises(ConversionError, match="Clip 'relu6'.*more than rounding"):
+        _replay(relu6, x, relu_outputs={"y": np.array([[6.0, 0.0, 6.0, 0.0]], np.float32)})

@@ -55,6 +55,33 @@ def branchy(classes: int = 3):
     return model
 
 
+def mobilenet_block(classes: int = 3):
+    """MobileNetV2's pieces in miniature: ZeroPadding2D + stride-2 conv, BatchNorm, ReLU6,
+    depthwise conv, a residual Add, hard sigmoid, a Concatenate, global pooling, softmax."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = layers.ZeroPadding2D(((0, 1), (0, 1)), name="pad")(inputs)
+    x = layers.Conv2D(8, 3, strides=2, name="stem")(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(6.0, name="stem_relu")(x)
+    branch = layers.DepthwiseConv2D(3, padding="same", name="depthwise")(x)
+    branch = layers.ReLU(6.0, name="depthwise_relu")(branch)
+    branch = layers.Conv2D(8, 1, name="project")(branch)
+    x = layers.Add(name="add")([x, branch])
+    gate = layers.Conv2D(4, 1, activation="hard_sigmoid", name="gate")(x)
+    x = layers.Concatenate(name="concat")([x, gate])
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = layers.Dense(classes, activation="softmax", name="probs")(x)
+    model = keras.Model(inputs, outputs, name="mobilenet_block")
+    # Statistics that spread the stem over both bounds of its ReLU6 (0 and 6) on test images.
+    bn = model.get_layer("stem_bn")
+    rng = np.random.default_rng(2)
+    bn.set_weights([rng.uniform(3, 6, 8), rng.normal(2.0, 3.0, 8), rng.normal(0, 0.1, 8), rng.uniform(0.05, 0.2, 8)])
+    return model
+
+
 def nested_book_style():
     """The book's 2nd-edition pattern: augmentation and Rescaling inside the model, a nested base model."""
     import keras
