@@ -6,9 +6,9 @@ Each repeat runs "before" and "after" in turn, each in a fresh Python process th
 committed model and its gradient model, runs one photo through the model (a click), then
 SmoothGrad and Grad-CAM, occlusion sensitivity and one channel's picture of the last
 convolution (the Model page's two buttons and the Feature map's "what this channel looks
-for"), then 20 single-image runs (the clicks after). It reads the process's resident memory
-(VmRSS) after each step and its high-water mark (VmHWM), and times each step in wall-clock
-and CPU seconds. "Before" is ``featapp/`` at ``--before`` (from ``git archive``), "after"
+for"), a scan of part of the test split (the Cats-vs-dogs page's), then 20 single-image runs
+(the clicks after). It reads each step's peak memory (VmHWM, reset before the step) and the
+resident memory (VmRSS) a few seconds after, and times each step in wall-clock and CPU seconds. "Before" is ``featapp/`` at ``--before`` (from ``git archive``), "after"
 the working tree's; each uses its own defaults (batch sizes included).
 
     python -m bench.bench_arena                    # writes bench/results/arena_memory.md
@@ -32,11 +32,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results" / "arena_memory.md"
-PHOTO = Path("test") / "dogs" / "dog.1505.jpg"
 
 _CHILD = """
 import gc, json, os, resource, sys, time
-model_path, photo, steps, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+model_path, data_dir, steps, pause, scanned = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
 
 def memory():
     with open("/proc/self/status") as status:
@@ -47,6 +46,7 @@ def cpu():
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
+from featapp.data.dataset import Dataset
 from featapp.engine.images import prepare_image
 from featapp.engine.model import load_model
 from featapp.explain.featurevis import visualize
@@ -54,11 +54,14 @@ from featapp.explain.gradcam import gradcam
 from featapp.explain.gradients import load_gradients
 from featapp.explain.occlusion import occlusion_sensitivity
 from featapp.explain.saliency import smoothgrad
+from featapp.stats.analysis import scan
 
 report = {}
 
 def step(name, work):
     gc.collect()
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # VmHWM starts again from the resident memory now: each step's own peak
     started_cpu, started = cpu(), time.perf_counter()
     work()
     report[name] = {"wall_s": time.perf_counter() - started, "cpu_s": cpu() - started_cpu}
@@ -68,12 +71,14 @@ def step(name, work):
 
 model = load_model(model_path, provider="cpu")
 grads = load_gradients(model)
-image = prepare_image(photo, model)
+photos = Dataset(data_dir).images("test")
+image = prepare_image([p for p in photos if p.class_name == "dogs"][0].path, model)
 last_conv = [layer.name for layer in model.layers if layer.is_spatial and "conv" in layer.name][-1]
 step("load", lambda: model.activations(image[None]))
 step("saliency_gradcam", lambda: (smoothgrad(grads, image, samples=16, seed=0), gradcam(grads, image)))
 step("occlusion", lambda: occlusion_sensitivity(model, image))
 step("featurevis", lambda: visualize(grads, last_conv, [5], steps=steps))
+step("scan", lambda: scan(model, photos[:scanned]))
 light = []
 def clicks():
     for _ in range(20):
@@ -86,11 +91,12 @@ print(json.dumps(report))
 """
 
 STEPS = (
-    ("load", "after loading and one click"),
-    ("saliency_gradcam", "after SmoothGrad (16 copies) and Grad-CAM"),
-    ("occlusion", "after occlusion (196 covered copies)"),
-    ("featurevis", "after one channel's picture"),
-    ("light_runs", "after 20 more clicks"),
+    ("load", "loading and one click"),
+    ("saliency_gradcam", "SmoothGrad (16 copies) and Grad-CAM"),
+    ("occlusion", "occlusion (196 covered copies)"),
+    ("featurevis", "one channel's picture"),
+    ("scan", "a scan of photos (the app's scan, on part of the test split)"),
+    ("light_runs", "20 more clicks"),
 )
 
 
@@ -106,7 +112,7 @@ def before_tree(commit: str, folder: Path) -> Path:
     return folder / "before"
 
 
-def measure(root: Path, photo: Path, steps: int, pause: float) -> dict:
+def measure(root: Path, data_dir: Path, steps: int, pause: float, scanned: int) -> dict:
     env = dict(os.environ, PYTHONPATH=str(root), FEATAPP_PROVIDER="cpu")
     done = subprocess.run(
         [
@@ -114,9 +120,10 @@ def measure(root: Path, photo: Path, steps: int, pause: float) -> dict:
             "-c",
             _CHILD,
             str(REPO_ROOT / "models" / "cats_dogs_small.onnx"),
-            str(photo),
+            str(data_dir),
             str(steps),
             str(pause),
+            str(scanned),
         ],
         capture_output=True,
         text=True,
@@ -142,26 +149,26 @@ def markdown(runs: dict[str, list[dict]], args, load: tuple[float, float, float]
         "",
         f"Machine: {cpu_name()} ({cpu_features()}), {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; "
         f"load average at start {', '.join(f'{v:.1f}' for v in load)}. Made by `python -m bench.bench_arena "
-        f"--repeats {args.repeats} --steps {args.steps} --pause {args.pause:g}`: each repeat is one fresh process for `featapp/` at "
+        f"--repeats {args.repeats} --steps {args.steps} --pause {args.pause:g} --scanned {args.scanned}`: each repeat is one fresh process for `featapp/` at "
         f"`{args.before}` (before) and one for this tree (after), in turn; figures are medians over the "
         f"{args.repeats} repeat{'s' if args.repeats > 1 else ''}, memory in MB of 2**20 bytes.",
         "",
         "Each process loads the committed model and its gradient model, runs one photo through the model, "
         "then SmoothGrad with Grad-CAM, occlusion and one channel's picture of the last convolution "
-        f"({args.steps} gradient steps), then 20 single-image runs; memory is read "
-        f"{args.pause:g} s after each step.",
+        f"({args.steps} gradient steps), scans {args.scanned} photos of the test split as the app's scan does, "
+        f"then runs 20 single images. Memory is read {args.pause:g} s after each step; its peak is the step's "
+        "own (the high-water mark is reset before each step).",
         "",
         "## Resident memory",
         "",
-        "| moment | before (MB) | after (MB) |",
+        "| step | before: peak during / resident after (MB) | after: peak during / resident after (MB) |",
         "|---|---|---|",
     ]
     for step, label in STEPS:
-        lines.append(f"| {label} | {median(before, step, 'VmRSS'):,.0f} | {median(after, step, 'VmRSS'):,.0f} |")
-    lines.append(
-        f"| **peak (VmHWM) over the whole run** | {median(before, 'light_runs', 'VmHWM'):,.0f} | "
-        f"{median(after, 'light_runs', 'VmHWM'):,.0f} |"
-    )
+        lines.append(
+            f"| {label} | {median(before, step, 'VmHWM'):,.0f} / {median(before, step, 'VmRSS'):,.0f} | "
+            f"{median(after, step, 'VmHWM'):,.0f} / {median(after, step, 'VmRSS'):,.0f} |"
+        )
     lines += [
         "",
         "## Time",
@@ -172,10 +179,7 @@ def markdown(runs: dict[str, list[dict]], args, load: tuple[float, float, float]
     for step, label in STEPS[1:]:
         b_wall, b_cpu = median(before, step, "wall_s"), median(before, step, "cpu_s")
         a_wall, a_cpu = median(after, step, "wall_s"), median(after, step, "cpu_s")
-        lines.append(
-            f"| {label.removeprefix('after ')} | {b_wall:.2f} / {b_cpu:.2f} | {a_wall:.2f} / {a_cpu:.2f} | "
-            f"{a_cpu / b_cpu:.2f} |"
-        )
+        lines.append(f"| {label} | {b_wall:.2f} / {b_cpu:.2f} | {a_wall:.2f} / {a_cpu:.2f} | {a_cpu / b_cpu:.2f} |")
     lines.append(
         f"| one click after the heavy views (median of 20, ms) | {median(before, 'light_runs', 'median_ms'):.1f} | "
         f"{median(after, 'light_runs', 'median_ms'):.1f} | "
@@ -191,11 +195,13 @@ def markdown(runs: dict[str, list[dict]], args, load: tuple[float, float, float]
         "",
         textwrap.fill(
             "Before, every session kept ONNX Runtime's CPU memory arena, which holds on to the working memory of "
-            "the largest run it has seen for the life of the process: occlusion's batches of 64 covered copies "
-            "and SmoothGrad's 16 noisy copies stayed resident after the views were drawn. After, single-image "
-            "runs keep the arena (their working memory is small and reused on every click), while runs of "
-            "several images use a second session of the model without it, gradient runs go without it too, "
-            "occlusion runs 8 copies at a time and SmoothGrad 4, and such runs take one slot per process "
+            "the largest run it has seen for the life of the process: occlusion's batches of 64 covered copies, "
+            "SmoothGrad's 16 noisy copies and a scan's batches of 32 stayed resident after the work was done. "
+            "After, single-image runs keep their arena (their working memory is small and reused on every "
+            "click); runs of several images use a second session of the model, whose arena is shrunk once such "
+            "runs pause; gradient runs go without an arena; occlusion runs 8 copies at a time, SmoothGrad 4 and "
+            "a scan 8; what the C library kept of the freed memory is given back once runs pause; and such runs "
+            "take one slot per process "
             "(`featapp.engine.model.batch_run_slot`), so a class's heavy clicks do not add their peaks up.",
             width=110,
         ),
@@ -210,19 +216,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="before/after pairs, interleaved")
     parser.add_argument("--steps", type=int, default=128, help="gradient steps of the channel's picture (the app's)")
     parser.add_argument("--pause", type=float, default=5.0, help="seconds after each step before its memory is read")
+    parser.add_argument("--scanned", type=int, default=400, help="photos of the test split the scan step scans")
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "cats_vs_dogs")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    photo = args.data_dir / PHOTO
-    if not photo.is_file():
-        raise SystemExit(f"no photo at {photo}: pass --data-dir")
+    if not (args.data_dir / "test" / "dogs").is_dir():
+        raise SystemExit(f"no test photos in {args.data_dir}: pass --data-dir")
     load = os.getloadavg()
     runs: dict[str, list[dict]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory(prefix="arena-") as work:
         roots = {"before": before_tree(args.before, Path(work)), "after": REPO_ROOT}
         for repeat in range(args.repeats):
             for name in ("before", "after") if repeat % 2 == 0 else ("after", "before"):
-                runs[name].append(measure(roots[name], photo, args.steps, args.pause))
+                runs[name].append(measure(roots[name], args.data_dir, args.steps, args.pause, args.scanned))
                 print(name, json.dumps(runs[name][-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(markdown(runs, args, load))

@@ -21,6 +21,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -175,14 +176,17 @@ RETURN_DELAY_S = 2.0
 
 
 class _FreedMemory:
-    """Gives the memory that batch and gradient runs freed back to the system, once they pause.
+    """Gives the memory that batch and gradient runs used back to the system, once they pause.
 
-    Without ONNX Runtime's arena their working memory goes through the C library's ``malloc``,
-    and glibc keeps freed blocks in the process for reuse: after a heavy view the process stayed
-    larger by what its runs had used (bench/results/arena_memory.md). ``malloc_trim`` returns
-    them. It runs :data:`RETURN_DELAY_S` after the last run, in a thread of its own (``ctypes``
-    lets other threads run meanwhile), not after each run: a channel's picture is 128 runs, and
-    trimming between them would make each run fetch its memory from the system again."""
+    Two places keep it. The batch sessions' arenas (:meth:`FeatureModel._session_for`): with the
+    arena a batch run reuses the last one's memory instead of fetching it from the system again,
+    which made occlusion and scans much slower without it (bench/results/arena_memory.md), so
+    the arena stays on while such runs follow each other and is shrunk once they stop. And the C
+    library: glibc keeps freed blocks in the process for reuse (the gradient sessions, which go
+    without an arena, and everything else); ``malloc_trim`` returns them. Both run
+    :data:`RETURN_DELAY_S` after the last run, in a thread of its own (ONNX Runtime and
+    ``ctypes`` let other threads run meanwhile), not after each run: a channel's picture is 128
+    runs, and releasing between them would make each run fetch its memory again."""
 
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
@@ -191,11 +195,14 @@ class _FreedMemory:
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self._trim = _malloc_trim()
+        self._arenas: weakref.WeakSet[FeatureModel] = weakref.WeakSet()
+
+    def shrink_later(self, model: FeatureModel) -> None:
+        """Shrink ``model``'s batch session's arena whenever runs pause."""
+        self._arenas.add(model)
 
     def ran(self) -> None:
         """A batch or gradient run just ended: give the memory back once runs pause."""
-        if self._trim is None:
-            return
         with self._changed:
             self._due = time.monotonic() + self.delay_s
             if self._thread is None:
@@ -209,8 +216,10 @@ class _FreedMemory:
                 while self._due is None or time.monotonic() < self._due:
                     self._changed.wait(None if self._due is None else self._due - time.monotonic())
                 self._due = None
-            assert self._trim is not None
-            self._trim(0)
+            for model in list(self._arenas):
+                model._shrink_batch_arena()
+            if self._trim is not None:
+                self._trim(0)
             self.returned += 1
 
 
@@ -249,8 +258,9 @@ class FeatureModel:
 
     Runs of one image (every click in the app) use a session with ONNX Runtime's memory arena,
     which keeps the working memory of its largest run and reuses it. Runs of several images
-    (occlusion, the gallery, scans) use a second session, made on first use, without the arena:
-    there it would keep a batch's peak for the process's life (bench/results/arena_memory.md)."""
+    (occlusion, the gallery, scans) use a second session, made on first use, whose arena is
+    shrunk once such runs pause (:class:`_FreedMemory`): kept, it held a batch's peak for the
+    process's life (bench/results/arena_memory.md)."""
 
     def __init__(self, path: Path, spec: ModelSpec, session, provider_note: str = "") -> None:
         self.path = path
@@ -439,9 +449,28 @@ class FeatureModel:
                 import onnxruntime as ort
 
                 self._batch_session = ort.InferenceSession(
-                    str(self.path), sess_options=_session_options(quiet=True, arena=False), providers=self.providers
+                    str(self.path), sess_options=_session_options(quiet=True), providers=self.providers
                 )
+                FREED_MEMORY.shrink_later(self)
             return self._batch_session
+
+    def _shrink_batch_arena(self) -> None:
+        """Give the batch session's arena back to the system. ONNX Runtime shrinks an arena only
+        at the end of a run that asks for it, so this is a run of one blank image. Skipped while
+        a batch run holds the slot (its end schedules another try)."""
+        session = self._batch_session
+        if session is None or not _BATCH_RUNS.acquire(blocking=False):
+            return
+        try:
+            import onnxruntime as ort
+
+            shrink = ort.RunOptions()
+            shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+            spec = self.input_spec
+            blank = np.zeros((1, spec.height, spec.width, spec.channels), np.float32)
+            session.run(self._output_names[:1], {self.spec.input_name: blank}, shrink)
+        finally:
+            _BATCH_RUNS.release()
 
     def predict(self, images: np.ndarray | Sequence[ImageSource] | ImageSource, batch_size: int = 64) -> Prediction:
         """Class probabilities and labels.
@@ -591,10 +620,10 @@ def telemetry_off() -> bool:
 
 def _session_options(quiet: bool, arena: bool = True):
     """``arena``: ONNX Runtime's CPU memory arena, which keeps the working memory of a
-    session's largest run and reuses it. Single-image runs were much slower without it on 2
-    cores (bench/results/engine.md), and their working memory is small; for runs of many
-    images, and gradient runs, it kept each one's peak for the process's life
-    (bench/results/arena_memory.md), so their sessions go without."""
+    session's largest run and reuses it. Runs were much slower without it on 2 cores
+    (bench/results/engine.md, bench/results/arena_memory.md). Gradient sessions go without:
+    there it kept each heavy view's peak for the process's life, and they were no slower
+    without it (bench/results/arena_memory.md)."""
     import onnxruntime as ort
 
     telemetry_off()  # before every session, so no path into ONNX Runtime misses it
