@@ -29,6 +29,19 @@ sampled unless ``--server-pid`` is given). Nothing leaves 127.0.0.1.
 
     .venv/bin/python -m bench.load_test --sessions 1 10 25 50 --out bench/results/load.md
 
+A heavy class (``--heavy``, protocol clients; issue 28): the same students, and besides,
+every ``--heavy-every``-th (5) computes the Model page's occlusion map, saliency and
+Grad-CAM after the first round, then one channel's optimised picture on the Feature map
+(a channel of its own, so each computes one), the first of them also scans the split on
+Cats vs dogs, and every ``--large-every``-th (10, from the third) uploads a large or
+progressive JPEG made here with Pillow (:data:`LARGE_PICTURES`: the issue's 13,370 x 13,370
+progressive one, which must be refused with a message, and 4-45 megapixel ones, which must be
+shown). The report adds the memory when the last heavy action ended and a minute later, and
+the issue's targets, met or not:
+
+    .venv/bin/python -m bench.load_test --client protocol --heavy --sessions 50 --rounds 2 \
+        --out bench/results/load_50_heavy.md
+
 Several apps side by side in one run (for before/after comparisons): ``--app before=DIR
 --app after=.`` starts one server per folder and runs every wave against each, in turn.
 Streamlit options and environment variables may follow the folder, comma-separated:
@@ -122,6 +135,23 @@ DRAW_COUNTER = """(() => {
     }).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
 })();"""
 QUIET_MS = 150
+HEAVY_INTERACTIONS = (
+    "upload_large",
+    "open_model_page",
+    "occlusion",
+    "saliency_gradcam",
+    "featurevis_channel",
+    "open_classes",
+    "scan",
+)
+"""The steps ``--heavy`` adds (see :class:`HeavyPlan`)."""
+LIGHT_TARGETS_S = {"open": 5.0, "pick_gallery": 2.0, "change_layer": 2.0, "open_grid": 2.0}
+"""Issue 28's p95 targets for the light actions, which the heavy class must still meet."""
+PEAK_TARGET_MB = 1500.0
+AFTER_TARGET_MB = 1000.0
+AFTER_S = 60.0
+"""Issue 28: resident memory at most PEAK_TARGET_MB, and under AFTER_TARGET_MB within AFTER_S
+seconds of the last heavy action."""
 """A chart counts as drawn when nothing was drawn for this long (vega draws the map's
 picture, an image mark, a moment after the axes)."""
 INTERACTIONS = (
@@ -137,6 +167,7 @@ INTERACTIONS = (
     "browser_change_channel",
     "browser_change_colours",
     "browser_change_scale",
+    *HEAVY_INTERACTIONS,
 )
 """The steps each student takes. Since the gallery draws only its open tab (fourth session),
 opening its upload tab is a step of its own (``open_upload_tab``), a rerun the student waits
@@ -284,6 +315,7 @@ class Result:
     session: int
     latencies: dict[str, list[float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    heavy_done: float | None = None  # time.monotonic() when its heavy actions ended (--heavy)
 
 
 def student_photo(session: int) -> bytes:
@@ -320,6 +352,79 @@ def layer_plans(rounds: int, sessions: int) -> list[list[tuple[str, int, str]]]:
             number, layer = spatial[(session + round_ * 3) % len(spatial)]
             plan.append((f"{number} · {layer.name}", layer.channels, layer.name))
         plans.append(plan)
+    return plans
+
+
+# -- heavy mode (--heavy) ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LargePicture:
+    """A large upload made here at run time: its recipe and what the app must answer."""
+
+    name: str
+    size: tuple[int, int]
+    progressive: bool
+    subsampling: int  # Pillow's: 0 is 4:4:4, 2 is 4:2:0
+    refused: str | None = None  # words the refusal must contain; None: accepted and shown
+
+
+LARGE_PICTURES = (
+    # The issue's picture: 4:4:4 progressive, whose coefficient buffers (1 GB) are refused.
+    LargePicture("progressive-13370x13370.jpg", (13370, 13370), True, 0, refused="progressive JPEG of 13370 x 13370"),
+    LargePicture("progressive-6680x6680.jpg", (6680, 6680), True, 0),  # the largest accepted one
+    LargePicture("baseline-8mp.jpg", (3264, 2448), False, 2),
+    LargePicture("progressive-6mp.jpg", (3000, 2000), True, 2),
+    LargePicture("progressive-4mp.jpg", (2448, 1632), True, 2),
+)
+"""What the large uploaders send, in turn. The refused one is the same file for everyone (it is
+never decoded); the others are photo-like pictures of their own per student."""
+
+
+def large_picture(picture: LargePicture, session: int) -> bytes:
+    """``picture`` as JPEG bytes (under the app's 10 MB upload limit): for the refused one the
+    issue's black square, else :func:`student_photo`'s pattern for ``session``, enlarged."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    if picture.refused:
+        image = Image.new("RGB", picture.size)
+        image.save(buffer, "JPEG", progressive=True, quality=10, subsampling=picture.subsampling)
+    else:
+        image = Image.open(io.BytesIO(student_photo(50_000 + session))).resize(picture.size, Image.Resampling.BILINEAR)
+        image.save(buffer, "JPEG", progressive=picture.progressive, quality=80, subsampling=picture.subsampling)
+    return buffer.getvalue()
+
+
+@dataclass
+class HeavyPlan:
+    """What one student of the heavy class does besides the light steps (``--heavy``).
+
+    ``views``: after the first round, the Model page's occlusion, saliency and Grad-CAM, and on
+    the Feature map one channel's optimised picture ("what this channel looks for"); ``scan``:
+    then scans the split on the Cats-vs-dogs page; ``upload``: after the first upload, a large
+    picture (:data:`LARGE_PICTURES`): its file name, bytes and the refusal expected, if any."""
+
+    views: bool = False
+    scan: bool = False
+    upload: tuple[str, bytes, str | None] | None = None
+
+
+def heavy_plans(count: int, every: int, large_every: int) -> list[HeavyPlan]:
+    """Per session: every ``every``-th (0, every, 2 * every, ...) runs the heavy views, session 0
+    also the scan; sessions 2, 2 + large_every, ... upload :data:`LARGE_PICTURES` in turn (made
+    here, which takes a while for the largest)."""
+    plans = [HeavyPlan(views=session % every == 0, scan=session == 0) for session in range(count)]
+    made: dict[str, bytes] = {}
+    for turn, session in enumerate(range(2, count, large_every)):
+        picture = LARGE_PICTURES[turn % len(LARGE_PICTURES)]
+        if picture.refused:
+            data = made.setdefault(picture.name, large_picture(picture, session))
+        else:
+            data = large_picture(picture, session)
+        plans[session].upload = (f"{session}-{picture.name}", data, picture.refused)
     return plans
 
 
@@ -474,12 +579,16 @@ async def student(
     return result
 
 
-async def protocol_student(server: Server, wave: int, session: int, timeout_s: float, plan) -> Result:
+async def protocol_student(
+    server: Server, wave: int, session: int, timeout_s: float, plan, heavy: HeavyPlan | None = None
+) -> Result:
     """The same student as :func:`student`, speaking Streamlit's websocket protocol
     (:mod:`streamlit_client`) instead of driving a browser: the server does all the same
     work and serves the same pictures, but nothing is drawn, so 50 students cost the
     load generator little CPU. Latency: from the request to the run's last message, plus
-    fetching the run's new pictures. Each step checks what a student would see."""
+    fetching the run's new pictures. Each step checks what a student would see.
+
+    ``heavy`` (``--heavy``): what this student does besides (:class:`HeavyPlan`)."""
     from bench.streamlit_client import AppClient, AppError, Widget
 
     result = Result(server.name, wave, session)
@@ -515,6 +624,68 @@ async def protocol_student(server: Server, wave: int, session: int, timeout_s: f
         expect(found is not None, f"an unexpected heatmap title {titles[0]!r}")
         return found.group(1), int(found.group(2)), None
 
+    async def show_channel(run, channel: int):
+        """The Feature map on ``channel`` (1-based), as the student would choose it."""
+        _, shown_channel, explorer = shown_map(run)
+        if shown_channel == channel:
+            return run
+        if explorer is None:
+            box = next(w for w in run.widgets("number_input") if w.label.startswith("Channel"))
+            client.set_value(box, double_value=channel)
+            run = await step("change_channel", lambda: client.rerun(changed=box))
+        else:
+            args = json.loads(explorer.proto.json_args)
+            client.set_value(explorer, json_value=json.dumps({**args["state"], "channel": channel}))
+            run = await step("report_view", lambda: client.rerun(changed=explorer))
+        expect(shown_map(run)[1] == channel, f"channel {channel} not shown")
+        return run
+
+    async def large_upload(run) -> None:
+        assert heavy is not None and heavy.upload is not None
+        name, data, refused = heavy.upload
+        uploader = run.widget("file_uploader")
+        run = await step("upload_large", lambda: client.upload(uploader, name, data, "image/jpeg"))
+        if refused:
+            alerts = run.alerts()
+            expect(any(refused in alert for alert in alerts), f"{name} was not refused as expected: {alerts[:1]!r}")
+        else:
+            expect(sidebar_caption(run).startswith(name), f"{name} is not current: {sidebar_caption(run)!r}")
+
+    async def heavy_views(channels: int) -> None:
+        """The Model page's occlusion, saliency and Grad-CAM, then one channel's optimised picture."""
+        run = await step("open_model_page", lambda: client.rerun(page="model"))
+        button = run.widget("button", "Compute the occlusion map (a few seconds)")
+        run = await step("occlusion", lambda: client.rerun(trigger=button))
+        expect("when each area is covered" in run.texts(), "no occlusion map after its button")
+        button = run.widget("button", "Compute saliency and Grad-CAM (about a second)")
+        run = await step("saliency_gradcam", lambda: client.rerun(trigger=button))
+        shown = run.image_captions()
+        expect(
+            any(c.startswith("Saliency of") for c in shown) and any(c.startswith("Grad-CAM of") for c in shown),
+            "no saliency or Grad-CAM picture after their button",
+        )
+        run = await step("open_feature_map", lambda: client.rerun(page="feature_map"))
+        channel = 1 + session % channels  # the heavy students' channels differ: each computes its own
+        run = await show_channel(run, channel)
+        optimise = run.widgets("button", "Optimise a picture for channel")
+        if optimise:  # none: someone already computed this channel's picture, which is shown
+            run = await step("featurevis_channel", lambda: client.rerun(trigger=optimise[0]))
+        expect(
+            any(c.startswith(f"Channel {channel}:") for c in run.image_captions()),
+            f"no optimised picture of channel {channel}",
+        )
+
+    async def scan() -> None:
+        run = await step("open_classes", lambda: client.rerun(page="classes"))
+        start = run.widgets("button", "Scan the")
+        if start:  # none: the split was scanned in an earlier wave
+            client.timeout = 3 * timeout_s  # the whole split, while the class goes on clicking
+            try:
+                run = await step("scan", lambda: client.rerun(trigger=start[0]))
+            finally:
+                client.timeout = timeout_s
+        expect("scanned photos of the" in run.texts(), "the scan's results are not shown")
+
     try:
         run = await step("open", client.open)
         looks = run.widgets("button", "Look inside")
@@ -535,8 +706,11 @@ async def protocol_student(server: Server, wave: int, session: int, timeout_s: f
         uploader = run.widget("file_uploader")
         run = await step("upload", lambda: client.upload(uploader, filename, photo, "image/png"))
         expect(sidebar_caption(run).startswith(filename), f"the upload is not current: {sidebar_caption(run)!r}")
+        if heavy is not None and heavy.upload is not None:
+            await large_upload(run)
+            result.heavy_done = time.monotonic()
 
-        for label, channels, layer_name in plan:
+        for round_, (label, channels, layer_name) in enumerate(plan):
             run = await step("open_feature_map", lambda: client.rerun(page="feature_map"))
             shown_layer, shown_channel, explorer = shown_map(run)
             if explorer is None:
@@ -560,6 +734,12 @@ async def protocol_student(server: Server, wave: int, session: int, timeout_s: f
             run = await step("open_grid", lambda: client.rerun(page="layer_grid"))
             tiles = tile_count(run)
             expect(tiles == channels, f"the grid shows {tiles} tiles, not {channels}")
+            if round_ == 0 and heavy is not None and (heavy.views or heavy.scan):
+                if heavy.views:
+                    await heavy_views(channels)
+                if heavy.scan:
+                    await scan()
+                result.heavy_done = time.monotonic()
     except (AppError, TimeoutError, OSError, StopIteration) as error:
         result.errors.append(f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}")
     finally:
@@ -674,9 +854,12 @@ async def server_view_change(page, what: str, turn: int, timeout_s: float) -> fl
 # -- waves -------------------------------------------------------------------------------------------------
 
 
-async def run_wave(browser, server: Server, wave: int, count: int, args, plans, probe_browser=None) -> list[Result]:
+async def run_wave(
+    browser, server: Server, wave: int, count: int, args, plans, probe_browser=None, heavy=None
+) -> list[Result]:
     """One wave of ``count`` students; ``browser`` is None with ``--client protocol``, where
-    ``probe_browser`` (with ``--browsers N``) runs N probe pages while the wave lasts."""
+    ``probe_browser`` (with ``--browsers N``) runs N probe pages while the wave lasts and
+    ``heavy`` (with ``--heavy``) is each session's :class:`HeavyPlan`."""
     per_context = max(1, args.sessions_per_context)
     contexts = (
         [] if browser is None else [await new_context(browser, args.timeout) for _ in range(0, count, per_context)]
@@ -694,7 +877,9 @@ async def run_wave(browser, server: Server, wave: int, count: int, args, plans, 
     async def one(session: int) -> Result:
         await asyncio.sleep(random.Random(session).uniform(0, args.ramp))
         if browser is None:
-            return await protocol_student(server, wave, session, args.timeout, plans[session])
+            return await protocol_student(
+                server, wave, session, args.timeout, plans[session], heavy[session] if heavy else None
+            )
         context = contexts[session // per_context]
         return await student(context, server, wave, session, args.timeout, plans[session], args.screenshots)
 
@@ -758,6 +943,24 @@ def rss_summary(server: Server, start: float, end: float, settle_end: float) -> 
     }
 
 
+def heavy_memory(server: Server, results: list[Result], started: float, settle_end: float) -> dict | None:
+    """With ``--heavy``: when the wave's last heavy action ended (seconds since the start), the
+    resident memory then, at the first sample :data:`AFTER_S` seconds later (``None`` when the
+    sampling ended before), and the most after that."""
+    ends = [result.heavy_done for result in results if result.heavy_done is not None]
+    if not ends:
+        return None
+    end = max(ends) - started
+    at_end = [rss for t, rss, _ in server.samples if t >= end]
+    later = [(t, rss) for t, rss, _ in server.samples if end + AFTER_S <= t <= settle_end]
+    return {
+        "end_s": end,
+        "rss_at_end_mb": at_end[0] if at_end else float("nan"),
+        "rss_after_mb": later[0][1] if later else None,
+        "max_after_mb": max(rss for _, rss in later) if later else None,
+    }
+
+
 async def main_async(args) -> dict:
     from playwright.async_api import async_playwright
 
@@ -765,6 +968,14 @@ async def main_async(args) -> dict:
     servers: list[Server] = []
     started = time.monotonic()
     report: dict = {"waves": [], "machine": machine(), "args": vars(args) | {"out": str(args.out)}}
+    # The large pictures are made before any server starts (the largest takes a while).
+    heavy = heavy_plans(max(args.sessions), args.heavy_every, args.large_every) if args.heavy else None
+    if heavy:
+        report["heavy_plans"] = [
+            {"session": i, "views": h.views, "scan": h.scan, "upload": h.upload[0] if h.upload else None,
+             "upload_mb": len(h.upload[1]) / 1e6 if h.upload else None, "refused": bool(h.upload and h.upload[2])}
+            for i, h in enumerate(heavy)
+        ]  # fmt: skip
     try:
         if args.url:
             servers.append(Server("given", args.url.rstrip("/"), pid=args.server_pid))
@@ -787,7 +998,7 @@ async def main_async(args) -> dict:
                     begin = time.monotonic() - started
                     server.marks.append((begin, f"{count} sessions"))
                     client_before = sampler.client_cpu + own_cpu()
-                    results = await run_wave(browser, server, wave, count, args, plans, probe_browser)
+                    results = await run_wave(browser, server, wave, count, args, plans, probe_browser, heavy)
                     end = time.monotonic() - started
                     client_cpu = sampler.client_cpu + own_cpu() - client_before
                     await asyncio.sleep(args.settle)
@@ -800,6 +1011,7 @@ async def main_async(args) -> dict:
                         rss=rss_summary(server, begin, end, settle_end),
                         client_cpu_s=client_cpu,
                         window=(begin, end, settle_end),
+                        heavy=heavy_memory(server, results, started, settle_end),
                     )
                     report["waves"].append(summary)
                     print(format_wave(summary), flush=True)
@@ -850,7 +1062,33 @@ def format_wave(summary: dict) -> str:
         parts.append(f"  {name:<17} n={step['count']:<4} p50 {step['p50']:.2f} s  p95 {step['p95']:.2f} s")
     for error in summary["errors"][:5]:
         parts.append(f"  error: {error}")
+    for what, target, measured, met in heavy_targets(summary):
+        parts.append(f"  target {what}: {target}; measured {measured}: {'met' if met else 'NOT MET'}")
     return "\n".join(parts)
+
+
+def heavy_targets(summary: dict) -> list[tuple[str, str, str, bool]]:
+    """Issue 28's targets for a heavy wave (none for a light one): (what, target, measured, met)."""
+    heavy = summary.get("heavy")
+    if heavy is None:
+        return []
+    peak = summary["rss"]["peak_mb"]
+    after = heavy["max_after_mb"]
+    rows = [
+        ("errors", "0", str(len(summary["errors"])), not summary["errors"]),
+        ("resident memory at its peak", f"at most {PEAK_TARGET_MB:,.0f} MB", f"{peak:,.0f} MB", peak <= PEAK_TARGET_MB),
+        (
+            f"resident memory from {AFTER_S:.0f} s after the last heavy action",
+            f"under {AFTER_TARGET_MB:,.0f} MB",
+            "not sampled" if after is None else f"at most {after:,.0f} MB",
+            after is not None and after < AFTER_TARGET_MB,
+        ),
+    ]
+    for name, limit in LIGHT_TARGETS_S.items():
+        step = summary["steps"].get(name)
+        p95 = step["p95"] if step else float("nan")
+        rows.append((f"{name} p95", f"at most {limit:g} s", f"{p95:.2f} s", step is not None and p95 <= limit))
+    return rows
 
 
 def machine() -> dict:
@@ -990,6 +1228,8 @@ def markdown(report: dict) -> str:
                     f"| {count} | {server} | {cpu[server]:.0f} | {cpu[server] / cpu[base]:.2f} | "
                     f"{np.median(ratios):.2f} |"
                 )
+    if any(wave.get("heavy") for wave in report["waves"]):
+        lines += heavy_markdown(report)
     errors = [(wave["server"], wave["count"], error) for wave in report["waves"] for error in wave["errors"]]
     if errors:
         lines += ["", "Errors:", ""] + [f"- [{s}] {n} sessions: {e}" for s, n, e in errors[:30]]
@@ -999,6 +1239,58 @@ def markdown(report: dict) -> str:
         for name, found in problems.items():
             lines += [f"- [{name}] `{line[:200]}`" for line in found]
     return "\n".join(lines) + "\n"
+
+
+def heavy_markdown(report: dict) -> list[str]:
+    """The heavy class's section: who did what, the memory after the heavy work, the targets."""
+    plans = report.get("heavy_plans", [])
+    args = report["args"]
+    views = [p["session"] for p in plans if p["views"]]
+    uploads = [p for p in plans if p["upload"]]
+    lines = [
+        "",
+        "## The heavy class (`--heavy`)",
+        "",
+        f"Besides the steps above, {len(views)} of {len(plans)} students (every {args['heavy_every']}th) opened "
+        "the Model page after their first round and computed the occlusion map (`occlusion`), then saliency and "
+        "Grad-CAM (`saliency_gradcam`), then on the Feature map chose a channel of their own and optimised its "
+        'picture (`featurevis_channel`, "what this channel looks for"); the first of them then opened Cats vs dogs '
+        "and scanned the split (`open_classes`, `scan`). After their first upload, "
+        f"{len(uploads)} students uploaded a large JPEG made by the script (`upload_large`): "
+        + ", ".join(
+            f"{p['upload'].split('-', 1)[1]} ({p['upload_mb']:.1f} MB, {'refused as expected' if p['refused'] else 'shown'})"
+            for p in uploads
+        )
+        + ". Each heavy step checks what the student sees (the occlusion map, both pictures, the channel's "
+        "picture, the scanned split's results, the upload shown or its refusal).",
+        "",
+        "| server | sessions | last heavy action (s since start) | RSS then (MB) | RSS peak of the wave (MB) "
+        f"| RSS {AFTER_S:.0f} s later (MB) | most RSS from then on (MB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for wave in report["waves"]:
+        heavy = wave.get("heavy")
+        if not heavy:
+            continue
+        after = "-" if heavy["rss_after_mb"] is None else f"{heavy['rss_after_mb']:,.0f}"
+        most = "-" if heavy["max_after_mb"] is None else f"{heavy['max_after_mb']:,.0f}"
+        lines.append(
+            f"| {wave['server']} | {wave['count']} | {heavy['end_s']:.0f} | {heavy['rss_at_end_mb']:,.0f} | "
+            f"{wave['rss']['peak_mb']:,.0f} | {after} | {most} |"
+        )
+    lines += [
+        "",
+        "### Targets (issue 28)",
+        "",
+        "| server | sessions | target | measured | met |",
+        "|---|---|---|---|---|",
+    ]
+    for wave in report["waves"]:
+        for what, target, measured, met in heavy_targets(wave):
+            lines.append(
+                f"| {wave['server']} | {wave['count']} | {what}: {target} | {measured} | {'yes' if met else '**no**'} |"
+            )
+    return lines
 
 
 def plot(report: dict, path: Path) -> None:
@@ -1018,6 +1310,14 @@ def plot(report: dict, path: Path) -> None:
         colour = colours.setdefault(wave["server"], f"C{len(colours)}")
         ax.axvspan(begin, end, alpha=0.12, color=colour)
         ax.text(begin, 0.02, str(wave["count"]), transform=ax.get_xaxis_transform(), fontsize=8)
+        heavy = wave.get("heavy")
+        if heavy:
+            ax.axvline(heavy["end_s"], color=colour, linestyle="--", linewidth=1)
+            ax.axvline(heavy["end_s"] + AFTER_S, color=colour, linestyle=":", linewidth=1)
+    if any(wave.get("heavy") for wave in report["waves"]):
+        ax.axhline(PEAK_TARGET_MB, color="firebrick", linewidth=0.8, label=f"peak target ({PEAK_TARGET_MB:,.0f} MB)")
+        ax.axhline(AFTER_TARGET_MB, color="darkorange", linewidth=0.8, label=f"target {AFTER_S:.0f} s after (dotted)")
+        ax.plot([], [], color="grey", linestyle="--", label="last heavy action")
     ax.set_ylim(bottom=0)
     ax.set(
         xlabel="seconds since start",
@@ -1065,6 +1365,20 @@ def parse_args(argv=None):
         help="with --client protocol: this many real Chromium pages change channel, colours and scale on the "
         "Feature map while each wave runs, timing what a student sees (browser_* rows)",
     )
+    parser.add_argument(
+        "--heavy",
+        action="store_true",
+        help="with --client protocol: a heavy class (issue 28): every --heavy-every-th student also runs "
+        "occlusion, saliency and Grad-CAM and one channel's optimised picture after the first round, the "
+        "first one also a scan, and every --large-every-th (from the third) uploads a large or progressive "
+        "JPEG made here; reports the memory after the heavy work and the targets",
+    )
+    parser.add_argument(
+        "--heavy-every", type=int, default=5, help="with --heavy: one student in this many runs the heavy views"
+    )
+    parser.add_argument(
+        "--large-every", type=int, default=10, help="with --heavy: one student in this many uploads a large JPEG"
+    )
     parser.add_argument("--url", help="an app already running (on 127.0.0.1) instead of starting one")
     parser.add_argument("--server-pid", type=int, help="with --url: the server's process id, to sample its RSS")
     parser.add_argument(
@@ -1082,6 +1396,12 @@ def parse_args(argv=None):
         parser.error(f"at most {MAX_SESSIONS} sessions per wave")
     if args.url and not args.url.startswith(("http://127.0.0.1", "http://localhost")):
         parser.error("--url must be on 127.0.0.1 (this script never loads another machine)")
+    if args.heavy and args.client != "protocol":
+        parser.error("--heavy needs --client protocol")
+    if args.heavy_every < 1 or args.large_every < 1:
+        parser.error("--heavy-every and --large-every must be at least 1")
+    if args.heavy:
+        args.settle = max(args.settle, AFTER_S + 15)  # the memory a minute after the heavy work is sampled
     return args
 
 
@@ -1091,7 +1411,7 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(markdown(report))
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
-    plot(report, args.plot or args.out.with_name("load_rss.png"))
+    plot(report, args.plot or args.out.with_name(f"{args.out.stem}_rss.png"))
     print(f"Wrote {args.out}, {args.out.with_suffix('.json')} and the RSS plot.")
     errors = sum(len(w["errors"]) for w in report["waves"])
     return 1 if errors else 0

@@ -108,6 +108,19 @@ class Run:
             element.markdown.body for element, _ in self.elements if element.WhichOneof("type") == "markdown"
         )
 
+    def alerts(self) -> list[str]:
+        """The bodies of the run's ``st.error``, ``st.warning``, ``st.info`` and ``st.success`` boxes."""
+        return [element.alert.body for element, _ in self.elements if element.WhichOneof("type") == "alert"]
+
+    def image_captions(self) -> list[str]:
+        """The captions of the run's pictures (``st.image``), in order."""
+        return [
+            image.caption
+            for element, _ in self.elements
+            if element.WhichOneof("type") == "imgs"
+            for image in element.imgs.imgs
+        ]
+
 
 def _http(method: str, url: str, headers: dict[str, str], body: bytes | None = None, timeout: float = 300):
     request = urllib.request.Request(url, data=body, method=method, headers=headers)

@@ -85,3 +85,69 @@ def test_the_protocol_client_reports_an_exception_element(tmp_path):
             assert "RuntimeError" in str(error) and "boom" in str(error)
         else:
             raise AssertionError("the exception element was not reported")
+
+
+def progressive_jpeg_declaring(width: int, height: int) -> bytes:
+    """A small 4:4:4 progressive JPEG whose frame header declares ``width`` x ``height``: the
+    app counts a progressive JPEG's coefficient buffers from that header and refuses it before
+    decoding, as it does the 13,370 x 13,370 one the heavy load test uploads (which takes a
+    while to make)."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(out, "JPEG", progressive=True, quality=10, subsampling=0)
+    data = bytearray(out.getvalue())
+    at = data.find(b"\xff\xc2")
+    data[at + 5 : at + 7] = height.to_bytes(2, "big")
+    data[at + 7 : at + 9] = width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_a_heavy_student_computes_every_heavy_view_and_a_large_upload_is_refused(tmp_path, dataset):
+    """--heavy's student (bench/load_test.py) on a real server: occlusion, saliency and
+    Grad-CAM, one channel's picture, a scan of the split, and the issue's progressive JPEG
+    refused with its message; every step checks what the student sees."""
+    from bench.load_test import (
+        HEAVY_INTERACTIONS,
+        INTERACTIONS,
+        LARGE_PICTURES,
+        HeavyPlan,
+        Server,
+        layer_plans,
+        protocol_student,
+    )
+
+    root = tmp_path / "photos"  # 20 test photos: the gallery's, and a scan of seconds
+    for item in dataset.sample("test", per_class=10, seed=2):
+        target = root / "test" / item.class_name / item.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(item.path)
+    refused = LARGE_PICTURES[0].refused
+    assert refused is not None
+    heavy = HeavyPlan(views=True, scan=True, upload=("huge.jpg", progressive_jpeg_declaring(13370, 13370), refused))
+    env = server_env(FEATAPP_DATA_DIR=str(root), FEATAPP_CACHE_DIR=str(tmp_path / "cache"), FEATAPP_VIS_STEPS="4")
+    with streamlit_server(tmp_path / "server.log", env) as url:
+        result = asyncio.run(protocol_student(Server("test", url), 1, 0, 180, layer_plans(1, 1)[0], heavy))
+    assert result.errors == []
+    assert set(HEAVY_INTERACTIONS) <= set(result.latencies) <= set(INTERACTIONS)
+    assert result.heavy_done is not None
+
+
+def test_the_large_pictures_are_what_the_heavy_test_says(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from bench.load_test import LARGE_PICTURES, large_picture
+
+    for picture in LARGE_PICTURES:
+        if picture.size[0] * picture.size[1] > 20_000_000:
+            continue  # the two largest take a while to make; their recipe is the same code
+        data = large_picture(picture, session=3)
+        assert len(data) < 10_000_000  # the app's upload limit
+        image = Image.open(io.BytesIO(data))
+        assert image.size == picture.size
+        assert bool(image.info.get("progressive")) == picture.progressive
+        assert large_picture(picture, session=4) != data  # a picture of each student's own

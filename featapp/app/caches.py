@@ -16,8 +16,11 @@ Caching lives here and only here, so the library stays free of Streamlit:
   they are made read-only (:func:`_read_only`): a page that wrote into one would change
   it for every student.
 * The gallery's 20 photos and one layer of their activations are held the same way, by
-  sample; :data:`GALLERY_LAYER_CACHE` bounds the largest of these (layer 1 of 20 photos
-  is 56 MB, which ``st.cache_data`` copied on every rerun of the Neuron page).
+  sample; :data:`GALLERY_LAYER_CACHE_BYTES` bounds the layers in bytes (layer 1 of 20 photos
+  is 56 MB, which ``st.cache_data`` copied on every rerun of the Neuron page; a deep layer
+  is a small fraction of that). The training strip's snapshot layers
+  (:data:`STRIP_CACHE_BYTES`) and what a scan keeps in memory (its statistics, map and
+  thumbnails, :data:`SCAN_CACHE_BYTES`) are bounded in bytes too (:class:`_ByteBudget`).
 * What a view sends is made once per view, for every session: the Feature map's chart
   (:func:`heatmap_spec`, :data:`HEATMAP_CACHE_ENTRIES`), the Layer grid's
   (:func:`tile_grid`), the training strip (:func:`training_strip`) and the gallery's
@@ -38,10 +41,11 @@ import os
 import stat
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -99,7 +103,9 @@ __all__ = [
     "ACTIVATION_CACHE_IMAGES",
     "ACTIVATION_CACHE_BYTES",
     "GALLERY_CACHE_SAMPLES",
-    "GALLERY_LAYER_CACHE",
+    "GALLERY_LAYER_CACHE_BYTES",
+    "STRIP_CACHE_BYTES",
+    "SCAN_CACHE_BYTES",
     "GALLERY_SIZE",
     "PNG_CACHE_ENTRIES",
     "HEATMAP_CACHE_ENTRIES",
@@ -168,8 +174,15 @@ ACTIVATION_CACHE_BYTES = settings.cache_mb() * 1_000_000
 for the lecture's model); ``$FEATAPP_CACHE_MB`` changes it (read once, when the app starts)."""
 GALLERY_CACHE_SAMPLES = 4
 """Gallery samples (20 photos each, 1.35 MB of pixels) kept decoded."""
-GALLERY_LAYER_CACHE = 2
-"""Layers of gallery activations kept (at most 56 MB each: layer 1 for 20 photos)."""
+GALLERY_LAYER_CACHE_BYTES = 120_000_000
+"""Bytes of gallery layers kept (one layer of every gallery photo): two of the largest (layer 1
+for 20 photos, 56 MB), or many deeper ones."""
+STRIP_CACHE_BYTES = 100_000_000
+"""Bytes of snapshot layers kept for the training strip (six per strip; layer 1 of one image is
+2.8 MB a snapshot, a deep layer a few kB)."""
+SCAN_CACHE_BYTES = 150_000_000
+"""Bytes of scans kept in memory: their statistics (41 MB for the lecture's model and 4,000
+photos), their maps of the feature space and their thumbnails."""
 GALLERY_SIZE = 20
 """Photos in one gallery sample, split over the classes."""
 
@@ -215,8 +228,11 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-class _ByteLedger:
-    """The bytes of each cached image's activations, least recently used first.
+K = TypeVar("K", bound=Hashable)
+
+
+class _ByteLedger(Generic[K]):
+    """The bytes of each cached entry (an image's activations, say), least recently used first.
 
     Streamlit's caches count entries, not bytes, so this keeps the sum and names the
     entries to drop; Streamlit tells it (``on_release``) when it drops one itself (its
@@ -224,11 +240,11 @@ class _ByteLedger:
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self.sizes: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self.sizes: OrderedDict[K, int] = OrderedDict()
         self.total = 0
         self._lock = threading.Lock()
 
-    def used(self, key: tuple[str, str], size: int) -> list[tuple[str, str]]:
+    def used(self, key: K, size: int) -> list[K]:
         """Count a read of ``key``; returns the entries to drop to get back within the budget
         (never the one just read: a page needs at least that)."""
         with self._lock:
@@ -244,12 +260,101 @@ class _ByteLedger:
                 dropped.append(old)
             return dropped
 
-    def released(self, key: tuple[str, str]) -> None:
+    def released(self, key: K) -> None:
         with self._lock:
             self.total -= self.sizes.pop(key, 0)
 
 
-_ACTIVATION_BYTES = _ByteLedger(ACTIVATION_CACHE_BYTES)
+_ACTIVATION_BYTES: _ByteLedger[tuple[str, str]] = _ByteLedger(ACTIVATION_CACHE_BYTES)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Sized(Generic[T]):
+    """A value cached under a :class:`_ByteBudget`: its key there and its size."""
+
+    key: tuple
+    value: T
+    nbytes: int
+
+
+class _ByteBudget:
+    """Bounds one or more ``st.cache_resource`` functions in bytes, as the activation cache is:
+    each read of an entry counts it as used, and past the budget the least recently used ones
+    are cleared from their caches (never the one just read). The cached functions return
+    :class:`_Sized` entries and name :meth:`released` as their ``on_release``, so entries that
+    Streamlit drops itself (its entry limit, time limit, "Clear caches") leave the count too."""
+
+    def __init__(self, budget: int) -> None:
+        self.ledger: _ByteLedger[Hashable] = _ByteLedger(budget)
+        self._clear: dict[Hashable, Callable[[], None]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def total(self) -> int:
+        """Bytes counted now."""
+        return self.ledger.total
+
+    def read(self, entry: _Sized[T], clear: Callable[[], None]) -> T:
+        """``entry``'s value, counted as just used; ``clear`` removes it from its cache."""
+        with self._lock:
+            self._clear[entry.key] = clear
+        for key in self.ledger.used(entry.key, entry.nbytes):
+            with self._lock:
+                drop = self._clear.pop(key, None)
+            if drop is not None:
+                drop()
+        return entry.value
+
+    def released(self, entry: _Sized) -> None:
+        self.ledger.released(entry.key)
+        with self._lock:
+            self._clear.pop(entry.key, None)
+
+
+def _nbytes(value: object, seen: set[int] | None = None) -> int:
+    """The bytes of the arrays, strings and bytes that ``value`` holds, through containers,
+    dataclasses and plain objects' attributes (each array's memory counted once)."""
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    if isinstance(value, np.ndarray):
+        base = value
+        while isinstance(base.base, np.ndarray):
+            base = base.base
+        if base is not value:
+            return _nbytes(base, seen)
+        return int(value.nbytes)
+    if isinstance(value, (bytes, bytearray, str)):
+        return len(value)
+    if isinstance(value, Mapping):
+        return sum(_nbytes(k, seen) + _nbytes(v, seen) for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return sum(_nbytes(item, seen) for item in value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return sum(_nbytes(getattr(value, f.name), seen) for f in fields(value))
+    attributes = getattr(value, "__dict__", None)
+    return _nbytes(attributes, seen) if isinstance(attributes, dict) else 0
+
+
+_GALLERY_LAYER_BYTES = _ByteBudget(GALLERY_LAYER_CACHE_BYTES)
+_STRIP_BYTES = _ByteBudget(STRIP_CACHE_BYTES)
+_SCAN_BYTES = _ByteBudget(SCAN_CACHE_BYTES)
+
+
+# Looked up when called, so a test can put a smaller budget in their place.
+def _release_gallery_layer(entry: _Sized) -> None:
+    _GALLERY_LAYER_BYTES.released(entry)
+
+
+def _release_strip_layer(entry: _Sized) -> None:
+    _STRIP_BYTES.released(entry)
+
+
+def _release_scan_part(entry: _Sized) -> None:
+    _SCAN_BYTES.released(entry)
 
 
 @dataclass(frozen=True)
@@ -392,27 +497,28 @@ def detectors(model: FeatureModel) -> list[DetectorMatch]:
     return _detectors(model_sha=model.sha256, _model=model)
 
 
-@st.cache_resource(max_entries=2, ttl=3600, show_spinner=False)
+@st.cache_resource(max_entries=16, ttl=3600, show_spinner=False, on_release=_release_scan_part)
 def _neuron_stats(
     model_sha: str, root: str, split: str, mtime_ns: int, _model: FeatureModel, _data: Dataset
-) -> NeuronStats | None:
-    return analysis.load_cached(_model, _data, split=split)
+) -> _Sized[NeuronStats | None]:
+    stats = analysis.load_cached(_model, _data, split=split)
+    return _Sized(("stats", model_sha, root, split, mtime_ns), stats, _nbytes(stats))
 
 
 def neuron_stats(model: FeatureModel, data: Dataset, split: str) -> NeuronStats | None:
     """The scanned neuron statistics of a split (:mod:`featapp.stats.analysis`), or ``None`` before a scan.
 
-    Kept in memory once loaded (about 41 MB for the lecture's model and 4,000 photos);
-    the cache file's time stamp is in the key, so a new scan is picked up. Photos added to
-    or removed from the split after the scan was loaded do not change that key, so each
-    session checks the folder's listing against the scan once (its first call) and gets
-    ``None``, a scan to redo, when they differ.
+    Kept in memory once loaded (about 41 MB for the lecture's model and 4,000 photos), within
+    :data:`SCAN_CACHE_BYTES`; the cache file's time stamp is in the key, so a new scan is picked
+    up. Photos added to or removed from the split after the scan was loaded do not change that
+    key, so each session checks the folder's listing against the scan once (its first call)
+    and gets ``None``, a scan to redo, when they differ.
     """
     path = analysis.cache_path(model, data, split)
     mtime = path.stat().st_mtime_ns if path.is_file() else 0
-    stats = _neuron_stats(
-        model_sha=model.sha256, root=str(data.root), split=split, mtime_ns=mtime, _model=model, _data=data
-    )
+    key: dict[str, Any] = {"model_sha": model.sha256, "root": str(data.root), "split": split, "mtime_ns": mtime}
+    entry = _neuron_stats(**key, _model=model, _data=data)
+    stats = _SCAN_BYTES.read(entry, lambda: _neuron_stats.clear(**key, _model=None, _data=None))
     if stats is None:
         return None
     checked = st.session_state.setdefault(SCANS_CHECKED, set())
@@ -482,35 +588,40 @@ def separation(stats: NeuronStats, layer: str, by: str, positive: str | None = N
     )
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
+@st.cache_resource(max_entries=16, show_spinner=False, on_release=_release_scan_part)
 def _projection(
     model_sha: str, fingerprint: str, split: str, layer: str, method: str, _stats: NeuronStats
-) -> Projection:
-    return projection_module.load_or_fit(_stats, layer, method)
+) -> _Sized[Projection]:
+    fitted = projection_module.load_or_fit(_stats, layer, method)
+    return _Sized(("projection", model_sha, fingerprint, split, layer, method), fitted, _nbytes(fitted))
 
 
 def projection(stats: NeuronStats, layer: str = "dense", method: str = "pca") -> Projection:
-    """The scan's 2-D map (:func:`featapp.stats.projection.load_or_fit`: fitted once, cached on disk and here)."""
-    return _projection(
-        model_sha=stats.model_sha256,
-        fingerprint=stats.dataset_fingerprint,
-        split=str(stats.split),
-        layer=layer,
-        method=method,
-        _stats=stats,
-    )
+    """The scan's 2-D map (:func:`featapp.stats.projection.load_or_fit`: fitted once, cached on
+    disk and here, within :data:`SCAN_CACHE_BYTES`)."""
+    key = {
+        "model_sha": stats.model_sha256,
+        "fingerprint": stats.dataset_fingerprint,
+        "split": str(stats.split),
+        "layer": layer,
+        "method": method,
+    }
+    entry = _projection(**key, _stats=stats)
+    return _SCAN_BYTES.read(entry, lambda: _projection.clear(**key, _stats=None))
 
 
-@st.cache_resource(max_entries=2, show_spinner=False)
-def _thumbnails(fingerprint: str, split: str, count: int, _paths: tuple) -> list[str | None]:
-    return projection_module.thumbnail_data_urls(_paths)
+@st.cache_resource(max_entries=16, show_spinner=False, on_release=_release_scan_part)
+def _thumbnails(fingerprint: str, split: str, count: int, _paths: tuple) -> _Sized[list[str | None]]:
+    urls = projection_module.thumbnail_data_urls(_paths)
+    return _Sized(("thumbnails", fingerprint, split, count), urls, _nbytes(urls))
 
 
 def thumbnails(stats: NeuronStats) -> list[str | None]:
-    """A small JPEG data URL per scanned photo, for the map's tooltips (made once per scan, about 2 kB each)."""
-    return _thumbnails(
-        fingerprint=stats.dataset_fingerprint, split=str(stats.split), count=len(stats), _paths=tuple(stats.paths)
-    )
+    """A small JPEG data URL per scanned photo, for the map's tooltips (made once per scan, about
+    2 kB each; within :data:`SCAN_CACHE_BYTES`)."""
+    key: dict[str, Any] = {"fingerprint": stats.dataset_fingerprint, "split": str(stats.split), "count": len(stats)}
+    entry = _thumbnails(**key, _paths=tuple(stats.paths))
+    return _SCAN_BYTES.read(entry, lambda: _thumbnails.clear(**key, _paths=None))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -728,18 +839,20 @@ def gallery_prediction(model: FeatureModel, pixels: np.ndarray) -> Prediction | 
     return _gallery_prediction(model_sha=model.sha256, sample_key=image_key(pixels), _model=model, _pixels=pixels)
 
 
-@st.cache_resource(max_entries=GALLERY_LAYER_CACHE, show_spinner=False)
+@st.cache_resource(max_entries=64, show_spinner=False, on_release=_release_gallery_layer)
 def _gallery_layer(
     model_sha: str, sample_key: str, layer: str, _model: FeatureModel, _pixels: np.ndarray
-) -> np.ndarray:
-    return _read_only(_model.activations(_pixels, layers=[layer])[layer])
+) -> _Sized[np.ndarray]:
+    maps = _read_only(_model.activations(_pixels, layers=[layer])[layer])
+    return _Sized((model_sha, sample_key, layer), maps, maps.nbytes)
 
 
 def gallery_layer(model: FeatureModel, pixels: np.ndarray, layer: str) -> np.ndarray:
-    """One layer's output for every gallery photo: ``(N, C, H, W)`` or ``(N, units)``."""
-    return _gallery_layer(
-        model_sha=model.sha256, sample_key=image_key(pixels), layer=layer, _model=model, _pixels=pixels
-    )
+    """One layer's output for every gallery photo: ``(N, C, H, W)`` or ``(N, units)``; shared
+    and read-only, within :data:`GALLERY_LAYER_CACHE_BYTES`."""
+    key = {"model_sha": model.sha256, "sample_key": image_key(pixels), "layer": layer}
+    entry = _gallery_layer(**key, _model=model, _pixels=pixels)
+    return _GALLERY_LAYER_BYTES.read(entry, lambda: _gallery_layer.clear(**key, _model=None, _pixels=None))
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -876,13 +989,12 @@ def tile_grid(
     return chart, list(ordered), list(dead)
 
 
-STRIP_LAYER_ENTRIES = 96
-"""Snapshot layers kept for the training strip: 16 strips of 6 snapshots (at most 135 MB, for layer 1)."""
-
-
-@st.cache_resource(max_entries=STRIP_LAYER_ENTRIES, show_spinner=False)
-def _layer_maps(model_sha: str, image_key: str, layer: str, _model: FeatureModel, _image: np.ndarray) -> np.ndarray:
-    return _read_only(np.ascontiguousarray(_model.activations(_image[np.newaxis], layers=[layer])[layer][0]))
+@st.cache_resource(max_entries=1024, show_spinner=False, on_release=_release_strip_layer)
+def _layer_maps(
+    model_sha: str, image_key: str, layer: str, _model: FeatureModel, _image: np.ndarray
+) -> _Sized[np.ndarray]:
+    maps = _read_only(np.ascontiguousarray(_model.activations(_image[np.newaxis], layers=[layer])[layer][0]))
+    return _Sized((model_sha, image_key, layer), maps, maps.nbytes)
 
 
 def strip_layer(model: FeatureModel, image: CurrentImage, layer: str) -> np.ndarray:
@@ -890,8 +1002,11 @@ def strip_layer(model: FeatureModel, image: CurrentImage, layer: str) -> np.ndar
     :func:`activations`. The strip runs every snapshot on each new photo but needs one
     layer of each: stored there, six snapshots' whole activations (5.5 MB each) pushed the
     students' own photos out of that cache, so with a class each of their clicks ran the
-    model again (seen in a py-spy profile of 50 students, ``bench/results/load_profile.md``)."""
-    return _layer_maps(model_sha=model.sha256, image_key=image.key, layer=layer, _model=model, _image=image.array)
+    model again (seen in a py-spy profile of 50 students, ``bench/results/load_profile.md``).
+    Within :data:`STRIP_CACHE_BYTES`."""
+    key = {"model_sha": model.sha256, "image_key": image.key, "layer": layer}
+    entry = _layer_maps(**key, _model=model, _image=image.array)
+    return _STRIP_BYTES.read(entry, lambda: _layer_maps.clear(**key, _model=None, _image=None))
 
 
 @st.cache_data(max_entries=PNG_CACHE_ENTRIES, show_spinner=False)

@@ -19,8 +19,12 @@ import ctypes
 import hashlib
 import os
 import sys
+import threading
+import time
+import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -44,6 +48,7 @@ __all__ = [
     "graph_input",
     "input_gradient_in_pixels",
     "pixel_affine",
+    "batch_run_slot",
     "DEFAULT_MODEL_PATH",
     "models_dir",
     "MODEL_ENV",
@@ -165,13 +170,104 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+_BATCH_RUNS = threading.BoundedSemaphore(1)
+RETURN_DELAY_S = 2.0
+"""Seconds without a batch or gradient run before the memory they freed is given back to the system."""
+
+
+class _FreedMemory:
+    """Gives the memory that batch and gradient runs used back to the system, once they pause.
+
+    Two places keep it. The batch sessions' arenas (:meth:`FeatureModel._session_for`): with the
+    arena a batch run reuses the last one's memory instead of fetching it from the system again,
+    which made occlusion and scans much slower without it (bench/results/arena_memory.md), so
+    the arena stays on while such runs follow each other and is shrunk once they stop. And the C
+    library: glibc keeps freed blocks in the process for reuse (the gradient sessions, which go
+    without an arena, and everything else); ``malloc_trim`` returns them. Both run
+    :data:`RETURN_DELAY_S` after the last run, in a thread of its own (ONNX Runtime and
+    ``ctypes`` let other threads run meanwhile), not after each run: a channel's picture is 128
+    runs, and releasing between them would make each run fetch its memory again."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.returned = 0  # how many times memory was given back (for the tests)
+        self._due: float | None = None
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._trim = _malloc_trim()
+        self._arenas: weakref.WeakSet[FeatureModel] = weakref.WeakSet()
+
+    def shrink_later(self, model: FeatureModel) -> None:
+        """Shrink ``model``'s batch session's arena whenever runs pause."""
+        self._arenas.add(model)
+
+    def ran(self) -> None:
+        """A batch or gradient run just ended: give the memory back once runs pause."""
+        with self._changed:
+            self._due = time.monotonic() + self.delay_s
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._wait_and_return, name="featapp-freed-memory", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def _wait_and_return(self) -> None:
+        while True:
+            with self._changed:
+                while self._due is None or time.monotonic() < self._due:
+                    self._changed.wait(None if self._due is None else self._due - time.monotonic())
+                self._due = None
+            for model in list(self._arenas):
+                model._shrink_batch_arena()
+            if self._trim is not None:
+                self._trim(0)
+            self.returned += 1
+
+
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or ``None`` where the C library has none (macOS, musl, Windows)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+FREED_MEMORY = _FreedMemory(RETURN_DELAY_S)
+
+
+@contextmanager
+def batch_run_slot() -> Iterator[None]:
+    """Hold the process's one slot for a run of several images or a gradient run.
+
+    Such a run needs much more working memory than a single image's, for a moment (occlusion's
+    copies, SmoothGrad's noisy copies, a scan's batch); a class whose heavy clicks all ran at
+    once would add those peaks up. One at a time, each waiting only for the run in progress
+    (not for a whole computation), keeps the process's peak at one run's, and leaves the other
+    core to the single-image runs every click makes, which never wait here. Once such runs
+    pause, the memory they freed goes back to the system (:class:`_FreedMemory`)."""
+    try:
+        with _BATCH_RUNS:
+            yield
+    finally:
+        FREED_MEMORY.ran()
+
+
 class FeatureModel:
-    """A converted model in an ONNX Runtime session. Build it with :func:`load_model`."""
+    """A converted model in an ONNX Runtime session. Build it with :func:`load_model`.
+
+    Runs of one image (every click in the app) use a session with ONNX Runtime's memory arena,
+    which keeps the working memory of its largest run and reuses it. Runs of several images
+    (occlusion, the gallery, scans) use a second session, made on first use, whose arena is
+    shrunk once such runs pause (:class:`_FreedMemory`): kept, it held a batch's peak for the
+    process's life (bench/results/arena_memory.md)."""
 
     def __init__(self, path: Path, spec: ModelSpec, session, provider_note: str = "") -> None:
         self.path = path
         self.spec = spec
         self._session = session
+        self._batch_session = None
+        self._batch_session_lock = threading.Lock()
         self.provider_note = provider_note
         _check_graph_matches(path, spec, session)
         self._output_names = [layer.name for layer in spec.layers]
@@ -319,20 +415,62 @@ class FeatureModel:
             # One run: ONNX Runtime's own output arrays are the result.
             if count == 0:
                 return OrderedDict((name, np.zeros((0, *self._output_shapes[name]), np.float32)) for name in names)
-            outputs = self._session.run(names, {feed_name: self._scaled(batch)})
+            outputs = self.run_graph(names, self._scaled(batch))
             return OrderedDict(zip(names, outputs, strict=True))
         result = OrderedDict((name, np.empty((count, *self._output_shapes[name]), np.float32)) for name in names)
-        binding = self._session.io_binding()
+        session = self._session_for(batch_size)
+        binding = session.io_binding()
         for start in range(0, count, batch_size):
             chunk = self._scaled(batch[start : start + batch_size])
             binding.bind_cpu_input(feed_name, chunk)
             for name in names:
                 target = result[name][start : start + len(chunk)]  # contiguous: slices of axis 0
                 binding.bind_output(name, "cpu", 0, np.float32, list(target.shape), target.ctypes.data)
-            self._session.run_with_iobinding(binding)
+            with batch_run_slot() if batch_size > 1 else nullcontext():
+                session.run_with_iobinding(binding)
             binding.clear_binding_inputs()
             binding.clear_binding_outputs()
         return result
+
+    def run_graph(self, names: Sequence[str], inputs: np.ndarray) -> list[np.ndarray]:
+        """The graph's outputs ``names`` for float32 ``inputs`` already scaled (:meth:`_scaled`),
+        on the session for their batch size (see the class's docstring)."""
+        feed = {self.spec.input_name: inputs}
+        if len(inputs) <= 1:
+            return self._session.run(list(names), feed)
+        with batch_run_slot():
+            return self._session_for(len(inputs)).run(list(names), feed)
+
+    def _session_for(self, images: int):
+        if images <= 1 or self.provider == "cuda":
+            return self._session  # on a GPU the CPU arena holds little; one session keeps GPU memory down
+        with self._batch_session_lock:
+            if self._batch_session is None:
+                import onnxruntime as ort
+
+                self._batch_session = ort.InferenceSession(
+                    str(self.path), sess_options=_session_options(quiet=True), providers=self.providers
+                )
+                FREED_MEMORY.shrink_later(self)
+            return self._batch_session
+
+    def _shrink_batch_arena(self) -> None:
+        """Give the batch session's arena back to the system. ONNX Runtime shrinks an arena only
+        at the end of a run that asks for it, so this is a run of one blank image. Skipped while
+        a batch run holds the slot (its end schedules another try)."""
+        session = self._batch_session
+        if session is None or not _BATCH_RUNS.acquire(blocking=False):
+            return
+        try:
+            import onnxruntime as ort
+
+            shrink = ort.RunOptions()
+            shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+            spec = self.input_spec
+            blank = np.zeros((1, spec.height, spec.width, spec.channels), np.float32)
+            session.run(self._output_names[:1], {self.spec.input_name: blank}, shrink)
+        finally:
+            _BATCH_RUNS.release()
 
     def predict(self, images: np.ndarray | Sequence[ImageSource] | ImageSource, batch_size: int = 64) -> Prediction:
         """Class probabilities and labels.
@@ -480,14 +618,17 @@ def telemetry_off() -> bool:
     return True
 
 
-def _session_options(quiet: bool):
+def _session_options(quiet: bool, arena: bool = True):
+    """``arena``: ONNX Runtime's CPU memory arena, which keeps the working memory of a
+    session's largest run and reuses it. Runs were much slower without it on 2 cores
+    (bench/results/engine.md, bench/results/arena_memory.md). Gradient sessions go without:
+    there it kept each heavy view's peak for the process's life, and they were no slower
+    without it (bench/results/arena_memory.md)."""
     import onnxruntime as ort
 
     telemetry_off()  # before every session, so no path into ONNX Runtime misses it
     options = ort.SessionOptions()
-    # The memory arena stays on (the default): a session keeps the working memory of its
-    # largest run and reuses it, and without it runs were much slower on 2 cores
-    # (bench/results/engine.md). That memory is per session, which is why the app holds one session per model file per process.
+    options.enable_cpu_mem_arena = arena
     threads = settings.threads_text()
     if threads:
         if not threads.isdigit():

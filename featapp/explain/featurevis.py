@@ -293,14 +293,14 @@ def _as_input(picture: np.ndarray, scale, offset, flip: bool) -> np.ndarray:
 
 def _channel_means(grads: Gradients, layer: str, inputs: np.ndarray, channels: Sequence[int]) -> np.ndarray:
     model = grads.model
-    maps = model._session.run([layer], {model.spec.input_name: inputs.astype(np.float32)})[0]
+    maps = model.run_graph([layer], inputs.astype(np.float32))[0]
     picked = maps[np.arange(len(channels)), list(channels)]
     return picked.reshape(len(channels), -1).mean(axis=1)
 
 
 def _neuron_values(grads: Gradients, layer: str, inputs: np.ndarray, channels: Sequence[int]) -> np.ndarray:
     model = grads.model
-    maps = model._session.run([layer], {model.spec.input_name: inputs.astype(np.float32)})[0]
+    maps = model.run_graph([layer], inputs.astype(np.float32))[0]
     return maps[np.arange(len(channels)), list(channels), maps.shape[2] // 2, maps.shape[3] // 2].astype(np.float64)
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from featapp.engine.images import ImageSource
-from featapp.engine.model import FeatureModel, ModelError, _session_options
+from featapp.engine.model import FeatureModel, ModelError, _session_options, batch_run_slot
 from featapp.explain.backward import GRADIENTS_KEY, UnsupportedLayer, build_gradient_model, gradient_path, target_graph
 
 __all__ = ["GradientError", "GradientResult", "Gradients", "load_gradients", "class_seed"]
@@ -95,7 +95,8 @@ class Gradients:
                 pruned = target_graph(self._proto, layer, self.model.layer_names)
                 self._sessions[layer] = ort.InferenceSession(
                     pruned.SerializeToString(),
-                    sess_options=_session_options(quiet=True),
+                    # No arena: every gradient run is heavy work (bench/results/arena_memory.md).
+                    sess_options=_session_options(quiet=True, arena=False),
                     providers=self.model.providers,
                 )
             return self._sessions[layer]
@@ -114,9 +115,9 @@ class Gradients:
         seed = np.ascontiguousarray(seed, dtype=np.float32)
         if len(seed) != len(inputs):
             raise ValueError(f"one seed per image: {len(inputs)} images, {len(seed)} seeds")
-        outputs = self._session(layer).run(
-            [*forward, *grad_names], {self.model.spec.input_name: inputs, target["seed"]: seed}
-        )
+        session = self._session(layer)
+        with batch_run_slot():
+            outputs = session.run([*forward, *grad_names], {self.model.spec.input_name: inputs, target["seed"]: seed})
         activations = dict(zip(forward, outputs[: len(forward)], strict=True))
         gradients = dict(zip(target["gradients"], outputs[len(forward) :], strict=True))
         return GradientResult(activations, gradients)

@@ -89,14 +89,15 @@ def occlusion_sensitivity(
     patch: int = 20,
     stride: int = 10,
     fill: int = 128,
-    batch_size: int = 64,
+    batch_size: int = 8,
 ) -> OcclusionMap:
     """Slide a ``patch`` x ``patch`` square of grey ``fill`` over ``image`` in steps of
     ``stride`` and record how much the predicted class's probability drops.
 
     ``image`` is one uint8 ``(H, W, C)`` photo at the model's input size (from
     :func:`featapp.prepare_image`). The occluded copies run through the model in batches
-    of ``batch_size``, so memory stays bounded.
+    of ``batch_size``, so memory stays bounded: the working memory grows with the batch, and
+    larger batches were no faster (bench/results/arena_memory.md).
 
     >>> photo = prepare_image("dog.jpg", model)                              # doctest: +SKIP
     >>> occlusion_sensitivity(model, photo).drop.max()                       # doctest: +SKIP

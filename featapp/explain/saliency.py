@@ -58,14 +58,19 @@ def smoothgrad(
     samples: int = 16,
     noise: float = 0.15,
     seed: int = 0,
+    batch_size: int = 4,
 ) -> SaliencyMap:
-    """SmoothGrad: saliency averaged over ``samples`` noisy copies, all in one batch.
+    """SmoothGrad: saliency averaged over ``samples`` noisy copies, ``batch_size`` at a time.
 
     ``noise`` is the standard deviation as a fraction of the input's range (0..255 pixels);
-    the same ``seed`` gives the same map.
+    the same ``seed`` gives the same map. Each copy's gradient is its own, so the batch size
+    changes only the working memory, and all 16 of the app's copies at once made the largest
+    peak of its heavy views (bench/results/arena_memory.md).
     """
     if samples < 1:
         raise ValueError("samples must be at least 1")
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
     grads.require_classifier("saliency maps")
     batch = _one_image(grads, image)
     if class_index is None:
@@ -75,7 +80,11 @@ def smoothgrad(
     sigma = noise * 255.0 * np.abs(np.asarray(spec.pixel_scales, np.float64))  # per graph channel
     rng = np.random.default_rng(seed)
     noisy = clean + rng.normal(0.0, sigma, (samples, *clean.shape[1:])).astype(np.float32)
-    result = grads.class_gradient(batch, class_index, scaled=noisy)
-    gradient = result.gradients["input"]
+    gradient = np.concatenate(
+        [
+            grads.class_gradient(batch, class_index, scaled=noisy[start : start + batch_size]).gradients["input"]
+            for start in range(0, samples, batch_size)
+        ]
+    )
     per_pixel = np.abs(gradient).max(axis=-1).mean(axis=0)
     return SaliencyMap(per_pixel, gradient.mean(axis=0), class_index, samples)

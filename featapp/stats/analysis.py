@@ -597,17 +597,24 @@ def _decode(images: Sequence[DatasetImage], spec) -> tuple[np.ndarray, list[int]
     return batch, kept, skipped
 
 
+SCAN_BATCH = 8
+"""Images per model run in a scan. Every layer of a batch is held at once, with the statistics'
+working arrays: at 32 a scan in the app took the server's memory hundreds of MB higher than at
+8, for the same CPU time (bench/results/arena_memory.md)."""
+
+
 def scan(
     model,
     images: Sequence[DatasetImage],
-    batch_size: int = 32,
+    batch_size: int = SCAN_BATCH,
     progress: Progress | None = None,
 ) -> NeuronStats:
     """Run every image through ``model`` once and record every layer's statistics.
 
     Images that cannot be read are skipped and listed in :attr:`NeuronStats.skipped`.
     ``progress(done, total)`` is called after each batch. JPEG decoding of the next
-    batch overlaps with the model running on this one.
+    batch overlaps with the model running on this one. A batch's every layer is in memory at
+    once (:data:`SCAN_BATCH`).
 
     >>> stats = scan(model, Dataset(data_dir).sample("test", per_class=5))   # doctest: +SKIP
     >>> len(stats), stats.layer_names[0]                                      # doctest: +SKIP
@@ -838,7 +845,7 @@ def load_or_scan(
     split: str | None = None,
     cache_dir: Path | None = None,
     progress: Progress | None = None,
-    batch_size: int = 32,
+    batch_size: int = SCAN_BATCH,
     force: bool = False,
     waiting: Progress | None = None,
 ) -> NeuronStats:

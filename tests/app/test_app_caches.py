@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -232,3 +233,79 @@ def test_the_activation_cache_is_bounded_in_bytes_so_a_bigger_model_keeps_fewer_
     finally:
         caches._activations.clear()
     assert caches._ACTIVATION_BYTES.total == 0  # Streamlit's clear is heard
+
+
+def test_gallery_layers_are_bounded_in_bytes_so_deep_layers_keep_more(caches, model, monkeypatch):
+    rng = np.random.default_rng(1)
+    samples = [rng.integers(0, 256, (3, 150, 150, 3), np.uint8) for _ in range(3)]
+    counting = CountingModel(model)
+    layer_one = model.activations(samples[0], layers=["conv2d"])["conv2d"].nbytes  # one sample's layer 1
+    budget = int(2.5 * layer_one)
+    caches._gallery_layer.clear()
+    monkeypatch.setattr(caches, "_GALLERY_LAYER_BYTES", caches._ByteBudget(budget))
+    try:
+        for pixels in samples * 2:  # a deep layer is small: every sample's stays
+            maps = caches.gallery_layer(counting, pixels, "conv2d_3")
+        assert counting.calls == 3 and maps.shape[0] == 3
+        for pixels in samples:
+            caches.gallery_layer(counting, pixels, "conv2d")
+        assert counting.calls == 6
+        assert caches._GALLERY_LAYER_BYTES.total <= budget
+        caches.gallery_layer(counting, samples[2], "conv2d")
+        caches.gallery_layer(counting, samples[1], "conv2d")
+        assert counting.calls == 6  # the two most recent layer 1s are kept
+        again = caches.gallery_layer(counting, samples[0], "conv2d")
+        assert counting.calls == 7  # the oldest was dropped from Streamlit's cache, not only counted out
+        np.testing.assert_array_equal(again, model.activations(samples[0], layers=["conv2d"])["conv2d"])
+    finally:
+        caches._gallery_layer.clear()
+    assert caches._GALLERY_LAYER_BYTES.total == 0  # Streamlit's clear is heard
+
+
+def test_scans_in_memory_are_bounded_in_bytes(caches, model, app_env, dataset, monkeypatch):
+    from featapp.data.dataset import Dataset
+    from featapp.stats import analysis
+
+    root = app_env / "two-splits"
+    for split in ("test", "validation"):
+        for item in dataset.sample(split, per_class=2, seed=3):
+            target = root / split / item.class_name / item.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(item.path)
+    data = Dataset(root)
+    for split in ("test", "validation"):
+        analysis.load_or_scan(model, data, split=split)
+    caches._neuron_stats.clear()
+    try:
+        first = caches.neuron_stats(model, data, "test")
+        assert first is not None and len(first) == 4
+        size = caches._SCAN_BYTES.total
+        arrays = sum(a.nbytes for layer in first._layers.values() for a in layer.arrays().values())
+        assert arrays <= size <= arrays + 100_000  # the statistics' arrays, each once, and a few names
+        caches._neuron_stats.clear()
+        monkeypatch.setattr(caches, "_SCAN_BYTES", caches._ByteBudget(int(1.5 * size)))
+        first = caches.neuron_stats(model, data, "test")
+        assert caches.neuron_stats(model, data, "test") is first  # kept while within the budget
+        other = caches.neuron_stats(model, data, "validation")
+        assert other is not None and other.split == "validation"
+        assert caches._SCAN_BYTES.total <= 1.5 * size
+        assert caches.neuron_stats(model, data, "validation") is other
+        again = caches.neuron_stats(model, data, "test")  # dropped for the other split: read again
+        assert again is not first and again is not None and again.paths == first.paths
+    finally:
+        caches._neuron_stats.clear()
+    assert caches._SCAN_BYTES.total == 0
+
+
+def test_a_byte_budget_counts_arrays_once_through_any_holder(caches):
+    block = np.zeros((1000,), np.float64)
+    view = block[10:20]
+
+    @dataclass
+    class Holder:
+        arrays: list
+        name: str
+
+    assert caches._nbytes(block) == 8000
+    assert caches._nbytes(Holder([block, view, block], "abc")) == 8003  # the view is the block's memory
+    assert caches._nbytes({"a": block, "b": (view,)}) == 8002

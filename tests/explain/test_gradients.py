@@ -262,6 +262,28 @@ def test_saliency_and_smoothgrad_on_a_photo(committed_grads, cat_photo):
     np.testing.assert_array_equal(smooth.per_pixel, smoothgrad(committed_grads, cat_photo, samples=4, seed=1).per_pixel)
 
 
+def test_gradient_sessions_have_no_arena(committed_grads, cat_photo):
+    from featapp.explain.saliency import saliency
+
+    saliency(committed_grads, cat_photo)
+    sessions = list(committed_grads._sessions.values())
+    assert sessions and not any(s.get_session_options().enable_cpu_mem_arena for s in sessions)
+
+
+def test_smoothgrad_in_small_batches_is_the_same_map(committed_grads, cat_photo):
+    """SmoothGrad's copies run a few at a time (issue 28: the working memory of 16 at once);
+    each copy's gradient is its own, so the map is the one batch's."""
+    from featapp.explain.saliency import smoothgrad
+
+    one_batch = smoothgrad(committed_grads, cat_photo, samples=6, seed=3, batch_size=6)
+    for batch_size in (1, 4):
+        chunked = smoothgrad(committed_grads, cat_photo, samples=6, seed=3, batch_size=batch_size)
+        np.testing.assert_allclose(chunked.per_pixel, one_batch.per_pixel, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(chunked.gradient, one_batch.gradient, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="batch_size"):
+        smoothgrad(committed_grads, cat_photo, batch_size=0)
+
+
 def test_trunk_snapshot_gives_a_clear_message_for_class_views_only():
     from featapp.engine.snapshots import load_snapshots
     from featapp.explain.featurevis import visualize
