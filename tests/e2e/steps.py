@@ -94,17 +94,33 @@ def scanned_sample_app(work: Path, dataset, model, per_class: int = 4):
         yield url
 
 
-def focused(page) -> str:
-    """What has the keyboard's focus, as '<tag> <name>' (a button by its text)."""
-    return page.evaluate(
-        """() => {
-          const e = document.activeElement;
-          if (!e) return "";
-          const own = ["BUTTON", "A"].includes(e.tagName) ? e.innerText : "";
-          const name = e.getAttribute("aria-label") || own || e.getAttribute("title") || e.id || "";
-          return `${e.tagName.toLowerCase()} ${name}`.trim();
-        }"""
+def photos_app(work: Path, data_dir: Path):
+    """The app on the shared photos with a private cache and no snapshots; yields its URL."""
+    env = browsing.server_env(
+        FEATAPP_CACHE_DIR=str(work / "cache"),
+        FEATAPP_DATA_DIR=str(data_dir),
+        FEATAPP_SNAPSHOTS=str(work / "no-snapshots"),
     )
+    with running_app(work, env) as url:
+        yield url
+
+
+def focused(page) -> str:
+    """What has the keyboard's focus, as '<tag> <name>' (a button by its text); inside the
+    browser-drawn map's frame, 'frame: <tag> <name>'."""
+    describe = """() => {
+      const e = document.activeElement;
+      if (!e) return "";
+      const own = ["BUTTON", "A"].includes(e.tagName) ? e.innerText : "";
+      const name = e.getAttribute("aria-label") || own || e.getAttribute("title") || e.id || "";
+      return `${e.tagName.toLowerCase()} ${name}`.trim();
+    }"""
+    outer = page.evaluate(describe)
+    if outer.startswith("iframe"):
+        for frame in page.frames:
+            if "map_explorer" in frame.url:
+                return "frame: " + frame.evaluate(describe)
+    return outer
 
 
 def tab_to(page, wanted: str, *, limit: int = 300) -> str:

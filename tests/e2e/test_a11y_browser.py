@@ -17,7 +17,7 @@ from featapp.engine.images import prepare_image
 from featapp.render import LECTURE_BLUES, value_range
 from featapp.render.describe import describe_map, summarise_map
 from tests.e2e import axe_check
-from tests.e2e.steps import SLOW, no_exception, scanned_sample_app, wait_until
+from tests.e2e.steps import SLOW, focused, no_exception, scanned_sample_app, tab_to, wait_until
 from tests.helpers import browsing
 
 pytestmark = pytest.mark.e2e
@@ -117,35 +117,6 @@ def test_axe_finds_no_serious_violation_on_any_page(app_url, page):
     page.get_by_text("Grad-CAM of").first.wait_for(timeout=SLOW)
     settle(page)
     assert_no_blocking(page, "Model after occlusion, saliency and Grad-CAM")
-
-
-def focused(page) -> str:
-    """What has the keyboard's focus, as '<tag> <name>', looking inside the explorer's frame."""
-    describe = """() => {
-      const e = document.activeElement;
-      if (!e) return "";
-      const own = ["BUTTON", "A"].includes(e.tagName) ? e.innerText : "";
-      const name = e.getAttribute("aria-label") || own || e.getAttribute("title") || e.id || "";
-      return `${e.tagName.toLowerCase()} ${name}`.trim();
-    }"""
-    outer = page.evaluate(describe)
-    if outer.startswith("iframe"):
-        for frame in page.frames:
-            if "map_explorer" in frame.url:
-                return "frame: " + frame.evaluate(describe)
-    return outer
-
-
-def tab_to(page, wanted: str, *, limit: int = 120) -> str:
-    """Press Tab until the focus is on something whose description contains ``wanted``."""
-    seen = []
-    for _ in range(limit):
-        page.keyboard.press("Tab")
-        now = focused(page)
-        seen.append(now)
-        if wanted in now:
-            return now
-    raise AssertionError(f"Tab never reached {wanted!r}; went through: {seen[-15:]}")
 
 
 def test_a_student_with_only_a_keyboard(app_url, page, model):

@@ -9,8 +9,7 @@ import random
 
 import pytest
 
-from tests.e2e.steps import SLOW, no_exception, open_page, running_app, shot, wait_until
-from tests.helpers import browsing
+from tests.e2e.steps import SLOW, no_exception, open_page, photos_app, shot, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -54,14 +53,7 @@ def random_reports(count: int, seed: int = 28) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, data_dir):
-    work = tmp_path_factory.mktemp("hostile")
-    env = browsing.server_env(
-        FEATAPP_CACHE_DIR=str(work / "cache"),
-        FEATAPP_DATA_DIR=str(data_dir),
-        FEATAPP_SNAPSHOTS=str(work / "no-snapshots"),
-    )
-    with running_app(work, env) as url:
-        yield url
+    yield from photos_app(tmp_path_factory.mktemp("hostile"), data_dir)
 
 
 def explorer_frame(page):

@@ -16,8 +16,7 @@ import pytest
 
 from featapp.engine.geometry import receptive_box
 from featapp.render import COLOUR_SCALES, describe_range, legend_chart, value_range
-from tests.e2e.steps import SLOW, choose, no_exception, running_app, shot, wait_until
-from tests.helpers import browsing
+from tests.e2e.steps import SLOW, choose, no_exception, photos_app, shot, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -26,14 +25,7 @@ FRAME = 'iframe[src*="map_explorer"]'  # titled by its own script once it runs
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, data_dir):
-    work = tmp_path_factory.mktemp("explorer")
-    env = browsing.server_env(
-        FEATAPP_CACHE_DIR=str(work / "cache"),
-        FEATAPP_DATA_DIR=str(data_dir),
-        FEATAPP_SNAPSHOTS=str(work / "no-snapshots"),
-    )
-    with running_app(work, env) as url:
-        yield url
+    yield from photos_app(tmp_path_factory.mktemp("explorer"), data_dir)
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ import urllib.parse
 
 import pytest
 
-from tests.e2e.steps import SLOW, choose, no_exception, running_app, shot, wait_until
-from tests.helpers import browsing
+from tests.e2e.steps import SLOW, choose, no_exception, photos_app, shot, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -21,14 +20,7 @@ SIDEBAR = '[data-testid="stSidebar"]'
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, data_dir):
-    work = tmp_path_factory.mktemp("share")
-    env = browsing.server_env(
-        FEATAPP_CACHE_DIR=str(work / "cache"),
-        FEATAPP_DATA_DIR=str(data_dir),
-        FEATAPP_SNAPSHOTS=str(work / "no-snapshots"),
-    )
-    with running_app(work, env) as url:
-        yield url
+    yield from photos_app(tmp_path_factory.mktemp("share"), data_dir)
 
 
 def explorer(page):
