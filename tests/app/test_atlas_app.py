@@ -128,3 +128,16 @@ def test_a_stale_or_damaged_atlas_is_ignored_and_pictures_are_computed_on_demand
     assert not at.exception
     assert optimisations == [("conv2d", (0,))]
     assert "Channel 1" in _shown(at)
+
+
+def test_the_server_reads_the_atlas_before_the_first_student(tiny, monkeypatch):
+    from featapp.app import caches, chrome
+    from featapp.explain import atlas as atlas_module
+
+    build_atlas(load_gradients(load_model(tiny, provider="cpu")), steps=STEPS)
+    assert chrome.warm_up_gradients() == "featapp: gradient model loaded; 9 pictures from tiny.atlas.zip"
+    monkeypatch.setattr(atlas_module, "read_atlas", lambda *a, **k: pytest.fail("read again on a click"))
+    at = open_app("neuron")
+    assert "Channel 1" in _shown(at)
+    model = caches.model_at(tiny)
+    assert caches.atlas(model, STEPS) is not None

@@ -8,6 +8,7 @@ import json
 import logging
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -211,3 +212,20 @@ def test_layers_without_maps_or_names_are_refused(grads):
     with pytest.raises(AtlasError, match="no layer 'conv9'"):
         build_atlas(grads, layers=["conv9"], steps=STEPS)
     assert not atlas_path(grads.model.path).exists()
+
+
+def test_a_model_converted_from_pytorch_gets_an_atlas(tmp_path):
+    """Any converted model: the PyTorch-style ResNet fixture (layer names with dots, convolutions
+    without their ReLU, a residual Add), converted with its gradient model and no TensorFlow."""
+    from convert.onnx_source import OnnxOptions, export_onnx
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "onnx" / "torch_legacy.onnx"
+    options = OnnxOptions(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    export_onnx(fixture, tmp_path / "torch.onnx", options, log=lambda _: None)
+    grads = load_gradients(load_model(tmp_path / "torch.onnx", provider="cpu"))
+    built = build_atlas(grads, steps=STEPS)
+    assert list(built.layers) == ["conv1", "layer1.0.conv1", "layer1.0.conv2"]
+    assert [layer.objective for layer in built.layers.values()] == ["neuron", "channel", "channel"]
+    grid = featurevis.layer_pictures(grads, "layer1.0.conv2", cache_dir=tmp_path / "cache", steps=STEPS)
+    assert np.array_equal(built.layers["layer1.0.conv2"].pictures.shown(), grid.shown())
+    assert usable_atlas(grads.model, steps=STEPS) is not None
