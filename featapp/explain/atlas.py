@@ -73,6 +73,9 @@ SAVE_EVERY = 8
 
 _PICTURE_NAME = re.compile(r"^layer\d{3}/channel\d{4,6}\.webp$")
 _MAX_INDEX_BYTES = 32 << 20
+_MAX_SIDE = 8192
+_MAX_PIXEL_BYTES = 2 << 30
+"""What the decoded pictures of one atlas may take: far above any real one, far below a machine's memory."""
 _NEUTRAL = 128
 """What a stored neuron picture holds outside the part it shows (the start noise there is not kept)."""
 
@@ -191,7 +194,7 @@ def _decode(data: bytes, size: tuple[int, int], depth: int, name: str, path: Pat
 
 
 def _layer_from_index(
-    row: object, height: int, width: int, depth: int, files: dict[str, bytes], path: Path
+    row: object, height: int, width: int, depth: int, files: dict[str, bytes], used: set[str], path: Path
 ) -> AtlasLayer:
     if not isinstance(row, dict) or not isinstance(row.get("name"), str) or not isinstance(row.get("pictures"), list):
         raise _fail(path, "a layer entry lacks its name or pictures")
@@ -214,8 +217,12 @@ def _layer_from_index(
     seen: set[int] = set()
     entries = []
     for entry in row["pictures"]:
-        if not isinstance(entry, dict) or entry.get("file") not in files:
+        file = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(file, str) or file not in files:
             raise _fail(path, f"a picture of {name} is missing from the file")
+        if file in used:
+            raise _fail(path, f"'{file}' is listed twice")
+        used.add(file)
         channel = _whole(entry.get("channel"), f"a channel of {name}", path)
         if channel >= channels or channel in seen:
             raise _fail(path, f"{name} lists channel {channel + 1} twice or beyond its {channels}")
@@ -261,8 +268,8 @@ def read_atlas(path: str | os.PathLike) -> Atlas:
             if not isinstance(shape, list) or len(shape) != 3:
                 raise _fail(path, "it does not say its pictures' size")
             height, width, depth = (_whole(v, "the picture size", path, 1) for v in shape)
-            if depth not in (1, 3):
-                raise _fail(path, f"its pictures have {depth} colour channels")
+            if depth not in (1, 3) or max(height, width) > _MAX_SIDE:
+                raise _fail(path, f"its pictures are {height} x {width} x {depth}, which no model here takes")
             files: dict[str, bytes] = {}
             for name, info in members.items():
                 if name == INDEX_NAME:
@@ -272,13 +279,16 @@ def read_atlas(path: str | os.PathLike) -> Atlas:
                 if info.file_size > height * width * 4 + 4096:  # more than any lossless picture of this size
                     raise _fail(path, f"'{name}' is implausibly large")
                 files[name] = archive.read(info)
+            if len(files) * height * width * depth > _MAX_PIXEL_BYTES:
+                raise _fail(path, f"its {len(files):,} pictures would take more memory than any atlas needs")
     except AtlasFileError:
         raise
     except FileNotFoundError:
         raise
     except (OSError, EOFError, zipfile.BadZipFile, ValueError, NotImplementedError, RuntimeError) as err:
         # Everything a truncated or garbled zip or JSON raises (RuntimeError: an encrypted
-        # member, NotImplementedError: an unknown compression, ValueError: bad JSON).
+        # member, or JSON nested too deep; NotImplementedError: an unknown compression;
+        # ValueError: bad JSON).
         raise _fail(path, f"{type(err).__name__}: {err}") from None
     model = index.get("model")
     settings = index.get("settings")
@@ -288,8 +298,9 @@ def read_atlas(path: str | os.PathLike) -> Atlas:
     if not isinstance(rows, list):
         raise _fail(path, "its index has no layers")
     layers = {}
+    used: set[str] = set()  # each file holds one channel's picture: a file listed twice is not ours
     for row in rows:
-        layer = _layer_from_index(row, height, width, depth, files, path)
+        layer = _layer_from_index(row, height, width, depth, files, used, path)
         if layer.name in layers:
             raise _fail(path, f"it lists layer {layer.name!r} twice")
         layers[layer.name] = layer

@@ -152,6 +152,18 @@ DAMAGE = {
         ),
     ),
     "zip bomb": lambda path: _add(path, "layer009/channel0001.webp", bytes(10_000_000)),
+    "index not JSON": lambda path: _rewrite(path, lambda n, d: b"[" * 100_000 if n == "atlas.json" else d),
+    "one file for two channels": lambda path: _rewrite(
+        path,
+        lambda n, d: (
+            _other_index(d, lambda i: i["layers"][1]["pictures"][1].update(file="layer002/channel0001.webp"))
+            if n == "atlas.json"
+            else d
+        ),
+    ),
+    "a model no one makes": lambda path: _rewrite(
+        path, lambda n, d: _other_index(d, lambda i: i.update(input=[10**6, 10**6, 3])) if n == "atlas.json" else d
+    ),
 }
 
 

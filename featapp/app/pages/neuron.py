@@ -224,14 +224,14 @@ st.subheader(f"Layer {layer_number} ({layer.name}), channel {channel + 1}: what 
 st.markdown(EXEMPLARS_FIRST)
 photos_column, picture_column = st.columns([4, 1], gap="medium")
 with photos_column:
-    st.markdown("**The photos it likes most**")
+    st.markdown("### The photos it likes most")
     if data is not None and source == "gallery" and gallery_items:
         assert gallery_pixels is not None  # gallery() gives pixels whenever it gives items
         _gallery_ranking(gallery_items, gallery_pixels, layer.name, channel, rank_by, scale, gallery_seed)
     elif data is not None and source == "dataset":
         _dataset_ranking(data, layer.name, channel, rank_by, scale)
 with picture_column:
-    st.markdown("**Its synthetic picture**")
+    st.markdown("### Its synthetic picture")
     sections.channel_picture_part(model, layer, channel, key="neuron.featurevis")
 
 sections.channel_section(model, layer, channel, key="neuron.featurevis_layer", picture=False)
