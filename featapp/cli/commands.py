@@ -704,7 +704,14 @@ def cmd_atlas(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         atlas = build_atlas(
-            grads, out, layers=layers, steps=steps, save_every=args.save_every, progress=bar, on_layer=on_layer
+            grads,
+            out,
+            layers=layers,
+            steps=steps,
+            save_every=args.save_every,
+            bits=args.bits,
+            progress=bar,
+            on_layer=on_layer,
         )
     except KeyboardInterrupt:
         if out.exists():

@@ -268,5 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     atlas.add_argument(
         "--save-every", type=_positive, default=8, metavar="N", help="save the file after every N channels (default 8)"
     )
+    atlas.add_argument(
+        "--bits",
+        type=int,
+        choices=range(1, 9),
+        default=7,
+        metavar="B",
+        help="bits per colour value stored (default 7: within one level of 255 of the computed picture; 8: exact)",
+    )
     atlas.set_defaults(run=cmd.cmd_atlas)
     return parser

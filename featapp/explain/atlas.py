@@ -9,8 +9,11 @@ of :func:`~featapp.explain.featurevis.picture_settings`) and writes ``<model>.at
   the neuron's input box and, per finished channel, its picture's file and its activations;
 * one lossless WebP per channel (``layer007/channel0001.webp``), of the part the app shows: a
   neuron picture's receptive field with its margin (:func:`~featapp.explain.featurevis.shown_region`,
-  a few pixels), a channel picture whole. Lossless, so the app shows the very pixels that
-  computing on demand would give; WebP, because a channel picture is a third smaller than as a PNG.
+  a few pixels), a channel picture whole. Its pixel values are rounded to ``bits`` bits (default
+  :data:`BITS`: every value within one level of 255 of the computed picture, which takes the
+  lecture model's atlas under 5 MB; at 8 bits the very pixels computed). WebP, because it is
+  smaller than PNG for these pictures; lossless, because its lossy mode halves the colour
+  resolution, which these pictures do not survive.
 
 The file is written atomically after every few channels, so an interrupted build keeps what
 it finished and the same command goes on from there. The app (:func:`usable_atlas`) shows a
@@ -29,7 +32,7 @@ import os
 import re
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +46,7 @@ from featapp.explain.featurevis import (
     APP_STEPS,
     FeatureVisualization,
     default_objective,
+    picture_activations,
     picture_settings,
     shown_region,
     visualize,
@@ -51,6 +55,7 @@ from featapp.explain.gradients import Gradients
 
 __all__ = [
     "ATLAS_SUFFIX",
+    "BITS",
     "Atlas",
     "AtlasError",
     "AtlasFileError",
@@ -70,6 +75,10 @@ FORMAT = "featapp-atlas"
 VERSION = 1
 SAVE_EVERY = 8
 """Channels computed between two saves of the file by default (a save rewrites the whole file)."""
+BITS = 7
+"""Bits per colour value of a stored picture by default. The last bit of an optimised picture is
+mostly noise, which lossless compression has to keep; rounding it away takes the lecture model's
+atlas under 5 MB, and no one can see a difference of one level (bench/results/atlas.md)."""
 
 _PICTURE_NAME = re.compile(r"^layer\d{3}/channel\d{4,6}\.webp$")
 _MAX_INDEX_BYTES = 32 << 20
@@ -116,6 +125,7 @@ class Atlas:
     settings: dict[str, object]
     layers: dict[str, AtlasLayer]
     files: dict[str, bytes] = field(repr=False, compare=False, default_factory=dict)
+    bits: int = 8  # each stored value is within 2 ** (8 - bits) / 2 levels of the computed picture's
 
     @property
     def picture_count(self) -> int:
@@ -292,6 +302,9 @@ def read_atlas(path: str | os.PathLike) -> Atlas:
         raise _fail(path, f"{type(err).__name__}: {err}") from None
     model = index.get("model")
     settings = index.get("settings")
+    bits = index.get("bits", 8)
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
+        raise _fail(path, f"its pictures' precision is {bits!r} bits")
     rows = index.get("layers")
     if not isinstance(model, dict) or not isinstance(model.get("sha256"), str) or not isinstance(settings, dict):
         raise _fail(path, "its index does not name its model and settings")
@@ -304,7 +317,9 @@ def read_atlas(path: str | os.PathLike) -> Atlas:
         if layer.name in layers:
             raise _fail(path, f"it lists layer {layer.name!r} twice")
         layers[layer.name] = layer
-    return Atlas(path, model["sha256"], str(model.get("file", "")), (height, width, depth), settings, layers, files)
+    return Atlas(
+        path, model["sha256"], str(model.get("file", "")), (height, width, depth), settings, layers, files, bits
+    )
 
 
 def usable_atlas(
@@ -334,10 +349,19 @@ class _Building:
 
     layers: dict[str, dict] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)
+    unsaved: bool = False  # pictures changed since the file was written (rounded to fewer bits)
 
     def done(self, layer: str) -> set[int]:
         entry = self.layers.get(layer)
         return set() if entry is None else {p["channel"] for p in entry["pictures"]}
+
+
+def _quantise(images: np.ndarray, bits: int) -> np.ndarray:
+    """uint8 pictures rounded to ``bits`` bits per value (each within half a step of its own)."""
+    if bits == 8:
+        return images
+    step = 1 << (8 - bits)
+    return np.clip(np.round(images.astype(np.float64) / step) * step, 0, 255).astype(np.uint8)
 
 
 def _encode(picture: np.ndarray) -> bytes:
@@ -347,7 +371,7 @@ def _encode(picture: np.ndarray) -> bytes:
     return handle.getvalue()
 
 
-def _write(out: Path, model: FeatureModel, settings: dict[str, object], building: _Building) -> None:
+def _write(out: Path, model: FeatureModel, settings: dict[str, object], bits: int, building: _Building) -> None:
     spec = model.spec.input
     order = {name: i for i, name in enumerate(model.layer_names)}
     index = {
@@ -356,6 +380,7 @@ def _write(out: Path, model: FeatureModel, settings: dict[str, object], building
         "model": {"file": model.path.name, "sha256": model.sha256},
         "input": [spec.height, spec.width, spec.channels],
         "settings": settings,
+        "bits": bits,
         "layers": sorted(building.layers.values(), key=lambda row: order.get(row["name"], len(order))),
     }
 
@@ -368,8 +393,10 @@ def _write(out: Path, model: FeatureModel, settings: dict[str, object], building
     atomic_write(out, write)
 
 
-def _resume_from(out: Path, model: FeatureModel, steps: int, seed: int) -> _Building:
-    """What an earlier run left in ``out`` for this model and these settings (else nothing)."""
+def _resume_from(out: Path, grads: Gradients, steps: int, seed: int, bits: int) -> _Building:
+    """What an earlier run left in ``out`` for this model and these settings (else nothing).
+    Pictures stored at more bits than ``bits`` are rounded to ``bits`` (no optimisation again)."""
+    model = grads.model
     building = _Building()
     if not out.exists():
         return building
@@ -379,18 +406,45 @@ def _resume_from(out: Path, model: FeatureModel, steps: int, seed: int) -> _Buil
         log.warning("Starting the atlas again: %s.", err)
         return building
     why = old.mismatch(model, steps, seed)
+    if why is None and old.bits < bits:
+        why = f"its pictures are stored at {old.bits} bits, fewer than {bits}"
     if why is not None:
         log.warning("Starting the atlas '%s' again: %s.", out, why)
         return building
     for layer in old.layers.values():
         number = model.layer_names.index(layer.name) + 1
+        pictures = layer.pictures if old.bits == bits else _rounded(grads, layer, bits)
         rows = []
-        for i, channel in enumerate(layer.pictures.channels):
+        for i, channel in enumerate(pictures.channels):
             name = _picture_file(number, channel)
-            building.files[name] = old.files[layer.files[i]]
-            rows.append(_picture_row(channel, name, layer.pictures, i))
+            building.files[name] = old.files[layer.files[i]] if old.bits == bits else _encode(_stored_part(pictures, i))
+            rows.append(_picture_row(channel, name, pictures, i))
         building.layers[layer.name] = _layer_row(layer.name, layer.channels, layer.objective, layer.box, rows)
+    building.unsaved = old.bits != bits
     return building
+
+
+def _rounded(grads: Gradients, layer: AtlasLayer, bits: int, batch: int = 16) -> FeatureVisualization:
+    """A layer's stored pictures rounded to ``bits`` bits, with the activations of the rounded pictures."""
+    pictures = layer.pictures
+    images = _quantise(pictures.images, bits)
+    activations = np.concatenate(
+        [
+            picture_activations(
+                grads, layer.name, pictures.channels[i : i + batch], images[i : i + batch], layer.objective
+            )
+            for i in range(0, len(images), batch)
+        ]
+    )
+    return replace(pictures, images=images, activations=activations)
+
+
+def _stored_part(pictures: FeatureVisualization, i: int) -> np.ndarray:
+    """The part of picture ``i`` an atlas stores: a neuron's receptive field with its margin, else all of it."""
+    if pictures.box is None:
+        return pictures.images[i]
+    top, left, bottom, right = shown_region(pictures.box, pictures.images.shape[1:3])
+    return pictures.images[i, top:bottom, left:right]
 
 
 def _picture_file(layer_number: int, channel: int) -> str:
@@ -444,6 +498,7 @@ def build_atlas(
     steps: int = APP_STEPS,
     seed: int = 0,
     save_every: int = SAVE_EVERY,
+    bits: int = BITS,
     progress: Callable[[int, int], None] | None = None,
     on_layer: Callable[[LayerInfo, int], None] | None = None,
 ) -> Atlas:
@@ -452,17 +507,21 @@ def build_atlas(
     ``save_every`` channels. Channels an earlier run finished in ``out`` for the same model and
     settings are kept, not computed again, and so are its other layers.
 
-    ``progress(done, total)`` counts gradient steps (channels x ``steps``) over what is left;
-    ``on_layer(layer, finished)`` is called as each layer starts, with its channels already done.
+    Pictures are stored at ``bits`` bits per value (:data:`BITS`; 8: exactly as computed), with
+    the activations of the pictures as stored. ``progress(done, total)`` counts gradient steps
+    (channels x ``steps``) over what is left; ``on_layer(layer, finished)`` is called as each
+    layer starts, with its channels already done.
     """
     if save_every < 1:
         raise AtlasError("save_every must be at least 1")
+    if not 1 <= bits <= 8:
+        raise AtlasError(f"bits must be 1 to 8, not {bits}")
     model = grads.model
     out = Path(out) if out is not None else atlas_path(model.path)
     chosen = _chosen_layers(grads, layers)
     check_writable(out.parent)  # before the minutes of work, not after
     settings = picture_settings(steps, seed)
-    building = _resume_from(out, model, steps, seed)
+    building = _resume_from(out, grads, steps, seed, bits)
     spec = model.spec.input
     todo = {layer.name: [c for c in range(layer.channels) if c not in building.done(layer.name)] for layer in chosen}
     total = steps * sum(len(channels) for channels in todo.values())
@@ -486,19 +545,22 @@ def build_atlas(
                 progress=report,
             )  # fmt: skip
             finished_steps += len(chunk) * steps
-            region = shown_region(result.box, (spec.height, spec.width)) if result.box is not None else None
+            stored = _quantise(result.images, bits)
+            if bits < 8:  # the caption's numbers are those of the picture shown
+                activations = picture_activations(grads, layer.name, result.channels, stored, objective)
+                result = replace(result, images=stored, activations=activations)
             entry = building.layers.setdefault(
                 layer.name, _layer_row(layer.name, layer.channels, objective, result.box, [])
             )
             for i, channel in enumerate(result.channels):
-                picture = result.images[i]
-                if region is not None:
-                    picture = picture[region[0] : region[2], region[1] : region[3]]
                 name = _picture_file(number, channel)
-                building.files[name] = _encode(picture)
+                building.files[name] = _encode(_stored_part(result, i))
                 entry["pictures"].append(_picture_row(channel, name, result, i))
             entry["pictures"].sort(key=lambda row: row["channel"])
-            _write(out, model, settings, building)
+            _write(out, model, settings, bits, building)
+            building.unsaved = False
+    if building.unsaved:  # nothing was left to compute, but the kept pictures were rounded
+        _write(out, model, settings, bits, building)
     if progress is not None and total == 0:
         progress(0, 0)
     return read_atlas(out)

@@ -57,6 +57,7 @@ __all__ = [
     "channel_picture",
     "default_objective",
     "layer_pictures",
+    "picture_activations",
     "picture_settings",
     "shown_region",
     "visualize",
@@ -314,6 +315,15 @@ def _neuron_values(grads: Gradients, layer: str, inputs: np.ndarray, channels: S
     model = grads.model
     maps = model._session.run([layer], {model.spec.input_name: inputs.astype(np.float32)})[0]
     return maps[np.arange(len(channels)), list(channels), maps.shape[2] // 2, maps.shape[3] // 2].astype(np.float64)
+
+
+def picture_activations(
+    grads: Gradients, layer: str, channels: Sequence[int], images: np.ndarray, objective: str = "channel"
+) -> np.ndarray:
+    """What :class:`FeatureVisualization` reports as ``activations``, for other uint8 pictures
+    ``images[i]`` of ``channels[i]``: the channel's mean, or its centre cell's value for ``"neuron"``."""
+    measure = _neuron_values if objective == "neuron" else _channel_means
+    return measure(grads, layer, graph_input(grads.model.spec, images), channels)
 
 
 # -- cached pictures (the app's "what this channel looks for" and the layer grid) ------------------

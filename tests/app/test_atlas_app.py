@@ -96,10 +96,11 @@ def test_every_channel_is_shown_from_the_atlas_with_no_computation(tiny, optimis
     assert _shown(at).keys() == {"Channel 4", "All 5 channels"}
     assert optimisations == []  # nothing was optimised: every picture came from the file
 
-    # ... and they are what the app would have computed on demand at its settings.
+    # ... and they are what the app would have computed on demand at its settings, each value
+    # within one level of 255 (the atlas keeps 7 bits of each) and its activation near.
     on_demand = featurevis.visualize(grads, "conv2d_1", [3], steps=STEPS, objective="channel")
-    assert np.array_equal(shown["Channel 4"], on_demand.shown()[0])
-    assert f"{on_demand.activations[0]:.3f} on this picture" in caption
+    assert np.abs(shown["Channel 4"].astype(int) - on_demand.shown()[0]).max() <= 1
+    assert layer2.activations[3] == pytest.approx(on_demand.activations[0], rel=0.05, abs=1e-3)
 
 
 @pytest.mark.parametrize("problem", ["another model", "damaged"])

@@ -51,11 +51,11 @@ def _spy(monkeypatch) -> list[tuple[str, tuple[int, ...]]]:
 
 
 @pytest.mark.parametrize("colours", [3, 1])
-def test_the_atlas_holds_what_the_app_computes_on_demand(tmp_path, colours):
+def test_an_atlas_at_8_bits_holds_exactly_what_the_app_computes_on_demand(tmp_path, colours):
     grads = _tiny(tmp_path, channels=colours)
-    built = build_atlas(grads, steps=STEPS, save_every=3)
+    built = build_atlas(grads, steps=STEPS, save_every=3, bits=8)
     assert built.path == atlas_path(grads.model.path) == tmp_path / "tiny.atlas.zip"
-    assert built.model_sha256 == grads.model.sha256
+    assert built.model_sha256 == grads.model.sha256 and built.bits == 8
     assert built.settings == featurevis.picture_settings(STEPS, 0)
     assert {name: layer.objective for name, layer in built.layers.items()} == {
         "conv2d": "neuron",
@@ -73,6 +73,34 @@ def test_the_atlas_holds_what_the_app_computes_on_demand(tmp_path, colours):
         assert np.array_equal(layer.pictures.of_channel(2).shown(), alone.shown())
         assert layer.pictures.box == grid.box and layer.pictures.shown().shape[-1] == colours
     assert usable_atlas(grads.model, steps=STEPS) is not None
+
+
+def test_at_7_bits_every_value_is_within_one_level_and_the_activations_are_the_stored_pictures(tmp_path, grads):
+    built = build_atlas(grads, steps=STEPS)  # the default
+    assert built.bits == atlas_module.BITS == 7
+    for name, layer in built.layers.items():
+        grid = featurevis.layer_pictures(grads, name, cache_dir=tmp_path / "cache", steps=STEPS)
+        stored = layer.pictures.shown()
+        assert np.abs(stored.astype(int) - grid.shown()).max() == 1  # rounded, and by no more than one level
+        assert set(np.unique(stored)) <= set(range(0, 256, 2)) | {255}
+        measured = featurevis.picture_activations(
+            grads, name, layer.pictures.channels, layer.pictures.images, layer.objective
+        )
+        np.testing.assert_array_equal(layer.pictures.activations, measured)  # what the caption says is of this picture
+        np.testing.assert_allclose(layer.pictures.activations, grid.activations, rtol=0.05, atol=1e-3)
+
+
+def test_an_8_bit_atlas_is_stored_at_fewer_bits_without_optimising_again(tmp_path, grads, monkeypatch):
+    build_atlas(grads, tmp_path / "exact.atlas.zip", steps=STEPS, bits=8)
+    direct = build_atlas(grads, tmp_path / "direct.atlas.zip", steps=STEPS, bits=6)
+    calls = _spy(monkeypatch)
+    rounded = build_atlas(grads, tmp_path / "exact.atlas.zip", steps=STEPS, bits=6)
+    assert calls == [] and rounded.bits == 6
+    for name, layer in direct.layers.items():
+        assert np.array_equal(rounded.layers[name].pictures.shown(), layer.pictures.shown())
+        np.testing.assert_array_equal(rounded.layers[name].pictures.activations, layer.pictures.activations)
+    build_atlas(grads, tmp_path / "exact.atlas.zip", steps=STEPS, bits=8)  # more bits than stored: optimised again
+    assert [layer for layer, _ in calls] == ["conv2d", "conv2d_1"]
 
 
 def test_a_stored_neuron_picture_keeps_only_what_is_shown(grads):
@@ -239,5 +267,5 @@ def test_a_model_converted_from_pytorch_gets_an_atlas(tmp_path):
     assert list(built.layers) == ["conv1", "layer1.0.conv1", "layer1.0.conv2"]
     assert [layer.objective for layer in built.layers.values()] == ["neuron", "channel", "channel"]
     grid = featurevis.layer_pictures(grads, "layer1.0.conv2", cache_dir=tmp_path / "cache", steps=STEPS)
-    assert np.array_equal(built.layers["layer1.0.conv2"].pictures.shown(), grid.shown())
+    assert np.abs(built.layers["layer1.0.conv2"].pictures.shown().astype(int) - grid.shown()).max() <= 1
     assert usable_atlas(grads.model, steps=STEPS) is not None
