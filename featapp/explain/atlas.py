@@ -162,7 +162,11 @@ class Atlas:
 
 
 def atlas_path(model_path: str | os.PathLike) -> Path:
-    """Where a model's atlas lives: ``models/cats_dogs_small.onnx`` -> ``models/cats_dogs_small.atlas.zip``."""
+    """Where a model's atlas lives: beside it, named after it.
+
+    >>> atlas_path("models/cats_dogs_small.onnx").name
+    'cats_dogs_small.atlas.zip'
+    """
     path = Path(model_path)
     return path.with_name(path.stem + ATLAS_SUFFIX)
 
