@@ -71,6 +71,7 @@ from featapp.engine.metadata import activation_bytes
 from featapp.engine.model import FeatureModel, ModelError, Prediction, load_model
 from featapp.engine.probes import Probe, probe_images
 from featapp.engine.snapshots import INDEX_FILE, Snapshot, load_snapshots
+from featapp.explain.atlas import Atlas, atlas_path, usable_atlas
 from featapp.explain.featurevis import FeatureVisualization, cached_layer_pictures, channel_picture
 from featapp.explain.gradcam import gradcam
 from featapp.explain.gradients import GradientError, Gradients, load_gradients
@@ -129,6 +130,9 @@ __all__ = [
     "featurevis_channel_of_grid",
     "featurevis_channel_at",
     "featurevis_layer_at",
+    "file_version",
+    "atlas",
+    "atlas_layer",
     "ShownPicture",
     "neuron_stats",
     "run_scan",
@@ -1185,3 +1189,47 @@ def featurevis_layer_at(version: tuple, layer: str, steps: int, _grads: Gradient
     if whole is None:
         return None
     return _shown(whole, render.picture_mosaic(whole.shown()))
+
+
+def file_version(path: Path) -> tuple[str, int, int] | None:
+    """``(path, mtime_ns, size)`` of a file, or ``None`` when there is none: a cache key that
+    changes when the file is written again."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (str(path), info.st_mtime_ns, info.st_size)
+
+
+# The atlas beside the model (featapp atlas): read and checked once per file version, model and
+# steps, then every student's rerun shows its pictures from memory.
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _atlas_at(version: tuple, model_sha: str, steps: int, _model: FeatureModel) -> Atlas | None:
+    return usable_atlas(_model, steps=steps, path=version[0])
+
+
+def atlas(model: FeatureModel, steps: int) -> Atlas | None:
+    """The atlas beside ``model`` if it holds this model's pictures at ``steps`` (else ``None``;
+    a stale or damaged file is logged once and ignored)."""
+    version = file_version(atlas_path(model.path))
+    if version is None:
+        return None
+    return _atlas_at(version=version, model_sha=model.sha256, steps=steps, _model=model)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _atlas_layer(version: tuple, layer: str, _atlas: Atlas) -> ShownPicture | None:
+    whole = _atlas.complete_layer(layer)
+    if whole is None:
+        return None
+    return _shown(whole, render.picture_mosaic(whole.shown()))
+
+
+def atlas_layer(model: FeatureModel, layer: str, steps: int) -> ShownPicture | None:
+    """Every channel's picture of ``layer`` from the atlas, as the layer's grid (``None`` when the
+    atlas is missing, unusable or lacks some of the layer's channels)."""
+    stored = atlas(model, steps)
+    if stored is None:
+        return None
+    version = (str(stored.path), model.sha256, steps, *(file_version(stored.path) or ()))
+    return _atlas_layer(version=version, layer=layer, _atlas=stored)

@@ -19,6 +19,7 @@ __all__ = [
     "gallery_caption",
     "WRONG_MARK",
     "TRAINED_ON_TEXT",
+    "EXEMPLARS_FIRST",
     "photo_alt",
 ]
 
@@ -88,6 +89,15 @@ def describe_prediction(probabilities: np.ndarray, class_names: Sequence[str]) -
 WRONG_MARK = ":red[**wrong**]"
 """How a gallery caption marks a wrong answer: a word, in red (no emoji font needed)."""
 TRAINED_ON_TEXT = "the model trained on this photo"
+
+EXEMPLARS_FIRST = (
+    "**Photos first, then the synthetic picture.** The photos that make this channel fire most come first because "
+    "they tell more about it: in a study on an ImageNet network (Borowski et al., ICLR 2021), people shown a "
+    "channel's top photos predicted which of two new images drives it harder 92% of the time; shown synthetic "
+    "pictures like the one beside them, 82%. The synthetic picture is the pattern the channel responds to with "
+    "nothing else in the way; the photos show what that looks like in real images."
+)
+"""Why the One-neuron page leads with a channel's top photos (issue 29)."""
 
 
 def gallery_caption(

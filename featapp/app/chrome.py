@@ -434,12 +434,13 @@ def warm_up() -> str:
 
 
 def warm_up_gradients() -> str:
-    """Load the gradient model (the Feature map's "what this channel looks for") before a
-    student needs it: its first load imports onnx, most of a second holding the GIL, which
-    every other student's click in a class waited behind. :mod:`featapp.app.server` runs it a few
+    """Load the gradient model (the Feature map's "what this channel looks for") and read the
+    model's atlas before a student needs them: the gradient model's first load imports onnx, most
+    of a second holding the GIL, which every other student's click in a class waited behind. :mod:`featapp.app.server` runs it a few
     seconds after :func:`warm_up`, so a first visitor's gallery does not wait for it either.
     Returns one line for the server's console."""
-    from featapp.app.sections import gradients_or_message
+    from featapp.app.sections import gradients_or_message, vis_steps
+    from featapp.explain.atlas import atlas_path
 
     try:
         model = caches.model_at(settings.model_path())
@@ -447,6 +448,17 @@ def warm_up_gradients() -> str:
         return "featapp: no model, so no gradient model to load"
     grads = gradients_or_message(model)
     caches.layer_ops(model)  # the cell arithmetic's weights: read from the file once, before the first click
+    # The atlas is read and checked once here (every picture decoded), not on a student's click;
+    # a stale or damaged one has logged why just above this line.
+    stored = caches.atlas(model, vis_steps())
+    atlas = atlas_path(model.path)
+    note = ""
+    if stored is not None:
+        note = f"; {stored.picture_count} pictures from {atlas.name}"
+    elif atlas.exists():
+        note = f"; {atlas.name} ignored"
     return (
-        f"featapp: gradient views unavailable ({grads})" if isinstance(grads, str) else "featapp: gradient model loaded"
+        f"featapp: gradient views unavailable ({grads}){note}"
+        if isinstance(grads, str)
+        else f"featapp: gradient model loaded{note}"
     )

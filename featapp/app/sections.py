@@ -9,8 +9,6 @@ message in place of the view; the page goes on.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import streamlit as st
 
@@ -42,6 +40,7 @@ __all__ = [
     "gradients_or_message",
     "saliency_section",
     "channel_section",
+    "channel_picture_part",
     "cell_arithmetic_section",
     "circuit_section",
     "how_this_channel_works",
@@ -140,19 +139,56 @@ def _objective_text(model: FeatureModel, layer: LayerInfo) -> str:
     )
 
 
-def channel_section(model: FeatureModel, layer: LayerInfo, channel: int, key: str) -> None:
-    """ "What this channel looks for": the channel's optimised picture, and the layer's grid."""
+def channel_section(model: FeatureModel, layer: LayerInfo, channel: int, key: str, picture: bool = True) -> None:
+    """ "What this channel looks for": the channel's optimised picture (unless ``picture`` is
+    false: a page that shows it elsewhere with :func:`channel_picture_part`), and the layer's grid.
+    From the model's atlas when it has the layer (no gradient model needed), else as computed."""
     st.markdown("### What this channel looks for\n\n" + _objective_text(model, layer))
+    found = _layer_pictures_or_message(model, layer)
+    if isinstance(found, str):
+        st.info(found)
+        return
+    grads, grid = found
+    if picture:
+        _picture_part(grads, layer, channel, key, grid)
+    _grid_part(grads, layer, key, grid)
+
+
+def channel_picture_part(model: FeatureModel, layer: LayerInfo, channel: int, key: str) -> None:
+    """The channel's optimised picture alone (or the button that computes it), for a page that
+    puts it beside something else; the explanation and the grid stay in :func:`channel_section`."""
+    found = _layer_pictures_or_message(model, layer)
+    if isinstance(found, str):
+        st.caption(found)
+        return
+    grads, grid = found
+    _picture_part(grads, layer, channel, key, grid)
+
+
+def _layer_pictures_or_message(
+    model: FeatureModel, layer: LayerInfo
+) -> tuple[Gradients | None, ShownPicture | None] | str:
+    """The gradients (``None`` when the atlas has the layer: nothing is computed) and the layer's
+    grid if there is one; or the message saying why there are no pictures."""
+    if layer.is_spatial:
+        stored = caches.atlas_layer(model, layer.name, vis_steps())
+        if stored is not None:
+            return None, stored
     grads = gradients_or_message(model)
     if isinstance(grads, str):
-        st.info(grads)
-        return
+        return grads
     if not layer.is_spatial:
-        st.info("Feature visualisation is shown for layers with 2-D maps.")
-        return
-    grid = _kept_layer_pictures(grads, layer.name)
+        return "Feature visualisation is shown for layers with 2-D maps."
+    return grads, _kept_layer_pictures(grads, layer.name)
+
+
+def _picture_part(grads: Gradients | None, layer: LayerInfo, channel: int, key: str, grid: ShownPicture | None) -> None:
     shown = _kept_channel_picture(grads, layer.name, channel, grid)
-    if shown is None and st.button(f"Optimise a picture for channel {channel + 1} (a few seconds)", key=key):
+    if (
+        shown is None
+        and grads is not None
+        and st.button(f"Optimise a picture for channel {channel + 1} (a few seconds)", key=key)
+    ):
         try:
             with st.spinner(f"Optimising a picture for channel {channel + 1}..."):
                 channel_picture(grads, layer.name, channel, steps=vis_steps())
@@ -168,7 +204,6 @@ def channel_section(model: FeatureModel, layer: LayerInfo, channel: int, key: st
             width=PICTURE_PX,
             alt=f"The picture optimised for channel {channel + 1} of {layer.name}. {_picture_caption(result, channel)}.",
         )
-    _grid_part(grads, layer, key, grid)
 
 
 # Pictures someone computed are on disk; a whole class's reruns read them from memory
@@ -177,21 +212,17 @@ def channel_section(model: FeatureModel, layer: LayerInfo, channel: int, key: st
 # time stamp and size, so pictures computed again are read again.
 
 
-def _file_version(path: Path) -> tuple[str, int, int] | None:
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return (str(path), info.st_mtime_ns, info.st_size)
-
-
-def _kept_channel_picture(grads: Gradients, layer: str, channel: int, grid: ShownPicture | None) -> ShownPicture | None:
-    """The channel's picture, if it or its layer's ``grid`` (:func:`_kept_layer_pictures`) was
-    computed: (result, shelf name, PNG)."""
+def _kept_channel_picture(
+    grads: Gradients | None, layer: str, channel: int, grid: ShownPicture | None
+) -> ShownPicture | None:
+    """The channel's picture, if it or its layer's ``grid`` (the atlas's or :func:`_kept_layer_pictures`)
+    was computed: (result, shelf name, PNG)."""
     if grid is not None and channel in grid[0].channels:  # the layer's grid, already in memory
         return caches.featurevis_channel_of_grid(grid_name=grid[1], channel=channel, _grid=grid[0])
+    if grads is None:
+        return None
     steps = vis_steps()
-    alone = _file_version(cache_file(grads, layer, channel, steps=steps))
+    alone = caches.file_version(cache_file(grads, layer, channel, steps=steps))
     if alone is None:
         return None
     return caches.featurevis_channel_at(version=alone, layer=layer, channel=channel, steps=steps, _grads=grads)
@@ -200,15 +231,15 @@ def _kept_channel_picture(grads: Gradients, layer: str, channel: int, grid: Show
 def _kept_layer_pictures(grads: Gradients, layer: str) -> ShownPicture | None:
     """The layer's grid of pictures, if it was computed: (result, shelf name, PNG of the mosaic)."""
     steps = vis_steps()
-    version = _file_version(cache_file(grads, layer, steps=steps))
+    version = caches.file_version(cache_file(grads, layer, steps=steps))
     if version is None:
         return None
     return caches.featurevis_layer_at(version=version, layer=layer, steps=steps, _grads=grads)
 
 
-def _grid_part(grads: Gradients, layer: LayerInfo, key: str, shown: ShownPicture | None) -> None:
+def _grid_part(grads: Gradients | None, layer: LayerInfo, key: str, shown: ShownPicture | None) -> None:
     if shown is None:
-        if not st.button(
+        if grads is None or not st.button(
             f"Compute pictures for all {layer.channels} channels of {layer.name} (once per model; minutes on a CPU)",
             key=f"{key}_grid",
         ):
@@ -318,6 +349,8 @@ def circuit_section(model: FeatureModel, layer: LayerInfo, channel: int) -> None
         number = model.layer_names.index(circuit.below) + 1
         st.markdown(render_cells.circuit_words(circuit, number))
         grads = gradients_or_message(model)
+        # The atlas has every input channel's picture; otherwise only those someone computed.
+        grid = caches.atlas_layer(model, circuit.below, vis_steps())
         for title, links in (("Excite it most", circuit.excitatory), ("Inhibit it most", circuit.inhibitory)):
             st.markdown(f"**{title}**")
             if not links:
@@ -325,11 +358,13 @@ def circuit_section(model: FeatureModel, layer: LayerInfo, channel: int) -> None
                 continue
             for column, link in zip(st.columns(len(links)), links, strict=False):
                 with column:
-                    _link(circuit, link, number, grads)
+                    _link(circuit, link, number, grads, grid)
 
 
-def _link(circuit: ChannelCircuit, link: InputLink, number: int, grads: Gradients | str) -> None:
-    shown = None if isinstance(grads, str) else _kept_channel_picture(grads, circuit.below, link.channel, None)
+def _link(
+    circuit: ChannelCircuit, link: InputLink, number: int, grads: Gradients | str, grid: ShownPicture | None
+) -> None:
+    shown = _kept_channel_picture(None if isinstance(grads, str) else grads, circuit.below, link.channel, grid)
     if shown is not None:
         result, name, png = shown
         st.image(

@@ -18,6 +18,8 @@ Commands:
   predicted class depends on, laid over the photo (needs ``MODEL.grad.onnx``).
 * ``visualize --layer L --channel C --out FILE.png``: the picture channel C of layer L
   responds to most (feature visualisation by gradient ascent).
+* ``atlas [MODEL] [--out FILE] [--layers L,L]``: every conv channel's picture at the app's
+  settings, in ``MODEL.atlas.zip`` beside the model (resumable; the app shows it at once).
 
 Channels are counted **from 1** on the command line, as students say "channel 1 of
 layer 1"; the library (``acts["conv2d"][i, 0]``, ``stats.top_k("conv2d", 0)``) counts

@@ -668,3 +668,61 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         f"{result.activations[0]:.4f} on the picture; saved {args.out}"
     )
     return 0
+
+
+def cmd_atlas(args: argparse.Namespace) -> int:
+    from featapp import settings
+    from featapp.explain.atlas import atlas_path, build_atlas
+    from featapp.explain.featurevis import APP_STEPS, default_objective
+    from featapp.explain.gradients import load_gradients
+
+    if args.model_file and args.model and Path(args.model_file) != Path(args.model):
+        raise UserError(f"two models: '{args.model_file}' and --model '{args.model}'; name one.")
+    args.model = args.model_file or args.model
+    model = _load_model(args)
+    layers = None
+    if args.layers:
+        layers = [_layer_of(model, text.strip()).name for text in args.layers.split(",") if text.strip()]
+    steps = args.steps or settings.vis_steps(APP_STEPS)
+    grads = load_gradients(model)
+    out = Path(args.out) if args.out else atlas_path(model.path)
+    spec = model.input_spec
+    bar = TextProgress("atlas", unit="channels", divisor=steps)
+
+    def on_layer(layer, finished: int) -> None:
+        number = model.layer_names.index(layer.name) + 1
+        objective = default_objective(layer, (spec.height, spec.width))
+        what = "its centre cell" if objective == "neuron" else "its whole map"
+        kept = f", {finished} kept from before" if finished else ""
+        print(f"layer {number} {layer.name}: {layer.channels} channels ({what}){kept}", file=sys.stderr, flush=True)
+
+    print(
+        f"Atlas of '{model.path.name}' (sha256 {model.sha256[:12]}...), {steps} steps per picture, into {out}",
+        file=sys.stderr,
+        flush=True,
+    )
+    started = time.perf_counter()
+    try:
+        atlas = build_atlas(
+            grads,
+            out,
+            layers=layers,
+            steps=steps,
+            save_every=args.save_every,
+            bits=args.bits,
+            progress=bar,
+            on_layer=on_layer,
+        )
+    except KeyboardInterrupt:
+        if out.exists():
+            print(f"\nThe finished channels are saved in {out}; the same command goes on from there.", file=sys.stderr)
+        raise
+    size = out.stat().st_size
+    print(
+        f"{out}: {atlas.picture_count} pictures in {len(atlas.layers)} layer{'' if len(atlas.layers) == 1 else 's'}, "
+        f"{size / 1e6:.2f} MB; "
+        f"{_duration(time.perf_counter() - started)}"
+    )
+    if out.resolve() != atlas_path(model.path).resolve():
+        print(f"The app reads it from {atlas_path(model.path)}: copy it there.")
+    return 0

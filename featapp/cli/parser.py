@@ -235,4 +235,46 @@ def build_parser() -> argparse.ArgumentParser:
     vis.add_argument("--steps", type=_positive, default=128, help="gradient steps (default 128)")
     vis.add_argument("--seed", type=int, default=0, help="start noise seed (default 0): same seed, same picture")
     vis.set_defaults(run=cmd.cmd_visualize)
+
+    atlas = commands.add_parser(
+        "atlas",
+        parents=[common],
+        help="every conv channel's feature visualisation, at the app's settings, in one file beside the model",
+        description="Compute 'what this channel looks for' for every channel of the model's convolutions, exactly "
+        "as the app would (each layer's objective, the steps, the seed), and write them to MODEL.atlas.zip with "
+        "the model's sha256 and the settings. The app then shows them at once instead of computing them. The file "
+        "is saved every few channels: after an interruption, the same command goes on where it stopped.",
+    )
+    atlas.add_argument(
+        "model_file",
+        nargs="?",
+        metavar="MODEL",
+        help="the converted ONNX model (default: --model, $FEATAPP_MODEL, else the committed model)",
+    )
+    atlas.add_argument(
+        "--out", metavar="FILE.atlas.zip", help="where to write (default: beside the model, where the app looks)"
+    )
+    atlas.add_argument(
+        "--layers",
+        metavar="L,L",
+        help="only these layers, by name or number from 1, comma-separated (default: every convolution)",
+    )
+    atlas.add_argument(
+        "--steps",
+        type=_positive,
+        help="gradient steps per picture (default: the app's, $FEATAPP_VIS_STEPS or 128; the app uses the atlas "
+        "only when its steps are the same)",
+    )
+    atlas.add_argument(
+        "--save-every", type=_positive, default=8, metavar="N", help="save the file after every N channels (default 8)"
+    )
+    atlas.add_argument(
+        "--bits",
+        type=int,
+        choices=range(1, 9),
+        default=7,
+        metavar="B",
+        help="bits per colour value stored (default 7: within one level of 255 of the computed picture; 8: exact)",
+    )
+    atlas.set_defaults(run=cmd.cmd_atlas)
     return parser

@@ -31,6 +31,7 @@ pictures. Nothing here is written for a particular model.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,9 @@ __all__ = [
     "channel_picture",
     "default_objective",
     "layer_pictures",
+    "picture_activations",
+    "picture_settings",
+    "shown_region",
     "visualize",
 ]
 
@@ -86,12 +90,8 @@ class FeatureVisualization:
         rest of its picture is the start noise, which the cell never sees); else as they are."""
         if self.box is None:
             return self.images
-        top, left, bottom, right = self.box
-        margin = max(1, (bottom - top) // 4)
-        height, width = self.images.shape[1:3]
-        crop = self.images[
-            :, max(0, top - margin) : min(height, bottom + margin), max(0, left - margin) : min(width, right + margin)
-        ]
+        top, left, bottom, right = shown_region(self.box, self.images.shape[1:3])
+        crop = self.images[:, top:bottom, left:right]
         factor = max(1, -(-min_px // max(crop.shape[1:3])))
         return np.repeat(np.repeat(crop, factor, axis=1), factor, axis=2)
 
@@ -107,6 +107,19 @@ class FeatureVisualization:
             self.objective,
             self.box,
         )
+
+
+def shown_region(box: tuple[int, int, int, int], image_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The part ``(top, left, bottom, right)`` of a neuron picture :meth:`FeatureVisualization.shown`
+    shows: the cell's input ``box`` with a margin of a quarter of its size, inside the image.
+
+    >>> shown_region((68, 68, 86, 86), (150, 150))
+    (64, 64, 90, 90)
+    """
+    top, left, bottom, right = box
+    margin = max(1, (bottom - top) // 4)
+    height, width = image_hw
+    return max(0, top - margin), max(0, left - margin), min(height, bottom + margin), min(width, right + margin)
 
 
 def _spectrum_weights(height: int, width: int, decay: float) -> np.ndarray:
@@ -304,10 +317,42 @@ def _neuron_values(grads: Gradients, layer: str, inputs: np.ndarray, channels: S
     return maps[np.arange(len(channels)), list(channels), maps.shape[2] // 2, maps.shape[3] // 2].astype(np.float64)
 
 
+def picture_activations(
+    grads: Gradients, layer: str, channels: Sequence[int], images: np.ndarray, objective: str = "channel"
+) -> np.ndarray:
+    """What :class:`FeatureVisualization` reports as ``activations``, for other uint8 pictures
+    ``images[i]`` of ``channels[i]``: the channel's mean, or its centre cell's value for ``"neuron"``."""
+    measure = _neuron_values if objective == "neuron" else _channel_means
+    return measure(grads, layer, graph_input(grads.model.spec, images), channels)
+
+
 # -- cached pictures (the app's "what this channel looks for" and the layer grid) ------------------
 APP_STEPS = 128
 """Steps the app and the cached pictures use (the same for one channel and the grid, so a
 channel's picture is the same wherever it is shown)."""
+
+PICTURE_METHOD = 1
+"""Raise it when :func:`visualize` gives other pictures for the same arguments (a changed
+regulariser, say): a stored atlas (:mod:`featapp.explain.atlas`) made before is then ignored."""
+
+# visualize's arguments that say which channels and how to report, not what a picture looks like;
+# the others' defaults are read once, here (a test may wrap visualize later).
+_NOT_SETTINGS = frozenset({"grads", "layer", "channels", "steps", "seed", "objective", "batch_size", "progress"})
+_VISUALIZE_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(visualize).parameters.items()
+    if name not in _NOT_SETTINGS
+}
+
+
+def picture_settings(steps: int = APP_STEPS, seed: int = 0) -> dict[str, object]:
+    """Everything a picture depends on besides the model and its layer's objective: the steps,
+    the seed, :func:`visualize`'s other defaults (read from its signature, so a changed default
+    changes this), :data:`NEURON_CONTRAST` and :data:`PICTURE_METHOD`. JSON-ready."""
+    settings: dict[str, object] = {"steps": int(steps), "seed": int(seed), **_VISUALIZE_DEFAULTS}
+    settings["neuron_contrast"] = NEURON_CONTRAST
+    settings["method"] = PICTURE_METHOD
+    return settings
 
 
 def _resolve_objective(grads: Gradients, layer: str, objective: str | None) -> str:

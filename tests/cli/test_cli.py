@@ -24,10 +24,13 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("cli-cache")
 
 
-def run(*args: str, cache: Path | None = None, check_no_traceback: bool = True) -> subprocess.CompletedProcess:
+def run(
+    *args: str, cache: Path | None = None, check_no_traceback: bool = True, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEATAPP_")}
     env["FEATAPP_PROVIDER"] = "cpu"
     env["FEATAPP_THREADS"] = "2"
+    env.update(env_extra or {})
     if cache is not None:
         env["FEATAPP_CACHE_DIR"] = str(cache)
     result = subprocess.run(
@@ -269,6 +272,58 @@ def test_visualize_on_a_grayscale_model_writes_a_picture(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert Image.open(out).mode == "L"
+
+
+def test_atlas_writes_every_conv_channel_beside_the_model_and_goes_on_after_a_partial_run(tmp_path):
+    """``featapp atlas MODEL``: the file the app reads, with the model's hash and the app's settings
+    (FEATAPP_VIS_STEPS here); a first run limited to one layer, then the rest kept and added."""
+    from featapp.engine.model import load_model
+    from featapp.explain.atlas import read_atlas, usable_atlas
+    from featapp.explain.featurevis import picture_settings
+    from tests.helpers.modelfactory import Conv, TinyNet, build, with_gradients
+
+    net = TinyNet(height=20, width=24, channels=3, convs=(Conv(4), Conv(5)))
+    path = with_gradients(build(net, tmp_path / "tiny.onnx"))
+    env = {"FEATAPP_VIS_STEPS": "3"}
+    first = run("atlas", str(path), "--layers", "2", env_extra=env)
+    assert first.returncode == 0, first.stderr
+    assert "layer 2 conv2d_1: 5 channels (its whole map)" in first.stderr
+    assert "atlas: 5.0/5.0 channels (100%)" in first.stderr
+    out = tmp_path / "tiny.atlas.zip"
+    assert list(read_atlas(out).layers) == ["conv2d_1"]
+    second = run("atlas", str(path), env_extra=env)
+    assert second.returncode == 0, second.stderr
+    assert "layer 1 conv2d: 4 channels (its centre cell)" in second.stderr
+    assert "layer 2 conv2d_1: 5 channels (its whole map), 5 kept from before" in second.stderr
+    assert f"{out}: 9 pictures in 2 layers" in second.stdout and "copy it there" not in second.stdout
+    atlas = read_atlas(out)
+    model = load_model(path, provider="cpu")
+    assert atlas.model_sha256 == model.sha256 and atlas.settings == picture_settings(3, 0)
+    assert usable_atlas(model, steps=3) is not None
+    # The same file, wherever --out puts it (the app reads it only beside the model).
+    elsewhere = run("atlas", "--model", str(path), "--out", str(tmp_path / "copy.zip"), "--steps", "3")
+    assert elsewhere.returncode == 0 and "The app reads it from" in elsewhere.stdout
+    copy = read_atlas(tmp_path / "copy.zip")
+    assert all(
+        np.array_equal(copy.layers[name].pictures.images, layer.pictures.images) for name, layer in atlas.layers.items()
+    )
+
+
+def test_atlas_refuses_clearly(tmp_path):
+    from tests.helpers.modelfactory import TinyNet, build
+
+    no_gradients = build(TinyNet(), tmp_path / "plain.onnx")
+    result = run("atlas", str(no_gradients))
+    assert result.returncode == 1 and "gradient views unavailable" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    out = str(tmp_path / "lecture.atlas.zip")
+    wrong = run("atlas", "--layers", "99", "--steps", "1", "--out", out)
+    assert wrong.returncode == 1 and "layers are numbered 1 to 12" in wrong.stderr
+    dense = run("atlas", "--layers", "dense", "--steps", "1", "--out", out)
+    assert dense.returncode == 1 and "dense has no 2-D maps" in dense.stderr
+    two = run("atlas", str(no_gradients), "--model", "other.onnx")
+    assert two.returncode == 1 and "two models" in two.stderr
+    assert not list(tmp_path.glob("*.atlas.zip"))
 
 
 def test_a_scan_waits_for_the_same_scan_in_another_process(model, small_data, tmp_path):

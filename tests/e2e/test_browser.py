@@ -153,7 +153,7 @@ def test_a_student_walks_through_the_app(app_url, page, dataset):
 
     # 9. The last two pages render too.
     open_page(page, "One neuron, many images")
-    page.get_by_text("the images it likes most").first.wait_for(timeout=SLOW)
+    page.get_by_text("The photos it likes most").first.wait_for(timeout=SLOW)
     page.wait_for_timeout(2000)
     shot(page, "11_neuron")
     no_exception(page)

@@ -2,7 +2,7 @@
 
 :func:`build` writes a small convnet with any input size, 1 or 3 channels and any
 number of convolutions, its metadata written by ``ModelSpec.to_json`` exactly as the
-converter does, and :func:`reference` computes the same network in plain numpy, so
+converter does (:func:`with_gradients` adds its gradient model), and :func:`reference` computes the same network in plain numpy, so
 tests can check featapp's numbers and layout against something that is not ONNX Runtime.
 
 :func:`build_red_model` writes a fixed model whose every output can be computed by hand
@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from featapp.engine.images import InputSpec
 from featapp.engine.metadata import METADATA_KEY, LayerInfo, ModelSpec, with_receptive_fields
 
-__all__ = ["Conv", "TinyNet", "build", "reference", "build_red_model"]
+__all__ = ["Conv", "TinyNet", "build", "with_gradients", "reference", "build_red_model"]
 
 
 @dataclass(frozen=True)
@@ -205,6 +205,20 @@ def build(
         entry.key, entry.value = METADATA_KEY, text
     onnx.checker.check_model(model)
     path.write_bytes(model.SerializeToString())
+    return path
+
+
+def with_gradients(path: Path) -> Path:
+    """Write the gradient model (``<name>.grad.onnx``) beside a built model, as the converter
+    does, so its gradient views and feature visualisation work; returns ``path``."""
+    import hashlib
+
+    from featapp.explain.backward import build_gradient_model, gradient_path
+
+    forward = onnx.load(str(path))
+    spec_json = {p.key: p.value for p in forward.metadata_props}[METADATA_KEY]
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    onnx.save(build_gradient_model(forward, spec_json, sha), str(gradient_path(path)))
     return path
 
 

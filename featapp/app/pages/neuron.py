@@ -10,7 +10,7 @@ import streamlit as st
 from featapp import render
 from featapp.app import caches, chrome, quiz, sections, view
 from featapp.app.appstate import CurrentImage, SourceKind, image_key, set_current
-from featapp.app.captions import markdown_literal
+from featapp.app.captions import EXEMPLARS_FIRST, markdown_literal
 from featapp.cache import CacheFolderError
 from featapp.data.dataset import Dataset, DatasetError, DatasetImage
 from featapp.engine.images import ImageError, prepare_image
@@ -18,7 +18,7 @@ from featapp.render.describe import box_words, describe_map, map_alt, summarise_
 from featapp.stats import analysis
 from featapp.stats.ranking import RankedHit, rank_by_activation
 
-COLUMNS = 5
+COLUMNS = 4  # in the four fifths of the page beside the synthetic picture
 SOURCE, RANK_BY, SCAN_SPLIT = view.RANK_SOURCE, view.RANK_BY, view.SCAN_SPLIT
 SOURCES = {"gallery": "the gallery's photos", "dataset": "a whole dataset split (scanned once, then cached)"}
 RANKINGS = {"max": "strongest cell (max)", "mean": "whole map (mean)"}
@@ -79,83 +79,33 @@ def _show_ranked(entries: list[_Shown], scale, vr, score_name: str) -> None:
                 )
 
 
-chrome.title("🎯 One neuron, many images")
-st.markdown(
-    "So far we looked at many channels for one image. Now turn it around: pick **one channel** and ask "
-    "*which images make it fire most, and where?* The red box on each photo is the part of the image the "
-    "strongest cell can see (its receptive field). If the top images share an eye, a fur texture or an "
-    "edge in the boxes, that is what this channel detects. This is the road the lecture points to next: "
-    "finding the inputs that maximise a neuron."
-)
+def _scan_split(data: Dataset) -> str:
+    """The split the scan picker shows (the shared choice, else the default one)."""
+    chosen = st.session_state.get(view.SCAN_SPLIT)
+    return chosen if isinstance(chosen, str) and chosen in data.splits else caches.default_split(data)
 
-controls_left, controls_right = st.columns(2)
-with controls_left:
-    layer = view.pick_layer(model, key="neuron.layer", spatial_only=True)
-    if layer is None:
-        st.info("This model has no layers with 2-D feature maps to rank by.")
-        st.stop()
-    channel = view.pick_channel(layer, key="neuron.channel")
-with controls_right:
-    source = view.synced(
-        st.radio,
-        "Rank",
-        key="neuron.source",
-        shared=SOURCE,
-        default="gallery",
-        options=list(SOURCES),
-        format_func=lambda k: SOURCES[k],
-    )
-    rank_by = view.synced(
-        st.radio,
-        "by",
-        key="neuron.rank_by",
-        shared=RANK_BY,
-        default="max",
-        options=list(RANKINGS),
-        format_func=lambda k: RANKINGS[k],
-        horizontal=True,
-    )
-    scale = view.pick_colours(key="neuron.colours")
 
-layer_number = model.layer_names.index(layer.name) + 1
-data: Dataset | None
-try:
-    data = caches.dataset()
-except DatasetError as err:
-    data = None
-    st.info(
-        f"{err}\n\nWithout a dataset there are no photos to rank; the comparison below still works for the current image."
-    )
-
-gallery_items: Sequence[DatasetImage]
-gallery_pixels: np.ndarray | None
-gallery_items, gallery_pixels = ([], None)
-if data is not None:
-    split = (
-        cast(str, st.session_state.get(view.SPLIT))  # a split name: it is one of data.splits
-        if st.session_state.get(view.SPLIT) in data.splits
-        else caches.default_split(data)
-    )
-    gallery_seed = int(st.session_state.get(view.SEED, view.DEFAULT_SEED))
-    gallery_items, gallery_pixels = caches.gallery(model, data, split, gallery_seed)
-
-st.subheader(f"Layer {layer_number} ({layer.name}), channel {channel + 1}: the images it likes most")
-if data is not None and source == "gallery" and gallery_items:
-    assert gallery_pixels is not None  # gallery() gives pixels whenever it gives items
-    maps = caches.gallery_layer(model, gallery_pixels, layer.name)[:, channel]
-    ranked = rank_by_activation(maps, layer.receptive_field, input_hw, by=rank_by)
+def _gallery_ranking(
+    items: Sequence[DatasetImage], pixels: np.ndarray, layer: str, channel: int, rank_by: str, scale, seed: int
+) -> None:
+    """The gallery's photos ranked by the channel, strongest first."""
+    maps = caches.gallery_layer(model, pixels, layer)[:, channel]
+    ranked = rank_by_activation(maps, model.layer(layer).receptive_field, input_hw, by=rank_by)
     vr = render.shared_range(maps)
     st.caption(
-        f"The gallery's {len(gallery_items)} photos (seed {gallery_seed}), strongest first. "
+        f"The gallery's {len(items)} photos (seed {seed}), strongest first. "
         f"All maps share one scale. {render.describe_range(vr, scale)}"
     )
     entries = []
     for hit in ranked:
-        item = gallery_items[hit.index]
+        item = items[hit.index]
         hit = dataclasses.replace(hit, path=item.path, class_name=item.class_name, label=item.label)
-        entries.append(_Shown(f"g{hit.index}", hit, gallery_pixels[hit.index], maps[hit.index]))
+        entries.append(_Shown(f"g{hit.index}", hit, pixels[hit.index], maps[hit.index]))
     _show_ranked(entries, scale, vr, rank_by)
-elif data is not None and source == "dataset":
+
+
+def _dataset_ranking(data: Dataset, layer: str, channel: int, rank_by: str, scale) -> None:
+    """The channel's top photos over a scanned split (the scan is made on request, then kept)."""
     scan_split = view.pick_scan_split(data, key="neuron.split", label="Split to scan")
     stats = caches.neuron_stats(model, data, scan_split)
     if stats is None:
@@ -182,37 +132,116 @@ elif data is not None and source == "dataset":
             except CacheFolderError as err:
                 notice.empty()
                 st.error(str(err))
-    if stats is not None:
-        hits = stats.top_k(layer.name, channel, k=TOP_K, by=rank_by)
-        entries, top_maps = [], []
-        for number, hit in enumerate(hits):
-            assert hit.path is not None  # top_k gives each hit its photo's path
-            try:
-                pixels = prepare_image(hit.path, model)
-            except ImageError as err:
-                st.error(f"{hit.path.name} could not be read again: {err}")
-                continue
-            photo = CurrentImage.from_array(pixels, "gallery", hit.path.name, hit.class_name)
-            values = caches.activations(model, photo)[layer.name][channel]
-            top_maps.append(values)
-            entries.append(_Shown(f"d{number}", hit, pixels, values))
-        if entries:
-            vr = render.shared_range(*top_maps)
-            st.caption(
-                f"The top {len(entries)} of {len(stats.paths)} scanned photos ({scan_split}), strongest first. "
-                f"All maps share one scale. {render.describe_range(vr, scale)}"
-            )
-            _show_ranked(entries, scale, vr, rank_by)
+    if stats is None:
+        return
+    hits = stats.top_k(layer, channel, k=TOP_K, by=rank_by)
+    entries, top_maps = [], []
+    for number, hit in enumerate(hits):
+        assert hit.path is not None  # top_k gives each hit its photo's path
+        try:
+            pixels = prepare_image(hit.path, model)
+        except ImageError as err:
+            st.error(f"{hit.path.name} could not be read again: {err}")
+            continue
+        photo = CurrentImage.from_array(pixels, "gallery", hit.path.name, hit.class_name)
+        values = caches.activations(model, photo)[layer][channel]
+        top_maps.append(values)
+        entries.append(_Shown(f"d{number}", hit, pixels, values))
+    if entries:
+        vr = render.shared_range(*top_maps)
+        st.caption(
+            f"The top {len(entries)} of {len(stats.paths)} scanned photos ({scan_split}), strongest first. "
+            f"All maps share one scale. {render.describe_range(vr, scale)}"
+        )
+        _show_ranked(entries, scale, vr, rank_by)
 
-sections.channel_section(model, layer, channel, key="neuron.featurevis")
+
+chrome.title("🎯 One neuron, many images")
+st.markdown(
+    "So far we looked at many channels for one image. Now turn it around: pick **one channel** and ask "
+    "*which images make it fire most, and where?* The red box on each photo is the part of the image the "
+    "strongest cell can see (its receptive field). If the top images share an eye, a fur texture or an "
+    "edge in the boxes, that is what this channel detects. This is the road the lecture points to next: "
+    "finding the inputs that maximise a neuron."
+)
+
+data: Dataset | None
+dataset_note: str | None = None
+try:
+    data = caches.dataset()
+except DatasetError as err:
+    data = None
+    dataset_note = str(err)
+
+controls_left, controls_right = st.columns(2)
+with controls_left:
+    layer = view.pick_layer(model, key="neuron.layer", spatial_only=True)
+    if layer is None:
+        st.info("This model has no layers with 2-D feature maps to rank by.")
+        st.stop()
+    channel = view.pick_channel(layer, key="neuron.channel")
+with controls_right:
+    # The instructor's scan, where there is one, gives the channel's top photos over a whole split:
+    # the page leads with them (a gallery of 20 rarely holds a channel's best).
+    scanned = data is not None and analysis.cache_path(model, data, _scan_split(data)).is_file()
+    source = view.synced(
+        st.radio,
+        "Rank",
+        key="neuron.source",
+        shared=SOURCE,
+        default="dataset" if scanned else "gallery",
+        options=list(SOURCES),
+        format_func=lambda k: SOURCES[k],
+    )
+    rank_by = view.synced(
+        st.radio,
+        "by",
+        key="neuron.rank_by",
+        shared=RANK_BY,
+        default="max",
+        options=list(RANKINGS),
+        format_func=lambda k: RANKINGS[k],
+        horizontal=True,
+    )
+    scale = view.pick_colours(key="neuron.colours")
+
+layer_number = model.layer_names.index(layer.name) + 1
+if dataset_note is not None:
+    st.info(
+        f"{dataset_note}\n\nWithout a dataset there are no photos to rank; the comparison below still works for "
+        "the current image."
+    )
+
+gallery_items: Sequence[DatasetImage]
+gallery_pixels: np.ndarray | None
+gallery_items, gallery_pixels = ([], None)
+if data is not None:
+    split = (
+        cast(str, st.session_state.get(view.SPLIT))  # a split name: it is one of data.splits
+        if st.session_state.get(view.SPLIT) in data.splits
+        else caches.default_split(data)
+    )
+    gallery_seed = int(st.session_state.get(view.SEED, view.DEFAULT_SEED))
+    gallery_items, gallery_pixels = caches.gallery(model, data, split, gallery_seed)
+
+st.subheader(f"Layer {layer_number} ({layer.name}), channel {channel + 1}: what it responds to")
+st.markdown(EXEMPLARS_FIRST)
+photos_column, picture_column = st.columns([4, 1], gap="medium")
+with photos_column:
+    st.markdown("### The photos it likes most")
+    if data is not None and source == "gallery" and gallery_items:
+        assert gallery_pixels is not None  # gallery() gives pixels whenever it gives items
+        _gallery_ranking(gallery_items, gallery_pixels, layer.name, channel, rank_by, scale, gallery_seed)
+    elif data is not None and source == "dataset":
+        _dataset_ranking(data, layer.name, channel, rank_by, scale)
+with picture_column:
+    st.markdown("### Its synthetic picture")
+    sections.channel_picture_part(model, layer, channel, key="neuron.featurevis")
+
+sections.channel_section(model, layer, channel, key="neuron.featurevis_layer", picture=False)
 
 # -- predict, then reveal ---------------------------------------------------------------------------------------
-quiz_split = None
-if data is not None:
-    chosen_split = st.session_state.get(view.SCAN_SPLIT)
-    quiz_split = (
-        chosen_split if isinstance(chosen_split, str) and chosen_split in data.splits else caches.default_split(data)
-    )
+quiz_split = _scan_split(data) if data is not None else None
 quiz.channel_quiz_section(model, data, quiz_split, layer, channel, rank_by, scale)
 quiz.occlusion_quiz_section(model, image)
 
