@@ -34,6 +34,7 @@ def run_session() -> None:
 if __name__ == "__main__":
     run_session()
 else:
-    from featapp.app.server import lifespan, middleware
+    from featapp.app.server import fewer_malloc_arenas, lifespan, middleware
 
+    fewer_malloc_arenas()  # at import: before the sessions' and ONNX Runtime's threads start
     app = st.App("streamlit_app.py", lifespan=lifespan, middleware=middleware())

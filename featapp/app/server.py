@@ -11,6 +11,9 @@ Nothing here runs per session; ``streamlit_app.py`` holds the session's entry.
 
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -18,11 +21,42 @@ from typing import Any
 
 import streamlit as st
 
-__all__ = ["GRADIENTS_AFTER_S", "keep_uploads_in_memory", "lifespan", "middleware"]
+__all__ = [
+    "GRADIENTS_AFTER_S",
+    "MALLOC_ARENAS",
+    "fewer_malloc_arenas",
+    "keep_uploads_in_memory",
+    "lifespan",
+    "middleware",
+]
 
 GRADIENTS_AFTER_S = 5.0
 """Seconds between the first gallery being ready and the gradient model's load (see
 :func:`featapp.app.chrome.warm_up_gradients`): a visitor who came at once has their gallery by then."""
+
+
+MALLOC_ARENAS = 2
+"""glibc's malloc arenas for the server process (its default is 8 per core)."""
+
+_M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
+
+
+def fewer_malloc_arenas(count: int = MALLOC_ARENAS) -> bool:
+    """Limit glibc to ``count`` malloc arenas, as ``MALLOC_ARENA_MAX`` would at start.
+
+    Every thread that allocates while others do gets an arena of its own, and memory freed
+    in one arena serves only that arena's threads: with one script thread per student and
+    ONNX Runtime's own threads, a class leaves hundreds of MB freed but kept in arenas no
+    later request uses (bench/results/load_50_heavy.md has the run with and without). Called
+    at import, before the sessions' threads exist; an explicit ``MALLOC_ARENA_MAX`` wins.
+    Returns whether the limit was set (only with glibc)."""
+    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # musl and other C libraries have no mallopt
+        return False
+    return bool(mallopt(_M_ARENA_MAX, count))
 
 
 def keep_uploads_in_memory() -> None:
