@@ -78,7 +78,9 @@ def choose(page, label: str, option: str) -> None:
 
 
 def open_page(page, name: str) -> None:
-    page.locator('[data-testid="stSidebarNavLink"]', has_text=name).first.click()
+    # Streamlit keeps the page links inert while a rerun runs: on a busy CPU (a whole test
+    # run on 2 cores) a hostile report's rerun can take longer than Playwright's 30 s default.
+    page.locator('[data-testid="stSidebarNavLink"]', has_text=name).first.click(timeout=SLOW)
     page.get_by_role("heading", name=name).first.wait_for(timeout=SLOW)
 
 
