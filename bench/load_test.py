@@ -249,7 +249,25 @@ def start_server(name: str, app_dir: Path, options: list[str], work: Path) -> Se
     )
     server = Server(name, f"http://127.0.0.1:{port}", process, process.pid, log_path)
     wait_for_health(server.url, process, log_path=log_path)
+    wait_for_warm_up(log_path)
     return server
+
+
+WARMED_UP = ("featapp: gradient model loaded", "featapp: gradient views unavailable", "featapp: no model")
+
+
+def wait_for_warm_up(log_path: Path, timeout: float = 120.0) -> None:
+    """Until the server has prepared itself (its log's warm-up lines, :mod:`featapp.app.server`):
+    the model, the first gallery, then the gradient model and the atlas. A class meets a server
+    that was started before the lesson; a wave that began during the warm-up would time the
+    import of ONNX and the atlas's decoding instead of the students' clicks."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log_path.read_text(errors="replace") if log_path.exists() else ""
+        if any(line in text for line in WARMED_UP):
+            return
+        time.sleep(0.2)
+    print(f"the server at {log_path.name} did not finish its warm-up in {timeout:.0f} s; going on", file=sys.stderr)
 
 
 def start_app(name: str, spec: str, work: Path) -> Server:

@@ -33,6 +33,7 @@ __all__ = [
     "CACHE_MB_ENV",
     "PROVIDER_ENV",
     "THREADS_ENV",
+    "HEAVY_NICE_ENV",
     "DATA_HOME_ENV",
     "VIS_STEPS_ENV",
     "MAP_VIEW_ENV",
@@ -74,6 +75,7 @@ CACHE_IMAGES_ENV = "FEATAPP_CACHE_IMAGES"
 CACHE_MB_ENV = "FEATAPP_CACHE_MB"
 PROVIDER_ENV = "FEATAPP_PROVIDER"
 THREADS_ENV = "FEATAPP_THREADS"
+HEAVY_NICE_ENV = "FEATAPP_HEAVY_NICE"
 DATA_HOME_ENV = "FEATAPP_DATA_HOME"
 VIS_STEPS_ENV = "FEATAPP_VIS_STEPS"
 MAP_VIEW_ENV = "FEATAPP_MAP_VIEW"
@@ -87,6 +89,11 @@ SETTINGS = (
     Setting(CACHE_MB_ENV, "200", "megabytes of activations each app process keeps (a bigger model keeps fewer images)"),
     Setting(PROVIDER_ENV, "auto", "cpu or cuda to force ONNX Runtime's provider"),
     Setting(THREADS_ENV, "ONNX Runtime decides", "ONNX Runtime's threads per session"),
+    Setting(
+        HEAVY_NICE_ENV,
+        "10",
+        "how much lower (nice, 0-19) heavy views run than clicks on Linux; 0 = the same priority",
+    ),
     Setting(DATA_HOME_ENV, "$XDG_DATA_HOME/featapp or ~/.local/share/featapp", "where download-photos puts photos"),
     Setting(
         VIS_STEPS_ENV, "128", "gradient steps per feature-visualisation picture in the app (fewer on a slow server)"

@@ -209,14 +209,35 @@ def _model_at(path: str, mtime_ns: int, size: int) -> FeatureModel:
     return load_model(path)
 
 
+_RECENT_MODELS: dict[str, tuple[tuple[int, int, int, int], FeatureModel]] = {}
+"""Path as given -> (the file's identity, its model): the Feature map asks for the model and each
+training snapshot on every rerun, and resolving the path and Streamlit's cache lookup cost about
+0.1 ms each time, on the lock every student's script shares; one ``stat`` is enough to know the
+file has not changed."""
+
+
 def model_at(path: str | os.PathLike) -> FeatureModel:
     """The model in ``path``, loaded once per process. Raises :class:`ModelError`."""
-    resolved = Path(path).expanduser().resolve()
+    given = os.fspath(path)
+    try:
+        info = os.stat(os.path.expanduser(given))  # follows links, like resolve() below
+    except OSError:
+        info = None
+    if info is not None:
+        key = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
+        recent = _RECENT_MODELS.get(given)
+        if recent is not None and recent[0] == key:
+            return recent[1]
+    resolved = Path(given).expanduser().resolve()
     try:
         info = resolved.stat()
     except OSError:
         return load_model(resolved)  # raises ModelError with the "no model file" message
-    return _model_at(path=str(resolved), mtime_ns=info.st_mtime_ns, size=info.st_size)
+    model = _model_at(path=str(resolved), mtime_ns=info.st_mtime_ns, size=info.st_size)
+    if len(_RECENT_MODELS) >= 32:
+        _RECENT_MODELS.clear()
+    _RECENT_MODELS[given] = ((info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size), model)
+    return model
 
 
 def spec_key(spec: InputSpec) -> tuple[int, int, int]:

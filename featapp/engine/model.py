@@ -23,19 +23,20 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from PIL import Image
 
 from featapp import settings
 from featapp.engine.images import ImageError, ImageSource, InputSpec, prepare_image
-from featapp.engine.metadata import METADATA_KEY, LayerInfo, MetadataError, ModelSpec
+from featapp.engine.metadata import METADATA_KEY, LayerInfo, MetadataError, ModelSpec, model_identity
+from featapp.engine.priority import run_at_heavy_priority
 from featapp.errors import FeatappError
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "input_gradient_in_pixels",
     "pixel_affine",
     "batch_run_slot",
+    "run_heavy",
     "DEFAULT_MODEL_PATH",
     "models_dir",
     "MODEL_ENV",
@@ -170,6 +172,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+T = TypeVar("T")
 _BATCH_RUNS = threading.BoundedSemaphore(1)
 RETURN_DELAY_S = 2.0
 """Seconds without a batch or gradient run before the memory they freed is given back to the system."""
@@ -253,6 +256,14 @@ def batch_run_slot() -> Iterator[None]:
         FREED_MEMORY.ran()
 
 
+def run_heavy(work: Callable[[], T]) -> T:
+    """Run ``work`` (one ONNX Runtime run of several images or of a gradient graph) in the
+    process's one slot for such runs (:func:`batch_run_slot`), on the heavy-run thread at a
+    lower CPU priority than clicks (:mod:`featapp.engine.priority`)."""
+    with batch_run_slot():
+        return run_at_heavy_priority(work)
+
+
 class FeatureModel:
     """A converted model in an ONNX Runtime session. Build it with :func:`load_model`.
 
@@ -314,6 +325,12 @@ class FeatureModel:
     def providers(self) -> list[str]:
         """ONNX Runtime's own list of the providers in this session, in priority order."""
         return list(self._session.get_providers())
+
+    @cached_property
+    def identity(self) -> dict[str, str]:
+        """:func:`featapp.engine.metadata.model_identity` of this model's metadata, computed once:
+        the training strip asks for it on every rerun of the Feature map."""
+        return model_identity(self.spec)
 
     @cached_property
     def sha256(self) -> str:
@@ -426,7 +443,9 @@ class FeatureModel:
             for name in names:
                 target = result[name][start : start + len(chunk)]  # contiguous: slices of axis 0
                 binding.bind_output(name, "cpu", 0, np.float32, list(target.shape), target.ctypes.data)
-            with batch_run_slot() if batch_size > 1 else nullcontext():
+            if batch_size > 1:
+                run_heavy(lambda: session.run_with_iobinding(binding))  # noqa: B023 - called at once
+            else:
                 session.run_with_iobinding(binding)
             binding.clear_binding_inputs()
             binding.clear_binding_outputs()
@@ -438,8 +457,8 @@ class FeatureModel:
         feed = {self.spec.input_name: inputs}
         if len(inputs) <= 1:
             return self._session.run(list(names), feed)
-        with batch_run_slot():
-            return self._session_for(len(inputs)).run(list(names), feed)
+        session = self._session_for(len(inputs))
+        return run_heavy(lambda: session.run(list(names), feed))
 
     def _session_for(self, images: int):
         if images <= 1 or self.provider == "cuda":
@@ -448,8 +467,12 @@ class FeatureModel:
             if self._batch_session is None:
                 import onnxruntime as ort
 
-                self._batch_session = ort.InferenceSession(
-                    str(self.path), sess_options=_session_options(quiet=True), providers=self.providers
+                # Made on the heavy-run thread, so ONNX Runtime's threads for it inherit that
+                # thread's lower priority (featapp.engine.priority).
+                self._batch_session = run_at_heavy_priority(
+                    lambda: ort.InferenceSession(
+                        str(self.path), sess_options=_session_options(quiet=True), providers=self.providers
+                    )
                 )
                 FREED_MEMORY.shrink_later(self)
             return self._batch_session
@@ -468,7 +491,7 @@ class FeatureModel:
             shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
             spec = self.input_spec
             blank = np.zeros((1, spec.height, spec.width, spec.channels), np.float32)
-            session.run(self._output_names[:1], {self.spec.input_name: blank}, shrink)
+            run_at_heavy_priority(lambda: session.run(self._output_names[:1], {self.spec.input_name: blank}, shrink))
         finally:
             _BATCH_RUNS.release()
 

@@ -210,7 +210,7 @@ def belongs_to(snapshot: Snapshot, model: FeatureModel, snapshot_spec: ModelSpec
     (:func:`featapp.engine.metadata.architecture_id`) and, when both record one, the same
     run. ``snapshot_spec`` (the snapshot file's metadata) stands in for an older index
     without ``model_identity``; without either, it is not the model's."""
-    ours = model_identity(model.spec)
+    ours = model.identity
     theirs = snapshot.identity or (model_identity(snapshot_spec) if snapshot_spec is not None else None)
     if theirs is None or theirs["architecture"] != ours["architecture"]:
         return False

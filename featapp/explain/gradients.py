@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from featapp.engine.images import ImageSource
-from featapp.engine.model import FeatureModel, ModelError, _session_options, batch_run_slot
+from featapp.engine.model import FeatureModel, ModelError, _session_options, run_heavy
+from featapp.engine.priority import run_at_heavy_priority
 from featapp.explain.backward import GRADIENTS_KEY, UnsupportedLayer, build_gradient_model, gradient_path, target_graph
 
 __all__ = ["GradientError", "GradientResult", "Gradients", "load_gradients", "class_seed"]
@@ -93,11 +94,14 @@ class Gradients:
         with self._lock:
             if layer not in self._sessions:
                 pruned = target_graph(self._proto, layer, self.model.layer_names)
-                self._sessions[layer] = ort.InferenceSession(
-                    pruned.SerializeToString(),
-                    # No arena: every gradient run is heavy work (bench/results/arena_memory.md).
-                    sess_options=_session_options(quiet=True, arena=False),
-                    providers=self.model.providers,
+                # Made on the heavy-run thread: ONNX Runtime's threads inherit its lower priority.
+                self._sessions[layer] = run_at_heavy_priority(
+                    lambda: ort.InferenceSession(
+                        pruned.SerializeToString(),
+                        # No arena: every gradient run is heavy work (bench/results/arena_memory.md).
+                        sess_options=_session_options(quiet=True, arena=False),
+                        providers=self.model.providers,
+                    )
                 )
             return self._sessions[layer]
 
@@ -116,8 +120,8 @@ class Gradients:
         if len(seed) != len(inputs):
             raise ValueError(f"one seed per image: {len(inputs)} images, {len(seed)} seeds")
         session = self._session(layer)
-        with batch_run_slot():
-            outputs = session.run([*forward, *grad_names], {self.model.spec.input_name: inputs, target["seed"]: seed})
+        feed = {self.model.spec.input_name: inputs, target["seed"]: seed}
+        outputs = run_heavy(lambda: session.run([*forward, *grad_names], feed))
         activations = dict(zip(forward, outputs[: len(forward)], strict=True))
         gradients = dict(zip(target["gradients"], outputs[len(forward) :], strict=True))
         return GradientResult(activations, gradients)

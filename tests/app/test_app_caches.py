@@ -309,3 +309,26 @@ def test_a_byte_budget_counts_arrays_once_through_any_holder(caches):
     assert caches._nbytes(block) == 8000
     assert caches._nbytes(Holder([block, view, block], "abc")) == 8003  # the view is the block's memory
     assert caches._nbytes({"a": block, "b": (view,)}) == 8002
+
+
+def test_a_model_file_is_loaded_once_and_again_when_it_is_replaced(caches, tmp_path):
+    import os
+    import shutil
+
+    from tests.helpers.appmodels import COMMITTED_MODEL
+
+    path = tmp_path / "model.onnx"
+    shutil.copyfile(COMMITTED_MODEL, path)
+    first = caches.model_at(path)
+    assert caches.model_at(str(path)) is first  # the Feature map asks on every rerun: no reload
+    assert caches.model_at(tmp_path / "." / "model.onnx") is first  # another spelling, the same file
+    replacement = tmp_path / "model.new"
+    shutil.copyfile(COMMITTED_MODEL, replacement)
+    os.replace(replacement, path)  # written again, atomically, as `convert export` does
+    second = caches.model_at(path)
+    assert second is not first and second.sha256 == first.sha256
+    path.unlink()
+    from featapp.engine.model import ModelError
+
+    with pytest.raises(ModelError):
+        caches.model_at(path)
