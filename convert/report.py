@@ -9,7 +9,8 @@ and its best epoch (``selection/best.keras``):
 * the Pearson correlation of each conv layer's kernel with the same layer at epoch 0: near 1
   means the filters are still their random initialisation (nothing learned), lower means
   features were learned;
-* which first-layer kernels are oriented edges (:func:`featapp.engine.filters.edge_like_kernels`);
+* which first-layer kernels are oriented edges (:func:`featapp.engine.filters.edge_like_kernels`) and which
+  colour detectors (:func:`featapp.engine.filters.colour_like_kernels`);
 * each conv layer's liveness on the photos of one split (:mod:`featapp.stats.liveness`): the
   channels that never fire, the share of constant maps per photo.
 
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from featapp.data.dataset import Dataset
-from featapp.engine.filters import edge_like_kernels, kernel_correlation
+from featapp.engine.filters import colour_like_kernels, edge_like_kernels, kernel_correlation
 from featapp.engine.images import InputSpec, prepare_image
 from featapp.stats.liveness import LivenessCounter
 
@@ -103,6 +104,7 @@ def training_report(
             {
                 "epoch": epoch,
                 "first_layer_edge_kernels": [int(i) for i in edge_like_kernels(first_kernel.transpose(3, 2, 0, 1))],
+                "first_layer_colour_kernels": [int(i) for i in colour_like_kernels(first_kernel.transpose(3, 2, 0, 1))],
                 "file": path.name,
                 "is_best": path.name == "best.keras",
                 "val_accuracy": index.get(str(epoch), {}).get("val_accuracy")
@@ -123,11 +125,11 @@ def report_markdown(report: dict) -> str:
     """The report as Markdown tables, for the model card."""
     conv = list(report["snapshots"][0]["liveness"])
     head = (
-        "| epoch | val acc. | layer-1 edge-like kernels | "
+        "| epoch | val acc. | layer-1 edge-like kernels | layer-1 colour detectors | "
         + " | ".join(f"{n}: corr. / never active / constant" for n in conv)
         + " |"
     )
-    lines = [head, "|" + "---|" * (3 + len(conv))]
+    lines = [head, "|" + "---|" * (4 + len(conv))]
     for row in report["snapshots"]:
         cells = []
         for name in conv:
@@ -139,8 +141,11 @@ def report_markdown(report: dict) -> str:
         label = f"{row['epoch']} (best)" if row["is_best"] else str(row["epoch"])
         acc = "-" if row["val_accuracy"] is None else f"{100 * row['val_accuracy']:.1f}%"
         edges = row.get("first_layer_edge_kernels")
-        edge_cell = "-" if edges is None else f"{len(edges)} of {row['liveness'][conv[0]]['channels']}"
-        lines.append(f"| {label} | {acc} | {edge_cell} | " + " | ".join(cells) + " |")
+        channels = row["liveness"][conv[0]]["channels"]
+        edge_cell = "-" if edges is None else f"{len(edges)} of {channels}"
+        colours = row.get("first_layer_colour_kernels")
+        colour_cell = "-" if colours is None else f"{len(colours)} of {channels}"
+        lines.append(f"| {label} | {acc} | {edge_cell} | {colour_cell} | " + " | ".join(cells) + " |")
     for path, layers in report["onnx"].items():
         lines += ["", f"ONNX Runtime, `{Path(path).name}`, {report['images']} {report['split']} photos:", ""]
         lines += ["| layer | never active | constant maps per photo | zero activations |", "|---|---|---|---|"]

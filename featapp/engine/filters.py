@@ -24,9 +24,12 @@ import numpy as np
 from featapp.engine.model import ModelError
 
 __all__ = [
+    "COLOUR_ENERGY_THRESHOLD",
     "EDGE_ENERGY_THRESHOLD",
     "FirstLayerFilters",
     "FirstLayerSummary",
+    "colour_energy_shares",
+    "colour_like_kernels",
     "edge_energy_shares",
     "edge_like_kernels",
     "filter_pictures",
@@ -176,6 +179,36 @@ def edge_like_kernels(weights: np.ndarray, threshold: float = EDGE_ENERGY_THRESH
     return np.flatnonzero(edge_energy_shares(weights) >= threshold)
 
 
+COLOUR_ENERGY_THRESHOLD = 0.4
+"""A kernel is a colour detector when at least this share of its energy is a flat colour contrast."""
+
+
+def colour_energy_shares(weights: np.ndarray) -> np.ndarray:
+    """For each kernel of ``weights`` ``(filters, channels, rows, cols)``, the share of its energy
+    that is a flat colour contrast: each colour channel's mean weight, minus the mean over the
+    channels, spread over the kernel. Such a kernel answers to a patch of one colour against
+    another (red against green, blue against yellow) whatever its pattern of light and dark; a
+    random 3x3x3 kernel puts about 2/27 of its energy there (2 of its 27 dimensions).
+
+    >>> w = np.zeros((2, 3, 3, 3)); w[0, 0], w[0, 1] = 1.0, -1.0; w[1, :] = _SOBEL_VERTICAL_EDGE
+    >>> [round(float(s), 3) for s in colour_energy_shares(w)]
+    [1.0, 0.0]
+    """
+    weights = np.asarray(weights, np.float64)
+    if weights.ndim != 4 or weights.shape[1] < 2:
+        return np.zeros(len(weights))
+    means = weights.mean(axis=(2, 3))  # (filters, channels)
+    contrast = means - means.mean(axis=1, keepdims=True)
+    flat = (contrast**2).sum(axis=1) * weights.shape[2] * weights.shape[3]
+    energy = (weights**2).sum(axis=(1, 2, 3))
+    return np.divide(flat, energy, out=np.zeros_like(energy), where=energy > 1e-12)
+
+
+def colour_like_kernels(weights: np.ndarray, threshold: float = COLOUR_ENERGY_THRESHOLD) -> np.ndarray:
+    """Indices of the kernels of ``weights`` ``(filters, channels, rows, cols)`` that are colour detectors."""
+    return np.flatnonzero(colour_energy_shares(weights) >= threshold)
+
+
 def kernel_correlation(kernel: np.ndarray, start: np.ndarray) -> float:
     """Pearson correlation of two kernels of the same shape, over all their weights.
 
@@ -198,6 +231,7 @@ class FirstLayerSummary:
     count: int
     edge_like: tuple[int, ...]
     correlation_with_start: float | None = None
+    colour_like: tuple[int, ...] = ()
 
 
 def first_layer_summary(filters: FirstLayerFilters, start: FirstLayerFilters | None = None) -> FirstLayerSummary:
@@ -207,4 +241,5 @@ def first_layer_summary(filters: FirstLayerFilters, start: FirstLayerFilters | N
     correlation = None
     if start is not None and start.weights.shape == filters.weights.shape:
         correlation = kernel_correlation(filters.weights, start.weights)
-    return FirstLayerSummary(filters.count, edges, correlation)
+    colours = tuple(int(i) for i in colour_like_kernels(filters.weights))
+    return FirstLayerSummary(filters.count, edges, correlation, colours)

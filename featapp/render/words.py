@@ -7,7 +7,7 @@ claim about a layer that its model does not support.
 
 from __future__ import annotations
 
-from featapp.engine.filters import EDGE_ENERGY_THRESHOLD, FirstLayerSummary
+from featapp.engine.filters import COLOUR_ENERGY_THRESHOLD, EDGE_ENERGY_THRESHOLD, FirstLayerSummary
 from featapp.stats.detectors import DetectorMatch
 
 __all__ = ["LEARNED_BELOW", "BARELY_ABOVE", "first_layer_words", "detector_words"]
@@ -31,6 +31,15 @@ def first_layer_words(summary: FirstLayerSummary) -> str:
         f"{edges} of the {summary.count} filters {verb} (at least {EDGE_ENERGY_THRESHOLD:.0%} of the light-and-dark "
         "pattern is a step from dark to light in one direction)" + (f": {listed}." if edges else ".")
     )
+    colours = [i for i in summary.colour_like if i not in summary.edge_like]
+    if colours:
+        named = ", ".join(str(i + 1) for i in colours[:12]) + (", ..." if len(colours) > 12 else "")
+        verb = "is a colour detector" if len(colours) == 1 else "are colour detectors"
+        text += (
+            f" {len(colours)} other{'' if len(colours) == 1 else 's'} {verb} (at least "
+            f"{COLOUR_ENERGY_THRESHOLD:.0%} of the filter is one colour against another, the same all over its "
+            f"patch): {named}."
+        )
     corr = summary.correlation_with_start
     if corr is None:
         return text

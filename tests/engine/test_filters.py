@@ -112,3 +112,27 @@ def test_random_kernels_put_about_a_quarter_of_their_energy_in_the_sobel_span():
 
     shares = edge_energy_shares(np.random.default_rng(0).normal(size=(4000, 3, 3, 3)))
     assert shares.mean() == pytest.approx(2 / 8, abs=0.02)
+
+
+def test_colour_energy_share_of_a_flat_colour_contrast_is_one_and_of_an_edge_zero():
+    from featapp.engine.filters import colour_energy_shares, colour_like_kernels
+
+    sobel = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+    weights = np.zeros((5, 3, 3, 3))
+    weights[0, 0], weights[0, 1] = 1.0, -1.0  # red against green, flat
+    weights[1, :] = sobel  # an edge in every colour: no colour at all
+    weights[2, :] = 1.0  # flat brightness: light, not colour
+    weights[3, 2] = 1.0  # flat blue alone: blue against the average of the three, 2/3 of it
+    weights[4, 0] = sobel  # an edge in red only: colour, but not flat
+    shares = colour_energy_shares(weights)
+    assert shares[0] == pytest.approx(1.0) and shares[1] == shares[2] == pytest.approx(0.0, abs=1e-12)
+    assert shares[3] == pytest.approx(2 / 3) and shares[4] == pytest.approx(0.0, abs=1e-12)
+    assert colour_like_kernels(weights).tolist() == [0, 3]
+    assert colour_energy_shares(np.ones((2, 1, 3, 3))).tolist() == [0.0, 0.0]  # grayscale: no colour
+
+
+def test_random_kernels_put_about_two_27ths_of_their_energy_in_a_flat_colour_contrast():
+    from featapp.engine.filters import colour_energy_shares
+
+    shares = colour_energy_shares(np.random.default_rng(0).normal(size=(4000, 3, 3, 3)))
+    assert shares.mean() == pytest.approx(2 / 27, abs=0.01)
