@@ -732,6 +732,8 @@ def test_config_limits_uploads_and_needs_no_internet():
     assert config["server"]["maxUploadSize"] == 10
     assert config["browser"]["gatherUsageStats"] is False
     assert config["runner"]["magicEnabled"] is False  # a page shows only what it calls st.* for
+    # The browser keeps large messages long enough that a burst of reruns cannot strand it (explorer.py).
+    assert config["global"]["maxCachedMessageAge"] >= 20
     helpers = sorted((REPO_ROOT / "featapp" / "app").glob("*.py"))
     sources = [APP, *(REPO_ROOT / path for path in PAGE_FILES.values()), *helpers]
     for source in sources:

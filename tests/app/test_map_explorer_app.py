@@ -71,7 +71,8 @@ def test_a_report_becomes_the_shared_view_and_the_server_parts_follow(browser_vi
     assert at.session_state["view.channel"] == 7
     assert at.session_state["view.colours"] == "viridis"
     assert at.session_state["view.cell"] == ("conv2d", 3, 4)
-    assert component(at)["state"]["channel"] == 7
+    # The browser drew that view itself: the component's arguments, maps and all, stay as sent.
+    assert component(at)["state"]["channel"] == 1
     assert "Optimise a picture for channel 7" in " ".join(b.label for b in at.button)
     # The Layer grid, another page, sees the same view.
     go(at, "layer_grid")
@@ -162,7 +163,7 @@ def test_a_grid_report_is_kept_per_layer_and_a_tile_opens_the_feature_map(browse
     assert not at.exception
     assert at.session_state["view.grid_first.conv2d"] == 3 and at.session_state["view.grid_last.conv2d"] == 12
     assert at.session_state["view.grid_order"] == "max" and at.session_state["view.colours"] == "viridis"
-    assert component(at)["state"]["first"] == 3
+    assert component(at)["state"]["first"] == 1  # the browser shows 3 to 12 already: nothing to send
     at.session_state["layer_grid.explorer"] = grid_report(first=3, last=12, order="max", open_channel=7)
     at.run()
     assert not at.exception
@@ -182,3 +183,28 @@ def test_a_bad_grid_report_changes_nothing(browser_view, bad):
     assert not at.exception
     assert "Layer grid" in main_text(at)
     assert component(at)["state"]["first"] == 1 and component(at)["state"]["last"] == 32
+
+
+def test_reports_leave_the_components_message_unchanged_and_a_server_change_is_sent(browser_view):
+    """The component's arguments are one message with the layer's maps: a report the browser
+    drew itself must not make a new one (Streamlit then sends a short reference instead of the
+    maps again, and a burst of reports cannot strand the browser on a copy it dropped)."""
+    at = open_app("feature_map")
+    first = component(at)
+    for channel in (7, 3, 12, 7):  # a student stepping through channels in the browser
+        at.session_state[EXPLORER] = report(channel=channel)
+        at.run()
+        assert not at.exception and at.session_state["view.channel"] == channel
+        assert component(at) == first
+    at.session_state["view.channel"] = 20  # the server changes the view (a detector's button, a tile)
+    at.run()
+    changed = component(at)
+    assert changed["state"]["channel"] == 20 and changed["steps"] == first["steps"]
+    at.run()  # nothing new: the same arguments again
+    assert component(at) == changed
+    at.session_state["view.channel"] = 7  # back to the browser's last report, by the server: sent again
+    at.run()
+    assert component(at)["state"]["channel"] == 7
+    at.session_state[EXPLORER] = report(channel=7, colours="viridis")  # a report that differs: kept as is
+    at.run()
+    assert component(at)["state"]["channel"] == 7 and component(at)["state"]["colours"] == "blues4"

@@ -37,7 +37,11 @@ def shot(page, name: str) -> None:
 
 
 def no_exception(page) -> None:
+    """No exception box on the page, and not Streamlit's "Connection error" dialog (which locks
+    the page until it is reloaded)."""
     assert page.locator(EXCEPTION).count() == 0, page.locator(EXCEPTION).first.inner_text()
+    dialog = page.get_by_role("dialog").filter(has_text="Connection error")
+    assert dialog.count() == 0, dialog.first.inner_text()
 
 
 def wait_until(condition, timeout: float = 60, what: str = "the page to change"):
