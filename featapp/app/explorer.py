@@ -52,12 +52,11 @@ def state_to_send(state: dict, key: str) -> dict:
     reported = bounded_report(st.session_state.get(key))
     report_text = "" if reported is None else json.dumps(reported, sort_keys=True)
     browser_shows_it = (
-        sent is not None
-        and reported is not None
+        reported is not None
         and report_text != st.session_state.get(mark_key)  # reported after `sent` went out
         and all(reported.get(name) == value for name, value in state.items())
     )
-    if browser_shows_it:
+    if sent is not None and browser_shows_it:
         return sent
     if state != sent:
         st.session_state[sent_key] = dict(state)
