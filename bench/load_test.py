@@ -628,13 +628,29 @@ async def protocol_student(
         if not condition:
             raise AppError(message)
 
+    def server_channel(run) -> int | None:
+        """The channel the Feature map's server-drawn parts are about: the button that optimises
+        its picture, or the picture itself (from the atlas or computed before)."""
+        for button in run.widgets("button", "Optimise a picture for channel"):
+            found = re.search(r"channel (\d+)", button.label)
+            if found:
+                return int(found.group(1))
+        for caption in run.image_captions():
+            found = re.match(r"Channel (\d+):", caption)
+            if found:
+                return int(found.group(1))
+        return None
+
     def shown_map(run) -> tuple[str, int, Widget | None]:
         """The layer and channel the Feature map shows, and the browser view's component
         (``None`` in the server-drawn view, where the heatmap's title says what is shown)."""
         explorer = [w for w in run.widgets("component_instance") if w.proto.component_name.endswith("map_explorer")]
         if explorer:
             args = json.loads(explorer[0].proto.json_args)
-            return args["layer_name"], int(args["state"]["channel"]), explorer[0]
+            # The component's state is what the server last sent it; after a report the browser
+            # draws the view itself and the server's parts below the map follow it.
+            channel = server_channel(run)
+            return args["layer_name"], channel or int(args["state"]["channel"]), explorer[0]
         expect(run.count("vega_lite_chart") >= 1, "no heatmap on the Feature map page")
         titles = [line for line in run.texts().splitlines() if line.startswith("**Layer ")]
         expect(bool(titles), "no heatmap title")
