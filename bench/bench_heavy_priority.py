@@ -15,10 +15,9 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.bench_threads import MEASURE
+from bench.bench_threads import MEASURE, best_of_alternated, write_single_user_report
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,30 +39,16 @@ def measure(nice: str) -> dict[str, float]:
 
 
 def main() -> None:
-    from bench.machine import cpu_features, cpu_name, load_average
-
-    load = load_average()
-    runs: dict[str, list[dict[str, float]]] = {"the clicks' priority (0)": [], "lowered (10)": []}
-    for _ in range(2):  # alternated, so a change in the machine's load falls on both
-        runs["the clicks' priority (0)"].append(measure("0"))
-        runs["lowered (10)"].append(measure("10"))
-    best = {name: {view: min(r[view] for r in results) for view in results[0]} for name, results in runs.items()}
-    same, lowered = best.values()
-    lines = [
-        "# One student alone: heavy views at a lower priority",
-        "",
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; {cpu_name()} ({cpu_features()}), {os.cpu_count()} cores, "
-        f"load average {load}; `python -m bench.bench_heavy_priority`. Best of each view's runs, in ms, two fresh "
-        "processes per setting, alternated. A photo's activations is a click (never moved); the rest are heavy.",
-        "",
-        "| view | the clicks' priority | lowered | ratio |",
-        "|---|---:|---:|---:|",
-        *(f"| {view} | {same[view]:.1f} | {lowered[view]:.1f} | {lowered[view] / same[view]:.2f}x |" for view in same),
-        "",
-    ]
-    report = REPO / "bench" / "results" / "heavy_priority_single_user.md"
-    report.write_text("\n".join(lines))
-    print("\n".join(lines))
+    same, lowered = best_of_alternated({"same": lambda: measure("0"), "lowered": lambda: measure("10")})
+    write_single_user_report(
+        "One student alone: heavy views at a lower priority",
+        "python -m bench.bench_heavy_priority",
+        " A photo's activations is a click (never moved); the rest are heavy.",
+        ("the clicks' priority", "lowered"),
+        same,
+        lowered,
+        "heavy_priority_single_user.md",
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -59,34 +60,56 @@ def measure(threads: str | None) -> dict[str, float]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def best_of_alternated(settings: dict[str, Callable[[], dict[str, float]]], rounds: int = 2) -> list[dict[str, float]]:
+    """Each setting's best time per view over ``rounds`` fresh processes, the settings alternated
+    so that a change in the machine's load falls on all of them; in the order of ``settings``."""
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in settings}
+    for _ in range(rounds):
+        for name, run in settings.items():
+            runs[name].append(run())
+    return [{view: min(r[view] for r in results) for view in results[0]} for results in runs.values()]
+
+
+def ratio_table(names: tuple[str, str], first: dict[str, float], second: dict[str, float]) -> list[str]:
+    """Markdown rows: each view's two times in ms and the second's ratio to the first."""
+    return [
+        f"| view | {names[0]} | {names[1]} | ratio |",
+        "|---|---:|---:|---:|",
+        *(f"| {view} | {first[view]:.1f} | {second[view]:.1f} | {second[view] / first[view]:.2f}x |" for view in first),
+    ]
+
+
+def write_single_user_report(title: str, command: str, note: str, names: tuple[str, str], first, second, name: str):
+    """Write ``bench/results/NAME`` (and print it): the machine, then :func:`ratio_table`."""
     from bench.machine import cpu_features, cpu_name, load_average
 
-    load = load_average()
-    runs: dict[str, list[dict[str, float]]] = {"ONNX Runtime's choice": [], "one thread": []}
-    for _ in range(2):  # alternated, so a change in the machine's load falls on both
-        runs["ONNX Runtime's choice"].append(measure(None))
-        runs["one thread"].append(measure("1"))
-    best = {name: {view: min(r[view] for r in results) for view in results[0]} for name, results in runs.items()}
-    default, single = best.values()
     lines = [
-        "# One student alone: ONNX Runtime's threads against one thread per run",
+        f"# {title}",
         "",
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; {cpu_name()} ({cpu_features()}), {os.cpu_count()} cores, "
-        f"load average {load}; `python -m bench.bench_threads`. Best of each view's runs, in ms, two fresh processes",
-        "per setting, alternated.",
+        f"load average {load_average()}; `{command}`. Best of each view's runs, in ms, two fresh processes per "
+        f"setting, alternated.{note}",
         "",
-        "| view | ONNX Runtime's choice | one thread | ratio |",
-        "|---|---:|---:|---:|",
-        *(
-            f"| {view} | {default[view]:.1f} | {single[view]:.1f} | {single[view] / default[view]:.2f}x |"
-            for view in default
-        ),
+        *ratio_table(names, first, second),
         "",
     ]
-    report = REPO / "bench" / "results" / "threads_single_user.md"
-    report.write_text("\n".join(lines))
+    (REPO / "bench" / "results" / name).write_text("\n".join(lines))
     print("\n".join(lines))
+
+
+def main() -> None:
+    default, single = best_of_alternated(
+        {"ONNX Runtime's choice": lambda: measure(None), "one thread": lambda: measure("1")}
+    )
+    write_single_user_report(
+        "One student alone: ONNX Runtime's threads against one thread per run",
+        "python -m bench.bench_threads",
+        "",
+        ("ONNX Runtime's choice", "one thread"),
+        default,
+        single,
+        "threads_single_user.md",
+    )
 
 
 if __name__ == "__main__":
