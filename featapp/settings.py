@@ -53,6 +53,7 @@ __all__ = [
     "cache_mb",
     "provider",
     "threads_text",
+    "heavy_nice",
     "vis_steps",
     "map_view",
 ]
@@ -195,6 +196,20 @@ def provider(requested: str = "auto") -> str:
 def threads_text() -> str:
     """``$FEATAPP_THREADS`` as written (``""`` = ONNX Runtime decides); checked by the model loader."""
     return configured(THREADS_ENV)
+
+
+def heavy_nice(default: int = 10) -> int:
+    """``$FEATAPP_HEAVY_NICE`` (0 to 19; 0 = heavy runs at the clicks' priority), else ``default``:
+    how many steps lower (``nice``) heavy runs are scheduled (:mod:`featapp.engine.priority`).
+
+    >>> os.environ["FEATAPP_HEAVY_NICE"] = "0"; heavy_nice()
+    0
+    >>> os.environ["FEATAPP_HEAVY_NICE"] = "low"; heavy_nice()
+    10
+    >>> del os.environ["FEATAPP_HEAVY_NICE"]
+    """
+    text = configured(HEAVY_NICE_ENV)
+    return min(19, int(text)) if text.isdigit() else default
 
 
 def vis_steps(default: int) -> int:

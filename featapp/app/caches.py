@@ -224,9 +224,8 @@ def model_at(path: str | os.PathLike) -> FeatureModel:
     except OSError:
         info = None
     if info is not None:
-        key = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
         recent = _RECENT_MODELS.get(given)
-        if recent is not None and recent[0] == key:
+        if recent is not None and recent[0] == _file_key(info):
             return recent[1]
     resolved = Path(given).expanduser().resolve()
     try:
@@ -236,8 +235,13 @@ def model_at(path: str | os.PathLike) -> FeatureModel:
     model = _model_at(path=str(resolved), mtime_ns=info.st_mtime_ns, size=info.st_size)
     if len(_RECENT_MODELS) >= 32:
         _RECENT_MODELS.clear()
-    _RECENT_MODELS[given] = ((info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size), model)
+    _RECENT_MODELS[given] = (_file_key(info), model)
     return model
+
+
+def _file_key(info: os.stat_result) -> tuple[int, int, int, int]:
+    """A file's identity: another file, or the same one written again, has another."""
+    return (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
 
 
 def spec_key(spec: InputSpec) -> tuple[int, int, int]:

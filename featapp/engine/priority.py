@@ -7,10 +7,10 @@ threads busy for seconds. At equal priority the operating system shares the core
 while one student's occlusion runs, every other student's click waits for its share.
 
 Heavy runs therefore go to one worker thread whose scheduling priority is lowered
-(``nice``, :data:`HEAVY_NICE` by default, ``$FEATAPP_HEAVY_NICE`` to change it). ONNX
+(``nice``, :func:`featapp.settings.heavy_nice`). ONNX
 Runtime's own worker threads are made by the thread that creates a session and inherit its
 priority, so the sessions that only heavy runs use are created on that thread too
-(:func:`create_heavy_session`). With nothing else to do, the cores go to the heavy run just
+(:func:`run_at_heavy_priority` around their constructors). With nothing else to do, the cores go to the heavy run just
 as before: a lone student's occlusion is no slower. Lowering a thread's priority needs no
 privilege; raising it back would, which is why the work moves to a thread of its own rather
 than lowering the caller's.
@@ -33,29 +33,13 @@ from typing import TypeVar
 
 from featapp import settings
 
-__all__ = ["HEAVY_NICE", "heavy_nice", "on_heavy_thread", "run_at_heavy_priority", "thread_nice"]
+__all__ = ["on_heavy_thread", "run_at_heavy_priority", "thread_nice"]
 
 T = TypeVar("T")
-
-HEAVY_NICE = 10
-"""How many steps lower (``nice``) heavy runs are scheduled than the rest of the process."""
 
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 _heavy_thread = threading.local()
-
-
-def heavy_nice() -> int:
-    """``$FEATAPP_HEAVY_NICE`` (0 to 19; 0 = heavy runs at the clicks' priority), else :data:`HEAVY_NICE`.
-
-    >>> os.environ["FEATAPP_HEAVY_NICE"] = "0"; heavy_nice()
-    0
-    >>> os.environ["FEATAPP_HEAVY_NICE"] = "low"; heavy_nice()
-    10
-    >>> del os.environ["FEATAPP_HEAVY_NICE"]
-    """
-    text = settings.configured(settings.HEAVY_NICE_ENV)
-    return min(19, int(text)) if text.isdigit() else HEAVY_NICE
 
 
 def thread_nice() -> int | None:
@@ -66,15 +50,15 @@ def thread_nice() -> int | None:
 
 
 def _lower_priority() -> None:
-    """Runs once in the worker thread: mark it, and lower its priority by :func:`heavy_nice`."""
+    """Runs once in the worker thread: mark it, and lower its priority by :func:`featapp.settings.heavy_nice`."""
     _heavy_thread.active = True
     current = thread_nice()
-    if current is None or heavy_nice() == 0:
+    if current is None or settings.heavy_nice() == 0:
         return
     # A sandbox that forbids it (OSError) leaves the runs at the usual priority.
     with contextlib.suppress(OSError):
         # On Linux, PRIO_PROCESS with a thread id sets that one thread's nice value.
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, current + heavy_nice()))
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, current + settings.heavy_nice()))
 
 
 def on_heavy_thread() -> bool:

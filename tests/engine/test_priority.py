@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from featapp.engine.priority import heavy_nice, on_heavy_thread, run_at_heavy_priority, thread_nice
+from featapp.engine.priority import on_heavy_thread, run_at_heavy_priority, thread_nice
+from featapp.settings import heavy_nice
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
