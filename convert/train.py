@@ -573,9 +573,16 @@ def _fit(
     optimizer = keras.optimizers.AdamW(
         learning_rate=learning_rate_schedule(config, steps), weight_decay=config.weight_decay
     )
+    resumed_at = resumed_epoch(run_dir / "backup")
+    seed = data_seed(config.seed, resumed_at)
+    if resumed_at:
+        # Reseeded after the model is built, before the augmentation layers are: their random
+        # streams, and the shuffle's, start from the seed given here.
+        keras.utils.set_random_seed(seed)
+        print(f"Resuming after epoch {resumed_at}: new batches and augmentations (seed {seed}).", flush=True)
     if keras.backend.backend() == "tensorflow":
         x_val, y_val = val_xy or (None, None)
-        train_ds, val_ds = make_datasets(*train_xy, x_val, y_val, config.batch_size, config.seed, config.mixup_alpha)
+        train_ds, val_ds = make_datasets(*train_xy, x_val, y_val, config.batch_size, seed, config.mixup_alpha)
         fitted, data = model, {"x": train_ds, "validation_data": val_ds}
     else:
         fitted = with_augmentation(model)
@@ -599,6 +606,28 @@ def _fit(
     )
     keras.mixed_precision.set_global_policy("float32")
     return model
+
+
+def resumed_epoch(backup_dir: Path) -> int:
+    """The epoch a run in ``backup_dir``'s folder resumes after: the number Keras'
+    ``BackupAndRestore`` reads to skip the epochs done; 0 for a fresh run."""
+    try:
+        return int(json.loads((backup_dir / "training_metadata.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def data_seed(seed: int, resumed_at: int) -> int:
+    """The seed of the shuffles and augmentations of a run that resumes after ``resumed_at`` epochs.
+
+    The data pipeline is built afresh in every process, so seeding it with ``seed`` alone made a
+    resumed run repeat, batch for batch, the shuffles and augmentations of the epochs it had
+    already trained on (the model then fits those exact images better and generalises worse). A
+    fresh run keeps ``seed``; a resumed one gets a stream of its own, from ``seed`` and the epoch.
+    """
+    if resumed_at <= 0:
+        return seed
+    return int(np.random.SeedSequence([seed, resumed_at]).generate_state(1)[0] % 2**31)
 
 
 def selection_finished(selection_dir: Path, epochs: int) -> bool:

@@ -236,6 +236,56 @@ def test_rerun_with_a_warm_start_refit_keeps_the_selection_and_fine_tunes_its_be
     assert summary["refit"]["warm_start"].endswith("best.keras") and summary["refit"]["epochs"] == 2
 
 
+def test_resumed_epoch_is_the_one_keras_backed_up(run_dir, tmp_path):
+    from convert.train import resumed_epoch
+
+    assert resumed_epoch(run_dir / "selection" / "backup") == 1  # the fixture's run: 1 epoch done
+    assert resumed_epoch(tmp_path / "no-backup") == 0
+    (tmp_path / "training_metadata.json").write_text("{not json")
+    assert resumed_epoch(tmp_path) == 0
+
+
+def _first_batches_order(seed: int) -> list[float]:
+    """The first batch's images in the order the training pipeline gives them, seeded as ``_fit`` does.
+
+    Each image is one flat grey level, which flips, turns, zooms and shifts with nearest-pixel
+    fill leave alone, so the batch names the shuffle's order exactly."""
+    keras = pytest.importorskip("keras")
+    pytest.importorskip("tensorflow")
+    from convert.train import make_datasets
+
+    keras.utils.set_random_seed(seed)
+    levels = np.arange(64, dtype=np.uint8) * 3
+    images = np.repeat(levels[:, None, None, None], 150 * 150 * 3).reshape(64, 150, 150, 3)
+    train, _ = make_datasets(images, np.zeros(64, np.float32), None, None, 32, seed)
+    batch = next(iter(train))[0].numpy()
+    return [round(float(image.mean()) * 255) for image in batch]
+
+
+def test_a_resumed_run_draws_batches_of_its_own_not_the_ones_it_trained_on():
+    from convert.train import data_seed
+
+    fresh = _first_batches_order(data_seed(1337, 0))
+    assert data_seed(1337, 0) == 1337 and fresh == _first_batches_order(1337)  # a fresh run: as before
+    # Seeded with --seed alone (before the fix), every resume replayed the first epochs' batches.
+    resumed = [_first_batches_order(data_seed(1337, epoch)) for epoch in (1, 43)]
+    assert all(order != fresh for order in resumed) and resumed[0] != resumed[1]
+
+
+@pytest.mark.slow
+def test_a_resumed_run_says_so_and_goes_on_from_its_backup(run_dir, tiny_dataset, tmp_path):
+    import shutil
+
+    out = tmp_path / "resumed"
+    shutil.copytree(run_dir / "selection" / "backup", out / "selection" / "backup")
+    result = run_convert(
+        "train", tiny_dataset, "--out", out, "--epochs", "2", "--snapshot-epochs", "2", "--weight-decay", "0.05",
+        "--warmup-epochs", "0", "--first-layer-kernel-scale", "10", "--centre-inputs",
+    )  # fmt: skip
+    assert "Resuming after epoch 1: new batches and augmentations" in result.stdout
+    assert json.loads((out / "selection" / "history.json").read_text())[-1]["epoch"] == 2
+
+
 def test_mix_blends_images_and_labels_with_their_partners():
     tf = pytest.importorskip("tensorflow")
     from convert.train import mix
