@@ -96,3 +96,21 @@ def test_channels_are_alive_on_100_test_photos(committed, dataset):
     assert all(dead[name] <= MOST_NEVER_ACTIVE[name] for name in conv), (
         f"channels that never fire on 100 test photos: {dead}; at most {MOST_NEVER_ACTIVE}"
     )
+
+
+# Issue 29: the atlas committed beside the model is the app's "what this channel looks for" for
+# every conv channel, at the app's settings, so a class sees them with no computation. A new model
+# makes this fail until `featapp atlas` is run again (the app itself ignores a stale atlas).
+ATLAS_LARGEST_BYTES = 5_000_000
+
+
+def test_the_committed_atlas_has_every_conv_channel_of_the_committed_model(committed):
+    from featapp.explain.atlas import atlas_layers, atlas_path, usable_atlas
+
+    path = atlas_path(ONNX_PATH)
+    assert path.stat().st_size < ATLAS_LARGEST_BYTES
+    atlas = usable_atlas(committed)
+    assert atlas is not None, f"{path} does not hold this model's pictures at the app's settings"
+    expected = {layer.name: layer.output_shape[-1] for layer in atlas_layers(committed)}
+    assert {name: layer.channels for name, layer in atlas.layers.items()} == expected
+    assert sum(expected.values()) == 352
