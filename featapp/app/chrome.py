@@ -205,7 +205,7 @@ def sidebar(model: FeatureModel, page: str = "") -> None:
 # -- a view shared as a link (featapp.app.share) --------------------------------------------------------
 
 
-def _dataset_or_none() -> Dataset | None:
+def dataset_or_none() -> Dataset | None:
     try:
         return caches.dataset()
     except DatasetError:
@@ -228,7 +228,7 @@ def open_shared_view(model: FeatureModel, page: str) -> None:
     query = {key: st.query_params.get_all(key) for key in present}
     for key in present:
         del st.query_params[key]
-    data = _dataset_or_none()
+    data = dataset_or_none()
     read = share.read_query(
         query,
         page=page,

@@ -9,6 +9,8 @@ message in place of the view; the page goes on.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import streamlit as st
 
@@ -17,7 +19,7 @@ from featapp.app import caches, chrome
 from featapp.app.appstate import CurrentImage
 from featapp.app.asset_server import SHELF
 from featapp.app.caches import ShownPicture
-from featapp.app.view import CELL, CHANNEL, LAYER
+from featapp.app.view import CELL, CHANNEL, LAYER, SCAN_SPLIT
 from featapp.cache import CacheFolderError
 from featapp.engine.arithmetic import GRAPH_INPUT, CannotExplain, ConvArithmetic, ConvOp, PoolOp, explain_cell
 from featapp.engine.metadata import LayerInfo
@@ -127,8 +129,9 @@ def _objective_text(model: FeatureModel, layer: LayerInfo) -> str:
         return (
             "Start from faint noise and change the picture, step by step, in the direction that raises the "
             f"activation of this channel's **centre cell**, keeping the contrast of the {size[0]} x {size[1]} "
-            f"pixels it sees fixed ({vis_steps()} gradient steps). The picture is that patch, enlarged; in the "
-            "first layer it is the filter itself. A cell this early sees only a few pixels, so optimising the "
+            f"pixels it sees fixed ({vis_steps()} gradient steps). The picture is that patch with a margin around "
+            "it (a quarter of its size: small shifts during the optimisation reach there), enlarged; in the "
+            "first layer the patch is the filter itself. A cell this early sees only a few pixels, so optimising the "
             "channel's mean over its whole map would give a flat colour or a fine texture instead."
         )
     return (
@@ -351,18 +354,57 @@ def circuit_section(model: FeatureModel, layer: LayerInfo, channel: int) -> None
         grads = gradients_or_message(model)
         # The atlas has every input channel's picture; otherwise only those someone computed.
         grid = caches.atlas_layer(model, circuit.below, vis_steps())
-        for title, links in (("Excite it most", circuit.excitatory), ("Inhibit it most", circuit.inhibitory)):
+        links = [*circuit.excitatory, *circuit.inhibitory]
+        top, split_note = _top_photos(model, circuit.below, [link.channel for link in links])
+        st.caption(split_note)
+        for title, side in (("Excite it most", circuit.excitatory), ("Inhibit it most", circuit.inhibitory)):
             st.markdown(f"**{title}**")
-            if not links:
+            if not side:
                 st.caption("None: every kernel slice of this channel sums to the other sign.")
                 continue
-            for column, link in zip(st.columns(len(links)), links, strict=False):
+            for column, link in zip(st.columns(len(side)), side, strict=False):
                 with column:
-                    _link(circuit, link, number, grads, grid)
+                    _link(circuit, link, number, grads, grid, top.get(link.channel))
+
+
+def _top_photos(model: FeatureModel, layer: str, channels: list[int]) -> tuple[dict[int, tuple[str, str]], str]:
+    """Each channel's strongest photo in the split scanned for the One-neuron page, as (picture URL,
+    file name), with its strongest cell's receptive field outlined; and a line saying where they
+    come from. Only a scan already made is read: this section never starts one."""
+    data = chrome.dataset_or_none()
+    split = data and (st.session_state.get(SCAN_SPLIT) or caches.default_split(data))
+    stats = caches.neuron_stats(model, data, split) if data is not None and split in data.splits else None
+    if stats is None:
+        return {}, (
+            "Each input channel's strongest photo shows here once a split has been scanned (on the One-neuron page)."
+        )
+    try:
+        hits = {channel: stats.top_k(layer, channel, k=1)[0] for channel in channels}
+    except (KeyError, ValueError, IndexError) as err:  # a scan without this layer, or without photos
+        return {}, f"The scan of the {split} split has no ranking for {layer}: {err}"
+    names, pixels = caches.photos(model, [hit.path for hit in hits.values() if hit.path is not None])
+    read = dict(zip(names, pixels, strict=True))
+    top = {}
+    for channel, hit in hits.items():
+        photo = read.get(str(hit.path))
+        if photo is None:
+            continue
+        if hit.box is not None:
+            photo = render.outline_box(photo, hit.box)
+        top[channel] = (caches.picture_url(photo, width_px=LINK_PICTURE_PX * 2), Path(str(hit.path)).name)
+    return top, (
+        f"Under each picture: the channel's strongest photo of the {len(stats)} scanned ({split}), "
+        "its strongest cell's field outlined."
+    )
 
 
 def _link(
-    circuit: ChannelCircuit, link: InputLink, number: int, grads: Gradients | str, grid: ShownPicture | None
+    circuit: ChannelCircuit,
+    link: InputLink,
+    number: int,
+    grads: Gradients | str,
+    grid: ShownPicture | None,
+    top_photo: tuple[str, str] | None,
 ) -> None:
     shown = _kept_channel_picture(None if isinstance(grads, str) else grads, circuit.below, link.channel, grid)
     if shown is not None:
@@ -371,6 +413,14 @@ def _link(
             SHELF.url(png, name=name),
             width=LINK_PICTURE_PX,
             alt=f"What channel {link.channel + 1} of {circuit.below} looks for (its optimised picture)",
+        )
+    if top_photo is not None:
+        url, photo_name = top_photo
+        st.image(
+            url,
+            width=LINK_PICTURE_PX,
+            alt=f"The photo that drives channel {link.channel + 1} of {circuit.below} hardest: {photo_name}, "
+            "its strongest cell's field outlined in red",
         )
     st.button(
         f"Channel {link.channel + 1}",

@@ -135,3 +135,44 @@ def test_a_channels_first_flatten_is_read_in_its_own_order():
     assert np.allclose(inputs.contributions.sum(axis=1), flat @ weights[:, 1])
     with pytest.raises(CannotExplain, match="in any order"):
         dense_unit_inputs(weights, np.zeros(2), "fc", 1, "pool", maps, flat[:, ::-1])
+
+
+def test_each_input_channel_shows_its_strongest_scanned_photo(monkeypatch, tmp_path, dataset, model, committed_ops):
+    from featapp.data.dataset import Dataset
+    from featapp.stats.analysis import load_cached
+    from tests.helpers.apptest import main_text, open_app
+    from tests.helpers.samples import scanned_sample
+
+    photos, cache = scanned_sample(tmp_path / "scan", dataset, model, per_class=4)
+    for name, value in {
+        "FEATAPP_DATA_DIR": photos,
+        "FEATAPP_CACHE_DIR": tmp_path / "empty-cache",
+        "FEATAPP_SNAPSHOTS": tmp_path / "no-snapshots",
+        "FEATAPP_PROVIDER": "cpu",
+        "FEATAPP_MAP_VIEW": "server",
+    }.items():
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.delenv("FEATAPP_MODEL", raising=False)
+
+    def conv2d_1_channel_3():
+        at = open_app("feature_map")
+        at.selectbox(key="feature_map.layer").set_value("conv2d_1").run()
+        at.session_state["view.channel"] = 3
+        at.run()
+        assert not at.exception
+        return at
+
+    at = conv2d_1_channel_3()  # not scanned yet: the section says where the photos come from
+    assert "strongest photo shows here once a split has been scanned" in main_text(at)
+    assert not [image for image in at.main.image if "drives channel" in image.proto.imgs[0].alt]
+
+    monkeypatch.setenv("FEATAPP_CACHE_DIR", str(cache))
+    at = conv2d_1_channel_3()
+    stats = load_cached(model, Dataset(photos), "test", cache)
+    circuit = channel_circuit(committed_ops, "conv2d_1", 2, count=4)
+    alts = [image.proto.imgs[0].alt for image in at.main.image]
+    for link in [*circuit.excitatory, *circuit.inhibitory]:
+        top = stats.top_k("conv2d", link.channel, k=1)[0]
+        wanted = f"The photo that drives channel {link.channel + 1} of conv2d hardest: {top.path.name}"
+        assert any(alt.startswith(wanted) for alt in alts), (wanted, alts)
+    assert "strongest photo of the 8 scanned (test)" in main_text(at)
