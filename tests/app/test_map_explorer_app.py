@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from featapp.app.map_explorer import dequantise
-from tests.helpers.apptest import go, main_text, open_app, open_tab, png_upload, upload
+from tests.helpers.apptest import channel_picture_shown, go, main_text, open_app, open_tab, png_upload, upload
 
 EXPLORER = "feature_map.explorer"
 
@@ -60,7 +60,7 @@ def test_the_page_sends_the_layer_once_with_the_shared_view(browser_view, first_
     assert np.abs(back - maps).max() <= (maps.max() - maps.min()) / 65535
     # No Vega-Lite heatmap and no channel box: those are the server view's.
     assert not at.number_input and not at.radio
-    assert "Optimise a picture for channel 1" in " ".join(b.label for b in at.button)
+    assert channel_picture_shown(at, 1)
 
 
 def test_a_report_becomes_the_shared_view_and_the_server_parts_follow(browser_view):
@@ -73,7 +73,7 @@ def test_a_report_becomes_the_shared_view_and_the_server_parts_follow(browser_vi
     assert at.session_state["view.cell"] == ("conv2d", 3, 4)
     # The browser drew that view itself: the component's arguments, maps and all, stay as sent.
     assert component(at)["state"]["channel"] == 1
-    assert "Optimise a picture for channel 7" in " ".join(b.label for b in at.button)
+    assert channel_picture_shown(at, 7)
     # The Layer grid, another page, sees the same view.
     go(at, "layer_grid")
     assert at.session_state["view.channel"] == 7

@@ -52,7 +52,8 @@ def test_the_gradient_model_is_loaded_before_a_student_asks(app_env, empty_cache
     from featapp.app import sections
     from featapp.explain.gradients import Gradients
 
-    assert chrome.warm_up_gradients() == "featapp: gradient model loaded"
+    # The committed model ships its atlas: every conv channel's picture is read at warm-up too.
+    assert chrome.warm_up_gradients() == "featapp: gradient model loaded; 352 pictures from cats_dogs_small.atlas.zip"
     monkeypatch.setattr(caches, "load_gradients", lambda *a, **k: pytest.fail("loaded again"))
     model = caches.model_at(settings.model_path())
     assert isinstance(sections.gradients_or_message(model), Gradients)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import time
 from pathlib import Path
 
@@ -42,6 +43,15 @@ def no_exception(page) -> None:
     assert page.locator(EXCEPTION).count() == 0, page.locator(EXCEPTION).first.inner_text()
     dialog = page.get_by_role("dialog").filter(has_text="Connection error")
     assert dialog.count() == 0, dialog.first.inner_text()
+
+
+def channel_picture_part(page, channel: int | None = None):
+    """The Feature map's "What this channel looks for" for ``channel`` (any channel when None), as
+    the server drew it: the picture from the model's atlas, or the button that computes it."""
+    number = r"\d+" if channel is None else str(channel)
+    button = page.get_by_role("button", name=re.compile(rf"^Optimise a picture for channel {number} \("))
+    picture = page.get_by_role("img", name=re.compile(rf"^The picture optimised for channel {number} of "))
+    return button.or_(picture).first
 
 
 def wait_until(condition, timeout: float = 60, what: str = "the page to change"):

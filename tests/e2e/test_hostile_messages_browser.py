@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from tests.e2e.steps import SLOW, no_exception, open_page, photos_app, shot, wait_until
+from tests.e2e.steps import SLOW, channel_picture_part, no_exception, open_page, photos_app, shot, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -99,4 +99,4 @@ def test_hostile_and_random_reports_break_no_page(app_url, page):
     open_page(page, "Feature map")
     settled(page)
     no_exception(page)
-    page.get_by_role("button", name="Optimise a picture for channel").first.wait_for(timeout=SLOW)
+    channel_picture_part(page).wait_for(timeout=SLOW)

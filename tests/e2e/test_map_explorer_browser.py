@@ -16,7 +16,7 @@ import pytest
 
 from featapp.engine.geometry import receptive_box
 from featapp.render import COLOUR_SCALES, describe_range, legend_chart, value_range
-from tests.e2e.steps import SLOW, choose, no_exception, photos_app, shot, wait_until
+from tests.e2e.steps import SLOW, channel_picture_part, choose, no_exception, photos_app, shot, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -68,7 +68,7 @@ def test_channel_colours_and_scaling_change_in_the_browser(app_url, page, photo_
     page.goto(app_url + "/feature_map")
     page.get_by_role("heading", name="Feature map").wait_for(timeout=SLOW)
     frame = explorer(page)
-    page.get_by_role("button", name="Optimise a picture for channel 1 (a few seconds)").wait_for(timeout=SLOW)
+    channel_picture_part(page, 1).wait_for(timeout=SLOW)
     page.wait_for_timeout(1500)  # the page settles: no more messages of its own
     shot(page, "explorer_01_channel1")
     first_map = frame.locator("#map").evaluate("c => c.toDataURL()")
@@ -84,7 +84,7 @@ def test_channel_colours_and_scaling_change_in_the_browser(app_url, page, photo_
     assert len(frames) == before, "a channel change reached the server before the student stopped"
     assert frame.locator("#map").evaluate("c => c.toDataURL()") != first_map
     assert frame.locator("#title").inner_text() == "Layer 1 (conv2d), channel 3"
-    page.get_by_role("button", name="Optimise a picture for channel 3 (a few seconds)").wait_for(timeout=SLOW)
+    channel_picture_part(page, 3).wait_for(timeout=SLOW)
     assert len(frames) > before
     reports = frame.locator("body").evaluate("() => window.featappExplorer.reports")
     assert reports == 1, f"{reports} reports for one settled change"

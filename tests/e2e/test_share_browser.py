@@ -10,7 +10,7 @@ import urllib.parse
 
 import pytest
 
-from tests.e2e.steps import SLOW, choose, no_exception, photos_app, shot, wait_until
+from tests.e2e.steps import SLOW, channel_picture_part, choose, no_exception, photos_app, shot, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -68,7 +68,7 @@ def test_a_shared_link_opens_the_same_view_in_a_fresh_browser(app_url, browser, 
     frame.locator("#channel-number").fill("5")
     frame.get_by_label("Viridis, continuous").check()
     frame.get_by_label("per layer (all channels, this image)").check()
-    page.get_by_role("button", name="Optimise a picture for channel 5 (a few seconds)").wait_for(timeout=SLOW)
+    channel_picture_part(page, 5).wait_for(timeout=SLOW)
 
     # "Share this view", opened from the keyboard.
     summary = page.locator(f"{SIDEBAR} summary", has_text="Share this view")
@@ -95,7 +95,7 @@ def test_a_shared_link_opens_the_same_view_in_a_fresh_browser(app_url, browser, 
     # The link follows the view: a channel changed in the browser is in the link once it settles.
     frame.locator("#next").click()
     url = wait_until(lambda: "channel=6" in shared_link(page) and shared_link(page), 30, "the link to follow")
-    page.get_by_role("button", name="Optimise a picture for channel 6 (a few seconds)").wait_for(timeout=SLOW)
+    channel_picture_part(page, 6).wait_for(timeout=SLOW)
     qr.scroll_into_view_if_needed()
     shot(page, "share_01_instructor")
     instructor_view = the_view(page)

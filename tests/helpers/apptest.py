@@ -128,3 +128,13 @@ def upload(at: AppTest, file: tuple[str, bytes, str]) -> AppTest:
     at.file_uploader(key="gallery.upload").set_value(file).run()
     assert_clean(at)
     return at
+
+
+def channel_picture_shown(at, channel: int) -> bool:
+    """Whether the page's "What this channel looks for" is drawn for ``channel`` (1-based): the
+    picture from the model's atlas, or the button that computes it."""
+    button = f"Optimise a picture for channel {channel} ("
+    alt = f"The picture optimised for channel {channel} of "
+    return any(b.label.startswith(button) for b in at.button) or any(
+        image.proto.imgs[0].alt.startswith(alt) for image in at.main.image
+    )
