@@ -19,7 +19,7 @@ from featapp.app import caches, chrome
 from featapp.app.appstate import CurrentImage
 from featapp.app.asset_server import SHELF
 from featapp.app.caches import ShownPicture
-from featapp.app.view import CELL, CHANNEL, LAYER, SCAN_SPLIT
+from featapp.app.view import CELL, CHANNEL, LAYER, scan_split
 from featapp.cache import CacheFolderError
 from featapp.engine.arithmetic import GRAPH_INPUT, CannotExplain, ConvArithmetic, ConvOp, PoolOp, explain_cell
 from featapp.engine.metadata import LayerInfo
@@ -372,8 +372,8 @@ def _top_photos(model: FeatureModel, layer: str, channels: list[int]) -> tuple[d
     file name), with its strongest cell's receptive field outlined; and a line saying where they
     come from. Only a scan already made is read: this section never starts one."""
     data = chrome.dataset_or_none()
-    split = data and (st.session_state.get(SCAN_SPLIT) or caches.default_split(data))
-    stats = caches.neuron_stats(model, data, split) if data is not None and split in data.splits else None
+    split = scan_split(data) if data is not None else None
+    stats = caches.neuron_stats(model, data, split) if data is not None and split is not None else None
     if stats is None:
         return {}, (
             "Each input channel's strongest photo shows here once a split has been scanned (on the One-neuron page)."

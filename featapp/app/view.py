@@ -306,6 +306,12 @@ def pick_channel(layer: LayerInfo, *, key: str, label: str | None = None) -> int
     return int(chosen) - 1
 
 
+def scan_split(data: Dataset) -> str:
+    """The split the scan picker shows (the shared choice, else the default one)."""
+    chosen = st.session_state.get(SCAN_SPLIT)
+    return chosen if isinstance(chosen, str) and chosen in data.splits else caches.default_split(data)
+
+
 def pick_scan_split(data: Dataset, *, key: str, label: str, help: str | None = None) -> str:
     """The split to scan, shared by "One neuron, many images" and "Cats vs dogs"."""
     return synced(

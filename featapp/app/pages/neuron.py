@@ -79,12 +79,6 @@ def _show_ranked(entries: list[_Shown], scale, vr, score_name: str) -> None:
                 )
 
 
-def _scan_split(data: Dataset) -> str:
-    """The split the scan picker shows (the shared choice, else the default one)."""
-    chosen = st.session_state.get(view.SCAN_SPLIT)
-    return chosen if isinstance(chosen, str) and chosen in data.splits else caches.default_split(data)
-
-
 def _gallery_ranking(
     items: Sequence[DatasetImage], pixels: np.ndarray, layer: str, channel: int, rank_by: str, scale, seed: int
 ) -> None:
@@ -183,7 +177,7 @@ with controls_left:
 with controls_right:
     # The instructor's scan, where there is one, gives the channel's top photos over a whole split:
     # the page leads with them (a gallery of 20 rarely holds a channel's best).
-    scanned = data is not None and analysis.cache_path(model, data, _scan_split(data)).is_file()
+    scanned = data is not None and analysis.cache_path(model, data, view.scan_split(data)).is_file()
     source = view.synced(
         st.radio,
         "Rank",
@@ -241,7 +235,7 @@ with picture_column:
 sections.channel_section(model, layer, channel, key="neuron.featurevis_layer", picture=False)
 
 # -- predict, then reveal ---------------------------------------------------------------------------------------
-quiz_split = _scan_split(data) if data is not None else None
+quiz_split = view.scan_split(data) if data is not None else None
 quiz.channel_quiz_section(model, data, quiz_split, layer, channel, rank_by, scale)
 quiz.occlusion_quiz_section(model, image)
 
