@@ -372,8 +372,7 @@ def _top_photos(model: FeatureModel, layer: str, channels: list[int]) -> tuple[d
     file name), with its strongest cell's receptive field outlined; and a line saying where they
     come from. Only a scan already made is read: this section never starts one."""
     data = chrome.dataset_or_none()
-    split = scan_split(data) if data is not None else None
-    stats = caches.neuron_stats(model, data, split) if data is not None and split is not None else None
+    stats = caches.neuron_stats(model, data, scan_split(data)) if data is not None else None
     if stats is None:
         return {}, (
             "Each input channel's strongest photo shows here once a split has been scanned (on the One-neuron page)."
@@ -381,7 +380,7 @@ def _top_photos(model: FeatureModel, layer: str, channels: list[int]) -> tuple[d
     try:
         hits = {channel: stats.top_k(layer, channel, k=1)[0] for channel in channels}
     except (KeyError, ValueError, IndexError) as err:  # a scan without this layer, or without photos
-        return {}, f"The scan of the {split} split has no ranking for {layer}: {err}"
+        return {}, f"The scan of the {stats.split} split has no ranking for {layer}: {err}"
     names, pixels = caches.photos(model, [hit.path for hit in hits.values() if hit.path is not None])
     read = dict(zip(names, pixels, strict=True))
     top = {}
@@ -393,7 +392,7 @@ def _top_photos(model: FeatureModel, layer: str, channels: list[int]) -> tuple[d
             photo = render.outline_box(photo, hit.box)
         top[channel] = (caches.picture_url(photo, width_px=LINK_PICTURE_PX * 2), Path(str(hit.path)).name)
     return top, (
-        f"Under each picture: the channel's strongest photo of the {len(stats)} scanned ({split}), "
+        f"Under each picture: the channel's strongest photo of the {len(stats)} scanned ({stats.split}), "
         "its strongest cell's field outlined."
     )
 

@@ -52,13 +52,13 @@ def thread_nice() -> int | None:
 def _lower_priority() -> None:
     """Runs once in the worker thread: mark it, and lower its priority by :func:`featapp.settings.heavy_nice`."""
     _heavy_thread.active = True
-    current = thread_nice()
-    if current is None or settings.heavy_nice() == 0:
+    current, lower_by = thread_nice(), settings.heavy_nice()
+    if current is None or lower_by == 0:
         return
     # A sandbox that forbids it (OSError) leaves the runs at the usual priority.
     with contextlib.suppress(OSError):
         # On Linux, PRIO_PROCESS with a thread id sets that one thread's nice value.
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, current + settings.heavy_nice()))
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, current + lower_by))
 
 
 def on_heavy_thread() -> bool:
