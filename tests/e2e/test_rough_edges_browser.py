@@ -164,7 +164,7 @@ def test_neuron_page_after_a_scan_shows_results_only_and_compares_two_photos(tmp
     with browsing.streamlit_server(tmp_path / "streamlit.log", env) as url:
         _gallery(page, url)
         open_page(page, "One neuron, many images")
-        page.get_by_text("a whole dataset split").click()
+        page.get_by_text("a whole dataset split (scanned once, then cached)").click()  # the quiz's note names it too
         scan = page.get_by_role("button", name="Scan the 6 photos now")
         scan.wait_for(timeout=SLOW)
         scan.click()
