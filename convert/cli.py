@@ -52,6 +52,7 @@ def _train(args: argparse.Namespace) -> int:
         label_smoothing=args.label_smoothing,
         first_layer_kernel_scale=args.first_layer_kernel_scale,
         centre_inputs=args.centre_inputs,
+        first_layer_weight_decay=args.first_layer_weight_decay,
     )
     train(config)
     return 0
@@ -334,6 +335,13 @@ def _parser() -> argparse.ArgumentParser:
         "--centre-inputs",
         action="store_true",
         help="train on pixels centred to [-1, 1]; folded into the first layer on saving (the model takes [0, 1])",
+    )
+    p.add_argument(
+        "--first-layer-weight-decay",
+        type=float,
+        default=None,
+        metavar="RATE",
+        help="the first layer's kernel decays at RATE (decoupled, like AdamW's) instead of --weight-decay",
     )
     p.add_argument("--refit", action="store_true", help="after choosing the epoch, fit again on train+validation")
     p.add_argument(

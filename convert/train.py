@@ -99,6 +99,11 @@ class TrainConfig:
     # signs, so a ReLU channel is less easily pushed to never firing. Folded into the first
     # layer's kernel and bias when the model is saved, which keeps the [0, 1] input contract.
     centre_inputs: bool = False
+    # None: the first layer's kernel decays at ``weight_decay`` like every other weight. A
+    # rate of its own (decoupled, AdamW's form: w -= lr * rate * w each step) lets its random
+    # start fade while the gradient keeps what it learns: AdamW's steps add the learned part on
+    # top of the start, which a weak decay barely shrinks.
+    first_layer_weight_decay: float | None = None
 
 
 def native_bfloat16() -> bool:
@@ -573,6 +578,7 @@ def _fit(
     optimizer = keras.optimizers.AdamW(
         learning_rate=learning_rate_schedule(config, steps), weight_decay=config.weight_decay
     )
+    first_layer_decay = first_layer_weight_decay(model, optimizer, config.first_layer_weight_decay)
     resumed_at = resumed_epoch(run_dir / "backup")
     seed = data_seed(config.seed, resumed_at)
     if resumed_at:
@@ -597,7 +603,7 @@ def _fit(
     fitted.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     local = TrainConfig(**{**asdict(config), "snapshot_epochs": config.snapshot_epochs if snapshots else ()})
     liveness_images = None if val_xy is None else val_xy[0][: config.liveness_images]
-    callbacks = _callbacks(local, run_dir, val_xy is not None, model, liveness_images)
+    callbacks = [first_layer_decay, *_callbacks(local, run_dir, val_xy is not None, model, liveness_images)]
     fitted.fit(
         **data,
         epochs=epochs,
@@ -606,6 +612,29 @@ def _fit(
     )
     keras.mixed_precision.set_global_policy("float32")
     return model
+
+
+def first_layer_weight_decay(model, optimizer, rate: float | None):
+    """Give the first conv layer's kernel a decoupled weight decay of its own.
+
+    Removes the kernel from ``optimizer``'s decay (call before the optimizer is built) and
+    returns a callback that, after each step, multiplies it by ``1 - lr * rate`` (AdamW's
+    decoupled form, at the optimizer's current learning rate); ``None`` when ``rate`` is
+    None. Keras' AdamW has one rate for all the weights it decays, hence the callback.
+    """
+    import keras
+
+    if rate is None:
+        return None
+    kernel = model.get_layer(LAYER_NAMES[0]).kernel
+    optimizer.exclude_from_weight_decay(var_list=[kernel])
+
+    class FirstLayerWeightDecay(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+            kernel.assign(kernel * (1.0 - learning_rate * rate))
+
+    return FirstLayerWeightDecay()
 
 
 def resumed_epoch(backup_dir: Path) -> int:

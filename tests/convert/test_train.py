@@ -392,3 +392,37 @@ def test_the_first_layer_can_start_from_its_own_initializer():
     he_first = build_model("float32", "he_uniform").get_layer("conv2d").kernel.numpy()
     assert np.abs(he_first).max() > 0.2  # He's limit for 27 inputs is sqrt(6 / 27) = 0.47
     assert np.abs(second).max() <= np.sqrt(6 / 288) + 1e-6
+
+
+def _kernel_norm_ratios(weight_decay: float, first_layer_rate: float | None) -> tuple[float, float]:
+    """How much the first and second conv kernels' norms change in 3 steps at a constant 1e-2
+    learning rate on 4 real photos, with these decays (30 x 1e-2 shrinks a weight to 0.7x a step)."""
+    import keras
+
+    from convert.train import build_model, first_layer_weight_decay
+
+    keras.utils.set_random_seed(0)
+    model = build_model("float32", "he_uniform")
+    optimizer = keras.optimizers.AdamW(learning_rate=1e-2, weight_decay=weight_decay)
+    decay = first_layer_weight_decay(model, optimizer, first_layer_rate)
+    model.compile(optimizer=optimizer, loss="binary_crossentropy")
+    kernels = [model.get_layer(name).kernel for name in ("conv2d", "conv2d_1")]
+    before = [np.linalg.norm(k.numpy()) for k in kernels]
+    photos = sorted((REPO_ROOT.parent / "shared" / "data" / "cats_vs_dogs" / "train" / "dogs").iterdir())[:4]
+    x = np.stack([np.asarray(Image.open(p).convert("RGB").resize((150, 150)), np.float32) / 255 for p in photos])
+    model.fit(x, np.ones(4), batch_size=4, epochs=3, verbose=0, callbacks=[decay] if decay else [])
+    first, second = (np.linalg.norm(k.numpy()) / b for k, b in zip(kernels, before, strict=True))
+    return float(first), float(second)
+
+
+def test_the_first_layer_decays_at_its_own_rate_and_the_others_at_adamws():
+    # The first layer's own rate, and nothing from AdamW's: it shrinks (0.7^3 = 0.34, give or
+    # take the three steps the gradient takes), the second layer keeps its size.
+    first, second = _kernel_norm_ratios(weight_decay=0.0, first_layer_rate=30.0)
+    assert first < 0.5 and second > 0.8
+    # Excluded from AdamW's decay: a strong global decay shrinks the second layer only.
+    first, second = _kernel_norm_ratios(weight_decay=30.0, first_layer_rate=0.0)
+    assert first > 0.8 and second < 0.5
+    # Without a rate of its own the first layer decays with the rest, as before.
+    first, second = _kernel_norm_ratios(weight_decay=30.0, first_layer_rate=None)
+    assert first < 0.5 and second < 0.5
