@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from featapp.data.dataset import Dataset
-from featapp.engine.filters import colour_like_kernels, edge_like_kernels, kernel_correlation
+from featapp.engine.filters import colour_like_kernels, edge_like_kernels, kernel_correlation, start_and_learned
 from featapp.engine.images import InputSpec, prepare_image
 from featapp.stats.liveness import LivenessCounter
 
@@ -100,11 +100,14 @@ def training_report(
             for name in conv_names
         }
         first_kernel = model.get_layer(conv_names[0]).kernel.numpy()  # (rows, cols, in, out)
+        start_share, learned = start_and_learned(first_kernel, start.get_layer(conv_names[0]).kernel.numpy())
         rows.append(
             {
                 "epoch": epoch,
                 "first_layer_edge_kernels": [int(i) for i in edge_like_kernels(first_kernel.transpose(3, 2, 0, 1))],
                 "first_layer_colour_kernels": [int(i) for i in colour_like_kernels(first_kernel.transpose(3, 2, 0, 1))],
+                "first_layer_start_share": start_share,
+                "first_layer_learned_over_start": learned,
                 "file": path.name,
                 "is_best": path.name == "best.keras",
                 "val_accuracy": index.get(str(epoch), {}).get("val_accuracy")
@@ -125,11 +128,11 @@ def report_markdown(report: dict) -> str:
     """The report as Markdown tables, for the model card."""
     conv = list(report["snapshots"][0]["liveness"])
     head = (
-        "| epoch | val acc. | layer-1 edge-like kernels | layer-1 colour detectors | "
+        "| epoch | val acc. | layer-1 edge-like kernels | layer-1 colour detectors | layer-1 start kept / learned | "
         + " | ".join(f"{n}: corr. / never active / constant" for n in conv)
         + " |"
     )
-    lines = [head, "|" + "---|" * (4 + len(conv))]
+    lines = [head, "|" + "---|" * (5 + len(conv))]
     for row in report["snapshots"]:
         cells = []
         for name in conv:
@@ -145,7 +148,9 @@ def report_markdown(report: dict) -> str:
         edge_cell = "-" if edges is None else f"{len(edges)} of {channels}"
         colours = row.get("first_layer_colour_kernels")
         colour_cell = "-" if colours is None else f"{len(colours)} of {channels}"
-        lines.append(f"| {label} | {acc} | {edge_cell} | {colour_cell} | " + " | ".join(cells) + " |")
+        share, learned = row.get("first_layer_start_share"), row.get("first_layer_learned_over_start")
+        split_cell = "-" if share is None or learned is None else f"{share:.2f} / {learned:.2f}"
+        lines.append(f"| {label} | {acc} | {edge_cell} | {colour_cell} | {split_cell} | " + " | ".join(cells) + " |")
     for path, layers in report["onnx"].items():
         lines += ["", f"ONNX Runtime, `{Path(path).name}`, {report['images']} {report['split']} photos:", ""]
         lines += ["| layer | never active | constant maps per photo | zero activations |", "|---|---|---|---|"]

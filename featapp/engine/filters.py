@@ -36,6 +36,7 @@ __all__ = [
     "first_layer_summary",
     "kernel_correlation",
     "read_first_layer_filters",
+    "start_and_learned",
 ]
 
 
@@ -221,6 +222,29 @@ def kernel_correlation(kernel: np.ndarray, start: np.ndarray) -> float:
     if a.shape != b.shape:
         raise ValueError(f"kernels of different shapes: {kernel.shape} and {start.shape}")
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def start_and_learned(kernel: np.ndarray, start: np.ndarray) -> tuple[float, float]:
+    """How much of ``start`` a trained kernel still holds, and how much it added to it.
+
+    The kernel is split into ``a * start`` plus a part orthogonal to the start (what
+    training added in new directions); returns ``a`` and that part's norm over the start's.
+    The correlation with the start is about ``a / sqrt(a**2 + learned**2)``, so it stays high
+    when training amplifies the start (``a > 1``) as much as when it barely moves it.
+
+    >>> s = np.array([1.0, 0.0, -1.0, 0.0])
+    >>> start_and_learned(2 * s + np.array([0.0, 1.0, 0.0, -1.0]), s)
+    (2.0, 1.0)
+    """
+    k = np.asarray(kernel, np.float64).ravel()
+    s = np.asarray(start, np.float64).ravel()
+    if k.shape != s.shape:
+        raise ValueError(f"kernels of different shapes: {kernel.shape} and {start.shape}")
+    square = float(s @ s)
+    if square == 0.0:
+        raise ValueError("the start kernel is all zeros")
+    share = float(k @ s) / square
+    return share, float(np.linalg.norm(k - share * s) / np.sqrt(square))
 
 
 @dataclass(frozen=True)

@@ -377,6 +377,9 @@ def test_report_compares_each_snapshot_with_epoch_0_and_counts_live_channels(run
         assert live["images"] == 4 and 0 <= live["never_active"] <= live["channels"]
     assert "| 1 (best) |" in (tmp_path / "report.md").read_text()
     assert all(0 <= len(row["first_layer_edge_kernels"]) <= 32 for row in report["snapshots"])
+    # Epoch 0 is all start and nothing learned; one epoch keeps most of the start and adds a little.
+    assert first["first_layer_start_share"] == pytest.approx(1.0) and first["first_layer_learned_over_start"] < 1e-6
+    assert 0.5 < last["first_layer_start_share"] < 1.5 and 0 < last["first_layer_learned_over_start"] < 0.5
 
 
 def test_the_first_layer_can_start_from_its_own_initializer():

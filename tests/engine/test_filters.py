@@ -136,3 +136,22 @@ def test_random_kernels_put_about_two_27ths_of_their_energy_in_a_flat_colour_con
 
     shares = colour_energy_shares(np.random.default_rng(0).normal(size=(4000, 3, 3, 3)))
     assert shares.mean() == pytest.approx(2 / 27, abs=0.01)
+
+
+def test_start_and_learned_splits_a_kernel_into_its_start_and_what_was_added():
+    from featapp.engine.filters import kernel_correlation, start_and_learned
+
+    rng = np.random.default_rng(3)
+    start = rng.standard_normal((3, 3, 3, 32))
+    added = rng.standard_normal(start.shape)
+    added -= (added.ravel() @ start.ravel()) / (start.ravel() @ start.ravel()) * start  # orthogonal to the start
+    added *= np.linalg.norm(start) / np.linalg.norm(added)
+    share, learned = start_and_learned(1.3 * start + 0.8 * added, start)
+    assert share == pytest.approx(1.3) and learned == pytest.approx(0.8)
+    # Amplifying the start keeps the correlation up: 1.3 / sqrt(1.3^2 + 0.8^2) = 0.85; halving it lowers it to 0.63.
+    assert kernel_correlation(1.3 * start + 0.8 * added, start) == pytest.approx(0.85, abs=0.01)
+    assert kernel_correlation(0.65 * start + 0.8 * added, start) == pytest.approx(0.63, abs=0.01)
+    with pytest.raises(ValueError, match="different shapes"):
+        start_and_learned(start[..., :16], start)
+    with pytest.raises(ValueError, match="all zeros"):
+        start_and_learned(start, np.zeros_like(start))
