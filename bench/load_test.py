@@ -207,6 +207,7 @@ class Server:
     log_path: Path | None = None
     samples: list[tuple[float, float, float]] = field(default_factory=list)  # (time, rss MB, cpu seconds)
     marks: list[tuple[float, str]] = field(default_factory=list)
+    client_http: str = "browser"  # how this server's protocol students speak HTTP (streamlit_client.HTTP_MODES)
 
     def rss_mb(self) -> float | None:
         if self.pid is None:
@@ -270,10 +271,27 @@ def wait_for_warm_up(log_path: Path, timeout: float = 120.0) -> None:
     print(f"the server at {log_path.name} did not finish its warm-up in {timeout:.0f} s; going on", file=sys.stderr)
 
 
+CLIENT_HTTP_FLAG = "client-http="
+"""A FLAG of ``--app`` for the students, not the server: ``client-http=per-request`` makes that
+server's protocol students open a new connection per HTTP request (the client's way before it
+spoke HTTP as a browser does), for a side-by-side run of the two."""
+
+
 def start_app(name: str, spec: str, work: Path) -> Server:
-    """A server for ``--app NAME=DIR[:FLAGS]`` (``spec`` is ``DIR[:FLAGS]``; FLAGS as in :func:`start_server`)."""
+    """A server for ``--app NAME=DIR[:FLAGS]`` (``spec`` is ``DIR[:FLAGS]``; FLAGS as in :func:`start_server`,
+    plus :data:`CLIENT_HTTP_FLAG`)."""
     folder, _, flags = spec.partition(":")
-    return start_server(name, Path(folder).resolve(), flags.split(",") if flags else [], work)
+    options = flags.split(",") if flags else []
+    client_http = [option for option in options if option.startswith(CLIENT_HTTP_FLAG)]
+    server = start_server(name, Path(folder).resolve(), [o for o in options if o not in client_http], work)
+    if client_http:
+        from bench.streamlit_client import HTTP_MODES
+
+        server.client_http = client_http[-1].removeprefix(CLIENT_HTTP_FLAG)
+        if server.client_http not in HTTP_MODES:
+            stop_server(server)
+            raise SystemExit(f"--app {name}: client-http must be one of {', '.join(HTTP_MODES)}")
+    return server
 
 
 def stop_server(server: Server) -> None:
@@ -610,7 +628,7 @@ async def protocol_student(
     from bench.streamlit_client import AppClient, AppError, Widget
 
     result = Result(server.name, wave, session)
-    client = AppClient(server.url, timeout=timeout_s)
+    client = AppClient(server.url, timeout=timeout_s, http=server.client_http)
 
     async def step(name: str, act):
         started = time.perf_counter()
@@ -1419,8 +1437,9 @@ def parse_args(argv=None):
         "--app",
         action="append",
         metavar="NAME=DIR[:FLAGS]",
-        help="start a server from DIR, with FLAGS: comma-separated streamlit options (--x.y=z) and environment "
-        "variables (NAME=VALUE); repeatable",
+        help="start a server from DIR, with FLAGS: comma-separated streamlit options (--x.y=z), environment "
+        "variables (NAME=VALUE) and client-http=per-request (its students open a connection per HTTP request); "
+        "repeatable",
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/load.md")
     parser.add_argument("--screenshots", type=Path, help="save a screenshot of every session that fails here")

@@ -151,3 +151,70 @@ def test_the_large_pictures_are_what_the_heavy_test_says(tmp_path):
         assert image.size == picture.size
         assert bool(image.info.get("progressive")) == picture.progressive
         assert large_picture(picture, session=4) != data  # a picture of each student's own
+
+
+class _RecordingHandler:
+    """Factory of an HTTP/1.1 handler that answers each path with itself and records the
+    client port of every request; ``/drop`` answers, then closes the connection without
+    saying so (as a server does to an idle kept-alive connection); ``/missing`` is a 404."""
+
+    @staticmethod
+    def make(ports: list[int]):
+        from http.server import BaseHTTPRequestHandler
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                ports.append(self.client_address[1])
+                body = self.path.encode()
+                self.send_response(404 if self.path == "/missing" else 200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                if self.path == "/drop":
+                    self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+
+def test_the_client_speaks_http_over_six_kept_alive_connections_as_a_browser_does():
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from bench.streamlit_client import BROWSER_CONNECTIONS, AppClient, AppError
+
+    ports: list[int] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RecordingHandler.make(ports))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = AppClient(f"http://127.0.0.1:{server.server_address[1]}", timeout=30)
+
+    async def visit() -> list[bytes]:
+        answers = await asyncio.gather(*(client._request("GET", f"{client.url}/file{i}", {}) for i in range(60)))
+        return [body for _, _, body in answers]
+
+    try:
+        assert asyncio.run(visit()) == [f"/file{i}".encode() for i in range(60)]
+        # 60 files over at most 6 connections, each used again and again (urllib made 60).
+        assert client.http.opened <= BROWSER_CONNECTIONS and len(set(ports)) == client.http.opened
+        # A connection the server closed while idle is replaced, and the request goes through.
+        client.http.close()
+        opened = client.http.opened
+        asyncio.run(client._request("GET", f"{client.url}/drop", {}))
+        assert asyncio.run(client._request("GET", f"{client.url}/after", {}))[2] == b"/after"
+        assert client.http.opened == opened + 2
+        with pytest.raises(AppError, match="answered 404"):
+            asyncio.run(client._request("GET", f"{client.url}/missing", {}))
+        with pytest.raises(AppError, match="not on the app's server"):
+            asyncio.run(client._request("GET", "http://127.0.0.1:1/elsewhere", {}))
+        # The client's way before, kept for side-by-side runs: a new connection for every request.
+        per_request = AppClient(client.url, timeout=30, http="per-request")
+        asyncio.run(per_request._request("GET", f"{client.url}/one", {}))
+        asyncio.run(per_request._request("GET", f"{client.url}/two", {}))
+        assert per_request.http.opened == 2
+    finally:
+        client.http.close()
+        server.shutdown()
