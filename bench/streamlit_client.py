@@ -163,25 +163,30 @@ class ConnectionPool:
         except queue.Empty:
             connection, reused = self._connect(), False
         try:
-            connection.request(method, path, body=body, headers=headers)
-            response = connection.getresponse()
-            data = response.read()
+            response, data = self._exchange(connection, method, path, headers, body)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-            connection.close()
             if not reused:
                 raise
             connection = self._connect()  # the server had closed the idle connection
-            connection.request(method, path, body=body, headers=headers)
-            response = connection.getresponse()
-            data = response.read()
-        except BaseException:
-            connection.close()
-            raise
+            response, data = self._exchange(connection, method, path, headers, body)
         if response.will_close or not self.keep_alive:
             connection.close()
         else:
             self._idle.put(connection)
         return response.status, response.headers, data
+
+    @staticmethod
+    def _exchange(
+        connection: http.client.HTTPConnection, method: str, path: str, headers: dict[str, str], body: bytes | None
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """One request and its whole answer on ``connection``, which is closed if either fails."""
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            return response, response.read()
+        except BaseException:
+            connection.close()
+            raise
 
     def close(self) -> None:
         while True:
