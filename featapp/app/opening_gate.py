@@ -41,7 +41,7 @@ class OpeningGate:
         self._turns = threading.Semaphore(at_once) if at_once > 0 else None
 
     @contextlib.contextmanager
-    def first_run(self, session_state: MutableMapping[Any, Any]) -> Iterator[bool]:
+    def first_run(self, session_state: MutableMapping[str, Any]) -> Iterator[bool]:
         """Around a session's run: waits for a turn if the session has not drawn its page yet.
         Yields whether it took a turn. A run that ends in an exception (Streamlit stops or
         reruns a script by raising one) leaves the session unopened, so its next run waits again."""
@@ -61,7 +61,7 @@ _gate: OpeningGate | None = None
 _gate_lock = threading.Lock()
 
 
-def first_run(session_state: MutableMapping[Any, Any]) -> contextlib.AbstractContextManager[bool]:
+def first_run(session_state: MutableMapping[str, Any]) -> contextlib.AbstractContextManager[bool]:
     """:meth:`OpeningGate.first_run` of the process's gate, sized by the setting when first asked."""
     global _gate
     with _gate_lock:
