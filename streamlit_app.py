@@ -10,18 +10,10 @@ import streamlit as st
 
 def run_session() -> None:
     """One session's script: the model (or a page that says how to fix it), the pages, the sidebar."""
-    from featapp.app import opening_gate, widget_guard
+    from featapp.app import chrome, widget_guard
 
     widget_guard.install()  # before a browser's malformed component value can reach a rerun
     st.set_page_config(page_title="featapp: look inside a convnet", page_icon="🔎", layout="wide")
-    with opening_gate.first_run(st.session_state):  # a class opening the app takes turns
-        draw_page()
-
-
-def draw_page() -> None:
-    """The model (or a page that says how to fix it), the chosen page and the sidebar."""
-    from featapp.app import chrome
-
     model = chrome.model_or_error_page()
     pages = [
         st.Page(chrome.PAGE_FILES["gallery"], title="Gallery", icon="🖼️", url_path="gallery", default=True),

@@ -34,7 +34,6 @@ __all__ = [
     "PROVIDER_ENV",
     "THREADS_ENV",
     "HEAVY_NICE_ENV",
-    "OPENING_SESSIONS_ENV",
     "DATA_HOME_ENV",
     "VIS_STEPS_ENV",
     "MAP_VIEW_ENV",
@@ -55,7 +54,6 @@ __all__ = [
     "provider",
     "threads_text",
     "heavy_nice",
-    "opening_sessions",
     "vis_steps",
     "map_view",
 ]
@@ -79,7 +77,6 @@ CACHE_MB_ENV = "FEATAPP_CACHE_MB"
 PROVIDER_ENV = "FEATAPP_PROVIDER"
 THREADS_ENV = "FEATAPP_THREADS"
 HEAVY_NICE_ENV = "FEATAPP_HEAVY_NICE"
-OPENING_SESSIONS_ENV = "FEATAPP_OPENING_SESSIONS"
 DATA_HOME_ENV = "FEATAPP_DATA_HOME"
 VIS_STEPS_ENV = "FEATAPP_VIS_STEPS"
 MAP_VIEW_ENV = "FEATAPP_MAP_VIEW"
@@ -97,11 +94,6 @@ SETTINGS = (
         HEAVY_NICE_ENV,
         "10",
         "how much lower (nice, 0-19) heavy views run than clicks on Linux; 0 = the same priority",
-    ),
-    Setting(
-        OPENING_SESSIONS_ENV,
-        "2",
-        "students whose first page is drawn at once; the others opening the app wait their turn; 0 = no limit",
     ),
     Setting(DATA_HOME_ENV, "$XDG_DATA_HOME/featapp or ~/.local/share/featapp", "where download-photos puts photos"),
     Setting(
@@ -218,20 +210,6 @@ def heavy_nice(default: int = 10) -> int:
     """
     text = configured(HEAVY_NICE_ENV)
     return min(19, int(text)) if text.isdigit() else default
-
-
-def opening_sessions(default: int = 2) -> int:
-    """``$FEATAPP_OPENING_SESSIONS`` (0 = no limit), else ``default``: how many sessions draw their
-    first page at once (:mod:`featapp.app.opening_gate`).
-
-    >>> os.environ["FEATAPP_OPENING_SESSIONS"] = "0"; opening_sessions()
-    0
-    >>> os.environ["FEATAPP_OPENING_SESSIONS"] = "two"; opening_sessions()
-    2
-    >>> del os.environ["FEATAPP_OPENING_SESSIONS"]
-    """
-    text = configured(OPENING_SESSIONS_ENV)
-    return int(text) if text.isdigit() else default
 
 
 def vis_steps(default: int) -> int:
