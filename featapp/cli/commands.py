@@ -23,6 +23,8 @@ ACTIVATION_META_KEYS = META_KEYS
 
 _ACTIVATIONS_LAYOUT = LAYOUT
 
+SALIENCY_ALPHA = 0.55
+"""How much of ``saliency``'s picture is the map's colour (the rest is the photo)."""
 SCAN_WAITING = "Another featapp is scanning this split with this model; waiting for it, then using its result."
 
 
@@ -627,7 +629,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         class_index = pixel_map.class_index
     names = model.class_names or tuple(f"class {i}" for i in range(max(2, model.layers[-1].channels)))
     vr = render.value_range(values, "per map")
-    picture = render.overlay_pixels(photo, values, vr, render.VIRIDIS, alpha=0.55)
+    picture = render.overlay_pixels(photo, values, vr, render.VIRIDIS, alpha=SALIENCY_ALPHA)
     from PIL import Image
 
     _save_png(Image.fromarray(render.enlarge(picture, 2)), Path(args.out))
