@@ -162,9 +162,9 @@ def test_one_filter_changed_is_another_network(tmp_path):
 
 
 def test_snapshots_belong_to_their_model_only(tmp_path):
-    """The committed snapshots (an index without identity) go with the lecture's model, not
-    with another model whose first layer is also called conv2d; an index with an identity
-    is matched by architecture and, when both say one, by training run."""
+    """The committed snapshots go with the lecture's model, not with another model whose first
+    layer is also called conv2d; an index with an identity is matched by architecture and,
+    when both say one, by training run."""
     from dataclasses import replace
 
     from featapp.engine.metadata import IDENTITY_KEY, model_identity
@@ -180,17 +180,20 @@ def test_snapshots_belong_to_their_model_only(tmp_path):
     assert other.layer_names[0] == lecture.layer_names[0] == "conv2d"
     assert own_snapshots(committed, other) == []
 
-    identity = {**model_identity(lecture.spec), "run": "run-a"}
-    tagged = replace(committed[0], identity=identity)
-    assert belongs_to(tagged, lecture)  # the final model says no run: the architecture decides
-    lecture.spec.extra[IDENTITY_KEY] = {"run": "run-b"}
-    vars(lecture).pop("identity", None)  # a loaded model's identity is computed once: as if loaded so
+    architecture = model_identity(lecture.spec)["architecture"]
+    run_a = replace(committed[0], identity={"architecture": architecture, "run": "run-a"})
+    no_run = replace(committed[0], identity={"architecture": architecture})
+    saved = lecture.spec.extra.get(IDENTITY_KEY)
     try:
-        assert not belongs_to(tagged, lecture)  # another run of the same architecture
+        for said, belongs in ({"run": "run-a"}, True), ({"run": "run-b"}, False), ({}, True):
+            lecture.spec.extra[IDENTITY_KEY] = said  # as if the converter had recorded this run
+            vars(lecture).pop("identity", None)  # a loaded model's identity is computed once
+            assert belongs_to(run_a, lecture) is belongs, said  # a model that says no run: the architecture decides
+            assert belongs_to(no_run, lecture)  # nor does a snapshot that says none
     finally:
-        del lecture.spec.extra[IDENTITY_KEY]
+        lecture.spec.extra[IDENTITY_KEY] = saved
         vars(lecture).pop("identity", None)
-    assert not belongs_to(tagged, other)
+    assert not belongs_to(run_a, other)
 
 
 def test_index_keeps_the_model_identity(tmp_path, trunk_file):
